@@ -59,7 +59,7 @@ def generate_samples(n_rows=20000, seed=0):
     match = (user_affinity[u] * genre_onehot[m]).sum(1) / np.maximum(genre_onehot[m].sum(1), 1)
     match = (match - match.mean()) / (match.std() + 1e-9)
     latent = (user_latent[u] * movie_latent[m]).sum(1) / np.sqrt(_LATENT)
-    logit = 0.2 + 0.8 * movie_quality[m] + 0.9 * user_leniency[u] + 0.7 * match + 0.6 * latent
+    logit = 0.2 + 1.2 * movie_quality[m] + 1.2 * user_leniency[u] + 0.8 * match + 0.3 * latent
     label = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
 
     columns = {
