@@ -1,6 +1,9 @@
 """graphopt: rewrite trained TensorFlow recommendation models onto dynamic-hash EmbeddingVariables."""
 
+from graphopt._tensorflow import import_tensorflow_quietly
 from graphopt.errors import GraphoptError
+
+import_tensorflow_quietly()
 # Loads the op library (OpLibraryError if it is missing or built for another TensorFlow).
 from graphopt.ops import EmbeddingVariable
 

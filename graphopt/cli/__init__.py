@@ -1,38 +1,11 @@
 """The ``graphopt`` command line: one module per command, registered on one group."""
 
-import os
 import sys
 
 import click
 
-# TensorFlow's C++ start-up chatter drowns the one-line reports users read.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from graphopt import __version__  # noqa: E402
-from graphopt.errors import GraphoptError  # noqa: E402
-
-
-def _import_tensorflow_quietly():
-    """Import TensorFlow and initialize its devices with fd 2 muted.
-
-    TensorFlow's C++ start-up lines (absl pre-init notices, oneDNN, CUDA probing) bypass
-    TF_CPP_MIN_LOG_LEVEL; users of a CLI should see only its reports and its errors.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-        tf.get_logger().setLevel("ERROR")
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+from graphopt import __version__
+from graphopt.errors import GraphoptError
 
 
 class GraphoptGroup(click.Group):
@@ -41,7 +14,10 @@ class GraphoptGroup(click.Group):
     def invoke(self, ctx):
         try:
             if ctx.protected_args or ctx.args:
-                _import_tensorflow_quietly()
+                # Deprecation notices of TF1-era APIs are for model authors, not CLI users.
+                import tensorflow as tf
+
+                tf.get_logger().setLevel("ERROR")
             return super().invoke(ctx)
         except GraphoptError as exc:
             click.echo(f"graphopt: error: {exc}", err=True)
