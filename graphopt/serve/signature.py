@@ -2,6 +2,7 @@
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 
 from graphopt.serve.errors import BadRequest, ModelFailed
 
@@ -10,7 +11,7 @@ DEFAULT_SIGNATURE = "serving_default"
 
 def dtype_name(dtype):
     """TF Serving's spelling of a dtype in messages and metadata, e.g. DT_INT64."""
-    return "DT_" + tf.dtypes.as_dtype(dtype).name.upper()
+    return types_pb2.DataType.Name(tf.dtypes.as_dtype(dtype).as_datatype_enum)
 
 
 def shape_text(shape):
