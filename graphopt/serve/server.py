@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import signal
 import threading
 import urllib.error
@@ -17,6 +18,9 @@ from graphopt.serve.rest import DEFAULT_MAX_BODY_BYTES, RestServer
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 5.0
+
+# The line `graphopt serve` prints once it answers requests; scripts that start it read it.
+READY_LINE = re.compile(r"REST (?P<rest_url>http://\S+?)/v1/models/(?P<name>[^/\s,]+), gRPC (?P<grpc_target>\S+)$")
 
 
 class ModelServer:
@@ -97,7 +101,7 @@ def serve_until_signal(server, on_ready=print):
         on_ready(
             f"serving model {server.name!r} version {version} from {server.repository.base_path}: "
             f"REST {server.rest_url}/v1/models/{server.name}, gRPC {server.grpc_target}"
-        )
+        )  # READY_LINE matches this
         while not stop.wait(0.5):
             pass
         on_ready("stopping: finishing requests in flight")

@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import select
 import signal
 import subprocess
@@ -12,7 +11,8 @@ import pytest
 from serve_models import make_base
 from serve_rest_client import call
 
-READY = re.compile(r"REST (http://127\.0\.0\.1:\d+)/v1/models/(\w+), gRPC 127\.0\.0\.1:(\d+)")
+from graphopt.serve.server import READY_LINE
+
 
 
 def _graphopt(*args):
@@ -25,7 +25,7 @@ def _ready_line(process, timeout=120):
     ready, _, _ = select.select([process.stdout], [], [], timeout)
     assert ready, "graphopt serve printed nothing"
     line = process.stdout.readline()
-    match = READY.search(line)
+    match = READY_LINE.search(line.strip())
     assert match, line + process.stderr.read()
     return match
 
@@ -41,7 +41,7 @@ def test_serve_answers_then_stops_cleanly_on_signal(model_store, tmp_path, stop_
     process = _graphopt("serve", str(base), "--model-name", "rec", "--rest-port", "0", "--grpc-port", "0")
     try:
         match = _ready_line(process)
-        status, reply = call(_Address(match[1], "rec"), "/v1/models/rec")
+        status, reply = call(_Address(match["rest_url"], match["name"]), "/v1/models/rec")
         assert status == 200 and reply["model_version_status"][0]["state"] == "AVAILABLE"
         process.send_signal(stop_signal)
         out, err = process.communicate(timeout=60)
