@@ -17,6 +17,7 @@ import os
 import select
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -39,9 +40,11 @@ def parse_args(argv=None):
     parser.add_argument("--seconds", type=float, default=6.0, help="most seconds per model per cell")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per cell")
     parser.add_argument("--warmup", type=int, default=20, help="unrecorded requests per model per cell")
-    parser.add_argument("--instances", help="JSON file: a list of row-format instances to draw batches from")
+    parser.add_argument("--samples", default="synthetic",
+                        help="rows to draw requests from when the model takes the course's features: "
+                             "'synthetic' (graphopt's generator) or a samples CSV such as testSamples.csv")
     parser.add_argument("--max-id", type=int, default=100,
-                        help="synthetic integer inputs are drawn from [0, max-id) (ids valid in both models)")
+                        help="for other models: integer inputs are drawn from [0, max-id)")
     parser.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
     return parser.parse_args(argv)
 
@@ -54,22 +57,27 @@ class ServedModel:
 
         self.label = label
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        self.log = tempfile.TemporaryFile("w+")  # the server's stderr, shown if it fails
         self.process = subprocess.Popen(
             [sys.executable, "-m", "graphopt", "serve", base_path, "--model-name", "model",
              "--rest-port", "0", "--grpc-port", "0", "--host", "127.0.0.1"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
         )
         ready, _, _ = select.select([self.process.stdout], [], [], 180)
         line = self.process.stdout.readline().strip() if ready else ""
         match = READY_LINE.search(line)
         if match is None:
             self.stop()
-            sys.exit(f"bench: `graphopt serve {base_path}` did not start: {line or 'no output'}")
+            sys.exit(f"bench: `graphopt serve {base_path}` did not start: {line or 'no output'}\n{self.log_tail()}")
         self.rest_url, self.grpc_target = match["rest_url"], match["grpc_target"]
 
     def metadata(self):
         with urllib.request.urlopen(f"{self.rest_url}/v1/models/model/metadata", timeout=60) as reply:
             return json.load(reply)["metadata"]["signature_def"]["signature_def"]["serving_default"]
+
+    def log_tail(self, lines=20):
+        self.log.seek(0)
+        return "".join(self.log.readlines()[-lines:])
 
     def stop(self):
         if self.process.poll() is None:
@@ -103,15 +111,26 @@ def synthetic_batch(inputs, batch, max_id, rng):
         elif dtype == "DT_BOOL":
             arrays[name] = rng.random(shape) < 0.5
         else:
-            sys.exit(f"bench: input {name} has dtype {dtype}, which the synthetic requests do not cover; use --instances")
+            sys.exit(f"bench: input {name} has dtype {dtype}, which the synthetic requests do not cover")
     return arrays
 
 
-def instance_batch(instances, inputs, batch, rng):
-    """Columnar arrays for ``batch`` instances drawn from a row-format list."""
-    rows = [instances[i] for i in rng.integers(0, len(instances), batch)]
-    return {name: np.asarray([row[name] for row in rows], dtype=_NUMPY[info["dtype"]])
-            for name, info in sorted(inputs.items())}
+def course_rows(source, inputs):
+    """The course's feature columns from synthetic or real samples, or None if the model takes other inputs."""
+    from graphopt.data import read_samples
+    from graphopt.data.synthetic import generate_samples
+    from graphopt_models.features import INPUT_DTYPES, feature_arrays
+
+    if set(inputs) != set(INPUT_DTYPES):
+        return None
+    samples = generate_samples(5000, seed=0) if source == "synthetic" else read_samples(source)
+    return feature_arrays(samples)
+
+
+def sample_batch(rows, batch, rng):
+    """Columnar arrays of ``batch`` rows drawn at random from ``rows``."""
+    chosen = rng.integers(0, len(next(iter(rows.values()))), batch)
+    return {name: column[chosen] for name, column in rows.items()}
 
 
 class Protocol:
@@ -144,14 +163,19 @@ class Protocol:
             connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
 
             def send(body):
-                connection.request("POST", "/v1/models/model:predict", body, {"Content-Type": "application/json"})
-                reply = connection.getresponse()
-                document = json.loads(reply.read())
+                try:
+                    connection.request("POST", "/v1/models/model:predict", body, {"Content-Type": "application/json"})
+                    reply = connection.getresponse()
+                    document = json.loads(reply.read())
+                except (OSError, http.client.HTTPException) as exc:
+                    connection.close()  # the next request reconnects
+                    raise RuntimeError(f"HTTP connection failed: {exc!r}") from None
                 if reply.status != 200:
                     raise RuntimeError(f"HTTP {reply.status}: {document.get('error')}")
                 outputs = document["outputs"]
                 return {k: np.asarray(v) for k, v in outputs.items()} if isinstance(outputs, dict) else {"": np.asarray(outputs)}
 
+            send.close = connection.close
             return send
         import grpc
         import tensorflow as tf
@@ -167,6 +191,7 @@ class Protocol:
                 raise RuntimeError(f"gRPC {exc.code().name}: {exc.details()}") from None
             return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 
+        send.close = channel.close
         return send
 
 
@@ -204,7 +229,10 @@ def run_phase(protocol, served, payloads, concurrency, max_requests, max_seconds
         thread.start()
     for thread in threads:
         thread.join()
-    return latencies, time.perf_counter() - began, errors
+    elapsed = time.perf_counter() - began
+    for send in clients:
+        send.close()
+    return latencies, elapsed, errors
 
 
 def measure(protocol, models, payloads, concurrency, args):
@@ -232,7 +260,10 @@ def measure(protocol, models, payloads, concurrency, args):
 
 def check_same_answers(protocol, models, payload):
     """The largest absolute difference between the two models' outputs on one request."""
-    answers = [protocol.client(m)(payload) for m in models]
+    clients = [protocol.client(m) for m in models]
+    answers = [send(payload) for send in clients]
+    for send in clients:
+        send.close()
     diffs = [float(np.max(np.abs(answers[0][k].astype(np.float64) - answers[1][k].astype(np.float64))))
              for k in answers[0] if k in answers[1] and answers[0][k].dtype != object]
     return max(diffs) if diffs else float("nan")
@@ -243,7 +274,6 @@ def main(argv=None):
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     batches = [int(b) for b in args.batch.split(",")]
     protocol = Protocol(args.protocol)
-    instances = json.load(open(args.instances)) if args.instances else None
     models = []
     try:
         models = [ServedModel("original", args.original)]
@@ -252,11 +282,14 @@ def main(argv=None):
         other = models[1].metadata()["inputs"]
         if {k: v["dtype"] for k, v in inputs.items()} != {k: v["dtype"] for k, v in other.items()}:
             sys.exit("bench: the two models' serving_default inputs differ; they must take the same requests")
+        rows = course_rows(args.samples, inputs)
         rng = np.random.default_rng(0)
         results = []
-        print(f"serving benchmark, {args.protocol}, loopback; original={args.original} rewritten={args.rewritten}")
+        source = f"course samples ({args.samples})" if rows is not None else f"synthetic ids < {args.max_id}"
+        print(f"serving benchmark, {args.protocol}, loopback, requests from {source}; "
+              f"original={args.original} rewritten={args.rewritten}")
         for batch in batches:
-            make = (lambda: instance_batch(instances, inputs, batch, rng)) if instances else \
+            make = (lambda: sample_batch(rows, batch, rng)) if rows is not None else \
                 (lambda: synthetic_batch(inputs, batch, args.max_id, rng))
             payloads = [protocol.payload(make()) for _ in range(32)]
             diff = check_same_answers(protocol, models, payloads[0])

@@ -28,7 +28,13 @@ def serve(model_base, model_name, rest_port, grpc_port, host, poll_seconds, max_
     """
     from graphopt.serve import ModelServer, demo_prediction, serve_until_signal
 
-    logging.basicConfig(level=logging.INFO, format="graphopt serve: %(message)s")
+    # graphopt's own progress lines only; TensorFlow's loggers keep their quiet defaults
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("graphopt serve: %(message)s"))
+    logger = logging.getLogger("graphopt")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     if once:
         name, sent, reply = demo_prediction(model_base, model_name, host, request_json, max_body_bytes)
         click.echo(f"POST /v1/models/{name}:predict {json.dumps(sent)}")

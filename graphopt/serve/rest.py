@@ -183,6 +183,9 @@ class RestServer(ThreadingHTTPServer):
     """The HTTP server: a thread per connection, each answering with the shared RestApi."""
 
     daemon_threads = True  # idle keep-alive connections must not hold the process open
+    # socketserver's default backlog of 5 overflows when a few dozen clients connect at once,
+    # and the kernel then resets connections or delays them by a SYN retry (a 1 s latency spike)
+    request_queue_size = 1024
     allow_reuse_address = True
 
     def __init__(self, repository, host, port, max_body_bytes=DEFAULT_MAX_BODY_BYTES):

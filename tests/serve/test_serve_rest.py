@@ -142,3 +142,26 @@ def test_no_content_length_is_refused(rec_server):
         assert exc.code in (400, 411)
     else:
         pytest.fail("a POST without a body was answered 2xx")
+
+
+def test_many_clients_at_once_all_get_the_right_answer(rec_server):
+    import threading
+
+    inputs = rec_inputs(64, seed=5)
+    expected = direct_call(_version_path(rec_server), inputs)["output_0"]
+    body = {"inputs": {key: value.tolist() for key, value in inputs.items()}}
+    start, answers = threading.Barrier(48), []
+
+    def client():
+        start.wait()  # every client connects at the same moment: the listen backlog must hold them
+        answers.append(predict(rec_server, body))
+
+    threads = [threading.Thread(target=client) for _ in range(48)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 48
+    for status, reply in answers:
+        assert status == 200, reply
+        np.testing.assert_array_equal(np.asarray(reply["outputs"], np.float32), expected)
