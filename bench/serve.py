@@ -36,9 +36,9 @@ def parse_args(argv=None):
     parser.add_argument("--protocol", choices=["grpc", "rest"], default="grpc")
     parser.add_argument("--concurrency", default="1,16", help="comma-separated client thread counts")
     parser.add_argument("--batch", default="1,64", help="comma-separated examples per request")
-    parser.add_argument("--requests", type=int, default=2000, help="most requests per model per cell")
-    parser.add_argument("--seconds", type=float, default=6.0, help="most seconds per model per cell")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per cell")
+    parser.add_argument("--requests", type=int, default=3000, help="most requests per model per cell")
+    parser.add_argument("--seconds", type=float, default=9.0, help="most seconds per model per cell")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds per cell")
     parser.add_argument("--warmup", type=int, default=20, help="unrecorded requests per model per cell")
     parser.add_argument("--samples", default="synthetic",
                         help="rows to draw requests from when the model takes the course's features: "

@@ -65,7 +65,7 @@ def direct_call(path, inputs):
 def make_base(store, tmp_path, versions):
     """A model base path holding ``versions`` ({number: export name}) copied from the store."""
     base = tmp_path / "base"
-    base.mkdir(exist_ok=True)
+    base.mkdir(parents=True, exist_ok=True)
     for number, export in versions.items():
         shutil.copytree(store / export, base / str(number))
     return base
