@@ -58,8 +58,8 @@ def rec_inputs(rows, seed=0):
 
 def direct_call(path, inputs):
     """What the SavedModel at ``path`` answers when called directly."""
-    signature = tf.saved_model.load(path).signatures["serving_default"]
-    return {key: value.numpy() for key, value in signature(**inputs).items()}
+    loaded = tf.saved_model.load(path)  # kept alive while called: resources die with it
+    return {key: value.numpy() for key, value in loaded.signatures["serving_default"](**inputs).items()}
 
 
 def make_base(store, tmp_path, versions):

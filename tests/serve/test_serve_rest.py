@@ -165,3 +165,15 @@ def test_many_clients_at_once_all_get_the_right_answer(rec_server):
     for status, reply in answers:
         assert status == 200, reply
         np.testing.assert_array_equal(np.asarray(reply["outputs"], np.float32), expected)
+
+
+def test_a_port_in_use_is_a_clear_error(rec_server):
+    from graphopt.errors import GraphoptError
+    from graphopt.serve import ModelServer
+
+    base = rec_server.repository.base_path
+    with pytest.raises(GraphoptError, match="REST .* choose another with --rest-port"):
+        ModelServer(base, rest_port=rec_server.rest.port, grpc_port=0).start()
+    with pytest.raises(GraphoptError, match="gRPC .* choose another with --grpc-port"):
+        ModelServer(base, rest_port=0, grpc_port=rec_server.grpc_port).start()
+    assert predict(rec_server, {"instances": [GOOD_ROW]})[0] == 200
