@@ -2,9 +2,9 @@
 
 import pytest
 import tensorflow as tf
-from serve_models import Tower, export_recommender, make_base
 
 from graphopt.serve import ModelServer
+from tests.serve.serve_models import Tower, export_recommender, make_base
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from serve_models import USERS, make_base
+from tests.serve.serve_models import USERS, make_base
 
 BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "serve.py")
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from serve_models import make_base
-from serve_rest_client import call
+from tests.serve.serve_models import make_base
+from tests.serve.serve_rest_client import call
 
 from graphopt.serve.server import READY_LINE
 

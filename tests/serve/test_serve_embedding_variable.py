@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from serve_rest_client import predict
+from tests.serve.serve_rest_client import predict
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from graphopt.serve import ModelServer

@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from serve_models import direct_call, rec_inputs
+from tests.serve.serve_models import direct_call, rec_inputs
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,

@@ -7,8 +7,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from serve_models import direct_call, rec_inputs
-from serve_rest_client import call, predict
+from tests.serve.serve_models import direct_call, rec_inputs
+from tests.serve.serve_rest_client import call, predict
 
 
 def _version_path(server):

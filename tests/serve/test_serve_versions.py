@@ -7,8 +7,8 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from serve_models import direct_call, make_base, rec_inputs, wait_for
-from serve_rest_client import call, predict
+from tests.serve.serve_models import direct_call, make_base, rec_inputs, wait_for
+from tests.serve.serve_rest_client import call, predict
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from graphopt.errors import ModelError
