@@ -32,8 +32,10 @@ def main():
 
 def _register():
     from graphopt.cli.build_model import build_model
+    from graphopt.cli.serve import serve
 
     main.add_command(build_model)
+    main.add_command(serve)
 
 
 _register()

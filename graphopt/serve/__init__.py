@@ -1,0 +1,6 @@
+"""graphopt serve: a TensorFlow Serving-compatible REST and gRPC server for (rewritten) SavedModels."""
+
+from graphopt.serve.repository import ModelRepository, ServableVersion, load_version
+from graphopt.serve.server import ModelServer, demo_prediction, one_prediction, serve_until_signal
+
+__all__ = ["ModelRepository", "ModelServer", "demo_prediction", "ServableVersion", "load_version", "one_prediction", "serve_until_signal"]

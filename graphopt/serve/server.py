@@ -1,0 +1,146 @@
+"""The model server: one model repository answered over REST and gRPC, started and stopped together."""
+
+import json
+import logging
+import os
+import re
+import signal
+import threading
+import urllib.error
+import urllib.request
+
+from graphopt.errors import GraphoptError
+from graphopt.serve.grpc_service import grpc_server
+from graphopt.serve.json_tensors import encode_outputs
+from graphopt.serve.repository import ModelRepository
+from graphopt.serve.rest import DEFAULT_MAX_BODY_BYTES, RestServer
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+# The line `graphopt serve` prints once it answers requests; scripts that start it read it.
+READY_LINE = re.compile(r"REST (?P<rest_url>http://\S+?)/v1/models/(?P<name>[^/\s,]+), gRPC (?P<grpc_target>\S+)$")
+
+
+class ModelServer:
+    """Serves MODEL_BASE/<version>/ under one model name on a REST and a gRPC port (0: any free port)."""
+
+    def __init__(self, base_path, model_name=None, host="127.0.0.1", rest_port=8501, grpc_port=8500,
+                 poll_seconds=1.0, max_body_bytes=DEFAULT_MAX_BODY_BYTES):
+        name = model_name or os.path.basename(os.path.normpath(os.path.abspath(base_path)))
+        self.repository = ModelRepository(base_path, name, poll_seconds)
+        self.host = host
+        self._ports = (rest_port, grpc_port)
+        self._max_body_bytes = max_body_bytes
+        self.rest = None
+        self.grpc = None
+        self.grpc_port = None
+
+    @property
+    def name(self):
+        """The model name clients address."""
+        return self.repository.name
+
+    @property
+    def rest_url(self):
+        """Base URL of the REST API, e.g. http://127.0.0.1:8501."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.rest.port}"
+
+    @property
+    def grpc_target(self):
+        """host:port for grpc.insecure_channel."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.grpc_port}"
+
+    def start(self):
+        """Load the latest version, then open both ports; GraphoptError if either cannot be used."""
+        self.repository.start()
+        rest_port, grpc_port = self._ports
+        try:
+            self.rest = RestServer(self.repository, self.host, rest_port, self._max_body_bytes)
+        except OSError as exc:
+            self.repository.stop()
+            raise GraphoptError(
+                f"cannot listen for REST on {self.host}:{rest_port}: {exc.strerror}; choose another with --rest-port"
+            ) from None
+        try:
+            self.grpc, self.grpc_port = grpc_server(self.repository, self.host, grpc_port, self._max_body_bytes)
+        except GraphoptError:
+            self.rest.server_close()
+            self.repository.stop()
+            raise
+        self.rest.start()
+        self.grpc.start()
+        return self
+
+    def stop(self, grace_seconds=SHUTDOWN_GRACE_SECONDS):
+        """Stop taking requests, let those in flight finish (up to grace_seconds), stop watching."""
+        stopped = self.grpc.stop(grace_seconds) if self.grpc is not None else None
+        if self.rest is not None:
+            self.rest.stop(grace_seconds)
+        if stopped is not None:
+            stopped.wait(grace_seconds)
+        self.repository.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def serve_until_signal(server, on_ready=print):
+    """Start ``server``, report where it listens, and serve until SIGINT or SIGTERM; then stop cleanly."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        version = server.repository.get().version
+        on_ready(
+            f"serving model {server.name!r} version {version} from {server.repository.base_path}: "
+            f"REST {server.rest_url}/v1/models/{server.name}, gRPC {server.grpc_target}"
+        )  # READY_LINE matches this
+        while not stop.wait(0.5):
+            pass
+        on_ready("stopping: finishing requests in flight")
+        server.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def example_request(server):
+    """A row-format predict body of one example of zeros for the served default signature."""
+    signature = server.repository.get().signature(None)
+    return {"instances": encode_outputs(signature.example_arrays(), row_format=True)["predictions"]}
+
+
+def one_prediction(server, body=None):
+    """POST one predict request to a started server over REST: (request body, reply document)."""
+    body = example_request(server) if body is None else body
+    request = urllib.request.Request(
+        f"{server.rest_url}/v1/models/{server.name}:predict",
+        data=json.dumps(body).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return body, json.load(reply)
+    except urllib.error.HTTPError as exc:
+        raise GraphoptError(f"the server refused the demo request: {exc.read().decode('utf-8', 'replace')}") from None
+
+
+def demo_prediction(base_path, model_name=None, host="127.0.0.1", request_json=None,
+                    max_body_bytes=DEFAULT_MAX_BODY_BYTES):
+    """Serve base_path on free ports, make one REST predict call, stop: (model name, body, reply)."""
+    body = None
+    if request_json is not None:
+        try:
+            body = json.loads(request_json)
+        except json.JSONDecodeError as exc:
+            raise GraphoptError(f"the demo request is not valid JSON: {exc}") from None
+    with ModelServer(base_path, model_name, host, 0, 0, max_body_bytes=max_body_bytes) as server:
+        sent, reply = one_prediction(server, body)
+    return server.name, sent, reply

@@ -1,0 +1,114 @@
+"""One serving signature of a loaded SavedModel: checks request tensors against it and runs it."""
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+
+from graphopt.serve.errors import BadRequest, ModelFailed
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+def dtype_name(dtype):
+    """TF Serving's spelling of a dtype in messages and metadata, e.g. DT_INT64."""
+    return types_pb2.DataType.Name(tf.dtypes.as_dtype(dtype).as_datatype_enum)
+
+
+def shape_text(shape):
+    """A shape as a client reads it: [?, 3] for an unknown batch of rows of 3."""
+    if shape.rank is None:
+        return "any shape"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape.as_list()) + "]"
+
+
+class PredictSignature:
+    """A signature's input and output specs plus the concrete function that computes it.
+
+    Calls are safe from many threads at once: a concrete function holds no per-call Python
+    state, and TensorFlow runs concurrent calls of one function independently.
+    """
+
+    def __init__(self, name, function):
+        self.name = name
+        self._function = function
+        _, kwargs = function.structured_input_signature
+        self.inputs = dict(sorted(kwargs.items()))
+        self.outputs = {
+            key: tf.TensorSpec(value.shape, value.dtype)
+            for key, value in sorted(function.structured_outputs.items())
+        }
+        # Inputs that all lead with an unknown dimension share the batch dimension: recommendation
+        # signatures concatenate them, so differing row counts are a client mistake worth naming.
+        self._batched = bool(self.inputs) and all(
+            spec.shape.rank and spec.shape[0] is None for spec in self.inputs.values()
+        )
+
+    def check(self, arrays):
+        """Raise BadRequest unless ``arrays`` names exactly this signature's inputs, with their dtypes and shapes."""
+        unknown = sorted(set(arrays) - set(self.inputs))
+        if unknown:
+            raise BadRequest(
+                f"unknown input {unknown[0]!r} for signature {self.name!r}; "
+                f"its inputs are: {', '.join(self.inputs)}"
+            )
+        missing = [key for key in self.inputs if key not in arrays]
+        if missing:
+            raise BadRequest(
+                f"missing input {missing[0]!r} for signature {self.name!r}; "
+                f"send all of: {', '.join(self.inputs)}"
+            )
+        for key, spec in self.inputs.items():
+            array = arrays[key]
+            if array.dtype != spec.dtype.as_numpy_dtype:
+                raise BadRequest(
+                    f"input {key!r} has dtype {dtype_name(array.dtype)}, "
+                    f"the signature expects {dtype_name(spec.dtype)}"
+                )
+            if not spec.shape.is_compatible_with(array.shape):
+                raise BadRequest(
+                    f"input {key!r} has shape {list(array.shape)}, "
+                    f"the signature expects {shape_text(spec.shape)}"
+                )
+        if self._batched:
+            rows = {key: array.shape[0] for key, array in arrays.items()}
+            if len(set(rows.values())) > 1:
+                detail = ", ".join(f"{key} has {n}" for key, n in rows.items())
+                raise BadRequest(
+                    f"inputs have different batch sizes ({detail} rows); "
+                    "every input needs one row per example"
+                )
+
+    def run(self, arrays, output_filter=()):
+        """Check ``arrays`` and return the outputs (all, or those named in output_filter) as numpy arrays."""
+        self.check(arrays)
+        unknown = sorted(set(output_filter) - set(self.outputs))
+        if unknown:
+            raise BadRequest(
+                f"unknown output {unknown[0]!r} in output_filter; "
+                f"the outputs are: {', '.join(self.outputs)}"
+            )
+        try:
+            result = self._function(**arrays)
+        except tf.errors.InvalidArgumentError as exc:
+            # e.g. an id beyond a static table's rows: the request, not the server, is at fault
+            raise BadRequest(f"the model rejected the input: {_first_line(exc.message)}") from None
+        except tf.errors.OpError as exc:
+            raise ModelFailed(f"the model failed: {_first_line(exc.message)}") from None
+        wanted = output_filter or self.outputs
+        return {key: result[key].numpy() for key in sorted(wanted)}
+
+    def example_arrays(self, rows=1):
+        """Inputs of ``rows`` examples filled with zeros (empty strings, False): a warm-up or demo request."""
+        arrays = {}
+        for key, spec in self.inputs.items():
+            dims = spec.shape.as_list() if spec.shape.rank is not None else [None]
+            shape = [rows if i == 0 and d is None else (1 if d is None else d) for i, d in enumerate(dims)]
+            if spec.dtype == tf.string:
+                arrays[key] = np.full(shape, b"", dtype=object)
+            else:
+                arrays[key] = np.zeros(shape, dtype=spec.dtype.as_numpy_dtype)
+        return arrays
+
+
+def _first_line(message):
+    return message.strip().splitlines()[0] if message.strip() else "no message"

@@ -1,0 +1,75 @@
+"""`graphopt serve` as a subprocess: ready line, REST answers, clean exit on SIGTERM and SIGINT."""
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+
+import pytest
+from tests.serve.serve_models import make_base
+from tests.serve.serve_rest_client import call
+
+from graphopt.serve.server import READY_LINE
+
+
+
+def _graphopt(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen([sys.executable, "-m", "graphopt", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _ready_line(process, timeout=120):
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, "graphopt serve printed nothing"
+    line = process.stdout.readline()
+    match = READY_LINE.search(line.strip())
+    assert match, line + process.stderr.read()
+    return match
+
+
+class _Address:
+    def __init__(self, rest_url, name):
+        self.rest_url, self.name = rest_url, name
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_answers_then_stops_cleanly_on_signal(model_store, tmp_path, stop_signal):
+    base = make_base(model_store, tmp_path, {1: "rec-v1"})
+    process = _graphopt("serve", str(base), "--model-name", "rec", "--rest-port", "0", "--grpc-port", "0")
+    try:
+        match = _ready_line(process)
+        status, reply = call(_Address(match["rest_url"], match["name"]), "/v1/models/rec")
+        assert status == 200 and reply["model_version_status"][0]["state"] == "AVAILABLE"
+        process.send_signal(stop_signal)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert "stopping" in out
+    assert "Traceback" not in err
+
+
+def test_once_prints_one_prediction(model_store, tmp_path):
+    base = make_base(model_store, tmp_path, {4: "rec-v1"})
+    body = {"instances": [{"movieId": 3, "userId": 2, "numeric": [0.5, 0.0, 1.0]}]}
+    process = _graphopt("serve", str(base), "--once", "--request", json.dumps(body))
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    request_line, reply_line = out.strip().splitlines()
+    assert request_line.startswith("POST /v1/models/base:predict ")
+    (prediction,) = json.loads(reply_line)["predictions"]
+    assert len(prediction) == 1 and 0.0 < prediction[0] < 1.0
+
+
+def test_bad_base_path_is_one_line_and_exit_2(tmp_path):
+    process = _graphopt("serve", str(tmp_path / "nowhere"), "--rest-port", "0", "--grpc-port", "0")
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2
+    errors = [line for line in err.splitlines() if line.startswith("graphopt: error:")]
+    assert len(errors) == 1 and "does not exist" in errors[0]
+    assert "Traceback" not in err
