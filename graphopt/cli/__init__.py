@@ -34,5 +34,9 @@ def _register():
 
     main.add_command(build_model)
 
+    from graphopt.cli.validate import validate
+
+    main.add_command(validate)
+
 
 _register()
