@@ -31,8 +31,10 @@ def main():
 
 def _register():
     from graphopt.cli.build_model import build_model
+    from graphopt.cli.inspect import inspect
 
     main.add_command(build_model)
+    main.add_command(inspect)
 
 
 _register()
