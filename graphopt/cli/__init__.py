@@ -12,11 +12,36 @@ from graphopt import __version__  # noqa: E402
 from graphopt.errors import GraphoptError  # noqa: E402
 
 
+def _import_tensorflow_quietly():
+    """Import TensorFlow and initialize its devices with fd 2 muted.
+
+    TensorFlow's C++ start-up lines (absl pre-init notices, oneDNN, CUDA probing) bypass
+    TF_CPP_MIN_LOG_LEVEL; users of a CLI should see only its reports and its errors.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        tf.get_logger().setLevel("ERROR")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class GraphoptGroup(click.Group):
     """Catches GraphoptError once, for every command: one line on stderr, exit code 2."""
 
     def invoke(self, ctx):
         try:
+            if ctx.protected_args or ctx.args:
+                _import_tensorflow_quietly()
             return super().invoke(ctx)
         except GraphoptError as exc:
             click.echo(f"graphopt: error: {exc}", err=True)
@@ -31,8 +56,10 @@ def main():
 
 def _register():
     from graphopt.cli.build_model import build_model
+    from graphopt.cli.inspect import inspect
 
     main.add_command(build_model)
+    main.add_command(inspect)
 
     from graphopt.cli.validate import validate
 
