@@ -29,7 +29,7 @@ class IdRange:
 
     low: int
     high: int
-    source: str  # "tables" (learned from the model), "given" (the caller), "default"
+    source: str  # "table NAME" (learned from the model), "given" (by the caller), or "default"
 
     @property
     def size(self):
@@ -71,13 +71,13 @@ def _concrete_shape(shape, rows):
     return tuple(rows if i == 0 and d is None else (1 if d is None else d) for i, d in enumerate(shape))
 
 
-def resolve_id_ranges(spec, id_ranges=None):
-    """An IdRange for every integer input: given ranges first, the default otherwise.
+def resolve_id_ranges(spec, id_ranges=None, learned=None):
+    """An IdRange for every integer input: given ranges first, then learned ones, else the default.
 
     ``id_ranges`` maps an input name to a row count ``n`` (ids ``0..n-1``), a ``(low, high)``
-    pair, or an IdRange.
+    pair, or an IdRange; ``learned`` maps input names to IdRanges from the model's tables.
     """
-    given = id_ranges or {}
+    given = {**(learned or {}), **(id_ranges or {})}
     resolved = {}
     for name, s in spec.inputs.items():
         if not s.dtype.startswith(("int", "uint")):
@@ -288,3 +288,19 @@ def _read_csv(path, spec):
                 raise DataError(f"{path}, line {line_no}: column {k!r} holds {v!r}, not {s.dtype}") from None
         columns[k] = values
     return columns
+
+
+def table_id_ranges(inspection):
+    """{signature: {input: IdRange}} from ``inspect_model``: the rows of the tables each input feeds.
+
+    An input feeding several tables gets the smallest, so that every generated id is a valid
+    row of each of them.
+    """
+    ranges = {}
+    for table in inspection.tables:
+        for ref in table.signature_inputs:
+            signature, _, name = ref.partition(":")
+            current = ranges.setdefault(signature, {}).get(name)
+            if current is None or table.rows < current.size:
+                ranges[signature][name] = IdRange(0, table.rows, f"table {table.name}")
+    return ranges

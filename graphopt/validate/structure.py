@@ -28,24 +28,10 @@ _MAX_FINDINGS = 8
 
 
 def read_meta_graph(path, tags=DEFAULT_TAGS):
-    """The MetaGraphDef of ``path`` carrying ``tags``."""
-    # graphopt/graph/io.py is where SavedModel protobufs get parsed; until its reader is
-    # merged this is the only parse in validate.
-    from tensorflow.core.protobuf import saved_model_pb2
+    """The MetaGraphDef of the SavedModel at ``path`` carrying ``tags``."""
+    from graphopt.graph import io
 
-    from graphopt.errors import ModelError
-
-    pb = os.path.join(path, "saved_model.pb")
-    try:
-        with open(pb, "rb") as f:
-            saved_model = saved_model_pb2.SavedModel.FromString(f.read())
-    except OSError as exc:
-        raise ModelError(f"{pb}: cannot read it ({exc.strerror}); give a SavedModel directory") from None
-    for meta_graph in saved_model.meta_graphs:
-        if set(tags) <= set(meta_graph.meta_info_def.tags):
-            return meta_graph
-    have = [sorted(m.meta_info_def.tags) for m in saved_model.meta_graphs]
-    raise ModelError(f"{path}: no meta graph with tags {sorted(tags)} (it has {have})")
+    return io.read_model(path, tags).meta_graph
 
 
 def _registered_op(name):

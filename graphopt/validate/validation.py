@@ -8,6 +8,7 @@ from graphopt.validate.inputs import (
     one_row_feeds,
     read_data_cases,
     resolve_id_ranges,
+    table_id_ranges,
 )
 from graphopt.validate.loaders import (
     DEFAULT_TAGS,
@@ -55,6 +56,7 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
         report.problems.append(f"the rewritten model cannot be read: {exc}")
         return report
     report.checks = run_structural_checks(original, rewritten, original_meta, rewritten_meta, tags)
+    learned = _learned_id_ranges(original, tags, report)
     rewritten_default = ("the default row (values that no valid id gives)" if graphopt_ops(rewritten_meta)
                          else "values that no valid id gives (zeros, or another fill)")
     inputs = {}  # signature -> (cases, plan, id ranges): the same inputs for every loader
@@ -71,7 +73,8 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
             for sig in _signature_names(original_model, signatures):
                 spec = original_model.signatures[sig]
                 if sig not in inputs:
-                    inputs[sig] = _input_cases(spec, data, batches, batch_size, id_ranges, vocabularies, seed)
+                    ranges = resolve_id_ranges(spec, id_ranges, learned.get(sig))
+                    inputs[sig] = _input_cases(spec, data, batches, batch_size, ranges, vocabularies, seed)
                     report.inputs[sig] = inputs[sig][1]
                 cases, _, ranges = inputs[sig]
                 report.runs.append(run_signature(original_model, rewritten_model, spec, cases, tolerance))
@@ -110,8 +113,19 @@ def _signature_names(model, wanted):
     return list(dict.fromkeys(wanted))
 
 
-def _input_cases(spec, data, batches, batch_size, id_ranges, vocabularies, seed):
-    ranges = resolve_id_ranges(spec, id_ranges)
+def _learned_id_ranges(original, tags, report):
+    """Valid id ranges from the original's embedding tables; none (and a note) if unreadable."""
+    from graphopt.rewrite import inspect_model
+
+    try:
+        return table_id_ranges(inspect_model(original, tags))
+    except GraphoptError as exc:
+        report.notes.append(f"the original's embedding tables could not be read ({exc}); "
+                            "integer inputs use given or default id ranges")
+        return {}
+
+
+def _input_cases(spec, data, batches, batch_size, ranges, vocabularies, seed):
     if data:
         cases, plan = read_data_cases(data, spec, batches=batches or None, batch_size=batch_size)
     else:

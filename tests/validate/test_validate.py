@@ -10,15 +10,19 @@ from graphopt.errors import DataError, GraphoptError, ModelError
 from graphopt.validate import validate_models
 
 
-@pytest.mark.parametrize("form, ranges", [
-    ("keras_model", {"movieId": saved_models.ITEMS}),
-    ("module_model", {"item": saved_models.ITEMS, "user": saved_models.USERS}),
-    ("tf1_model", {"ids": saved_models.ITEMS}),
+@pytest.mark.parametrize("form, tables", [
+    ("keras_model", {"movieId": ("movie_embedding/embeddings_1", saved_models.ITEMS)}),
+    ("module_model", {"item": ("items", saved_models.ITEMS), "user": ("users", saved_models.USERS)}),
+    ("tf1_model", {"ids": ("item_table", saved_models.ITEMS)}),
 ])
-def test_an_unchanged_copy_passes_on_both_loaders(request, copy_of, form, ranges):
+def test_an_unchanged_copy_passes_on_both_loaders(request, copy_of, form, tables):
     original = request.getfixturevalue(form)
-    report = validate_models(original, copy_of(original), id_ranges=ranges)
+    report = validate_models(original, copy_of(original))
     assert report.passed, report.format()
+    # Id ranges come from the tables each input feeds (inspect_model), not from the caller.
+    ranges = report.inputs["serving_default"].id_ranges
+    assert {k: (r.source, r.high) for k, r in ranges.items()} == {
+        k: (f"table {name}", rows) for k, (name, rows) in tables.items()}
     assert {r.loader for r in report.runs} == {"tf2", "session"}
     assert [c.name for c in report.checks] == ["node-inputs", "ops-registered", "signatures", "restore", "checkpoint"]
     for run in report.runs:
@@ -29,8 +33,7 @@ def test_an_unchanged_copy_passes_on_both_loaders(request, copy_of, form, ranges
 
 
 def test_oov_report_names_each_models_behaviour(keras_model, module_model, copy_of):
-    report = validate_models(keras_model, copy_of(keras_model), id_ranges={"movieId": saved_models.ITEMS},
-                             loader="session", batches=1)
+    report = validate_models(keras_model, copy_of(keras_model), loader="session", batches=1)
     probes = {p.id: p for p in report.oov}
     assert set(probes) == {50, 100, -1}  # one signature probed: "serve" takes the same inputs
     assert probes[50].original.startswith("error: InvalidArgumentError: indices[0,0] = 50 is not in [0, 50)")
@@ -47,6 +50,7 @@ def test_json_report_carries_everything(tf1_model, copy_of):
     out = data["numerics"][0]["outputs"][0]
     assert out["name"] == "out" and out["mismatches"] == 0 and out["min_atol_to_pass"] == 0.0
     assert data["inputs"]["serving_default"]["id_ranges"]["ids"] == {"low": 0, "high": 50, "source": "given"}
+    assert data["inputs"]["serving_default"]["inputs"]["ids"].startswith("int64[?]: ids in [0, 50) (given)")
     assert {c["name"] for c in data["structure"]} >= {"signatures", "checkpoint"}
     assert len(data["behaviour_differences"]) == 3 and data["failures"] == []
 
