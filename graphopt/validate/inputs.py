@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from graphopt.data.samples import REQUIRED_COLUMNS, read_samples
 from graphopt.errors import DataError
 from graphopt.validate.loaders import numpy_dtype
 
@@ -198,6 +199,9 @@ def read_data_cases(path, spec, batches=None, batch_size=64):
         raise DataError(f"{path}: no such file; give a .csv or .npz with a column per signature input")
     if path.endswith(".npz"):
         columns = _read_npz(path)
+    elif _is_course_samples(path):
+        # The project's sample format: its own reader checks every cell the model uses.
+        columns = read_samples(path).features()
     else:
         columns = _read_csv(path, spec)
     missing = [k for k in spec.inputs if k not in columns]
@@ -243,6 +247,15 @@ def _shape_column(path, column, s):
             f"{path}: column {s.name!r} has rows of shape {values.shape[1:]}, the signature wants "
             f"{s.describe()}"
         ) from None
+
+
+def _is_course_samples(path):
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = {h.strip() for h in next(csv.reader(f), [])}
+    except (UnicodeDecodeError, csv.Error):
+        return False  # _read_csv says what is wrong with it
+    return set(REQUIRED_COLUMNS) <= header
 
 
 def _read_npz(path):

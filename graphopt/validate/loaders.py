@@ -120,7 +120,9 @@ class Tf2Model:
         self.path = path
         with _quiet_tensorflow():
             self._obj = tf.saved_model.load(path, tags=list(tags))
-        self._functions = dict(self._obj.signatures)
+        # A model without an object graph comes back through load_v1_in_v2, which also lists
+        # the __saved_model_init_op plumbing as a signature.
+        self._functions = {k: f for k, f in self._obj.signatures.items() if not k.startswith("__")}
         self.signatures = {}
         for name, fn in self._functions.items():
             _, kwargs = fn.structured_input_signature

@@ -1,5 +1,7 @@
 """``validate_models``: structural checks, then both models run side by side, then the report."""
 
+import dataclasses
+
 from graphopt.errors import DataError, GraphoptError, ModelError
 from graphopt.validate.compare import OutputComparison, Tolerance
 from graphopt.validate.inputs import (
@@ -20,6 +22,7 @@ from graphopt.validate.loaders import (
 )
 from graphopt.validate.oov import probe_oov
 from graphopt.validate.report import SignatureRun, ValidationReport
+from graphopt.validate.vocabulary import UNKNOWN_WORDS, string_vocabulary
 from graphopt.validate.structure import graphopt_ops, read_meta_graph, run_structural_checks
 
 DEFAULT_BATCHES = 4
@@ -57,9 +60,15 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
         return report
     report.checks = run_structural_checks(original, rewritten, original_meta, rewritten_meta, tags)
     learned = _learned_id_ranges(original, tags, report)
+    model_words = string_vocabulary(original_meta)
+    if original_meta.HasField("object_graph_def") and not rewritten_meta.HasField("object_graph_def"):
+        report.notes.append(
+            "tf2 loader: the original loads through its object graph, the rewritten model (which has "
+            "none) through TensorFlow's TF1 path; Grappler may optimize the two paths differently, so "
+            "a last-bit difference seen only by the tf2 loader comes from the load path, not the tables")
     rewritten_default = ("the default row (values that no valid id gives)" if graphopt_ops(rewritten_meta)
                          else "values that no valid id gives (zeros, or another fill)")
-    inputs = {}  # signature -> (cases, plan, id ranges): the same inputs for every loader
+    inputs = {}  # signature -> SignatureInputs: the same inputs for every loader
     probed = {}  # input specs -> the signature already probed with them
     for name in loaders:
         original_model = load_model(original, name, tags)
@@ -73,18 +82,19 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
             for sig in _signature_names(original_model, signatures):
                 spec = original_model.signatures[sig]
                 if sig not in inputs:
-                    ranges = resolve_id_ranges(spec, id_ranges, learned.get(sig))
-                    inputs[sig] = _input_cases(spec, data, batches, batch_size, ranges, vocabularies, seed)
-                    report.inputs[sig] = inputs[sig][1]
-                cases, _, ranges = inputs[sig]
-                report.runs.append(run_signature(original_model, rewritten_model, spec, cases, tolerance))
+                    inputs[sig] = _signature_inputs(spec, data, batches, batch_size,
+                                                    resolve_id_ranges(spec, id_ranges, learned.get(sig)),
+                                                    _words(spec, vocabularies, model_words), seed)
+                    report.inputs[sig] = inputs[sig].plan
+                chosen = inputs[sig]
+                report.runs.append(run_signature(original_model, rewritten_model, spec, chosen.cases, tolerance))
                 key = tuple(sorted(spec.inputs.items()))
                 if oov and key not in probed and sig in rewritten_model.signatures and is_batched(spec):
                     # Signatures taking the same inputs (Keras exports "serve" and
                     # "serving_default") would repeat the same probes.
                     probed[key] = sig
-                    one_row = one_row_feeds(spec, ranges, vocabularies, seed)
-                    report.oov += probe_oov(original_model, rewritten_model, spec, one_row, ranges,
+                    one_row = one_row_feeds(spec, chosen.ranges, chosen.words, seed)
+                    report.oov += probe_oov(original_model, rewritten_model, spec, one_row, chosen.ranges,
                                             rewritten_default)
         finally:
             original_model.close()
@@ -125,12 +135,32 @@ def _learned_id_ranges(original, tags, report):
         return {}
 
 
-def _input_cases(spec, data, batches, batch_size, ranges, vocabularies, seed):
+def _words(spec, given, model_words):
+    """The words to draw for each string input: given ones, else the model's lookup vocabularies."""
+    given = given or {}
+    words = {}
+    for name, s in spec.inputs.items():
+        if name in given:
+            words[name] = tuple(given[name])
+        elif s.dtype == "string" and model_words:
+            words[name] = model_words + UNKNOWN_WORDS
+    return words
+
+
+@dataclasses.dataclass
+class SignatureInputs:
+    cases: list
+    plan: object  # InputPlan
+    ranges: dict  # input -> IdRange
+    words: dict  # string input -> words
+
+
+def _signature_inputs(spec, data, batches, batch_size, ranges, words, seed):
     if data:
         cases, plan = read_data_cases(data, spec, batches=batches or None, batch_size=batch_size)
     else:
-        cases, plan = generate_cases(spec, ranges, vocabularies, batches, batch_size, seed)
-    return cases, plan, ranges
+        cases, plan = generate_cases(spec, ranges, words, batches, batch_size, seed)
+    return SignatureInputs(cases, plan, ranges, words)
 
 
 def _outcome(model, signature, feeds):

@@ -90,3 +90,21 @@ def test_npz_arrays_named_like_inputs(tmp_path):
     cases, _ = read_data_cases(str(path), spec, batch_size=4)
     assert [c.rows for c in cases] == [4, 2]
     assert cases[0].feeds["rating"].dtype == np.float32 and cases[1].feeds["movieId"].tolist() == [[4], [5]]
+
+
+def test_the_course_sample_csv_goes_through_its_own_reader(tmp_path):
+    from graphopt.data.samples import GENRE_FEATURES, ID_FEATURES, LABEL, NUMERIC_FEATURES, TIMESTAMP
+
+    header = [*ID_FEATURES, LABEL, TIMESTAMP, *GENRE_FEATURES, *NUMERIC_FEATURES]
+    row = {**{k: "7" for k in header}, **{g: "Drama" for g in GENRE_FEATURES}, LABEL: "1"}
+    path = tmp_path / "samples.csv"
+    path.write_text(",".join(header) + "\n" + ",".join(row[k] for k in header) + "\n")
+    spec = SignatureSpec("s", {"movieId": TensorSpecInfo("movieId", "int64", (None,)),
+                               "userGenre1": TensorSpecInfo("userGenre1", "string", (None,)),
+                               "movieAvgRating": TensorSpecInfo("movieAvgRating", "float32", (None,))}, {})
+    cases, _ = read_data_cases(str(path), spec)
+    assert cases[0].feeds["movieId"].tolist() == [7] and cases[0].feeds["userGenre1"].tolist() == [b"Drama"]
+    # The course reader's range check applies: an id past the model's buckets is bad input.
+    path.write_text(",".join(header) + "\n" + ",".join("99999" if k == "movieId" else row[k] for k in header) + "\n")
+    with pytest.raises(DataError, match="column movieId: id 99999 is outside 0..1000"):
+        read_data_cases(str(path), spec)

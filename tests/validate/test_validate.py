@@ -77,3 +77,22 @@ def test_bad_arguments_raise_graphopt_errors(tf1_model, tmp_path):
 def test_original_failing_on_every_input_is_bad_input(tf1_model):
     with pytest.raises(DataError, match="raises on every non-empty input case.*--id-range"):
         validate_models(tf1_model, tf1_model, id_ranges={"ids": (100, 200)}, loader="tf2", batches=1)
+
+
+def test_string_inputs_draw_from_the_models_lookup_vocabulary(keras_model, copy_of):
+    report = validate_models(keras_model, copy_of(keras_model), loader="tf2", batches=1, oov=False,
+                             signatures=["serving_default"])
+    assert "genre" in report.inputs["serving_default"].inputs
+    assert "words from its 4-word vocabulary" in report.inputs["serving_default"].inputs["genre"]
+
+
+def test_a_copy_without_object_graph_loads_through_the_tf1_path_and_is_noted(module_model, tmp_path):
+    from graphopt.graph import io
+
+    source = io.read_model(module_model)
+    dropped = str(tmp_path / "no-object-graph")
+    io.write_saved_model(source, source.meta_graph, dropped)  # writes without the object graph
+    io.copy_checkpoint(source.checkpoint_prefix, f"{dropped}/variables/variables")
+    report = validate_models(module_model, dropped, oov=False, batches=1)
+    assert report.passed, report.format()
+    assert any(n.startswith("tf2 loader: the original loads through its object graph") for n in report.notes)
