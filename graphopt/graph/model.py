@@ -197,6 +197,21 @@ class Body:
         self._changed()
         return self
 
+    def redirect_control(self, old: str, new: str) -> "Body":
+        """Makes every control edge from node ``old`` come from node ``new`` instead."""
+        for n in self._nodes:
+            if n.name == new:
+                continue
+            ins = list(n.input)
+            if "^" + old in ins:
+                ins = [s for s in ins if s != "^" + old]
+                if "^" + new not in ins:
+                    ins.append("^" + new)
+                del n.input[:]
+                n.input.extend(ins)
+        self._changed()
+        return self
+
     def _same_tensor(self, a: TensorRef, b: TensorRef) -> bool:
         if self.is_function and (a.output is None or b.output is None):
             return a.index == b.index  # a bare function arg
@@ -213,9 +228,22 @@ class Body:
             if len(ins) != len(n.input):
                 del n.input[:]
                 n.input.extend(ins)
+            # Colocation with a node that is gone fails at import time.
+            if "_class" in n.attr:
+                locs = [v for v in n.attr["_class"].list.s if v.decode(errors="replace")[5:] not in names]
+                if len(locs) != len(n.attr["_class"].list.s):
+                    if locs:
+                        del n.attr["_class"].list.s[:]
+                        n.attr["_class"].list.s.extend(locs)
+                    else:
+                        del n.attr["_class"]
         if self.function is not None:
-            for k in [k for k, v in self.function.control_ret.items() if v in names]:
+            gone = [k for k, v in self.function.control_ret.items() if v in names]
+            for k in gone:
                 del self.function.control_ret[k]
+            outs = [c for c in self.function.signature.control_output if c not in gone]
+            del self.function.signature.control_output[:]
+            self.function.signature.control_output.extend(outs)
         copies = [io.clone(n) for n in keep]
         del self._nodes[:]
         self._nodes.extend(copies)
@@ -432,6 +460,10 @@ class ModelGraph:
                 for e in self.calls_of(body, n):
                     if e.function not in self.bodies:
                         problems.append(f"{body.name or 'graph'}: {n.name} calls unknown {e.function}")
+            if body.function is not None:
+                for k in body.function.signature.control_output:
+                    if body.function.control_ret.get(k) not in names:
+                        problems.append(f"{body.name}: control output {k} names a missing node")
             for k, v in body.returns.items():
                 if TensorRef.parse(v).node not in names and TensorRef.parse(v).node not in body.args:
                     problems.append(f"{body.name}: return {k} reads missing {v}")
