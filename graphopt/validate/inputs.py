@@ -303,14 +303,14 @@ def _read_csv(path, spec):
     return columns
 
 
-def table_id_ranges(inspection):
-    """{signature: {input: IdRange}} from ``inspect_model``: the rows of the tables each input feeds.
+def table_id_ranges(tables):
+    """{signature: {input: IdRange}} from ``inspect_model``'s tables: the rows of the tables each input feeds.
 
     An input feeding several tables gets the smallest, so that every generated id is a valid
     row of each of them.
     """
     ranges = {}
-    for table in inspection.tables:
+    for table in tables:
         for ref in table.signature_inputs:
             signature, _, name = ref.partition(":")
             current = ranges.setdefault(signature, {}).get(name)

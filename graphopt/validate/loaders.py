@@ -99,6 +99,8 @@ def describe_failure(exc):
         if in_frame:
             in_frame = False
             continue
+        # "Op type not registered 'X' in binary running on HOST. Make sure ...": keep the first clause.
+        line = line.split(" in binary running on ")[0]
         return f"{type(exc).__name__}: {line}"
     return type(exc).__name__
 

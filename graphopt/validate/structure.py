@@ -207,6 +207,44 @@ def check_restore(rewritten, tags=DEFAULT_TAGS):
     return CheckResult("restore", "the saver's restore runs", True, summary, [])
 
 
+def check_lookup_wiring(original_tables, rewritten_meta):
+    """Each lookup of a converted table reads that table's EmbeddingVariable, and no other."""
+    from graphopt.graph.model import TOP, ModelGraph
+
+    model = ModelGraph(rewritten_meta)
+    graph = model.graph
+    converted = [t for t in original_tables
+                 if graph.node(t.handles[0]) is not None and graph.node(t.handles[0]).op == "GraphoptEvHandleOp"]
+    reads = {}  # (body, node) of each GraphoptEvFind* -> the tables whose handle reaches it
+    for table in converted:
+        for body, use in model.trace_resource(TOP, table.handles[0]):
+            node = body.node(use.node)
+            if node.op.startswith("GraphoptEvFind"):
+                reads.setdefault((body.name, node.name), []).append(table.name)
+    findings, expected = [], set()
+    for table in converted:
+        for site in table.sites:
+            expected.add((site.body, site.node))
+            got = reads.get((site.body, site.node))
+            if got == [table.name]:
+                continue
+            if got:
+                findings.append(f"lookup {site.where} read table {table.name!r} in the original; in the "
+                                f"rewritten model it reads {', '.join(map(repr, got))}")
+                continue
+            node = model.bodies.get(site.body) and model.body(site.body).node(site.node)
+            what = "is gone" if node is None else f"is a {node.op} that reads no EmbeddingVariable"
+            findings.append(f"lookup {site.where} of table {table.name!r} {what} in the rewritten model")
+    for (body, node), names in sorted(reads.items()):
+        if (body, node) not in expected:
+            findings.append(f"{body or 'graph'}:{node} reads {', '.join(map(repr, names))} where the "
+                            "original gathered from no table")
+    sites = sum(len(t.sites) for t in converted)
+    summary = f"{_count(sites, 'lookup')} of {_count(len(converted), 'converted table')}"
+    return CheckResult("lookup-wiring", "each lookup reads the table it read before", not findings, summary,
+                       _truncate(findings))
+
+
 def _checkpoint(path):
     import tensorflow as tf
 
@@ -216,9 +254,14 @@ def _checkpoint(path):
     return tf.train.load_checkpoint(prefix)
 
 
-def check_checkpoint(original, rewritten):
+def check_checkpoint(original, rewritten, original_tables=()):
     """Every tensor of the original checkpoint is in the rewritten one with the same value, or
-    was turned into an EmbeddingVariable holding exactly the table's rows."""
+    was turned into an EmbeddingVariable holding exactly the table's rows.
+
+    ``original_tables`` (EmbeddingTables of ``inspect_model``) say which id each stored row of
+    a table has; a table not among them is taken to store id ``i`` in row ``i``.
+    """
+    row_ids = {t.checkpoint_key: t.row_ids for t in original_tables if t.checkpoint_key}
     reader_a, reader_b = _checkpoint(original), _checkpoint(rewritten)
     title = "checkpoint tensors and embedding tables hold the original values"
     if reader_a is None:
@@ -235,8 +278,9 @@ def check_checkpoint(original, rewritten):
     for key in sorted(shapes_a):
         value = reader_a.get_tensor(key)
         if key in tables:
+            ids = row_ids[key](value.shape[0]) if key in row_ids and value.ndim == 2 else None
             found = compare_table_rows(key, value, reader_b.get_tensor(key + "-keys"),
-                                       reader_b.get_tensor(key + "-values"))
+                                       reader_b.get_tensor(key + "-values"), ids)
             findings += found
             rows += 0 if found else value.shape[0]
         elif key in shapes_b:
@@ -257,8 +301,12 @@ def check_checkpoint(original, rewritten):
     return CheckResult("checkpoint", title, not findings, summary, _truncate(findings))
 
 
-def compare_table_rows(name, table, keys, values):
-    """Findings (empty when it matches) for an EmbeddingVariable export against a dense table."""
+def compare_table_rows(name, table, keys, values, row_ids=None):
+    """Findings (empty when it matches) for an EmbeddingVariable's keys/values against a dense table.
+
+    ``row_ids`` gives the id of each stored row (a mod-partitioned table interleaves them);
+    by default row ``i`` is id ``i``.
+    """
     table, keys, values = np.asarray(table), np.asarray(keys), np.asarray(values)
     where = f"EmbeddingVariable {name!r}"
     if table.ndim != 2:
@@ -266,8 +314,8 @@ def compare_table_rows(name, table, keys, values):
     if values.ndim != 2 or values.shape[1] != table.shape[1] or values.shape[0] != keys.shape[0]:
         return [f"{where}: holds values {list(values.shape)} for {keys.shape[0]} keys; "
                 f"the table is {list(table.shape)}"]
+    ids = np.arange(table.shape[0], dtype=np.int64) if row_ids is None else np.asarray(row_ids, np.int64)
     findings = []
-    ids = np.arange(table.shape[0])
     missing = np.setdiff1d(ids, keys)
     extra = np.setdiff1d(keys, ids)
     if missing.size:
@@ -278,9 +326,10 @@ def compare_table_rows(name, table, keys, values):
     unique, counts = np.unique(keys, return_counts=True)
     if (counts > 1).any():
         findings.append(f"{where}: keys held more than once: {_few(unique[counts > 1])}")
+    order = np.argsort(ids, kind="stable")
     present = np.isin(keys, ids)
     held = keys[present]
-    expected, got = table[held], values[present]
+    expected, got = table[order[np.searchsorted(ids, held, sorter=order)]], values[present]
     differ = ~((expected == got) | (np.isnan(expected) & np.isnan(got)))
     if differ.any():
         bad_rows = np.unique(np.nonzero(differ)[0])
@@ -319,13 +368,14 @@ def _few(ids, n=5):
     return ", ".join(str(int(i)) for i in ids[:n]) + (", ..." if len(ids) > n else "")
 
 
-def run_structural_checks(original, rewritten, original_meta, rewritten_meta, tags=DEFAULT_TAGS):
+def run_structural_checks(original, rewritten, original_meta, rewritten_meta, original_tables=(),
+                          tags=DEFAULT_TAGS):
     """All structural checks of ``rewritten`` against ``original``, in report order."""
     return [
         check_node_inputs(rewritten_meta),
         check_ops_registered(rewritten_meta),
         check_signatures(original_meta, rewritten_meta),
         check_restore(rewritten, tags),
-        check_checkpoint(original, rewritten),
-    ]
+        check_checkpoint(original, rewritten, original_tables),
+    ] + ([check_lookup_wiring(original_tables, rewritten_meta)] if graphopt_ops(rewritten_meta) else [])
 

@@ -58,8 +58,9 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
     except ModelError as exc:
         report.problems.append(f"the rewritten model cannot be read: {exc}")
         return report
-    report.checks = run_structural_checks(original, rewritten, original_meta, rewritten_meta, tags)
-    learned = _learned_id_ranges(original, tags, report)
+    tables = _original_tables(original, tags, report)
+    report.checks = run_structural_checks(original, rewritten, original_meta, rewritten_meta, tables, tags)
+    learned = table_id_ranges(tables)
     model_words = string_vocabulary(original_meta)
     if original_meta.HasField("object_graph_def") and not rewritten_meta.HasField("object_graph_def"):
         report.notes.append(
@@ -123,16 +124,16 @@ def _signature_names(model, wanted):
     return list(dict.fromkeys(wanted))
 
 
-def _learned_id_ranges(original, tags, report):
-    """Valid id ranges from the original's embedding tables; none (and a note) if unreadable."""
+def _original_tables(original, tags, report):
+    """The original's embedding tables (inspect_model); none, and a note, if it cannot tell."""
     from graphopt.rewrite import inspect_model
 
     try:
-        return table_id_ranges(inspect_model(original, tags))
+        return inspect_model(original, tags).tables
     except GraphoptError as exc:
         report.notes.append(f"the original's embedding tables could not be read ({exc}); "
                             "integer inputs use given or default id ranges")
-        return {}
+        return []
 
 
 def _words(spec, given, model_words):

@@ -34,3 +34,27 @@ def tf1_model(models_dir):
 def copy_of(tmp_path):
     """A fresh copy of a model, to break on purpose."""
     return lambda src: saved_models.copy_model(src, tmp_path / "copy")
+
+
+def _rewrite(models_dir, original, name):
+    from graphopt.rewrite.rewriter import rewrite_model
+
+    out = str(models_dir / name)
+    report = rewrite_model(original, out)
+    assert report.wrote, report.message
+    return out
+
+
+@pytest.fixture(scope="session")
+def rewritten_module(models_dir, module_model):
+    return _rewrite(models_dir, module_model, "module-rewritten")
+
+
+@pytest.fixture(scope="session")
+def rewritten_keras(models_dir, keras_model):
+    return _rewrite(models_dir, keras_model, "keras-rewritten")
+
+
+@pytest.fixture(scope="session")
+def rewritten_tf1(models_dir, tf1_model):
+    return _rewrite(models_dir, tf1_model, "tf1-rewritten")

@@ -96,17 +96,38 @@ def checkpoint_keys_of_shape(path, shape):
     return sorted(k for k, s in reader.get_variable_to_shape_map().items() if list(s) == list(shape))
 
 
-def change_checkpoint_value(path, keys, index, delta=0.5):
-    """Add ``delta`` to one element of the tensors ``keys`` (one variable may be saved twice)."""
+def _edit_checkpoint(path, edit):
+    """Rewrite a SavedModel's checkpoint after ``edit(tensors)`` changed the {key: array} dict."""
     prefix = os.path.join(path, "variables", "variables")
     reader = tf.train.load_checkpoint(prefix)
     tensors = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
-    for key in keys:
-        tensors[key] = tensors[key].copy()
-        tensors[key][index] += delta
+    edit(tensors)
     names = sorted(tensors)
     tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
                       tensors=[tf.constant(tensors[n]) for n in names])
+
+
+def change_checkpoint_value(path, keys, index, delta=0.5):
+    """Add ``delta`` to one element of the tensors ``keys`` (one variable may be saved twice)."""
+
+    def edit(tensors):
+        for key in keys:
+            tensors[key] = tensors[key].copy()
+            tensors[key][index] += delta
+
+    _edit_checkpoint(path, edit)
+
+
+def drop_table_key(path, table_key, key):
+    """Remove one key (and its row) from an EmbeddingVariable saved under ``table_key``."""
+
+    def edit(tensors):
+        keep = tensors[f"{table_key}-keys"] != key
+        assert not keep.all(), f"{table_key} holds no key {key}"
+        for part in ("keys", "values", "freqs", "versions"):
+            tensors[f"{table_key}-{part}"] = tensors[f"{table_key}-{part}"][keep]
+
+    _edit_checkpoint(path, edit)
 
 
 def remove_function_node(path, op):
@@ -135,19 +156,19 @@ def rename_signature_output(path, signature, old, new):
     _edit_saved_model(path, edit)
 
 
-def rewire_gather(path):
-    """Make the second ResourceGather of a function body read the first one's table."""
+def rewire_gather(path, op="ResourceGather"):
+    """Make the second ``op`` gather of a function body read the first one's table."""
     found = {}
 
     def edit(meta_graph):
         for fdef in meta_graph.graph_def.library.function:
-            gathers = [n for n in fdef.node_def if n.op == "ResourceGather"]
+            gathers = [n for n in fdef.node_def if n.op == op]
             if len(gathers) >= 2:
                 found.update(function=fdef.signature.name, node=gathers[1].name,
                              table=gathers[0].input[0], was=gathers[1].input[0])
                 gathers[1].input[0] = gathers[0].input[0]
                 return
-        raise AssertionError("no function body with two ResourceGathers")
+        raise AssertionError(f"no function body with two {op} nodes")
 
     _edit_saved_model(path, edit)
     return found
