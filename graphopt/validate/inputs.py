@@ -16,6 +16,7 @@ import numpy as np
 from graphopt.data.samples import REQUIRED_COLUMNS, read_samples
 from graphopt.errors import DataError
 from graphopt.validate.loaders import numpy_dtype
+from graphopt.validate.vocabulary import UNKNOWN_WORDS
 
 # Ids for an integer input whose tables are unknown: a range small enough for any table.
 DEFAULT_ID_RANGE = (0, 10)
@@ -177,8 +178,11 @@ def _describe_values(s, id_range, vocabulary, large):
             text += "; range unknown, give it with --id-range NAME=ROWS"
         return text
     if s.dtype == "string":
-        return f"words from its {len(vocabulary)}-word vocabulary" if vocabulary else (
-            f"{len(_STRING_TOKENS)} made-up words (vocabulary unknown)")
+        if not vocabulary:
+            return f"{len(_STRING_TOKENS)} made-up words (vocabulary unknown)"
+        unknown = sum(w in UNKNOWN_WORDS for w in vocabulary)
+        text = f"words from a {len(vocabulary) - unknown}-word vocabulary"
+        return text + (f" and {unknown} unknown word" if unknown else "")
     if s.dtype == "bool":
         return "random booleans"
     return "standard normal values"
