@@ -8,6 +8,7 @@ that ``import graphopt`` can refuse a mismatched TensorFlow with a clear message
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -32,6 +33,11 @@ class TensorFlowBuildExt(build_ext):
         super().initialize_options()
         self.sanitize = os.environ.get("GRAPHOPT_SANITIZE", "")
 
+    def get_ext_filename(self, ext_name):
+        # A TensorFlow op library, not a CPython module: no ABI-tagged suffix, so
+        # graphopt/ops/library.py finds graphopt/_graphopt_ops.so.
+        return os.path.join(*ext_name.split(".")) + ".so"
+
     def build_extension(self, ext):
         import tensorflow as tf  # a build requirement (pyproject.toml)
 
@@ -45,7 +51,9 @@ class TensorFlowBuildExt(build_ext):
             lflags.append(f"-fsanitize={self.sanitize}")
         cmd = (
             [os.environ.get("CXX", "g++"), "-std=c++17", "-shared", "-fPIC", "-Wall",
-             "-Wno-sign-compare", "-Icustom_ops"]
+             "-Wno-sign-compare", "-Icustom_ops",
+             # TensorFlow's own headers trip these by the hundred.
+             "-Wno-deprecated-declarations", "-Wno-interference-size"]
             + opt + cflags + list(ext.sources) + ["-o", out_path] + lflags
         )
         print(" ".join(cmd))
@@ -59,6 +67,16 @@ class TensorFlowBuildExt(build_ext):
         }
         with open(os.path.join(os.path.dirname(out_path), "_build_info.json"), "w") as f:
             json.dump(info, f, indent=2)
+
+    def copy_extensions_to_source(self):
+        # An in-place (editable) build copies only the library into the source
+        # tree; the build info must sit beside it there as well.
+        super().copy_extensions_to_source()
+        for ext in self.extensions:
+            built = os.path.join(self.build_lib, *ext.name.split(".")[:-1])
+            package_dir = os.path.join(HERE, *ext.name.split(".")[:-1])
+            shutil.copyfile(os.path.join(built, "_build_info.json"),
+                            os.path.join(package_dir, "_build_info.json"))
 
 
 sources = _cpu_sources()

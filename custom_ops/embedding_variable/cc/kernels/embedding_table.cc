@@ -1,0 +1,498 @@
+#include "embedding_variable/cc/kernels/embedding_table.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "absl/strings/str_cat.h"
+#include "tensorflow/core/platform/errors.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace graphopt {
+
+using tensorflow::Status;
+namespace errors = tensorflow::errors;
+
+namespace {
+
+constexpr double kMaxLoad = 0.8;
+// Import sizes each index for this load, leaving room before the first growth.
+constexpr double kImportLoad = 0.7;
+constexpr uint32_t kMinCapacity = 8;
+// Keys per unit of parallel work; also the span over which a reader holds all
+// shard locks, so a writer waits at most one block.
+constexpr int64_t kBlock = 2048;
+// Blocks smaller than this lock only the shards they touch, key by key.
+constexpr int64_t kLockAllMin = 256;
+// How many keys ahead the index slot / the row is prefetched.
+constexpr int kPrefetchDistance = 8;
+constexpr int kMaxPrefetchLines = 16;
+constexpr size_t kTargetChunkBytes = 16384;
+
+inline void PrefetchRead(const void* p) { __builtin_prefetch(p, 0, 3); }
+
+void BumpHit(std::atomic<uint32_t>& freq, std::atomic<int64_t>& version, int64_t step) {
+  uint32_t f = freq.load(std::memory_order_relaxed);
+  while (f != 0xffffffffu &&
+         !freq.compare_exchange_weak(f, f + 1, std::memory_order_relaxed)) {
+  }
+  int64_t v = version.load(std::memory_order_relaxed);
+  while (v < step && !version.compare_exchange_weak(v, step, std::memory_order_relaxed)) {
+  }
+}
+
+}  // namespace
+
+void IntraOpPool::For(int64_t total, int64_t cost_per_unit,
+                      const std::function<void(int64_t, int64_t)>& fn) const {
+  if (total <= 0) return;
+  if (workers == nullptr || num_threads <= 1 || total == 1) {
+    fn(0, total);
+    return;
+  }
+  tensorflow::Shard(num_threads, workers, total, cost_per_unit, fn);
+}
+
+EmbeddingTable::EmbeddingTable(int dim, std::vector<float> default_row, RowInitializer init)
+    : dim_(dim), default_row_(std::move(default_row)), init_(init) {
+  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  int shift = 4;  // at least 16 rows per chunk
+  while ((static_cast<size_t>(2) << shift) * row_bytes <= kTargetChunkBytes) ++shift;
+  chunk_shift_ = shift;
+  chunk_mask_ = (1u << shift) - 1;
+  const size_t rows = static_cast<size_t>(1) << shift;
+  values_bytes_ = (rows * row_bytes + 63) / 64 * 64;
+  chunk_bytes_ = (values_bytes_ + rows * (sizeof(int64_t) + sizeof(uint32_t)) + 63) / 64 * 64;
+  for (Shard& s : shards_) ResetShard(&s, 0);
+}
+
+EmbeddingTable::~EmbeddingTable() {
+  for (Shard& s : shards_) FreeChunks(&s);
+}
+
+std::string EmbeddingTable::DebugString() const {
+  return absl::StrCat("GraphoptEmbeddingTable(dim=", dim_, ", size=", Size(), ")");
+}
+
+void EmbeddingTable::FreeChunks(Shard* s) {
+  for (RowChunk& c : s->chunks) std::free(c.memory);
+  s->chunks.clear();
+  s->chunks.shrink_to_fit();
+}
+
+void EmbeddingTable::ResetShard(Shard* s, uint32_t expected_keys) {
+  FreeChunks(s);
+  s->free_rows.clear();
+  s->free_rows.shrink_to_fit();
+  s->rows_used = 0;
+  s->size = 0;
+  const uint64_t cap = std::max<uint64_t>(
+      kMinCapacity, static_cast<uint64_t>(expected_keys / kImportLoad) + 1);
+  s->capacity = static_cast<uint32_t>(cap);
+  s->grow_at = static_cast<uint32_t>(cap * kMaxLoad);
+  s->slots.reset(new Slot[cap]);
+  for (uint64_t i = 0; i < cap; ++i) s->slots[i].row = kEmptyRow;
+}
+
+void EmbeddingTable::Rehash(Shard* s, uint32_t new_capacity) {
+  std::unique_ptr<Slot[]> slots(new Slot[new_capacity]);
+  for (uint32_t i = 0; i < new_capacity; ++i) slots[i].row = kEmptyRow;
+  for (uint32_t i = 0; i < s->capacity; ++i) {
+    const Slot& old = s->slots[i];
+    if (old.row == kEmptyRow) continue;
+    uint32_t j = Home(Hash(old.key), new_capacity);
+    while (slots[j].row != kEmptyRow) {
+      if (++j == new_capacity) j = 0;
+    }
+    slots[j] = old;
+  }
+  s->slots = std::move(slots);
+  s->capacity = new_capacity;
+  s->grow_at = static_cast<uint32_t>(new_capacity * kMaxLoad);
+}
+
+int64_t EmbeddingTable::Probe(const Shard& s, int64_t key, uint64_t h) {
+  const Slot* slots = s.slots.get();
+  uint32_t i = Home(h, s.capacity);
+  // The load factor stays below 1, so an empty slot ends every probe.
+  for (;;) {
+    const Slot& slot = slots[i];
+    if (slot.row == kEmptyRow) return -1;
+    if (slot.key == key) return i;
+    if (++i == s.capacity) i = 0;
+  }
+}
+
+Status EmbeddingTable::AllocateRow(Shard* s, uint32_t* row) {
+  if (!s->free_rows.empty()) {
+    *row = s->free_rows.back();
+    s->free_rows.pop_back();
+    return Status();
+  }
+  if (s->rows_used >= kMaxRowsPerShard) {
+    return errors::ResourceExhausted("EmbeddingVariable shard is full (", kMaxRowsPerShard,
+                                     " keys); remove keys or shard the variable");
+  }
+  const uint32_t r = s->rows_used;
+  if ((r >> chunk_shift_) == s->chunks.size()) {
+    void* memory = std::aligned_alloc(64, chunk_bytes_);
+    if (memory == nullptr) {
+      return errors::ResourceExhausted("out of memory growing an EmbeddingVariable");
+    }
+    const size_t rows = chunk_mask_ + 1;
+    RowChunk c;
+    c.memory = memory;
+    c.values = static_cast<float*>(memory);
+    char* side = static_cast<char*>(memory) + values_bytes_;
+    c.versions = reinterpret_cast<std::atomic<int64_t>*>(side);
+    c.freqs = reinterpret_cast<std::atomic<uint32_t>*>(side + rows * sizeof(int64_t));
+    for (size_t i = 0; i < rows; ++i) {
+      new (&c.versions[i]) std::atomic<int64_t>(0);
+      new (&c.freqs[i]) std::atomic<uint32_t>(0);
+    }
+    s->chunks.push_back(c);
+  }
+  *row = r;
+  ++s->rows_used;
+  return Status();
+}
+
+Status EmbeddingTable::FindOrAddSlot(Shard* s, int64_t key, uint64_t h, bool* added,
+                                     uint32_t* row) {
+  const int64_t found = Probe(*s, key, h);
+  if (found >= 0) {
+    *added = false;
+    *row = s->slots[found].row;
+    return Status();
+  }
+  if (s->size + 1 > s->grow_at) {
+    const uint64_t grown = std::max<uint64_t>(kMinCapacity, s->capacity + s->capacity / 2);
+    Rehash(s, static_cast<uint32_t>(std::min<uint64_t>(grown, 0xfffffff0u)));
+  }
+  TF_RETURN_IF_ERROR(AllocateRow(s, row));
+  uint32_t i = Home(h, s->capacity);
+  while (s->slots[i].row != kEmptyRow) {
+    if (++i == s->capacity) i = 0;
+  }
+  s->slots[i].key = key;
+  s->slots[i].row = *row;
+  ++s->size;
+  RowFreq(*s, *row).store(0, std::memory_order_relaxed);
+  RowVersion(*s, *row).store(0, std::memory_order_relaxed);
+  *added = true;
+  return Status();
+}
+
+void EmbeddingTable::EraseSlot(Shard* s, int64_t slot) {
+  // Backward-shift deletion: pull later entries of the probe run into the hole
+  // unless their home lies cyclically in (hole, entry].
+  uint32_t hole = static_cast<uint32_t>(slot);
+  uint32_t j = hole;
+  for (;;) {
+    if (++j == s->capacity) j = 0;
+    const Slot& next = s->slots[j];
+    if (next.row == kEmptyRow) break;
+    const uint32_t home = Home(Hash(next.key), s->capacity);
+    const bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+    if (stays) continue;
+    s->slots[hole] = next;
+    hole = j;
+  }
+  s->slots[hole].row = kEmptyRow;
+  --s->size;
+}
+
+template <typename K>
+void EmbeddingTable::GroupByShard(const K* keys, int64_t n, std::vector<int64_t>* order,
+                                  std::vector<int64_t>* offsets) {
+  std::vector<uint8_t> shard_of(n);
+  offsets->assign(kNumShards + 1, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    shard_of[i] = static_cast<uint8_t>(ShardOf(Hash(static_cast<int64_t>(keys[i]))));
+    ++(*offsets)[shard_of[i] + 1];
+  }
+  for (int s = 0; s < kNumShards; ++s) (*offsets)[s + 1] += (*offsets)[s];
+  std::vector<int64_t> cursor(offsets->begin(), offsets->end() - 1);
+  order->resize(n);
+  for (int64_t i = 0; i < n; ++i) (*order)[cursor[shard_of[i]]++] = i;
+}
+
+template <typename K>
+void EmbeddingTable::FindBlock(const K* keys, int64_t n, float* out, int64_t step,
+                               std::vector<int64_t>* missing) const {
+  const bool count = missing != nullptr;
+  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  if (n < kLockAllMin) {
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t key = static_cast<int64_t>(keys[i]);
+      const uint64_t h = Hash(key);
+      const Shard& s = shards_[ShardOf(h)];
+      absl::ReaderMutexLock lock(&s.mu);
+      const int64_t slot = Probe(s, key, h);
+      if (slot >= 0) {
+        const uint32_t row = s.slots[slot].row;
+        std::memcpy(out + i * dim_, RowValues(s, row), row_bytes);
+        if (count) BumpHit(RowFreq(s, row), RowVersion(s, row), step);
+      } else {
+        std::memcpy(out + i * dim_, default_row_.data(), row_bytes);
+        if (count) missing->push_back(i);
+      }
+    }
+    return;
+  }
+
+  uint64_t hashes[kBlock];
+  const float* rows[kBlock];
+  const int lines = std::min<int>(kMaxPrefetchLines, static_cast<int>((row_bytes + 63) / 64));
+  for (const Shard& s : shards_) s.mu.ReaderLock();
+  // Three-stage software pipeline: hash + prefetch the home slot, probe +
+  // prefetch the row kPrefetchDistance keys later, copy it another distance later.
+  for (int64_t i = 0; i < n + 2 * kPrefetchDistance; ++i) {
+    if (i < n) {
+      const uint64_t h = Hash(static_cast<int64_t>(keys[i]));
+      hashes[i] = h;
+      const Shard& s = shards_[ShardOf(h)];
+      PrefetchRead(&s.slots[Home(h, s.capacity)]);
+    }
+    const int64_t j = i - kPrefetchDistance;
+    if (j >= 0 && j < n) {
+      const uint64_t h = hashes[j];
+      const Shard& s = shards_[ShardOf(h)];
+      const int64_t slot = Probe(s, static_cast<int64_t>(keys[j]), h);
+      if (slot >= 0) {
+        const uint32_t row = s.slots[slot].row;
+        const float* values = RowValues(s, row);
+        rows[j] = values;
+        for (int l = 0; l < lines; ++l) {
+          PrefetchRead(reinterpret_cast<const char*>(values) + 64 * l);
+        }
+        if (count) BumpHit(RowFreq(s, row), RowVersion(s, row), step);
+      } else {
+        rows[j] = default_row_.data();
+        if (count) missing->push_back(j);
+      }
+    }
+    const int64_t k = j - kPrefetchDistance;
+    if (k >= 0 && k < n) std::memcpy(out + k * dim_, rows[k], row_bytes);
+  }
+  for (int s = kNumShards - 1; s >= 0; --s) shards_[s].mu.ReaderUnlock();
+}
+
+template <typename K>
+void EmbeddingTable::Find(const K* keys, int64_t n, float* out, const IntraOpPool& pool) const {
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  pool.For(blocks, kBlock * (100 + dim_), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t begin = b * kBlock;
+      FindBlock(keys + begin, std::min(kBlock, n - begin), out + begin * dim_, 0, nullptr);
+    }
+  });
+}
+
+template <typename K>
+Status EmbeddingTable::ForEachShardGroup(const K* keys, int64_t n, int64_t cost_per_key,
+                                         bool all_shards_locked, const IntraOpPool& pool,
+                                         const ShardGroupFn& fn) {
+  std::vector<int64_t> order, offsets;
+  GroupByShard(keys, n, &order, &offsets);
+  std::vector<Status> shard_status(kNumShards);
+  pool.For(kNumShards, (n / kNumShards + 1) * cost_per_key, [&](int64_t s0, int64_t s1) {
+    for (int64_t sh = s0; sh < s1; ++sh) {
+      const int64_t* begin = order.data() + offsets[sh];
+      const int64_t* end = order.data() + offsets[sh + 1];
+      Shard& s = shards_[sh];
+      if (all_shards_locked) {
+        shard_status[sh] = fn(&s, begin, end);
+      } else if (begin != end) {
+        absl::MutexLock lock(&s.mu);
+        shard_status[sh] = fn(&s, begin, end);
+      }
+    }
+  });
+  for (const Status& st : shard_status) TF_RETURN_IF_ERROR(st);
+  return Status();
+}
+
+template <typename K>
+Status EmbeddingTable::FindOrInsert(const K* keys, int64_t n, int64_t step, float* out,
+                                    const IntraOpPool& pool) {
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<std::vector<int64_t>> block_missing(blocks);
+  pool.For(blocks, kBlock * (100 + dim_), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t begin = b * kBlock;
+      FindBlock(keys + begin, std::min(kBlock, n - begin), out + begin * dim_, step,
+                &block_missing[b]);
+    }
+  });
+  std::vector<int64_t> positions;
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t j : block_missing[b]) positions.push_back(b * kBlock + j);
+  }
+  if (positions.empty()) return Status();
+  const int64_t m = static_cast<int64_t>(positions.size());
+  std::vector<int64_t> missing_keys(m);
+  for (int64_t i = 0; i < m; ++i) missing_keys[i] = static_cast<int64_t>(keys[positions[i]]);
+
+  // Initial rows are computed before taking writer locks; a key another
+  // thread (or an earlier duplicate) inserted meanwhile is overwritten below.
+  pool.For(m, 40 * dim_, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      init_.Fill(missing_keys[i], dim_, out + positions[i] * dim_);
+    }
+  });
+
+  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  return ForEachShardGroup(
+      missing_keys.data(), m, 50 + dim_, false, pool,
+      [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
+        for (const int64_t* it = begin; it != end; ++it) {
+          const int64_t key = missing_keys[*it];
+          float* dst = out + positions[*it] * dim_;
+          bool added;
+          uint32_t row;
+          TF_RETURN_IF_ERROR(FindOrAddSlot(s, key, Hash(key), &added, &row));
+          if (added) {
+            std::memcpy(RowValues(*s, row), dst, row_bytes);
+            RowFreq(*s, row).store(1, std::memory_order_relaxed);
+            RowVersion(*s, row).store(step, std::memory_order_relaxed);
+          } else {
+            std::memcpy(dst, RowValues(*s, row), row_bytes);
+            BumpHit(RowFreq(*s, row), RowVersion(*s, row), step);
+          }
+        }
+        return Status();
+      });
+}
+
+template <typename K>
+Status EmbeddingTable::Insert(const K* keys, int64_t n, const float* values,
+                              const IntraOpPool& pool) {
+  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  return ForEachShardGroup(
+      keys, n, 50 + dim_, false, pool,
+      [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
+        for (const int64_t* it = begin; it != end; ++it) {
+          const int64_t key = static_cast<int64_t>(keys[*it]);
+          bool added;
+          uint32_t row;
+          TF_RETURN_IF_ERROR(FindOrAddSlot(s, key, Hash(key), &added, &row));
+          std::memcpy(RowValues(*s, row), values + *it * dim_, row_bytes);
+        }
+        return Status();
+      });
+}
+
+template <typename K>
+void EmbeddingTable::Remove(const K* keys, int64_t n, const IntraOpPool& pool) {
+  ForEachShardGroup(keys, n, 50, false, pool,
+                    [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
+                      for (const int64_t* it = begin; it != end; ++it) {
+                        const int64_t key = static_cast<int64_t>(keys[*it]);
+                        const int64_t slot = Probe(*s, key, Hash(key));
+                        if (slot < 0) continue;
+                        s->free_rows.push_back(s->slots[slot].row);
+                        EraseSlot(s, slot);
+                      }
+                      return Status();
+                    })
+      .IgnoreError();  // nothing in a removal can fail
+}
+
+Status EmbeddingTable::Import(const int64_t* keys, int64_t n, const float* values,
+                              const int64_t* freqs, const int64_t* versions,
+                              const IntraOpPool& pool) {
+  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  for (Shard& s : shards_) s.mu.Lock();
+  Status st = ForEachShardGroup(
+      keys, n, 50 + dim_, true, pool,
+      [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
+        ResetShard(s, static_cast<uint32_t>(std::min<int64_t>(end - begin, kMaxRowsPerShard)));
+        for (const int64_t* it = begin; it != end; ++it) {
+          const int64_t i = *it;
+          bool added;
+          uint32_t row;
+          TF_RETURN_IF_ERROR(FindOrAddSlot(s, keys[i], Hash(keys[i]), &added, &row));
+          std::memcpy(RowValues(*s, row), values + i * dim_, row_bytes);
+          const int64_t f = std::min<int64_t>(std::max<int64_t>(freqs[i], 0), 0xffffffffLL);
+          RowFreq(*s, row).store(static_cast<uint32_t>(f), std::memory_order_relaxed);
+          RowVersion(*s, row).store(versions[i], std::memory_order_relaxed);
+        }
+        return Status();
+      });
+  for (int s = kNumShards - 1; s >= 0; --s) shards_[s].mu.Unlock();
+  return st;
+}
+
+Status EmbeddingTable::Export(const std::function<Status(int64_t, ExportBuffers*)>& allocate,
+                              const IntraOpPool& pool) const {
+  for (const Shard& s : shards_) s.mu.ReaderLock();
+  int64_t offsets[kNumShards + 1];
+  offsets[0] = 0;
+  for (int s = 0; s < kNumShards; ++s) offsets[s + 1] = offsets[s] + shards_[s].size;
+  ExportBuffers out;
+  Status st = allocate(offsets[kNumShards], &out);
+  if (st.ok()) {
+    const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+    pool.For(kNumShards, (offsets[kNumShards] / kNumShards + 1) * (20 + dim_),
+             [&](int64_t s0, int64_t s1) {
+               for (int64_t sh = s0; sh < s1; ++sh) {
+                 const Shard& s = shards_[sh];
+                 int64_t o = offsets[sh];
+                 for (uint32_t i = 0; i < s.capacity; ++i) {
+                   const Slot& slot = s.slots[i];
+                   if (slot.row == kEmptyRow) continue;
+                   out.keys[o] = slot.key;
+                   std::memcpy(out.values + o * dim_, RowValues(s, slot.row), row_bytes);
+                   out.freqs[o] = RowFreq(s, slot.row).load(std::memory_order_relaxed);
+                   out.versions[o] = RowVersion(s, slot.row).load(std::memory_order_relaxed);
+                   ++o;
+                 }
+               }
+             });
+  }
+  for (int s = kNumShards - 1; s >= 0; --s) shards_[s].mu.ReaderUnlock();
+  return st;
+}
+
+int64_t EmbeddingTable::SumOverShards(const std::function<int64_t(const Shard&)>& f) const {
+  int64_t total = 0;
+  for (const Shard& s : shards_) {
+    absl::ReaderMutexLock lock(&s.mu);
+    total += f(s);
+  }
+  return total;
+}
+
+int64_t EmbeddingTable::Size() const {
+  return SumOverShards([](const Shard& s) -> int64_t { return s.size; });
+}
+
+int64_t EmbeddingTable::BytesUsed() const {
+  return sizeof(*this) + default_row_.size() * sizeof(float) +
+         SumOverShards([this](const Shard& s) -> int64_t {
+           return static_cast<int64_t>(s.capacity) * sizeof(Slot) +
+                  static_cast<int64_t>(s.chunks.size()) * chunk_bytes_ +
+                  static_cast<int64_t>(s.chunks.capacity()) * sizeof(RowChunk) +
+                  static_cast<int64_t>(s.free_rows.capacity()) * sizeof(uint32_t);
+         });
+}
+
+int64_t EmbeddingTable::Capacity() const {
+  return SumOverShards([](const Shard& s) -> int64_t { return s.grow_at; });
+}
+
+#define GRAPHOPT_INSTANTIATE(K)                                                          \
+  template void EmbeddingTable::Find<K>(const K*, int64_t, float*, const IntraOpPool&)   \
+      const;                                                                             \
+  template Status EmbeddingTable::FindOrInsert<K>(const K*, int64_t, int64_t, float*,    \
+                                                  const IntraOpPool&);                   \
+  template Status EmbeddingTable::Insert<K>(const K*, int64_t, const float*,             \
+                                            const IntraOpPool&);                         \
+  template void EmbeddingTable::Remove<K>(const K*, int64_t, const IntraOpPool&);
+GRAPHOPT_INSTANTIATE(int32_t)
+GRAPHOPT_INSTANTIATE(int64_t)
+#undef GRAPHOPT_INSTANTIATE
+
+}  // namespace graphopt

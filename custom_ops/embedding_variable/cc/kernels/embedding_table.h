@@ -1,0 +1,197 @@
+// EmbeddingTable: the resource behind an EmbeddingVariable.
+//
+// Layout (per shard, 64 shards chosen by the top hash bits):
+//  * an open-addressing index of packed 12-byte slots {int64 key, uint32 row},
+//    linear probing, load factor kept in (0.53, 0.8] by growing 1.5x; a slot is
+//    empty when its row is kEmptyRow, so every int64 key (INT64_MIN, -1, ...)
+//    is an ordinary key and deletions use backward shifting, not tombstones;
+//  * rows in fixed-size chunks (a contiguous float slab per chunk plus side
+//    arrays of uint32 frequency and int64 last-step), so growing never copies
+//    rows and the slack is at most one chunk per shard.
+// At dim 64 that is ~12/load + 12 bytes of overhead per 256-byte row.
+//
+// Concurrency: each shard has an absl::Mutex (reader/writer). Lookups take
+// reader locks (all shards at once for a large block, so keys are processed
+// in their own order with software prefetching); frequency and step are
+// atomics so find-or-insert can count hits under a reader lock; anything that
+// moves slots or writes row values takes the shard's writer lock. Multi-shard
+// locks are always taken in shard order, so there is no lock-order cycle.
+#ifndef GRAPHOPT_EMBEDDING_VARIABLE_CC_KERNELS_EMBEDDING_TABLE_H_
+#define GRAPHOPT_EMBEDDING_VARIABLE_CC_KERNELS_EMBEDDING_TABLE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "embedding_variable/cc/kernels/row_initializer.h"
+#include "tensorflow/core/framework/resource_base.h"
+#include "tensorflow/core/lib/core/threadpool.h"
+
+namespace graphopt {
+
+// Runs fn(begin, end) over [0, total) on TensorFlow's intra-op pool (or inline).
+struct IntraOpPool {
+  tensorflow::thread::ThreadPool* workers = nullptr;
+  int num_threads = 1;
+  void For(int64_t total, int64_t cost_per_unit,
+           const std::function<void(int64_t, int64_t)>& fn) const;
+};
+
+// Receives the exported table: called once, under the table's reader locks,
+// with the number of keys; returns where to write them.
+struct ExportBuffers {
+  int64_t* keys;
+  float* values;
+  int64_t* freqs;
+  int64_t* versions;
+};
+
+class EmbeddingTable : public tensorflow::ResourceBase {
+ public:
+  static constexpr int kNumShards = 64;
+  static constexpr int kShardBits = 6;
+  static constexpr uint32_t kEmptyRow = 0xffffffffu;
+  static constexpr uint32_t kMaxRowsPerShard = 0xfffffff0u;
+
+  EmbeddingTable(int dim, std::vector<float> default_row, RowInitializer init);
+  ~EmbeddingTable() override;
+
+  int dim() const { return dim_; }
+  std::string DebugString() const override;
+  int64_t MemoryUsed() const override { return BytesUsed(); }
+
+  // keys[i] found -> its row, else the default row; nothing is inserted.
+  template <typename K>
+  void Find(const K* keys, int64_t n, float* out, const IntraOpPool& pool) const;
+
+  // Like Find, but inserts missing keys with their initializer row; counts a hit
+  // in the key's frequency and records `step` as its last step.
+  template <typename K>
+  tensorflow::Status FindOrInsert(const K* keys, int64_t n, int64_t step, float* out,
+                                  const IntraOpPool& pool);
+
+  // Assigns rows (inserting keys that are missing, with frequency 0); for a key
+  // repeated in the batch the last row wins.
+  template <typename K>
+  tensorflow::Status Insert(const K* keys, int64_t n, const float* values,
+                            const IntraOpPool& pool);
+
+  template <typename K>
+  void Remove(const K* keys, int64_t n, const IntraOpPool& pool);
+
+  // Replaces the whole content (duplicate keys: the last wins).
+  tensorflow::Status Import(const int64_t* keys, int64_t n, const float* values,
+                            const int64_t* freqs, const int64_t* versions,
+                            const IntraOpPool& pool);
+
+  tensorflow::Status Export(
+      const std::function<tensorflow::Status(int64_t, ExportBuffers*)>& allocate,
+      const IntraOpPool& pool) const;
+
+  int64_t Size() const;
+  int64_t BytesUsed() const;
+  // Keys the table holds before any shard's index has to grow.
+  int64_t Capacity() const;
+
+ private:
+  struct __attribute__((packed, aligned(4))) Slot {
+    int64_t key;
+    uint32_t row;
+  };
+  static_assert(sizeof(Slot) == 12, "slots must pack to 12 bytes");
+
+  struct RowChunk {
+    void* memory = nullptr;
+    float* values = nullptr;
+    std::atomic<int64_t>* versions = nullptr;
+    std::atomic<uint32_t>* freqs = nullptr;
+  };
+
+  struct alignas(64) Shard {
+    mutable absl::Mutex mu;
+    std::unique_ptr<Slot[]> slots;
+    uint32_t capacity = 0;
+    uint32_t size = 0;
+    uint32_t grow_at = 0;
+    uint32_t rows_used = 0;  // high-water mark of row ids handed out
+    std::vector<RowChunk> chunks;
+    std::vector<uint32_t> free_rows;
+  };
+
+  static uint64_t Hash(int64_t key) {
+    uint64_t h = static_cast<uint64_t>(key);
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+  }
+  static int ShardOf(uint64_t h) { return static_cast<int>(h >> (64 - kShardBits)); }
+  static uint32_t Home(uint64_t h, uint32_t capacity) {
+    return static_cast<uint32_t>(((h & 0xffffffffULL) * capacity) >> 32);
+  }
+
+  // Slot index holding key, or -1. Caller holds the shard lock (any mode).
+  static int64_t Probe(const Shard& s, int64_t key, uint64_t h);
+
+  float* RowValues(const Shard& s, uint32_t row) const {
+    return s.chunks[row >> chunk_shift_].values +
+           static_cast<size_t>(row & chunk_mask_) * dim_;
+  }
+  std::atomic<uint32_t>& RowFreq(const Shard& s, uint32_t row) const {
+    return s.chunks[row >> chunk_shift_].freqs[row & chunk_mask_];
+  }
+  std::atomic<int64_t>& RowVersion(const Shard& s, uint32_t row) const {
+    return s.chunks[row >> chunk_shift_].versions[row & chunk_mask_];
+  }
+
+  // Writer-locked helpers.
+  void ResetShard(Shard* s, uint32_t expected_keys);
+  void Rehash(Shard* s, uint32_t new_capacity);
+  tensorflow::Status AllocateRow(Shard* s, uint32_t* row);
+  // Slot of key, inserting it (row allocated, freq 0, version 0) if missing.
+  tensorflow::Status FindOrAddSlot(Shard* s, int64_t key, uint64_t h, bool* added,
+                                   uint32_t* row);
+  void EraseSlot(Shard* s, int64_t slot);
+  void FreeChunks(Shard* s);
+
+  // Groups keys by shard and runs fn(shard, positions of its keys in batch order)
+  // for the shards in parallel, each under its writer lock; with
+  // all_shards_locked the caller holds every writer lock and every shard is
+  // visited, also those without keys.
+  using ShardGroupFn = std::function<tensorflow::Status(Shard*, const int64_t*, const int64_t*)>;
+  template <typename K>
+  tensorflow::Status ForEachShardGroup(const K* keys, int64_t n, int64_t cost_per_key,
+                                       bool all_shards_locked, const IntraOpPool& pool,
+                                       const ShardGroupFn& fn);
+
+  int64_t SumOverShards(const std::function<int64_t(const Shard&)>& f) const;
+
+  template <typename K>
+  void FindBlock(const K* keys, int64_t n, float* out, int64_t step,
+                 std::vector<int64_t>* missing) const;
+
+  // Stable counting sort of keys by shard: order[offsets[s]..offsets[s+1]) are
+  // the positions of shard s's keys, in batch order.
+  template <typename K>
+  static void GroupByShard(const K* keys, int64_t n, std::vector<int64_t>* order,
+                           std::vector<int64_t>* offsets);
+
+  const int dim_;
+  const std::vector<float> default_row_;
+  const RowInitializer init_;
+  int chunk_shift_;
+  uint32_t chunk_mask_;
+  size_t chunk_bytes_;
+  size_t values_bytes_;
+  Shard shards_[kNumShards];
+};
+
+}  // namespace graphopt
+
+#endif  // GRAPHOPT_EMBEDDING_VARIABLE_CC_KERNELS_EMBEDDING_TABLE_H_

@@ -1,0 +1,264 @@
+"""EmbeddingVariable: a dynamic-hash embedding table held in a TensorFlow resource.
+
+One row per id actually seen, no fixed vocabulary, no collisions. Works eagerly, in
+``tf.function`` and in TF1 graphs; checkpoints with ``tf.train.Checkpoint`` and the TF1
+``Saver`` as ``<key>-keys/-values/-freqs/-versions``; survives ``tf.saved_model``.
+"""
+
+import uuid
+
+import tensorflow as tf
+from tensorflow.python.eager import context
+from tensorflow.python.framework import ops
+from tensorflow.python.training.saving import saveable_object
+from tensorflow.python.trackable import resource
+from tensorflow.python.training.saving import saveable_object_util  # noqa: F401  (registers SaveSpec users)
+from tensorflow.python.checkpoint import saveable_compat
+
+from graphopt.ops.library import load_library
+
+KEY_DTYPES = (tf.int32, tf.int64)
+
+# initializer name -> the keys of its Keras / tf.initializers config it reads.
+_INITIALIZER_CONFIG = {
+    "RandomUniform": ("uniform", {"minval": "init_minval", "maxval": "init_maxval"}),
+    "RandomNormal": ("normal", {"mean": "init_mean", "stddev": "init_stddev"}),
+    "TruncatedNormal": ("truncated_normal", {"mean": "init_mean", "stddev": "init_stddev"}),
+    "Zeros": ("zeros", {}),
+    "Ones": ("constant", {}),
+    "Constant": ("constant", {"value": "init_value"}),
+}
+_INITIALIZER_NAMES = ("uniform", "normal", "truncated_normal", "zeros", "ones")
+
+
+def _invalid(message: str) -> tf.errors.InvalidArgumentError:
+    return tf.errors.InvalidArgumentError(None, None, message)
+
+
+def initializer_attrs(initializer) -> dict:
+    """Handle-op attrs for an initializer: None, a name, or a tf/Keras initializer object."""
+    if initializer is None:
+        return {"initializer": "uniform", "init_minval": -0.05, "init_maxval": 0.05}
+    if isinstance(initializer, str):
+        if initializer not in _INITIALIZER_NAMES:
+            raise _invalid(f"initializer must be one of {', '.join(_INITIALIZER_NAMES)} or a "
+                           f"tf.keras.initializers object, got '{initializer}'")
+        if initializer == "ones":
+            return {"initializer": "constant", "init_value": 1.0}
+        return {"initializer": initializer}
+    kind = type(initializer).__name__
+    if kind not in _INITIALIZER_CONFIG:
+        raise _invalid(f"unsupported initializer {kind}; use one of "
+                       f"{', '.join(sorted(_INITIALIZER_CONFIG))} or a name")
+    name, fields = _INITIALIZER_CONFIG[kind]
+    config = initializer.get_config() if hasattr(initializer, "get_config") else {}
+    attrs = {"initializer": name}
+    if kind == "Ones":
+        attrs["init_value"] = 1.0
+    for field, attr in fields.items():
+        value = config.get(field)
+        if value is None:
+            continue
+        try:
+            attrs[attr] = float(value)
+        except (TypeError, ValueError):
+            raise _invalid(f"{kind} {field} must be a scalar, got {value!r}") from None
+    if config.get("seed") is not None:
+        attrs["seed"] = int(config["seed"])
+    return attrs
+
+
+def _default_value_attr(default_value, dim: int) -> list:
+    if default_value is None:
+        return []
+    values = [float(v) for v in tf.reshape(tf.constant(default_value, tf.float32), [-1]).numpy()]
+    if len(values) not in (1, dim):
+        raise _invalid(f"default_value must be a scalar or {dim} values, got {len(values)}")
+    return values
+
+
+@saveable_compat.legacy_saveable_name("table")
+class EmbeddingVariable(resource.TrackableResource):
+    """A dynamic-hash embedding table of float32 rows of a fixed ``dim``, keyed by int64 ids.
+
+    ``lookup(ids)`` finds rows (unseen ids get the default row, nothing is inserted);
+    ``lookup(ids, insert_missing=True)`` inserts unseen ids with a deterministic
+    initializer row, a function of (seed, id) only.
+    """
+
+    def __init__(self, dim, key_dtype=tf.int64, initializer=None, default_value=None,
+                 seed=0, name="embedding_variable", shared_name=None, container=""):
+        lib = load_library()
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise _invalid(f"dim must be a positive int, got {dim!r}")
+        key_dtype = tf.as_dtype(key_dtype)
+        if key_dtype not in KEY_DTYPES:
+            raise _invalid(f"key_dtype must be int32 or int64, got {key_dtype.name}")
+        self._ops = lib
+        self._dim = dim
+        self._key_dtype = key_dtype
+        self._name = name
+        self._container = container
+        self._attrs = initializer_attrs(initializer)
+        if seed or "seed" not in self._attrs:  # an explicit seed beats the initializer's
+            self._attrs["seed"] = int(seed)
+        self._default_value = _default_value_attr(default_value, dim)
+        # Eagerly each object owns a fresh table (TF's anonymous shared name makes
+        # the kernel invent a unique one), so neither two objects nor two loads of
+        # one SavedModel share rows by accident. In a graph an empty shared_name
+        # shares by node name, which a TF1 checkpointed table needs.
+        self._anonymous = shared_name is None and context.executing_eagerly()
+        if self._anonymous:
+            shared_name = context.anonymous_name()
+        self._shared_name = shared_name or ""
+        super().__init__()
+        self._resource_handle = self._create_resource()
+        if not context.executing_eagerly():
+            self._checkpoint_name = self._resource_handle.op.name
+            ops.add_to_collection(ops.GraphKeys.SAVEABLE_OBJECTS,
+                                  _EmbeddingVariableSaveable(self, self._checkpoint_name))
+
+    # --- TrackableResource -------------------------------------------------------------
+    def _create_resource(self):
+        return self._ops.graphopt_ev_handle_op(
+            container=self._container, shared_name=self._shared_name, dim=self._dim,
+            key_dtype=self._key_dtype, default_value=self._default_value, name=self._name,
+            **self._attrs)
+
+    def _destroy_resource(self):
+        if self._anonymous:
+            tf.raw_ops.DestroyResourceOp(resource=self.resource_handle, ignore_lookup_error=True)
+
+    def _serialize_to_tensors(self):
+        keys, values, freqs, versions = self.export()
+        return {"-keys": keys, "-values": values, "-freqs": freqs, "-versions": versions}
+
+    def _restore_from_tensors(self, restored_tensors):
+        with ops.name_scope(f"{self._name}_restore"):
+            return self.import_(restored_tensors["-keys"], restored_tensors["-values"],
+                                restored_tensors["-freqs"], restored_tensors["-versions"])
+
+    # --- properties ----------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def dtype(self):
+        return tf.float32
+
+    @property
+    def key_dtype(self):
+        return self._key_dtype
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def handle(self):
+        """The resource handle (watch it in a GradientTape to get row gradients)."""
+        return self.resource_handle
+
+    # --- ops -----------------------------------------------------------------------------
+    def _keys(self, keys, what="ids"):
+        if not isinstance(keys, (tf.Tensor, tf.SparseTensor, tf.RaggedTensor)) and not (
+                hasattr(keys, "dtype") and tf.as_dtype(keys.dtype).is_integer):
+            try:
+                keys = tf.convert_to_tensor(keys, dtype=self._key_dtype)
+            except (TypeError, ValueError):
+                keys = tf.convert_to_tensor(keys)
+        keys = tf.convert_to_tensor(keys)
+        if keys.dtype not in KEY_DTYPES:
+            raise _invalid(f"{what} must be int32 or int64, got {keys.dtype.name}")
+        return keys
+
+    def lookup(self, ids, insert_missing=False, step=None, name=None):
+        """Rows of ``ids``, shape ``ids.shape + [dim]``.
+
+        With ``insert_missing`` unseen ids are inserted with their initializer row and
+        every occurrence is counted in the id's frequency, ``step`` (int64, default 0)
+        recorded as its last step.
+        """
+        ids = self._keys(ids)
+        with ops.name_scope(name, f"{self._name}_lookup"):
+            if insert_missing:
+                step = tf.constant(0, tf.int64) if step is None else tf.cast(step, tf.int64)
+                return self._ops.graphopt_ev_find_or_insert(self.resource_handle, ids, step,
+                                                            dim=self._dim)
+            return self._ops.graphopt_ev_find(self.resource_handle, ids, dim=self._dim)
+
+    def insert(self, keys, values, name=None):
+        """Assigns ``values`` (``keys.shape + [dim]``) to ``keys``, inserting missing keys."""
+        keys = self._keys(keys, "keys")
+        values = tf.convert_to_tensor(values, tf.float32)
+        expected = keys.shape.concatenate([self._dim])
+        if not values.shape.is_compatible_with(expected):
+            raise _invalid(f"values must have shape keys.shape + [dim] = {expected}, "
+                           f"got {values.shape}")
+        with ops.name_scope(name, f"{self._name}_insert"):
+            return self._ops.graphopt_ev_insert(self.resource_handle, keys, values, dim=self._dim)
+
+    def remove(self, keys, name=None):
+        """Removes ``keys``; absent keys are ignored."""
+        keys = self._keys(keys, "keys")
+        with ops.name_scope(name, f"{self._name}_remove"):
+            return self._ops.graphopt_ev_remove(self.resource_handle, keys)
+
+    def export(self, name=None):
+        """(keys int64 [n], values float32 [n, dim], freqs int64 [n], versions int64 [n])."""
+        with ops.name_scope(name, f"{self._name}_export"):
+            return self._ops.graphopt_ev_export(self.resource_handle, dim=self._dim)
+
+    def import_(self, keys, values, freqs=None, versions=None, name=None):
+        """Replaces the whole content; freqs and versions default to zeros."""
+        keys = tf.convert_to_tensor(keys, tf.int64)
+        values = tf.convert_to_tensor(values, tf.float32)
+        zeros = tf.zeros_like(keys)
+        freqs = zeros if freqs is None else tf.convert_to_tensor(freqs, tf.int64)
+        versions = zeros if versions is None else tf.convert_to_tensor(versions, tf.int64)
+        with ops.name_scope(name, f"{self._name}_import"):
+            return self._ops.graphopt_ev_import(self.resource_handle, keys, values, freqs,
+                                                versions, dim=self._dim)
+
+    def size(self, name=None):
+        """Number of keys (int64 scalar)."""
+        return self._ops.graphopt_ev_size(self.resource_handle, name=name)
+
+    def memory(self, name=None):
+        """(bytes_used, capacity): bytes the table holds, keys it holds before growing."""
+        return self._ops.graphopt_ev_memory(self.resource_handle, name=name)
+
+
+class _EmbeddingVariableSaveable(saveable_object.SaveableObject):
+    """TF1 Saver support: saves the table as <name>-keys/-values/-freqs/-versions."""
+
+    def __init__(self, variable, name):
+        keys, values, freqs, versions = variable.export()
+        specs = [saveable_object.SaveSpec(t, "", f"{name}-{suffix}")
+                 for t, suffix in ((keys, "keys"), (values, "values"), (freqs, "freqs"),
+                                   (versions, "versions"))]
+        super().__init__(variable, specs, name)
+
+    def restore(self, restored_tensors, restored_shapes):
+        del restored_shapes
+        with ops.colocate_with(self.op.resource_handle):
+            return self.op.import_(*restored_tensors)
+
+
+@ops.RegisterGradient("GraphoptEvFind")
+def _find_grad(op, grad):
+    """Row gradients as IndexedSlices keyed by id (the ids are the slice indices)."""
+    return [_row_slices(op, grad), None]
+
+
+@ops.RegisterGradient("GraphoptEvFindOrInsert")
+def _find_or_insert_grad(op, grad):
+    return [_row_slices(op, grad), None, None]
+
+
+def _row_slices(op, grad):
+    dim = op.get_attr("dim")
+    values = tf.reshape(grad, [-1, dim])
+    indices = tf.reshape(tf.cast(op.inputs[1], tf.int64), [-1])
+    return tf.IndexedSlices(values, indices)
