@@ -57,9 +57,11 @@ def main():
 def _register():
     from graphopt.cli.build_model import build_model
     from graphopt.cli.inspect import inspect
+    from graphopt.cli.rewrite import rewrite
 
     main.add_command(build_model)
     main.add_command(inspect)
+    main.add_command(rewrite)
 
     from graphopt.cli.validate import validate
 

@@ -198,7 +198,11 @@ class Body:
         return self
 
     def redirect_control(self, old: str, new: str) -> "Body":
-        """Makes every control edge from node ``old`` come from node ``new`` instead."""
+        """Makes every control edge (and function control output) from node ``old`` come from ``new``."""
+        if self.function is not None:
+            for k, v in list(self.function.control_ret.items()):
+                if v == old:
+                    self.function.control_ret[k] = new
         for n in self._nodes:
             if n.name == new:
                 continue

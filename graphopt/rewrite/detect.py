@@ -199,7 +199,8 @@ def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
     scan = _VariableScan(handle, [], [], [], [])
     for body, use in model.trace_resource(TOP, handle):
         node = body.node(use.node)
-        if not body.is_function and node.name not in live and node.op != "AssignVariableOp":
+        if not body.is_function and node.name not in live and node.op not in (
+                "AssignVariableOp", "ResourceGather", "ReadVariableOp"):
             if _reads_dead(body, node.name, live):
                 scan.uses.append(VariableUse("dead", body.name, node.name))
                 continue
@@ -230,11 +231,10 @@ def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
 
 def _scan_read(body: Body, read, live: set, scan: _VariableScan):
     consumers = _value_consumers(body, read.name)
-    if not consumers or _reads_dead(body, read.name, live):
-        scan.uses.append(VariableUse("dead", body.name, read.name))
-        return
+    used = False
     for node, pos in consumers:
         if node.op in ("GatherV2", "Gather") and pos == 0:
+            used = True
             scan.gathers.append((body.name, node.name))
             problem = _gather_problem(body, node)
             if problem:
@@ -242,10 +242,14 @@ def _scan_read(body: Body, read, live: set, scan: _VariableScan):
             else:
                 scan.sites.append(_site(body, node, read=read.name))
         elif node.op in SAVE_OPS and pos >= 3:
+            used = True
             scan.uses.append(VariableUse("save", body.name, read.name, save_node=node.name,
                                          save_entry=pos - 3))
-        else:
+        elif body.is_function or node.name in live or not _reads_dead(body, node.name, live):
             scan.problems.append(f"{body.name or 'graph'}:{node.name} ({node.op}) reads it whole")
+            used = True
+    if not used and (not consumers or _reads_dead(body, read.name, live)):
+        scan.uses.append(VariableUse("dead", body.name, read.name))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,10 +79,11 @@ def _check_output(src, out, overwrite):
 def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str] = None,
                   min_rows: int = 0, dry_run: bool = False, overwrite: bool = False, tags=None,
                   tensorboard: Optional[str] = None, progress: Optional[Callable] = None,
-                  debug: bool = False) -> RewriteReport:
+                  debug: bool = False, on_plan: Optional[Callable] = None) -> RewriteReport:
     """Rewrites the embedding tables of model ``src`` onto EmbeddingVariables and writes ``out``.
 
-    ``progress(done, table)`` is called after each table's checkpoint data is converted. Nothing
+    ``on_plan(plan)`` is called once the tables are chosen, ``progress(done, table)`` after each
+    table's checkpoint data is converted. Nothing
     is written when no table is selected or with ``dry_run``; ``src`` is never modified.
     """
     src, out = os.fspath(src), os.fspath(out) if out is not None else None
@@ -91,6 +92,8 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     before = node_counts(model)
     plan = RewritePlan.select(detect(model).tables, include, exclude, min_rows)
     report = RewriteReport(src, out, plan, [], before, dict(before), dry_run=dry_run)
+    if on_plan is not None:
+        on_plan(plan)
     if not plan.tables:
         return report
     if not dry_run:
