@@ -41,11 +41,14 @@ def format_summary(report) -> str:
 @click.option("--min-rows", type=int, default=0, show_default=True, help="Skip tables with fewer rows.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and summary; write nothing.")
 @click.option("--debug", is_flag=True, help="Check graph integrity after every pass.")
+@click.option("--verify", is_flag=True,
+              help="Validate the output against MODEL (graphopt validate); exit 1 if it fails.")
 @overwrite_option
 @tags_option
 @tensorboard_option
 @json_option
-def rewrite(model, out, include, exclude, min_rows, dry_run, debug, overwrite, tags, tensorboard, as_json):
+def rewrite(model, out, include, exclude, min_rows, dry_run, debug, verify, overwrite, tags, tensorboard,
+            as_json):
     """Rewrite MODEL's embedding tables onto EmbeddingVariables and write the model to OUTPUT."""
     from graphopt.rewrite import rewrite_model
 
@@ -70,8 +73,21 @@ def rewrite(model, out, include, exclude, min_rows, dry_run, debug, overwrite, t
                            progress=None if as_json else progress, debug=debug, on_plan=on_plan)
     if bar is not None:
         bar.__exit__(None, None, None)
+    validation = None
+    if verify and report.wrote:
+        from graphopt.validate import validate_models
+
+        validation = validate_models(model, out, **({"tags": tags} if tags else {}))
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        result = report.to_dict()
+        if validation is not None:
+            result["validation"] = validation.to_dict()
+        click.echo(json.dumps(result, indent=2))
     else:
         click.echo(format_summary(report))
+        if validation is not None:
+            click.echo("")
+            click.echo(validation.format())
+    if validation is not None and not validation.passed:
+        raise click.exceptions.Exit(1)
 

@@ -38,3 +38,12 @@ def test_bad_input_is_exit_2_with_one_line(tf1_model, tmp_path):
     assert result.exit_code == 2 and "write INPUT=ROWS" in result.output
     result = run(tf1_model, tf1_model, "--signature", "nope")
     assert result.exit_code == 2 and "signature(s) nope not in the original model" in result.output
+
+
+def test_rewrite_verify_validates_the_fresh_output(tf1_model, tmp_path):
+    out = tmp_path / "rewritten"
+    result = CliRunner().invoke(main, ["rewrite", tf1_model, "-o", str(out), "--verify", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["wrote"] is True and report["validation"]["passed"] is True
+    assert {c["name"] for c in report["validation"]["structure"]} >= {"checkpoint", "lookup-wiring"}
