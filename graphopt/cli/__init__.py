@@ -32,10 +32,13 @@ def main():
 
 def _register():
     from graphopt.cli.build_model import build_model
+    from graphopt.cli.inspect import inspect
+    from graphopt.cli.rewrite import rewrite
     from graphopt.cli.serve import serve
+    from graphopt.cli.validate import validate
 
-    main.add_command(build_model)
-    main.add_command(serve)
+    for command in (build_model, inspect, rewrite, validate, serve):
+        main.add_command(command)
 
 
 _register()

@@ -1,0 +1,93 @@
+"""``graphopt rewrite``: swap a model's embedding tables for EmbeddingVariables and save the result."""
+
+import json
+
+import click
+
+from graphopt.cli.options import json_option, overwrite_option, tags_option, tensorboard_option
+
+
+def format_plan(plan) -> str:
+    lines = [f"plan: {len(plan.tables)} table(s) to rewrite"]
+    for t in plan.tables:
+        lines.append(f"  {t.name} [{t.rows}, {t.dim}] -> EmbeddingVariable "
+                     f"({len(t.sites)} lookup site(s), checkpoint key {t.checkpoint_key})")
+    for t, reason in plan.skipped:
+        lines.append(f"  skip {t.name}: {reason}")
+    return "\n".join(lines)
+
+
+def format_summary(report) -> str:
+    lines = ["nodes before -> after:"]
+    for body in sorted(set(report.nodes_before) | set(report.nodes_after), key=lambda b: (b != "graph", b)):
+        before, after = report.nodes_before.get(body), report.nodes_after.get(body)
+        if before != after:
+            lines.append(f"  {body}: {before if before is not None else '-'} -> "
+                         f"{after if after is not None else 'removed'}")
+    unchanged = sum(1 for b in report.nodes_before if report.nodes_before[b] == report.nodes_after.get(b))
+    lines.append(f"  ({unchanged} graph bodies unchanged)")
+    lines.append(f"tables converted: {report.tables_converted}, bytes converted: {report.bytes_converted}")
+    for path in report.tensorboard:
+        lines.append(f"tensorboard graph: {path}")
+    lines.append(report.message)
+    return "\n".join(lines)
+
+
+@click.command("rewrite")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", "out", required=True, type=click.Path(), help="Output directory.")
+@click.option("--include", metavar="REGEX", help="Only rewrite tables whose name matches.")
+@click.option("--exclude", metavar="REGEX", help="Do not rewrite tables whose name matches.")
+@click.option("--min-rows", type=int, default=0, show_default=True, help="Skip tables with fewer rows.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and summary; write nothing.")
+@click.option("--debug", is_flag=True, help="Check graph integrity after every pass.")
+@click.option("--verify", is_flag=True,
+              help="Validate the output against MODEL (graphopt validate); exit 1 if it fails.")
+@overwrite_option
+@tags_option
+@tensorboard_option
+@json_option
+def rewrite(model, out, include, exclude, min_rows, dry_run, debug, verify, overwrite, tags, tensorboard,
+            as_json):
+    """Rewrite MODEL's embedding tables onto EmbeddingVariables and write the model to OUTPUT."""
+    from graphopt.rewrite import rewrite_model
+
+    planned = []
+    bar = None
+
+    def on_plan(plan):
+        planned.extend(plan.tables)
+        if not as_json:
+            click.echo(format_plan(plan))
+
+    def progress(done, table):
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=len(planned), label="converting tables",
+                                    item_show_func=lambda t: t.name if t else "")
+            bar.__enter__()
+        bar.update(1, table)
+
+    report = rewrite_model(model, out, include=include, exclude=exclude, min_rows=min_rows, dry_run=dry_run,
+                           overwrite=overwrite, tags=tags, tensorboard=tensorboard,
+                           progress=None if as_json else progress, debug=debug, on_plan=on_plan)
+    if bar is not None:
+        bar.__exit__(None, None, None)
+    validation = None
+    if verify and report.wrote:
+        from graphopt.validate import validate_models
+
+        validation = validate_models(model, out, **({"tags": tags} if tags else {}))
+    if as_json:
+        result = report.to_dict()
+        if validation is not None:
+            result["validation"] = validation.to_dict()
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(format_summary(report))
+        if validation is not None:
+            click.echo("")
+            click.echo(validation.format())
+    if validation is not None and not validation.passed:
+        raise click.exceptions.Exit(1)
+

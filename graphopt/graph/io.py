@@ -1,0 +1,530 @@
+"""All protobuf plumbing of graphopt: reading and writing SavedModels, meta graphs and checkpoints.
+
+Everything else works on the graph model (``graphopt.graph.model``) and on plain Python values;
+only this module parses or serializes protos, reads checkpoint bundles or writes event files.
+"""
+
+import dataclasses
+import os
+import shutil
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+from google.protobuf import message, text_format
+
+from graphopt.errors import ModelError
+
+SAVED_MODEL_PB = "saved_model.pb"
+SAVED_MODEL_PBTXT = "saved_model.pbtxt"
+VARIABLES_DIR = "variables"
+VARIABLES_PREFIX = "variables"
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+# Tensors up to this size are copied together in one shard; bigger ones get a shard each so
+# that conversion never holds more than one big tensor in memory.
+SHARD_BYTES = 64 << 20
+
+
+def _tf():
+    # TensorFlow is imported lazily: `graphopt --help` must stay fast.
+    import tensorflow as tf
+
+    return tf
+
+
+def _protos():
+    from tensorflow.core.framework import graph_pb2
+    from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+    return graph_pb2, meta_graph_pb2, saved_model_pb2
+
+
+@dataclasses.dataclass
+class ModelSource:
+    """A model read from disk: its meta graph and where its variables live."""
+
+    path: str
+    kind: str  # "saved_model" or "meta_graph"
+    meta_graph: object  # MetaGraphDef
+    checkpoint_prefix: Optional[str]
+    saved_model: object = None  # the whole SavedModel proto (kind == "saved_model")
+    meta_graph_index: int = 0
+    text: bool = False  # meta graph was a .pbtxt
+
+    @property
+    def tags(self):
+        return list(self.meta_graph.meta_info_def.tags)
+
+
+def _parse(proto, data, path, text):
+    try:
+        if text:
+            text_format.Parse(data.decode("utf-8"), proto)
+        else:
+            proto.ParseFromString(data)
+    except (message.DecodeError, text_format.ParseError, UnicodeDecodeError, RuntimeWarning) as exc:
+        raise ModelError(
+            f"{path} is truncated or corrupted ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            "export the model again"
+        ) from None
+    return proto
+
+
+def _read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_model(path, tags=None) -> ModelSource:
+    """Reads a SavedModel directory, or a TF1 meta graph (.meta / .pbtxt) with its checkpoint."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelError(f"{path} does not exist; pass a SavedModel directory or a .meta/.pbtxt file")
+    if os.path.isdir(path):
+        for name, text in ((SAVED_MODEL_PB, False), (SAVED_MODEL_PBTXT, True)):
+            if os.path.isfile(os.path.join(path, name)):
+                return _read_saved_model(path, os.path.join(path, name), text, tags)
+        metas = sorted(f for f in os.listdir(path) if f.endswith(".meta"))
+        if len(metas) == 1:
+            return read_model(os.path.join(path, metas[0]), tags)
+        raise ModelError(
+            f"{path} holds no saved_model.pb and no single .meta file; "
+            "pass a SavedModel directory or a TF1 .meta/.pbtxt file"
+        )
+    if path.endswith((".meta", ".pbtxt", ".pbtext")):
+        return _read_meta_graph_file(path)
+    raise ModelError(f"{path} is not a model; pass a SavedModel directory or a TF1 .meta/.pbtxt file")
+
+
+def _read_saved_model(root, pb_path, text, tags):
+    _, _, saved_model_pb2 = _protos()
+    sm = _parse(saved_model_pb2.SavedModel(), _read_bytes(pb_path), pb_path, text)
+    if not sm.meta_graphs:
+        raise ModelError(f"{pb_path} holds no meta graph; export the model again")
+    available = [sorted(mg.meta_info_def.tags) for mg in sm.meta_graphs]
+    if tags is None:
+        index = next((i for i, t in enumerate(available) if t == ["serve"]), 0)
+    else:
+        want = sorted(tags)
+        if want not in available:
+            raise ModelError(
+                f"{root} has no meta graph tagged {','.join(want)}; available tag sets: "
+                + "; ".join(",".join(t) for t in available)
+            )
+        index = available.index(want)
+    prefix = os.path.join(root, VARIABLES_DIR, VARIABLES_PREFIX)
+    mg = sm.meta_graphs[index]
+    if mg.saver_def.restore_op_name and not os.path.exists(prefix + ".index"):
+        raise ModelError(
+            f"{root} is missing {VARIABLES_DIR}/{VARIABLES_PREFIX}.index; copy the whole SavedModel directory"
+        )
+    return ModelSource(root, "saved_model", mg, prefix if os.path.exists(prefix + ".index") else None,
+                       saved_model=sm, meta_graph_index=index, text=text)
+
+
+def _read_meta_graph_file(path):
+    _, meta_graph_pb2, _ = _protos()
+    text = not path.endswith(".meta")
+    mg = _parse(meta_graph_pb2.MetaGraphDef(), _read_bytes(path), path, text)
+    if not mg.graph_def.node:
+        raise ModelError(f"{path} holds an empty graph; pass the .meta file the Saver wrote")
+    prefix = os.path.splitext(path)[0]
+    if not os.path.exists(prefix + ".index"):
+        tf = _tf()
+        latest = tf.train.latest_checkpoint(os.path.dirname(path) or ".")
+        if latest is None or not os.path.exists(latest + ".index"):
+            raise ModelError(
+                f"no checkpoint beside {path} (looked for {prefix}.index); keep the .meta next to its checkpoint"
+            )
+        prefix = latest
+    return ModelSource(path, "meta_graph", mg, prefix, text=text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors in graphs
+
+
+def const_value(node) -> np.ndarray:
+    """The value of a Const NodeDef."""
+    return _tf().make_ndarray(node.attr["value"].tensor)
+
+
+def set_const_value(node, value):
+    """Stores ``value`` (numpy) in a Const NodeDef and its dtype attr."""
+    tf = _tf()
+    proto = tf.make_tensor_proto(value)
+    node.attr["value"].tensor.CopyFrom(proto)
+    node.attr["dtype"].type = proto.dtype
+
+
+def attr_value(node, name):
+    """A NodeDef attr as a Python value (int, float, bytes, bool, type enum, list, shape, func name)."""
+    if name not in node.attr:
+        return None
+    a = node.attr[name]
+    kind = a.WhichOneof("value")
+    if kind == "list":
+        lst = a.list
+        for field in ("i", "f", "s", "b", "type", "func", "shape"):
+            values = getattr(lst, field)
+            if len(values):
+                if field == "func":
+                    return [v.name for v in values]
+                if field == "shape":
+                    return [_shape(v) for v in values]
+                return list(values)
+        return []
+    if kind == "func":
+        return a.func.name
+    if kind == "shape":
+        return _shape(a.shape)
+    if kind == "tensor":
+        return _tf().make_ndarray(a.tensor)
+    return getattr(a, kind) if kind else None
+
+
+def _shape(shape_proto):
+    if shape_proto.unknown_rank:
+        return None
+    return [d.size for d in shape_proto.dim]
+
+
+def set_attr(node, name, value, kind=None):
+    """Sets a NodeDef attr from a Python value; ``kind`` is one of i f s b type shape func list(...)."""
+    a = node.attr[name]
+    a.Clear()
+    if kind == "type":
+        a.type = value
+    elif kind == "list(type)":
+        a.list.type.extend(value)
+    elif kind == "list(float)":
+        a.list.f.extend(value)
+        if not value:
+            a.list.SetInParent()
+    elif kind == "list(int)":
+        a.list.i.extend(value)
+    elif kind == "shape":
+        if value is None:
+            a.shape.unknown_rank = True
+        else:
+            a.shape.SetInParent()
+            for d in value:
+                a.shape.dim.add(size=-1 if d is None else d)
+    elif kind == "func":
+        a.func.name = value
+    elif kind == "s" or isinstance(value, (bytes, str)):
+        a.s = value.encode() if isinstance(value, str) else value
+    elif kind == "b" or isinstance(value, bool):
+        a.b = value
+    elif kind == "i" or isinstance(value, int):
+        a.i = value
+    elif kind == "f" or isinstance(value, float):
+        a.f = value
+    else:
+        raise TypeError(f"cannot store {value!r} as attr {name}")
+
+
+def copy_attr(dst_node, src_node, name):
+    dst_node.attr[name].CopyFrom(src_node.attr[name])
+
+
+def new_node(op, name, inputs=(), device=""):
+    """A fresh NodeDef."""
+    graph_pb2, _, _ = _protos()
+    from tensorflow.core.framework import node_def_pb2
+
+    del graph_pb2
+    node = node_def_pb2.NodeDef(op=op, name=name, input=list(inputs), device=device)
+    return node
+
+
+def dtype_enum(name):
+    """The DataType enum of a dtype name such as 'float32' or 'int64'."""
+    return _tf().as_dtype(name).as_datatype_enum
+
+
+def dtype_name(enum):
+    return _tf().as_dtype(enum).name
+
+
+def op_def(op_type):
+    """The registered OpDef of an op type, or None when no loaded library registers it."""
+    from tensorflow.python.framework import op_def_registry
+
+    return op_def_registry.get(op_type)
+
+
+def variable_defs(meta_graph, collection):
+    """(VariableDef, index) pairs of a variables collection of a meta graph."""
+    from tensorflow.core.framework import variable_pb2
+
+    if collection not in meta_graph.collection_def:
+        return []
+    out = []
+    for i, raw in enumerate(meta_graph.collection_def[collection].bytes_list.value):
+        vd = variable_pb2.VariableDef()
+        try:
+            vd.ParseFromString(raw)
+        except message.DecodeError:
+            return []  # not a variables collection
+        out.append((vd, i))
+    return out
+
+
+def drop_variables(meta_graph, variable_names: Iterable[str]):
+    """Removes the VariableDefs of the named variables ('v:0' or 'v') from every collection."""
+    names = {n.split(":")[0] for n in variable_names}
+    for key in list(meta_graph.collection_def):
+        col = meta_graph.collection_def[key]
+        if not col.HasField("bytes_list"):
+            continue
+        defs = variable_defs(meta_graph, key)
+        if not defs:
+            continue
+        keep = [raw for (vd, _), raw in zip(defs, col.bytes_list.value)
+                if vd.variable_name.split(":")[0] not in names]
+        if len(keep) != len(col.bytes_list.value):
+            del col.bytes_list.value[:]
+            col.bytes_list.value.extend(keep)
+
+
+def collection_node_names(meta_graph):
+    """Node names a meta graph's collections refer to (node lists and VariableDefs)."""
+    out = set()
+    for key, col in meta_graph.collection_def.items():
+        if col.HasField("node_list"):
+            out.update(v.split(":")[0].lstrip("^") for v in col.node_list.value)
+        elif col.HasField("bytes_list"):
+            for vd, _ in variable_defs(meta_graph, key):
+                for field in (vd.variable_name, vd.initializer_name, vd.snapshot_name,
+                              vd.initial_value_name):
+                    if field:
+                        out.add(field.split(":")[0])
+    return out
+
+
+def signature_tensors(meta_graph):
+    """{signature: {"inputs": {key: tensor name}, "outputs": {...}}} for every signature."""
+    out = {}
+    for sig_name, sig in meta_graph.signature_def.items():
+        entry = {"inputs": {}, "outputs": {}, "method": sig.method_name}
+        for part in ("inputs", "outputs"):
+            for key, info in getattr(sig, part).items():
+                kind = info.WhichOneof("encoding")
+                if kind == "name":
+                    entry[part][key] = info.name
+                elif kind == "coo_sparse":
+                    c = info.coo_sparse
+                    entry[part][key] = c.values_tensor_name
+                    entry[part][key + "/indices"] = c.indices_tensor_name
+                    entry[part][key + "/dense_shape"] = c.dense_shape_tensor_name
+                elif kind == "composite_tensor":
+                    for j, comp in enumerate(info.composite_tensor.components):
+                        entry[part][f"{key}/{j}"] = comp.name
+        out[sig_name] = entry
+    return out
+
+
+def signature_input_specs(meta_graph):
+    """{signature: {input key: (dtype name, shape list or None)}}."""
+    out = {}
+    for sig_name, sig in meta_graph.signature_def.items():
+        out[sig_name] = {
+            key: (dtype_name(info.dtype) if info.dtype else None,
+                  _shape(info.tensor_shape) if info.HasField("tensor_shape") else None)
+            for key, info in sig.inputs.items()
+        }
+    return out
+
+
+def saver_node_names(meta_graph):
+    """Node names the SaverDef refers to."""
+    sd = meta_graph.saver_def
+    return {n.split(":")[0] for n in (sd.filename_tensor_name, sd.save_tensor_name, sd.restore_op_name) if n}
+
+
+def add_op_defs(meta_graph, op_types):
+    """Adds the registered OpDefs of ``op_types`` to the meta graph's stripped op list."""
+    have = {op.name for op in meta_graph.meta_info_def.stripped_op_list.op}
+    for op_type in sorted(set(op_types) - have):
+        od = op_def(op_type)
+        if od is not None:
+            meta_graph.meta_info_def.stripped_op_list.op.add().CopyFrom(od)
+
+
+def clone(proto):
+    out = type(proto)()
+    out.CopyFrom(proto)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing models
+
+
+def write_saved_model(source: ModelSource, meta_graph, out_dir):
+    """Writes ``meta_graph`` as a TF1-format SavedModel into ``out_dir`` with the source's assets."""
+    _, _, saved_model_pb2 = _protos()
+    sm = saved_model_pb2.SavedModel(saved_model_schema_version=1)
+    if source.saved_model is not None:
+        sm.saved_model_schema_version = source.saved_model.saved_model_schema_version or 1
+    mg = sm.meta_graphs.add()
+    mg.CopyFrom(meta_graph)
+    # Without the object graph, tf.saved_model.load goes through its TF1 path (Saver restore,
+    # then the init op), which is the path that knows nothing about Python objects we replaced.
+    mg.ClearField("object_graph_def")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, SAVED_MODEL_PB), "wb") as f:
+        f.write(sm.SerializeToString())
+    if source.kind == "saved_model":
+        for sub in ("assets", "assets.extra"):
+            src = os.path.join(source.path, sub)
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(out_dir, sub))
+
+
+def write_meta_graph(meta_graph, path, as_text=False):
+    """Writes a MetaGraphDef as binary (.meta) or text (.pbtxt)."""
+    with open(path, "wb") as f:
+        if as_text:
+            f.write(text_format.MessageToString(meta_graph).encode())
+        else:
+            f.write(meta_graph.SerializeToString())
+
+
+def write_checkpoint_state(directory, prefix_basename):
+    """Writes the `checkpoint` file that tf.train.latest_checkpoint reads."""
+    with open(os.path.join(directory, "checkpoint"), "w") as f:
+        f.write(f'model_checkpoint_path: "{prefix_basename}"\n'
+                f'all_model_checkpoint_paths: "{prefix_basename}"\n')
+
+
+def write_graph_events(logdir, graph_def, run_name):
+    """Writes ``graph_def`` as an event file under LOGDIR/run_name for TensorBoard's graph view."""
+    tf = _tf()
+    path = os.path.join(logdir, run_name)
+    os.makedirs(path, exist_ok=True)
+    writer = tf.summary.create_file_writer(path)
+    with writer.as_default():
+        tf.summary.graph(graph_def)
+    writer.close()
+    return path
+
+
+def serialized_size(proto):
+    return proto.ByteSize()
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+@dataclasses.dataclass
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: list
+
+    @property
+    def nbytes(self):
+        return int(np.prod(self.shape, dtype=np.int64)) * (_tf().as_dtype(self.dtype).size
+                                                            if self.dtype != "string" else 1)
+
+
+def checkpoint_tensors(prefix):
+    """{name: TensorInfo} of every tensor in a checkpoint."""
+    tf = _tf()
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as exc:
+        raise ModelError(
+            f"cannot read checkpoint {prefix} ({str(exc).splitlines()[0]}); "
+            "the variables files are missing or corrupted, copy them again"
+        ) from None
+    dtypes = reader.get_variable_to_dtype_map()
+    shapes = reader.get_variable_to_shape_map()
+    return {n: TensorInfo(n, dtypes[n].name, list(shapes[n])) for n in shapes}
+
+
+@dataclasses.dataclass
+class TableConversion:
+    """How one checkpoint tensor becomes the four tensors of an EmbeddingVariable."""
+
+    key: str  # checkpoint key of the dense table
+    new_key: str  # prefix of KEY-keys / -values / -freqs / -versions
+    keys_of: Callable[[int], np.ndarray]  # rows -> int64 ids of each row in stored order
+
+
+def _restore(tf, prefix, names, dtypes):
+    return tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=names,
+                                shape_and_slices=[""] * len(names), dtypes=dtypes)
+
+
+def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable = None):
+    """Writes a copy of a checkpoint in which each table becomes keys/values/freqs/versions.
+
+    Each table is read once and written as its own shard, then the shards are merged, so the
+    peak memory is about one table plus its keys. Returns the bytes of table rows converted.
+    """
+    tf = _tf()
+    infos = checkpoint_tensors(src_prefix)
+    by_key = {t.key: t for t in tables}
+    missing = [k for k in by_key if k not in infos]
+    if missing:
+        raise ModelError(f"checkpoint {src_prefix} lacks table tensor {missing[0]}; "
+                         "the variables do not match the graph, export the model again")
+    shard_dir = dst_prefix + "_shards_tmp"
+    os.makedirs(shard_dir, exist_ok=True)
+    shard_prefixes = []
+
+    def shard_prefix():
+        p = os.path.join(shard_dir, f"s{len(shard_prefixes):05d}")
+        shard_prefixes.append(p)
+        return p
+
+    with tf.device("/CPU:0"):
+        # Ordinary tensors: batched into shards of at most SHARD_BYTES.
+        batch, batch_bytes = [], 0
+        others = [i for n, i in sorted(infos.items()) if n not in by_key]
+        for info in others + [None]:
+            if info is not None and (not batch or batch_bytes + info.nbytes <= SHARD_BYTES):
+                batch.append(info)
+                batch_bytes += info.nbytes
+                continue
+            if batch:
+                names = [i.name for i in batch]
+                values = _restore(tf, src_prefix, names, [tf.as_dtype(i.dtype) for i in batch])
+                tf.raw_ops.SaveV2(prefix=shard_prefix(), tensor_names=names,
+                                  shape_and_slices=[""] * len(names), tensors=values)
+                del values
+            batch, batch_bytes = ([info], info.nbytes) if info is not None else ([], 0)
+        converted = 0
+        for i, table in enumerate(tables):
+            info = infos[table.key]
+            (rows,) = _restore(tf, src_prefix, [table.key], [tf.as_dtype(info.dtype)])
+            n = int(rows.shape[0])
+            keys = tf.constant(table.keys_of(n), dtype=tf.int64)
+            zeros = tf.zeros([n], tf.int64)
+            tf.raw_ops.SaveV2(
+                prefix=shard_prefix(),
+                tensor_names=[f"{table.new_key}-{s}" for s in ("freqs", "keys", "values", "versions")],
+                shape_and_slices=[""] * 4, tensors=[zeros, keys, rows, zeros])
+            converted += info.nbytes
+            del rows, keys, zeros
+            if progress is not None:
+                progress(i + 1, table)
+        tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=shard_prefixes, destination_prefix=dst_prefix,
+                                      delete_old_dirs=True)
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    return converted
+
+
+def copy_checkpoint(src_prefix, dst_prefix):
+    """Copies the files of a checkpoint (index and data shards) to a new prefix."""
+    directory = os.path.dirname(src_prefix) or "."
+    base = os.path.basename(src_prefix)
+    os.makedirs(os.path.dirname(dst_prefix) or ".", exist_ok=True)
+    for name in os.listdir(directory):
+        if name == base + ".index" or name.startswith(base + ".data-"):
+            shutil.copyfile(os.path.join(directory, name),
+                            os.path.join(os.path.dirname(dst_prefix) or ".",
+                                         os.path.basename(dst_prefix) + name[len(base):]))

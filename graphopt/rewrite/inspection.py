@@ -1,0 +1,59 @@
+"""``inspect_model``: what a model holds (signatures, tables, gathers left alone), without changing it."""
+
+import dataclasses
+from typing import Dict, List, Optional
+
+from graphopt.graph import io
+from graphopt.graph.model import ModelGraph
+from graphopt.rewrite.detect import EmbeddingTable, GatherLeftAlone, detect
+
+
+@dataclasses.dataclass
+class ModelInspection:
+    """The result of inspecting one model."""
+
+    path: str
+    kind: str  # "saved_model" or "meta_graph"
+    tags: List[str]
+    signatures: Dict[str, dict]  # name -> {"inputs": {key: {dtype, shape}}, "outputs": [keys], "method"}
+    tables: List[EmbeddingTable]
+    left_alone: List[GatherLeftAlone]
+    nodes: Dict[str, int]  # body name ("graph" for the top level) -> node count
+
+    def table(self, name: str) -> Optional[EmbeddingTable]:
+        return next((t for t in self.tables if t.name == name), None)
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path, "kind": self.kind, "tags": self.tags, "signatures": self.signatures,
+            "tables": [t.to_dict() for t in self.tables],
+            "gathers_left_alone": [g.to_dict() for g in self.left_alone],
+            "nodes": self.nodes,
+        }
+
+
+def node_counts(model: ModelGraph) -> Dict[str, int]:
+    return {(name or "graph"): len(body) for name, body in model.bodies.items()}
+
+
+def signatures_of(meta_graph) -> Dict[str, dict]:
+    specs = io.signature_input_specs(meta_graph)
+    out = {}
+    for name, sig in io.signature_tensors(meta_graph).items():
+        out[name] = {
+            "method": sig["method"],
+            "inputs": {k: {"dtype": specs[name].get(k, (None, None))[0],
+                           "shape": specs[name].get(k, (None, None))[1]} for k in sig["inputs"]},
+            "outputs": sorted(sig["outputs"]),
+        }
+    return out
+
+
+def inspect_model(path, tags=None) -> ModelInspection:
+    """Reads a model and reports its signatures, embedding tables and the gathers left alone."""
+    source = io.read_model(path, tags)
+    model = ModelGraph(source.meta_graph)
+    found = detect(model)
+    return ModelInspection(
+        path=str(path), kind=source.kind, tags=source.tags, signatures=signatures_of(source.meta_graph),
+        tables=found.tables, left_alone=found.left_alone, nodes=node_counts(model))

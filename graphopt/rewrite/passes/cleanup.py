@@ -1,0 +1,91 @@
+"""Remove what the rewrite left dead, and the functions nothing calls any more.
+
+Pattern:
+    a node the earlier passes disconnected, with no consumer left, not a root (signature,
+    Saver, collection), and either stateless or a leftover op of a table
+        -> removed, then its inputs are checked the same way
+    a library function no node reaches (the object graph that referred to it is dropped)
+        -> removed
+"""
+
+from graphopt.graph import io
+from graphopt.graph.model import TOP, root_names
+from graphopt.rewrite.plan import Replacement
+
+# Stateful ops that may go once dead: the leftovers of a table's old variable.
+TABLE_LEFTOVERS = {"ReadVariableOp", "ResourceGather", "DisableCopyOnRead", "VarIsInitializedOp",
+                   "AssignVariableOp", "VarHandleOp"}
+
+
+def _removable(node, table_handles):
+    if node.op == "VarHandleOp":
+        return node.name in table_handles
+    if node.op in TABLE_LEFTOVERS:
+        return True
+    od = io.op_def(node.op)
+    return od is not None and not od.is_stateful
+
+
+def reachable_functions(model):
+    """Names of the library functions reachable from the top-level graph."""
+    seen, stack = set(), [TOP]
+    while stack:
+        body = model.body(stack.pop())
+        for node in body.nodes():
+            for f in [e.function for e in model.calls_of(body, node)] + model.other_function_refs(body, node):
+                if f in model.bodies and f not in seen:
+                    seen.add(f)
+                    stack.append(f)
+    return seen
+
+
+class RemoveDeadNodes:
+    name = "remove-dead-nodes"
+
+    def match(self, ctx):
+        return sorted(ctx.disconnected)
+
+    def apply(self, ctx, matches):
+        model = ctx.model
+        roots = root_names(model.meta_graph)
+        handles = {h for t in ctx.plan.tables for h in t.handles}
+        removed = {}
+        work = list(matches)
+        while work:
+            bname, name = work.pop()
+            body = model.body(bname)
+            gone = removed.setdefault(bname, set())
+            node = body.node(name)
+            if node is None or name in gone or (bname == TOP and name in roots):
+                continue
+            if any(u.node not in gone for u in body.consumers(name, control=True)) or body.return_uses(name):
+                continue
+            if not _removable(node, handles):
+                continue
+            gone.add(name)
+            ctx.replacements.append(Replacement(bname, node.name, node.op, None, None, "", self.name))
+            work.extend((bname, r.node) for r in body.inputs(node))
+        for bname, names in removed.items():
+            model.body(bname).remove_nodes(names)
+        self._prune_functions(model)
+        return any(removed.values())
+
+    @staticmethod
+    def _prune_functions(model):
+        keep = reachable_functions(model)
+        lib = model.meta_graph.graph_def.library
+        dead = [f.signature.name for f in lib.function if f.signature.name not in keep]
+        if not dead:
+            return
+        kept = [io.clone(f) for f in lib.function if f.signature.name in keep]
+        del lib.function[:]
+        lib.function.extend(kept)
+        grads = [io.clone(g) for g in lib.gradient if g.function_name in keep]
+        del lib.gradient[:]
+        lib.gradient.extend(grads)
+        for name in dead:
+            del model.bodies[name]
+        for f in lib.function:  # the protos were copied: rebind the bodies
+            model.bodies[f.signature.name].__init__(f.signature.name, f.node_def, f)
+        model.invalidate()
+

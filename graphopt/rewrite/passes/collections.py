@@ -1,0 +1,21 @@
+"""Drop the tables from the meta graph's variable collections.
+
+Pattern:
+    collection_def["variables" | "trainable_variables" | …] VariableDef(variable_name=table)
+        -> removed
+Loaders lift every VariableDef into a variable; a table is no longer one.
+"""
+
+from graphopt.graph import io
+
+
+class DropTableVariables:
+    name = "drop-table-variables"
+
+    def match(self, ctx):
+        names = {h for t in ctx.plan.tables for h in t.handles}
+        return sorted(names & io.collection_node_names(ctx.model.meta_graph))
+
+    def apply(self, ctx, matches):
+        io.drop_variables(ctx.model.meta_graph, matches)
+        return True

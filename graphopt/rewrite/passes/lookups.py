@@ -1,0 +1,55 @@
+"""Replace every row gather of a table by GraphoptEvFind.
+
+Pattern:
+    ResourceGather(table, ids)                                   -> GraphoptEvFind(table, ids)
+    GatherV2(ReadVariableOp(table), ids, axis=0)                 -> GraphoptEvFind(table, ids)
+    ParallelDynamicStitch(DynamicPartition(Range(Size(ids)), p),
+                          [gather(part_k, DynamicPartition(new_ids, p):k)])
+                                                                 -> GraphoptEvFind(part_0, ids)
+The find keeps the name of the node it replaces, so control edges and top-level tensor names stay.
+"""
+
+from graphopt.graph import io
+from graphopt.graph.model import Body, TensorRef
+from graphopt.rewrite import ev_nodes
+
+
+def _table_ref(body: Body, gather) -> TensorRef:
+    """The resource a gather reads: its params (ResourceGather) or the handle behind its read."""
+    ref = body.data_inputs(gather)[0]
+    if gather.op == "ResourceGather":
+        return ref
+    node = body.node(ref.node)
+    while node is not None and node.op == "Identity":
+        ref = body.data_inputs(node)[0]
+        node = body.node(ref.node)
+    return body.data_inputs(node)[0]  # the ReadVariableOp's resource
+
+
+class ReplaceLookups:
+    name = "replace-lookups"
+
+    def match(self, ctx):
+        return [(t, s) for t in ctx.plan.tables for s in t.sites]
+
+    def apply(self, ctx, matches):
+        for table, site in matches:
+            body = ctx.model.body(site.body)
+            old = io.clone(body.node(site.node))
+            gather = body.node(site.part_gathers[0]) if site.part_gathers else old
+            table_ref = _table_ref(body, gather)
+            for ref in body.data_inputs(old):
+                ctx.disconnected.add((body.name, ref.node))
+            for g in site.part_gathers:
+                ctx.disconnected.add((body.name, g))
+            new = ev_nodes.find(old.name, table_ref, site.ids, site.ids_dtype, table.dim, old.device,
+                                ev_nodes.control_inputs(old))
+            if body.is_function:
+                out_arg = io.op_def(old.op).output_arg[0].name
+                body.replace_uses(TensorRef(old.name, out_arg, 0), TensorRef(old.name, "values", 0))
+            body.replace_node(old.name, new)
+            if site.read:
+                # Ordering edges on the old read (Keras' NoOp) now wait for the find instead.
+                body.redirect_control(site.read, old.name)
+            ctx.replaced(body.name, old, new, table, self.name)
+        return bool(matches)

@@ -1,0 +1,78 @@
+"""RewritePlan: which tables become EmbeddingVariables, and the state the passes share while rewriting."""
+
+import dataclasses
+import re
+from typing import List, Optional, Set, Tuple
+
+from graphopt.graph.model import ModelGraph
+from graphopt.rewrite.detect import EmbeddingTable
+
+# Op names of the EmbeddingVariable contract (docs/design.md).
+HANDLE_OP = "GraphoptEvHandleOp"
+FIND_OP = "GraphoptEvFind"
+EXPORT_OP = "GraphoptEvExport"
+IMPORT_OP = "GraphoptEvImport"
+EV_OPS = (HANDLE_OP, FIND_OP, EXPORT_OP, IMPORT_OP)
+CHECKPOINT_SUFFIXES = ("keys", "values", "freqs", "versions")
+
+
+@dataclasses.dataclass
+class RewritePlan:
+    """The tables to convert (and those skipped, with the reason)."""
+
+    tables: List[EmbeddingTable]
+    skipped: List[Tuple[EmbeddingTable, str]]
+
+    @classmethod
+    def select(cls, tables: List[EmbeddingTable], include: Optional[str] = None,
+               exclude: Optional[str] = None, min_rows: int = 0) -> "RewritePlan":
+        """Applies --include / --exclude (regexes searched in the table name) and --min-rows."""
+        chosen, skipped = [], []
+        for t in tables:
+            if include and not re.search(include, t.name):
+                skipped.append((t, f"name does not match --include {include}"))
+            elif exclude and re.search(exclude, t.name):
+                skipped.append((t, f"name matches --exclude {exclude}"))
+            elif t.rows < min_rows:
+                skipped.append((t, f"{t.rows} rows < --min-rows {min_rows}"))
+            else:
+                chosen.append(t)
+        return cls(chosen, skipped)
+
+    def to_dict(self) -> dict:
+        return {"tables": [t.to_dict() for t in self.tables],
+                "skipped": [{"name": t.name, "reason": r} for t, r in self.skipped]}
+
+
+@dataclasses.dataclass
+class Replacement:
+    """One manifest entry: a node replaced (or removed) by the rewrite."""
+
+    body: str
+    old_name: str
+    old_op: str
+    new_name: Optional[str]
+    new_op: Optional[str]
+    table: str
+    pass_name: str
+
+    def to_dict(self) -> dict:
+        return {"function": self.body or None, "old": {"name": self.old_name, "op": self.old_op},
+                "new": {"name": self.new_name, "op": self.new_op} if self.new_name else None,
+                "table": self.table, "pass": self.pass_name}
+
+
+@dataclasses.dataclass
+class RewriteContext:
+    """What the passes share: the model being edited, the plan, the manifest, nodes left disconnected."""
+
+    model: ModelGraph
+    plan: RewritePlan
+    replacements: List[Replacement] = dataclasses.field(default_factory=list)
+    disconnected: Set[Tuple[str, str]] = dataclasses.field(default_factory=set)  # (body, node) to clean
+
+    def replaced(self, body, old, new, table, pass_name):
+        """Records that node ``old`` (a NodeDef before the edit) became ``new`` (a NodeDef or None)."""
+        self.replacements.append(Replacement(
+            body, old.name, old.op, new.name if new is not None else None,
+            new.op if new is not None else None, table.name, pass_name))

@@ -1,0 +1,146 @@
+"""``rewrite_model``: read a model, run the passes, convert the checkpoint, write the result atomically."""
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from typing import Callable, Dict, List, Optional
+
+from graphopt.errors import ModelError, OutputExistsError
+from graphopt.graph import io
+from graphopt.graph.model import ModelGraph
+from graphopt.rewrite.detect import detect
+from graphopt.rewrite.inspection import node_counts
+from graphopt.rewrite.pipeline import PassResult, run_passes
+from graphopt.rewrite.plan import EV_OPS, RewriteContext, RewritePlan
+from graphopt.rewrite.tensorboard import write_tensorboard
+
+MANIFEST = "graphopt_manifest.json"
+
+
+@dataclasses.dataclass
+class RewriteReport:
+    """What a rewrite did (or, with dry_run, would do)."""
+
+    source: str
+    output: Optional[str]
+    plan: RewritePlan
+    passes: List[PassResult]
+    nodes_before: Dict[str, int]
+    nodes_after: Dict[str, int]
+    bytes_converted: int = 0
+    wrote: bool = False
+    dry_run: bool = False
+    manifest: List[dict] = dataclasses.field(default_factory=list)
+    tensorboard: List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def tables_converted(self) -> int:
+        return len(self.plan.tables) if self.wrote else 0
+
+    @property
+    def message(self) -> str:
+        if not self.plan.tables:
+            return "no embedding table to rewrite; nothing written"
+        if self.dry_run:
+            return f"dry run: would rewrite {len(self.plan.tables)} table(s); nothing written"
+        return f"rewrote {self.tables_converted} table(s) into {self.output}"
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source, "output": self.output if self.wrote else None,
+            "wrote": self.wrote, "dry_run": self.dry_run, "message": self.message,
+            "plan": self.plan.to_dict(),
+            "passes": [dataclasses.asdict(p) for p in self.passes],
+            "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
+            "tables_converted": self.tables_converted, "bytes_converted": self.bytes_converted,
+            "tensorboard": self.tensorboard,
+        }
+
+
+def _register_ops():
+    """Registers the EmbeddingVariable ops so their OpDefs can go into the output's op list."""
+    try:
+        import graphopt.ops  # noqa: F401
+    except ImportError:
+        pass  # without the library the graph is still written; loaders need it anyway
+
+
+def _check_output(src, out, overwrite):
+    src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
+    src_root = src_abs if os.path.isdir(src_abs) else os.path.dirname(src_abs)
+    if out_abs == src_root or out_abs.startswith(src_root + os.sep) or src_root.startswith(out_abs + os.sep):
+        raise ModelError(f"output {out} overlaps the input {src}; choose an output outside the model")
+    if os.path.exists(out) and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it or choose another output")
+
+
+def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str] = None,
+                  min_rows: int = 0, dry_run: bool = False, overwrite: bool = False, tags=None,
+                  tensorboard: Optional[str] = None, progress: Optional[Callable] = None,
+                  debug: bool = False, on_plan: Optional[Callable] = None) -> RewriteReport:
+    """Rewrites the embedding tables of model ``src`` onto EmbeddingVariables and writes ``out``.
+
+    ``on_plan(plan)`` is called once the tables are chosen, ``progress(done, table)`` after each
+    table's checkpoint data is converted. Nothing
+    is written when no table is selected or with ``dry_run``; ``src`` is never modified.
+    """
+    src, out = os.fspath(src), os.fspath(out) if out is not None else None
+    source = io.read_model(src, tags)
+    model = ModelGraph(io.clone(source.meta_graph))
+    before = node_counts(model)
+    plan = RewritePlan.select(detect(model).tables, include, exclude, min_rows)
+    report = RewriteReport(src, out, plan, [], before, dict(before), dry_run=dry_run)
+    if on_plan is not None:
+        on_plan(plan)
+    if not plan.tables:
+        return report
+    if not dry_run:
+        _check_output(src, out, overwrite)
+    ctx = RewriteContext(model, plan)
+    report.passes = run_passes(ctx, debug=debug)
+    _register_ops()
+    io.add_op_defs(model.meta_graph, EV_OPS)
+    report.nodes_after = node_counts(model)
+    report.manifest = [r.to_dict() for r in ctx.replacements]
+    if tensorboard:
+        report.tensorboard = [write_tensorboard(source.meta_graph, tensorboard, run_name="before"),
+                              write_tensorboard(model.meta_graph, tensorboard, run_name="after")]
+    if dry_run:
+        return report
+    report.bytes_converted = _write(source, model.meta_graph, plan, out, report, progress)
+    report.wrote = True
+    return report
+
+
+def _write(source, meta_graph, plan, out, report, progress):
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.graphopt-", dir=parent)
+    try:
+        if source.kind == "saved_model":
+            io.write_saved_model(source, meta_graph, tmp)
+            dst_prefix = os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
+        else:
+            base = os.path.basename(source.checkpoint_prefix)
+            io.write_meta_graph(meta_graph, os.path.join(tmp, os.path.basename(source.path)), source.text)
+            dst_prefix = os.path.join(tmp, base)
+            io.write_checkpoint_state(tmp, base)
+        conversions = [io.TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids) for t in plan.tables]
+        converted = io.convert_checkpoint(source.checkpoint_prefix, dst_prefix, conversions, progress)
+        with open(os.path.join(tmp, MANIFEST), "w") as f:
+            json.dump({"source": os.path.abspath(source.path), "tables": [t.to_dict() for t in plan.tables],
+                       "replaced": report.manifest}, f, indent=1)
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.old-", dir=parent)
+            os.rmdir(old)
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return converted

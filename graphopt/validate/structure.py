@@ -1,0 +1,381 @@
+"""Structural checks of a rewritten SavedModel against its original.
+
+Each check answers one question a server would otherwise answer at load time or on its first
+request: do all edges resolve, is every op known, do the signatures still promise the same
+tensors, does the saver's restore run, and does every tensor of the original checkpoint live
+on — unchanged, or as an EmbeddingVariable holding exactly the replaced table's rows.
+"""
+
+import os
+
+import numpy as np
+
+from graphopt.validate.loaders import (
+    DEFAULT_TAGS,
+    SessionModel,
+    describe_failure,
+    load_failures,
+    register_graphopt_ops,
+    signature_specs,
+)
+from graphopt.validate.report import CheckResult
+
+# Parts of an EmbeddingVariable saved under checkpoint key K (docs/design.md).
+EV_SUFFIXES = ("-keys", "-values", "-freqs", "-versions")
+# Object-graph metadata: legitimately different after a rewrite, compared through the loaders.
+_CHECKPOINT_METADATA = ("_CHECKPOINTABLE_OBJECT_GRAPH",)
+_MAX_FINDINGS = 8
+
+
+def read_meta_graph(path, tags=DEFAULT_TAGS):
+    """The MetaGraphDef of the SavedModel at ``path`` carrying ``tags``."""
+    from graphopt.graph import io
+
+    return io.read_model(path, tags).meta_graph
+
+
+def _registered_op(name):
+    from tensorflow.python.framework import op_def_registry
+
+    return op_def_registry.get(name)
+
+
+def _truncate(findings):
+    if len(findings) <= _MAX_FINDINGS:
+        return findings
+    return findings[:_MAX_FINDINGS] + [f"... and {len(findings) - _MAX_FINDINGS} more"]
+
+
+def check_node_inputs(meta_graph):
+    """Every node input, function return and signature tensor names something that exists."""
+    graph = meta_graph.graph_def
+    functions = {f.signature.name: f for f in graph.library.function}
+    findings = []
+    nodes = {n.name for n in graph.node}
+    for node in graph.node:
+        for ref in node.input:
+            name = ref[1:] if ref.startswith("^") else ref.split(":")[0]
+            if name not in nodes:
+                findings.append(f"graph node {node.name!r} ({node.op}): input {ref!r} names no node")
+        findings += _missing_function_attrs(f"graph node {node.name!r}", node, functions)
+    body_nodes = 0
+    for fdef in functions.values():
+        body_nodes += len(fdef.node_def)
+        findings += _function_findings(fdef, functions)
+    for sig_name, sig in meta_graph.signature_def.items():
+        for kind, tensors in (("input", sig.inputs), ("output", sig.outputs)):
+            for key, info in tensors.items():
+                node = info.name.split(":")[0]
+                if info.name and node not in nodes:
+                    findings.append(f"signature {sig_name!r} {kind} {key!r}: tensor {info.name!r} names no node")
+    for fn_name in meta_graph.object_graph_def.concrete_functions:
+        if fn_name not in functions:
+            findings.append(f"saved object graph: concrete function {fn_name!r} is not in the function library")
+    summary = f"{len(graph.node)} graph nodes, {len(functions)} functions with {body_nodes} nodes"
+    return CheckResult("node-inputs", "every node input resolves", not findings, summary, _truncate(findings))
+
+
+def _output_arg_names(op, functions):
+    if op in functions:
+        return {a.name for a in functions[op].signature.output_arg}
+    op_def = _registered_op(op)
+    return None if op_def is None else {a.name for a in op_def.output_arg}
+
+
+def _function_findings(fdef, functions):
+    where = f"function {fdef.signature.name!r}"
+    args = {a.name for a in fdef.signature.input_arg}
+    body = {n.name: n for n in fdef.node_def}
+    findings = []
+
+    def resolve(ref):
+        """None when ``ref`` resolves, else why not."""
+        if ref.startswith("^"):
+            return None if ref[1:] in body else "names no node of the body"
+        parts = ref.split(":")
+        if len(parts) == 1:
+            return None if ref in args else "names no argument of the function"
+        if parts[0] not in body:
+            return "names no node of the body"
+        outputs = _output_arg_names(body[parts[0]].op, functions)
+        if outputs is not None and parts[1] not in outputs:
+            return f"{body[parts[0]].op} has no output {parts[1]!r}"
+        return None
+
+    for node in fdef.node_def:
+        for ref in node.input:
+            why = resolve(ref)
+            if why:
+                findings.append(f"{where}, node {node.name!r} ({node.op}): input {ref!r} {why}")
+        findings += _missing_function_attrs(f"{where}, node {node.name!r}", node, functions)
+    for out in fdef.signature.output_arg:
+        if out.name not in fdef.ret:
+            findings.append(f"{where}: output {out.name!r} has no return value")
+    for key, ref in fdef.ret.items():
+        why = resolve(ref)
+        if why:
+            findings.append(f"{where}: return {key!r} = {ref!r} {why}")
+    for key, name in fdef.control_ret.items():
+        if name not in body:
+            findings.append(f"{where}: control return {key!r} = {name!r} names no node of the body")
+    return findings
+
+
+def _missing_function_attrs(where, node, functions):
+    findings = []
+    for attr_name, value in node.attr.items():
+        names = [value.func.name] if value.HasField("func") else [f.name for f in value.list.func]
+        for fn in names:
+            if fn and fn not in functions:
+                findings.append(f"{where}: attr {attr_name!r} calls function {fn!r}, not in the library")
+    return findings
+
+
+def graphopt_ops(meta_graph):
+    """The GraphoptEv* op types a meta graph uses, in the graph or in function bodies."""
+    graph = meta_graph.graph_def
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    return sorted(op for op in ops if op.startswith("GraphoptEv"))
+
+
+def check_ops_registered(meta_graph):
+    """Every op of the graph and of every function body is known once graphopt is imported."""
+    register_graphopt_ops()
+    graph = meta_graph.graph_def
+    functions = {f.signature.name for f in graph.library.function}
+    first_use = {}
+    for node in graph.node:
+        first_use.setdefault(node.op, f"graph node {node.name!r}")
+    for fdef in graph.library.function:
+        for node in fdef.node_def:
+            first_use.setdefault(node.op, f"function {fdef.signature.name!r}, node {node.name!r}")
+    ops = {op for op in first_use if op not in functions}
+    missing = sorted(op for op in ops if _registered_op(op) is None)
+    findings = [
+        f"op {op!r} (used by {first_use[op]}) is not registered: the model would fail to load; "
+        "it needs an op library that defines it"
+        for op in missing
+    ]
+    ours = graphopt_ops(meta_graph)
+    summary = f"{len(ops)} op types" + (f", including {', '.join(ours)}" if ours else "")
+    return CheckResult("ops-registered", "every op is registered", not findings, summary, _truncate(findings))
+
+
+def check_signatures(original_meta, rewritten_meta):
+    """Same signature names, and in each the same inputs and outputs with the same dtypes and shapes."""
+    original, rewritten = signature_specs(original_meta), signature_specs(rewritten_meta)
+    findings = []
+    for name in sorted(set(original) - set(rewritten)):
+        findings.append(f"signature {name!r} is missing from the rewritten model")
+    for name in sorted(set(rewritten) - set(original)):
+        findings.append(f"signature {name!r} is new in the rewritten model")
+    for name in sorted(set(original) & set(rewritten)):
+        a, b = original[name], rewritten[name]
+        m1, m2 = original_meta.signature_def[name].method_name, rewritten_meta.signature_def[name].method_name
+        if m1 != m2:
+            findings.append(f"signature {name!r}: method {m2!r}, the original's is {m1!r}")
+        for kind, x, y in (("input", a.inputs, b.inputs), ("output", a.outputs, b.outputs)):
+            for key in sorted(set(x) - set(y)):
+                extra = sorted(set(y) - set(x))
+                hint = f" (the rewritten model has {', '.join(map(repr, extra))} instead)" if extra else ""
+                findings.append(f"signature {name!r}: {kind} {key!r} is missing from the rewritten model{hint}")
+            for key in sorted(set(y) - set(x)):
+                findings.append(f"signature {name!r}: {kind} {key!r} is new in the rewritten model")
+            for key in sorted(set(x) & set(y)):
+                if x[key].dtype != y[key].dtype or x[key].shape != y[key].shape:
+                    findings.append(
+                        f"signature {name!r}: {kind} {key!r} is {y[key].describe()}, "
+                        f"the original's is {x[key].describe()}"
+                    )
+    summary = "; ".join(
+        f"{n} ({_count(len(s.inputs), 'input')}, {_count(len(s.outputs), 'output')})" for n, s in original.items()
+    ) or "no serving signatures"
+    return CheckResult("signatures", "signatures match", not findings, summary, _truncate(findings))
+
+
+def check_restore(rewritten, tags=DEFAULT_TAGS):
+    """Load the rewritten model the TF Serving way: its SaverDef restore and init op must run."""
+    try:
+        model = SessionModel(rewritten, tags)
+    except load_failures() as exc:
+        return CheckResult("restore", "the saver's restore runs", False, "",
+                           [f"loading in a Session (restore op, then init op) failed: {describe_failure(exc)}"])
+    saver = model.meta_graph.saver_def
+    model.close()
+    summary = f"restore op {saver.restore_op_name!r} and the init op ran" if saver.restore_op_name else (
+        "the model has no saver (no variables to restore)")
+    return CheckResult("restore", "the saver's restore runs", True, summary, [])
+
+
+def check_lookup_wiring(original_tables, rewritten_meta):
+    """Each lookup of a converted table reads that table's EmbeddingVariable, and no other."""
+    from graphopt.graph.model import TOP, ModelGraph
+
+    model = ModelGraph(rewritten_meta)
+    graph = model.graph
+    converted = [t for t in original_tables
+                 if graph.node(t.handles[0]) is not None and graph.node(t.handles[0]).op == "GraphoptEvHandleOp"]
+    reads = {}  # (body, node) of each GraphoptEvFind* -> the tables whose handle reaches it
+    for table in converted:
+        for body, use in model.trace_resource(TOP, table.handles[0]):
+            node = body.node(use.node)
+            if node.op.startswith("GraphoptEvFind"):
+                reads.setdefault((body.name, node.name), []).append(table.name)
+    findings, expected = [], set()
+    for table in converted:
+        for site in table.sites:
+            expected.add((site.body, site.node))
+            got = reads.get((site.body, site.node))
+            if got == [table.name]:
+                continue
+            if got:
+                findings.append(f"lookup {site.where} read table {table.name!r} in the original; in the "
+                                f"rewritten model it reads {', '.join(map(repr, got))}")
+                continue
+            node = model.bodies.get(site.body) and model.body(site.body).node(site.node)
+            what = "is gone" if node is None else f"is a {node.op} that reads no EmbeddingVariable"
+            findings.append(f"lookup {site.where} of table {table.name!r} {what} in the rewritten model")
+    for (body, node), names in sorted(reads.items()):
+        if (body, node) not in expected:
+            findings.append(f"{body or 'graph'}:{node} reads {', '.join(map(repr, names))} where the "
+                            "original gathered from no table")
+    sites = sum(len(t.sites) for t in converted)
+    summary = f"{_count(sites, 'lookup')} of {_count(len(converted), 'converted table')}"
+    return CheckResult("lookup-wiring", "each lookup reads the table it read before", not findings, summary,
+                       _truncate(findings))
+
+
+def _checkpoint(path):
+    import tensorflow as tf
+
+    prefix = os.path.join(path, "variables", "variables")
+    if not os.path.exists(prefix + ".index"):
+        return None
+    return tf.train.load_checkpoint(prefix)
+
+
+def check_checkpoint(original, rewritten, original_tables=()):
+    """Every tensor of the original checkpoint is in the rewritten one with the same value, or
+    was turned into an EmbeddingVariable holding exactly the table's rows.
+
+    ``original_tables`` (EmbeddingTables of ``inspect_model``) say which id each stored row of
+    a table has; a table not among them is taken to store id ``i`` in row ``i``.
+    """
+    row_ids = {t.checkpoint_key: t.row_ids for t in original_tables if t.checkpoint_key}
+    reader_a, reader_b = _checkpoint(original), _checkpoint(rewritten)
+    title = "checkpoint tensors and embedding tables hold the original values"
+    if reader_a is None:
+        ok = reader_b is None
+        return CheckResult("checkpoint", title, ok, "neither model has variables" if ok else "",
+                           [] if ok else ["the rewritten model has variables, the original none"])
+    if reader_b is None:
+        return CheckResult("checkpoint", title, False, "", ["the rewritten model has no variables/ checkpoint"])
+    shapes_a = {k: v for k, v in reader_a.get_variable_to_shape_map().items() if k not in _CHECKPOINT_METADATA}
+    shapes_b = {k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in _CHECKPOINT_METADATA}
+    tables = {k[: -len("-keys")] for k in shapes_b if k.endswith("-keys") and k[:-5] + "-values" in shapes_b}
+    table_parts = {t + s for t in tables for s in EV_SUFFIXES}
+    findings, same, rows = [], 0, 0
+    for key in sorted(shapes_a):
+        value = reader_a.get_tensor(key)
+        if key in tables:
+            ids = row_ids[key](value.shape[0]) if key in row_ids and value.ndim == 2 else None
+            found = compare_table_rows(key, value, reader_b.get_tensor(key + "-keys"),
+                                       reader_b.get_tensor(key + "-values"), ids)
+            findings += found
+            rows += 0 if found else value.shape[0]
+        elif key in shapes_b:
+            found = _compare_tensor(key, value, reader_b.get_tensor(key))
+            findings += found
+            same += not found
+        else:
+            findings.append(f"checkpoint tensor {key!r} {list(value.shape)} is missing from the rewritten "
+                            "checkpoint (neither kept nor converted to an EmbeddingVariable)")
+    for key in sorted(set(tables) - set(shapes_a)):
+        findings.append(f"EmbeddingVariable {key!r} replaces no tensor of the original checkpoint")
+    extra = sorted(set(shapes_b) - set(shapes_a) - table_parts)
+    summary = f"{_count(same, 'tensor')} identical"
+    if tables:
+        summary += f", {_count(len(tables), 'embedding table')} holding all {rows} rows"
+    if extra:
+        summary += f"; {len(extra)} new tensors ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"
+    return CheckResult("checkpoint", title, not findings, summary, _truncate(findings))
+
+
+def compare_table_rows(name, table, keys, values, row_ids=None):
+    """Findings (empty when it matches) for an EmbeddingVariable's keys/values against a dense table.
+
+    ``row_ids`` gives the id of each stored row (a mod-partitioned table interleaves them);
+    by default row ``i`` is id ``i``.
+    """
+    table, keys, values = np.asarray(table), np.asarray(keys), np.asarray(values)
+    where = f"EmbeddingVariable {name!r}"
+    if table.ndim != 2:
+        return [f"{where}: the original tensor is {list(table.shape)}, not a [rows, dim] table"]
+    if values.ndim != 2 or values.shape[1] != table.shape[1] or values.shape[0] != keys.shape[0]:
+        return [f"{where}: holds values {list(values.shape)} for {keys.shape[0]} keys; "
+                f"the table is {list(table.shape)}"]
+    ids = np.arange(table.shape[0], dtype=np.int64) if row_ids is None else np.asarray(row_ids, np.int64)
+    findings = []
+    missing = np.setdiff1d(ids, keys)
+    extra = np.setdiff1d(keys, ids)
+    if missing.size:
+        findings.append(f"{where}: {missing.size} of the table's {table.shape[0]} ids are missing "
+                        f"(first: {_few(missing)})")
+    if extra.size:
+        findings.append(f"{where}: {extra.size} keys are not ids of the table (first: {_few(extra)})")
+    unique, counts = np.unique(keys, return_counts=True)
+    if (counts > 1).any():
+        findings.append(f"{where}: keys held more than once: {_few(unique[counts > 1])}")
+    order = np.argsort(ids, kind="stable")
+    present = np.isin(keys, ids)
+    held = keys[present]
+    expected, got = table[order[np.searchsorted(ids, held, sorter=order)]], values[present]
+    differ = ~((expected == got) | (np.isnan(expected) & np.isnan(got)))
+    if differ.any():
+        bad_rows = np.unique(np.nonzero(differ)[0])
+        r = int(bad_rows[0])
+        c = int(np.argmax(differ[r]))
+        findings.append(
+            f"{where}: {bad_rows.size} rows differ from the table (first: id {int(held[r])}, column {c}: "
+            f"original {_scalar(expected[r, c])}, rewritten {_scalar(got[r, c])})"
+        )
+    return findings
+
+
+def _compare_tensor(key, a, b):
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return [f"checkpoint tensor {key!r}: rewritten is {b.dtype}{list(b.shape)}, original {a.dtype}{list(a.shape)}"]
+    if a.dtype.kind in "fc":
+        differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+    else:
+        differ = a != b
+    if not np.any(differ):
+        return []
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(differ)), np.shape(differ)))
+    return [f"checkpoint tensor {key!r}: {int(np.sum(differ))} of {a.size} elements differ "
+            f"(first at {list(index)}: original {_scalar(a[index])}, rewritten {_scalar(b[index])})"]
+
+
+def _scalar(x):
+    return repr(x.item() if hasattr(x, "item") else x)
+
+
+def _count(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _few(ids, n=5):
+    return ", ".join(str(int(i)) for i in ids[:n]) + (", ..." if len(ids) > n else "")
+
+
+def run_structural_checks(original, rewritten, original_meta, rewritten_meta, original_tables=(),
+                          tags=DEFAULT_TAGS):
+    """All structural checks of ``rewritten`` against ``original``, in report order."""
+    return [
+        check_node_inputs(rewritten_meta),
+        check_ops_registered(rewritten_meta),
+        check_signatures(original_meta, rewritten_meta),
+        check_restore(rewritten, tags),
+        check_checkpoint(original, rewritten, original_tables),
+    ] + ([check_lookup_wiring(original_tables, rewritten_meta)] if graphopt_ops(rewritten_meta) else [])
+

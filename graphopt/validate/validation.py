@@ -1,0 +1,214 @@
+"""``validate_models``: structural checks, then both models run side by side, then the report."""
+
+import dataclasses
+
+from graphopt.errors import DataError, GraphoptError, ModelError
+from graphopt.validate.compare import OutputComparison, Tolerance
+from graphopt.validate.inputs import (
+    generate_cases,
+    is_batched,
+    one_row_feeds,
+    read_data_cases,
+    resolve_id_ranges,
+    table_id_ranges,
+)
+from graphopt.validate.loaders import (
+    DEFAULT_TAGS,
+    LOADERS,
+    check_saved_model_dir,
+    describe_failure,
+    load_failures,
+    load_model,
+)
+from graphopt.validate.oov import probe_oov
+from graphopt.validate.report import SignatureRun, ValidationReport
+from graphopt.validate.vocabulary import UNKNOWN_WORDS, string_vocabulary
+from graphopt.validate.structure import graphopt_ops, read_meta_graph, run_structural_checks
+
+DEFAULT_BATCHES = 4
+DEFAULT_BATCH_SIZE = 64
+
+
+def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHES,
+                    batch_size=DEFAULT_BATCH_SIZE, data=None, atol=0.0, rtol=0.0, loader="both",
+                    id_ranges=None, vocabularies=None, seed=0, tags=DEFAULT_TAGS, oov=True):
+    """Check ``rewritten`` against ``original``; returns a ValidationReport (see ``.passed``).
+
+    A problem with the rewritten model is a finding in the report; a problem with the
+    arguments or the original model raises GraphoptError.
+
+    ``id_ranges`` maps integer input names to a row count or a ``(low, high)`` pair: the ids
+    generated for that input stay inside it, and ids outside it are probed for the
+    out-of-vocabulary report. ``vocabularies`` maps string inputs to the words to draw.
+    """
+    tolerance = _tolerance(atol, rtol)
+    if loader not in (*LOADERS, "both"):
+        raise GraphoptError(f"unknown loader {loader!r}; use tf2, session or both")
+    if batches < 0 or batch_size < 1:
+        raise GraphoptError(f"batches={batches}, batch_size={batch_size}: give batches >= 0 and batch size >= 1")
+    loaders = list(LOADERS) if loader == "both" else [loader]
+    # A path that is not a SavedModel at all is a usage mistake; a SavedModel that is broken
+    # inside is what validation exists to report.
+    check_saved_model_dir(original)
+    check_saved_model_dir(rewritten)
+    report = ValidationReport(original, rewritten, tolerance, loaders)
+    original_meta = read_meta_graph(original, tags)
+    try:
+        rewritten_meta = read_meta_graph(rewritten, tags)
+    except ModelError as exc:
+        report.problems.append(f"the rewritten model cannot be read: {exc}")
+        return report
+    tables = _original_tables(original, tags, report)
+    report.checks = run_structural_checks(original, rewritten, original_meta, rewritten_meta, tables, tags)
+    learned = table_id_ranges(tables)
+    model_words = string_vocabulary(original_meta)
+    if original_meta.HasField("object_graph_def") and not rewritten_meta.HasField("object_graph_def"):
+        report.notes.append(
+            "tf2 loader: the original loads through its object graph, the rewritten model (which has "
+            "none) through TensorFlow's TF1 path; Grappler may optimize the two paths differently, so "
+            "a last-bit difference seen only by the tf2 loader comes from the load path, not the tables")
+    rewritten_default = ("the default row (values that no valid id gives)" if graphopt_ops(rewritten_meta)
+                         else "values that no valid id gives (zeros, or another fill)")
+    inputs = {}  # signature -> SignatureInputs: the same inputs for every loader
+    probed = {}  # input specs -> the signature already probed with them
+    for name in loaders:
+        original_model = load_model(original, name, tags)
+        try:
+            rewritten_model = load_model(rewritten, name, tags)
+        except ModelError as exc:
+            report.problems.append(f"{name} loader: the rewritten model does not load: {exc}")
+            original_model.close()
+            continue
+        try:
+            for sig in _signature_names(original_model, signatures):
+                spec = original_model.signatures[sig]
+                if sig not in inputs:
+                    inputs[sig] = _signature_inputs(spec, data, batches, batch_size,
+                                                    resolve_id_ranges(spec, id_ranges, learned.get(sig)),
+                                                    _words(spec, vocabularies, model_words), seed)
+                    report.inputs[sig] = inputs[sig].plan
+                chosen = inputs[sig]
+                report.runs.append(run_signature(original_model, rewritten_model, spec, chosen.cases, tolerance))
+                key = tuple(sorted(spec.inputs.items()))
+                if oov and key not in probed and sig in rewritten_model.signatures and is_batched(spec):
+                    # Signatures taking the same inputs (Keras exports "serve" and
+                    # "serving_default") would repeat the same probes.
+                    probed[key] = sig
+                    one_row = one_row_feeds(spec, chosen.ranges, chosen.words, seed)
+                    report.oov += probe_oov(original_model, rewritten_model, spec, one_row, chosen.ranges,
+                                            rewritten_default)
+        finally:
+            original_model.close()
+            rewritten_model.close()
+    return report
+
+
+def _tolerance(atol, rtol):
+    try:
+        atol, rtol = float(atol), float(rtol)
+    except (TypeError, ValueError):
+        raise GraphoptError(f"atol={atol!r}, rtol={rtol!r}: give numbers") from None
+    if not (atol >= 0 and rtol >= 0):
+        raise GraphoptError(f"atol={atol}, rtol={rtol}: tolerances must be >= 0 (0 means exact)")
+    return Tolerance(atol, rtol)
+
+
+def _signature_names(model, wanted):
+    if not wanted:
+        return sorted(model.signatures)
+    unknown = [s for s in wanted if s not in model.signatures]
+    if unknown:
+        raise GraphoptError(
+            f"signature(s) {', '.join(unknown)} not in the original model; it has {', '.join(sorted(model.signatures))}"
+        )
+    return list(dict.fromkeys(wanted))
+
+
+def _original_tables(original, tags, report):
+    """The original's embedding tables (inspect_model); none, and a note, if it cannot tell."""
+    from graphopt.rewrite import inspect_model
+
+    try:
+        return inspect_model(original, tags).tables
+    except GraphoptError as exc:
+        report.notes.append(f"the original's embedding tables could not be read ({exc}); "
+                            "integer inputs use given or default id ranges")
+        return []
+
+
+def _words(spec, given, model_words):
+    """The words to draw for each string input: given ones, else the model's lookup vocabularies."""
+    given = given or {}
+    words = {}
+    for name, s in spec.inputs.items():
+        if name in given:
+            words[name] = tuple(given[name])
+        elif s.dtype == "string" and model_words:
+            words[name] = model_words + UNKNOWN_WORDS
+    return words
+
+
+@dataclasses.dataclass
+class SignatureInputs:
+    cases: list
+    plan: object  # InputPlan
+    ranges: dict  # input -> IdRange
+    words: dict  # string input -> words
+
+
+def _signature_inputs(spec, data, batches, batch_size, ranges, words, seed):
+    if data:
+        cases, plan = read_data_cases(data, spec, batches=batches or None, batch_size=batch_size)
+    else:
+        cases, plan = generate_cases(spec, ranges, words, batches, batch_size, seed)
+    return SignatureInputs(cases, plan, ranges, words)
+
+
+def _outcome(model, signature, feeds):
+    try:
+        return None, model.run(signature, feeds)
+    except load_failures() as exc:
+        return describe_failure(exc), None
+
+
+def run_signature(original, rewritten, spec, cases, tolerance):
+    """Run one signature on both models, case by case, comparing every output."""
+    loader, sig = original.loader, spec.name
+    run = SignatureRun(loader, sig, [(c.name, c.rows) for c in cases], [])
+    if sig not in rewritten.signatures:
+        run.problems.append(f"signature {sig!r} is missing from the rewritten model")
+        return run
+    rewritten_spec = rewritten.signatures[sig]
+    missing = [k for k in spec.inputs if k not in rewritten_spec.inputs]
+    if missing:
+        run.problems.append(f"the rewritten signature has no input(s) {', '.join(missing)}")
+        return run
+    run.outputs = [OutputComparison(k, tolerance) for k in spec.outputs]
+    for extra in sorted(set(rewritten_spec.outputs) - set(spec.outputs)):
+        run.problems.append(f"output {extra!r} is new in the rewritten model")
+    original_failures = 0
+    for case in cases:
+        error_a, out_a = _outcome(original, sig, case.feeds)
+        error_b, out_b = _outcome(rewritten, sig, case.feeds)
+        original_failures += error_a is not None and case.rows != 0
+        if error_a and error_b:
+            run.notes.append(f"case {case.name}: both models raise ({error_a})")
+        elif error_a:
+            run.problems.append(f"case {case.name}: the original raises ({error_a}) but the rewritten "
+                                "model returns outputs")
+        elif error_b:
+            run.problems.append(f"case {case.name}: the rewritten model raises: {error_b}")
+        else:
+            for comparison in run.outputs:
+                if comparison.name in out_b:
+                    comparison.add(case.name, out_a[comparison.name], out_b[comparison.name])
+                else:
+                    comparison.missing("rewritten")
+    filled = [c for c in cases if c.rows != 0]
+    if filled and original_failures == len(filled):
+        raise DataError(
+            f"the original model raises on every non-empty input case of signature {sig!r} ({loader} loader), "
+            f"e.g. {_outcome(original, sig, filled[0].feeds)[0]}; give the valid id ranges "
+            "(--id-range INPUT=ROWS) or real inputs (--data)"
+        )
+    return run

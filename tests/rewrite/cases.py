@@ -1,0 +1,191 @@
+"""Small models the rewrite tests build themselves, one builder per model family.
+
+Each builder writes a model under ``path`` and returns a ``Case``: where the model is, which
+signature to call with which inputs, and how many tables detection must find.
+"""
+
+import dataclasses
+import os
+from typing import Callable, Dict, List
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    path: str  # SavedModel directory or .meta/.pbtxt file
+    signature: str
+    feeds: Dict[str, np.ndarray]
+    tables: int
+    kind: str = "saved_model"
+    left_alone: int = 0  # gathers that must stay
+    tags: List[str] = dataclasses.field(default_factory=lambda: ["serve"])
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def keras_two_inputs(path) -> Case:
+    """Keras 3: one Embedding table gathered by two inputs (user and item share the table)."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    a = keras.Input((1,), dtype="int64", name="user")
+    b = keras.Input((3,), dtype="int64", name="items")
+    emb = keras.layers.Embedding(50, 8, name="shared")
+    x = keras.layers.Concatenate()([keras.layers.Flatten()(emb(a)), keras.layers.Flatten()(emb(b))])
+    out = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dense(4, activation="relu")(x))
+    keras.Model([a, b], out).export(path, verbose=False)
+    r = _rng()
+    return Case("keras_two_inputs", path, "serving_default",
+                {"user": r.integers(0, 50, (6, 1)), "items": r.integers(0, 50, (6, 3))}, tables=1)
+
+
+def keras_string_lookup_masking(path) -> Case:
+    """Keras 3: StringLookup feeding an Embedding with mask_zero, pooled under the mask."""
+    import keras
+
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((4,), dtype="string", name="genres")
+    ids = keras.layers.StringLookup(vocabulary=["a", "b", "c", "d"], mask_token="")(inp)
+    e = keras.layers.Embedding(6, 5, mask_zero=True, name="genre_emb")(ids)
+    out = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(e))
+    keras.Model(inp, out).export(path, verbose=False)
+    feeds = {"genres": np.array([["a", "b", "", ""], ["d", "x", "c", ""], ["", "", "", ""]], dtype=object)}
+    return Case("keras_string_lookup_masking", path, "serving_default", feeds, tables=1)
+
+
+def module_lookup_and_activation_gather(path) -> Case:
+    """tf.Module + tf.nn.embedding_lookup, plus a gather over activations that must stay."""
+    tf = _tf()
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = tf.Variable(tf.random.stateless_normal([30, 6], seed=[1, 2]), name="emb")
+            self.w = tf.Variable(tf.random.stateless_normal([6, 6], seed=[3, 4]), name="w")
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="ids"),
+                                      tf.TensorSpec([2], tf.int32, name="cols")])
+        def __call__(self, ids, cols):
+            h = tf.matmul(tf.nn.embedding_lookup(self.emb, ids), self.w)
+            return {"out": tf.gather(h, cols, axis=1)}
+
+    net = Net()
+    tf.saved_model.save(net, path, signatures={"serving_default": net.__call__})
+    return Case("module_lookup_and_activation_gather", path, "serving_default",
+                {"ids": np.array([0, 29, 7, 7], np.int64), "cols": np.array([5, 0], np.int32)},
+                tables=1, left_alone=1)
+
+
+def module_lookup_sparse(path) -> Case:
+    """tf.Module + tf.nn.embedding_lookup_sparse with a mean combiner over a SparseTensor."""
+    tf = _tf()
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = tf.Variable(tf.random.stateless_normal([20, 4], seed=[5, 6]), name="emb")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.int64, name="indices"),
+                                      tf.TensorSpec([None], tf.int64, name="values"),
+                                      tf.TensorSpec([2], tf.int64, name="dense_shape")])
+        def __call__(self, indices, values, dense_shape):
+            sp = tf.SparseTensor(indices, values, dense_shape)
+            return {"out": tf.nn.embedding_lookup_sparse(self.emb, sp, None, combiner="mean")}
+
+    net = Net()
+    tf.saved_model.save(net, path, signatures={"serving_default": net.__call__})
+    feeds = {"indices": np.array([[0, 0], [0, 1], [1, 0], [2, 0], [2, 1], [2, 2]], np.int64),
+             "values": np.array([3, 19, 0, 4, 4, 11], np.int64), "dense_shape": np.array([3, 3], np.int64)}
+    return Case("module_lookup_sparse", path, "serving_default", feeds, tables=1)
+
+
+def _tf1_graph(partitioner=None, strategy="mod"):
+    """A TF1 graph: a plain table, optionally a partitioned one, an MLP; returns (graph, ids, out)."""
+    tf = _tf()
+    v1 = tf.compat.v1
+    g = tf.Graph()
+    with g.as_default():
+        v1.set_random_seed(3)
+        ids = v1.placeholder(tf.int64, [None], name="ids")
+        emb = v1.get_variable("emb", [40, 4], use_resource=True)
+        x = tf.nn.embedding_lookup(emb, ids)
+        if partitioner is not None:
+            pemb = v1.get_variable("pemb", [23, 4], use_resource=True, partitioner=partitioner)
+            x = x + v1.nn.embedding_lookup(pemb, tf.math.floormod(ids, 23), partition_strategy=strategy)
+        w = v1.get_variable("w", [4, 2], use_resource=True)
+        out = tf.identity(tf.matmul(x, w), name="out")
+    return g, ids, out
+
+
+def _tf1_saved_model(path, partitioner, strategy, name) -> Case:
+    tf = _tf()
+    v1 = tf.compat.v1
+    g, ids, out = _tf1_graph(partitioner, strategy)
+    with g.as_default(), v1.Session(graph=g) as sess:
+        sess.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(path)
+        sig = v1.saved_model.predict_signature_def({"ids": ids}, {"out": out})
+        builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": sig},
+                                             main_op=v1.tables_initializer())
+        builder.save()
+    return Case(name, path, "serving_default", {"ids": np.array([0, 39, 5, 22, 17, 11], np.int64)},
+                tables=2 if partitioner is not None else 1)
+
+
+def tf1_builder(path) -> Case:
+    """TF1 SavedModelBuilder with one resource table."""
+    return _tf1_saved_model(path, None, "mod", "tf1_builder")
+
+
+def tf1_partitioned_mod(path) -> Case:
+    """TF1 SavedModelBuilder with a 3-way partitioned table looked up with the mod strategy."""
+    return _tf1_saved_model(path, _tf().compat.v1.fixed_size_partitioner(3), "mod", "tf1_partitioned_mod")
+
+
+def tf1_partitioned_div(path) -> Case:
+    """TF1 SavedModelBuilder with a 3-way partitioned table looked up with the div strategy."""
+    return _tf1_saved_model(path, _tf().compat.v1.fixed_size_partitioner(3), "div", "tf1_partitioned_div")
+
+
+def _tf1_checkpoint(path, as_text) -> Case:
+    tf = _tf()
+    v1 = tf.compat.v1
+    g, ids, out = _tf1_graph()
+    os.makedirs(path, exist_ok=True)
+    with g.as_default(), v1.Session(graph=g) as sess:
+        sess.run(v1.global_variables_initializer())
+        saver = v1.train.Saver()
+        prefix = saver.save(sess, os.path.join(path, "model.ckpt"), write_meta_graph=not as_text)
+        if as_text:
+            saver.export_meta_graph(prefix + ".pbtxt", as_text=True)
+    meta = prefix + (".pbtxt" if as_text else ".meta")
+    return Case("tf1_checkpoint_" + ("pbtxt" if as_text else "meta"), meta, "",
+                {"ids:0": np.array([0, 39, 5], np.int64)}, tables=1, kind="meta_graph")
+
+
+def tf1_checkpoint_meta(path) -> Case:
+    """TF1 Saver checkpoint with its binary .meta graph."""
+    return _tf1_checkpoint(path, as_text=False)
+
+
+def tf1_checkpoint_pbtxt(path) -> Case:
+    """TF1 Saver checkpoint with a text .pbtxt meta graph."""
+    return _tf1_checkpoint(path, as_text=True)
+
+
+SAVED_MODEL_CASES: List[Callable] = [
+    keras_two_inputs, keras_string_lookup_masking, module_lookup_and_activation_gather,
+    module_lookup_sparse, tf1_builder, tf1_partitioned_mod, tf1_partitioned_div,
+]
+CHECKPOINT_CASES: List[Callable] = [tf1_checkpoint_meta, tf1_checkpoint_pbtxt]
+ALL_CASES = SAVED_MODEL_CASES + CHECKPOINT_CASES
