@@ -361,8 +361,11 @@ def clone(proto):
 # Writing models
 
 
-def write_saved_model(source: ModelSource, meta_graph, out_dir):
-    """Writes ``meta_graph`` as a TF1-format SavedModel into ``out_dir`` with the source's assets."""
+def write_saved_model(source: ModelSource, meta_graph, out_dir, keep_object_graph=False):
+    """Writes ``meta_graph`` as a SavedModel into ``out_dir`` with the source's assets.
+
+    Unless ``keep_object_graph`` (the object graph was rewritten too), the object graph is dropped
+    and the output is a TF1-format SavedModel."""
     _, _, saved_model_pb2 = _protos()
     sm = saved_model_pb2.SavedModel(saved_model_schema_version=1)
     if source.saved_model is not None:
@@ -371,7 +374,8 @@ def write_saved_model(source: ModelSource, meta_graph, out_dir):
     mg.CopyFrom(meta_graph)
     # Without the object graph, tf.saved_model.load goes through its TF1 path (Saver restore,
     # then the init op), which is the path that knows nothing about Python objects we replaced.
-    mg.ClearField("object_graph_def")
+    if not keep_object_graph:
+        mg.ClearField("object_graph_def")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, SAVED_MODEL_PB), "wb") as f:
         f.write(sm.SerializeToString())
@@ -459,9 +463,11 @@ def _restore(tf, prefix, names, dtypes):
                                 shape_and_slices=[""] * len(names), dtypes=dtypes)
 
 
-def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable = None):
+def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable = None,
+                       object_graph: Optional[bytes] = None):
     """Writes a copy of a checkpoint in which each table becomes keys/values/freqs/versions.
 
+    ``object_graph``, when given, replaces the checkpoint's serialized TrackableObjectGraph.
     Each table is read once and written as its own shard, then the shards are merged, so the
     peak memory is about one table plus its keys. Returns the bytes of table rows converted.
     """
@@ -484,7 +490,11 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
     with tf.device("/CPU:0"):
         # Ordinary tensors: batched into shards of at most SHARD_BYTES.
         batch, batch_bytes = [], 0
-        others = [i for n, i in sorted(infos.items()) if n not in by_key]
+        replaced = {OBJECT_GRAPH_KEY} if object_graph is not None else set()
+        others = [i for n, i in sorted(infos.items()) if n not in by_key and n not in replaced]
+        if object_graph is not None:
+            tf.raw_ops.SaveV2(prefix=shard_prefix(), tensor_names=[OBJECT_GRAPH_KEY], shape_and_slices=[""],
+                              tensors=[tf.constant(object_graph, dtype=tf.string)])
         for info in others + [None]:
             if info is not None and (not batch or batch_bytes + info.nbytes <= SHARD_BYTES):
                 batch.append(info)
@@ -528,3 +538,131 @@ def copy_checkpoint(src_prefix, dst_prefix):
             shutil.copyfile(os.path.join(directory, name),
                             os.path.join(os.path.dirname(dst_prefix) or ".",
                                          os.path.basename(dst_prefix) + name[len(base):]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Object graphs (SavedObjectGraph in the SavedModel, TrackableObjectGraph in its checkpoint)
+
+
+def read_object_graph(prefix):
+    """The checkpoint's TrackableObjectGraph, or None for a name-based (TF1) checkpoint."""
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    reader = _tf().train.load_checkpoint(prefix)
+    if not reader.has_tensor(OBJECT_GRAPH_KEY):
+        return None
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+    return graph
+
+
+def object_graph_functions(meta_graph) -> set:
+    """Names of the concrete functions a SavedModel's object graph refers to."""
+    if not meta_graph.HasField("object_graph_def"):
+        return set()
+    og = meta_graph.object_graph_def
+    names = set(og.concrete_functions)
+    for node in og.nodes:
+        kind = node.WhichOneof("kind")
+        if kind == "function":
+            names.update(node.function.concrete_functions)
+        elif kind == "bare_concrete_function":
+            names.add(node.bare_concrete_function.concrete_function_name)
+    return names
+
+
+def top_level_calls(meta_graph) -> list:
+    """(node name, called function, data inputs) of each function call in the top-level graph."""
+    calls = []
+    for node in meta_graph.graph_def.node:
+        if node.op in ("StatefulPartitionedCall", "PartitionedCall") and node.attr["f"].func.name:
+            inputs = [i for i in node.input if not i.startswith("^")]
+            calls.append((node.name, node.attr["f"].func.name, inputs))
+    return calls
+
+
+def serialize(proto) -> bytes:
+    return proto.SerializeToString()
+
+
+def called_functions(function_def) -> list:
+    """Names of the functions a FunctionDef's nodes call (func and list(func) attrs)."""
+    names = []
+    for node in function_def.node_def:
+        for value in node.attr.values():
+            if value.HasField("func"):
+                names.append(value.func.name)
+            names += [f.name for f in value.list.func]
+    return names
+
+
+def _rename_func_attrs(attr_map, renamed):
+    for value in attr_map.values():
+        if value.HasField("func") and value.func.name in renamed:
+            value.func.name = renamed[value.func.name]
+        for f in value.list.func:
+            if f.name in renamed:
+                f.name = renamed[f.name]
+
+
+def append_renamed_functions(library, source_library, renamed):
+    """Copies the functions named in ``renamed`` from ``source_library``, under their new names."""
+    for function_def in source_library.function:
+        if function_def.signature.name not in renamed:
+            continue
+        copy = library.function.add()
+        copy.CopyFrom(function_def)
+        copy.signature.name = renamed[function_def.signature.name]
+        for node in copy.node_def:
+            _rename_func_attrs(node.attr, renamed)
+
+
+def _remap_refs(refs, new_id):
+    for ref in refs:
+        if ref.node_id not in new_id:
+            raise ModelError(f"template object refers to object {ref.node_id} outside its subtree")
+        ref.node_id = new_id[ref.node_id]
+
+
+def graft_object(dst, src, new_id, renamed):
+    """Makes SavedObject ``dst`` a copy of ``src`` with object ids and function names mapped."""
+    dst.CopyFrom(src)
+    _remap_refs(dst.children, new_id)
+    _remap_refs(dst.dependencies, new_id)
+    for saveable in dst.saveable_objects.values():
+        saveable.save_function = new_id[saveable.save_function]
+        saveable.restore_function = new_id[saveable.restore_function]
+    kind = dst.WhichOneof("kind")
+    if kind == "function":
+        names = [renamed[n] for n in dst.function.concrete_functions]
+        del dst.function.concrete_functions[:]
+        dst.function.concrete_functions.extend(names)
+    elif kind == "bare_concrete_function":
+        name = dst.bare_concrete_function.concrete_function_name
+        dst.bare_concrete_function.concrete_function_name = renamed[name]
+
+
+def graft_checkpoint_object(dst, src, new_id):
+    """Makes TrackableObject ``dst`` a copy of ``src`` with child ids mapped."""
+    dst.CopyFrom(src)
+    _remap_refs(dst.children, new_id)
+
+
+def set_checkpoint_attribute(node, name, checkpoint_key):
+    """Makes ``checkpoint_key`` the only saved attribute of a TrackableObject."""
+    del node.attributes[:]
+    attr = node.attributes.add()
+    attr.name = name
+    attr.checkpoint_key = checkpoint_key
+    node.has_checkpoint_values.value = True
+
+
+def copy_concrete_function(object_graph, source_object_graph, name, new_name, new_id):
+    """Copies a SavedConcreteFunction under ``new_name`` with its captured object ids mapped."""
+    if new_name in object_graph.concrete_functions:
+        return
+    fn = object_graph.concrete_functions[new_name]
+    fn.CopyFrom(source_object_graph.concrete_functions[name])
+    captured = [new_id[i] for i in fn.bound_inputs]
+    del fn.bound_inputs[:]
+    fn.bound_inputs.extend(captured)

@@ -12,6 +12,7 @@ from graphopt.graph import io
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite.detect import detect
 from graphopt.rewrite.inspection import node_counts
+from graphopt.rewrite.object_graph import rewrite_object_graph
 from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.plan import EV_OPS, RewriteContext, RewritePlan
 from graphopt.rewrite.tensorboard import write_tensorboard
@@ -114,13 +115,27 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     return report
 
 
+def _rewritten_object_graph(source, meta_graph, plan):
+    """Serialized checkpoint object graph after turning the tables' objects into EmbeddingVariables.
+
+    None where the model has no object graph or a table is partitioned (no TF2 object stands for a
+    partitioned table); the output then drops its object graph and loads through the TF1 path.
+    """
+    if not meta_graph.HasField("object_graph_def") or any(len(t.handles) > 1 for t in plan.tables):
+        return None
+    ckpt_graph = rewrite_object_graph(meta_graph, io.read_object_graph(source.checkpoint_prefix), plan.tables)
+    return io.serialize(ckpt_graph) if ckpt_graph is not None else None
+
+
 def _write(source, meta_graph, plan, out, report, progress):
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.graphopt-", dir=parent)
     try:
+        object_graph = None
         if source.kind == "saved_model":
-            io.write_saved_model(source, meta_graph, tmp)
+            object_graph = _rewritten_object_graph(source, meta_graph, plan)
+            io.write_saved_model(source, meta_graph, tmp, keep_object_graph=object_graph is not None)
             dst_prefix = os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
         else:
             base = os.path.basename(source.checkpoint_prefix)
@@ -128,7 +143,8 @@ def _write(source, meta_graph, plan, out, report, progress):
             dst_prefix = os.path.join(tmp, base)
             io.write_checkpoint_state(tmp, base)
         conversions = [io.TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids) for t in plan.tables]
-        converted = io.convert_checkpoint(source.checkpoint_prefix, dst_prefix, conversions, progress)
+        converted = io.convert_checkpoint(source.checkpoint_prefix, dst_prefix, conversions, progress,
+                                          object_graph=object_graph)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump({"source": os.path.abspath(source.path), "tables": [t.to_dict() for t in plan.tables],
                        "replaced": report.manifest}, f, indent=1)

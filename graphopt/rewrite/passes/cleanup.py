@@ -4,7 +4,7 @@ Pattern:
     a node the earlier passes disconnected, with no consumer left, not a root (signature,
     Saver, collection), and either stateless or a leftover op of a table
         -> removed, then its inputs are checked the same way
-    a library function no node reaches (the object graph that referred to it is dropped)
+    a library function neither a node nor the object graph reaches
         -> removed
 """
 
@@ -27,8 +27,11 @@ def _removable(node, table_handles):
 
 
 def reachable_functions(model):
-    """Names of the library functions reachable from the top-level graph."""
-    seen, stack = set(), [TOP]
+    """Names of the library functions reachable from the top-level graph or the object graph."""
+    # The object graph is kept (rewritten) for TF2 models; tf.saved_model.load restores every
+    # concrete function it names, e.g. a lookup table's _create_resource, which no node calls.
+    seen = {f for f in io.object_graph_functions(model.meta_graph) if f in model.bodies}
+    stack = [TOP, *seen]
     while stack:
         body = model.body(stack.pop())
         for node in body.nodes():
