@@ -184,6 +184,11 @@ def _graft(og, ckpt_graph, t_og, t_ckpt, template_root, target, table, renamed):
             io.copy_concrete_function(og, t_og, name, renamed[name], new_id)
 
 
+def is_embedding_variable_function(name) -> bool:
+    """Whether a library function is one of the EmbeddingVariable objects' own (create, save, ...)."""
+    return name.endswith(_FUNCTION_SUFFIX) or name.endswith(_FUNCTION_SUFFIX + "_")
+
+
 def _functions_of(node) -> List[str]:
     kind = node.WhichOneof("kind")
     if kind == "function":

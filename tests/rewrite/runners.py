@@ -38,23 +38,6 @@ def run_meta_graph(meta_path, feeds, fetch="out:0"):
         return {fetch: sess.run(fetch, feeds)}
 
 
-def without_object_graph(src, dst):
-    """A copy of SavedModel ``src`` with its object graph dropped: the same model on TF1's load path."""
-    import shutil
-
-    from graphopt.graph import io
-
-    shutil.copytree(src, dst)
-    source = io.read_model(src)
-    os.remove(os.path.join(dst, io.SAVED_MODEL_PB))
-    if os.path.exists(os.path.join(dst, "fingerprint.pb")):
-        os.remove(os.path.join(dst, "fingerprint.pb"))
-    io.write_saved_model(source, source.meta_graph, dst + "_pb")
-    shutil.move(os.path.join(dst + "_pb", io.SAVED_MODEL_PB), os.path.join(dst, io.SAVED_MODEL_PB))
-    shutil.rmtree(dst + "_pb")
-    return dst
-
-
 def assert_identical(expected, actual):
     assert sorted(expected) == sorted(actual)
     for k in expected:

@@ -1,0 +1,69 @@
+"""The TF2 object graph is rewritten, not dropped: tables become EmbeddingVariable objects."""
+
+import collections
+
+import pytest
+import tensorflow as tf
+
+from graphopt.graph import io
+from graphopt.rewrite import rewrite_model
+
+
+def _restored_tables(loaded):
+    """{object path: rows held} of each EmbeddingVariable object the TF2 loader restored."""
+    import graphopt.ops.library as library
+
+    lib = library.load_library()
+    found = {}
+    for list_name in ("variables", "_all_variables"):
+        for i, obj in enumerate(getattr(loaded, list_name, [])):
+            if type(obj).__name__ == "RestoredResource":
+                found[f"{list_name}/{i}"] = int(lib.graphopt_ev_size(obj.resource_handle).numpy())
+    return found
+
+
+@pytest.fixture(scope="module")
+def keras_rewrites(course_models, ev_ops, tmp_path_factory):
+    model_dir, _ = course_models("keras")
+    base = tmp_path_factory.mktemp("object_graph")
+    outs = [str(base / "a"), str(base / "b")]
+    for out in outs:
+        rewrite_model(model_dir, out)
+    return model_dir, outs
+
+
+@pytest.mark.slow
+def test_table_objects_become_embedding_variables(keras_rewrites):
+    model_dir, (out, _) = keras_rewrites
+    before = io.read_model(model_dir).meta_graph.object_graph_def
+    after = io.read_model(out).meta_graph.object_graph_def
+    kinds = lambda og: collections.Counter(n.WhichOneof("kind") for n in og.nodes)  # noqa: E731
+    # Keras 3 tracks each of the 10 tables twice (variables/N and _all_variables/N); both objects
+    # of each table now stand for one EmbeddingVariable; the 6 dense weights (x2) stay variables.
+    assert kinds(before)["variable"] == 32 and kinds(after)["variable"] == 12
+    assert kinds(after)["resource"] == kinds(before)["resource"] + 20
+    assert len(after.nodes) > len(before.nodes)
+
+
+@pytest.mark.slow
+def test_aliased_objects_share_one_restored_table(keras_rewrites):
+    _, (out, _) = keras_rewrites
+    tables = _restored_tables(tf.saved_model.load(out))
+    assert len(tables) == 20
+    # Every object holds its table's rows (TF restores a checkpoint key once; the aliases see it).
+    assert sorted(tables.values()).count(30001) == 2 and sorted(tables.values()).count(1001) == 2
+    assert min(tables.values()) == 20
+
+
+@pytest.mark.slow
+def test_two_rewritten_models_in_one_process_do_not_share_rows(keras_rewrites):
+    import graphopt.ops.library as library
+
+    _, (out_a, out_b) = keras_rewrites
+    a, b = tf.saved_model.load(out_a), tf.saved_model.load(out_b)
+    lib = library.load_library()
+    table_a = [o for o in a.variables if type(o).__name__ == "RestoredResource"][0]
+    table_b = [o for o in b.variables if type(o).__name__ == "RestoredResource"][0]
+    size_b = lib.graphopt_ev_size(table_b.resource_handle).numpy()
+    lib.graphopt_ev_insert(table_a.resource_handle, tf.constant([10**12], tf.int64), tf.ones([1, 10]), dim=10)
+    assert lib.graphopt_ev_size(table_b.resource_handle).numpy() == size_b
