@@ -189,3 +189,21 @@ SAVED_MODEL_CASES: List[Callable] = [
 ]
 CHECKPOINT_CASES: List[Callable] = [tf1_checkpoint_meta, tf1_checkpoint_pbtxt]
 ALL_CASES = SAVED_MODEL_CASES + CHECKPOINT_CASES
+
+
+def module_without_table(path) -> Case:
+    """tf.Module with a dense layer only: nothing to rewrite."""
+    tf = _tf()
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.ones([3, 2]), name="w")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def __call__(self, x):
+            return {"out": tf.matmul(x, self.w)}
+
+    net = Net()
+    tf.saved_model.save(net, path, signatures={"serving_default": net.__call__})
+    return Case("module_without_table", path, "serving_default", {"x": np.ones([2, 3], np.float32)}, tables=0)
