@@ -223,18 +223,11 @@ def set_attr(node, name, value, kind=None):
         raise TypeError(f"cannot store {value!r} as attr {name}")
 
 
-def copy_attr(dst_node, src_node, name):
-    dst_node.attr[name].CopyFrom(src_node.attr[name])
-
-
 def new_node(op, name, inputs=(), device=""):
     """A fresh NodeDef."""
-    graph_pb2, _, _ = _protos()
     from tensorflow.core.framework import node_def_pb2
 
-    del graph_pb2
-    node = node_def_pb2.NodeDef(op=op, name=name, input=list(inputs), device=device)
-    return node
+    return node_def_pb2.NodeDef(op=op, name=name, input=list(inputs), device=device)
 
 
 def dtype_enum(name):
@@ -408,10 +401,6 @@ def write_graph_events(logdir, graph_def, run_name):
         tf.summary.graph(graph_def)
     writer.close()
     return path
-
-
-def serialized_size(proto):
-    return proto.ByteSize()
 
 
 # ---------------------------------------------------------------------------------------------

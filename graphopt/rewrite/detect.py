@@ -15,7 +15,9 @@ import numpy as np
 from graphopt.graph import io
 from graphopt.graph.model import TOP, Body, ModelGraph, TensorRef, live_nodes
 
-VARIABLE_OPS = ("VarHandleOp",)
+VARIABLE_OPS = ("VarHandleOp", "VariableV2")
+READ_OPS = ("ReadVariableOp",)  # plus the Identity snapshot of a ref variable (VariableV2)
+ASSIGN_OPS = ("AssignVariableOp", "Assign")
 GATHER_OPS = ("GatherV2", "Gather", "ResourceGather", "GatherNd", "ResourceGatherNd")
 STITCH_OPS = ("ParallelDynamicStitch", "DynamicStitch")
 SAVE_OPS = ("SaveV2",)
@@ -195,12 +197,20 @@ def _restore_source(body: Body, ref: TensorRef):
     return None
 
 
+def _variable_uses(model: ModelGraph, handle: str):
+    """(body, Use) of each op using a variable: resources are traced through calls, refs are not."""
+    if model.graph.node(handle).op == "VariableV2":
+        return [(model.graph, u) for u in model.graph.consumers(handle)]
+    return list(model.trace_resource(TOP, handle))
+
+
 def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
     scan = _VariableScan(handle, [], [], [], [])
-    for body, use in model.trace_resource(TOP, handle):
+    is_ref = model.graph.node(handle).op == "VariableV2"
+    for body, use in _variable_uses(model, handle):
         node = body.node(use.node)
         if not body.is_function and node.name not in live and node.op not in (
-                "AssignVariableOp", "ResourceGather", "ReadVariableOp"):
+                ASSIGN_OPS + READ_OPS + ("ResourceGather", "Identity")):
             if _reads_dead(body, node.name, live):
                 scan.uses.append(VariableUse("dead", body.name, node.name))
                 continue
@@ -211,9 +221,15 @@ def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
                 scan.problems.append(f"{body.name or 'graph'}:{node.name} gathers with {problem}")
             else:
                 scan.sites.append(_site(body, node))
-        elif node.op == "ReadVariableOp":
+        elif node.op in READ_OPS or (is_ref and node.op == "Identity"):
             _scan_read(body, node, live, scan)
-        elif node.op == "AssignVariableOp" and use.position == 0:
+        elif is_ref and node.op in SAVE_OPS and use.position >= 3:
+            scan.uses.append(VariableUse("save", body.name, handle, save_node=node.name,
+                                         save_entry=use.position - 3))
+        elif node.op in ASSIGN_OPS and use.position == 0:
+            if node.op == "Assign" and body.consumers(node.name):
+                scan.problems.append(f"{body.name or 'graph'}:{node.name} uses the value it assigns")
+                continue
             src = _restore_source(body, body.data_inputs(node)[1])
             if src is not None:
                 scan.uses.append(VariableUse("restore", body.name, node.name, restore_node=src[0],
@@ -222,7 +238,8 @@ def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
                 scan.problems.append(f"{body.name}:{node.name} assigns it")
             else:
                 scan.uses.append(VariableUse("init", body.name, node.name))
-        elif node.op in ("DisableCopyOnRead", "VarIsInitializedOp") and _reads_dead(body, node.name, live):
+        elif node.op in ("DisableCopyOnRead", "VarIsInitializedOp", "IsVariableInitialized") and _reads_dead(
+                body, node.name, live):
             scan.uses.append(VariableUse("dead", body.name, node.name))
         else:
             scan.problems.append(f"{body.name or 'graph'}:{node.name} ({node.op}) uses it")

@@ -100,3 +100,15 @@ def test_live_nodes_follow_signatures_saver_and_collections(tmp_path):
     live = live_nodes(model)
     assert {"out", "ids", "embedding_lookup", "save/restore_all", "emb/Assign"} <= live
     assert "emb/IsInitialized/VarIsInitializedOp" not in live
+
+
+def test_toposort_puts_inputs_first(tmp_path):
+    case = cases.tf1_builder(str(tmp_path / "m"))
+    model = ModelGraph(io.read_model(case.path).meta_graph)
+    body = model.graph
+    reversed_nodes = [io.clone(n) for n in reversed(list(body.nodes()))]
+    del model.meta_graph.graph_def.node[:]
+    model.meta_graph.graph_def.node.extend(reversed_nodes)
+    body._changed()
+    order = {n.name: i for i, n in enumerate(body.toposort().nodes())}
+    assert all(order[r.node] < order[n.name] for n in body.nodes() for r in body.inputs(n))
