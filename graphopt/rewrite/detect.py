@@ -72,6 +72,8 @@ class EmbeddingTable:
     checkpoint_key: Optional[str]
     partition_strategy: Optional[str] = None  # None, "mod" or "div"
     partition_rows: List[int] = dataclasses.field(default_factory=list)
+    # Handles of other tables passed through the same function argument: rewrite them together.
+    shares_arguments_with: List[str] = dataclasses.field(default_factory=list)
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -349,6 +351,24 @@ def _checkpoint_key(model: ModelGraph, uses: List[VariableUse]) -> Optional[str]
     return None
 
 
+def _drop_tables_sharing_arguments(tables, args_of, arg_sources, rejected):
+    """A table whose function argument also receives a variable that is not a table cannot be
+    rewritten (the body is shared); tables sharing arguments only with tables record each other."""
+    changed = True
+    while changed:
+        changed = False
+        handles = {h for t in tables for h in t.handles}
+        for t in list(tables):
+            others = {o for h in t.handles for a in args_of.get(h, ()) for o in arg_sources[a]} - set(t.handles)
+            if others - handles:
+                tables.remove(t)
+                for h in t.handles:
+                    rejected[h] = f"a function argument it reaches also receives {sorted(others - handles)[0]}"
+                changed = True
+            else:
+                t.shares_arguments_with = sorted(others)
+
+
 def detect(model: ModelGraph) -> Detection:
     """Finds the embedding tables of a model graph and the gathers left alone."""
     live = live_nodes(model)
@@ -372,6 +392,13 @@ def detect(model: ModelGraph) -> Detection:
     for g in groups:
         for h in g.handles:
             part_of.setdefault(h, []).append(g)
+
+    # Function arguments that receive several variables: one body serves them all.
+    args_of = {h: model.resource_args(TOP, h) for h in scans if graph.node(h).op != "VariableV2"}
+    arg_sources = {}
+    for h, args in args_of.items():
+        for arg in args:
+            arg_sources.setdefault(arg, set()).add(h)
 
     placeholders = _placeholder_inputs(model.meta_graph)
     tables, rejected = [], {}
@@ -439,6 +466,7 @@ def detect(model: ModelGraph) -> Detection:
             checkpoint_key=key, partition_strategy=strategy,
             partition_rows=[s[0] for s in shapes] if group_list else []))
 
+    _drop_tables_sharing_arguments(tables, args_of, arg_sources, rejected)
     table_gathers = {(s.body, g) for t in tables for s in t.sites for g in (s.part_gathers or [s.node])}
     var_gathers = {g: h for h, scan in scans.items() for g in scan.gathers}
     left = []

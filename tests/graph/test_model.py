@@ -40,6 +40,9 @@ def test_resource_is_traced_through_two_call_levels_to_its_reads(keras_model):
     call_reads = [op for body, op in uses if body.startswith("__inference___call__")]
     assert "ReadVariableOp" in call_reads  # read inside the function two calls down
     assert any(op == "AssignVariableOp" for body, op in uses if "traced_restore" in body)
+    args = model.resource_args(TOP, handle)
+    assert {f for f, _ in args if f.startswith("__inference___call__")} and all(
+        a in model.body(f).args for f, a in args)
 
 
 def test_trace_back_finds_the_signature_placeholders(keras_model):

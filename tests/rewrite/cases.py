@@ -194,12 +194,6 @@ def tf1_checkpoint_pbtxt(path) -> Case:
     return _tf1_checkpoint(path, as_text=True)
 
 
-SAVED_MODEL_CASES: List[Callable] = [
-    keras_two_inputs, keras_string_lookup_masking, module_lookup_and_activation_gather,
-    module_lookup_sparse, tf1_builder, tf1_partitioned_mod, tf1_partitioned_div, tf1_ref_variables_partitioned,
-]
-CHECKPOINT_CASES: List[Callable] = [tf1_checkpoint_meta, tf1_checkpoint_pbtxt, tf1_checkpoint_ref_variables]
-ALL_CASES = SAVED_MODEL_CASES + CHECKPOINT_CASES
 
 
 def module_without_table(path) -> Case:
@@ -218,3 +212,36 @@ def module_without_table(path) -> Case:
     net = Net()
     tf.saved_model.save(net, path, signatures={"serving_default": net.__call__})
     return Case("module_without_table", path, "serving_default", {"x": np.ones([2, 3], np.float32)}, tables=0)
+
+
+def module_shared_lookup_function(path) -> Case:
+    """tf.Module whose two tables go through one traced lookup function (one body, two callers)."""
+    tf = _tf()
+
+    @tf.function
+    def lookup(table, ids):
+        return tf.nn.embedding_lookup(table, ids)
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = tf.Variable(tf.random.stateless_normal([9, 3], seed=[1, 1]), name="a")
+            self.b = tf.Variable(tf.random.stateless_normal([9, 3], seed=[2, 2]), name="b")
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="ids")])
+        def __call__(self, ids):
+            return {"out": lookup(self.a, ids) * lookup(self.b, 8 - ids)}
+
+    net = Net()
+    tf.saved_model.save(net, path, signatures={"serving_default": net.__call__})
+    return Case("module_shared_lookup_function", path, "serving_default",
+                {"ids": np.array([0, 3, 8], np.int64)}, tables=2)
+
+
+SAVED_MODEL_CASES: List[Callable] = [
+    keras_two_inputs, keras_string_lookup_masking, module_lookup_and_activation_gather,
+    module_lookup_sparse, tf1_builder, tf1_partitioned_mod, tf1_partitioned_div, tf1_ref_variables_partitioned,
+    module_shared_lookup_function,
+]
+CHECKPOINT_CASES: List[Callable] = [tf1_checkpoint_meta, tf1_checkpoint_pbtxt, tf1_checkpoint_ref_variables]
+ALL_CASES = SAVED_MODEL_CASES + CHECKPOINT_CASES

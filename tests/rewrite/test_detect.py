@@ -82,3 +82,12 @@ def test_plan_filters_by_name_and_rows(built_case):
     assert [t.name for t in RewritePlan.select(tables, exclude="^p").tables] == ["emb"]
     plan = RewritePlan.select(tables, min_rows=30)
     assert [t.name for t in plan.tables] == ["emb"] and "23 rows < --min-rows 30" in plan.skipped[0][1]
+
+
+def test_tables_sharing_a_function_argument_go_together(built_case):
+    tables = inspect_model(built_case(cases.module_shared_lookup_function).path).tables
+    assert sorted((t.name, t.shares_arguments_with) for t in tables) == [("a", ["b"]), ("b", ["a"])]
+    assert tables[0].sites[0].node == tables[1].sites[0].node  # one traced body serves both
+    plan = RewritePlan.select(tables, exclude="^a$")
+    assert plan.tables == [] and "shares a function argument with a" in dict(
+        (t.name, r) for t, r in plan.skipped)["b"]

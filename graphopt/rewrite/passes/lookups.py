@@ -32,7 +32,14 @@ class ReplaceLookups:
     name = "replace-lookups"
 
     def match(self, ctx):
-        return [(t, s) for t in ctx.plan.tables for s in t.sites]
+        # Tables passed through one function argument share its gather: replace it once.
+        seen, out = set(), []
+        for t in ctx.plan.tables:
+            for s in t.sites:
+                if (s.body, s.node) not in seen:
+                    seen.add((s.body, s.node))
+                    out.append((t, s))
+        return out
 
     def apply(self, ctx, matches):
         for table, site in matches:
