@@ -25,6 +25,8 @@ demo: install
 	$(BIN)/graphopt build-model $(DEMO_DIR)/keras --form keras
 	$(BIN)/graphopt build-model $(DEMO_DIR)/feature-columns --form feature-columns
 	$(BIN)/graphopt build-model $(DEMO_DIR)/tf1 --form tf1
+	for form in keras feature-columns tf1; do \
+	  $(BIN)/graphopt rewrite $(DEMO_DIR)/$$form -o $(DEMO_DIR)/$$form-ev || exit 1; done
 
 test: install
 	$(BIN)/python -m pytest -q tests

@@ -19,13 +19,14 @@ def format_plan(plan) -> str:
 
 def format_summary(report) -> str:
     lines = ["nodes before -> after:"]
-    for body in sorted(set(report.nodes_before) | set(report.nodes_after), key=lambda b: (b != "graph", b)):
-        before, after = report.nodes_before.get(body), report.nodes_after.get(body)
+    removed = [b for b in report.nodes_before if b not in report.nodes_after]
+    for body in sorted(report.nodes_after, key=lambda b: (b != "graph", b)):
+        before, after = report.nodes_before.get(body), report.nodes_after[body]
         if before != after:
-            lines.append(f"  {body}: {before if before is not None else '-'} -> "
-                         f"{after if after is not None else 'removed'}")
-    unchanged = sum(1 for b in report.nodes_before if report.nodes_before[b] == report.nodes_after.get(b))
-    lines.append(f"  ({unchanged} graph bodies unchanged)")
+            lines.append(f"  {body}: {before if before is not None else '-'} -> {after}")
+    unchanged = sum(1 for b in report.nodes_after if report.nodes_before.get(b) == report.nodes_after[b])
+    lines.append(f"  {unchanged} function(s) unchanged, {len(removed)} removed (nothing called them "
+                 "once the object graph was dropped)")
     lines.append(f"tables converted: {report.tables_converted}, bytes converted: {report.bytes_converted}")
     for path in report.tensorboard:
         lines.append(f"tensorboard graph: {path}")

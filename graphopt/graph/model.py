@@ -379,14 +379,21 @@ class ModelGraph:
         return self
 
     # ----- tracing
-    def trace_resource(self, body_name: str, node_name: str, output=(None, 0)):
+    def resource_args(self, body_name: str, node_name: str) -> set:
+        """(function, arg) pairs a resource reaches through calls."""
+        visited = set()
+        for _ in self.trace_resource(body_name, node_name, visited=visited):
+            pass
+        return {(b, n) for b, n, _ in visited if b != TOP and n in self.bodies[b].args}
+
+    def trace_resource(self, body_name: str, node_name: str, output=(None, 0), visited=None):
         """Follows a resource from its producer through Identity and call arguments to each use.
 
         Yields ``(body, Use)`` for every op that consumes the resource other than Identity and
         calls; a call into a function continues at the matching arg inside the callee. Returns
         through function outputs are reported as uses of the call (``Use`` whose node is the call).
         """
-        seen = set()
+        seen = visited if visited is not None else set()
         stack = [(body_name, node_name, output)]
         while stack:
             bname, name, out = stack.pop()

@@ -15,7 +15,9 @@ import numpy as np
 from graphopt.graph import io
 from graphopt.graph.model import TOP, Body, ModelGraph, TensorRef, live_nodes
 
-VARIABLE_OPS = ("VarHandleOp",)
+VARIABLE_OPS = ("VarHandleOp", "VariableV2")
+READ_OPS = ("ReadVariableOp",)  # plus the Identity snapshot of a ref variable (VariableV2)
+ASSIGN_OPS = ("AssignVariableOp", "Assign")
 GATHER_OPS = ("GatherV2", "Gather", "ResourceGather", "GatherNd", "ResourceGatherNd")
 STITCH_OPS = ("ParallelDynamicStitch", "DynamicStitch")
 SAVE_OPS = ("SaveV2",)
@@ -70,6 +72,8 @@ class EmbeddingTable:
     checkpoint_key: Optional[str]
     partition_strategy: Optional[str] = None  # None, "mod" or "div"
     partition_rows: List[int] = dataclasses.field(default_factory=list)
+    # Handles of other tables passed through the same function argument: rewrite them together.
+    shares_arguments_with: List[str] = dataclasses.field(default_factory=list)
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -195,12 +199,20 @@ def _restore_source(body: Body, ref: TensorRef):
     return None
 
 
+def _variable_uses(model: ModelGraph, handle: str):
+    """(body, Use) of each op using a variable: resources are traced through calls, refs are not."""
+    if model.graph.node(handle).op == "VariableV2":
+        return [(model.graph, u) for u in model.graph.consumers(handle)]
+    return list(model.trace_resource(TOP, handle))
+
+
 def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
     scan = _VariableScan(handle, [], [], [], [])
-    for body, use in model.trace_resource(TOP, handle):
+    is_ref = model.graph.node(handle).op == "VariableV2"
+    for body, use in _variable_uses(model, handle):
         node = body.node(use.node)
         if not body.is_function and node.name not in live and node.op not in (
-                "AssignVariableOp", "ResourceGather", "ReadVariableOp"):
+                ASSIGN_OPS + READ_OPS + ("ResourceGather", "Identity")):
             if _reads_dead(body, node.name, live):
                 scan.uses.append(VariableUse("dead", body.name, node.name))
                 continue
@@ -211,9 +223,15 @@ def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
                 scan.problems.append(f"{body.name or 'graph'}:{node.name} gathers with {problem}")
             else:
                 scan.sites.append(_site(body, node))
-        elif node.op == "ReadVariableOp":
+        elif node.op in READ_OPS or (is_ref and node.op == "Identity"):
             _scan_read(body, node, live, scan)
-        elif node.op == "AssignVariableOp" and use.position == 0:
+        elif is_ref and node.op in SAVE_OPS and use.position >= 3:
+            scan.uses.append(VariableUse("save", body.name, handle, save_node=node.name,
+                                         save_entry=use.position - 3))
+        elif node.op in ASSIGN_OPS and use.position == 0:
+            if node.op == "Assign" and body.consumers(node.name):
+                scan.problems.append(f"{body.name or 'graph'}:{node.name} uses the value it assigns")
+                continue
             src = _restore_source(body, body.data_inputs(node)[1])
             if src is not None:
                 scan.uses.append(VariableUse("restore", body.name, node.name, restore_node=src[0],
@@ -222,7 +240,8 @@ def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
                 scan.problems.append(f"{body.name}:{node.name} assigns it")
             else:
                 scan.uses.append(VariableUse("init", body.name, node.name))
-        elif node.op in ("DisableCopyOnRead", "VarIsInitializedOp") and _reads_dead(body, node.name, live):
+        elif node.op in ("DisableCopyOnRead", "VarIsInitializedOp", "IsVariableInitialized") and _reads_dead(
+                body, node.name, live):
             scan.uses.append(VariableUse("dead", body.name, node.name))
         else:
             scan.problems.append(f"{body.name or 'graph'}:{node.name} ({node.op}) uses it")
@@ -332,6 +351,24 @@ def _checkpoint_key(model: ModelGraph, uses: List[VariableUse]) -> Optional[str]
     return None
 
 
+def _drop_tables_sharing_arguments(tables, args_of, arg_sources, rejected):
+    """A table whose function argument also receives a variable that is not a table cannot be
+    rewritten (the body is shared); tables sharing arguments only with tables record each other."""
+    changed = True
+    while changed:
+        changed = False
+        handles = {h for t in tables for h in t.handles}
+        for t in list(tables):
+            others = {o for h in t.handles for a in args_of.get(h, ()) for o in arg_sources[a]} - set(t.handles)
+            if others - handles:
+                tables.remove(t)
+                for h in t.handles:
+                    rejected[h] = f"a function argument it reaches also receives {sorted(others - handles)[0]}"
+                changed = True
+            else:
+                t.shares_arguments_with = sorted(others)
+
+
 def detect(model: ModelGraph) -> Detection:
     """Finds the embedding tables of a model graph and the gathers left alone."""
     live = live_nodes(model)
@@ -355,6 +392,13 @@ def detect(model: ModelGraph) -> Detection:
     for g in groups:
         for h in g.handles:
             part_of.setdefault(h, []).append(g)
+
+    # Function arguments that receive several variables: one body serves them all.
+    args_of = {h: model.resource_args(TOP, h) for h in scans if graph.node(h).op != "VariableV2"}
+    arg_sources = {}
+    for h, args in args_of.items():
+        for arg in args:
+            arg_sources.setdefault(arg, set()).add(h)
 
     placeholders = _placeholder_inputs(model.meta_graph)
     tables, rejected = [], {}
@@ -422,6 +466,7 @@ def detect(model: ModelGraph) -> Detection:
             checkpoint_key=key, partition_strategy=strategy,
             partition_rows=[s[0] for s in shapes] if group_list else []))
 
+    _drop_tables_sharing_arguments(tables, args_of, arg_sources, rejected)
     table_gathers = {(s.body, g) for t in tables for s in t.sites for g in (s.part_gathers or [s.node])}
     var_gathers = {g: h for h, scan in scans.items() for g in scan.gathers}
     left = []

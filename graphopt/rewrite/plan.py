@@ -37,6 +37,17 @@ class RewritePlan:
                 skipped.append((t, f"{t.rows} rows < --min-rows {min_rows}"))
             else:
                 chosen.append(t)
+        # Tables sharing a function argument go together or not at all.
+        changed = True
+        while changed:
+            changed = False
+            handles = {h for t in chosen for h in t.handles}
+            for t in list(chosen):
+                missing = sorted(set(t.shares_arguments_with) - handles)
+                if missing:
+                    chosen.remove(t)
+                    skipped.append((t, f"shares a function argument with {missing[0]}, which is not selected"))
+                    changed = True
         return cls(chosen, skipped)
 
     def to_dict(self) -> dict:

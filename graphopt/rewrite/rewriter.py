@@ -60,14 +60,6 @@ class RewriteReport:
         }
 
 
-def _register_ops():
-    """Registers the EmbeddingVariable ops so their OpDefs can go into the output's op list."""
-    try:
-        import graphopt.ops  # noqa: F401
-    except ImportError:
-        pass  # without the library the graph is still written; loaders need it anyway
-
-
 def _check_output(src, out, overwrite):
     src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
     src_root = src_abs if os.path.isdir(src_abs) else os.path.dirname(src_abs)
@@ -101,7 +93,6 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
         _check_output(src, out, overwrite)
     ctx = RewriteContext(model, plan)
     report.passes = run_passes(ctx, debug=debug)
-    _register_ops()
     io.add_op_defs(model.meta_graph, EV_OPS)
     report.nodes_after = node_counts(model)
     report.manifest = [r.to_dict() for r in ctx.replacements]

@@ -109,7 +109,7 @@ def module_lookup_sparse(path) -> Case:
     return Case("module_lookup_sparse", path, "serving_default", feeds, tables=1)
 
 
-def _tf1_graph(partitioner=None, strategy="mod"):
+def _tf1_graph(partitioner=None, strategy="mod", use_resource=True):
     """A TF1 graph: a plain table, optionally a partitioned one, an MLP; returns (graph, ids, out)."""
     tf = _tf()
     v1 = tf.compat.v1
@@ -117,20 +117,20 @@ def _tf1_graph(partitioner=None, strategy="mod"):
     with g.as_default():
         v1.set_random_seed(3)
         ids = v1.placeholder(tf.int64, [None], name="ids")
-        emb = v1.get_variable("emb", [40, 4], use_resource=True)
+        emb = v1.get_variable("emb", [40, 4], use_resource=use_resource)
         x = tf.nn.embedding_lookup(emb, ids)
         if partitioner is not None:
-            pemb = v1.get_variable("pemb", [23, 4], use_resource=True, partitioner=partitioner)
+            pemb = v1.get_variable("pemb", [23, 4], use_resource=use_resource, partitioner=partitioner)
             x = x + v1.nn.embedding_lookup(pemb, tf.math.floormod(ids, 23), partition_strategy=strategy)
-        w = v1.get_variable("w", [4, 2], use_resource=True)
+        w = v1.get_variable("w", [4, 2], use_resource=use_resource)
         out = tf.identity(tf.matmul(x, w), name="out")
     return g, ids, out
 
 
-def _tf1_saved_model(path, partitioner, strategy, name) -> Case:
+def _tf1_saved_model(path, partitioner, strategy, name, use_resource=True) -> Case:
     tf = _tf()
     v1 = tf.compat.v1
-    g, ids, out = _tf1_graph(partitioner, strategy)
+    g, ids, out = _tf1_graph(partitioner, strategy, use_resource)
     with g.as_default(), v1.Session(graph=g) as sess:
         sess.run(v1.global_variables_initializer())
         builder = v1.saved_model.Builder(path)
@@ -157,10 +157,10 @@ def tf1_partitioned_div(path) -> Case:
     return _tf1_saved_model(path, _tf().compat.v1.fixed_size_partitioner(3), "div", "tf1_partitioned_div")
 
 
-def _tf1_checkpoint(path, as_text) -> Case:
+def _tf1_checkpoint(path, as_text, use_resource=True) -> Case:
     tf = _tf()
     v1 = tf.compat.v1
-    g, ids, out = _tf1_graph()
+    g, ids, out = _tf1_graph(use_resource=use_resource)
     os.makedirs(path, exist_ok=True)
     with g.as_default(), v1.Session(graph=g) as sess:
         sess.run(v1.global_variables_initializer())
@@ -173,6 +173,17 @@ def _tf1_checkpoint(path, as_text) -> Case:
                 {"ids:0": np.array([0, 39, 5], np.int64)}, tables=1, kind="meta_graph")
 
 
+def tf1_ref_variables_partitioned(path) -> Case:
+    """TF1 SavedModelBuilder with ref variables (VariableV2), one of them partitioned (mod)."""
+    return _tf1_saved_model(path, _tf().compat.v1.fixed_size_partitioner(2), "mod",
+                            "tf1_ref_variables_partitioned", use_resource=False)
+
+
+def tf1_checkpoint_ref_variables(path) -> Case:
+    """TF1 Saver checkpoint + .meta of a graph with ref variables (VariableV2)."""
+    return _tf1_checkpoint(path, as_text=False, use_resource=False)
+
+
 def tf1_checkpoint_meta(path) -> Case:
     """TF1 Saver checkpoint with its binary .meta graph."""
     return _tf1_checkpoint(path, as_text=False)
@@ -183,9 +194,54 @@ def tf1_checkpoint_pbtxt(path) -> Case:
     return _tf1_checkpoint(path, as_text=True)
 
 
+
+
+def module_without_table(path) -> Case:
+    """tf.Module with a dense layer only: nothing to rewrite."""
+    tf = _tf()
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.ones([3, 2]), name="w")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def __call__(self, x):
+            return {"out": tf.matmul(x, self.w)}
+
+    net = Net()
+    tf.saved_model.save(net, path, signatures={"serving_default": net.__call__})
+    return Case("module_without_table", path, "serving_default", {"x": np.ones([2, 3], np.float32)}, tables=0)
+
+
+def module_shared_lookup_function(path) -> Case:
+    """tf.Module whose two tables go through one traced lookup function (one body, two callers)."""
+    tf = _tf()
+
+    @tf.function
+    def lookup(table, ids):
+        return tf.nn.embedding_lookup(table, ids)
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = tf.Variable(tf.random.stateless_normal([9, 3], seed=[1, 1]), name="a")
+            self.b = tf.Variable(tf.random.stateless_normal([9, 3], seed=[2, 2]), name="b")
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="ids")])
+        def __call__(self, ids):
+            return {"out": lookup(self.a, ids) * lookup(self.b, 8 - ids)}
+
+    net = Net()
+    tf.saved_model.save(net, path, signatures={"serving_default": net.__call__})
+    return Case("module_shared_lookup_function", path, "serving_default",
+                {"ids": np.array([0, 3, 8], np.int64)}, tables=2)
+
+
 SAVED_MODEL_CASES: List[Callable] = [
     keras_two_inputs, keras_string_lookup_masking, module_lookup_and_activation_gather,
-    module_lookup_sparse, tf1_builder, tf1_partitioned_mod, tf1_partitioned_div,
+    module_lookup_sparse, tf1_builder, tf1_partitioned_mod, tf1_partitioned_div, tf1_ref_variables_partitioned,
+    module_shared_lookup_function,
 ]
-CHECKPOINT_CASES: List[Callable] = [tf1_checkpoint_meta, tf1_checkpoint_pbtxt]
+CHECKPOINT_CASES: List[Callable] = [tf1_checkpoint_meta, tf1_checkpoint_pbtxt, tf1_checkpoint_ref_variables]
 ALL_CASES = SAVED_MODEL_CASES + CHECKPOINT_CASES

@@ -9,11 +9,9 @@ from tests.rewrite import cases as case_builders
 
 @pytest.fixture(scope="session")
 def ev_ops():
-    """The EmbeddingVariable op library (loaded by importing graphopt.ops)."""
-    try:
-        import graphopt.ops as ops
-    except ImportError as exc:
-        pytest.skip(f"graphopt.ops is not available: {exc}")
+    """The EmbeddingVariable op library (importing graphopt loads it)."""
+    import graphopt.ops as ops
+
     return ops
 
 

@@ -14,11 +14,11 @@ from graphopt.rewrite.plan import Replacement
 
 # Stateful ops that may go once dead: the leftovers of a table's old variable.
 TABLE_LEFTOVERS = {"ReadVariableOp", "ResourceGather", "DisableCopyOnRead", "VarIsInitializedOp",
-                   "AssignVariableOp", "VarHandleOp"}
+                   "AssignVariableOp", "VarHandleOp", "VariableV2", "Assign", "IsVariableInitialized"}
 
 
 def _removable(node, table_handles):
-    if node.op == "VarHandleOp":
+    if node.op in ("VarHandleOp", "VariableV2"):
         return node.name in table_handles
     if node.op in TABLE_LEFTOVERS:
         return True

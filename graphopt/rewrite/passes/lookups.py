@@ -15,7 +15,7 @@ from graphopt.rewrite import ev_nodes
 
 
 def _table_ref(body: Body, gather) -> TensorRef:
-    """The resource a gather reads: its params (ResourceGather) or the handle behind its read."""
+    """The variable a gather reads: its params (ResourceGather), or the variable behind the read."""
     ref = body.data_inputs(gather)[0]
     if gather.op == "ResourceGather":
         return ref
@@ -23,14 +23,23 @@ def _table_ref(body: Body, gather) -> TensorRef:
     while node is not None and node.op == "Identity":
         ref = body.data_inputs(node)[0]
         node = body.node(ref.node)
-    return body.data_inputs(node)[0]  # the ReadVariableOp's resource
+    if node is not None and node.op == "ReadVariableOp":
+        return body.data_inputs(node)[0]
+    return ref  # a ref variable (VariableV2) read through its Identity snapshot
 
 
 class ReplaceLookups:
     name = "replace-lookups"
 
     def match(self, ctx):
-        return [(t, s) for t in ctx.plan.tables for s in t.sites]
+        # Tables passed through one function argument share its gather: replace it once.
+        seen, out = set(), []
+        for t in ctx.plan.tables:
+            for s in t.sites:
+                if (s.body, s.node) not in seen:
+                    seen.add((s.body, s.node))
+                    out.append((t, s))
+        return out
 
     def apply(self, ctx, matches):
         for table, site in matches:

@@ -64,8 +64,10 @@ class RewireSave:
                     drop.add(j)
                     continue
                 read = body.node(use.node)
+                # A ref variable is saved directly; a resource through its ReadVariableOp.
+                handle = body.output_ref(read.name) if read.op == "VariableV2" else body.data_inputs(read)[0]
                 export = ev_nodes.export(body.unique_name(f"{read.name}/GraphoptEvExport"),
-                                         body.data_inputs(read)[0], table.dim, save.device)
+                                         handle, table.dim, save.device)
                 body.add_node(export)
                 outs = [str(ev_nodes.output(body, export.name, arg, i))
                         for i, arg in enumerate(ev_nodes.EXPORT_OUTPUTS)]
@@ -76,7 +78,8 @@ class RewireSave:
                 slices += [""] * 3
                 tensors += outs[1:]
                 dtypes += types[1:]
-                ctx.replaced(body.name, read, export, table, self.name)
+                if read.op != "VariableV2":
+                    ctx.replaced(body.name, read, export, table, self.name)
             keep = [i for i in range(len(names)) if i not in drop]
             names, slices = [names[i] for i in keep], [slices[i] for i in keep]
             tensors, dtypes = [tensors[i] for i in keep], [dtypes[i] for i in keep]
