@@ -172,7 +172,12 @@ class EmbeddingTable : public tensorflow::ResourceBase {
 
   int64_t SumOverShards(const std::function<int64_t(const Shard&)>& f) const;
 
-  template <typename K>
+  // Keys per parallel block of a find of n keys.
+  static int64_t BlockSize(int64_t n, const IntraOpPool& pool);
+
+  // Find over one block; with `count` (find-or-insert) hits are counted and
+  // the positions of missing keys collected.
+  template <bool count, typename K>
   void FindBlock(const K* keys, int64_t n, float* out, int64_t step,
                  std::vector<int64_t>* missing) const;
 
