@@ -24,6 +24,8 @@ import tensorflow as tf
 
 import graphopt
 
+tf.get_logger().setLevel("ERROR")  # each (table, batch) loop is its own tf.function: retracing is intended
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 

@@ -339,7 +339,12 @@ Status EmbeddingTable::ForEachShardGroup(const K* keys, int64_t n, int64_t cost_
   std::vector<int64_t> order, offsets;
   GroupByShard(keys, n, &order, &offsets);
   std::vector<Status> shard_status(kNumShards);
-  pool.For(kNumShards, (n / kNumShards + 1) * cost_per_key, [&](int64_t s0, int64_t s1) {
+  // A caller holding every shard lock must not wait for pool threads: they may be
+  // blocked on those very locks (a concurrent find in the intra-op pool), so then
+  // the shards are processed on the calling thread.
+  const IntraOpPool inline_pool;
+  const IntraOpPool& workers = all_shards_locked ? inline_pool : pool;
+  workers.For(kNumShards, (n / kNumShards + 1) * cost_per_key, [&](int64_t s0, int64_t s1) {
     for (int64_t sh = s0; sh < s1; ++sh) {
       const int64_t* begin = order.data() + offsets[sh];
       const int64_t* end = order.data() + offsets[sh + 1];
@@ -468,8 +473,8 @@ Status EmbeddingTable::Import(const int64_t* keys, int64_t n, const float* value
   return st;
 }
 
-Status EmbeddingTable::Export(const std::function<Status(int64_t, ExportBuffers*)>& allocate,
-                              const IntraOpPool& pool) const {
+Status EmbeddingTable::Export(
+    const std::function<Status(int64_t, ExportBuffers*)>& allocate) const {
   for (const Shard& s : shards_) s.mu.ReaderLock();
   int64_t offsets[kNumShards + 1];
   offsets[0] = 0;
@@ -478,7 +483,9 @@ Status EmbeddingTable::Export(const std::function<Status(int64_t, ExportBuffers*
   Status st = allocate(offsets[kNumShards], &out);
   if (st.ok()) {
     const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
-    pool.For(kNumShards, (offsets[kNumShards] / kNumShards + 1) * (20 + dim_),
+    // On the calling thread: it holds every reader lock, and pool threads may be
+    // blocked behind them (see ForEachShardGroup).
+    IntraOpPool().For(kNumShards, (offsets[kNumShards] / kNumShards + 1) * (20 + dim_),
              [&](int64_t s0, int64_t s1) {
                for (int64_t sh = s0; sh < s1; ++sh) {
                  const Shard& s = shards_[sh];

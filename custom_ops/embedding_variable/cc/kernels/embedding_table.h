@@ -88,9 +88,9 @@ class EmbeddingTable : public tensorflow::ResourceBase {
                             const int64_t* freqs, const int64_t* versions,
                             const IntraOpPool& pool);
 
+  // A consistent snapshot, copied on the calling thread under all reader locks.
   tensorflow::Status Export(
-      const std::function<tensorflow::Status(int64_t, ExportBuffers*)>& allocate,
-      const IntraOpPool& pool) const;
+      const std::function<tensorflow::Status(int64_t, ExportBuffers*)>& allocate) const;
 
   int64_t Size() const;
   int64_t BytesUsed() const;

@@ -222,8 +222,7 @@ class EvExportOp : public EvTableOp {
                               out->freqs = freqs->flat<int64_t>().data();
                               out->versions = versions->flat<int64_t>().data();
                               return Status();
-                            },
-                            CpuPool(ctx)));
+                            }));
   }
 };
 
