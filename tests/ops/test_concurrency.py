@@ -72,7 +72,8 @@ def test_threads_find_insert_export_concurrently():
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "deadlock: threads still running after 120 s"
     assert not errors, errors
     assert int(ev.size()) == 3 * 40_000
     np.testing.assert_array_equal(ev.lookup(stable).numpy(), _row_of(stable, 2))
