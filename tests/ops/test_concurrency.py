@@ -1,5 +1,8 @@
 """Parallel find / find-or-insert / insert / export lose no key and tear no row."""
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -69,7 +72,8 @@ def test_threads_find_insert_export_concurrently():
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "deadlock: threads still running after 120 s"
     assert not errors, errors
     assert int(ev.size()) == 3 * 40_000
     np.testing.assert_array_equal(ev.lookup(stable).numpy(), _row_of(stable, 2))
@@ -98,3 +102,28 @@ def test_inter_op_parallel_graph_find_or_insert_same_keys():
     fresh = EmbeddingVariable(DIM, seed=5)
     np.testing.assert_array_equal(fresh.lookup(keys, insert_missing=True).numpy(), values)
     assert versions.max() <= 8 and versions.min() >= 1
+
+
+def test_export_and_import_beside_finds_with_a_one_thread_pool():
+    """Export/import hold every shard lock: they must not wait on a pool whose only thread
+    is a find blocked behind those locks (this deadlocked once)."""
+    code = """
+import threading, numpy as np, tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(1)
+import graphopt
+ev = graphopt.EmbeddingVariable(8)
+keys = np.arange(200_000)
+ev.insert(keys, np.ones((len(keys), 8), np.float32))
+def finds():
+    for _ in range(20):
+        ev.lookup(keys)
+threads = [threading.Thread(target=finds) for _ in range(2)]
+for t in threads: t.start()
+for _ in range(10):
+    k, v, f, s = ev.export()
+    ev.import_(k, v, f, s)
+for t in threads: t.join()
+assert int(ev.size()) == len(keys)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

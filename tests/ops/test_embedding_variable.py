@@ -143,3 +143,22 @@ def test_named_tables_share_in_a_graph():
 def test_bad_initializer(bad):
     with pytest.raises(tf.errors.InvalidArgumentError):
         EmbeddingVariable(4, **bad)
+
+
+def test_two_variables_keep_their_own_tables_after_load(tmp_path):
+    module = tf.Module()
+    module.a = EmbeddingVariable(4, name="a")
+    module.b = EmbeddingVariable(4, name="b")
+    module.a.insert(tf.constant([1, 2, 3], tf.int64), tf.ones([3, 4]))
+    module.b.insert(tf.constant([7], tf.int64), 2 * tf.ones([1, 4]))
+    tf.saved_model.save(module, str(tmp_path))
+    lib = graphopt.ops.load_library()
+    first, second = tf.saved_model.load(str(tmp_path)), tf.saved_model.load(str(tmp_path))
+    sizes = [int(lib.graphopt_ev_size(m.a.resource_handle)) for m in (first, second)]
+    sizes += [int(lib.graphopt_ev_size(m.b.resource_handle)) for m in (first, second)]
+    assert sizes == [3, 3, 1, 1]
+    lib.graphopt_ev_insert(first.a.resource_handle, tf.constant([9], tf.int64), tf.ones([1, 4]),
+                           dim=4)
+    assert int(lib.graphopt_ev_size(second.a.resource_handle)) == 3  # loads do not share
+    keys, values, _, _ = lib.graphopt_ev_export(first.b.resource_handle, dim=4)
+    assert keys.numpy().tolist() == [7] and (values.numpy() == 2).all()

@@ -20,13 +20,24 @@ constexpr double kMaxLoad = 0.8;
 // Import sizes each index for this load, leaving room before the first growth.
 constexpr double kImportLoad = 0.7;
 constexpr uint32_t kMinCapacity = 8;
-// Keys per unit of parallel work; also the span over which a reader holds all
-// shard locks, so a writer waits at most one block.
-constexpr int64_t kBlock = 2048;
+// Keys per unit of parallel work, also the span over which a reader holds all
+// shard locks (so a writer waits at most one block): large enough that taking the
+// 64 reader locks, whose cache lines bounce between cores, costs little per key;
+// small enough that a batch still splits over the pool.
+constexpr int64_t kMinBlock = 1024;
+constexpr int64_t kMaxBlock = 8192;
 // Blocks smaller than this lock only the shards they touch, key by key.
 constexpr int64_t kLockAllMin = 256;
-// How many keys ahead the index slot / the row is prefetched.
-constexpr int kPrefetchDistance = 8;
+// How many keys ahead of its probe a key's home slot is prefetched, and how many keys
+// ahead of its copy its row is (two DRAM latencies hidden behind ~20 keys of work).
+#ifndef GRAPHOPT_SLOT_DISTANCE
+#define GRAPHOPT_SLOT_DISTANCE 16
+#endif
+#ifndef GRAPHOPT_ROW_DISTANCE
+#define GRAPHOPT_ROW_DISTANCE 8
+#endif
+constexpr int kSlotDistance = GRAPHOPT_SLOT_DISTANCE;
+constexpr int kRowDistance = GRAPHOPT_ROW_DISTANCE;
 constexpr int kMaxPrefetchLines = 16;
 constexpr size_t kTargetChunkBytes = 16384;
 
@@ -218,10 +229,9 @@ void EmbeddingTable::GroupByShard(const K* keys, int64_t n, std::vector<int64_t>
   for (int64_t i = 0; i < n; ++i) (*order)[cursor[shard_of[i]]++] = i;
 }
 
-template <typename K>
+template <bool count, typename K>
 void EmbeddingTable::FindBlock(const K* keys, int64_t n, float* out, int64_t step,
                                std::vector<int64_t>* missing) const {
-  const bool count = missing != nullptr;
   const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
   if (n < kLockAllMin) {
     for (int64_t i = 0; i < n; ++i) {
@@ -233,29 +243,42 @@ void EmbeddingTable::FindBlock(const K* keys, int64_t n, float* out, int64_t ste
       if (slot >= 0) {
         const uint32_t row = s.slots[slot].row;
         std::memcpy(out + i * dim_, RowValues(s, row), row_bytes);
-        if (count) BumpHit(RowFreq(s, row), RowVersion(s, row), step);
+        if constexpr (count) BumpHit(RowFreq(s, row), RowVersion(s, row), step);
       } else {
         std::memcpy(out + i * dim_, default_row_.data(), row_bytes);
-        if (count) missing->push_back(i);
+        if constexpr (count) missing->push_back(i);
       }
     }
     return;
   }
 
-  uint64_t hashes[kBlock];
-  const float* rows[kBlock];
+  // Per-thread scratch, reused: no allocation per block.
+  thread_local std::vector<uint64_t> hash_buffer;
+  thread_local std::vector<const float*> row_buffer;
+  if (static_cast<int64_t>(hash_buffer.size()) < n) {
+    hash_buffer.resize(n);
+    row_buffer.resize(n);
+  }
+  uint64_t* hashes = hash_buffer.data();
+  const float** rows = row_buffer.data();
+  // find-or-insert counts a hit when the row is copied, its side arrays prefetched by then
+  struct PendingHit {
+    const Shard* shard;
+    uint32_t row;
+  };
+  std::unique_ptr<PendingHit[]> pending(count ? new PendingHit[n] : nullptr);
   const int lines = std::min<int>(kMaxPrefetchLines, static_cast<int>((row_bytes + 63) / 64));
   for (const Shard& s : shards_) s.mu.ReaderLock();
   // Three-stage software pipeline: hash + prefetch the home slot, probe +
-  // prefetch the row kPrefetchDistance keys later, copy it another distance later.
-  for (int64_t i = 0; i < n + 2 * kPrefetchDistance; ++i) {
+  // prefetch the row kSlotDistance keys later, copy it kRowDistance keys after that.
+  for (int64_t i = 0; i < n + kSlotDistance + kRowDistance; ++i) {
     if (i < n) {
       const uint64_t h = Hash(static_cast<int64_t>(keys[i]));
       hashes[i] = h;
       const Shard& s = shards_[ShardOf(h)];
       PrefetchRead(&s.slots[Home(h, s.capacity)]);
     }
-    const int64_t j = i - kPrefetchDistance;
+    const int64_t j = i - kSlotDistance;
     if (j >= 0 && j < n) {
       const uint64_t h = hashes[j];
       const Shard& s = shards_[ShardOf(h)];
@@ -267,25 +290,44 @@ void EmbeddingTable::FindBlock(const K* keys, int64_t n, float* out, int64_t ste
         for (int l = 0; l < lines; ++l) {
           PrefetchRead(reinterpret_cast<const char*>(values) + 64 * l);
         }
-        if (count) BumpHit(RowFreq(s, row), RowVersion(s, row), step);
+        if constexpr (count) {
+          __builtin_prefetch(&RowFreq(s, row), 1, 3);
+          __builtin_prefetch(&RowVersion(s, row), 1, 3);
+          pending[j] = PendingHit{&s, row};
+        }
       } else {
         rows[j] = default_row_.data();
-        if (count) missing->push_back(j);
+        if constexpr (count) pending[j] = PendingHit{nullptr, 0};
+        if constexpr (count) missing->push_back(j);
       }
     }
-    const int64_t k = j - kPrefetchDistance;
-    if (k >= 0 && k < n) std::memcpy(out + k * dim_, rows[k], row_bytes);
+    const int64_t k = j - kRowDistance;
+    if (k >= 0 && k < n) {
+      std::memcpy(out + k * dim_, rows[k], row_bytes);
+      if constexpr (count) {
+        const PendingHit& hit = pending[k];
+        if (hit.shard != nullptr) {
+          BumpHit(RowFreq(*hit.shard, hit.row), RowVersion(*hit.shard, hit.row), step);
+        }
+      }
+    }
   }
   for (int s = kNumShards - 1; s >= 0; --s) shards_[s].mu.ReaderUnlock();
 }
 
+int64_t EmbeddingTable::BlockSize(int64_t n, const IntraOpPool& pool) {
+  return std::clamp<int64_t>(n / (4 * std::max(1, pool.num_threads)), kMinBlock, kMaxBlock);
+}
+
 template <typename K>
 void EmbeddingTable::Find(const K* keys, int64_t n, float* out, const IntraOpPool& pool) const {
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  pool.For(blocks, kBlock * (100 + dim_), [&](int64_t b0, int64_t b1) {
+  const int64_t block = BlockSize(n, pool);
+  const int64_t blocks = (n + block - 1) / block;
+  pool.For(blocks, block * (100 + dim_), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t begin = b * kBlock;
-      FindBlock(keys + begin, std::min(kBlock, n - begin), out + begin * dim_, 0, nullptr);
+      const int64_t begin = b * block;
+      FindBlock<false>(keys + begin, std::min(block, n - begin), out + begin * dim_, 0,
+                       nullptr);
     }
   });
 }
@@ -297,7 +339,12 @@ Status EmbeddingTable::ForEachShardGroup(const K* keys, int64_t n, int64_t cost_
   std::vector<int64_t> order, offsets;
   GroupByShard(keys, n, &order, &offsets);
   std::vector<Status> shard_status(kNumShards);
-  pool.For(kNumShards, (n / kNumShards + 1) * cost_per_key, [&](int64_t s0, int64_t s1) {
+  // A caller holding every shard lock must not wait for pool threads: they may be
+  // blocked on those very locks (a concurrent find in the intra-op pool), so then
+  // the shards are processed on the calling thread.
+  const IntraOpPool inline_pool;
+  const IntraOpPool& workers = all_shards_locked ? inline_pool : pool;
+  workers.For(kNumShards, (n / kNumShards + 1) * cost_per_key, [&](int64_t s0, int64_t s1) {
     for (int64_t sh = s0; sh < s1; ++sh) {
       const int64_t* begin = order.data() + offsets[sh];
       const int64_t* end = order.data() + offsets[sh + 1];
@@ -317,18 +364,19 @@ Status EmbeddingTable::ForEachShardGroup(const K* keys, int64_t n, int64_t cost_
 template <typename K>
 Status EmbeddingTable::FindOrInsert(const K* keys, int64_t n, int64_t step, float* out,
                                     const IntraOpPool& pool) {
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const int64_t block = BlockSize(n, pool);
+  const int64_t blocks = (n + block - 1) / block;
   std::vector<std::vector<int64_t>> block_missing(blocks);
-  pool.For(blocks, kBlock * (100 + dim_), [&](int64_t b0, int64_t b1) {
+  pool.For(blocks, block * (100 + dim_), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t begin = b * kBlock;
-      FindBlock(keys + begin, std::min(kBlock, n - begin), out + begin * dim_, step,
-                &block_missing[b]);
+      const int64_t begin = b * block;
+      FindBlock<true>(keys + begin, std::min(block, n - begin), out + begin * dim_, step,
+                      &block_missing[b]);
     }
   });
   std::vector<int64_t> positions;
   for (int64_t b = 0; b < blocks; ++b) {
-    for (int64_t j : block_missing[b]) positions.push_back(b * kBlock + j);
+    for (int64_t j : block_missing[b]) positions.push_back(b * block + j);
   }
   if (positions.empty()) return Status();
   const int64_t m = static_cast<int64_t>(positions.size());
@@ -425,8 +473,8 @@ Status EmbeddingTable::Import(const int64_t* keys, int64_t n, const float* value
   return st;
 }
 
-Status EmbeddingTable::Export(const std::function<Status(int64_t, ExportBuffers*)>& allocate,
-                              const IntraOpPool& pool) const {
+Status EmbeddingTable::Export(
+    const std::function<Status(int64_t, ExportBuffers*)>& allocate) const {
   for (const Shard& s : shards_) s.mu.ReaderLock();
   int64_t offsets[kNumShards + 1];
   offsets[0] = 0;
@@ -435,7 +483,9 @@ Status EmbeddingTable::Export(const std::function<Status(int64_t, ExportBuffers*
   Status st = allocate(offsets[kNumShards], &out);
   if (st.ok()) {
     const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
-    pool.For(kNumShards, (offsets[kNumShards] / kNumShards + 1) * (20 + dim_),
+    // On the calling thread: it holds every reader lock, and pool threads may be
+    // blocked behind them (see ForEachShardGroup).
+    IntraOpPool().For(kNumShards, (offsets[kNumShards] / kNumShards + 1) * (20 + dim_),
              [&](int64_t s0, int64_t s1) {
                for (int64_t sh = s0; sh < s1; ++sh) {
                  const Shard& s = shards_[sh];

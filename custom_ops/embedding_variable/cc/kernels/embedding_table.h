@@ -88,9 +88,9 @@ class EmbeddingTable : public tensorflow::ResourceBase {
                             const int64_t* freqs, const int64_t* versions,
                             const IntraOpPool& pool);
 
+  // A consistent snapshot, copied on the calling thread under all reader locks.
   tensorflow::Status Export(
-      const std::function<tensorflow::Status(int64_t, ExportBuffers*)>& allocate,
-      const IntraOpPool& pool) const;
+      const std::function<tensorflow::Status(int64_t, ExportBuffers*)>& allocate) const;
 
   int64_t Size() const;
   int64_t BytesUsed() const;
@@ -172,7 +172,12 @@ class EmbeddingTable : public tensorflow::ResourceBase {
 
   int64_t SumOverShards(const std::function<int64_t(const Shard&)>& f) const;
 
-  template <typename K>
+  // Keys per parallel block of a find of n keys.
+  static int64_t BlockSize(int64_t n, const IntraOpPool& pool);
+
+  // Find over one block; with `count` (find-or-insert) hits are counted and
+  // the positions of missing keys collected.
+  template <bool count, typename K>
   void FindBlock(const K* keys, int64_t n, float* out, int64_t step,
                  std::vector<int64_t>* missing) const;
 

@@ -4,6 +4,7 @@
 
 #include "embedding_variable/cc/kernels/embedding_lookup_functor.h"
 #include "embedding_variable/cc/kernels/embedding_table.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"
@@ -56,6 +57,11 @@ class EvHandleOp : public OpKernel {
                                         " must not exceed init_maxval ", init_.maxval));
     OP_REQUIRES(c, init_.stddev >= 0,
                 errors::InvalidArgument("init_stddev must be >= 0, got ", init_.stddev));
+    std::string shared_name;
+    OP_REQUIRES_OK(c, c->GetAttr("shared_name", &shared_name));
+    // A prefix match: tf.saved_model.load appends "_load_<n>" to every shared_name of a
+    // loaded model, which must not make its anonymous tables one shared table.
+    anonymous_ = absl::StartsWith(shared_name, tensorflow::ResourceHandle::ANONYMOUS_NAME);
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -66,7 +72,7 @@ class EvHandleOp : public OpKernel {
       OP_REQUIRES_OK(ctx, cinfo_.Init(ctx->resource_manager(), def(), true));
       cinfo_ready_ = true;
     }
-    if (cinfo_.name() == tensorflow::ResourceHandle::ANONYMOUS_NAME) {
+    if (anonymous_) {
       // TF's anonymous shared name (what eager objects use): a fresh table per
       // run under a unique name; its owner destroys it with DestroyResourceOp.
       const std::string name = absl::StrCat("_AnonymousEmbeddingVariable",
@@ -103,6 +109,7 @@ class EvHandleOp : public OpKernel {
   tensorflow::mutex mu_;
   tensorflow::ContainerInfo cinfo_;
   bool cinfo_ready_ = false;
+  bool anonymous_ = false;
 };
 
 // Resolves input 0 to the table, checks it against the op's `dim` attr and
@@ -222,8 +229,7 @@ class EvExportOp : public EvTableOp {
                               out->freqs = freqs->flat<int64_t>().data();
                               out->versions = versions->flat<int64_t>().data();
                               return Status();
-                            },
-                            CpuPool(ctx)));
+                            }));
   }
 };
 
