@@ -168,6 +168,18 @@ def _fed_by_find(body, ref: TensorRef) -> bool:
     return row is not None and row.op == stock_nodes.FIND_OP
 
 
+def _stock_finds(model) -> int:
+    """LookupTableFindV2 nodes that read one of the stock target's hash tables."""
+    count = 0
+    for body in model.bodies.values():
+        for node in body.nodes():
+            if node.op == stock_nodes.FIND_OP:
+                table = body.node(body.data_inputs(node)[0].node)
+                if table is not None and table.op == stock_nodes.HASH_TABLE_OP:  # else a function arg
+                    count += io.attr_value(table, "shared_name").startswith(b"graphopt_stock_")
+    return count
+
+
 @pytest.mark.slow
 def test_every_lookup_of_a_table_goes_through_its_hash_table(stock_models):
     for name, (src, dst, *_rest) in stock_models.items():
@@ -180,7 +192,12 @@ def test_every_lookup_of_a_table_goes_through_its_hash_table(stock_models):
         for t in after.tables:
             for s in t.sites:
                 assert _fed_by_find(model.body(s.body), TensorRef.parse(s.ids)), (name, s.where)
-        assert _all_ops(dst)[stock_nodes.FIND_OP] == len(sites), name
+        # Every lookup site kept in the output (functions only the dropped object graph used are
+        # gone) is the moved gather of a site of the original, and has exactly one find.
+        moved = {(s.body, s.node[:-len("/stock_gather")]) for t in after.tables for s in t.sites}
+        assert all(s.node.endswith("/stock_gather") for t in after.tables for s in t.sites), name
+        assert moved == {(b, n) for b, n in sites if b in model.bodies}, name
+        assert _stock_finds(model) == len(moved), name
 
 
 def test_stock_checkpoint_holds_the_rows_and_the_key_to_row_maps(built_case, tmp_path):
