@@ -275,3 +275,19 @@ def test_unknown_target_is_refused(built_case, tmp_path):
 
     with pytest.raises(GraphoptError, match="unknown target 'onnx'"):
         rewrite_model(built_case(cases.tf1_builder).path, str(tmp_path / "x"), target="onnx")
+
+
+def test_cli_target_stock(built_case, tmp_path):
+    from click.testing import CliRunner
+
+    from graphopt.cli import main
+
+    out = str(tmp_path / "out")
+    result = CliRunner().invoke(main, ["rewrite", built_case(cases.tf1_builder).path, "-o", out, "--target", "stock"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "emb [40, 4] -> built-in hash table + dense rows" in result.output
+    assert not [op for op in _all_ops(out) if op.startswith("GraphoptEv")] and _stock_finds(
+        ModelGraph(io.read_model(out).meta_graph)) == 1
+    bad = CliRunner().invoke(main, ["rewrite", built_case(cases.tf1_builder).path, "-o", out + "2", "--target", "tfra"])
+    assert bad.exit_code == 2 and "'tfra' is not one of 'ev', 'stock'" in bad.output
