@@ -291,3 +291,18 @@ def test_cli_target_stock(built_case, tmp_path):
         ModelGraph(io.read_model(out).meta_graph)) == 1
     bad = CliRunner().invoke(main, ["rewrite", built_case(cases.tf1_builder).path, "-o", out + "2", "--target", "tfra"])
     assert bad.exit_code == 2 and "'tfra' is not one of 'ev', 'stock'" in bad.output
+
+
+@pytest.mark.parametrize("builder", cases.CHECKPOINT_CASES, ids=lambda b: b.__name__)
+def test_tf1_checkpoint_inputs(built_case, builder, tmp_path):
+    """A meta graph + checkpoint input: import_meta_graph + Saver.restore fills the hash table."""
+    from tests.rewrite.conftest import rewritten_path
+    from tests.rewrite.runners import run_meta_graph
+
+    case = built_case(builder)
+    out = str(tmp_path / "out")
+    rewrite_model(case.path, out, target="stock")
+    ids = np.concatenate([case.feeds["ids:0"], [40]])
+    got = run_meta_graph(rewritten_path(case, out), {"ids:0": ids})["out:0"]
+    np.testing.assert_array_equal(got[:-1], run_meta_graph(case.path, case.feeds)["out:0"])
+    assert np.all(got[-1] == 0)
