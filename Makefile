@@ -20,13 +20,21 @@ $(STAMP): setup.py pyproject.toml $(OP_SOURCES)
 	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test]'
 	touch $@
 
+# One real request in the course's format (movie 593, The Silence of the Lambs).
+DEMO_REQUEST := {"instances": [{"movieId": 593, "userId": 10351, "releaseYear": 1991, "movieGenre1": "Crime", "movieGenre2": "Horror", "movieGenre3": "Thriller", "movieRatingCount": 31046, "movieAvgRating": 4.22, "movieRatingStddev": 0.79, "userGenre1": "Drama", "userGenre2": "Comedy", "userGenre3": "Thriller", "userGenre4": "Romance", "userGenre5": "Crime", "userRatingCount": 45, "userAvgRating": 3.8, "userRatingStddev": 0.86}]}
+
+# The main job end to end on the embedded synthetic data: build the three forms, rewrite them
+# onto EmbeddingVariables, prove each rewrite computes the same thing, serve one of them.
 demo: install
 	rm -rf $(DEMO_DIR)
-	$(BIN)/graphopt build-model $(DEMO_DIR)/keras --form keras
-	$(BIN)/graphopt build-model $(DEMO_DIR)/feature-columns --form feature-columns
-	$(BIN)/graphopt build-model $(DEMO_DIR)/tf1 --form tf1
 	for form in keras feature-columns tf1; do \
-	  $(BIN)/graphopt rewrite $(DEMO_DIR)/$$form -o $(DEMO_DIR)/$$form-ev || exit 1; done
+	  $(BIN)/graphopt build-model $(DEMO_DIR)/$$form --form $$form || exit 1; done
+	for form in keras feature-columns tf1; do \
+	  $(BIN)/graphopt rewrite $(DEMO_DIR)/$$form -o $(DEMO_DIR)/serving/$$form/1 || exit 1; done
+	for form in keras feature-columns tf1; do \
+	  $(BIN)/graphopt validate $(DEMO_DIR)/$$form $(DEMO_DIR)/serving/$$form/1 || exit 1; done
+	$(BIN)/graphopt serve $(DEMO_DIR)/serving/keras --model-name embedding_mlp --rest-port 0 --grpc-port 0 \
+	  --once --request '$(DEMO_REQUEST)'
 
 test: install
 	$(BIN)/python -m pytest -q tests

@@ -106,7 +106,7 @@ setup(
         "numpy",
         "click>=8.1",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
     entry_points={"console_scripts": ["graphopt=graphopt.cli:main"]},
     zip_safe=False,
 )

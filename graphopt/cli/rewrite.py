@@ -28,8 +28,7 @@ def format_summary(report) -> str:
         if before != after:
             lines.append(f"  {body}: {before if before is not None else '-'} -> {after}")
     unchanged = sum(1 for b in report.nodes_after if report.nodes_before.get(b) == report.nodes_after[b])
-    lines.append(f"  {unchanged} function(s) unchanged, {len(removed)} removed (nothing called them "
-                 "once the object graph was dropped)")
+    lines.append(f"  {unchanged} function(s) unchanged, {len(removed)} removed (nothing reaches them any more)")
     lines.append(f"tables converted: {report.tables_converted}, bytes converted: {report.bytes_converted}")
     for path in report.tensorboard:
         lines.append(f"tensorboard graph: {path}")

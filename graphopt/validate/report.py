@@ -139,8 +139,14 @@ class ValidationReport:
             out.append(f"  [FAILED] {p}")
         if self.inputs:
             out += ["", "Inputs"]
+            shown = {}  # signatures whose inputs are described the same way are listed once
             for name, plan in self.inputs.items():
                 source = "generated from the signature" if plan.source == "generated" else f"rows of {plan.source}"
+                key = (source, tuple(plan.inputs.items()))
+                if key in shown:
+                    out.append(f"  {name}: the same inputs as {shown[key]}")
+                    continue
+                shown[key] = name
                 out.append(f"  {name} ({source})")
                 width = max(len(k) for k in plan.inputs) if plan.inputs else 0
                 out += [f"    {k:<{width}}  {text}" for k, text in plan.inputs.items()]
