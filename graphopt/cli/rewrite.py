@@ -7,10 +7,13 @@ import click
 from graphopt.cli.options import json_option, overwrite_option, tags_option, tensorboard_option
 
 
-def format_plan(plan) -> str:
+TARGET_NAMES = {"ev": "EmbeddingVariable", "stock": "built-in hash table + dense rows"}
+
+
+def format_plan(plan, target="ev") -> str:
     lines = [f"plan: {len(plan.tables)} table(s) to rewrite"]
     for t in plan.tables:
-        lines.append(f"  {t.name} [{t.rows}, {t.dim}] -> EmbeddingVariable "
+        lines.append(f"  {t.name} [{t.rows}, {t.dim}] -> {TARGET_NAMES[target]} "
                      f"({len(t.sites)} lookup site(s), checkpoint key {t.checkpoint_key})")
     for t, reason in plan.skipped:
         lines.append(f"  skip {t.name}: {reason}")
@@ -41,13 +44,16 @@ def format_summary(report) -> str:
 @click.option("--min-rows", type=int, default=0, show_default=True, help="Skip tables with fewer rows.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and summary; write nothing.")
 @click.option("--debug", is_flag=True, help="Check graph integrity after every pass.")
+@click.option("--target", type=click.Choice(["ev", "stock"]), default="ev", show_default=True,
+              help="ev: EmbeddingVariables (needs graphopt's ops); stock: dense rows behind TensorFlow's "
+                   "built-in hash tables, servable by a stock tensorflow_model_server.")
 @click.option("--verify", is_flag=True,
               help="Validate the output against MODEL (graphopt validate); exit 1 if it fails.")
 @overwrite_option
 @tags_option
 @tensorboard_option
 @json_option
-def rewrite(model, out, include, exclude, min_rows, dry_run, debug, verify, overwrite, tags, tensorboard,
+def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, verify, overwrite, tags, tensorboard,
             as_json):
     """Rewrite MODEL's embedding tables onto EmbeddingVariables and write the model to OUTPUT."""
     from graphopt.rewrite import rewrite_model
@@ -58,7 +64,7 @@ def rewrite(model, out, include, exclude, min_rows, dry_run, debug, verify, over
     def on_plan(plan):
         planned.extend(plan.tables)
         if not as_json:
-            click.echo(format_plan(plan))
+            click.echo(format_plan(plan, target))
 
     def progress(done, table):
         nonlocal bar
@@ -70,7 +76,8 @@ def rewrite(model, out, include, exclude, min_rows, dry_run, debug, verify, over
 
     report = rewrite_model(model, out, include=include, exclude=exclude, min_rows=min_rows, dry_run=dry_run,
                            overwrite=overwrite, tags=tags, tensorboard=tensorboard,
-                           progress=None if as_json else progress, debug=debug, on_plan=on_plan)
+                           progress=None if as_json else progress, debug=debug, on_plan=on_plan,
+                           target=target)
     if bar is not None:
         bar.__exit__(None, None, None)
     validation = None

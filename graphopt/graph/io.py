@@ -7,7 +7,7 @@ only this module parses or serializes protos, reads checkpoint bundles or writes
 import dataclasses
 import os
 import shutil
-from typing import Callable, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 import numpy as np
 from google.protobuf import message, text_format
@@ -575,10 +575,11 @@ def _shard_name(prefix, shard, total):
 
 
 def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable = None,
-                       object_graph: Optional[bytes] = None):
+                       object_graph: Optional[bytes] = None, added: Optional[Dict[str, np.ndarray]] = None):
     """Writes a copy of a checkpoint in which each table becomes keys/values/freqs/versions.
 
-    ``object_graph``, when given, replaces the checkpoint's serialized TrackableObjectGraph.
+    ``object_graph``, when given, replaces the checkpoint's serialized TrackableObjectGraph;
+    ``added`` ({name: array}) are tensors written beside the others (the stock target's hash tables).
     The data files are copied as they are and the index is rewritten so that KEY-values names
     the table's bytes where they already lie; only the ids (and one shared block of zeros for
     freqs and versions) are written, in one extra shard. Tables stored in slices (partitioned
@@ -615,6 +616,9 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
         parsed.pop(OBJECT_GRAPH_KEY.encode(), None)
         names.append(OBJECT_GRAPH_KEY)
         tensors.append(tf.constant(object_graph, dtype=tf.string))
+    for name, value in (added or {}).items():
+        names.append(name)
+        tensors.append(tf.constant(value))
     for table in tables:
         entry = parsed.pop(table.key.encode())
         rows = int(entry.shape.dim[0].size)

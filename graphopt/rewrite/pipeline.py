@@ -16,7 +16,10 @@ from graphopt.rewrite.passes.handles import ReplaceVariableHandles
 from graphopt.rewrite.passes.initializers import RewriteInitializers
 from graphopt.rewrite.passes.lookups import ReplaceLookups
 from graphopt.rewrite.passes.saver import RewireRestore, RewireSave
+from graphopt.rewrite.passes.stock_lookups import StockLookups
+from graphopt.rewrite.passes.stock_saver import StockRestore, StockSave
 from graphopt.rewrite.plan import RewriteContext
+from graphopt.rewrite.stock_nodes import StockTables
 
 
 class RewriteIntegrityError(GraphoptError):
@@ -44,6 +47,12 @@ def default_passes() -> List:
         DropTableVariables(),
         RemoveDeadNodes(),
     ]
+
+
+def stock_passes(tables: StockTables = None) -> List:
+    """The stock-ops rewrite (``--target stock``): rows stay dense, keys go through built-in hash tables."""
+    tables = tables or StockTables()
+    return [StockLookups(tables), StockSave(tables), StockRestore(tables), RemoveDeadNodes()]
 
 
 def run_passes(ctx: RewriteContext, passes=None, debug: bool = False) -> List[PassResult]:

@@ -13,11 +13,13 @@ from graphopt.graph.model import ModelGraph
 from graphopt.rewrite.detect import detect
 from graphopt.rewrite.inspection import node_counts
 from graphopt.rewrite.object_graph import rewrite_object_graph
-from graphopt.rewrite.pipeline import PassResult, run_passes
+from graphopt.rewrite.pipeline import PassResult, run_passes, stock_passes
 from graphopt.rewrite.plan import EV_OPS, RewriteContext, RewritePlan
+from graphopt.rewrite import stock_nodes
 from graphopt.rewrite.tensorboard import write_tensorboard
 
 MANIFEST = "graphopt_manifest.json"
+TARGETS = ("ev", "stock")
 
 
 @dataclasses.dataclass
@@ -72,18 +74,25 @@ def _check_output(src, out, overwrite):
 def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str] = None,
                   min_rows: int = 0, dry_run: bool = False, overwrite: bool = False, tags=None,
                   tensorboard: Optional[str] = None, progress: Optional[Callable] = None,
-                  debug: bool = False, on_plan: Optional[Callable] = None) -> RewriteReport:
+                  debug: bool = False, on_plan: Optional[Callable] = None, target: str = "ev") -> RewriteReport:
     """Rewrites the embedding tables of model ``src`` onto EmbeddingVariables and writes ``out``.
+
+    ``target="stock"`` keeps the rows dense and maps keys to rows with TensorFlow's built-in hash
+    tables instead, so the output needs no op library (docs/rewrite.md, "Stock-ops output").
 
     ``on_plan(plan)`` is called once the tables are chosen, ``progress(done, table)`` after each
     table's checkpoint data is converted. Nothing
     is written when no table is selected or with ``dry_run``; ``src`` is never modified.
     """
+    if target not in TARGETS:
+        raise ModelError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     src, out = os.fspath(src), os.fspath(out) if out is not None else None
     source = io.read_model(src, tags)
     model = ModelGraph(io.clone(source.meta_graph))
     before = node_counts(model)
     plan = RewritePlan.select(detect(model).tables, include, exclude, min_rows)
+    if target == "stock":
+        plan = stock_nodes.restrict_plan(plan)
     report = RewriteReport(src, out, plan, [], before, dict(before), dry_run=dry_run)
     if on_plan is not None:
         on_plan(plan)
@@ -92,8 +101,15 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     if not dry_run:
         _check_output(src, out, overwrite)
     ctx = RewriteContext(model, plan)
-    report.passes = run_passes(ctx, debug=debug)
-    io.add_op_defs(model.meta_graph, EV_OPS)
+    if target == "stock":
+        # No TF2 object stands for a hash table: the output is TF1-format, and the functions only
+        # the object graph used go with it.
+        model.meta_graph.ClearField("object_graph_def")
+        report.passes = run_passes(ctx, stock_passes(), debug=debug)
+        io.add_op_defs(model.meta_graph, stock_nodes.STOCK_OPS)
+    else:
+        report.passes = run_passes(ctx, debug=debug)
+        io.add_op_defs(model.meta_graph, EV_OPS)
     report.nodes_after = node_counts(model)
     report.manifest = [r.to_dict() for r in ctx.replacements]
     if tensorboard:
@@ -101,7 +117,7 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
                               write_tensorboard(model.meta_graph, tensorboard, run_name="after")]
     if dry_run:
         return report
-    report.bytes_converted = _write(source, model.meta_graph, plan, out, report, progress)
+    report.bytes_converted = _write(source, model.meta_graph, plan, out, report, progress, target)
     report.wrote = True
     return report
 
@@ -118,14 +134,15 @@ def _rewritten_object_graph(source, meta_graph, plan):
     return io.serialize(ckpt_graph) if ckpt_graph is not None else None
 
 
-def _write(source, meta_graph, plan, out, report, progress):
+def _write(source, meta_graph, plan, out, report, progress, target):
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.graphopt-", dir=parent)
     try:
         object_graph = None
         if source.kind == "saved_model":
-            object_graph = _rewritten_object_graph(source, meta_graph, plan)
+            if target == "ev":
+                object_graph = _rewritten_object_graph(source, meta_graph, plan)
             io.write_saved_model(source, meta_graph, tmp, keep_object_graph=object_graph is not None)
             dst_prefix = os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
         else:
@@ -133,9 +150,14 @@ def _write(source, meta_graph, plan, out, report, progress):
             io.write_meta_graph(meta_graph, os.path.join(tmp, os.path.basename(source.path)), source.text)
             dst_prefix = os.path.join(tmp, base)
             io.write_checkpoint_state(tmp, base)
-        conversions = [io.TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids) for t in plan.tables]
-        converted = io.convert_checkpoint(source.checkpoint_prefix, dst_prefix, conversions, progress,
-                                          object_graph=object_graph)
+        if target == "stock":
+            converted = io.convert_checkpoint(source.checkpoint_prefix, dst_prefix, [], progress,
+                                              added=stock_nodes.checkpoint_content(plan.tables))
+        else:
+            conversions = [io.TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids)
+                           for t in plan.tables]
+            converted = io.convert_checkpoint(source.checkpoint_prefix, dst_prefix, conversions, progress,
+                                              object_graph=object_graph)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump({"source": os.path.abspath(source.path), "tables": [t.to_dict() for t in plan.tables],
                        "replaced": report.manifest}, f, indent=1)

@@ -1,0 +1,308 @@
+"""``rewrite --target stock``: outputs that only use TensorFlow's built-in ops.
+
+The stock outputs are run in a separate Python process that imports TensorFlow and nothing of
+graphopt, the way a stock ``tensorflow_model_server`` would see them; the originals run here.
+"""
+
+import collections
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from graphopt.data import generate_samples
+from graphopt.graph import io
+from graphopt.graph.model import ModelGraph, TensorRef
+from graphopt.rewrite import inspect_model, rewrite_model
+from graphopt.rewrite import stock_nodes
+from graphopt_models.features import feature_arrays
+from tests.conftest import FORMS
+from tests.rewrite import cases
+from tests.rewrite.runners import assert_identical, run_session, run_tf2
+
+# What the process without graphopt runs: both loaders on each job, outputs saved as .npz,
+# and the op types it saw (graph and function library) reported back as JSON.
+PLAIN_TF_RUNNER = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+jobs = json.load(open(sys.argv[1]))
+seen = {}
+for job in jobs:
+    feeds = dict(np.load(job["feeds"], allow_pickle=True))
+    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+        mg = tf.compat.v1.saved_model.loader.load(sess, ["serve"], job["path"])
+        sig = mg.signature_def[job["signature"]]
+        out = sess.run({k: v.name for k, v in sig.outputs.items()},
+                       {sig.inputs[k].name: v for k, v in feeds.items()})
+    np.savez(job["session_out"], **out)
+    fn = tf.saved_model.load(job["path"]).signatures[job["signature"]]
+    out = fn(**{k: tf.constant(v) for k, v in feeds.items()})
+    np.savez(job["tf2_out"], **{k: v.numpy() for k, v in out.items()})
+    ops = [n.op for n in mg.graph_def.node]
+    ops += [n.op for f in mg.graph_def.library.function for n in f.node_def]
+    seen[job["name"]] = sorted(set(ops))
+print(json.dumps({"graphopt_modules": sorted(m for m in sys.modules if m.split(".")[0] in ("graphopt", "graphopt_models")),
+                  "ops": seen}))
+"""
+
+COURSE_TABLES = 10
+
+
+def _course_feeds():
+    return feature_arrays(generate_samples(64, seed=3))
+
+
+def _drop_object_graph(src, dst):
+    """A copy of ``src`` without its object graph: tf.saved_model.load then takes the TF1 path."""
+    source = io.read_model(src)
+    io.write_saved_model(source, source.meta_graph, dst)
+    io.copy_checkpoint(source.checkpoint_prefix, os.path.join(dst, "variables", "variables"))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def stock_models(built_case, course_models, tmp_path_factory):
+    """name -> (original dir, stock dir, signature, feeds, report) for the small cases and the course forms."""
+    base = tmp_path_factory.mktemp("stock")
+    models = {}
+    for builder in (cases.tf1_builder, cases.tf1_partitioned_mod, cases.tf1_partitioned_div,
+                    cases.tf1_ref_variables_partitioned, cases.keras_two_inputs,
+                    cases.keras_string_lookup_masking, cases.module_lookup_sparse,
+                    cases.module_shared_lookup_function):
+        case = built_case(builder)
+        models[case.name] = (case.path, case.signature, case.feeds)
+    for form in FORMS:
+        models[f"course_{form}"] = (course_models(form)[0], "serving_default", _course_feeds())
+    out = {}
+    for name, (path, signature, feeds) in models.items():
+        dst = str(base / name)
+        out[name] = (path, dst, signature, feeds, rewrite_model(path, dst, target="stock", debug=True))
+    return out
+
+
+@pytest.fixture(scope="module")
+def plain_tf_runs(stock_models, tmp_path_factory):
+    """Runs every stock output once in a process that imports only TensorFlow; name -> outputs."""
+    work = tmp_path_factory.mktemp("plain_tf")
+    jobs = []
+    for name, (_, dst, signature, feeds, _) in stock_models.items():
+        np.savez(work / f"{name}_feeds.npz", **feeds)
+        jobs.append({"name": name, "path": dst, "signature": signature, "feeds": str(work / f"{name}_feeds.npz"),
+                     "session_out": str(work / f"{name}_session.npz"), "tf2_out": str(work / f"{name}_tf2.npz")})
+    (work / "jobs.json").write_text(json.dumps(jobs))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", PLAIN_TF_RUNNER, str(work / "jobs.json")], cwd=str(work),
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def load(path):
+        with np.load(path, allow_pickle=True) as z:
+            return {k: z[k] for k in z.files}
+
+    outputs = {j["name"]: {"session": load(j["session_out"]), "tf2": load(j["tf2_out"])} for j in jobs}
+    return report, outputs
+
+
+def _all_ops(path):
+    model = ModelGraph(io.read_model(path).meta_graph)
+    return collections.Counter(n.op for b in model.bodies.values() for n in b.nodes())
+
+
+@pytest.mark.slow
+def test_stock_outputs_load_and_run_where_graphopt_is_not_loaded(stock_models, plain_tf_runs):
+    report, outputs = plain_tf_runs
+    assert report["graphopt_modules"] == []
+    assert sorted(report["ops"]) == sorted(stock_models)
+    for name, ops in report["ops"].items():
+        assert not [op for op in ops if op.startswith("GraphoptEv")], name
+        assert stock_nodes.FIND_OP in ops and stock_nodes.HASH_TABLE_OP in ops, name
+    for name, (_, dst, *_rest) in stock_models.items():
+        assert not [op for op in _all_ops(dst) if op.startswith("GraphoptEv")], name
+
+
+@pytest.mark.slow
+def test_stock_outputs_equal_the_originals_through_the_session_loader(stock_models, plain_tf_runs):
+    _, outputs = plain_tf_runs
+    for name, (src, _, signature, feeds, report) in stock_models.items():
+        assert report.tables_converted >= 1, name
+        assert_identical(run_session(src, signature, feeds), outputs[name]["session"])
+
+
+@pytest.mark.slow
+def test_stock_outputs_through_tf2_loader_equal_the_original_on_the_tf1_path(stock_models, plain_tf_runs,
+                                                                              tmp_path):
+    """TF1-format originals: exact against tf.saved_model.load of the original itself. TF2-format
+    originals: exact against the original without its object graph (the same TF1 load path)."""
+    _, outputs = plain_tf_runs
+    for name, (src, _, signature, feeds, _) in stock_models.items():
+        tf1_format = not io.read_model(src).meta_graph.HasField("object_graph_def")
+        original = src if tf1_format else _drop_object_graph(src, str(tmp_path / name))
+        assert_identical(run_tf2(original, signature, feeds), outputs[name]["tf2"])
+
+
+@pytest.mark.slow
+def test_tf2_format_course_model_natively_loaded_agrees_to_float32_rounding(stock_models, plain_tf_runs):
+    """The native TF2 path of the untouched Keras original may differ by an ulp (Grappler optimizes
+    the two load paths differently); it must stay within float32 rounding of the scores."""
+    _, outputs = plain_tf_runs
+    src, _, signature, feeds, _ = stock_models["course_keras"]
+    native = run_tf2(src, signature, feeds)
+    for k, v in native.items():
+        np.testing.assert_allclose(outputs["course_keras"]["tf2"][k], v, rtol=2e-6, atol=0)
+
+
+def _fed_by_find(body, ref: TensorRef) -> bool:
+    """True when ``ref`` is Maximum(LookupTableFindV2(...), 0), possibly cast back to int32."""
+    node = body.node(ref.node)
+    if node is not None and node.op == "Cast":
+        node = body.node(body.data_inputs(node)[0].node)
+    if node is None or node.op != "Maximum":
+        return False
+    row = body.node(body.data_inputs(node)[0].node)
+    return row is not None and row.op == stock_nodes.FIND_OP
+
+
+def _stock_finds(model) -> int:
+    """LookupTableFindV2 nodes that read one of the stock target's hash tables."""
+    count = 0
+    for body in model.bodies.values():
+        for node in body.nodes():
+            if node.op == stock_nodes.FIND_OP:
+                table = body.node(body.data_inputs(node)[0].node)
+                if table is not None and table.op == stock_nodes.HASH_TABLE_OP:  # else a function arg
+                    count += io.attr_value(table, "shared_name").startswith(b"graphopt_stock_")
+    return count
+
+
+@pytest.mark.slow
+def test_every_lookup_of_a_table_goes_through_its_hash_table(stock_models):
+    for name, (src, dst, *_rest) in stock_models.items():
+        before = inspect_model(src)
+        sites = {(s.body, s.node) for t in before.tables for s in t.sites}
+        after = inspect_model(dst)
+        model = ModelGraph(io.read_model(dst).meta_graph)
+        # The rows are still the same dense variables, gathered at the row the hash table found.
+        assert sorted(t.checkpoint_key for t in after.tables) == sorted(t.checkpoint_key for t in before.tables)
+        for t in after.tables:
+            for s in t.sites:
+                assert _fed_by_find(model.body(s.body), TensorRef.parse(s.ids)), (name, s.where)
+        # Every lookup site kept in the output (functions only the dropped object graph used are
+        # gone) is the moved gather of a site of the original, and has exactly one find.
+        moved = {(s.body, s.node[:-len("/stock_gather")]) for t in after.tables for s in t.sites}
+        assert all(s.node.endswith("/stock_gather") for t in after.tables for s in t.sites), name
+        assert moved == {(b, n) for b, n in sites if b in model.bodies}, name
+        assert _stock_finds(model) == len(moved), name
+
+
+def test_stock_checkpoint_holds_the_rows_and_the_key_to_row_maps(built_case, tmp_path):
+    case = built_case(cases.tf1_partitioned_mod)
+    out = str(tmp_path / "stock")
+    report = rewrite_model(case.path, out, target="stock")
+    before = io.checkpoint_tensors(io.read_model(case.path).checkpoint_prefix)
+    after = io.checkpoint_tensors(io.read_model(out).checkpoint_prefix)
+    added = {n for t in report.plan.tables for n in stock_nodes.checkpoint_names(t)}
+    assert set(after) == set(before) | added
+    import tensorflow as tf
+
+    old, new = (tf.train.load_checkpoint(io.read_model(p).checkpoint_prefix) for p in (case.path, out))
+    for name in before:
+        np.testing.assert_array_equal(old.get_tensor(name), new.get_tensor(name))
+    for t in report.plan.tables:
+        keys, rows = (new.get_tensor(n) for n in stock_nodes.checkpoint_names(t))
+        np.testing.assert_array_equal(keys, np.arange(t.rows))
+        np.testing.assert_array_equal(rows, np.arange(t.rows))
+
+
+def test_unseen_ids_get_the_zero_row(built_case, tmp_path):
+    case = built_case(cases.tf1_builder)
+    out = str(tmp_path / "stock")
+    rewrite_model(case.path, out, target="stock")
+    ids = np.array([3, 40, 1000, -1, 39], np.int64)
+    got = run_session(out, "serving_default", {"ids": ids})["out"]
+    # out = emb[ids] @ w: an unseen id's zero row gives exactly zero.
+    assert np.all(got[[1, 2, 3]] == 0)
+    known = run_session(case.path, "serving_default", {"ids": ids[[0, 4]]})["out"]
+    np.testing.assert_array_equal(got[[0, 4]], known)
+    with pytest.raises(Exception, match="not in"):
+        run_session(case.path, "serving_default", {"ids": ids})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["course_keras", "tf1_partitioned_mod"])
+def test_validate_passes_on_stock_output(stock_models, name):
+    from graphopt.validate import validate_models
+
+    src, dst, signature, *_ = stock_models[name]
+    report = validate_models(src, dst, loader="session", batches=1, signatures=[signature])
+    assert report.passed, report.format()
+
+
+def test_save_then_restore_round_trips_the_hash_table(built_case, tmp_path):
+    """The Saver's save path exports the hash table; restoring that checkpoint gives the same outputs."""
+    import tensorflow as tf
+
+    case = built_case(cases.tf1_partitioned_div)
+    out = str(tmp_path / "stock")
+    rewrite_model(case.path, out, target="stock")
+    feeds = {"ids": np.array([0, 22, 5, 40], np.int64)}
+    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+        mg = tf.compat.v1.saved_model.loader.load(sess, ["serve"], out)
+        saver = tf.compat.v1.train.Saver(saver_def=mg.saver_def)
+        prefix = saver.save(sess, str(tmp_path / "ckpt"))
+        sig = mg.signature_def["serving_default"]
+        before = sess.run(sig.outputs["out"].name, {sig.inputs["ids"].name: feeds["ids"]})
+    reader = tf.train.load_checkpoint(prefix)
+    for t in inspect_model(case.path).tables:
+        keys, rows = (reader.get_tensor(n) for n in stock_nodes.checkpoint_names(t))
+        np.testing.assert_array_equal(np.sort(keys), np.arange(t.rows))
+        np.testing.assert_array_equal(rows[np.argsort(keys)], np.arange(t.rows))
+    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+        mg = tf.compat.v1.saved_model.loader.load(sess, ["serve"], out)
+        tf.compat.v1.train.Saver(saver_def=mg.saver_def).restore(sess, prefix)
+        sig = mg.signature_def["serving_default"]
+        after = sess.run(sig.outputs["out"].name, {sig.inputs["ids"].name: feeds["ids"]})
+    np.testing.assert_array_equal(before, after)
+
+
+def test_unknown_target_is_refused(built_case, tmp_path):
+    from graphopt.errors import GraphoptError
+
+    with pytest.raises(GraphoptError, match="unknown target 'onnx'"):
+        rewrite_model(built_case(cases.tf1_builder).path, str(tmp_path / "x"), target="onnx")
+
+
+def test_cli_target_stock(built_case, tmp_path):
+    from click.testing import CliRunner
+
+    from graphopt.cli import main
+
+    out = str(tmp_path / "out")
+    result = CliRunner().invoke(main, ["rewrite", built_case(cases.tf1_builder).path, "-o", out, "--target", "stock"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "emb [40, 4] -> built-in hash table + dense rows" in result.output
+    assert not [op for op in _all_ops(out) if op.startswith("GraphoptEv")] and _stock_finds(
+        ModelGraph(io.read_model(out).meta_graph)) == 1
+    bad = CliRunner().invoke(main, ["rewrite", built_case(cases.tf1_builder).path, "-o", out + "2", "--target", "tfra"])
+    assert bad.exit_code == 2 and "'tfra' is not one of 'ev', 'stock'" in bad.output
+
+
+@pytest.mark.parametrize("builder", cases.CHECKPOINT_CASES, ids=lambda b: b.__name__)
+def test_tf1_checkpoint_inputs(built_case, builder, tmp_path):
+    """A meta graph + checkpoint input: import_meta_graph + Saver.restore fills the hash table."""
+    from tests.rewrite.conftest import rewritten_path
+    from tests.rewrite.runners import run_meta_graph
+
+    case = built_case(builder)
+    out = str(tmp_path / "out")
+    rewrite_model(case.path, out, target="stock")
+    ids = np.concatenate([case.feeds["ids:0"], [40]])
+    got = run_meta_graph(rewritten_path(case, out), {"ids:0": ids})["out:0"]
+    np.testing.assert_array_equal(got[:-1], run_meta_graph(case.path, case.feeds)["out:0"])
+    assert np.all(got[-1] == 0)
