@@ -578,7 +578,8 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
                        object_graph: Optional[bytes] = None, added: Optional[Dict[str, np.ndarray]] = None):
     """Writes a copy of a checkpoint in which each table becomes keys/values/freqs/versions.
 
-    ``object_graph``, when given, replaces the checkpoint's serialized TrackableObjectGraph;
+    ``object_graph``, when given (bytes, or a callable returning them or None), replaces the
+    checkpoint's serialized TrackableObjectGraph;
     ``added`` ({name: array}) are tensors written beside the others (the stock target's hash tables).
     The data files are copied as they are and the index is rewritten so that KEY-values names
     the table's bytes where they already lie; only the ids (and one shared block of zeros for
@@ -612,6 +613,8 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
 
     extra = dst_prefix + "_graphopt_extra"
     names, tensors, converted = [], [], 0
+    if callable(object_graph):
+        object_graph = object_graph()  # computed while the data files were being copied
     if object_graph is not None:
         parsed.pop(OBJECT_GRAPH_KEY.encode(), None)
         names.append(OBJECT_GRAPH_KEY)

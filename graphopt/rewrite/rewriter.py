@@ -1,5 +1,6 @@
 """``rewrite_model``: read a model, run the passes, convert the checkpoint, write the result atomically."""
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -139,25 +140,34 @@ def _write(source, meta_graph, plan, out, report, progress, target):
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.graphopt-", dir=parent)
     try:
-        object_graph = None
-        if source.kind == "saved_model":
-            if target == "ev":
-                object_graph = _rewritten_object_graph(source, meta_graph, plan)
-            io.write_saved_model(source, meta_graph, tmp, keep_object_graph=object_graph is not None)
-            dst_prefix = os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
-        else:
-            base = os.path.basename(source.checkpoint_prefix)
-            io.write_meta_graph(meta_graph, os.path.join(tmp, os.path.basename(source.path)), source.text)
-            dst_prefix = os.path.join(tmp, base)
-            io.write_checkpoint_state(tmp, base)
-        if target == "stock":
-            converted = io.convert_checkpoint(source.checkpoint_prefix, dst_prefix, [], progress,
-                                              added=stock_nodes.checkpoint_content(plan.tables))
-        else:
-            conversions = [io.TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids)
-                           for t in plan.tables]
-            converted = io.convert_checkpoint(source.checkpoint_prefix, dst_prefix, conversions, progress,
-                                              object_graph=object_graph)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            # Saving the EmbeddingVariable template for the object graph costs TensorFlow time, the
+            # checkpoint's data files cost disk time: do both at once. The conversion asks for the
+            # object graph only when it writes the checkpoint's new shard, after the file copies.
+            object_graph = None
+            if source.kind == "saved_model" and target == "ev":
+                object_graph = pool.submit(_rewritten_object_graph, source, meta_graph, plan)
+            if source.kind == "saved_model":
+                dst_prefix = os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
+            else:
+                base = os.path.basename(source.checkpoint_prefix)
+                dst_prefix = os.path.join(tmp, base)
+            if target == "stock":
+                converted = io.convert_checkpoint(source.checkpoint_prefix, dst_prefix, [], progress,
+                                                  added=stock_nodes.checkpoint_content(plan.tables))
+            else:
+                conversions = [io.TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids)
+                               for t in plan.tables]
+                converted = io.convert_checkpoint(
+                    source.checkpoint_prefix, dst_prefix, conversions, progress,
+                    object_graph=object_graph.result if object_graph is not None else None)
+            # The meta graph is written last: the object-graph rewrite edits it in place.
+            if source.kind == "saved_model":
+                keep = object_graph is not None and object_graph.result() is not None
+                io.write_saved_model(source, meta_graph, tmp, keep_object_graph=keep)
+            else:
+                io.write_meta_graph(meta_graph, os.path.join(tmp, os.path.basename(source.path)), source.text)
+                io.write_checkpoint_state(tmp, base)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump({"source": os.path.abspath(source.path), "tables": [t.to_dict() for t in plan.tables],
                        "replaced": report.manifest}, f, indent=1)
