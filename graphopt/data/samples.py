@@ -70,12 +70,12 @@ def time_split(samples, test_fraction=0.2):
     return samples.take(order[:n_train]), samples.take(order[n_train:])
 
 
-def read_samples(path):
-    """Read a CSV in the course's sample format, validating every cell the model uses."""
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such file; give a CSV in the course's sample format (--data)")
-    if os.path.isdir(path):
-        raise DataError(f"{path}: is a directory; give a CSV file")
+def read_csv_cells(path, choose_columns):
+    """The cells of the columns ``choose_columns(header)`` picks, as {column: [(line, text)]}.
+
+    Errors name the file and the line: an empty file, a truncated row, text that is not UTF-8 or
+    not CSV. ``choose_columns`` may raise its own DataError (a missing column is on line 1).
+    """
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
@@ -83,14 +83,8 @@ def read_samples(path):
             if header is None:
                 raise DataError(f"{path}: the file is empty; it needs a header line and rows")
             header = [h.strip() for h in header]
-            missing = [c for c in REQUIRED_COLUMNS if c not in header]
-            if missing:
-                raise DataError(
-                    f"{path}, line 1: missing column(s) {', '.join(missing)}; "
-                    "the header must name every feature of the course's sample format"
-                )
-            index = {c: header.index(c) for c in REQUIRED_COLUMNS}
-            raw = {c: [] for c in REQUIRED_COLUMNS}
+            index = {c: header.index(c) for c in choose_columns(header)}
+            cells = {c: [] for c in index}
             for line_no, row in enumerate(reader, start=2):
                 if not row:
                     continue
@@ -100,11 +94,31 @@ def read_samples(path):
                         f"{len(header)}; fix or remove the truncated row"
                     )
                 for c, i in index.items():
-                    raw[c].append((line_no, row[i]))
+                    cells[c].append((line_no, row[i]))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason}); give a CSV file") from None
     except csv.Error as exc:
         raise DataError(f"{path}: not a valid CSV ({exc})") from None
+    return cells
+
+
+def read_samples(path):
+    """Read a CSV in the course's sample format, validating every cell the model uses."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file; give a CSV in the course's sample format (--data)")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a directory; give a CSV file")
+
+    def required(header):
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise DataError(
+                f"{path}, line 1: missing column(s) {', '.join(missing)}; "
+                "the header must name every feature of the course's sample format"
+            )
+        return REQUIRED_COLUMNS
+
+    raw = read_csv_cells(path, required)
     if not raw[LABEL]:
         raise DataError(f"{path}: the header has no rows under it; the file holds no samples")
     columns = {}

@@ -688,19 +688,22 @@ def read_object_graph(prefix):
     return graph
 
 
+def object_functions(saved_object) -> list:
+    """Names of the concrete functions one SavedObject (a function or bare function) stands for."""
+    kind = saved_object.WhichOneof("kind")
+    if kind == "function":
+        return list(saved_object.function.concrete_functions)
+    if kind == "bare_concrete_function":
+        return [saved_object.bare_concrete_function.concrete_function_name]
+    return []
+
+
 def object_graph_functions(meta_graph) -> set:
     """Names of the concrete functions a SavedModel's object graph refers to."""
     if not meta_graph.HasField("object_graph_def"):
         return set()
     og = meta_graph.object_graph_def
-    names = set(og.concrete_functions)
-    for node in og.nodes:
-        kind = node.WhichOneof("kind")
-        if kind == "function":
-            names.update(node.function.concrete_functions)
-        elif kind == "bare_concrete_function":
-            names.add(node.bare_concrete_function.concrete_function_name)
-    return names
+    return set(og.concrete_functions).union(*(object_functions(n) for n in og.nodes))
 
 
 def top_level_calls(meta_graph) -> list:

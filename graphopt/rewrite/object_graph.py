@@ -37,8 +37,9 @@ def _template(tables) -> tuple:
     """Saves a module with one EmbeddingVariable per table; returns (SavedObjectGraph, library, ckpt graph).
 
     Each table gets a shared name unique to this rewrite: every object that stands for the table
-    then resolves to one table (TF restores a checkpoint key once, into one of them), while two
-    different rewritten models loaded in one process (two served versions) never share rows.
+    then resolves to one table (TF restores a checkpoint key once, into one of them). Loads never
+    share rows: different rewrites have different names, and tf.saved_model.load suffixes shared
+    names with a per-load counter, so even two loads of one model get tables of their own.
     """
     import tensorflow as tf
 
@@ -137,13 +138,7 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables) -> Optional[object]:
 
     # Template functions, renamed so they cannot clash with the model's own.
     existing = {f.signature.name for f in meta_graph.graph_def.library.function}
-    wanted = set()
-    for node in t_og.nodes:
-        kind = node.WhichOneof("kind")
-        if kind == "function":
-            wanted.update(node.function.concrete_functions)
-        elif kind == "bare_concrete_function":
-            wanted.add(node.bare_concrete_function.concrete_function_name)
+    wanted = set().union(*(io.object_functions(n) for n in t_og.nodes))
     closure = _function_closure(t_library, wanted)
     renamed = {}
     for name in closure:
@@ -180,19 +175,10 @@ def _graft(og, ckpt_graph, t_og, t_ckpt, template_root, target, table, renamed):
     # the checkpoint conversion names a table saved under K.
     io.set_checkpoint_attribute(ckpt_graph.nodes[target], TEMPLATE_ATTRIBUTE, table.checkpoint_key)
     for j in sub:
-        for name in _functions_of(t_og.nodes[j]):
+        for name in io.object_functions(t_og.nodes[j]):
             io.copy_concrete_function(og, t_og, name, renamed[name], new_id)
 
 
 def is_embedding_variable_function(name) -> bool:
     """Whether a library function is one of the EmbeddingVariable objects' own (create, save, ...)."""
     return name.endswith(_FUNCTION_SUFFIX) or name.endswith(_FUNCTION_SUFFIX + "_")
-
-
-def _functions_of(node) -> List[str]:
-    kind = node.WhichOneof("kind")
-    if kind == "function":
-        return list(node.function.concrete_functions)
-    if kind == "bare_concrete_function":
-        return [node.bare_concrete_function.concrete_function_name]
-    return []

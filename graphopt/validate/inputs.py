@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from graphopt.data.samples import REQUIRED_COLUMNS, read_samples
+from graphopt.data.samples import REQUIRED_COLUMNS, read_csv_cells, read_samples
 from graphopt.errors import DataError
 from graphopt.validate.loaders import numpy_dtype
 from graphopt.validate.vocabulary import UNKNOWN_WORDS
@@ -271,25 +271,7 @@ def _read_npz(path):
 
 
 def _read_csv(path, spec):
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            if not header:
-                raise DataError(f"{path}: the file is empty; it needs a header naming the signature inputs")
-            wanted = {k: header.index(k) for k in spec.inputs if k in header}
-            raw = {k: [] for k in wanted}
-            for line_no, row in enumerate(reader, start=2):
-                if not row:
-                    continue
-                if len(row) < len(header):
-                    raise DataError(f"{path}, line {line_no}: {len(row)} cells where the header has {len(header)}")
-                for k, i in wanted.items():
-                    raw[k].append((line_no, row[i]))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason}); give a CSV file") from None
-    except csv.Error as exc:
-        raise DataError(f"{path}: not a valid CSV ({exc})") from None
+    raw = read_csv_cells(path, lambda header: [k for k in spec.inputs if k in header])
     columns = {}
     for k, cells in raw.items():
         s = spec.inputs[k]

@@ -56,11 +56,13 @@ def test_aliased_objects_share_one_restored_table(keras_rewrites):
 
 
 @pytest.mark.slow
-def test_two_rewritten_models_in_one_process_do_not_share_rows(keras_rewrites):
+@pytest.mark.parametrize("same_model", [False, True], ids=["two rewrites", "one rewrite loaded twice"])
+def test_two_loaded_models_in_one_process_do_not_share_rows(keras_rewrites, same_model):
+    """Two served versions live side by side during a swap: neither may see the other's rows."""
     import graphopt.ops.library as library
 
     _, (out_a, out_b) = keras_rewrites
-    a, b = tf.saved_model.load(out_a), tf.saved_model.load(out_b)
+    a, b = tf.saved_model.load(out_a), tf.saved_model.load(out_a if same_model else out_b)
     lib = library.load_library()
     table_a = [o for o in a.variables if type(o).__name__ == "RestoredResource"][0]
     table_b = [o for o in b.variables if type(o).__name__ == "RestoredResource"][0]
