@@ -193,18 +193,46 @@ def check_signatures(original_meta, rewritten_meta):
     return CheckResult("signatures", "signatures match", not findings, summary, _truncate(findings))
 
 
-def check_restore(rewritten, tags=DEFAULT_TAGS):
-    """Load the rewritten model the TF Serving way: its SaverDef restore and init op must run."""
+def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=()):
+    """Load the rewritten model the TF Serving way: its SaverDef restore and init op must run, and
+    each EmbeddingVariable it restored must hold exactly the rows of the table it replaced."""
     try:
         model = SessionModel(rewritten, tags)
     except load_failures() as exc:
         return CheckResult("restore", "the saver's restore runs", False, "",
                            [f"loading in a Session (restore op, then init op) failed: {describe_failure(exc)}"])
+    try:
+        findings, restored = _restored_tables(model, original, original_tables)
+    finally:
+        model.close()
     saver = model.meta_graph.saver_def
-    model.close()
     summary = f"restore op {saver.restore_op_name!r} and the init op ran" if saver.restore_op_name else (
         "the model has no saver (no variables to restore)")
-    return CheckResult("restore", "the saver's restore runs", True, summary, [])
+    if restored:
+        summary += f"; {_count(restored, 'restored EmbeddingVariable')} holding exactly the original rows"
+    return CheckResult("restore", "the saver's restore runs", not findings, summary, _truncate(findings))
+
+
+def _restored_tables(model, original, original_tables):
+    """Exports each table's EmbeddingVariable from the restored session and compares its rows."""
+    reader = _checkpoint(original) if original is not None else None
+    handles = {n.name: n for n in model.meta_graph.graph_def.node if n.op == "GraphoptEvHandleOp"}
+    tables = [t for t in original_tables
+              if len(t.handles) == 1 and t.handles[0] in handles and t.checkpoint_key]
+    if reader is None or not tables:
+        return [], 0
+    from graphopt.ops.library import load_library
+
+    lib, findings = load_library(), []
+    with model.graph.as_default():
+        exports = {t.name: lib.graphopt_ev_export(model.graph.get_tensor_by_name(f"{t.handles[0]}:0"), dim=t.dim)
+                   for t in tables}
+    held = model.session.run({name: (keys, values) for name, (keys, values, _, _) in exports.items()})
+    for t in tables:
+        keys, values = held[t.name]
+        findings += [f"after the Session restore, {f}" for f in compare_table_rows(
+            t.name, reader.get_tensor(t.checkpoint_key), keys, values, t.row_ids(t.rows))]
+    return findings, len(tables)
 
 
 def check_lookup_wiring(original_tables, rewritten_meta):
@@ -375,7 +403,7 @@ def run_structural_checks(original, rewritten, original_meta, rewritten_meta, or
         check_node_inputs(rewritten_meta),
         check_ops_registered(rewritten_meta),
         check_signatures(original_meta, rewritten_meta),
-        check_restore(rewritten, tags),
+        check_restore(rewritten, tags, original, original_tables),
         check_checkpoint(original, rewritten, original_tables),
     ] + ([check_lookup_wiring(original_tables, rewritten_meta)] if graphopt_ops(rewritten_meta) else [])
 

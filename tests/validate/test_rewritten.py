@@ -51,6 +51,9 @@ def test_one_changed_value_in_an_embedding_variable(module_model, rewritten_modu
             "(first: id 37, column 2") in text
     if HAVE_OPS:
         assert "session serving_default output 'item_vector'" in text
+        # The live table, exported from the restored Session, shows the same damage.
+        assert ("restore: after the Session restore, EmbeddingVariable 'items': 1 rows differ from the table "
+                "(first: id 37, column 2") in text
 
 
 def test_a_dropped_key(tf1_model, rewritten_tf1, copy_of):
@@ -60,6 +63,8 @@ def test_a_dropped_key(tf1_model, rewritten_tf1, copy_of):
     assert "checkpoint: EmbeddingVariable 'item_table': 1 of the table's 50 ids are missing (first: 17)" in text
     if HAVE_OPS:  # id 17 now gets the default row: the large batch reads it
         assert "session serving_default output 'out'" in text
+        assert ("restore: after the Session restore, EmbeddingVariable 'item_table': 1 of the table's 50 ids "
+                "are missing (first: 17)") in text
 
 
 def test_a_lookup_wired_to_the_wrong_table(module_model, rewritten_module, copy_of):
