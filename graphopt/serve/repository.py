@@ -13,10 +13,10 @@ import threading
 from dataclasses import dataclass, field
 
 import tensorflow as tf
-from tensorflow.python.saved_model import loader_impl
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from graphopt.errors import ModelError
+from graphopt.graph import io
 from graphopt.serve.errors import BadRequest, NotFound
 from graphopt.serve.signature import DEFAULT_SIGNATURE, PredictSignature
 
@@ -87,10 +87,9 @@ def _warm_up(signature):
 
 def read_signature_defs(path):
     """The SignatureDefMap of the serving meta graph in ``path``/saved_model.pb."""
-    saved_model = loader_impl.parse_saved_model(path)
-    graphs = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags] or saved_model.meta_graphs[:1]
+    meta_graph = io.read_model(path).meta_graph
     result = get_model_metadata_pb2.SignatureDefMap()
-    for name, signature_def in graphs[0].signature_def.items():
+    for name, signature_def in meta_graph.signature_def.items():
         if not name.startswith("__"):  # "__saved_model_init_op" is not a signature clients call
             result.signature_def[name].CopyFrom(signature_def)
     return result
