@@ -125,7 +125,7 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables) -> Optional[object]:
     if not meta_graph.HasField("object_graph_def") or ckpt_graph is None:
         return None
     og = meta_graph.object_graph_def
-    if len(og.nodes) != len(ckpt_graph.nodes):
+    if len(ckpt_graph.nodes) > len(og.nodes):
         raise ModelError("the SavedModel's object graph does not match its checkpoint's "
                          f"({len(og.nodes)} vs {len(ckpt_graph.nodes)} objects); export the model again")
     objects = table_objects(meta_graph, ckpt_graph, tables)
@@ -135,6 +135,10 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables) -> Optional[object]:
                          "export the model again with tf.saved_model.save or model.export")
     t_og, t_library, t_ckpt = _template(tables)
     ckpt_graph = io.clone(ckpt_graph)
+    # Objects past the checkpoint's end (saveable functions of resources) have no checkpoint
+    # entry; empty slots keep both graphs' ids aligned for the objects appended below.
+    while len(ckpt_graph.nodes) < len(og.nodes):
+        ckpt_graph.nodes.add()
 
     # Template functions, renamed so they cannot clash with the model's own.
     existing = {f.signature.name for f in meta_graph.graph_def.library.function}
