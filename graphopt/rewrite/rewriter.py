@@ -4,13 +4,12 @@ import concurrent.futures
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from typing import Callable, Dict, List, Optional
 
-from graphopt.errors import ModelError, OutputExistsError
+from graphopt.errors import ModelError
 from graphopt.graph import io
 from graphopt.graph.model import ModelGraph
+from graphopt.output import check_output_dir, staged_output
 from graphopt.rewrite.detect import detect
 from graphopt.rewrite.inspection import node_counts
 from graphopt.rewrite.object_graph import rewrite_object_graph
@@ -68,8 +67,7 @@ def _check_output(src, out, overwrite):
     src_root = src_abs if os.path.isdir(src_abs) else os.path.dirname(src_abs)
     if out_abs == src_root or out_abs.startswith(src_root + os.sep) or src_root.startswith(out_abs + os.sep):
         raise ModelError(f"output {out} overlaps the input {src}; choose an output outside the model")
-    if os.path.exists(out) and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it or choose another output")
+    check_output_dir(out, overwrite)
 
 
 def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str] = None,
@@ -136,10 +134,8 @@ def _rewritten_object_graph(source, meta_graph, plan):
 
 
 def _write(source, meta_graph, plan, out, report, progress, target):
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.graphopt-", dir=parent)
-    try:
+    with staged_output(out, overwrite=True) as tmp:  # rewrite_model already refused an unwanted overwrite
+        os.makedirs(tmp)
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             # Saving the EmbeddingVariable template for the object graph costs TensorFlow time, the
             # checkpoint's data files cost disk time: do both at once. The conversion asks for the
@@ -171,15 +167,4 @@ def _write(source, meta_graph, plan, out, report, progress, target):
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump({"source": os.path.abspath(source.path), "tables": [t.to_dict() for t in plan.tables],
                        "replaced": report.manifest}, f, indent=1)
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.old-", dir=parent)
-            os.rmdir(old)
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return converted
