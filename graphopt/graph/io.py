@@ -1,27 +1,24 @@
-"""All protobuf plumbing of graphopt: reading and writing SavedModels, meta graphs and checkpoints.
+"""Protobuf plumbing of graphopt: reading and writing SavedModels, meta graphs and event files.
 
 Everything else works on the graph model (``graphopt.graph.model``) and on plain Python values;
-only this module parses or serializes protos, reads checkpoint bundles or writes event files.
+checkpoint bundles are read and written by ``graphopt.checkpoint``.
 """
 
 import dataclasses
 import os
 import shutil
-from typing import Callable, Dict, Iterable, Optional
+from typing import Iterable, Optional
 
 import numpy as np
 from google.protobuf import message, text_format
 
+from graphopt.checkpoint.convert import OBJECT_GRAPH_KEY
 from graphopt.errors import ModelError
 
 SAVED_MODEL_PB = "saved_model.pb"
 SAVED_MODEL_PBTXT = "saved_model.pbtxt"
 VARIABLES_DIR = "variables"
 VARIABLES_PREFIX = "variables"
-OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-# Tensors up to this size are copied together in one shard; bigger ones get a shard each so
-# that conversion never holds more than one big tensor in memory.
-SHARD_BYTES = 64 << 20
 
 
 def _tf():
@@ -405,271 +402,6 @@ def write_graph_events(logdir, graph_def, run_name):
         tf.summary.graph(graph_def)
     writer.close()
     return path
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-@dataclasses.dataclass
-class TensorInfo:
-    name: str
-    dtype: str
-    shape: list
-
-    @property
-    def nbytes(self):
-        return int(np.prod(self.shape, dtype=np.int64)) * (_tf().as_dtype(self.dtype).size
-                                                            if self.dtype != "string" else 1)
-
-
-def checkpoint_tensors(prefix):
-    """{name: TensorInfo} of every tensor in a checkpoint."""
-    tf = _tf()
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-    except (tf.errors.OpError, ValueError) as exc:
-        raise ModelError(
-            f"cannot read checkpoint {prefix} ({str(exc).splitlines()[0]}); "
-            "the variables files are missing or corrupted, copy them again"
-        ) from None
-    dtypes = reader.get_variable_to_dtype_map()
-    shapes = reader.get_variable_to_shape_map()
-    return {n: TensorInfo(n, dtypes[n].name, list(shapes[n])) for n in shapes}
-
-
-@dataclasses.dataclass
-class TableConversion:
-    """How one checkpoint tensor becomes the four tensors of an EmbeddingVariable."""
-
-    key: str  # checkpoint key of the dense table
-    new_key: str  # prefix of KEY-keys / -values / -freqs / -versions
-    keys_of: Callable[[int], np.ndarray]  # rows -> int64 ids of each row in stored order
-
-
-# --- The tensor bundle index: a LevelDB-format table of key -> BundleEntryProto -----------------
-# Rewriting the index lets a converted table keep its bytes where they are: KEY-values is the
-# old KEY entry under a new name, so the data files are copied as files and only the ids and
-# counters are written. The format is TensorFlow's core/lib/io/{format,block_builder,table}.cc.
-
-_TABLE_MAGIC = 0xDB4775248B80FB57
-_FOOTER_LEN = 48
-_CRC_TABLE = []
-
-
-def _crc32c(data: bytes) -> int:
-    if not _CRC_TABLE:
-        for i in range(256):
-            c = i
-            for _ in range(8):
-                c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-            _CRC_TABLE.append(c)
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-    crc = _crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _read_varint(buf: bytes, pos: int):
-    shift = result = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _block_entries(block: bytes):
-    num_restarts = int.from_bytes(block[-4:], "little")
-    end = len(block) - 4 - 4 * num_restarts
-    pos, key, out = 0, b"", []
-    while pos < end:
-        shared, pos = _read_varint(block, pos)
-        non_shared, pos = _read_varint(block, pos)
-        vlen, pos = _read_varint(block, pos)
-        key = key[:shared] + block[pos:pos + non_shared]
-        pos += non_shared
-        out.append((key, block[pos:pos + vlen]))
-        pos += vlen
-    return out
-
-
-class _UnsupportedIndex(Exception):
-    """The index uses a feature (compression) this reader does not handle."""
-
-
-def _read_block(data: bytes, handle: bytes):
-    offset, pos = _read_varint(handle, 0)
-    size, _ = _read_varint(handle, pos)
-    if data[offset + size] != 0:
-        raise _UnsupportedIndex("compressed block")
-    return data[offset:offset + size]
-
-
-def _read_index(path):
-    """[(key, value bytes)] of a bundle index file, in key order."""
-    data = _read_bytes(path)
-    footer = data[-_FOOTER_LEN:]
-    if int.from_bytes(footer[-8:], "little") != _TABLE_MAGIC:
-        raise _UnsupportedIndex("not a table")
-    _, pos = _read_varint(footer, 0)
-    _, pos = _read_varint(footer, pos)
-    index = _read_block(data, footer[pos:])
-    return [e for _, handle in _block_entries(index) for e in _block_entries(_read_block(data, handle))]
-
-
-def _block(entries) -> bytes:
-    body, restarts = bytearray(), []
-    for key, value in entries:
-        restarts.append(len(body))
-        body += _varint(0) + _varint(len(key)) + _varint(len(value)) + key + value
-    if not restarts:
-        restarts = [0]
-    for r in restarts:
-        body += r.to_bytes(4, "little")
-    body += len(restarts).to_bytes(4, "little")
-    return bytes(body)
-
-
-def _write_index(path, entries):
-    """Writes sorted (key, value bytes) as a bundle index file (one data block, no compression)."""
-    out = bytearray()
-
-    def put(block):
-        handle = _varint(len(out)) + _varint(len(block))
-        out.extend(block + b"\x00" + _masked_crc(block + b"\x00").to_bytes(4, "little"))
-        return handle
-
-    data_handle = put(_block(entries))
-    meta_handle = put(_block([]))
-    index_handle = put(_block([(entries[-1][0], data_handle)] if entries else []))
-    footer = (meta_handle + index_handle).ljust(_FOOTER_LEN - 8, b"\x00") + _TABLE_MAGIC.to_bytes(8, "little")
-    out.extend(footer)
-    with open(path, "wb") as f:
-        f.write(out)
-
-
-def _data_files(prefix):
-    directory, base = os.path.dirname(prefix) or ".", os.path.basename(prefix)
-    return sorted(os.path.join(directory, n) for n in os.listdir(directory) if n.startswith(base + ".data-"))
-
-
-def _shard_name(prefix, shard, total):
-    return f"{prefix}.data-{shard:05d}-of-{total:05d}"
-
-
-def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable = None,
-                       object_graph: Optional[bytes] = None, added: Optional[Dict[str, np.ndarray]] = None):
-    """Writes a copy of a checkpoint in which each table becomes keys/values/freqs/versions.
-
-    ``object_graph``, when given (bytes, or a callable returning them or None), replaces the
-    checkpoint's serialized TrackableObjectGraph;
-    ``added`` ({name: array}) are tensors written beside the others (the stock target's hash tables).
-    The data files are copied as they are and the index is rewritten so that KEY-values names
-    the table's bytes where they already lie; only the ids (and one shared block of zeros for
-    freqs and versions) are written, in one extra shard. Tables stored in slices (partitioned
-    variables) are read once each and written whole into that shard. Returns the table bytes
-    converted.
-    """
-    from tensorflow.core.protobuf import tensor_bundle_pb2
-
-    tf = _tf()
-    infos = checkpoint_tensors(src_prefix)
-    missing = [t.key for t in tables if t.key not in infos]
-    if missing:
-        raise ModelError(f"checkpoint {src_prefix} lacks table tensor {missing[0]}; "
-                         "the variables do not match the graph, export the model again")
-    try:
-        entries = dict(_read_index(src_prefix + ".index"))
-    except (_UnsupportedIndex, IndexError, ValueError) as exc:
-        raise ModelError(f"cannot read the index of checkpoint {src_prefix} ({exc}); "
-                         "the variables files are corrupted, copy them again") from None
-    header = tensor_bundle_pb2.BundleHeaderProto.FromString(entries.pop(b""))
-    parsed = {k: tensor_bundle_pb2.BundleEntryProto.FromString(v) for k, v in entries.items()}
-    sources = _data_files(src_prefix)
-    if len(sources) != header.num_shards:
-        raise ModelError(f"checkpoint {src_prefix} has {len(sources)} data files, its index names "
-                         f"{header.num_shards}; copy all variables files")
-    total = header.num_shards + 1
-    os.makedirs(os.path.dirname(dst_prefix) or ".", exist_ok=True)
-    for shard, path in enumerate(sources):
-        shutil.copyfile(path, _shard_name(dst_prefix, shard, total))
-
-    extra = dst_prefix + "_graphopt_extra"
-    names, tensors, converted = [], [], 0
-    if callable(object_graph):
-        object_graph = object_graph()  # computed while the data files were being copied
-    if object_graph is not None:
-        parsed.pop(OBJECT_GRAPH_KEY.encode(), None)
-        names.append(OBJECT_GRAPH_KEY)
-        tensors.append(tf.constant(object_graph, dtype=tf.string))
-    for name, value in (added or {}).items():
-        names.append(name)
-        tensors.append(tf.constant(value))
-    for table in tables:
-        entry = parsed.pop(table.key.encode())
-        rows = int(entry.shape.dim[0].size)
-        if entry.slices:
-            # Slices may lie anywhere in the files: read the whole table once and write it whole.
-            (values,) = tf.raw_ops.RestoreV2(prefix=src_prefix, tensor_names=[table.key], shape_and_slices=[""],
-                                             dtypes=[tf.as_dtype(entry.dtype)])
-            names.append(f"{table.new_key}-values")
-            tensors.append(values)
-            name = table.key.encode()
-            for k in [k for k in parsed if k.startswith(b"\x00") and name in k]:
-                del parsed[k]  # the slice entries of this table
-        else:
-            parsed[f"{table.new_key}-values".encode()] = entry
-        names += [f"{table.new_key}-keys", f"{table.new_key}-freqs"]
-        tensors += [tf.constant(table.keys_of(rows), tf.int64), tf.zeros([rows], tf.int64)]
-        converted += infos[table.key].nbytes
-    with tf.device("/CPU:0"):
-        tf.raw_ops.SaveV2(prefix=extra, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
-    del tensors
-    for key, value in _read_index(extra + ".index"):
-        if key:
-            e = tensor_bundle_pb2.BundleEntryProto.FromString(value)
-            e.shard_id = total - 1
-            parsed[key] = e
-            if key.endswith(b"-freqs"):  # versions start at zero too: the same bytes serve both
-                parsed[key[:-len(b"freqs")] + b"versions"] = e
-    os.replace(_shard_name(extra, 0, 1), _shard_name(dst_prefix, total - 1, total))
-    os.remove(extra + ".index")
-    header.num_shards = total
-    _write_index(dst_prefix + ".index", [(b"", header.SerializeToString())]
-                 + sorted((k, v.SerializeToString()) for k, v in parsed.items()))
-    if progress is not None:
-        for i, table in enumerate(tables):
-            progress(i + 1, table)
-    return converted
-
-
-def copy_checkpoint(src_prefix, dst_prefix):
-    """Copies the files of a checkpoint (index and data shards) to a new prefix."""
-    directory = os.path.dirname(src_prefix) or "."
-    base = os.path.basename(src_prefix)
-    os.makedirs(os.path.dirname(dst_prefix) or ".", exist_ok=True)
-    for name in os.listdir(directory):
-        if name == base + ".index" or name.startswith(base + ".data-"):
-            shutil.copyfile(os.path.join(directory, name),
-                            os.path.join(os.path.dirname(dst_prefix) or ".",
-                                         os.path.basename(dst_prefix) + name[len(base):]))
 
 
 # ---------------------------------------------------------------------------------------------

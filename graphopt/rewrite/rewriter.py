@@ -7,6 +7,7 @@ import os
 from typing import Callable, Dict, List, Optional
 
 from graphopt.errors import ModelError
+from graphopt import checkpoint
 from graphopt.graph import io
 from graphopt.graph.model import ModelGraph
 from graphopt.output import check_output_dir, staged_output
@@ -149,12 +150,13 @@ def _write(source, meta_graph, plan, out, report, progress, target):
                 base = os.path.basename(source.checkpoint_prefix)
                 dst_prefix = os.path.join(tmp, base)
             if target == "stock":
-                converted = io.convert_checkpoint(source.checkpoint_prefix, dst_prefix, [], progress,
-                                                  added=stock_nodes.checkpoint_content(plan.tables))
+                converted = checkpoint.convert_checkpoint(
+                    source.checkpoint_prefix, dst_prefix, [], progress,
+                    added=stock_nodes.checkpoint_content(plan.tables))
             else:
-                conversions = [io.TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids)
+                conversions = [checkpoint.TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids)
                                for t in plan.tables]
-                converted = io.convert_checkpoint(
+                converted = checkpoint.convert_checkpoint(
                     source.checkpoint_prefix, dst_prefix, conversions, progress,
                     object_graph=object_graph.result if object_graph is not None else None)
             # The meta graph is written last: the object-graph rewrite edits it in place.

@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from graphopt.errors import ModelError
+from graphopt.checkpoint import checkpoint_tensors
 from graphopt.graph import io
 from tests.rewrite import cases
 
@@ -25,7 +26,7 @@ def test_reads_saved_model_and_its_variables(saved_model):
     source = io.read_model(saved_model)
     assert source.kind == "saved_model" and source.tags == ["serve"]
     assert os.path.exists(source.checkpoint_prefix + ".index")
-    assert "emb/.ATTRIBUTES/VARIABLE_VALUE" in io.checkpoint_tensors(source.checkpoint_prefix)
+    assert "emb/.ATTRIBUTES/VARIABLE_VALUE" in checkpoint_tensors(source.checkpoint_prefix)
 
 
 @pytest.mark.parametrize("breakage,expected", [
@@ -66,7 +67,7 @@ def test_corrupted_variables_data_is_reported_when_read(saved_model, tmp_path):
     index = os.path.join(path, "variables", "variables.index")
     open(index, "wb").write(b"not an index")
     with pytest.raises(ModelError, match="cannot read checkpoint"):
-        io.checkpoint_tensors(io.read_model(path).checkpoint_prefix)
+        checkpoint_tensors(io.read_model(path).checkpoint_prefix)
 
 
 def test_meta_graph_needs_its_checkpoint(tmp_path):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from graphopt.data import generate_samples
+from graphopt.checkpoint import checkpoint_tensors, copy_checkpoint
 from graphopt.graph import io
 from graphopt.graph.model import ModelGraph, TensorRef
 from graphopt.rewrite import inspect_model, rewrite_model
@@ -61,7 +62,7 @@ def _drop_object_graph(src, dst):
     """A copy of ``src`` without its object graph: tf.saved_model.load then takes the TF1 path."""
     source = io.read_model(src)
     io.write_saved_model(source, source.meta_graph, dst)
-    io.copy_checkpoint(source.checkpoint_prefix, os.path.join(dst, "variables", "variables"))
+    copy_checkpoint(source.checkpoint_prefix, os.path.join(dst, "variables", "variables"))
     return dst
 
 
@@ -204,8 +205,8 @@ def test_stock_checkpoint_holds_the_rows_and_the_key_to_row_maps(built_case, tmp
     case = built_case(cases.tf1_partitioned_mod)
     out = str(tmp_path / "stock")
     report = rewrite_model(case.path, out, target="stock")
-    before = io.checkpoint_tensors(io.read_model(case.path).checkpoint_prefix)
-    after = io.checkpoint_tensors(io.read_model(out).checkpoint_prefix)
+    before = checkpoint_tensors(io.read_model(case.path).checkpoint_prefix)
+    after = checkpoint_tensors(io.read_model(out).checkpoint_prefix)
     added = {n for t in report.plan.tables for n in stock_nodes.checkpoint_names(t)}
     assert set(after) == set(before) | added
     import tensorflow as tf
