@@ -9,9 +9,11 @@ Pattern:
 The find keeps the name of the node it replaces, so control edges and top-level tensor names stay.
 """
 
-from graphopt.graph import io
+from graphopt.graph import nodes
 from graphopt.graph.model import Body, TensorRef
-from graphopt.rewrite import ev_nodes
+from graphopt.rewrite.passes import Pass
+from graphopt.rewrite.passes.ev import nodes as ev
+from graphopt.rewrite.passes.lookup_sites import distinct_lookup_sites
 
 
 def _table_ref(body: Body, gather) -> TensorRef:
@@ -28,33 +30,26 @@ def _table_ref(body: Body, gather) -> TensorRef:
     return ref  # a ref variable (VariableV2) read through its Identity snapshot
 
 
-class ReplaceLookups:
+class ReplaceLookups(Pass):
     name = "replace-lookups"
 
     def match(self, ctx):
-        # Tables passed through one function argument share its gather: replace it once.
-        seen, out = set(), []
-        for t in ctx.plan.tables:
-            for s in t.sites:
-                if (s.body, s.node) not in seen:
-                    seen.add((s.body, s.node))
-                    out.append((t, s))
-        return out
+        return distinct_lookup_sites(ctx)
 
     def apply(self, ctx, matches):
         for table, site in matches:
             body = ctx.model.body(site.body)
-            old = io.clone(body.node(site.node))
+            old = nodes.clone(body.node(site.node))
             gather = body.node(site.part_gathers[0]) if site.part_gathers else old
             table_ref = _table_ref(body, gather)
             for ref in body.data_inputs(old):
                 ctx.disconnected.add((body.name, ref.node))
             for g in site.part_gathers:
                 ctx.disconnected.add((body.name, g))
-            new = ev_nodes.find(old.name, table_ref, site.ids, site.ids_dtype, table.dim, old.device,
-                                ev_nodes.control_inputs(old))
+            new = ev.find(old.name, table_ref, site.ids, site.ids_dtype, table.dim, old.device,
+                          nodes.control_inputs(old))
             if body.is_function:
-                out_arg = io.op_def(old.op).output_arg[0].name
+                out_arg = nodes.output_arg_names(old.op)[0]
                 body.replace_uses(TensorRef(old.name, out_arg, 0), TensorRef(old.name, "values", 0))
             body.replace_node(old.name, new)
             if site.read:
