@@ -26,12 +26,17 @@ def default_passes() -> List:
 
 
 def run_passes(ctx: RewriteContext, passes=None, debug: bool = False) -> List[PassResult]:
-    """Runs the passes in order; in debug mode checks the graph's integrity after each one."""
-    results = []
+    """Runs the passes in order.
+
+    In debug mode, after each pass: the graph model's own checks, and what every pass run so
+    far established (``Pass.check``); the first violation raises RewriteIntegrityError.
+    """
+    results, ran = [], []
     for p in passes if passes is not None else default_passes():
         results.append(p.run(ctx))
+        ran.append(p)
         if debug:
-            problems = ctx.model.check()
+            problems = ctx.model.check() + [line for q in ran for line in q.check(ctx)]
             if problems:
                 raise RewriteIntegrityError(
                     f"pass {p.name} broke the graph: {problems[0]} (and {len(problems) - 1} more); "

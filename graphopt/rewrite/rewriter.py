@@ -86,6 +86,7 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     if target not in TARGETS:
         raise ModelError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     spec = TARGETS[target]
+    spec.load_ops()
     src, out = os.fspath(src), os.fspath(out) if out is not None else None
     source = io.read_model(src, tags)
     model = ModelGraph(nodes.clone(source.meta_graph))

@@ -35,6 +35,11 @@ class Pass:
         """Edits ``ctx.model`` for ``matches`` (from ``match``); whether the graph changed."""
         raise NotImplementedError
 
+    def check(self, ctx) -> List[str]:
+        """What this pass established that must still hold (debug mode checks it after this pass
+        and every later one): one line per violation."""
+        return []
+
     def report(self, matches, changed) -> PassResult:
         return PassResult(self.name, changed, len(matches))
 
@@ -61,6 +66,10 @@ def _every_table(plan):
     return plan
 
 
+def _no_library():
+    pass
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
     """A rewrite target, described as data: what a table becomes and the passes that make it so.
@@ -78,3 +87,6 @@ class Target:
     # (SavedModels), else dropped before the passes run and the output is TF1-format.
     keeps_object_graph: bool
     restrict_plan: Callable = _every_table  # drops the tables the target cannot convert
+    # Registers the op library the target's ops come from (their OpDefs go into the output);
+    # called before anything is read, so a missing library fails fast.
+    load_ops: Callable[[], None] = _no_library

@@ -37,6 +37,13 @@ def checkpoint_layout(tables) -> CheckpointLayout:
         conversions=[TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids) for t in tables])
 
 
+def load_ops():
+    """Loads graphopt's op library (OpLibraryError when it is missing or stale)."""
+    from graphopt.ops.library import load_library
+
+    load_library()
+
+
 TARGET = Target(
     name="ev",
     description="EmbeddingVariable",
@@ -44,4 +51,5 @@ TARGET = Target(
     op_types=EV_OPS,
     checkpoint_layout=checkpoint_layout,
     keeps_object_graph=True,
+    load_ops=load_ops,
 )

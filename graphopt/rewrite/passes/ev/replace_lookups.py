@@ -10,7 +10,7 @@ The find keeps the name of the node it replaces, so control edges and top-level 
 """
 
 from graphopt.graph import nodes
-from graphopt.graph.model import Body, TensorRef
+from graphopt.graph.model import TOP, Body, TensorRef
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.ev import nodes as ev
 from graphopt.rewrite.passes.lookup_sites import distinct_lookup_sites
@@ -30,11 +30,48 @@ def _table_ref(body: Body, gather) -> TensorRef:
     return ref  # a ref variable (VariableV2) read through its Identity snapshot
 
 
+def _gathers_rows(body: Body, node) -> bool:
+    """Whether a use of a table's resource gathers rows that something consumes.
+
+    ResourceGather, or a ReadVariableOp whose value (through Identity) is the params of a
+    GatherV2. Gathers nothing consumes (the parts of a replaced partitioned lookup, left for the
+    cleanup) do not count.
+    """
+    def live(name):
+        return bool(body.consumers(name)) or bool(body.return_uses(name))
+
+    if node.op == "ResourceGather":
+        return live(node.name)
+    if node.op != "ReadVariableOp":
+        return False
+    stack = [node.name]
+    while stack:
+        for use in body.consumers(stack.pop()):
+            consumer = body.node(use.node)
+            if consumer.op == "Identity":
+                stack.append(consumer.name)
+            elif consumer.op in ("GatherV2", "Gather") and use.position == 0 and live(consumer.name):
+                return True
+    return False
+
+
 class ReplaceLookups(Pass):
     name = "replace-lookups"
 
     def match(self, ctx):
         return distinct_lookup_sites(ctx)
+
+    def check(self, ctx):
+        """No gather of a converted table is left: every row read goes through GraphoptEvFind."""
+        problems = []
+        for table in ctx.plan.tables:
+            for handle in table.handles:
+                for body, use in ctx.model.trace_resource(TOP, handle):
+                    node = body.node(use.node)
+                    if _gathers_rows(body, node):
+                        problems.append(f"{body.name or 'graph'}: {node.name} ({node.op}) still reads rows "
+                                        f"of table {table.name}, which the rewrite replaced")
+        return problems
 
     def apply(self, ctx, matches):
         for table, site in matches:
