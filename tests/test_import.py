@@ -1,4 +1,4 @@
-"""``import graphopt`` and the CLI's --help / --version stay cheap: TensorFlow loads when a command runs."""
+"""``import graphopt`` and the CLI's --help / --version stay cheap: TensorFlow loads at run time."""
 
 import os
 import subprocess

@@ -28,7 +28,7 @@ def set_const_value(node, value):
 
 
 def attr_value(node, name):
-    """A NodeDef attr as a Python value (int, float, bytes, bool, type enum, list, shape, func name)."""
+    """A NodeDef attr as a Python value: int, float, bytes, bool, type enum, list, shape, func name."""
     if name not in node.attr:
         return None
     a = node.attr[name]
@@ -60,7 +60,7 @@ def shape_list(shape_proto):
 
 
 def set_attr(node, name, value, kind=None):
-    """Sets a NodeDef attr from a Python value; ``kind`` is one of i f s b type shape func list(...)."""
+    """Sets a NodeDef attr from a Python value; ``kind``: i f s b type shape func list(...)."""
     a = node.attr[name]
     a.Clear()
     if kind == "type":

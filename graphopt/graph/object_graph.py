@@ -1,4 +1,4 @@
-"""Object graphs: the SavedObjectGraph of a SavedModel and the TrackableObjectGraph of its checkpoint.
+"""Object graphs: a SavedModel's SavedObjectGraph and its checkpoint's TrackableObjectGraph.
 
 Reading them, and the proto-level edits the rewrite makes: copying (grafting) a subtree of
 objects from one graph into another with ids and function names mapped.

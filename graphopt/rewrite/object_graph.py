@@ -34,7 +34,9 @@ _FUNCTION_SUFFIX = "_graphopt_ev"
 
 
 def _template(tables) -> tuple:
-    """Saves a module with one EmbeddingVariable per table; returns (SavedObjectGraph, library, ckpt graph).
+    """Saves a module with one EmbeddingVariable per table.
+
+    Returns its (SavedObjectGraph, function library, checkpoint TrackableObjectGraph).
 
     Each table gets a shared name unique to this rewrite: every object that stands for the table
     then resolves to one table (TF restores a checkpoint key once, into one of them). Loads never

@@ -1,4 +1,4 @@
-"""The rewrite targets, by ``--target`` name. Adding a target: a folder under passes/ and a line here."""
+"""The rewrite targets by ``--target`` name. Adding a target: a folder under passes/, a line here."""
 
 from typing import Dict
 

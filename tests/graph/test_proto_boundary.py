@@ -1,4 +1,4 @@
-"""Only graphopt.graph and graphopt.checkpoint read or write graph protos; everything else uses their API.
+"""Only graphopt.graph and graphopt.checkpoint read or write graph protos; the rest uses their API.
 
 What is checked, by walking the AST of every module under graphopt/ outside those two packages:
 - no import of ``tensorflow.core`` or of any ``*_pb2`` module;

@@ -1,4 +1,4 @@
-"""run_passes in debug mode: the integrity checks after each pass catch what a broken pass leaves."""
+"""run_passes in debug mode: the checks after each pass catch what a broken pass leaves."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""What the saver passes of every target share: the Saver's SaveV2 / RestoreV2 nodes and their entries.
+"""What every target's saver passes share: the Saver's SaveV2 / RestoreV2 nodes and their entries.
 
 A SaveV2 or RestoreV2 node lists its checkpoint entries in two string Consts (inputs 1 and 2:
 tensor_names, shape_and_slices); a target adds or renames entries by pointing those inputs at
@@ -30,10 +30,11 @@ def entry_strings(body, ref):
 
 
 def set_entry_names(ctx, body, node, names, slices):
-    """Points inputs 1 and 2 (tensor_names, shape_and_slices) of a Save/Restore node at new Consts."""
+    """Points inputs 1 and 2 (tensor_names, shape_and_slices) of a Save/Restore at new Consts."""
     data = body.data_inputs(node)
     for pos, values, base in ((1, names, "tensor_names"), (2, slices, "shape_and_slices")):
         ctx.disconnected.add((body.name, data[pos].node))
-        # The "_ev" suffix predates the stock target, which shares this; kept so outputs stay as they were.
+        # The "_ev" suffix predates the stock target, which shares this; kept so that outputs
+        # stay as they were.
         ref = body.add_const(f"{node.name}/{base}_ev", np.array(values, dtype=object), node.device)
         body.set_input(node.name, pos, ref)

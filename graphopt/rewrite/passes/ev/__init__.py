@@ -18,7 +18,7 @@ from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
 
 
 def passes():
-    """The serving rewrite, in order: lookups first, then the Saver, initializers, handles, cleanup."""
+    """The serving rewrite, in order: lookups, then the Saver, initializers, handles, cleanup."""
     return [
         ReplaceLookups(),
         RewireSave(),

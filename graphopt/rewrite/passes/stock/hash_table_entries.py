@@ -51,5 +51,5 @@ class AppendHashTableEntries(Pass):
         return bool(matches)
 
     def add_entry(self, body, node, table, use, first):
-        """Wires the entries ``first`` and ``first + 1`` (KEY-stock_keys, KEY-stock_rows) of ``node``."""
+        """Wires entries ``first`` and ``first + 1`` (KEY-stock_keys, KEY-stock_rows) of ``node``."""
         raise NotImplementedError

@@ -59,7 +59,9 @@ def table_types():
 
 
 def run_with(body, anchors, stateful):
-    """Adds ``stateful`` wherever the stateful ``anchors`` are waited for (control edges, control outputs).
+    """Adds ``stateful`` wherever the stateful ``anchors`` are waited for.
+
+    That is: control edges from them, and function control outputs.
 
     Grappler inlines a function call only when every side-effecting node of the body is reached
     from its control outputs; a call left un-inlined is optimized differently and its numbers can
@@ -98,7 +100,7 @@ def restrict_plan(plan):
 
 
 def checkpoint_content(tables):
-    """{tensor name: array} of each table's key -> row map (key i -> row i; partitioned: global ids)."""
+    """{tensor name: array}: each table's key -> row map (key i -> row i; partitioned: global ids)."""
     out = {}
     for t in tables:
         ids = np.arange(t.rows, dtype=np.int64)

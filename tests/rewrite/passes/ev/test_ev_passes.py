@@ -1,4 +1,4 @@
-"""Each pass of the EmbeddingVariable target on tiny hand-built graphs (tests/rewrite/passes/graphs.py)."""
+"""Each pass of the EmbeddingVariable target on tiny hand-built graphs (../graphs.py)."""
 
 import pytest
 
