@@ -3,6 +3,6 @@
 from graphopt.ops.embedding_variable import EmbeddingVariable
 from graphopt.ops.library import load_library
 
-load_library()  # importing graphopt registers the ops
+load_library()  # importing graphopt.ops registers the ops
 
 __all__ = ["EmbeddingVariable", "load_library"]

@@ -65,7 +65,7 @@ def load_version(path, version):
         if "Op type not registered" in str(exc) and "GraphoptEv" in str(exc):
             raise ModelError(
                 f"{path} uses graphopt's EmbeddingVariable ops but the op library is not loaded; "
-                "run `make install` so that `import graphopt` registers them"
+                "run `make install` so that `import graphopt.ops` registers them"
             ) from None
         raise
     signatures = {name: PredictSignature(name, fn) for name, fn in loaded.signatures.items()}

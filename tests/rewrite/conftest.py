@@ -9,7 +9,7 @@ from tests.rewrite import cases as case_builders
 
 @pytest.fixture(scope="session")
 def ev_ops():
-    """The EmbeddingVariable op library (importing graphopt loads it)."""
+    """The EmbeddingVariable op library (importing graphopt.ops loads it)."""
     import graphopt.ops as ops
 
     return ops
