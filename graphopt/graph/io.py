@@ -8,7 +8,7 @@ The rest of ``graphopt.graph`` edits what is read here: ``nodes`` (NodeDefs and 
 import dataclasses
 import os
 import shutil
-from typing import Optional
+from typing import Any, Optional
 
 from google.protobuf import message, text_format
 
@@ -45,9 +45,9 @@ class ModelSource:
 
     path: str
     kind: str  # "saved_model" or "meta_graph"
-    meta_graph: object  # MetaGraphDef
+    meta_graph: Any  # MetaGraphDef
     checkpoint_prefix: Optional[str]
-    saved_model: object = None  # the whole SavedModel proto (kind == "saved_model")
+    saved_model: Any = None  # the whole SavedModel proto (kind == "saved_model")
     meta_graph_index: int = 0
     text: bool = False  # meta graph was a .pbtxt
 

@@ -76,8 +76,8 @@ class Body:
         self.name = name
         self._nodes = nodes  # the repeated NodeDef field, edited in place
         self.function = function  # FunctionDef or None
-        self._by_name = None
-        self._consumers = None
+        self._by_name: Optional[Dict[str, object]] = None
+        self._consumers: Optional[Dict[str, List[Use]]] = None
 
     # ----- reading
     @property
@@ -128,7 +128,7 @@ class Body:
                   control: bool = False) -> List[Use]:
         """Edges reading node (or arg) ``name``; data edges only unless ``control``; one output if given."""
         if self._consumers is None:
-            cons = {}
+            cons: Dict[str, List[Use]] = {}
             for n in self._nodes:
                 for pos, s in enumerate(n.input):
                     ref = TensorRef.parse(s)
@@ -446,7 +446,7 @@ class ModelGraph:
     # ----- tracing
     def resource_args(self, body_name: str, node_name: str) -> set:
         """(function, arg) pairs a resource reaches through calls."""
-        visited = set()
+        visited: set = set()
         for _ in self.trace_resource(body_name, node_name, visited=visited):
             pass
         return {(b, n) for b, n, _ in visited if b != TOP and n in self.bodies[b].args}
@@ -603,7 +603,7 @@ class ModelGraph:
     def op_uses(self) -> Dict[str, str]:
         """{op type: where it is first used} for every op type of the graph and the function
         bodies, graph first; calls of library functions by op type are left out."""
-        first_use = {}
+        first_use: Dict[str, str] = {}
         for body in self.bodies.values():
             for n in body.nodes():
                 where = (f"graph node {n.name!r}" if body.name == TOP

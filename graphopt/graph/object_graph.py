@@ -159,7 +159,7 @@ def captured_object_inputs(meta_graph, top_level_calls) -> list:
     ``meta_graph.top_level_calls`` of the model.
     """
     concrete = meta_graph.object_graph_def.concrete_functions
-    out = []
+    out: list = []
     for _, function, inputs in top_level_calls:
         if function not in concrete:
             continue

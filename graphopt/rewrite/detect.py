@@ -333,7 +333,7 @@ class Detection:
 
 
 def _placeholder_inputs(meta_graph) -> Dict[str, List[str]]:
-    out = {}
+    out: Dict[str, List[str]] = {}
     for sig_name, sig in mg_lib.signature_tensors(meta_graph).items():
         for key, tensor in sig["inputs"].items():
             out.setdefault(TensorRef.parse(tensor).node, []).append(f"{sig_name}:{key}")
@@ -388,14 +388,14 @@ def detect(model: ModelGraph) -> Detection:
                 g = _partition_group(model, body, node, gather_handle)
                 if g is not None:
                     groups.append(g)
-    part_of = {}
+    part_of: Dict[str, list] = {}
     for g in groups:
         for h in g.handles:
             part_of.setdefault(h, []).append(g)
 
     # Function arguments that receive several variables: one body serves them all.
     args_of = {h: model.resource_args(TOP, h) for h in scans if graph.node(h).op != "VariableV2"}
-    arg_sources = {}
+    arg_sources: Dict[tuple, set] = {}
     for h, args in args_of.items():
         for arg in args:
             arg_sources.setdefault(arg, set()).add(h)
