@@ -13,7 +13,6 @@ from graphopt.graph.model import ModelGraph
 from graphopt.output import check_output_dir, staged_output
 from graphopt.rewrite.detect import detect
 from graphopt.rewrite.inspection import node_counts
-from graphopt.rewrite.object_graph import rewrite_object_graph
 from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
 from graphopt.rewrite.targets import TARGETS
@@ -118,16 +117,16 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     return report
 
 
-def _rewritten_object_graph(source, meta_graph, plan):
-    """Serialized checkpoint object graph after turning the tables' objects into EmbeddingVariables.
+def _rewritten_object_graph(spec, source, meta_graph, plan):
+    """Serialized checkpoint object graph after the target turned the tables' objects into its own.
 
     None where the model has no object graph or a table is partitioned (no TF2 object stands for a
     partitioned table); the output then drops its object graph and loads through the TF1 path.
     """
     if not mg_lib.has_object_graph(meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
         return None
-    ckpt_graph = rewrite_object_graph(meta_graph, og_lib.read_object_graph(source.checkpoint_prefix),
-                                      plan.tables)
+    source_graph = og_lib.read_object_graph(source.checkpoint_prefix)
+    ckpt_graph = spec.rewrite_object_graph(meta_graph, source_graph, plan.tables)
     return io.serialize(ckpt_graph) if ckpt_graph is not None else None
 
 
@@ -140,7 +139,7 @@ def _write(source, meta_graph, plan, out, report, progress, spec):
             # object graph only when it writes the checkpoint's new shard, after the file copies.
             object_graph = None
             if source.kind == "saved_model" and spec.keeps_object_graph:
-                object_graph = pool.submit(_rewritten_object_graph, source, meta_graph, plan)
+                object_graph = pool.submit(_rewritten_object_graph, spec, source, meta_graph, plan)
             if source.kind == "saved_model":
                 dst_prefix = os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
             else:

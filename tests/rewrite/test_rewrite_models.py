@@ -11,7 +11,7 @@ import pytest
 
 from graphopt.graph import io
 from graphopt.graph.model import ModelGraph
-from graphopt.rewrite.object_graph import is_embedding_variable_function
+from graphopt.rewrite.passes.ev.object_graph import is_embedding_variable_function
 from graphopt.rewrite import detect, inspect_model
 from tests.rewrite import cases
 from tests.rewrite.conftest import rewritten_path

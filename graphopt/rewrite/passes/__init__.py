@@ -8,7 +8,7 @@ Targets (``ev/``, ``stock/``) list their passes in their ``TARGET`` (graphopt.re
 """
 
 import dataclasses
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -83,10 +83,16 @@ class Target:
     passes: Callable[[], List[Pass]]  # fresh pass instances, in the order they run
     op_types: Tuple[str, ...]  # op types the output uses whose OpDefs go into its stripped op list
     checkpoint_layout: Callable[[list], CheckpointLayout]  # of the plan's tables
-    # Whether TF2 objects stand for the converted tables: the object graph is then rewritten
-    # (SavedModels), else dropped before the passes run and the output is TF1-format.
-    keeps_object_graph: bool
+    # (meta_graph, checkpoint object graph, tables) -> the rewritten checkpoint object graph, or
+    # None: makes TF2 objects stand for the converted tables in a SavedModel's object graph
+    # (edited in place). A target without one drops the object graph before its passes run, and
+    # its output is TF1-format.
+    rewrite_object_graph: Optional[Callable] = None
     restrict_plan: Callable = _every_table  # drops the tables the target cannot convert
     # Registers the op library the target's ops come from (their OpDefs go into the output);
     # called before anything is read, so a missing library fails fast.
     load_ops: Callable[[], None] = _no_library
+
+    @property
+    def keeps_object_graph(self) -> bool:
+        return self.rewrite_object_graph is not None

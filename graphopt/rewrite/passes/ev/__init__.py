@@ -8,6 +8,7 @@ from graphopt.checkpoint import TableConversion
 from graphopt.rewrite.passes import CheckpointLayout, Target
 from graphopt.rewrite.passes.ev.drop_table_variables import DropTableVariables
 from graphopt.rewrite.passes.ev.nodes import EV_OPS
+from graphopt.rewrite.passes.ev.object_graph import rewrite_object_graph
 from graphopt.rewrite.passes.ev.remove_table_reads import RemoveTableReads
 from graphopt.rewrite.passes.ev.replace_lookups import ReplaceLookups
 from graphopt.rewrite.passes.ev.replace_variable_handles import ReplaceVariableHandles
@@ -50,6 +51,6 @@ TARGET = Target(
     passes=passes,
     op_types=EV_OPS,
     checkpoint_layout=checkpoint_layout,
-    keeps_object_graph=True,
+    rewrite_object_graph=rewrite_object_graph,
     load_ops=load_ops,
 )

@@ -31,6 +31,5 @@ TARGET = Target(
     passes=passes,
     op_types=STOCK_OPS,
     checkpoint_layout=checkpoint_layout,
-    keeps_object_graph=False,
     restrict_plan=restrict_plan,
 )
