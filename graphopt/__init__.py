@@ -1,9 +1,13 @@
 """graphopt: rewrite trained TensorFlow recommendation models onto dynamic-hash EmbeddingVariables.
 
-Importing graphopt is cheap: TensorFlow and the op library load when something needs them
-(``graphopt.EmbeddingVariable``, a command that runs), so ``graphopt --help`` and ``--version``
-answer at once and work even when the op library is missing or stale.
+For library users ``import graphopt`` loads TensorFlow and registers the ``GraphoptEv*`` ops, so a
+rewritten model loads right after it. The ``graphopt`` command skips that at import time and
+loads TensorFlow only when a command runs, so ``graphopt --help`` and ``--version`` answer at
+once and work even when the op library is missing or stale.
 """
+
+import os
+import sys
 
 from graphopt.errors import GraphoptError, OpLibraryError
 
@@ -24,3 +28,14 @@ def __getattr__(name):
         globals()["EmbeddingVariable"] = EmbeddingVariable
         return EmbeddingVariable
     raise AttributeError(f"module 'graphopt' has no attribute {name!r}")
+
+
+def _invoked_as_cli():
+    # `graphopt ...` (console script) or `python -m graphopt` (argv[0] is "-m" while the package
+    # that -m names is being imported).
+    argv0 = sys.argv[0] if sys.argv else ""
+    return os.path.basename(argv0) == "graphopt" or argv0 == "-m"
+
+
+if not _invoked_as_cli():
+    __getattr__("EmbeddingVariable")
