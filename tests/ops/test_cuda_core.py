@@ -198,20 +198,22 @@ def _initial(optimizer, seed):
     return var, [s.astype(np.float32) for s in slots]
 
 
+def _powers(t):
+    """beta1^t, beta2^t as float32: what a caller feeds ApplyAdam and the table's apply."""
+    return (np.float32(HYPER["beta1"]) ** np.float32(t),
+            np.float32(HYPER["beta2"]) ** np.float32(t))
+
+
 def _reference(cuda_build, optimizer, l2_shrinkage, seed):
     var, slots = _initial(optimizer, seed)
     batches = _batches(seed)
     entries = np.concatenate([var, *slots], axis=1)
     out = []
     for t, (ids, grads) in enumerate(batches, start=1):
-        beta1, beta2 = np.float32(HYPER["beta1"]), np.float32(HYPER["beta2"])
-        # lr_t in float32, as ev_gpu_common.h's AdamLr (the host computes it once per step)
-        adam_lr = (np.float32(HYPER["lr"]) * np.sqrt(np.float32(1) - beta2 ** np.float32(t))
-                   / (np.float32(1) - beta1 ** np.float32(t)))
         args = [OPTIMIZERS[optimizer], DIM, *(_hex(HYPER[k]) for k in
                                               ("lr", "epsilon", "beta1", "beta2")),
-                _hex(adam_lr), _hex(HYPER["l1"]), _hex(HYPER["l2"]), _hex(l2_shrinkage),
-                _hex(HYPER["lr_power"]), _hex(0), _hex(0), V]
+                *map(_hex, _powers(t)), _hex(HYPER["l1"]), _hex(HYPER["l2"]),
+                _hex(l2_shrinkage), _hex(HYPER["lr_power"]), _hex(0), _hex(0), V]
         for key in range(V):
             args += [key, *map(_hex, entries[key])]
         args += [1, len(ids), *map(int, ids), *map(_hex, grads.ravel())]
@@ -250,15 +252,15 @@ def _tensorflow(optimizer, l2_shrinkage, seed):
                 var=var.handle, accum=slots[0].handle, linear=slots[1].handle, grad=g,
                 indices=idx, lr=f(HYPER["lr"]), l1=f(HYPER["l1"]), l2=f(HYPER["l2"]),
                 lr_power=f(HYPER["lr_power"]))
-        else:  # lazy Adam in TensorFlow ops: only the rows in the batch move
-            b1, b2, eps = f(HYPER["beta1"]), f(HYPER["beta2"]), f(HYPER["epsilon"])
-            tt = tf.constant(float(t))
-            lr_t = f(HYPER["lr"]) * tf.sqrt(1 - tf.pow(b2, tt)) / (1 - tf.pow(b1, tt))
-            m = b1 * tf.gather(slots[0], idx) + (1 - b1) * g
-            v = b2 * tf.gather(slots[1], idx) + (1 - b2) * (g * g)
-            slots[0].scatter_nd_update(idx[:, None], m)
-            slots[1].scatter_nd_update(idx[:, None], v)
-            var.scatter_nd_sub(idx[:, None], lr_t * m / (tf.sqrt(v) + eps))
+        else:  # lazy Adam: TF's ApplyAdam on the batch's rows only
+            rows = [tf.Variable(tf.gather(v, idx)) for v in (var, *slots)]
+            b1p, b2p = _powers(t)
+            tf.raw_ops.ResourceApplyAdam(
+                var=rows[0].handle, m=rows[1].handle, v=rows[2].handle, beta1_power=f(b1p),
+                beta2_power=f(b2p), lr=f(HYPER["lr"]), beta1=f(HYPER["beta1"]),
+                beta2=f(HYPER["beta2"]), epsilon=f(HYPER["epsilon"]), grad=g)
+            for target, row in zip((var, *slots), rows):
+                target.scatter_nd_update(idx[:, None], row)
         out.append(np.concatenate([var.numpy(), *(s.numpy() for s in slots)], axis=1))
     return out
 

@@ -336,7 +336,8 @@ class TableCheck {
     bool ok = true;
     std::string detail;
     for (int64_t t = 1; t <= 3 && ok; ++t) {
-      p.adam_lr = AdamLr(p.lr, p.beta1, p.beta2, t);
+      p.beta1_power = std::pow(p.beta1, static_cast<float>(t));
+      p.beta2_power = std::pow(p.beta2, static_cast<float>(t));
       std::vector<int64_t> keys = Mixed(c_.batch);  // some new: inserted by the apply
       for (int64_t i = 0; i < c_.batch / 4; ++i) keys.push_back(keys[rng_() % keys.size()]);
       std::shuffle(keys.begin(), keys.end(), rng_);

@@ -70,50 +70,48 @@ GRAPHOPT_HOST_DEVICE inline int NumSlots(Optimizer o) {
   }
 }
 
-// Hyperparameters of one apply; adam_lr is lr_t, computed once on the host by AdamLr.
+// Hyperparameters of one apply (the CPU kernels' OptimizerParams, sparse_optimizers.h).
 struct OptimizerParams {
   Optimizer kind = Optimizer::kSgd;
   float lr = 0.01f;
   float epsilon = 1e-7f;                    // adagrad (V2), adam
   float beta1 = 0.9f, beta2 = 0.999f;       // adam
-  float adam_lr = 0.f;                      // adam: lr * sqrt(1 - beta2^t) / (1 - beta1^t)
+  float beta1_power = 0.9f, beta2_power = 0.999f;  // adam: beta^t at step t
   float l1 = 0.f, l2 = 0.f, l2_shrinkage = 0.f, lr_power = -0.5f;  // ftrl
 };
 
-// lr_t of lazy Adam at step t >= 1, in float32 as the Python optimizers compute it.
-inline float AdamLr(float lr, float beta1, float beta2, int64_t t) {
-  const float b1p = std::pow(beta1, static_cast<float>(t));
-  const float b2p = std::pow(beta2, static_cast<float>(t));
-  return lr * std::sqrt(1.f - b2p) / (1.f - b1p);
-}
-
 // One column of one entry; g is the gradient summed over the key's duplicates. The
 // expressions and their evaluation order are those of TensorFlow's CPU kernels
-// (training_ops.cc), so with FMA contraction off (nvcc --fmad=false) results are
-// bit-identical on host and device wherever only + - * / sqrt are involved:
-//   sgd      var -= lr * g
+// (training_ops.cc) and of the CPU table's ApplyRow (cc/kernels/sparse_optimizers.h), so
+// with FMA contraction off (nvcc --fmad=false) a row is bit-identical on host and device
+// wherever only + - * / sqrt are involved (ftrl with lr_power != -0.5 takes pow):
+//   sgd      var -= g * lr                                                 (ScatterSub)
 //   adagrad  accum += g * g;  var -= lr * g / (sqrt(accum) + epsilon)    (SparseApplyAdagradV2)
-//   adam     m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g * g;
-//            var -= lr_t * m / (sqrt(v) + epsilon)                       (lazy Adam)
-//   ftrl     SparseApplyFtrlV2 (l2_shrinkage 0: SparseApplyFtrl), see docs/cuda.md.
+//   adam     m += (g - m) * (1 - b1);  v += (g * g - v) * (1 - b2);
+//            var -= m * alpha / (sqrt(v) + epsilon),
+//            alpha = lr * sqrt(1 - b2^t) / (1 - b1^t)          (ApplyAdam on the batch's rows)
+//   ftrl     SparseApplyFtrl (l2_shrinkage > 0: SparseApplyFtrlV2), docs/cuda.md.
 GRAPHOPT_HOST_DEVICE inline void ApplyColumn(const OptimizerParams& p, float g, float* var,
                                              float* s0, float* s1) {
   switch (p.kind) {
     case Optimizer::kSgd:
-      *var -= p.lr * g;
+      *var -= g * p.lr;
       return;
     case Optimizer::kAdagrad:
       *s0 += g * g;
       *var -= p.lr * g / (std::sqrt(*s0) + p.epsilon);
       return;
-    case Optimizer::kAdam:
-      *s0 = p.beta1 * *s0 + (1.f - p.beta1) * g;
-      *s1 = p.beta2 * *s1 + (1.f - p.beta2) * (g * g);
-      *var -= p.adam_lr * *s0 / (std::sqrt(*s1) + p.epsilon);
+    case Optimizer::kAdam: {
+      const float alpha = p.lr * std::sqrt(1.f - p.beta2_power) / (1.f - p.beta1_power);
+      *s0 += (g - *s0) * (1.f - p.beta1);
+      *s1 += (g * g - *s1) * (1.f - p.beta2);
+      *var -= (*s0 * alpha) / (std::sqrt(*s1) + p.epsilon);
       return;
+    }
     case Optimizer::kFtrl: {
       const float accum = *s0, v = *var;
-      const float gs = g + 2.f * p.l2_shrinkage * v;  // the linear term's gradient
+      // V2's shrinkage enters the linear term only; without it, g as such (no 0 * var)
+      const float gs = p.l2_shrinkage != 0.f ? g + 2.f * p.l2_shrinkage * v : g;
       const float new_accum = accum + g * g;
       float new_pow, old_pow;
       if (p.lr_power == -0.5f) {

@@ -6,7 +6,7 @@
 //   rows     kind seed dim value minval maxval mean stddev n key...  -> n rows
 //   hash     n key...                                                -> n hashes
 //   probe    num_buckets attempts n key...                           -> n bucket sequences
-//   apply    optimizer dim lr epsilon beta1 beta2 adam_lr l1 l2 l2_shrinkage lr_power
+//   apply    optimizer dim lr epsilon beta1 beta2 beta1_power beta2_power l1 l2 l2_shrinkage lr_power
 //            slot_init0 slot_init1
 //            num_entries (key row[stride])...
 //            num_steps (n (key)... (grad[dim])...)...
@@ -97,7 +97,8 @@ int Apply() {
   p.epsilon = ReadFloat();
   p.beta1 = ReadFloat();
   p.beta2 = ReadFloat();
-  p.adam_lr = ReadFloat();
+  p.beta1_power = ReadFloat();
+  p.beta2_power = ReadFloat();
   p.l1 = ReadFloat();
   p.l2 = ReadFloat();
   p.l2_shrinkage = ReadFloat();
