@@ -101,6 +101,18 @@ bool SameBits(const float* a, const float* b, size_t n, size_t* first_diff) {
   return true;
 }
 
+// Slot arrays are [num_slots][n][dim]: key i of a against key j of b.
+bool SameSlots(const std::vector<float>& a, int64_t i, const std::vector<float>& b, int64_t j,
+               int64_t n, int num_slots) {
+  const int64_t dim = a.size() / std::max<int64_t>(1, n * num_slots);
+  for (int s = 0; s < num_slots; ++s) {
+    if (std::memcmp(&a[(s * n + i) * dim], &b[(s * n + j) * dim], dim * sizeof(float)) != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
 RowInitializer Uniform(int64_t seed) {
   RowInitializer init;
   init.kind = RowInitializer::Kind::kUniform;
@@ -338,7 +350,7 @@ class TableCheck {
     for (int64_t t = 1; t <= 3 && ok; ++t) {
       p.beta1_power = std::pow(p.beta1, static_cast<float>(t));
       p.beta2_power = std::pow(p.beta2, static_cast<float>(t));
-      std::vector<int64_t> keys = Mixed(c_.batch);  // some new: inserted by the apply
+      std::vector<int64_t> keys = Mixed(c_.batch);  // some absent: skipped by the apply
       for (int64_t i = 0; i < c_.batch / 4; ++i) keys.push_back(keys[rng_() % keys.size()]);
       std::shuffle(keys.begin(), keys.end(), rng_);
       std::vector<float> grads(keys.size() * c_.dim);
@@ -349,7 +361,6 @@ class TableCheck {
       Status st = table_->Apply(p, d_keys->p, c_.dtype, keys.size(), d_grads.p);
       CUDA_OR_DIE(cudaDeviceSynchronize());
       ref_->Apply(p, keys.data(), keys.size(), grads.data());
-      for (int64_t k : keys) seen_.push_back(k);
       ok = st.ok() && table_->size() == ref_->size();
       detail = st.message;
     }
@@ -360,11 +371,13 @@ class TableCheck {
   // import of that export into a fresh table exports the same.
   void CheckExport() {
     const int64_t n = table_->size();
-    const int stride = table_->stride(), slot_floats = stride - c_.dim;
+    const int num_slots = table_->num_slots(), slot_floats = num_slots * c_.dim;
     DeviceBuffer<int64_t> keys(n), freqs(n), versions(n);
     DeviceBuffer<float> values(n * c_.dim), slots(n * slot_floats);
-    Status st = table_->Export(keys.p, values.p, slot_floats ? slots.p : nullptr, freqs.p,
-                               versions.p);
+    // One [n, dim] array per slot, as the checkpoint keeps them.
+    std::vector<float*> slot_arrays;
+    for (int s = 0; s < num_slots; ++s) slot_arrays.push_back(slots.p + s * n * c_.dim);
+    Status st = table_->Export(keys.p, values.p, freqs.p, versions.p, slot_arrays);
     if (!st.ok()) {
       report.Check(c_.name + "_export", false, st.message);
       return;
@@ -372,7 +385,15 @@ class TableCheck {
     const auto h_keys = keys.Download(n), h_freqs = freqs.Download(n),
                h_versions = versions.Download(n);
     const auto h_values = values.Download(n * c_.dim),
-               h_slots = slots.Download(n * slot_floats);
+               h_slot_arrays = slots.Download(n * slot_floats);
+    // h_slots[i]: key i's slots, [slot_0 | slot_1] as in its entry
+    std::vector<float> h_slots(n * slot_floats);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int s = 0; s < num_slots; ++s) {
+        std::memcpy(&h_slots[i * slot_floats + s * c_.dim], &h_slot_arrays[(s * n + i) * c_.dim],
+                    c_.dim * sizeof(float));
+      }
+    }
     int64_t bad = 0;
     std::string first;
     std::unordered_set<int64_t> unique;
@@ -398,19 +419,21 @@ class TableCheck {
     config.optimizer = c_.optimizer;
     config.init = Uniform(7);
     config.initial_capacity = 16;
+    std::vector<const float*> import_slots(slot_arrays.begin(), slot_arrays.end());
     if (!(st = GpuEmbeddingTable::Create(config, nullptr, &copy)).ok() ||
-        !(st = copy->Import(keys.p, n, values.p, slot_floats ? slots.p : nullptr, freqs.p,
-                            versions.p)).ok()) {
+        !(st = copy->Import(keys.p, n, values.p, freqs.p, versions.p, import_slots)).ok()) {
       report.Check(c_.name + "_import", false, st.message);
       return;
     }
     DeviceBuffer<int64_t> keys2(n), freqs2(n), versions2(n);
     DeviceBuffer<float> values2(n * c_.dim), slots2(n * slot_floats);
-    st = copy->Export(keys2.p, values2.p, slot_floats ? slots2.p : nullptr, freqs2.p,
-                      versions2.p);
+    std::vector<float*> slot_arrays2;
+    for (int s = 0; s < num_slots; ++s) slot_arrays2.push_back(slots2.p + s * n * c_.dim);
+    st = copy->Export(keys2.p, values2.p, freqs2.p, versions2.p, slot_arrays2);
     // Both in index order of their own index: compare as maps.
     const auto k2 = keys2.Download(n), f2 = freqs2.Download(n), v2 = versions2.Download(n);
     const auto r2 = values2.Download(n * c_.dim), s2 = slots2.Download(n * slot_floats);
+    // both exports keep slots as per-slot arrays: compare array by array
     std::unordered_map<int64_t, int64_t> at;
     for (int64_t i = 0; i < n; ++i) at[h_keys[i]] = i;
     bad = 0;
@@ -419,8 +442,7 @@ class TableCheck {
       const int64_t i = it == at.end() ? -1 : it->second;
       if (i < 0 || f2[j] != h_freqs[i] || v2[j] != h_versions[i] ||
           std::memcmp(&r2[j * c_.dim], &h_values[i * c_.dim], c_.dim * 4) != 0 ||
-          std::memcmp(s2.data() + j * slot_floats, h_slots.data() + i * slot_floats,
-                      slot_floats * 4) != 0) {
+          !SameSlots(s2, j, h_slot_arrays, i, n, num_slots)) {
         ++bad;
       }
     }
@@ -456,7 +478,7 @@ void CheckConcurrentInsert(int64_t copies) {
   const int64_t n = table->size();
   DeviceBuffer<int64_t> k(n), f(n), v(n);
   DeviceBuffer<float> rows(n * 8);
-  if (st.ok()) st = table->Export(k.p, rows.p, nullptr, f.p, v.p);
+  if (st.ok()) st = table->Export(k.p, rows.p, f.p, v.p, {});
   const auto hk = k.Download(n), hf = f.Download(n), hv = v.Download(n);
   bool counts = true;
   for (int64_t i = 0; i < n; ++i) {

@@ -251,25 +251,28 @@ __device__ __forceinline__ bool RunTail(const int64_t* sorted, int64_t j, int64_
   return j == n - 1 || sorted[j] != sorted[j + 1];
 }
 
+// Up to two per-slot [n, dim] arrays, passed by value.
+struct SlotArrays {
+  float* p[2] = {nullptr, nullptr};
+  int count = 0;
+};
+
 // Insert / Import: the last occurrence of each key assigns its row (and metadata).
 __global__ void AssignKernel(int64_t n, const int64_t* sorted_entries,
                              const int64_t* sorted_positions, const float* values,
-                             const float* slot_values, const int64_t* freqs_in,
+                             SlotArrays slot_values, const int64_t* freqs_in,
                              const int64_t* versions_in, float* entries, int stride, int dim,
                              ull* freqs, int64_t* versions) {
   const Tile tile = cg::tiled_partition<kBucketSize>(cg::this_thread_block());
   const int64_t tiles = int64_t{gridDim.x} * kTilesPerBlock;
-  const int slot_floats = stride - dim;
   for (int64_t j = blockIdx.x * int64_t{kTilesPerBlock} + tile.meta_group_rank(); j < n;
        j += tiles) {
     if (!RunTail(sorted_entries, j, n)) continue;
     const int64_t e = sorted_entries[j], p = sorted_positions[j];
     float* row = entries + e * stride;
     CopyRow(tile, values + p * dim, row, dim);
-    if (slot_values != nullptr) {
-      for (int c = tile.thread_rank(); c < slot_floats; c += kBucketSize) {
-        row[dim + c] = slot_values[p * slot_floats + c];
-      }
+    for (int s = 0; s < slot_values.count; ++s) {
+      CopyRow(tile, slot_values.p[s] + p * dim, row + (s + 1) * dim, dim);
     }
     if (freqs_in != nullptr && tile.thread_rank() == 0) {
       const int64_t f = freqs_in[p];
@@ -279,16 +282,29 @@ __global__ void AssignKernel(int64_t n, const int64_t* sorted_entries,
   }
 }
 
+// Apply: per key its entry, or `missing` (sorted after every real entry).
+__global__ void LocateKernel(const int64_t* keys, int64_t n, const ull* index,
+                             int64_t num_buckets, int64_t missing, int64_t* entry_of) {
+  const Tile tile = cg::tiled_partition<kBucketSize>(cg::this_thread_block());
+  const int64_t tiles = int64_t{gridDim.x} * kTilesPerBlock;
+  for (int64_t i = blockIdx.x * int64_t{kTilesPerBlock} + tile.meta_group_rank(); i < n;
+       i += tiles) {
+    const int64_t e = FindEntry(tile, index, num_buckets, keys[i]);
+    if (tile.thread_rank() == 0) entry_of[i] = e >= 0 ? e : missing;
+  }
+}
+
 // One tile per key: sums its gradient rows in batch order, then updates the entry.
 __global__ void ApplyKernel(int64_t n, const int64_t* sorted_entries,
                             const int64_t* sorted_positions, const float* grads,
-                            float* entries, int stride, int dim, OptimizerParams params) {
+                            float* entries, int stride, int dim, int64_t missing,
+                            OptimizerParams params) {
   const Tile tile = cg::tiled_partition<kBucketSize>(cg::this_thread_block());
   const int64_t tiles = int64_t{gridDim.x} * kTilesPerBlock;
   const int num_slots = stride / dim - 1;
   for (int64_t j = blockIdx.x * int64_t{kTilesPerBlock} + tile.meta_group_rank(); j < n;
        j += tiles) {
-    if (!RunHead(sorted_entries, j)) continue;
+    if (!RunHead(sorted_entries, j) || sorted_entries[j] == missing) continue;
     const int64_t e = sorted_entries[j];
     float* row = entries + e * stride;
     for (int c = tile.thread_rank(); c < dim; c += kBucketSize) {
@@ -370,7 +386,7 @@ __global__ void ExportCountKernel(const ull* keys, int64_t slots, long long* chu
 __global__ void ExportWriteKernel(const ull* keys, int64_t slots, const float* entries,
                                   const ull* freqs, const int64_t* versions, int stride,
                                   int dim, const long long* chunk_offsets, int64_t* keys_out,
-                                  float* values_out, float* slots_out, int64_t* freqs_out,
+                                  float* values_out, SlotArrays slots_out, int64_t* freqs_out,
                                   int64_t* versions_out) {
   const int64_t first = blockIdx.x * int64_t{kExportChunk} + threadIdx.x * kExportPerThread;
   long long live = 0;
@@ -383,7 +399,6 @@ __global__ void ExportWriteKernel(const ull* keys, int64_t slots, const float* e
   long long offset;
   Scan(temp).ExclusiveSum(live, offset);
   offset += chunk_offsets[blockIdx.x];
-  const int slot_floats = stride - dim;
   for (int t = 0; t < kExportPerThread; ++t) {
     int64_t key;
     const int64_t i = first + t;
@@ -391,8 +406,8 @@ __global__ void ExportWriteKernel(const ull* keys, int64_t slots, const float* e
     keys_out[offset] = key;
     const float* row = entries + i * stride;
     for (int c = 0; c < dim; ++c) values_out[offset * dim + c] = row[c];
-    if (slots_out != nullptr) {
-      for (int c = 0; c < slot_floats; ++c) slots_out[offset * slot_floats + c] = row[dim + c];
+    for (int s = 0; s < slots_out.count; ++s) {
+      for (int c = 0; c < dim; ++c) slots_out.p[s][offset * dim + c] = row[(s + 1) * dim + c];
     }
     // The CPU table keeps a saturating uint32 frequency; export the same.
     freqs_out[offset] = static_cast<int64_t>(freqs[i] < 0xffffffffULL ? freqs[i] : 0xffffffffULL);
@@ -407,19 +422,45 @@ std::string GiB(int64_t bytes) {
   return buffer;
 }
 
+class CudaMalloc : public DeviceMemory {
+ public:
+  void* Allocate(size_t bytes) override {
+    void* p = nullptr;
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+      cudaGetLastError();  // an allocation failure is not sticky; clear it
+      return nullptr;
+    }
+    return p;
+  }
+  void Free(void* p) override { cudaFree(p); }
+  int64_t Available() override {
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+      cudaGetLastError();
+      return -1;
+    }
+    return static_cast<int64_t>(free_bytes);
+  }
+};
+
 }  // namespace
+
+std::shared_ptr<DeviceMemory> CudaMallocMemory() { return std::make_shared<CudaMalloc>(); }
 
 GpuEmbeddingTable::GpuEmbeddingTable(const TableConfig& config, cudaStream_t stream)
     : dim_(config.dim),
       stride_(config.dim * (1 + NumSlots(config.optimizer))),
       config_(config),
-      stream_(stream) {}
+      stream_(stream),
+      memory_(config.memory ? config.memory : CudaMallocMemory()) {}
 
 GpuEmbeddingTable::~GpuEmbeddingTable() {
+  // Kernels still running on the stream may use the memory.
+  cudaStreamSynchronize(stream_);
   Free(&index_);
-  cudaFree(default_row_);
-  cudaFree(counters_);
-  cudaFree(workspace_);
+  memory_->Free(default_row_);
+  memory_->Free(counters_);
+  memory_->Free(workspace_);
 }
 
 int64_t GpuEmbeddingTable::IndexBytes(int64_t num_buckets, int stride) {
@@ -427,44 +468,38 @@ int64_t GpuEmbeddingTable::IndexBytes(int64_t num_buckets, int stride) {
   return entries * (sizeof(ull) * 2 + sizeof(int64_t) + sizeof(float) * int64_t{stride});
 }
 
-Status GpuEmbeddingTable::Allocate(int64_t num_buckets, int stride, Index* index) {
+Status GpuEmbeddingTable::Allocate(int64_t num_buckets, Index* index) {
   const int64_t entries = num_buckets * kBucketSize + 2;
-  size_t free_bytes = 0, total_bytes = 0;
-  cudaError_t e = cudaMemGetInfo(&free_bytes, &total_bytes);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    return Status::Error(Status::kInternal,
-                         std::string("cudaMemGetInfo failed: ") + cudaGetErrorString(e));
-  }
-  const int64_t bytes = IndexBytes(num_buckets, stride);
-  if (bytes > static_cast<int64_t>(free_bytes)) {
+  const int64_t bytes = IndexBytes(num_buckets, stride_);
+  const int64_t available = memory_->Available();
+  if (available >= 0 && bytes > available) {
     return Status::Error(
         Status::kResourceExhausted,
         "a GPU EmbeddingVariable index of " + std::to_string(num_buckets * kBucketSize) +
-            " slots at " + std::to_string(stride) + " floats per entry needs " + GiB(bytes) +
-            ", the device has " + GiB(free_bytes) + " free; lower the capacity or dim");
+            " slots at " + std::to_string(stride_) + " floats per entry needs " + GiB(bytes) +
+            ", the device has " + GiB(available) + " free; lower the capacity or dim");
   }
   Index fresh;
   fresh.num_buckets = num_buckets;
-  if ((e = cudaMalloc(&fresh.keys, entries * sizeof(ull))) == cudaSuccess &&
-      (e = cudaMalloc(&fresh.entries, entries * sizeof(float) * stride)) == cudaSuccess &&
-      (e = cudaMalloc(&fresh.freqs, entries * sizeof(ull))) == cudaSuccess &&
-      (e = cudaMalloc(&fresh.versions, entries * sizeof(int64_t))) == cudaSuccess) {
+  fresh.keys = static_cast<ull*>(memory_->Allocate(entries * sizeof(ull)));
+  fresh.entries = static_cast<float*>(memory_->Allocate(entries * sizeof(float) * stride_));
+  fresh.freqs = static_cast<ull*>(memory_->Allocate(entries * sizeof(ull)));
+  fresh.versions = static_cast<int64_t*>(memory_->Allocate(entries * sizeof(int64_t)));
+  if (fresh.keys && fresh.entries && fresh.freqs && fresh.versions) {
     *index = fresh;
     return Status::Ok();
   }
-  cudaGetLastError();  // an allocation failure is not sticky; clear it
   Free(&fresh);
   return Status::Error(Status::kResourceExhausted,
                        "out of GPU memory allocating " + GiB(bytes) +
-                           " for an EmbeddingVariable index: " + cudaGetErrorString(e));
+                           " for an EmbeddingVariable index");
 }
 
 void GpuEmbeddingTable::Free(Index* index) {
-  cudaFree(index->keys);
-  cudaFree(index->entries);
-  cudaFree(index->freqs);
-  cudaFree(index->versions);
+  memory_->Free(index->keys);
+  memory_->Free(index->entries);
+  memory_->Free(index->freqs);
+  memory_->Free(index->versions);
   *index = Index();
 }
 
@@ -501,13 +536,15 @@ Status GpuEmbeddingTable::Create(const TableConfig& config, cudaStream_t stream,
   std::unique_ptr<GpuEmbeddingTable> t(new GpuEmbeddingTable(config, stream));
   const int64_t buckets =
       std::max<int64_t>(1, (config.initial_capacity + kBucketSize - 1) / kBucketSize);
-  Status st = Allocate(buckets, t->stride_, &t->index_);
+  Status st = t->Allocate(buckets, &t->index_);
   if (!st.ok()) return st;  // t's destructor frees what it holds
   std::vector<float> row = config.default_row;
   row.resize(config.dim, 0.f);
-  st = t->Check(cudaMalloc(&t->default_row_, sizeof(float) * config.dim), "cudaMalloc");
-  if (st.ok()) st = t->Check(cudaMalloc(&t->counters_, 3 * sizeof(long long)), "cudaMalloc");
-  if (!st.ok()) return Status::Error(Status::kResourceExhausted, st.message);
+  t->default_row_ = static_cast<float*>(t->memory_->Allocate(sizeof(float) * config.dim));
+  t->counters_ = static_cast<long long*>(t->memory_->Allocate(3 * sizeof(long long)));
+  if (!t->default_row_ || !t->counters_) {
+    return Status::Error(Status::kResourceExhausted, "out of GPU memory creating a table");
+  }
   st = t->Check(cudaMemcpyAsync(t->default_row_, row.data(), sizeof(float) * config.dim,
                                 cudaMemcpyHostToDevice, stream),
                 "copying the default row");
@@ -545,7 +582,7 @@ Status GpuEmbeddingTable::Prepare(int64_t n, bool group) {
   auto align = [](size_t b) { return (b + 255) / 256 * 256; };
   const int64_t entries = index_.num_buckets * kBucketSize + 2;
   sort_bits_ = 1;
-  while (sort_bits_ < 64 && (int64_t{1} << sort_bits_) < entries) ++sort_bits_;
+  while (sort_bits_ < 64 && (int64_t{1} << sort_bits_) <= entries) ++sort_bits_;
   sort_temp_bytes_ = 0;
   if (group) {
     cudaError_t e = cub::DeviceRadixSort::SortPairs(
@@ -560,11 +597,10 @@ Status GpuEmbeddingTable::Prepare(int64_t n, bool group) {
   const size_t bytes = key_bytes * (group ? 5 : 2) + align(n) + align(sort_temp_bytes_);
   if (bytes > workspace_bytes_) {
     const size_t want = std::max(bytes, workspace_bytes_ + workspace_bytes_ / 2);
-    cudaFree(workspace_);
-    workspace_ = nullptr;
+    cudaStreamSynchronize(stream_);  // earlier kernels may still read the old workspace
+    memory_->Free(workspace_);
     workspace_bytes_ = 0;
-    if (cudaMalloc(&workspace_, want) != cudaSuccess) {
-      cudaGetLastError();
+    if ((workspace_ = memory_->Allocate(want)) == nullptr) {
       return Status::Error(Status::kResourceExhausted,
                            "out of GPU memory for the scratch of a batch of " +
                                std::to_string(n) + " keys (" +
@@ -611,7 +647,7 @@ Status GpuEmbeddingTable::GrowIfLoaded() {
 
 Status GpuEmbeddingTable::Rehash(int64_t num_buckets) {
   Index fresh;
-  Status st = Allocate(num_buckets, stride_, &fresh);
+  Status st = Allocate(num_buckets, &fresh);
   if (!st.ok()) return st;
   const int64_t slots = num_buckets * kBucketSize;
   const int64_t old_slots = index_.num_buckets * kBucketSize;
@@ -636,15 +672,24 @@ Status GpuEmbeddingTable::Rehash(int64_t num_buckets) {
   return Status::Ok();
 }
 
+const int64_t* GpuEmbeddingTable::Widen(const void* keys, KeyDtype dtype, int64_t n) {
+  if (dtype == KeyDtype::kInt64) return static_cast<const int64_t*>(keys);
+  WidenKernel<<<GridFor(n, kBlock), kBlock, 0, stream_>>>(static_cast<const int32_t*>(keys), n,
+                                                          widened_);
+  return widened_;
+}
+
+Status GpuEmbeddingTable::LocateExisting(const void* keys, KeyDtype dtype, int64_t n) {
+  wide_keys_ = Widen(keys, dtype, n);
+  LocateKernel<<<GridFor(n, kTilesPerBlock), kBlock, 0, stream_>>>(
+      wide_keys_, n, index_.keys, index_.num_buckets, index_.num_buckets * kBucketSize + 2,
+      entry_of_);
+  return Check(cudaSuccess, "launching locate");
+}
+
 Status GpuEmbeddingTable::Locate(const void* keys, KeyDtype dtype, int64_t n,
                                  bool fill_value, int64_t step) {
-  if (dtype == KeyDtype::kInt32) {
-    WidenKernel<<<GridFor(n, kBlock), kBlock, 0, stream_>>>(static_cast<const int32_t*>(keys),
-                                                            n, widened_);
-    wide_keys_ = widened_;
-  } else {
-    wide_keys_ = static_cast<const int64_t*>(keys);
-  }
+  wide_keys_ = Widen(keys, dtype, n);
   cudaMemsetAsync(counters_, 0, 3 * sizeof(long long), stream_);
   ClaimKernel<<<GridFor(n, kTilesPerBlock), kBlock, 0, stream_>>>(
       wide_keys_, n, index_.keys, index_.num_buckets, entry_of_, inserted_, counters_);
@@ -715,7 +760,7 @@ Status GpuEmbeddingTable::Insert(const void* keys, KeyDtype dtype, int64_t n,
     return st;
   }
   AssignKernel<<<GridFor(n, kTilesPerBlock), kBlock, 0, stream_>>>(
-      n, sorted_entries_, sorted_positions_, values, nullptr, nullptr, nullptr,
+      n, sorted_entries_, sorted_positions_, values, SlotArrays(), nullptr, nullptr,
       index_.entries, stride_, dim_, index_.freqs, index_.versions);
   if (!(st = Check(cudaSuccess, "launching insert")).ok()) return st;
   return GrowIfLoaded();
@@ -725,12 +770,7 @@ Status GpuEmbeddingTable::Remove(const void* keys, KeyDtype dtype, int64_t n) {
   Status st = Validate(dtype, n, keys);
   if (!st.ok() || n == 0) return st;
   if (!(st = Prepare(n, false)).ok()) return st;
-  const int64_t* wide = static_cast<const int64_t*>(keys);
-  if (dtype == KeyDtype::kInt32) {
-    WidenKernel<<<GridFor(n, kBlock), kBlock, 0, stream_>>>(static_cast<const int32_t*>(keys),
-                                                            n, widened_);
-    wide = widened_;
-  }
+  const int64_t* wide = Widen(keys, dtype, n);
   cudaMemsetAsync(counters_, 0, 3 * sizeof(long long), stream_);
   RemoveKernel<<<GridFor(n, kTilesPerBlock), kBlock, 0, stream_>>>(
       wide, n, index_.keys, index_.num_buckets, counters_);
@@ -753,24 +793,34 @@ Status GpuEmbeddingTable::Apply(const OptimizerParams& params, const void* keys,
                              std::to_string(static_cast<int>(config_.optimizer)));
   }
   if (n == 0) return st;
-  if (!(st = Reserve(n)).ok() || !(st = Prepare(n, true)).ok() ||
-      !(st = Locate(keys, dtype, n, true, 0)).ok() || !(st = GroupByEntry(n)).ok()) {
+  if (!(st = Prepare(n, true)).ok() || !(st = LocateExisting(keys, dtype, n)).ok() ||
+      !(st = GroupByEntry(n)).ok()) {
     return st;
   }
   ApplyKernel<<<GridFor(n, kTilesPerBlock), kBlock, 0, stream_>>>(
-      n, sorted_entries_, sorted_positions_, grads, index_.entries, stride_, dim_, params);
-  if (!(st = Check(cudaSuccess, "launching apply")).ok()) return st;
-  return GrowIfLoaded();
+      n, sorted_entries_, sorted_positions_, grads, index_.entries, stride_, dim_,
+      index_.num_buckets * kBucketSize + 2, params);
+  return Check(cudaSuccess, "launching apply");
 }
 
-Status GpuEmbeddingTable::Export(int64_t* keys, float* values, float* slots, int64_t* freqs,
-                                 int64_t* versions) {
+Status GpuEmbeddingTable::Export(int64_t* keys, float* values, int64_t* freqs,
+                                 int64_t* versions, const std::vector<float*>& slots) {
+  if (!slots.empty() && static_cast<int>(slots.size()) != num_slots()) {
+    return Status::Error(Status::kInvalidArgument,
+                         "export asks for " + std::to_string(slots.size()) +
+                             " slot arrays, the table keeps " + std::to_string(num_slots()));
+  }
+  SlotArrays slot_arrays;
+  slot_arrays.count = static_cast<int>(slots.size());
+  for (int s = 0; s < slot_arrays.count; ++s) slot_arrays.p[s] = slots[s];
   if (size_ == 0) return Status::Ok();
   const int64_t index_slots = index_.num_buckets * kBucketSize;
   const int64_t chunks = (index_slots + 2 + kExportChunk - 1) / kExportChunk;
-  long long* counts = nullptr;
-  Status st = Check(cudaMalloc(&counts, chunks * sizeof(long long)), "cudaMalloc");
-  if (!st.ok()) return Status::Error(Status::kResourceExhausted, st.message);
+  long long* counts = static_cast<long long*>(memory_->Allocate(chunks * sizeof(long long)));
+  if (counts == nullptr) {
+    return Status::Error(Status::kResourceExhausted, "out of GPU memory exporting a table");
+  }
+  Status st;
   ExportCountKernel<<<static_cast<unsigned>(chunks), kBlock, 0, stream_>>>(
       index_.keys, index_slots, counts);
   std::vector<long long> offsets(chunks);
@@ -792,18 +842,26 @@ Status GpuEmbeddingTable::Export(int64_t* keys, float* values, float* slots, int
                     stream_);
     ExportWriteKernel<<<static_cast<unsigned>(chunks), kBlock, 0, stream_>>>(
         index_.keys, index_slots, index_.entries, index_.freqs, index_.versions, stride_, dim_,
-        counts, keys, values, slots, freqs, versions);
+        counts, keys, values, slot_arrays, freqs, versions);
     st = Check(cudaStreamSynchronize(stream_), "exporting");
   }
-  cudaFree(counts);
+  memory_->Free(counts);
   return st;
 }
 
 Status GpuEmbeddingTable::Import(const int64_t* keys, int64_t n, const float* values,
-                                 const float* slots, const int64_t* freqs,
-                                 const int64_t* versions) {
+                                 const int64_t* freqs, const int64_t* versions,
+                                 const std::vector<const float*>& slots) {
   Status st = Validate(KeyDtype::kInt64, n, keys);
   if (!st.ok()) return st;
+  if (!slots.empty() && static_cast<int>(slots.size()) != num_slots()) {
+    return Status::Error(Status::kInvalidArgument,
+                         "import has " + std::to_string(slots.size()) +
+                             " slot arrays, the table keeps " + std::to_string(num_slots()));
+  }
+  SlotArrays slot_arrays;
+  slot_arrays.count = static_cast<int>(slots.size());
+  for (int s = 0; s < slot_arrays.count; ++s) slot_arrays.p[s] = const_cast<float*>(slots[s]);
   if (n > 0 && (values == nullptr || freqs == nullptr || versions == nullptr)) {
     return Status::Error(Status::kInvalidArgument, "import needs values, freqs and versions");
   }
@@ -812,7 +870,7 @@ Status GpuEmbeddingTable::Import(const int64_t* keys, int64_t n, const float* va
   while (static_cast<double>(n) > 0.7 * buckets * kBucketSize) buckets *= 2;
   if (buckets != index_.num_buckets) {
     Index fresh;
-    if (!(st = Allocate(buckets, stride_, &fresh)).ok()) return st;
+    if (!(st = Allocate(buckets, &fresh)).ok()) return st;
     Free(&index_);
     index_ = fresh;
   }
@@ -827,7 +885,7 @@ Status GpuEmbeddingTable::Import(const int64_t* keys, int64_t n, const float* va
     return st;
   }
   AssignKernel<<<GridFor(n, kTilesPerBlock), kBlock, 0, stream_>>>(
-      n, sorted_entries_, sorted_positions_, values, slots, freqs, versions, index_.entries,
+      n, sorted_entries_, sorted_positions_, values, slot_arrays, freqs, versions, index_.entries,
       stride_, dim_, index_.freqs, index_.versions);
   return Check(cudaStreamSynchronize(stream_), "importing");
 }

@@ -36,6 +36,18 @@ struct Status {
   static Status Error(Code c, std::string m) { return Status{c, std::move(m)}; }
 };
 
+// Where a table's device memory comes from: cudaMalloc by default (CudaMallocMemory);
+// TensorFlow's kernels pass the device's own allocator, which holds the GPU's memory.
+class DeviceMemory {
+ public:
+  virtual ~DeviceMemory() = default;
+  virtual void* Allocate(size_t bytes) = 0;  // nullptr when out of memory
+  virtual void Free(void* p) = 0;
+  // Bytes that could still be allocated (a larger index is refused up front), -1: unknown.
+  virtual int64_t Available() = 0;
+};
+std::shared_ptr<DeviceMemory> CudaMallocMemory();
+
 // Key dtypes by their TensorFlow DataType numbers; int32 keys are widened to int64.
 enum class KeyDtype : int { kInt32 = 3, kInt64 = 9 };
 
@@ -47,6 +59,7 @@ struct TableConfig {
   std::vector<float> default_row;         // find of a missing key: empty = zeros
   int64_t initial_capacity = 1 << 16;     // index slots (rounded up to whole buckets)
   float max_load = 0.9f;                  // live keys + tombstones per slot before growth
+  std::shared_ptr<DeviceMemory> memory;   // null: cudaMalloc
 };
 
 class GpuEmbeddingTable {
@@ -77,18 +90,19 @@ class GpuEmbeddingTable {
   Status Insert(const void* keys, KeyDtype dtype, int64_t n, const float* values);
   Status Remove(const void* keys, KeyDtype dtype, int64_t n);
   // Sums the gradient rows [n, dim] of each key (in batch order) and applies the
-  // optimizer to the key's entry; missing keys are inserted first (initializer row,
-  // slot_init). params.kind must be the table's optimizer.
+  // optimizer to the key's entry; keys without an entry are skipped (as the CPU table).
+  // params.kind must be the table's optimizer.
   Status Apply(const OptimizerParams& params, const void* keys, KeyDtype dtype, int64_t n,
                const float* grads);
 
-  // Snapshot into device buffers sized by size(): keys [n], values [n, dim], slots
-  // [n, num_slots * dim] (may be null), freqs [n], versions [n]; in index order.
-  Status Export(int64_t* keys, float* values, float* slots, int64_t* freqs,
-                int64_t* versions);
-  // Replaces the whole content (duplicate keys: the last wins); slots null = slot_init.
-  Status Import(const int64_t* keys, int64_t n, const float* values, const float* slots,
-                const int64_t* freqs, const int64_t* versions);
+  // Snapshot into device buffers sized by size(): keys [n], values [n, dim], freqs [n],
+  // versions [n], and slots: none, or one [n, dim] buffer per slot; in index order.
+  Status Export(int64_t* keys, float* values, int64_t* freqs, int64_t* versions,
+                const std::vector<float*>& slots);
+  // Replaces the whole content (duplicate keys: the last wins); slots: none (every entry
+  // gets slot_init) or one [n, dim] array per slot.
+  Status Import(const int64_t* keys, int64_t n, const float* values, const int64_t* freqs,
+                const int64_t* versions, const std::vector<const float*>& slots);
 
  private:
   GpuEmbeddingTable(const TableConfig& config, cudaStream_t stream);
@@ -100,8 +114,8 @@ class GpuEmbeddingTable {
     unsigned long long* freqs = nullptr;  // slots + 2
     int64_t* versions = nullptr;          // slots + 2
   };
-  static Status Allocate(int64_t num_buckets, int stride, Index* index);
-  static void Free(Index* index);
+  Status Allocate(int64_t num_buckets, Index* index);
+  void Free(Index* index);
   static int64_t IndexBytes(int64_t num_buckets, int stride);
 
   Status Validate(KeyDtype dtype, int64_t n, const void* keys) const;
@@ -110,9 +124,12 @@ class GpuEmbeddingTable {
   Status Rehash(int64_t num_buckets);
   // Carves the per-key scratch of an n-key operation out of the workspace.
   Status Prepare(int64_t n, bool group);
-  // Per key its entry (entry_of_), inserting missing keys when insert is set: value row
-  // from the initializer when fill_value, slots slot_init, freq 0, last step `step`.
+  // Per key its entry (entry_of_), inserting missing keys: value row from the
+  // initializer when fill_value, slots slot_init, freq 0, last step `step`.
   Status Locate(const void* keys, KeyDtype dtype, int64_t n, bool fill_value, int64_t step);
+  // Per key its entry, or the out-of-range entry slots + 2 when it has none.
+  Status LocateExisting(const void* keys, KeyDtype dtype, int64_t n);
+  const int64_t* Widen(const void* keys, KeyDtype dtype, int64_t n);
   // Sorts (entry, position) pairs by entry, stably: duplicates of a key become one run,
   // in batch order.
   Status GroupByEntry(int64_t n);
@@ -124,6 +141,7 @@ class GpuEmbeddingTable {
   const int stride_;
   const TableConfig config_;
   cudaStream_t stream_;
+  std::shared_ptr<DeviceMemory> memory_;
   Index index_;
   float* default_row_ = nullptr;
   long long* counters_ = nullptr;  // device [3]: inserted/removed, side-entry removals, failed

@@ -73,7 +73,8 @@ class ReferenceTable {
     for (int64_t i = 0; i < n; ++i) entries_.erase(keys[i]);
   }
 
-  // Gradients of a repeated key are summed in batch order, then applied once.
+  // Gradients of a repeated key are summed in batch order, then applied once; keys
+  // without an entry are skipped.
   void Apply(const OptimizerParams& p, const int64_t* keys, int64_t n, const float* grads) {
     std::vector<int64_t> order;
     std::unordered_map<int64_t, std::vector<float>> sums;
@@ -87,7 +88,9 @@ class ReferenceTable {
       }
     }
     for (int64_t key : order) {
-      Entry& e = Locate(key, true, 0);
+      auto it = entries_.find(key);
+      if (it == entries_.end()) continue;
+      Entry& e = it->second;
       const std::vector<float>& g = sums[key];
       for (int c = 0; c < dim_; ++c) {
         float var = e.row[c];
