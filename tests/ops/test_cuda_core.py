@@ -278,3 +278,82 @@ def test_optimizer_math_matches_tensorflow(cuda_build, optimizer, l2_shrinkage):
     assert not np.array_equal(got[-1], np.concatenate([*(_initial(optimizer, len(optimizer))[:1]),
                                                        *_initial(optimizer, len(optimizer))[1]],
                                                       axis=1))
+
+
+# ---- the TensorFlow GPU kernels (graphopt/_graphopt_ops_gpu.so) ------------------------------
+
+GPU_LIBRARY = os.path.join(REPO, "graphopt", "_graphopt_ops_gpu.so")
+GPU_OPS = ["GraphoptEvHandleOp", "GraphoptEvFind", "GraphoptEvFindOrInsert", "GraphoptEvInsert",
+           "GraphoptEvRemove", "GraphoptEvApplySgd", "GraphoptEvApplyAdagrad",
+           "GraphoptEvApplyAdam", "GraphoptEvApplyFtrl", "GraphoptEvExport", "GraphoptEvImport",
+           "GraphoptEvExportWithSlots", "GraphoptEvImportWithSlots", "GraphoptEvSize",
+           "GraphoptEvMemory"]
+CPU_ONLY_OPS = ["GraphoptEvEvict", "GraphoptEvStats"]
+
+# Prints, as JSON, the devices each op has kernels for after `import graphopt` (with
+# FAKE_GPU set, TensorFlow is told it sees a GPU) and the host-memory args of GPU kernels.
+_PROBE = """
+import json, os, sys
+import tensorflow as tf
+if os.environ.get("FAKE_GPU"):
+    real = tf.config.list_physical_devices
+    tf.config.list_physical_devices = lambda kind=None: (
+        [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")] if kind == "GPU"
+        else real(kind))
+import graphopt
+from tensorflow.python.framework import kernels
+out = {}
+for op in sys.argv[1:]:
+    defs = kernels.get_registered_kernels_for_op(op).kernel
+    out[op] = {"devices": sorted({k.device_type for k in defs}),
+               "host": sorted({a for k in defs if k.device_type == "GPU"
+                               for a in k.host_memory_arg})}
+ev = graphopt.EmbeddingVariable(4, initializer="zeros")  # still a working CPU table
+out["lookup"] = ev.lookup(tf.constant([3, 5], tf.int64), insert_missing=True).numpy().tolist()
+print(json.dumps(out))
+"""
+
+
+def _probe(fake_gpu, **env):
+    environ = {**os.environ, **env}
+    if fake_gpu:
+        environ["FAKE_GPU"] = "1"
+    r = subprocess.run(["python", "-c", _PROBE, *GPU_OPS, *CPU_ONLY_OPS], capture_output=True,
+                       text=True, timeout=300, env=environ, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def gpu_library():
+    if NVCC is None:
+        pytest.skip("nvcc not found: no GPU library is built on this machine")
+    import json
+    with open(os.path.join(REPO, "graphopt", "_build_info.json")) as f:
+        state = json.load(f).get("gpu_library", "not recorded (built before the GPU library)")
+    assert state == "built" and os.path.exists(GPU_LIBRARY), f"GPU library: {state}"
+    return GPU_LIBRARY
+
+
+def test_gpu_kernels_register_once_loaded(gpu_library):
+    out = _probe(fake_gpu=True)
+    for op in GPU_OPS:
+        assert out[op]["devices"] == ["CPU", "GPU"], op
+    for op in CPU_ONLY_OPS:
+        assert out[op]["devices"] == ["CPU"], op
+    # scalars read on the host stay there; keys, rows and gradients are device tensors
+    assert out["GraphoptEvFindOrInsert"]["host"] == ["step"]
+    assert out["GraphoptEvApplyAdam"]["host"] == sorted(
+        ["lr", "beta1", "beta2", "epsilon", "beta1_power", "beta2_power"])
+    assert out["GraphoptEvFind"]["host"] == []
+    assert out["GraphoptEvSize"]["host"] == ["size"]
+    assert out["lookup"] == [[0.0] * 4] * 2
+
+
+def test_import_graphopt_without_a_gpu_stays_cpu_only(gpu_library):
+    out = _probe(fake_gpu=False)
+    assert all(out[op]["devices"] == ["CPU"] for op in GPU_OPS + CPU_ONLY_OPS)
+    # and a GPU machine can opt out
+    out = _probe(fake_gpu=True, GRAPHOPT_GPU="0")
+    assert all(out[op]["devices"] == ["CPU"] for op in GPU_OPS + CPU_ONLY_OPS)

@@ -786,7 +786,10 @@ Status GpuEmbeddingTable::Apply(const OptimizerParams& params, const void* keys,
                                 KeyDtype dtype, int64_t n, const float* grads) {
   Status st = Validate(dtype, n, keys);
   if (!st.ok()) return st;
-  if (params.kind != config_.optimizer || params.kind == Optimizer::kNone) {
+  // SGD keeps no slots, so it also trains a table laid out for no optimizer (as on CPU).
+  const bool fits = params.kind == config_.optimizer ||
+                    (params.kind == Optimizer::kSgd && config_.optimizer == Optimizer::kNone);
+  if (!fits || params.kind == Optimizer::kNone) {
     return Status::Error(Status::kInvalidArgument,
                          "apply with optimizer " + std::to_string(static_cast<int>(params.kind)) +
                              " on a table laid out for optimizer " +

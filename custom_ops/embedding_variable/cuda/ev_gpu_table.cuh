@@ -91,7 +91,7 @@ class GpuEmbeddingTable {
   Status Remove(const void* keys, KeyDtype dtype, int64_t n);
   // Sums the gradient rows [n, dim] of each key (in batch order) and applies the
   // optimizer to the key's entry; keys without an entry are skipped (as the CPU table).
-  // params.kind must be the table's optimizer.
+  // params.kind must be the table's optimizer (or sgd on a table without one).
   Status Apply(const OptimizerParams& params, const void* keys, KeyDtype dtype, int64_t n,
                const float* grads);
 
