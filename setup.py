@@ -96,9 +96,8 @@ def _cuda_toolchain():
     """(nvcc, libcudart_static.a, TensorFlow's CUDA include dir), or None with the reason."""
     import tensorflow as tf
 
-    nvcc = shutil.which("nvcc") or next(
-        (p for p in ("/usr/local/cuda/bin/nvcc",) if os.path.exists(p)), None)
-    if nvcc is None:
+    nvcc = os.environ.get("NVCC") or shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+    if not os.path.exists(nvcc):
         return None, "no nvcc"
     include = os.path.join(tf.sysconfig.get_include(), "third_party", "gpus", "cuda", "include")
     if not os.path.exists(os.path.join(include, "cuda_runtime.h")):
@@ -150,17 +149,18 @@ def _build_gpu_library(lib_dir, cflags, lflags, build_temp):
     try:
         procs = [subprocess.Popen(c, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True) for c in (table, kernels)]
-        failed = [(c, p.communicate()[0]) for c, p in zip((table, kernels), procs)
-                  if p.wait() != 0]
+        logs = [p.communicate()[0] for p in procs]
+        failed = [(c, log, p.returncode) for c, log, p in zip((table, kernels), logs, procs)
+                  if p.returncode != 0]
         if not failed:
             r = subprocess.run(link, cwd=HERE, capture_output=True, text=True)
             if r.returncode != 0:
-                failed = [(link, r.stdout + r.stderr)]
+                failed = [(link, r.stdout + r.stderr, r.returncode)]
     except OSError as e:
-        failed = [([str(e)], "")]
+        failed = [([str(e)], "", -1)]
     if failed:
-        cmd, log = failed[0]
-        last = (log.strip().splitlines() or ["?"])[-1][:200]
+        cmd, log, rc = failed[0]
+        last = (log.strip().splitlines() or [f"exit status {rc}"])[-1][:200]
         print(f"graphopt: CPU-only build (the GPU library did not compile: {os.path.basename(cmd[0])}: "
               f"{last})")
         return "not built: compile failed"

@@ -36,10 +36,32 @@ Status ToTf(const gpu::Status& s) {
   }
 }
 
+// The keys as device int64. int64 keys are device tensors; int32 tensors stay in host memory
+// on a GPU device (TensorFlow's MTypeFromDType), so int32 keys are widened on the host and
+// copied into a device temp.
 template <typename K>
-constexpr gpu::KeyDtype KeyDtypeOf() {
-  return sizeof(K) == 4 ? gpu::KeyDtype::kInt32 : gpu::KeyDtype::kInt64;
+Status DeviceKeys(OpKernelContext* ctx, gpu::GpuEmbeddingTable* t, const K* keys, int64_t n,
+                  Tensor* temp, const int64_t** out) {
+  if constexpr (sizeof(K) == sizeof(int64_t)) {
+    *out = reinterpret_cast<const int64_t*>(keys);
+    return Status();
+  } else {
+    TF_RETURN_IF_ERROR(ctx->allocate_temp(tensorflow::DT_INT64, TensorShape({n}), temp));
+    *out = temp->flat<int64_t>().data();
+    if (n == 0) return Status();
+    const std::vector<int64_t> wide(keys, keys + n);
+    cudaError_t e = cudaMemcpyAsync(temp->flat<int64_t>().data(), wide.data(),
+                                    n * sizeof(int64_t), cudaMemcpyHostToDevice, t->stream());
+    if (e == cudaSuccess) e = cudaStreamSynchronize(t->stream());  // `wide` dies here
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return errors::Internal("copying int32 keys to the GPU: ", cudaGetErrorString(e));
+    }
+    return Status();
+  }
 }
+
+constexpr gpu::KeyDtype kInt64 = gpu::KeyDtype::kInt64;
 
 // The table's memory from the device's own allocator, which owns the GPU's memory in a
 // TensorFlow process (cudaMalloc would find little left).
@@ -150,7 +172,10 @@ struct FindFunctor<GPUDevice, K> {
                   float* out) const {
     OP_REQUIRES_OK(ctx, const_cast<GpuTableResource&>(table).With(
                             ctx, [&](gpu::GpuEmbeddingTable* t) {
-                              return ToTf(t->Find(keys, KeyDtypeOf<K>(), n, out));
+                              Tensor temp;
+                              const int64_t* k;
+                              TF_RETURN_IF_ERROR(DeviceKeys(ctx, t, keys, n, &temp, &k));
+                              return ToTf(t->Find(k, kInt64, n, out));
                             }));
   }
 };
@@ -160,7 +185,10 @@ struct FindOrInsertFunctor<GPUDevice, K> {
   Status operator()(OpKernelContext* ctx, GpuTableResource* table, const K* keys, int64_t n,
                     int64_t step, float* out) const {
     return table->With(ctx, [&](gpu::GpuEmbeddingTable* t) {
-      return ToTf(t->FindOrInsert(keys, KeyDtypeOf<K>(), n, step, out));
+      Tensor temp;
+      const int64_t* k;
+      TF_RETURN_IF_ERROR(DeviceKeys(ctx, t, keys, n, &temp, &k));
+      return ToTf(t->FindOrInsert(k, kInt64, n, step, out));
     });
   }
 };
@@ -170,7 +198,10 @@ struct InsertFunctor<GPUDevice, K> {
   Status operator()(OpKernelContext* ctx, GpuTableResource* table, const K* keys, int64_t n,
                     const float* values) const {
     return table->With(ctx, [&](gpu::GpuEmbeddingTable* t) {
-      return ToTf(t->Insert(keys, KeyDtypeOf<K>(), n, values));
+      Tensor temp;
+      const int64_t* k;
+      TF_RETURN_IF_ERROR(DeviceKeys(ctx, t, keys, n, &temp, &k));
+      return ToTf(t->Insert(k, kInt64, n, values));
     });
   }
 };
@@ -180,7 +211,10 @@ struct RemoveFunctor<GPUDevice, K> {
   void operator()(OpKernelContext* ctx, GpuTableResource* table, const K* keys,
                   int64_t n) const {
     OP_REQUIRES_OK(ctx, table->With(ctx, [&](gpu::GpuEmbeddingTable* t) {
-      return ToTf(t->Remove(keys, KeyDtypeOf<K>(), n));
+      Tensor temp;
+      const int64_t* k;
+      TF_RETURN_IF_ERROR(DeviceKeys(ctx, t, keys, n, &temp, &k));
+      return ToTf(t->Remove(k, kInt64, n));
     }));
   }
 };
@@ -221,7 +255,10 @@ struct SparseApplyFunctor<GPUDevice, K> {
     g.l1 = p.l1, g.l2 = p.l2, g.lr_power = p.lr_power;
     g.l2_shrinkage = 0.f;
     return table->With(ctx, [&](gpu::GpuEmbeddingTable* t) {
-      return ToTf(t->Apply(g, keys, KeyDtypeOf<K>(), n, grads));
+      Tensor temp;
+      const int64_t* k;
+      TF_RETURN_IF_ERROR(DeviceKeys(ctx, t, keys, n, &temp, &k));
+      return ToTf(t->Apply(g, k, kInt64, n, grads));
     });
   }
 };
@@ -245,8 +282,9 @@ struct SparseApplyFunctor<GPUDevice, K> {
 #define APPLY_FTRL(K) EvApplyKindOp<GPUDevice, K, OptimizerKind::kFtrl>
 #define NONE
 
-// Scalars the kernels read on the host stay in host memory; keys, rows and gradients are
-// device tensors. Evict and Stats have no GPU kernels (the GPU table does not evict yet).
+// Scalars the kernels read on the host stay in host memory; int64 keys, rows and gradients
+// are device tensors (int32 keys: host, see DeviceKeys). Evict and Stats have no GPU kernels
+// (the GPU table does not evict yet).
 REGISTER_GPU("GraphoptEvHandleOp", EvHandleOp);
 REGISTER_GPU_KEYED("GraphoptEvFind", NONE, FIND);
 REGISTER_GPU_KEYED("GraphoptEvFindOrInsert", .HostMemory("step"), FIND_OR_INSERT);

@@ -455,8 +455,8 @@ GpuEmbeddingTable::GpuEmbeddingTable(const TableConfig& config, cudaStream_t str
       memory_(config.memory ? config.memory : CudaMallocMemory()) {}
 
 GpuEmbeddingTable::~GpuEmbeddingTable() {
-  // Kernels still running on the stream may use the memory.
-  cudaStreamSynchronize(stream_);
+  // No sync needed: cudaFree waits for the device, and TensorFlow's allocator is ordered on
+  // the compute stream the table's kernels run on.
   Free(&index_);
   memory_->Free(default_row_);
   memory_->Free(counters_);

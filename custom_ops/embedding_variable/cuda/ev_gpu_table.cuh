@@ -73,6 +73,7 @@ class GpuEmbeddingTable {
   GpuEmbeddingTable& operator=(const GpuEmbeddingTable&) = delete;
 
   int dim() const { return dim_; }
+  cudaStream_t stream() const { return stream_; }
   int stride() const { return stride_; }
   int num_slots() const { return stride_ / dim_ - 1; }
   int64_t size() const { return size_; }
