@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.graphopt-installed
 OP_SOURCES := $(shell find custom_ops -name '*.cc' -o -name '*.h' -o -name '*.cu' 2>/dev/null)
 DEMO_DIR ?= demo-out
 
-.PHONY: install demo test clean asan
+.PHONY: install demo test clean asan gpu-check
 
 install: $(STAMP)
 
@@ -52,6 +52,11 @@ asan: install
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1 \
 	GRAPHOPT_OP_LIBRARY=$(ASAN_DIR)/graphopt/_graphopt_ops.so \
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/ops
+
+# The CUDA table core on a GPU, with nvcc only (no TensorFlow, no venv): correctness against
+# the host reference, compute-sanitizer, benchmark; results in $$OUT or build/ (docs/cuda.md).
+gpu-check:
+	bash custom_ops/embedding_variable/cuda/gpu_check.sh
 
 clean:
 	rm -rf build *.egg-info $(DEMO_DIR) graphopt/*.so graphopt/_build_info.json

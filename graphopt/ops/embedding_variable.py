@@ -2,10 +2,14 @@
 
 One row per id actually seen, no fixed vocabulary, no collisions. Works eagerly, in
 ``tf.function`` and in TF1 graphs; checkpoints with ``tf.train.Checkpoint`` and the TF1
-``Saver`` as ``<key>-keys/-values/-freqs/-versions``; survives ``tf.saved_model``.
+``Saver`` as ``<key>-keys/-values/-freqs/-versions`` (plus ``<key>-slot-<name>`` for an
+optimizer's slots); survives ``tf.saved_model``. Trains with a sparse optimizer whose slots
+live in the table's rows, with feature admission (``min_count``) and eviction.
 """
 
-import uuid
+import numbers
+
+import numpy as np
 
 import tensorflow as tf
 from tensorflow.python.eager import context
@@ -15,6 +19,7 @@ from tensorflow.python.trackable import resource
 from tensorflow.python.training.saving import saveable_object_util  # noqa: F401  (registers SaveSpec users)
 from tensorflow.python.checkpoint import saveable_compat
 
+from graphopt.ops import optimizers as sparse_optimizers
 from graphopt.ops.library import load_library
 
 KEY_DTYPES = (tf.int32, tf.int64)
@@ -29,6 +34,7 @@ _INITIALIZER_CONFIG = {
     "Constant": ("constant", {"value": "init_value"}),
 }
 _INITIALIZER_NAMES = ("uniform", "normal", "truncated_normal", "zeros", "ones")
+EVICT_POLICIES = ("lru", "lfu", "refuse")
 
 
 def _invalid(message: str) -> tf.errors.InvalidArgumentError:
@@ -68,6 +74,17 @@ def initializer_attrs(initializer) -> dict:
     return attrs
 
 
+def _integer(value, what: str):
+    """An int64 scalar tensor from an integer value; refuses fractional or float steps."""
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        if not value.dtype.is_integer:
+            raise _invalid(f"{what} must be an integer, got a {value.dtype.name} tensor")
+        return tf.cast(value, tf.int64)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise _invalid(f"{what} must be an integer, got {value!r}")
+    return tf.constant(int(value), tf.int64)
+
+
 def _default_value_attr(default_value, dim: int) -> list:
     if default_value is None:
         return []
@@ -83,11 +100,16 @@ class EmbeddingVariable(resource.TrackableResource):
 
     ``lookup(ids)`` finds rows (unseen ids get the default row, nothing is inserted);
     ``lookup(ids, insert_missing=True)`` inserts unseen ids with a deterministic
-    initializer row, a function of (seed, id) only.
+    initializer row, a function of (seed, id) only; with ``min_count`` > 1 an id gets its
+    row at its ``min_count``-th such lookup. ``optimizer`` (a name or a
+    ``graphopt.ops.optimizers`` config) keeps its slots in each row;
+    ``apply_gradients`` trains the rows, ``evict`` removes stale ones, ``max_rows`` caps
+    the table (``evict_policy`` lru | lfu | refuse).
     """
 
     def __init__(self, dim, key_dtype=tf.int64, initializer=None, default_value=None,
-                 seed=0, name="embedding_variable", shared_name=None, container=""):
+                 seed=0, name="embedding_variable", shared_name=None, container="",
+                 optimizer=None, min_count=0, max_rows=0, evict_policy="lru"):
         lib = load_library()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise _invalid(f"dim must be a positive int, got {dim!r}")
@@ -103,6 +125,18 @@ class EmbeddingVariable(resource.TrackableResource):
         if seed or "seed" not in self._attrs:  # an explicit seed beats the initializer's
             self._attrs["seed"] = int(seed)
         self._default_value = _default_value_attr(default_value, dim)
+        self._optimizer = sparse_optimizers.get(optimizer)
+        for label, value in (("min_count", min_count), ("max_rows", max_rows)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise _invalid(f"{label} must be an int >= 0, got {value!r}")
+        if 0 < max_rows < 64:
+            raise _invalid(f"max_rows must be 0 (no cap) or at least 64 (the cap is split over "
+                           f"64 shards), got {max_rows}")
+        if evict_policy not in EVICT_POLICIES:
+            raise _invalid(f"evict_policy must be one of {', '.join(EVICT_POLICIES)}, "
+                           f"got {evict_policy!r}")
+        self._min_count, self._max_rows = int(min_count), int(max_rows)
+        self._evict_policy = evict_policy
         # Eagerly each object owns a fresh table (TF's anonymous shared name makes
         # the kernel invent a unique one), so neither two objects nor two loads of
         # one SavedModel share rows by accident. In a graph an empty shared_name
@@ -123,20 +157,21 @@ class EmbeddingVariable(resource.TrackableResource):
         return self._ops.graphopt_ev_handle_op(
             container=self._container, shared_name=self._shared_name, dim=self._dim,
             key_dtype=self._key_dtype, default_value=self._default_value, name=self._name,
-            **self._attrs)
+            optimizer=self._optimizer.name if self._optimizer else "",
+            slot_init=self._optimizer.slot_init() if self._optimizer else [],
+            min_count=self._min_count, max_rows=self._max_rows,
+            evict_policy=self._evict_policy, **self._attrs)
 
     def _destroy_resource(self):
         if self._anonymous:
             tf.raw_ops.DestroyResourceOp(resource=self.resource_handle, ignore_lookup_error=True)
 
     def _serialize_to_tensors(self):
-        keys, values, freqs, versions = self.export()
-        return {"-keys": keys, "-values": values, "-freqs": freqs, "-versions": versions}
+        return checkpoint_tensors(self)
 
     def _restore_from_tensors(self, restored_tensors):
         with ops.name_scope(f"{self._name}_restore"):
-            return self.import_(restored_tensors["-keys"], restored_tensors["-values"],
-                                restored_tensors["-freqs"], restored_tensors["-versions"])
+            return restore_checkpoint_tensors(self, restored_tensors)
 
     # --- properties ----------------------------------------------------------------------
     @property
@@ -154,6 +189,15 @@ class EmbeddingVariable(resource.TrackableResource):
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def optimizer(self):
+        """The SparseOptimizer config the table was created for, or None."""
+        return self._optimizer
+
+    @property
+    def slot_names(self) -> tuple:
+        return self._optimizer.slot_names if self._optimizer else ()
 
     @property
     def handle(self):
@@ -183,7 +227,7 @@ class EmbeddingVariable(resource.TrackableResource):
         ids = self._keys(ids)
         with ops.name_scope(name, f"{self._name}_lookup"):
             if insert_missing:
-                step = tf.constant(0, tf.int64) if step is None else tf.cast(step, tf.int64)
+                step = tf.constant(0, tf.int64) if step is None else _integer(step, "step")
                 return self._ops.graphopt_ev_find_or_insert(self.resource_handle, ids, step,
                                                             dim=self._dim)
             return self._ops.graphopt_ev_find(self.resource_handle, ids, dim=self._dim)
@@ -207,19 +251,96 @@ class EmbeddingVariable(resource.TrackableResource):
 
     def export(self, name=None):
         """(keys int64 [n], values float32 [n, dim], freqs int64 [n], versions int64 [n])."""
-        with ops.name_scope(name, f"{self._name}_export"):
-            return self._ops.graphopt_ev_export(self.resource_handle, dim=self._dim)
+        return self.export_with_slots(name)[:4]
 
-    def import_(self, keys, values, freqs=None, versions=None, name=None):
-        """Replaces the whole content; freqs and versions default to zeros."""
+    def export_with_slots(self, name=None):
+        """export() plus {slot name: float32 [n, dim]}, one consistent snapshot."""
+        with ops.name_scope(name, f"{self._name}_export"):
+            if not self.slot_names:
+                return (*self._ops.graphopt_ev_export(self.resource_handle, dim=self._dim), {})
+            out = self._ops.graphopt_ev_export_with_slots(self.resource_handle, dim=self._dim,
+                                                          num_slots=len(self.slot_names))
+        return (out.keys, out.values, out.freqs, out.versions,
+                dict(zip(self.slot_names, out.slots)))
+
+    def import_(self, keys, values, freqs=None, versions=None, slots=None, name=None):
+        """Replaces the whole content; freqs and versions default to zeros; slots
+        ({name: [n, dim]}) default to the optimizer's initial values."""
         keys = tf.convert_to_tensor(keys, tf.int64)
         values = tf.convert_to_tensor(values, tf.float32)
         zeros = tf.zeros_like(keys)
         freqs = zeros if freqs is None else tf.convert_to_tensor(freqs, tf.int64)
         versions = zeros if versions is None else tf.convert_to_tensor(versions, tf.int64)
+        slots = slots or {}
+        if slots and set(slots) != set(self.slot_names):
+            raise _invalid(f"slots {sorted(slots)} do not match the slots "
+                           f"{list(self.slot_names)} of optimizer "
+                           f"'{self._optimizer.name if self._optimizer else ''}'")
+        slot_values = [tf.convert_to_tensor(slots[n], tf.float32) for n in self.slot_names
+                       ] if slots else []
         with ops.name_scope(name, f"{self._name}_import"):
-            return self._ops.graphopt_ev_import(self.resource_handle, keys, values, freqs,
-                                                versions, dim=self._dim)
+            if not slot_values:
+                return self._ops.graphopt_ev_import(self.resource_handle, keys, values, freqs,
+                                                    versions, dim=self._dim)
+            return self._ops.graphopt_ev_import_with_slots(
+                self.resource_handle, keys, values, freqs, versions, slot_values, dim=self._dim,
+                optimizer=self._optimizer.name)
+
+    def apply_gradients(self, keys_or_slices, grads=None, step=None, name=None):
+        """One sparse optimizer step with the table's optimizer.
+
+        ``keys_or_slices``: the ``tf.IndexedSlices`` of ``tape.gradient(loss, ev.handle)``,
+        or keys (any shape) with ``grads`` (``keys.shape + [dim]``). Gradients of a key
+        repeated in the batch are summed first; keys without a row (not admitted yet,
+        evicted, never inserted) are skipped. ``step``: the integer training step, needed
+        by Adam (1-based, bias correction) and by a learning-rate schedule.
+        """
+        if self._optimizer is None:
+            raise _invalid(f"EmbeddingVariable '{self._name}' was created without an optimizer; "
+                           "pass optimizer= ('sgd', 'adagrad', 'adam', 'ftrl' or a config)")
+        if isinstance(keys_or_slices, tf.IndexedSlices):
+            if grads is not None:
+                raise _invalid("pass either IndexedSlices or keys and grads, not both")
+            keys, grads = keys_or_slices.indices, keys_or_slices.values
+        elif grads is None:
+            raise _invalid("apply_gradients needs IndexedSlices or keys and grads")
+        else:
+            keys = keys_or_slices
+        keys = self._keys(keys, "keys")
+        grads = tf.convert_to_tensor(grads)
+        if grads.dtype != tf.float32:
+            raise _invalid(f"grads must be float32, got {grads.dtype.name}")
+        expected = keys.shape.concatenate([self._dim])
+        if not grads.shape.is_compatible_with(expected):
+            raise _invalid(f"grads must have shape keys.shape + [dim] = {expected}, "
+                           f"got {grads.shape}")
+        if step is not None:
+            step = _integer(step, "step")
+        with ops.name_scope(name, f"{self._name}_apply"):
+            return self._optimizer.apply(self._ops, self.resource_handle,
+                                         tf.reshape(keys, [-1]),
+                                         tf.reshape(grads, [-1, self._dim]), self._dim, step)
+
+    def evict(self, step=0, ttl=0, min_freq=0, max_rows=0, policy=None, name=None):
+        """Removes rows last used more than ``ttl`` steps before ``step``, rows seen fewer
+        than ``min_freq`` times, then the least recently (``policy='lfu'``: least
+        frequently) used rows until at most ``max_rows`` remain (0 disables a rule).
+        Returns the evicted keys (int64 [m])."""
+        policy = policy or ("lfu" if self._evict_policy == "lfu" else "lru")
+        if policy not in ("lru", "lfu"):
+            raise _invalid(f"policy must be 'lru' or 'lfu', got {policy!r}")
+        args = [_integer(v, label) for v, label in
+                ((step, "step"), (ttl, "ttl"), (min_freq, "min_freq"), (max_rows, "max_rows"))]
+        with ops.name_scope(name, f"{self._name}_evict"):
+            return self._ops.graphopt_ev_evict(self.resource_handle, *args, policy=policy)
+
+    def stats(self, name=None) -> dict:
+        """{size, admitted, evicted, pending, bytes} as int64 scalars: keys held, keys
+        admitted by find-or-insert, keys evicted (evict() and the row cap), keys counted
+        but not admitted yet, bytes held."""
+        out = self._ops.graphopt_ev_stats(self.resource_handle, name=name)
+        return {"size": out.size, "admitted": out.admitted, "evicted": out.evicted,
+                "pending": out.pending, "bytes": out.bytes_used}
 
     def size(self, name=None):
         """Number of keys (int64 scalar)."""
@@ -230,20 +351,36 @@ class EmbeddingVariable(resource.TrackableResource):
         return self._ops.graphopt_ev_memory(self.resource_handle, name=name)
 
 
+def checkpoint_tensors(variable) -> dict:
+    """Checkpoint suffix -> tensor: -keys/-values/-freqs/-versions and -slot-<name>."""
+    keys, values, freqs, versions, slots = variable.export_with_slots()
+    tensors = {"-keys": keys, "-values": values, "-freqs": freqs, "-versions": versions}
+    tensors.update({f"-slot-{n}": t for n, t in slots.items()})
+    return tensors
+
+
+def restore_checkpoint_tensors(variable, tensors: dict):
+    slots = {n: tensors[f"-slot-{n}"] for n in variable.slot_names if f"-slot-{n}" in tensors}
+    return variable.import_(tensors["-keys"], tensors["-values"], tensors["-freqs"],
+                            tensors["-versions"], slots=slots or None)
+
+
 class _EmbeddingVariableSaveable(saveable_object.SaveableObject):
-    """TF1 Saver support: saves the table as <name>-keys/-values/-freqs/-versions."""
+    """TF1 Saver support: saves the table as <name>-keys/-values/-freqs/-versions and
+    <name>-slot-<slot name>."""
 
     def __init__(self, variable, name):
-        keys, values, freqs, versions = variable.export()
-        specs = [saveable_object.SaveSpec(t, "", f"{name}-{suffix}")
-                 for t, suffix in ((keys, "keys"), (values, "values"), (freqs, "freqs"),
-                                   (versions, "versions"))]
+        tensors = checkpoint_tensors(variable)
+        self._suffixes = list(tensors)
+        specs = [saveable_object.SaveSpec(t, "", f"{name}{suffix}")
+                 for suffix, t in tensors.items()]
         super().__init__(variable, specs, name)
 
     def restore(self, restored_tensors, restored_shapes):
         del restored_shapes
         with ops.colocate_with(self.op.resource_handle):
-            return self.op.import_(*restored_tensors)
+            return restore_checkpoint_tensors(self.op,
+                                              dict(zip(self._suffixes, restored_tensors)))
 
 
 @ops.RegisterGradient("GraphoptEvFind")

@@ -59,8 +59,27 @@ def load_library():
             "LD_PRELOAD=$(g++ -print-file-name=libasan.so) (see `make asan`), or "
             f"{_REBUILD}")
     try:
-        return tf.load_op_library(path)
+        module = tf.load_op_library(path)
     except tf.errors.NotFoundError as e:
         raise OpLibraryError(
             f"cannot load {path} (built for TensorFlow {built_for}): {e.message.strip()}; "
             f"{_REBUILD}") from None
+    _load_gpu_kernels(os.path.join(os.path.dirname(path), GPU_LIBRARY_FILE))
+    return module
+
+
+# The GPU kernels (docs/cuda.md): built beside the op library when nvcc was there, loaded
+# only where TensorFlow sees a GPU, so nothing changes on a CPU machine. GRAPHOPT_GPU=0 keeps
+# a GPU machine on the CPU kernels.
+GPU_LIBRARY_FILE = "_graphopt_ops_gpu.so"
+
+
+def _load_gpu_kernels(path: str) -> None:
+    if (os.environ.get("GRAPHOPT_GPU") == "0" or not os.path.exists(path)
+            or not tf.config.list_physical_devices("GPU")):
+        return
+    try:
+        tf.load_op_library(path)
+    except tf.errors.NotFoundError as e:
+        raise OpLibraryError(f"cannot load the GPU kernels {path}: {e.message.strip()}; "
+                             f"{_REBUILD}, or set GRAPHOPT_GPU=0 to run on the CPU") from None

@@ -65,9 +65,15 @@ void IntraOpPool::For(int64_t total, int64_t cost_per_unit,
   tensorflow::Shard(num_threads, workers, total, cost_per_unit, fn);
 }
 
-EmbeddingTable::EmbeddingTable(int dim, std::vector<float> default_row, RowInitializer init)
-    : dim_(dim), default_row_(std::move(default_row)), init_(init) {
-  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+EmbeddingTable::EmbeddingTable(int dim, std::vector<float> default_row, RowInitializer init,
+                               TableOptions options)
+    : dim_(dim),
+      default_row_(std::move(default_row)),
+      init_(init),
+      options_(std::move(options)),
+      num_slots_(static_cast<int>(options_.slot_init.size())),
+      stride_(dim * (1 + num_slots_)) {
+  const size_t row_bytes = static_cast<size_t>(stride_) * sizeof(float);
   int shift = 4;  // at least 16 rows per chunk
   while ((static_cast<size_t>(2) << shift) * row_bytes <= kTargetChunkBytes) ++shift;
   chunk_shift_ = shift;
@@ -75,7 +81,14 @@ EmbeddingTable::EmbeddingTable(int dim, std::vector<float> default_row, RowIniti
   const size_t rows = static_cast<size_t>(1) << shift;
   values_bytes_ = (rows * row_bytes + 63) / 64 * 64;
   chunk_bytes_ = (values_bytes_ + rows * (sizeof(int64_t) + sizeof(uint32_t)) + 63) / 64 * 64;
-  for (Shard& s : shards_) ResetShard(&s, 0);
+  for (int i = 0; i < kNumShards; ++i) {
+    // max_rows split evenly, the remainder to the first shards: the shares sum to it.
+    const int64_t share = options_.max_rows / kNumShards + (i < options_.max_rows % kNumShards);
+    shards_[i].cap = options_.max_rows > 0 ? static_cast<uint32_t>(std::min<int64_t>(
+                                                 share, kMaxRowsPerShard))
+                                           : kMaxRowsPerShard;
+    ResetShard(&shards_[i], 0);
+  }
 }
 
 EmbeddingTable::~EmbeddingTable() {
@@ -96,6 +109,8 @@ void EmbeddingTable::ResetShard(Shard* s, uint32_t expected_keys) {
   FreeChunks(s);
   s->free_rows.clear();
   s->free_rows.shrink_to_fit();
+  s->pending = {};
+  s->victims = {};
   s->rows_used = 0;
   s->size = 0;
   const uint64_t cap = std::max<uint64_t>(
@@ -177,6 +192,7 @@ Status EmbeddingTable::FindOrAddSlot(Shard* s, int64_t key, uint64_t h, bool* ad
     *row = s->slots[found].row;
     return Status();
   }
+  if (s->size >= s->cap) TF_RETURN_IF_ERROR(MakeRoom(s));
   if (s->size + 1 > s->grow_at) {
     const uint64_t grown = std::max<uint64_t>(kMinCapacity, s->capacity + s->capacity / 2);
     Rehash(s, static_cast<uint32_t>(std::min<uint64_t>(grown, 0xfffffff0u)));
@@ -191,7 +207,85 @@ Status EmbeddingTable::FindOrAddSlot(Shard* s, int64_t key, uint64_t h, bool* ad
   ++s->size;
   RowFreq(*s, *row).store(0, std::memory_order_relaxed);
   RowVersion(*s, *row).store(0, std::memory_order_relaxed);
+  float* slots = RowValues(*s, *row) + dim_;
+  for (int j = 0; j < num_slots_; ++j) {
+    std::fill(slots + j * dim_, slots + (j + 1) * dim_, options_.slot_init[j]);
+  }
   *added = true;
+  return Status();
+}
+
+bool EmbeddingTable::EraseKey(Shard* s, int64_t key) {
+  const int64_t slot = Probe(*s, key, Hash(key));
+  if (slot < 0) return false;
+  s->free_rows.push_back(s->slots[slot].row);
+  EraseSlot(s, slot);
+  return true;
+}
+
+namespace {
+
+// Eviction order: least recently used first (lfu: least frequently), then the
+// other criterion, then the key, so a pass is deterministic.
+struct EvictionCandidate {
+  int64_t version;
+  uint32_t freq;
+  int64_t key;
+  int shard;
+};
+
+auto EvictionOrder(bool lfu) {
+  return [lfu](const EvictionCandidate& a, const EvictionCandidate& b) {
+    if (lfu && a.freq != b.freq) return a.freq < b.freq;
+    if (a.version != b.version) return a.version < b.version;
+    if (a.freq != b.freq) return a.freq < b.freq;
+    return a.key < b.key;
+  };
+}
+
+}  // namespace
+
+void EmbeddingTable::ChooseVictims(Shard* s) {
+  // A batch of victims per scan of the shard (1/16 of its share), so a shard
+  // at its cap pays ~16 slot visits per inserted key instead of a full scan.
+  std::vector<EvictionCandidate> all;
+  all.reserve(s->size);
+  for (uint32_t i = 0; i < s->capacity; ++i) {
+    const Slot& slot = s->slots[i];
+    if (slot.row == kEmptyRow) continue;
+    all.push_back({RowVersion(*s, slot.row).load(std::memory_order_relaxed),
+                   RowFreq(*s, slot.row).load(std::memory_order_relaxed), slot.key, 0});
+  }
+  const size_t k = std::min<size_t>(all.size(), std::max<uint32_t>(1, s->cap / 16));
+  const auto order = EvictionOrder(options_.cap_policy == TableOptions::CapPolicy::kLfu);
+  std::partial_sort(all.begin(), all.begin() + k, all.end(), order);
+  s->victims.clear();
+  for (size_t i = k; i-- > 0;) {
+    s->victims.push_back({all[i].key, all[i].version, all[i].freq});
+  }
+}
+
+Status EmbeddingTable::MakeRoom(Shard* s) {
+  if (options_.cap_policy == TableOptions::CapPolicy::kRefuse || s->cap == 0) {
+    return errors::ResourceExhausted(
+        "EmbeddingVariable is at its row cap (max_rows=", options_.max_rows, ", ", s->cap,
+        " rows in this shard); evict keys, raise max_rows or use evict_policy lru/lfu");
+  }
+  const bool lfu = options_.cap_policy == TableOptions::CapPolicy::kLfu;
+  while (s->size >= s->cap) {
+    if (s->victims.empty()) ChooseVictims(s);
+    const Shard::Victim v = s->victims.back();
+    s->victims.pop_back();
+    const int64_t slot = Probe(*s, v.key, Hash(v.key));
+    if (slot < 0) continue;
+    const uint32_t row = s->slots[slot].row;
+    // Used since it was chosen: no longer the least recently (frequently) used.
+    if (RowVersion(*s, row).load(std::memory_order_relaxed) != v.version) continue;
+    if (lfu && RowFreq(*s, row).load(std::memory_order_relaxed) != v.freq) continue;
+    s->free_rows.push_back(row);
+    EraseSlot(s, slot);
+    evicted_.fetch_add(1, std::memory_order_relaxed);
+  }
   return Status();
 }
 
@@ -383,32 +477,58 @@ Status EmbeddingTable::FindOrInsert(const K* keys, int64_t n, int64_t step, floa
   std::vector<int64_t> missing_keys(m);
   for (int64_t i = 0; i < m; ++i) missing_keys[i] = static_cast<int64_t>(keys[positions[i]]);
 
-  // Initial rows are computed before taking writer locks; a key another
-  // thread (or an earlier duplicate) inserted meanwhile is overwritten below.
-  pool.For(m, 40 * dim_, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      init_.Fill(missing_keys[i], dim_, out + positions[i] * dim_);
-    }
-  });
+  // Without admission every missing key gets a row, so the initial rows are
+  // computed before taking writer locks (a key another thread or an earlier
+  // duplicate inserted meanwhile just keeps its row). With admission most misses
+  // get no row: their initial row is computed under the lock, on admission.
+  const bool admission = options_.min_count > 1;
+  std::vector<float> init_rows;
+  if (!admission) {
+    init_rows.resize(static_cast<size_t>(m) * dim_);
+    pool.For(m, 40 * dim_, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        init_.Fill(missing_keys[i], dim_, init_rows.data() + i * dim_);
+      }
+    });
+  }
 
   const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  const uint32_t min_count = static_cast<uint32_t>(
+      std::min<int64_t>(options_.min_count, 0xffffffffLL));
   return ForEachShardGroup(
       missing_keys.data(), m, 50 + dim_, false, pool,
       [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
         for (const int64_t* it = begin; it != end; ++it) {
           const int64_t key = missing_keys[*it];
-          float* dst = out + positions[*it] * dim_;
-          bool added;
-          uint32_t row;
-          TF_RETURN_IF_ERROR(FindOrAddSlot(s, key, Hash(key), &added, &row));
-          if (added) {
-            std::memcpy(RowValues(*s, row), dst, row_bytes);
-            RowFreq(*s, row).store(1, std::memory_order_relaxed);
-            RowVersion(*s, row).store(step, std::memory_order_relaxed);
-          } else {
+          const uint64_t h = Hash(key);
+          float* dst = out + positions[*it] * dim_;  // holds the default row
+          const int64_t found = Probe(*s, key, h);
+          if (found >= 0) {  // inserted since the hit pass
+            const uint32_t row = s->slots[found].row;
             std::memcpy(dst, RowValues(*s, row), row_bytes);
             BumpHit(RowFreq(*s, row), RowVersion(*s, row), step);
+            continue;
           }
+          uint32_t seen = 1;
+          if (admission) {
+            auto entry = s->pending.try_emplace(key, 0).first;
+            seen = ++entry->second;
+            if (seen < min_count) continue;  // not admitted: reads the default row
+            s->pending.erase(entry);
+          }
+          bool added;
+          uint32_t row;
+          TF_RETURN_IF_ERROR(FindOrAddSlot(s, key, h, &added, &row));
+          float* values = RowValues(*s, row);
+          if (admission) {
+            init_.Fill(key, dim_, values);
+          } else {
+            std::memcpy(values, init_rows.data() + *it * dim_, row_bytes);
+          }
+          std::memcpy(dst, values, row_bytes);
+          RowFreq(*s, row).store(seen, std::memory_order_relaxed);
+          RowVersion(*s, row).store(step, std::memory_order_relaxed);
+          admitted_.fetch_add(1, std::memory_order_relaxed);
         }
         return Status();
       });
@@ -437,11 +557,7 @@ void EmbeddingTable::Remove(const K* keys, int64_t n, const IntraOpPool& pool) {
   ForEachShardGroup(keys, n, 50, false, pool,
                     [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
                       for (const int64_t* it = begin; it != end; ++it) {
-                        const int64_t key = static_cast<int64_t>(keys[*it]);
-                        const int64_t slot = Probe(*s, key, Hash(key));
-                        if (slot < 0) continue;
-                        s->free_rows.push_back(s->slots[slot].row);
-                        EraseSlot(s, slot);
+                        EraseKey(s, static_cast<int64_t>(keys[*it]));
                       }
                       return Status();
                     })
@@ -450,7 +566,12 @@ void EmbeddingTable::Remove(const K* keys, int64_t n, const IntraOpPool& pool) {
 
 Status EmbeddingTable::Import(const int64_t* keys, int64_t n, const float* values,
                               const int64_t* freqs, const int64_t* versions,
-                              const IntraOpPool& pool) {
+                              const std::vector<const float*>& slots, const IntraOpPool& pool) {
+  if (!slots.empty() && static_cast<int>(slots.size()) != num_slots_) {
+    return errors::InvalidArgument("importing ", slots.size(), " slots into a table whose ",
+                                   OptimizerName(options_.optimizer), " optimizer keeps ",
+                                   num_slots_);
+  }
   const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
   for (Shard& s : shards_) s.mu.Lock();
   Status st = ForEachShardGroup(
@@ -462,7 +583,11 @@ Status EmbeddingTable::Import(const int64_t* keys, int64_t n, const float* value
           bool added;
           uint32_t row;
           TF_RETURN_IF_ERROR(FindOrAddSlot(s, keys[i], Hash(keys[i]), &added, &row));
-          std::memcpy(RowValues(*s, row), values + i * dim_, row_bytes);
+          float* dst = RowValues(*s, row);
+          std::memcpy(dst, values + i * dim_, row_bytes);
+          for (size_t j = 0; j < slots.size(); ++j) {
+            std::memcpy(dst + (j + 1) * dim_, slots[j] + i * dim_, row_bytes);
+          }
           const int64_t f = std::min<int64_t>(std::max<int64_t>(freqs[i], 0), 0xffffffffLL);
           RowFreq(*s, row).store(static_cast<uint32_t>(f), std::memory_order_relaxed);
           RowVersion(*s, row).store(versions[i], std::memory_order_relaxed);
@@ -494,7 +619,11 @@ Status EmbeddingTable::Export(
                    const Slot& slot = s.slots[i];
                    if (slot.row == kEmptyRow) continue;
                    out.keys[o] = slot.key;
-                   std::memcpy(out.values + o * dim_, RowValues(s, slot.row), row_bytes);
+                   const float* row = RowValues(s, slot.row);
+                   std::memcpy(out.values + o * dim_, row, row_bytes);
+                   for (size_t j = 0; j < out.slots.size(); ++j) {
+                     std::memcpy(out.slots[j] + o * dim_, row + (j + 1) * dim_, row_bytes);
+                   }
                    out.freqs[o] = RowFreq(s, slot.row).load(std::memory_order_relaxed);
                    out.versions[o] = RowVersion(s, slot.row).load(std::memory_order_relaxed);
                    ++o;
@@ -524,9 +653,104 @@ int64_t EmbeddingTable::BytesUsed() const {
          SumOverShards([this](const Shard& s) -> int64_t {
            return static_cast<int64_t>(s.capacity) * sizeof(Slot) +
                   static_cast<int64_t>(s.chunks.size()) * chunk_bytes_ +
+                  static_cast<int64_t>(s.pending.capacity()) *
+                      (sizeof(std::pair<int64_t, uint32_t>) + 1) +
+                  static_cast<int64_t>(s.victims.capacity()) * sizeof(Shard::Victim) +
                   static_cast<int64_t>(s.chunks.capacity()) * sizeof(RowChunk) +
                   static_cast<int64_t>(s.free_rows.capacity()) * sizeof(uint32_t);
          });
+}
+
+TableStats EmbeddingTable::Stats() const {
+  TableStats st;
+  st.size = Size();
+  st.admitted = admitted_.load(std::memory_order_relaxed);
+  st.evicted = evicted_.load(std::memory_order_relaxed);
+  st.pending = SumOverShards([](const Shard& s) -> int64_t { return s.pending.size(); });
+  st.bytes_used = BytesUsed();
+  return st;
+}
+
+template <typename K>
+Status EmbeddingTable::Apply(const K* keys, int64_t n, const float* grads,
+                             const OptimizerParams& params, const IntraOpPool& pool) {
+  const int dim = dim_;
+  return ForEachShardGroup(
+      keys, n, 30 + 6 * dim_, false, pool,
+      [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
+        // Sum the gradients of each row in batch order from +0.0f (what
+        // unsorted_segment_sum does), then update each row once.
+        absl::flat_hash_map<uint32_t, uint32_t> index;
+        index.reserve(end - begin);
+        std::vector<uint32_t> rows;
+        std::vector<float> sums;
+        for (const int64_t* it = begin; it != end; ++it) {
+          const int64_t key = static_cast<int64_t>(keys[*it]);
+          const int64_t slot = Probe(*s, key, Hash(key));
+          if (slot < 0) continue;  // no row: unadmitted, evicted or never inserted
+          const uint32_t row = s->slots[slot].row;
+          const auto [entry, inserted] =
+              index.try_emplace(row, static_cast<uint32_t>(rows.size()));
+          if (inserted) {
+            rows.push_back(row);
+            sums.resize(sums.size() + dim, 0.f);
+          }
+          float* sum = sums.data() + static_cast<size_t>(entry->second) * dim;
+          const float* g = grads + *it * dim;
+          for (int c = 0; c < dim; ++c) sum[c] += g[c];
+        }
+        for (size_t u = 0; u < rows.size(); ++u) {
+          ApplyRow(params, dim, RowValues(*s, rows[u]), sums.data() + u * dim);
+        }
+        return Status();
+      });
+}
+
+Status EmbeddingTable::Evict(const EvictionRule& rule, std::vector<int64_t>* evicted) {
+  const auto selected = [&rule](int64_t version, uint32_t freq) {
+    // step - version > ttl, without overflowing for any int64 pair
+    if (rule.ttl > 0 && version < rule.step &&
+        static_cast<uint64_t>(rule.step) - static_cast<uint64_t>(version) >
+            static_cast<uint64_t>(rule.ttl)) {
+      return true;
+    }
+    return rule.min_freq > 0 && static_cast<int64_t>(freq) < rule.min_freq;
+  };
+  const size_t first = evicted->size();
+  for (Shard& s : shards_) s.mu.Lock();
+  std::vector<std::vector<int64_t>> doomed(kNumShards);
+  std::vector<EvictionCandidate> kept;
+  int64_t remaining = 0;
+  for (int sh = 0; sh < kNumShards; ++sh) {
+    const Shard& s = shards_[sh];
+    for (uint32_t i = 0; i < s.capacity; ++i) {
+      const Slot& slot = s.slots[i];
+      if (slot.row == kEmptyRow) continue;
+      const int64_t version = RowVersion(s, slot.row).load(std::memory_order_relaxed);
+      const uint32_t freq = RowFreq(s, slot.row).load(std::memory_order_relaxed);
+      if (selected(version, freq)) {
+        doomed[sh].push_back(slot.key);
+      } else if (rule.max_rows > 0) {
+        kept.push_back({version, freq, slot.key, sh});
+      }
+      if (!selected(version, freq)) ++remaining;
+    }
+  }
+  if (rule.max_rows > 0 && remaining > rule.max_rows) {
+    const size_t k = static_cast<size_t>(remaining - rule.max_rows);
+    std::nth_element(kept.begin(), kept.begin() + (k - 1), kept.end(), EvictionOrder(rule.lfu));
+    for (size_t i = 0; i < k; ++i) doomed[kept[i].shard].push_back(kept[i].key);
+  }
+  for (int sh = 0; sh < kNumShards; ++sh) {
+    Shard* s = &shards_[sh];
+    for (int64_t key : doomed[sh]) {
+      if (EraseKey(s, key)) evicted->push_back(key);
+    }
+    if (!doomed[sh].empty()) s->victims.clear();
+  }
+  for (int sh = kNumShards - 1; sh >= 0; --sh) shards_[sh].mu.Unlock();
+  evicted_.fetch_add(static_cast<int64_t>(evicted->size() - first), std::memory_order_relaxed);
+  return Status();
 }
 
 int64_t EmbeddingTable::Capacity() const {
@@ -540,7 +764,9 @@ int64_t EmbeddingTable::Capacity() const {
                                                   const IntraOpPool&);                   \
   template Status EmbeddingTable::Insert<K>(const K*, int64_t, const float*,             \
                                             const IntraOpPool&);                         \
-  template void EmbeddingTable::Remove<K>(const K*, int64_t, const IntraOpPool&);
+  template void EmbeddingTable::Remove<K>(const K*, int64_t, const IntraOpPool&);          \
+  template Status EmbeddingTable::Apply<K>(const K*, int64_t, const float*,              \
+                                           const OptimizerParams&, const IntraOpPool&);
 GRAPHOPT_INSTANTIATE(int32_t)
 GRAPHOPT_INSTANTIATE(int64_t)
 #undef GRAPHOPT_INSTANTIATE

@@ -10,6 +10,13 @@
 //    rows and the slack is at most one chunk per shard.
 // At dim 64 that is ~12/load + 12 bytes of overhead per 256-byte row.
 //
+// A table created for an optimizer keeps the optimizer's slots in the row:
+// [value(dim) | slot_0(dim) | ...] contiguous (sparse_optimizers.h), so one
+// probe reads and writes value and slots; without one the stride is dim.
+// Admission (min_count) counts unadmitted keys in a per-shard map; a row cap
+// (max_rows) is split evenly over the shards, each evicting its least recently
+// or least frequently used rows when full.
+//
 // Concurrency: each shard has an absl::Mutex (reader/writer). Lookups take
 // reader locks (all shards at once for a large block, so keys are processed
 // in their own order with software prefetching); frequency and step are
@@ -26,8 +33,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "embedding_variable/cc/kernels/row_initializer.h"
+#include "embedding_variable/cc/kernels/sparse_optimizers.h"
 #include "tensorflow/core/framework/resource_base.h"
 #include "tensorflow/core/lib/core/threadpool.h"
 
@@ -48,6 +57,30 @@ struct ExportBuffers {
   float* values;
   int64_t* freqs;
   int64_t* versions;
+  std::vector<float*> slots;  // one [n, dim] buffer per slot of the table
+};
+
+// What a table is created with besides its rows (the handle op's attrs).
+struct TableOptions {
+  enum class CapPolicy { kLru, kLfu, kRefuse };
+  OptimizerKind optimizer = OptimizerKind::kNone;
+  std::vector<float> slot_init;  // one initial value per slot
+  int64_t min_count = 0;         // 0 or 1: admit at once
+  int64_t max_rows = 0;          // 0: no cap
+  CapPolicy cap_policy = CapPolicy::kLru;
+};
+
+// One eviction pass (GraphoptEvEvict): rows whose last step is more than ttl
+// before step, rows seen fewer than min_freq times, then the least recently
+// (lfu: least frequently) used rows until at most max_rows remain; 0 disables
+// a rule.
+struct EvictionRule {
+  int64_t step = 0, ttl = 0, min_freq = 0, max_rows = 0;
+  bool lfu = false;
+};
+
+struct TableStats {
+  int64_t size, admitted, evicted, pending, bytes_used;
 };
 
 class EmbeddingTable : public tensorflow::ResourceBase {
@@ -57,10 +90,13 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   static constexpr uint32_t kEmptyRow = 0xffffffffu;
   static constexpr uint32_t kMaxRowsPerShard = 0xfffffff0u;
 
-  EmbeddingTable(int dim, std::vector<float> default_row, RowInitializer init);
+  EmbeddingTable(int dim, std::vector<float> default_row, RowInitializer init,
+                 TableOptions options = TableOptions());
   ~EmbeddingTable() override;
 
   int dim() const { return dim_; }
+  int num_slots() const { return num_slots_; }
+  const TableOptions& options() const { return options_; }
   std::string DebugString() const override;
   int64_t MemoryUsed() const override { return BytesUsed(); }
 
@@ -69,7 +105,9 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   void Find(const K* keys, int64_t n, float* out, const IntraOpPool& pool) const;
 
   // Like Find, but inserts missing keys with their initializer row; counts a hit
-  // in the key's frequency and records `step` as its last step.
+  // in the key's frequency and records `step` as its last step. With min_count > 1
+  // a missing key is only counted until its min_count-th occurrence, reading the
+  // default row until then.
   template <typename K>
   tensorflow::Status FindOrInsert(const K* keys, int64_t n, int64_t step, float* out,
                                   const IntraOpPool& pool);
@@ -83,10 +121,21 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   template <typename K>
   void Remove(const K* keys, int64_t n, const IntraOpPool& pool);
 
-  // Replaces the whole content (duplicate keys: the last wins).
+  // Replaces the whole content (duplicate keys: the last wins). slots: empty
+  // (every row gets the initial slot values) or one [n, dim] array per slot.
   tensorflow::Status Import(const int64_t* keys, int64_t n, const float* values,
                             const int64_t* freqs, const int64_t* versions,
-                            const IntraOpPool& pool);
+                            const std::vector<const float*>& slots, const IntraOpPool& pool);
+
+  // Sparse optimizer step: grads [n, dim]; gradients of a key repeated in the
+  // batch are summed in batch order first (as tf.unique + unsorted_segment_sum
+  // do), keys without a row (unadmitted, evicted) are skipped.
+  template <typename K>
+  tensorflow::Status Apply(const K* keys, int64_t n, const float* grads,
+                           const OptimizerParams& params, const IntraOpPool& pool);
+
+  // Removes the rows the rule selects and appends their keys to `evicted`.
+  tensorflow::Status Evict(const EvictionRule& rule, std::vector<int64_t>* evicted);
 
   // A consistent snapshot, copied on the calling thread under all reader locks.
   tensorflow::Status Export(
@@ -94,6 +143,7 @@ class EmbeddingTable : public tensorflow::ResourceBase {
 
   int64_t Size() const;
   int64_t BytesUsed() const;
+  TableStats Stats() const;
   // Keys the table holds before any shard's index has to grow.
   int64_t Capacity() const;
 
@@ -120,6 +170,17 @@ class EmbeddingTable : public tensorflow::ResourceBase {
     uint32_t rows_used = 0;  // high-water mark of row ids handed out
     std::vector<RowChunk> chunks;
     std::vector<uint32_t> free_rows;
+    uint32_t cap = 0;  // this shard's share of max_rows (kMaxRowsPerShard without a cap)
+    // Occurrences of keys seen by find-or-insert but not admitted yet.
+    absl::flat_hash_map<int64_t, uint32_t> pending;
+    // Rows to evict when the shard is at its cap, the next victim last; an entry
+    // whose row was used since it was chosen is skipped.
+    struct Victim {
+      int64_t key;
+      int64_t version;
+      uint32_t freq;
+    };
+    std::vector<Victim> victims;
   };
 
   static uint64_t Hash(int64_t key) {
@@ -139,9 +200,10 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   // Slot index holding key, or -1. Caller holds the shard lock (any mode).
   static int64_t Probe(const Shard& s, int64_t key, uint64_t h);
 
+  // The row's value; its slots follow (stride_ floats in all).
   float* RowValues(const Shard& s, uint32_t row) const {
     return s.chunks[row >> chunk_shift_].values +
-           static_cast<size_t>(row & chunk_mask_) * dim_;
+           static_cast<size_t>(row & chunk_mask_) * stride_;
   }
   std::atomic<uint32_t>& RowFreq(const Shard& s, uint32_t row) const {
     return s.chunks[row >> chunk_shift_].freqs[row & chunk_mask_];
@@ -154,10 +216,15 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   void ResetShard(Shard* s, uint32_t expected_keys);
   void Rehash(Shard* s, uint32_t new_capacity);
   tensorflow::Status AllocateRow(Shard* s, uint32_t* row);
-  // Slot of key, inserting it (row allocated, freq 0, version 0) if missing.
+  // Slot of key, inserting it (row allocated, freq 0, version 0, initial slots)
+  // if missing; a shard at its cap first evicts a row (or refuses).
   tensorflow::Status FindOrAddSlot(Shard* s, int64_t key, uint64_t h, bool* added,
                                    uint32_t* row);
   void EraseSlot(Shard* s, int64_t slot);
+  // Removes key's row if present; true if it was.
+  bool EraseKey(Shard* s, int64_t key);
+  tensorflow::Status MakeRoom(Shard* s);
+  void ChooseVictims(Shard* s);
   void FreeChunks(Shard* s);
 
   // Groups keys by shard and runs fn(shard, positions of its keys in batch order)
@@ -190,6 +257,11 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   const int dim_;
   const std::vector<float> default_row_;
   const RowInitializer init_;
+  const TableOptions options_;
+  const int num_slots_;
+  const int stride_;  // floats per row: dim * (1 + num_slots)
+  std::atomic<int64_t> admitted_{0};
+  std::atomic<int64_t> evicted_{0};
   int chunk_shift_;
   uint32_t chunk_mask_;
   size_t chunk_bytes_;

@@ -10,9 +10,19 @@
 #include <cstdint>
 #include <string>
 
+// The CUDA table (custom_ops/embedding_variable/cuda/) compiles these same functions for
+// the device, so a key gets the same initial row on CPU and GPU.
+#ifndef GRAPHOPT_HOST_DEVICE
+#ifdef __CUDACC__
+#define GRAPHOPT_HOST_DEVICE __host__ __device__
+#else
+#define GRAPHOPT_HOST_DEVICE
+#endif
+#endif
+
 namespace graphopt {
 
-inline uint64_t SplitMix64(uint64_t x) {
+GRAPHOPT_HOST_DEVICE inline uint64_t SplitMix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
@@ -39,7 +49,7 @@ struct RowInitializer {
     return true;
   }
 
-  void Fill(int64_t key, int dim, float* row) const {
+  GRAPHOPT_HOST_DEVICE void Fill(int64_t key, int dim, float* row) const {
     switch (kind) {
       case Kind::kZeros:
         for (int c = 0; c < dim; ++c) row[c] = 0.f;
@@ -65,14 +75,14 @@ struct RowInitializer {
   static constexpr int kMaxDraws = 32;
 
   // Uniform in (0, 1]: never 0, so log() in Box-Muller is finite.
-  static double Unit(uint64_t base, int column, int draw) {
+  GRAPHOPT_HOST_DEVICE static double Unit(uint64_t base, int column, int draw) {
     const uint64_t counter =
         static_cast<uint64_t>(column) * (2 * kMaxDraws) + static_cast<uint64_t>(draw);
     const uint64_t bits = SplitMix64(base + counter * 0xd1b54a32d192ed03ULL);
     return static_cast<double>((bits >> 11) + 1) * (1.0 / 9007199254740992.0);
   }
 
-  double Gaussian(uint64_t base, int column) const {
+  GRAPHOPT_HOST_DEVICE double Gaussian(uint64_t base, int column) const {
     for (int attempt = 0; attempt < kMaxDraws; ++attempt) {
       const double u1 = Unit(base, column, 2 * attempt);
       const double u2 = Unit(base, column, 2 * attempt + 1);

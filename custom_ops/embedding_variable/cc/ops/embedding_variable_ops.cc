@@ -52,6 +52,11 @@ REGISTER_OP("GraphoptEvHandleOp")
     .Attr("init_mean: float = 0.0")
     .Attr("init_stddev: float = 1.0")
     .Attr("seed: int = 0")
+    .Attr("optimizer: string = ''")
+    .Attr("slot_init: list(float) = []")
+    .Attr("min_count: int = 0")
+    .Attr("max_rows: int = 0")
+    .Attr("evict_policy: string = 'lru'")
     .SetIsStateful()
     .SetShapeFn(tensorflow::shape_inference::ScalarShape)
     .Doc(R"doc(
@@ -61,6 +66,12 @@ node name. default_value: [] zeros, [v] broadcast, or the dim values of the row
 returned for unseen keys by find. initializer (uniform | normal |
 truncated_normal | constant | zeros) with its init_* parameters and seed gives
 the deterministic row of a key inserted by find-or-insert.
+optimizer ('' | sgd | adagrad | adam | ftrl) fixes the slots kept in each row
+after its value (adagrad [accumulator], adam [m, v], ftrl [accumulator, linear]),
+slot_init their initial values ([] = the optimizer's defaults). min_count: a key
+gets a row at its min_count-th find-or-insert (0/1: at once). max_rows: a cap on
+rows (0: none), split over the shards; evict_policy lru | lfu evicts the least
+recently / frequently used row of a full shard, refuse fails the insert.
 )doc");
 
 REGISTER_OP("GraphoptEvFind")
@@ -107,38 +118,23 @@ REGISTER_OP("GraphoptEvInsert")
     })
     .Doc("Assigns values (keys.shape + [dim]) to keys, inserting missing keys.");
 
-REGISTER_OP("GraphoptEvExport")
-    .Input("table: resource")
-    .Output("keys: int64")
-    .Output("values: dtype")
-    .Output("freqs: int64")
-    .Output("versions: int64")
-    .Attr("dim: int >= 1")
-    .Attr("dtype: {float} = DT_FLOAT")
-    .SetIsStateful()
-    .SetShapeFn([](InferenceContext* c) {
+namespace {
+
+Status ExportShape(InferenceContext* c) {
       TF_RETURN_IF_ERROR(TableIsScalar(c));
-      int64_t dim;
+      int64_t dim, num_slots = 0;
       TF_RETURN_IF_ERROR(c->GetAttr("dim", &dim));
+      if (c->num_outputs() > 4) TF_RETURN_IF_ERROR(c->GetAttr("num_slots", &num_slots));
       DimensionHandle n = c->UnknownDim();
       c->set_output(0, c->Vector(n));
       c->set_output(1, c->Matrix(n, dim));
       c->set_output(2, c->Vector(n));
       c->set_output(3, c->Vector(n));
+      for (int64_t j = 0; j < num_slots; ++j) c->set_output(4 + j, c->Matrix(n, dim));
       return Status();
-    })
-    .Doc("A consistent snapshot of the table: keys, rows, frequencies, last steps.");
+}
 
-REGISTER_OP("GraphoptEvImport")
-    .Input("table: resource")
-    .Input("keys: int64")
-    .Input("values: dtype")
-    .Input("freqs: int64")
-    .Input("versions: int64")
-    .Attr("dim: int >= 1")
-    .Attr("dtype: {float} = DT_FLOAT")
-    .SetIsStateful()
-    .SetShapeFn([](InferenceContext* c) {
+Status ImportShape(InferenceContext* c) {
       TF_RETURN_IF_ERROR(TableIsScalar(c));
       int64_t dim;
       TF_RETURN_IF_ERROR(c->GetAttr("dim", &dim));
@@ -152,9 +148,73 @@ REGISTER_OP("GraphoptEvImport")
       TF_RETURN_IF_ERROR(c->Merge(n, c->Dim(freqs, 0), &n));
       TF_RETURN_IF_ERROR(c->Merge(n, c->Dim(versions, 0), &n));
       TF_RETURN_IF_ERROR(c->Merge(c->Dim(values, 1), c->MakeDim(dim), &unused));
+      for (int i = 5; i < c->num_inputs(); ++i) {
+        ShapeHandle slot;
+        TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 2, &slot));
+        TF_RETURN_IF_ERROR(c->Merge(n, c->Dim(slot, 0), &n));
+        TF_RETURN_IF_ERROR(c->Merge(c->Dim(slot, 1), c->MakeDim(dim), &unused));
+      }
       return Status();
-    })
-    .Doc("Replaces the whole content of the table (duplicate keys: the last wins).");
+}
+
+}  // namespace
+
+REGISTER_OP("GraphoptEvExport")
+    .Input("table: resource")
+    .Output("keys: int64")
+    .Output("values: dtype")
+    .Output("freqs: int64")
+    .Output("versions: int64")
+    .Attr("dim: int >= 1")
+    .Attr("dtype: {float} = DT_FLOAT")
+    .SetIsStateful()
+    .SetShapeFn(ExportShape)
+    .Doc("A consistent snapshot of the table: keys, rows, frequencies, last steps (values "
+         "only; GraphoptEvExportWithSlots adds the optimizer's slots).");
+
+REGISTER_OP("GraphoptEvExportWithSlots")
+    .Input("table: resource")
+    .Output("keys: int64")
+    .Output("values: dtype")
+    .Output("freqs: int64")
+    .Output("versions: int64")
+    .Output("slots: num_slots * dtype")
+    .Attr("dim: int >= 1")
+    .Attr("dtype: {float} = DT_FLOAT")
+    .Attr("num_slots: int >= 0")
+    .SetIsStateful()
+    .SetShapeFn(ExportShape)
+    .Doc("GraphoptEvExport plus each slot [n, dim] in row order; num_slots must be the "
+         "table's slot count.");
+
+REGISTER_OP("GraphoptEvImport")
+    .Input("table: resource")
+    .Input("keys: int64")
+    .Input("values: dtype")
+    .Input("freqs: int64")
+    .Input("versions: int64")
+    .Attr("dim: int >= 1")
+    .Attr("dtype: {float} = DT_FLOAT")
+    .SetIsStateful()
+    .SetShapeFn(ImportShape)
+    .Doc("Replaces the whole content of the table (duplicate keys: the last wins); a table "
+         "with an optimizer gets fresh slots (the optimizer's initial values).");
+
+REGISTER_OP("GraphoptEvImportWithSlots")
+    .Input("table: resource")
+    .Input("keys: int64")
+    .Input("values: dtype")
+    .Input("freqs: int64")
+    .Input("versions: int64")
+    .Input("slots: num_slots * dtype")
+    .Attr("dim: int >= 1")
+    .Attr("dtype: {float} = DT_FLOAT")
+    .Attr("num_slots: int >= 0")
+    .Attr("optimizer: string")
+    .SetIsStateful()
+    .SetShapeFn(ImportShape)
+    .Doc("GraphoptEvImport with the slots saved for `optimizer`: it must be the table's "
+         "optimizer and num_slots its slot count (0: fresh slots).");
 
 REGISTER_OP("GraphoptEvSize")
     .Input("table: resource")
@@ -188,5 +248,113 @@ REGISTER_OP("GraphoptEvMemory")
     })
     .Doc("Bytes the table holds (index, rows, side arrays) and the number of keys it "
          "holds before its index has to grow.");
+
+// keys [n], grads [n, dim], then `scalars` rank-0 inputs.
+Status ApplyShape(InferenceContext* c, int scalars) {
+  TF_RETURN_IF_ERROR(TableIsScalar(c));
+  int64_t dim;
+  TF_RETURN_IF_ERROR(c->GetAttr("dim", &dim));
+  ShapeHandle keys, grads, unused;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &keys));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &grads));
+  DimensionHandle n;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(keys, 0), c->Dim(grads, 0), &n));
+  DimensionHandle d;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(grads, 1), c->MakeDim(dim), &d));
+  for (int i = 0; i < scalars; ++i) TF_RETURN_IF_ERROR(c->WithRank(c->input(3 + i), 0, &unused));
+  return Status();
+}
+
+#define GRAPHOPT_APPLY_OP(NAME)                 \
+  REGISTER_OP(NAME)                             \
+      .Input("table: resource")                 \
+      .Input("keys: Tkeys")                     \
+      .Input("grads: dtype")
+
+GRAPHOPT_APPLY_OP("GraphoptEvApplySgd")
+    .Input("lr: dtype")
+    .Attr("Tkeys: {int32, int64} = DT_INT64")
+    .Attr("dim: int >= 1")
+    .Attr("dtype: {float} = DT_FLOAT")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) { return ApplyShape(c, 1); })
+    .Doc("row -= lr * g, g the gradients of each key summed in batch order; keys without "
+         "a row are skipped. Tables created with optimizer '' or sgd.");
+
+GRAPHOPT_APPLY_OP("GraphoptEvApplyAdagrad")
+    .Input("lr: dtype")
+    .Input("epsilon: dtype")
+    .Attr("Tkeys: {int32, int64} = DT_INT64")
+    .Attr("dim: int >= 1")
+    .Attr("dtype: {float} = DT_FLOAT")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) { return ApplyShape(c, 2); })
+    .Doc("accum += g*g; row -= lr*g / (sqrt(accum) + epsilon) (ResourceSparseApplyAdagradV2).");
+
+GRAPHOPT_APPLY_OP("GraphoptEvApplyAdam")
+    .Input("lr: dtype")
+    .Input("beta1: dtype")
+    .Input("beta2: dtype")
+    .Input("epsilon: dtype")
+    .Input("beta1_power: dtype")
+    .Input("beta2_power: dtype")
+    .Attr("Tkeys: {int32, int64} = DT_INT64")
+    .Attr("dim: int >= 1")
+    .Attr("dtype: {float} = DT_FLOAT")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) { return ApplyShape(c, 6); })
+    .Doc("Lazy Adam (ApplyAdam's formula on the batch's rows only): alpha = lr * "
+         "sqrt(1 - beta2_power) / (1 - beta1_power); m += (g - m)(1 - beta1); "
+         "v += (g*g - v)(1 - beta2); row -= m*alpha / (sqrt(v) + epsilon).");
+
+GRAPHOPT_APPLY_OP("GraphoptEvApplyFtrl")
+    .Input("lr: dtype")
+    .Input("l1: dtype")
+    .Input("l2: dtype")
+    .Input("lr_power: dtype")
+    .Attr("Tkeys: {int32, int64} = DT_INT64")
+    .Attr("dim: int >= 1")
+    .Attr("dtype: {float} = DT_FLOAT")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) { return ApplyShape(c, 4); })
+    .Doc("FTRL-Proximal as ResourceSparseApplyFtrl (slots accumulator, linear).");
+
+#undef GRAPHOPT_APPLY_OP
+
+REGISTER_OP("GraphoptEvEvict")
+    .Input("table: resource")
+    .Input("step: int64")
+    .Input("ttl: int64")
+    .Input("min_freq: int64")
+    .Input("max_rows: int64")
+    .Output("evicted: int64")
+    .Attr("policy: string = 'lru'")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(TableIsScalar(c));
+      ShapeHandle unused;
+      for (int i = 1; i <= 4; ++i) TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 0, &unused));
+      c->set_output(0, c->Vector(c->UnknownDim()));
+      return Status();
+    })
+    .Doc("Removes rows whose last step is more than ttl before step, rows seen fewer than "
+         "min_freq times, then the least recently (policy lfu: least frequently) used rows "
+         "until at most max_rows remain (0 disables a rule); returns the evicted keys.");
+
+REGISTER_OP("GraphoptEvStats")
+    .Input("table: resource")
+    .Output("size: int64")
+    .Output("admitted: int64")
+    .Output("evicted: int64")
+    .Output("pending: int64")
+    .Output("bytes_used: int64")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(TableIsScalar(c));
+      for (int i = 0; i < 5; ++i) c->set_output(i, c->Scalar());
+      return Status();
+    })
+    .Doc("Keys held, keys admitted by find-or-insert, keys evicted, keys counted but not "
+         "admitted yet, bytes held.");
 
 }  // namespace graphopt
