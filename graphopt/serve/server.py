@@ -5,6 +5,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -73,23 +74,34 @@ class ModelServer:
         return f"{host}:{self.grpc_port}"
 
     def start(self):
-        """Load the latest version, then open both ports; GraphoptError if either cannot be used."""
-        self.repository.start()
+        """Open both ports, load the latest version, then answer; GraphoptError if a port cannot be used.
+
+        The ports are bound before the (slow) model load, so a port in use fails at once.
+        """
         rest_port, grpc_port = self._ports
+        try:
+            socket.getaddrinfo(self.host, None)
+        except socket.gaierror as exc:
+            raise GraphoptError(f"cannot listen on host {self.host!r}: {exc.strerror}; pass an address with --host") from None
         try:
             self.rest = RestServer(self.repository, self.host, rest_port, self._max_body_bytes,
                                    self._max_request_elements, self._read_timeout, self._max_connections)
         except OSError as exc:
-            self.repository.stop()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise GraphoptError(
-                f"cannot listen for REST on {self.host}:{rest_port}: {exc.strerror}; choose another with --rest-port"
+                f"cannot listen for REST on {self.host}:{rest_port}: {reason}; choose another with --rest-port"
             ) from None
         try:
             self.grpc, self.grpc_port = grpc_server(self.repository, self.host, grpc_port, self._max_body_bytes,
                                                     self._max_request_elements)
         except GraphoptError:
             self.rest.server_close()
-            self.repository.stop()
+            raise
+        try:
+            self.repository.start()
+        except BaseException:
+            self.rest.server_close()
+            self.grpc.stop(None)
             raise
         self.rest.start()
         self.grpc.start()
