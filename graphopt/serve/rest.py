@@ -198,7 +198,7 @@ class _Connection:
         while True:
             if self.buffer[:1] in (b"\r", b"\n"):  # blank lines before a request are allowed
                 del self.buffer[:len(self.buffer) - len(self.buffer.lstrip(b"\r\n"))]
-            end = _HEAD_END.search(self.buffer)
+            end = _HEAD_END.search(self.buffer, 0, MAX_HEAD_BYTES + 4)
             if end is not None:
                 head = bytes(self.buffer[:end.start()])
                 del self.buffer[:end.end()]
