@@ -176,16 +176,16 @@ class _Connection:
         self.address = address
         self.buffer = bytearray()
         self.idle_since = time.monotonic()
+        self.request_began = None
 
     def _receive(self, deadline):
         """Append what the client sends next; False when it has closed its side."""
-        remaining = deadline - time.monotonic()
+        # past the deadline, bytes already here are still taken (a request that waited in the
+        # queue behind slow clients has often arrived whole); only waiting for more is refused
         try:
-            if remaining <= 0:
-                raise TimeoutError
-            self.sock.settimeout(remaining)
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.0))
             chunk = self.sock.recv(1 << 16)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             raise RequestTimeout("the request did not arrive within the server's read timeout; "
                                  "send the whole request at once") from None
         except OSError:
@@ -320,7 +320,9 @@ class RestServer:
                     self._drain(key.fileobj)
                 else:
                     self._selector.unregister(key.fileobj)
-                    self._ready.put(self._waiting.pop(key.data))
+                    conn = self._waiting.pop(key.data)
+                    conn.request_began = time.monotonic()  # time queued for a worker counts too
+                    self._ready.put(conn)
             now = time.monotonic()
             for table in (self._waiting, self._draining):
                 for fileno, conn in list(table.items()):
@@ -333,6 +335,8 @@ class RestServer:
                 sock, address = self._listener.accept()
             except (BlockingIOError, OSError):
                 return
+            # replies go out in one send; no delay for an interim "100 Continue" either
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Connection(sock, address)
             self._open += 1
             if self._open > self.max_connections:
@@ -427,8 +431,9 @@ class RestServer:
     def _serve(self, conn):
         """Answer the requests conn has sent; then "wait" (for another), "drain" or "close"."""
         while True:
+            began, conn.request_began = conn.request_began or time.monotonic(), None
             try:
-                keep_alive = self._answer(conn)
+                keep_alive = self._answer(conn, began + self.read_timeout)
             except _ClientGone:
                 return "close"
             if not keep_alive:
@@ -436,9 +441,8 @@ class RestServer:
             if not conn.buffer:
                 return "wait"
 
-    def _answer(self, conn):
-        """Read one request and reply to it; True if the connection stays open."""
-        deadline = time.monotonic() + self.read_timeout
+    def _answer(self, conn, deadline):
+        """Read one request (by ``deadline``) and reply to it; True if the connection stays open."""
         try:
             head = conn.read_head(deadline)
             if head is None:
