@@ -1,11 +1,12 @@
 """TF Serving's REST API over HTTP/1.1: keep-alive connections served by a bounded pool of threads.
 
 Connections waiting for a request (new, or kept alive after one) hold no thread: a selector
-thread watches them and queues a connection for the worker pool when its bytes arrive. A worker
-reads one request (line, headers and body within the read timeout of starting), answers it and
-hands the connection back. Idle connections are closed after the read timeout; past
+thread watches them, collects each request's bytes as they come (up to GATHER_BYTES) and queues
+the connection for the worker pool once the request is whole. A worker parses and answers it
+(reading the rest of a larger body itself) and hands the connection back. A request must arrive
+within the read timeout of its first byte (else 408); idle connections are closed after it; past
 max_connections open connections, a new one is answered 503 at once. So stalled, trickling or
-idle clients cost one file descriptor each, never a thread each.
+idle clients cost a file descriptor and a small buffer each, never a thread each.
 """
 
 import email.utils
@@ -50,8 +51,14 @@ MAX_HEADER_LINES = 100
 DRAIN_SECONDS = 2.0
 # A rejected body up to this many times the limit is read and dropped to keep the connection.
 DISCARD_FACTOR = 8
+# The selector thread collects a request's bytes itself, up to this many per connection, and
+# queues it for a worker once it is whole: a client stalling within them holds no worker. A
+# larger body is read by the worker (within the same read timeout).
+GATHER_BYTES = 64 * 1024
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*\r?$")
+_WORKER_FRAMES = re.compile(rb"(?im)^(?:expect|transfer-encoding):")
 _REQUEST_LINE = re.compile(r"([A-Z]+) (\S+) HTTP/1\.([01])")
 _MODEL_PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
@@ -115,6 +122,25 @@ class RestApi:
         signature = self.repository.get(version).signature(request.signature_name)
         outputs = signature.run(decode_inputs(request, signature, self.max_request_elements))
         return encode_outputs(outputs, request.row_format)
+
+
+def _gathered(buffer, max_body_bytes):
+    """Whether a worker should take the request begun in ``buffer`` now: it is whole, or the rest
+    is the worker's to read (a body over GATHER_BYTES, a client waiting for "100 Continue") or to
+    refuse (a head or body over its limit, framing it cannot parse)."""
+    end = _HEAD_END.search(buffer, 0, MAX_HEAD_BYTES + 4)
+    if end is None:
+        return len(buffer) > MAX_HEAD_BYTES
+    head = buffer[:end.start()]
+    if _WORKER_FRAMES.search(head):
+        return True
+    length = _CONTENT_LENGTH.search(head)
+    if length is None or int(length[1]) > max_body_bytes:
+        return True
+    return len(buffer) - end.end() >= int(length[1]) or len(buffer) >= GATHER_BYTES
+
+
+_TOO_SLOW = "the request did not arrive within the server's read timeout; send the whole request at once"
 
 
 class _ClientGone(Exception):
@@ -186,8 +212,7 @@ class _Connection:
             self.sock.settimeout(max(deadline - time.monotonic(), 0.0))
             chunk = self.sock.recv(1 << 16)
         except (TimeoutError, BlockingIOError):
-            raise RequestTimeout("the request did not arrive within the server's read timeout; "
-                                 "send the whole request at once") from None
+            raise RequestTimeout(_TOO_SLOW) from None
         except OSError:
             raise _ClientGone from None
         self.buffer += chunk
@@ -319,15 +344,45 @@ class RestServer:
                 elif key.data == "drain":
                     self._drain(key.fileobj)
                 else:
-                    self._selector.unregister(key.fileobj)
-                    conn = self._waiting.pop(key.data)
-                    conn.request_began = time.monotonic()  # time queued for a worker counts too
-                    self._ready.put(conn)
+                    self._gather(self._waiting[key.data])
             now = time.monotonic()
-            for table in (self._waiting, self._draining):
-                for fileno, conn in list(table.items()):
-                    if now - conn.idle_since > (self.read_timeout if table is self._waiting else DRAIN_SECONDS):
-                        self._close(conn)
+            for conn in list(self._waiting.values()):
+                if conn.request_began is not None and now - conn.request_began > self.read_timeout:
+                    self._time_out(conn)
+                elif conn.request_began is None and now - conn.idle_since > self.read_timeout:
+                    self._close(conn)
+            for conn in list(self._draining.values()):
+                if now - conn.idle_since > DRAIN_SECONDS:
+                    self._close(conn)
+
+    def _gather(self, conn):
+        """Take what a waiting connection sent; queue it for a worker once its request is gathered."""
+        try:
+            chunk = conn.sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close(conn)
+            return
+        if conn.request_began is None:
+            conn.request_began = time.monotonic()  # the read timeout counts from the first byte
+        conn.buffer += chunk
+        if _gathered(conn.buffer, self.max_body_bytes):
+            self._selector.unregister(conn.sock)
+            del self._waiting[conn.sock.fileno()]
+            self._ready.put(conn)
+
+    def _time_out(self, conn):
+        self._selector.unregister(conn.sock)
+        del self._waiting[conn.sock.fileno()]
+        late = RequestTimeout(_TOO_SLOW)
+        try:
+            conn.sock.send(_response(late.http_status, {"error": str(late)}, close=True))
+        except OSError:
+            pass
+        self._start_draining(conn)
 
     def _accept(self):
         while not self.stopping:
@@ -352,6 +407,12 @@ class RestServer:
 
     def _wait_for_request(self, conn):
         conn.idle_since = time.monotonic()
+        if conn.buffer:  # the client sent its next request along with the last one
+            conn.request_began = conn.idle_since
+            if _gathered(conn.buffer, self.max_body_bytes):
+                self._ready.put(conn)
+                return
+        conn.sock.setblocking(False)
         self._waiting[conn.sock.fileno()] = conn
         self._selector.register(conn.sock, selectors.EVENT_READ, conn.sock.fileno())
 
@@ -429,17 +490,13 @@ class RestServer:
             self._hand_back(conn, what_next)
 
     def _serve(self, conn):
-        """Answer the requests conn has sent; then "wait" (for another), "drain" or "close"."""
-        while True:
-            began, conn.request_began = conn.request_began or time.monotonic(), None
-            try:
-                keep_alive = self._answer(conn, began + self.read_timeout)
-            except _ClientGone:
-                return "close"
-            if not keep_alive:
-                return "drain"
-            if not conn.buffer:
-                return "wait"
+        """Answer the request gathered on conn; then "wait" (for another), "drain" or "close"."""
+        began, conn.request_began = conn.request_began or time.monotonic(), None
+        try:
+            keep_alive = self._answer(conn, began + self.read_timeout)
+        except _ClientGone:
+            return "close"
+        return "wait" if keep_alive else "drain"
 
     def _answer(self, conn, deadline):
         """Read one request (by ``deadline``) and reply to it; True if the connection stays open."""
