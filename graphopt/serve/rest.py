@@ -289,8 +289,10 @@ class RestServer:
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._handed_back = []  # (connection, what next) from the workers, under _lock
         self._lock = threading.Lock()
-        self._ready = queue.SimpleQueue()  # connections with bytes to read; at most max_connections
-        self._waiting = {}  # connection -> time after which it is closed, selector thread only
+        self._ready = queue.SimpleQueue()  # connections with a request gathered; at most max_connections
+        # fileno -> connection, both touched by the selector thread only: waiting for (the rest of)
+        # a request, and closed by the server and read until the client closes too
+        self._waiting = {}
         self._draining = {}
         self._open = 0
         self._thread = None

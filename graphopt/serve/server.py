@@ -96,12 +96,14 @@ class ModelServer:
                                                     self._max_request_elements)
         except GraphoptError:
             self.rest.server_close()
+            self.rest = None
             raise
         try:
             self.repository.start()
         except BaseException:
             self.rest.server_close()
             self.grpc.stop(None)
+            self.rest = self.grpc = None
             raise
         self.rest.start()
         self.grpc.start()
