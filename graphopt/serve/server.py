@@ -41,7 +41,8 @@ class ModelServer:
             if not 0 <= port <= 65535:
                 raise GraphoptError(f"{flag} {port} is not a port number; choose one from 0 (any free port) to 65535")
         for flag, value in (("--max-body-bytes", max_body_bytes), ("--max-request-elements", max_request_elements),
-                            ("--read-timeout-seconds", read_timeout), ("--max-connections", max_connections)):
+                            ("--read-timeout-seconds", read_timeout), ("--max-connections", max_connections),
+                            ("--poll-seconds", poll_seconds)):
             if not value > 0:
                 raise GraphoptError(f"{flag} {value} must be greater than 0")
         name = model_name or os.path.basename(os.path.normpath(os.path.abspath(base_path)))

@@ -93,6 +93,7 @@ def test_a_port_in_use_is_one_line_and_exit_2(model_store, tmp_path, flag):
     (["--grpc-port", "-1"], "--grpc-port -1 is not a port number"),
     (["--max-request-elements", "0"], "--max-request-elements 0 must be greater than 0"),
     (["--read-timeout-seconds", "0"], "--read-timeout-seconds 0.0 must be greater than 0"),
+    (["--poll-seconds", "-1"], "--poll-seconds -1.0 must be greater than 0"),
     (["--host", "no-such-host.invalid"], "cannot listen on host 'no-such-host.invalid'"),
 ])
 def test_bad_serving_options_are_one_line_and_exit_2(model_store, tmp_path, args, words):
