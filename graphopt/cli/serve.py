@@ -16,11 +16,20 @@ import click
               help="How often MODEL_BASE is checked for a new version.")
 @click.option("--max-body-bytes", type=int, default=16 * 1024 * 1024, show_default=True,
               help="Largest request accepted (REST body, gRPC message).")
+@click.option("--max-request-elements", type=int, default=1 << 24, show_default=True,
+              help="Most tensor elements one request's inputs may hold (REST and gRPC), checked before "
+                   "they are built.")
+@click.option("--read-timeout-seconds", type=float, default=10.0, show_default=True,
+              help="REST: time a client has to send a whole request, and to start the next one on a "
+                   "kept-alive connection.")
+@click.option("--max-connections", type=int, default=512, show_default=True,
+              help="REST: most open connections; more are answered 503.")
 @click.option("--once", "once", is_flag=True,
               help="Start, make one REST predict call, print it, and stop (a demo).")
 @click.option("--request", "request_json",
               help="With --once: the predict body to send, as JSON.  [default: one example of zeros]")
-def serve(model_base, model_name, rest_port, grpc_port, host, poll_seconds, max_body_bytes, once, request_json):
+def serve(model_base, model_name, rest_port, grpc_port, host, poll_seconds, max_body_bytes, max_request_elements,
+          read_timeout_seconds, max_connections, once, request_json):
     """Serve MODEL_BASE/<version>/saved_model.pb like TensorFlow Serving, graphopt's ops loaded.
 
     The newest version is served; a newer version directory appearing later is loaded and swapped
@@ -35,10 +44,12 @@ def serve(model_base, model_name, rest_port, grpc_port, host, poll_seconds, max_
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    limits = dict(max_body_bytes=max_body_bytes, max_request_elements=max_request_elements,
+                  read_timeout=read_timeout_seconds, max_connections=max_connections)
     if once:
-        name, sent, reply = demo_prediction(model_base, model_name, host, request_json, max_body_bytes)
+        name, sent, reply = demo_prediction(model_base, model_name, host, request_json, **limits)
         click.echo(f"POST /v1/models/{name}:predict {json.dumps(sent)}")
         click.echo(json.dumps(reply))
         return
-    server = ModelServer(model_base, model_name, host, rest_port, grpc_port, poll_seconds, max_body_bytes)
+    server = ModelServer(model_base, model_name, host, rest_port, grpc_port, poll_seconds, **limits)
     serve_until_signal(server, on_ready=click.echo)

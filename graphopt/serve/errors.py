@@ -23,6 +23,17 @@ class NotFound(RequestError):
     grpc_code = grpc.StatusCode.NOT_FOUND
 
 
+class MethodNotAllowed(RequestError):
+    """A known path asked with a method it does not take (HTTP 405, with an Allow header)."""
+
+    http_status = 405
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+
+    def __init__(self, message, allow):
+        super().__init__(message)
+        self.allow = allow
+
+
 class PayloadTooLarge(RequestError):
     """The request body is larger than the server accepts (HTTP 413)."""
 
@@ -35,3 +46,29 @@ class ModelFailed(RequestError):
 
     http_status = 500
     grpc_code = grpc.StatusCode.INTERNAL
+
+
+class LengthRequired(RequestError):
+    """A request body without a Content-Length (HTTP 411)."""
+
+    http_status = 411
+
+
+class RequestTimeout(RequestError):
+    """The client did not send its whole request within the read timeout (HTTP 408)."""
+
+    http_status = 408
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class HeadersTooLarge(RequestError):
+    """The request line and headers exceed what the server reads (HTTP 431)."""
+
+    http_status = 431
+
+
+class ServerBusy(RequestError):
+    """Every connection slot is taken (HTTP 503); the client should retry later."""
+
+    http_status = 503
+    grpc_code = grpc.StatusCode.UNAVAILABLE

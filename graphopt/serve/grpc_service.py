@@ -1,10 +1,14 @@
 """TF Serving's gRPC services (PredictionService, ModelService) on the official protos."""
 
 import functools
+import math
+import socket
 from concurrent import futures
 
 import grpc
+import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     model_service_pb2_grpc,
@@ -14,6 +18,7 @@ from tensorflow_serving.apis import (
 
 from graphopt.errors import GraphoptError
 from graphopt.serve.errors import BadRequest, RequestError
+from graphopt.serve.limits import DEFAULT_MAX_REQUEST_ELEMENTS, ElementBudget
 from graphopt.serve.signature import dtype_name
 
 DEFAULT_WORKERS = 32
@@ -39,34 +44,81 @@ def _requested_version(repository, model_spec):
     return model_spec.version.value if model_spec.HasField("version") else None
 
 
-def input_arrays(signature, tensors):
-    """Numpy arrays from a request's TensorProtos, refusing a dtype the signature does not take."""
-    arrays = {}
-    for key, proto in tensors.items():
-        spec = signature.inputs.get(key)
-        if spec is not None and proto.dtype != spec.dtype.as_datatype_enum:
+# Where a TensorProto keeps its values for each dtype a request can carry, and how many numbers
+# make one element (complex numbers are stored as pairs).
+_VALUE_FIELDS = {
+    types_pb2.DT_FLOAT: ("float_val", 1), types_pb2.DT_DOUBLE: ("double_val", 1),
+    types_pb2.DT_INT32: ("int_val", 1), types_pb2.DT_INT16: ("int_val", 1),
+    types_pb2.DT_INT8: ("int_val", 1), types_pb2.DT_UINT8: ("int_val", 1),
+    types_pb2.DT_UINT16: ("int_val", 1), types_pb2.DT_INT64: ("int64_val", 1),
+    types_pb2.DT_UINT32: ("uint32_val", 1), types_pb2.DT_UINT64: ("uint64_val", 1),
+    types_pb2.DT_BOOL: ("bool_val", 1), types_pb2.DT_STRING: ("string_val", 1),
+    types_pb2.DT_HALF: ("half_val", 1), types_pb2.DT_BFLOAT16: ("half_val", 1),
+    types_pb2.DT_COMPLEX64: ("scomplex_val", 2), types_pb2.DT_COMPLEX128: ("dcomplex_val", 2),
+}
+_ALL_VALUE_FIELDS = {field for field, _ in _VALUE_FIELDS.values()}
+
+
+def input_arrays(signature, tensors, budget):
+    """Numpy arrays from a request's TensorProtos, each checked before it is built.
+
+    Names, dtype, shape and value count are checked on the proto, and the elements its shape
+    claims are counted against ``budget`` (an ElementBudget), so no array larger than the cap is
+    ever allocated. Like TensorFlow (and so TF Serving), fewer values than the shape holds are
+    padded with the last value (zeros when there are none); more values than it holds is refused,
+    where TensorFlow would silently drop the extras.
+    """
+    signature.check_names(tensors)
+    return {key: _tensor_array(key, proto, signature.inputs[key], budget) for key, proto in sorted(tensors.items())}
+
+
+def _tensor_array(key, proto, spec, budget):
+    if proto.dtype != spec.dtype.as_datatype_enum:
+        sent = types_pb2.DataType.Name(proto.dtype) if proto.dtype in types_pb2.DataType.values() else proto.dtype
+        raise BadRequest(f"input {key!r} has dtype {sent}, the signature expects {dtype_name(spec.dtype)}")
+    if proto.dtype not in _VALUE_FIELDS:
+        raise BadRequest(f"input {key!r} has dtype {dtype_name(spec.dtype)}, which a request cannot carry")
+    if proto.tensor_shape.unknown_rank:
+        raise BadRequest(f"input {key!r} has no shape (unknown_rank); give its dims")
+    shape = [dim.size for dim in proto.tensor_shape.dim]
+    if any(size < 0 for size in shape):
+        raise BadRequest(f"input {key!r} has shape {shape}; every dim must be a size >= 0")
+    count = math.prod(shape)  # Python ints: a claimed 2^40 x 2^40 cannot overflow
+    budget.claim(key, count, shape)
+    field, per_element = _VALUE_FIELDS[proto.dtype]
+    stray = sorted(f.name for f, _ in proto.ListFields() if f.name in _ALL_VALUE_FIELDS - {field})
+    if stray:
+        raise BadRequest(f"input {key!r} is {dtype_name(spec.dtype)} but has values in {stray[0]}; use {field}")
+    if proto.tensor_content:
+        itemsize = np.dtype(spec.dtype.as_numpy_dtype).itemsize
+        if proto.dtype == types_pb2.DT_STRING or len(proto.tensor_content) != count * itemsize:
             raise BadRequest(
-                f"input {key!r} has dtype {dtype_name(tf.dtypes.as_dtype(proto.dtype))}, "
-                f"the signature expects {dtype_name(spec.dtype)}"
+                f"input {key!r} has {len(proto.tensor_content)} bytes of tensor_content; shape {shape} of "
+                f"{dtype_name(spec.dtype)} needs {count * itemsize}"
             )
-        try:
-            arrays[key] = tf.make_ndarray(proto)
-        except (TypeError, ValueError) as exc:
-            raise BadRequest(f"input {key!r} is not a valid TensorProto: {exc}") from None
-    return arrays
+    else:
+        values = len(getattr(proto, field)) // per_element
+        if values > count:
+            raise BadRequest(f"input {key!r} has {values} values, more than the {count} its shape {shape} holds")
+    try:
+        return tf.make_ndarray(proto)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"input {key!r} is not a valid TensorProto: {exc}") from None
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata (Classify, Regress and MultiInference answer UNIMPLEMENTED)."""
 
-    def __init__(self, repository):
+    def __init__(self, repository, max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS):
         self.repository = repository
+        self.max_request_elements = max_request_elements
 
     @_answers_request_errors
     def Predict(self, request, context):
         servable = self.repository.get(_requested_version(self.repository, request.model_spec))
         signature = servable.signature(request.model_spec.signature_name)
-        outputs = signature.run(input_arrays(signature, request.inputs), tuple(request.output_filter))
+        arrays = input_arrays(signature, request.inputs, ElementBudget(self.max_request_elements))
+        outputs = signature.run(arrays, tuple(request.output_filter))
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self.repository.name
         response.model_spec.version.value = servable.version
@@ -101,7 +153,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return self.repository.status_response(spec.version.value if spec.HasField("version") else None)
 
 
-def grpc_server(repository, host, port, max_message_bytes, workers=DEFAULT_WORKERS):
+def grpc_server(repository, host, port, max_message_bytes, max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS,
+                workers=DEFAULT_WORKERS):
     """A started-ready (not yet started) grpc.Server with both services, and the port it bound."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="graphopt-grpc"),
@@ -112,13 +165,34 @@ def grpc_server(repository, host, port, max_message_bytes, workers=DEFAULT_WORKE
             ("grpc.so_reuseport", 0),
         ],
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(repository), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(repository, max_request_elements), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(repository), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError:
-        bound = 0
+    # gRPC's core logs a failed bind on stderr before Python hears of it: try the port first
+    refusal = _bind_refusal(host, port) if port else None
+    bound = 0 if refusal else _add_port(server, address)
     if bound == 0:
-        raise GraphoptError(f"cannot listen for gRPC on {address}: the port is in use; choose another with --grpc-port")
+        raise GraphoptError(
+            f"cannot listen for gRPC on {address}: {refusal or 'the port is in use'}; choose another with --grpc-port"
+        )
     return server, bound
+
+
+def _bind_refusal(host, port):
+    """Why binding host:port fails (e.g. "Address already in use"), or None when it works."""
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            probe.bind(sockaddr)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _add_port(server, address):
+    try:
+        return server.add_insecure_port(address)
+    except RuntimeError:
+        return 0

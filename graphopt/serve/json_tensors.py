@@ -8,13 +8,15 @@ a signature with a single output drops its name in both (as TF Serving does).
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from graphopt.serve.errors import BadRequest
-from graphopt.serve.signature import DEFAULT_SIGNATURE, dtype_name
+from graphopt.serve.limits import ElementBudget, check_json_depth
+from graphopt.serve.signature import DEFAULT_SIGNATURE, dtype_name, shape_text
 
 
 @dataclass
@@ -28,12 +30,15 @@ class PredictBody:
 
 def parse_predict_body(body):
     """Parse the bytes of a predict request; BadRequest says what is malformed."""
+    check_json_depth(body)
     try:
         document = json.loads(body)
     except UnicodeDecodeError:
         raise BadRequest("the request body is not UTF-8 text; send JSON") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON in the request body: {exc}") from None
+    except RecursionError:  # not expected after the depth check; never a dropped connection
+        raise BadRequest("the JSON body nests too deeply; flatten it") from None
     if not isinstance(document, dict):
         raise BadRequest('the request body must be a JSON object like {"instances": [...]}')
     signature_name = document.get("signature_name", DEFAULT_SIGNATURE)
@@ -48,23 +53,28 @@ def parse_predict_body(body):
     return PredictBody(signature_name or DEFAULT_SIGNATURE, has_rows, payload)
 
 
-def decode_inputs(body, signature):
-    """The input arrays of a parsed predict body, converted to the signature's dtypes."""
+def decode_inputs(body, signature, max_elements):
+    """The input arrays of a parsed predict body, converted to the signature's dtypes.
+
+    Each input's elements are counted against ``max_elements`` (for the whole request) before
+    its array is built.
+    """
     names = list(signature.inputs)
+    budget = ElementBudget(max_elements)
     if body.row_format:
-        return _decode_rows(body.payload, signature, names)
+        return _decode_rows(body.payload, signature, names, budget)
     payload = body.payload
     if isinstance(payload, dict) and not _is_b64(payload):
-        return {key: _to_array(key, value, signature.inputs.get(key)) for key, value in payload.items()}
+        return {key: _to_array(key, value, signature.inputs.get(key), budget) for key, value in payload.items()}
     if len(names) != 1:
         raise BadRequest(
             f"signature {signature.name!r} has {len(names)} inputs ({', '.join(names)}); "
             '"inputs" must be an object keyed by input name'
         )
-    return {names[0]: _to_array(names[0], payload, signature.inputs[names[0]])}
+    return {names[0]: _to_array(names[0], payload, signature.inputs[names[0]], budget)}
 
 
-def _decode_rows(instances, signature, names):
+def _decode_rows(instances, signature, names, budget):
     if not isinstance(instances, list) or not instances:
         raise BadRequest('"instances" must be a non-empty list with one entry per example')
     named = [isinstance(item, dict) and not _is_b64(item) for item in instances]
@@ -77,7 +87,7 @@ def _decode_rows(instances, signature, names):
             for index, item in enumerate(instances):
                 if key not in item:
                     raise BadRequest(f"instance {index} lacks input {key!r}; every instance needs every input")
-            arrays[key] = _to_array(key, [item[key] for item in instances], signature.inputs.get(key))
+            arrays[key] = _to_array(key, [item[key] for item in instances], signature.inputs.get(key), budget)
         return arrays
     if any(named):
         raise BadRequest('"instances" mixes objects and plain values; use one form for all examples')
@@ -86,19 +96,23 @@ def _decode_rows(instances, signature, names):
             f"signature {signature.name!r} has {len(names)} inputs ({', '.join(names)}); "
             "send each instance as an object keyed by input name"
         )
-    return {names[0]: _to_array(names[0], instances, signature.inputs[names[0]])}
+    return {names[0]: _to_array(names[0], instances, signature.inputs[names[0]], budget)}
 
 
 def _is_b64(value):
     return isinstance(value, dict) and set(value) == {"b64"}
 
 
-def _to_array(name, value, spec):
+def _to_array(name, value, spec, budget):
     if spec is None:
         # an unknown name: leave the message to the signature check, which lists the real inputs
         return np.zeros(0)
     if spec.dtype == tf.string:
-        return _string_array(name, value)
+        return _string_array(name, value, budget)
+    shape = _leading_shape(value)
+    budget.claim(name, math.prod(shape), shape)
+    if spec.shape.rank is not None and len(shape) != spec.shape.rank:
+        raise BadRequest(f"input {name!r} has shape {shape}, the signature expects {shape_text(spec.shape)}")
     try:
         array = np.asarray(value)
     except ValueError:
@@ -137,9 +151,21 @@ def _json_kind(array):
     return kinds.get(array.dtype.kind, f"values of numpy kind {array.dtype.kind!r}")
 
 
-def _string_array(name, value):
+def _leading_shape(value):
+    """The shape nested lists have if they are rectangular, read along their first entries."""
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+def _string_array(name, value, budget):
     """Strings (UTF-8) and {"b64": ...} objects to an object array of bytes, checking it is rectangular."""
     shape = _nested_shape(name, value)
+    budget.claim(name, math.prod(shape), shape)
     flat = []
     _flatten_strings(name, value, flat)
     array = np.empty(len(flat), dtype=object)

@@ -5,6 +5,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -13,7 +14,13 @@ from graphopt.errors import GraphoptError
 from graphopt.serve.grpc_service import grpc_server
 from graphopt.serve.json_tensors import encode_outputs
 from graphopt.serve.repository import ModelRepository
-from graphopt.serve.rest import DEFAULT_MAX_BODY_BYTES, RestServer
+from graphopt.serve.limits import DEFAULT_MAX_REQUEST_ELEMENTS
+from graphopt.serve.rest import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT_SECONDS,
+    RestServer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +34,25 @@ class ModelServer:
     """Serves MODEL_BASE/<version>/ under one model name on a REST and a gRPC port (0: any free port)."""
 
     def __init__(self, base_path, model_name=None, host="127.0.0.1", rest_port=8501, grpc_port=8500,
-                 poll_seconds=1.0, max_body_bytes=DEFAULT_MAX_BODY_BYTES):
+                 poll_seconds=1.0, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
+                 max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS, read_timeout=DEFAULT_READ_TIMEOUT_SECONDS,
+                 max_connections=DEFAULT_MAX_CONNECTIONS):
+        for flag, port in (("--rest-port", rest_port), ("--grpc-port", grpc_port)):
+            if not 0 <= port <= 65535:
+                raise GraphoptError(f"{flag} {port} is not a port number; choose one from 0 (any free port) to 65535")
+        for flag, value in (("--max-body-bytes", max_body_bytes), ("--max-request-elements", max_request_elements),
+                            ("--read-timeout-seconds", read_timeout), ("--max-connections", max_connections),
+                            ("--poll-seconds", poll_seconds)):
+            if not value > 0:
+                raise GraphoptError(f"{flag} {value} must be greater than 0")
         name = model_name or os.path.basename(os.path.normpath(os.path.abspath(base_path)))
         self.repository = ModelRepository(base_path, name, poll_seconds)
         self.host = host
         self._ports = (rest_port, grpc_port)
         self._max_body_bytes = max_body_bytes
+        self._max_request_elements = max_request_elements
+        self._read_timeout = read_timeout
+        self._max_connections = max_connections
         self.rest = None
         self.grpc = None
         self.grpc_port = None
@@ -55,21 +75,36 @@ class ModelServer:
         return f"{host}:{self.grpc_port}"
 
     def start(self):
-        """Load the latest version, then open both ports; GraphoptError if either cannot be used."""
-        self.repository.start()
+        """Open both ports, load the latest version, then answer; GraphoptError if a port cannot be used.
+
+        The ports are bound before the (slow) model load, so a port in use fails at once.
+        """
         rest_port, grpc_port = self._ports
         try:
-            self.rest = RestServer(self.repository, self.host, rest_port, self._max_body_bytes)
+            socket.getaddrinfo(self.host, None)
+        except socket.gaierror as exc:
+            raise GraphoptError(f"cannot listen on host {self.host!r}: {exc.strerror}; pass an address with --host") from None
+        try:
+            self.rest = RestServer(self.repository, self.host, rest_port, self._max_body_bytes,
+                                   self._max_request_elements, self._read_timeout, self._max_connections)
         except OSError as exc:
-            self.repository.stop()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise GraphoptError(
-                f"cannot listen for REST on {self.host}:{rest_port}: {exc.strerror}; choose another with --rest-port"
+                f"cannot listen for REST on {self.host}:{rest_port}: {reason}; choose another with --rest-port"
             ) from None
         try:
-            self.grpc, self.grpc_port = grpc_server(self.repository, self.host, grpc_port, self._max_body_bytes)
+            self.grpc, self.grpc_port = grpc_server(self.repository, self.host, grpc_port, self._max_body_bytes,
+                                                    self._max_request_elements)
         except GraphoptError:
             self.rest.server_close()
-            self.repository.stop()
+            self.rest = None
+            raise
+        try:
+            self.repository.start()
+        except BaseException:
+            self.rest.server_close()
+            self.grpc.stop(None)
+            self.rest = self.grpc = None
             raise
         self.rest.start()
         self.grpc.start()
@@ -132,15 +167,17 @@ def one_prediction(server, body=None):
         raise GraphoptError(f"the server refused the demo request: {exc.read().decode('utf-8', 'replace')}") from None
 
 
-def demo_prediction(base_path, model_name=None, host="127.0.0.1", request_json=None,
-                    max_body_bytes=DEFAULT_MAX_BODY_BYTES):
-    """Serve base_path on free ports, make one REST predict call, stop: (model name, body, reply)."""
+def demo_prediction(base_path, model_name=None, host="127.0.0.1", request_json=None, **limits):
+    """Serve base_path on free ports, make one REST predict call, stop: (model name, body, reply).
+
+    ``limits`` are ModelServer's keyword arguments (max_body_bytes, read_timeout, ...).
+    """
     body = None
     if request_json is not None:
         try:
             body = json.loads(request_json)
         except json.JSONDecodeError as exc:
             raise GraphoptError(f"the demo request is not valid JSON: {exc}") from None
-    with ModelServer(base_path, model_name, host, 0, 0, max_body_bytes=max_body_bytes) as server:
+    with ModelServer(base_path, model_name, host, 0, 0, **limits) as server:
         sent, reply = one_prediction(server, body)
     return server.name, sent, reply

@@ -43,20 +43,24 @@ class PredictSignature:
             spec.shape.rank and spec.shape[0] is None for spec in self.inputs.values()
         )
 
-    def check(self, arrays):
-        """Raise BadRequest unless ``arrays`` names exactly this signature's inputs, with their dtypes and shapes."""
-        unknown = sorted(set(arrays) - set(self.inputs))
+    def check_names(self, names):
+        """Raise BadRequest unless ``names`` are exactly this signature's inputs."""
+        unknown = sorted(set(names) - set(self.inputs))
         if unknown:
             raise BadRequest(
                 f"unknown input {unknown[0]!r} for signature {self.name!r}; "
                 f"its inputs are: {', '.join(self.inputs)}"
             )
-        missing = [key for key in self.inputs if key not in arrays]
+        missing = [key for key in self.inputs if key not in names]
         if missing:
             raise BadRequest(
                 f"missing input {missing[0]!r} for signature {self.name!r}; "
                 f"send all of: {', '.join(self.inputs)}"
             )
+
+    def check(self, arrays):
+        """Raise BadRequest unless ``arrays`` names exactly this signature's inputs, with their dtypes and shapes."""
+        self.check_names(arrays)
         for key, spec in self.inputs.items():
             array = arrays[key]
             if array.dtype != spec.dtype.as_numpy_dtype:

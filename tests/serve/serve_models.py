@@ -56,10 +56,31 @@ def rec_inputs(rows, seed=0):
     }
 
 
-def direct_call(path, inputs):
-    """What the SavedModel at ``path`` answers when called directly."""
-    loaded = tf.saved_model.load(path)  # kept alive while called: resources die with it
-    return {key: value.numpy() for key, value in loaded.signatures["serving_default"](**inputs).items()}
+_LOADED = {}
+
+
+def direct_call(path, inputs, signature="serving_default"):
+    """What the SavedModel at ``path`` answers when its signature is called directly on ``inputs``.
+
+    Each path is loaded once per session and kept (its resources die with the loaded object), so
+    a test can check every served answer against a direct call without reloading the model.
+    """
+    key = os.path.realpath(path)
+    if key not in _LOADED:
+        _LOADED[key] = tf.saved_model.load(path)
+    function = _LOADED[key].signatures[signature]
+    return {name: value.numpy() for name, value in function(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+
+
+def rest_columns(inputs):
+    """A columnar REST predict body for ``inputs``."""
+    return {"inputs": {key: value.tolist() for key, value in inputs.items()}}
+
+
+def rest_rows(inputs):
+    """A row-format REST predict body for ``inputs`` (one object per example)."""
+    rows = len(next(iter(inputs.values())))
+    return {"instances": [{key: value[i].tolist() for key, value in inputs.items()} for i in range(rows)]}
 
 
 def make_base(store, tmp_path, versions):

@@ -77,7 +77,7 @@ def test_metadata_and_status(channel):
     (lambda r: r.output_filter.append("nope"), grpc.StatusCode.INVALID_ARGUMENT, "unknown output 'nope'"),
     (lambda r: r.model_spec.__setattr__("signature_name", "nope"), grpc.StatusCode.INVALID_ARGUMENT, "not found"),
 ], ids=["model", "version", "dtype", "missing", "unknown", "batch", "output_filter", "signature"])
-def test_bad_predict_requests(channel, change, code, words):
+def test_bad_predict_requests(rec_server, channel, change, code, words):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     request = _predict_request(rec_inputs(2))
     change(request)
@@ -85,7 +85,19 @@ def test_bad_predict_requests(channel, change, code, words):
         stub.Predict(request, timeout=30)
     assert caught.value.code() == code
     assert words in caught.value.details()
-    assert stub.Predict(_predict_request(rec_inputs(1)), timeout=30).outputs["output_0"].dtype == tf.float32.as_datatype_enum
+    inputs = rec_inputs(3, seed=len(words))
+    response = stub.Predict(_predict_request(inputs), timeout=30)
+    np.testing.assert_array_equal(tf.make_ndarray(response.outputs["output_0"]),
+                                  direct_call(os.path.join(rec_server.repository.base_path, "3"), inputs)["output_0"])
+
+
+def test_distinct_requests_in_sequence_each_get_their_own_answer(rec_server, channel):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    for seed in range(8):
+        inputs = rec_inputs(4, seed=200 + seed)
+        response = stub.Predict(_predict_request(inputs), timeout=30)
+        np.testing.assert_array_equal(tf.make_ndarray(response.outputs["output_0"]),
+                                      direct_call(os.path.join(rec_server.repository.base_path, "3"), inputs)["output_0"])
 
 
 def test_oversized_message_is_refused(rec_server, channel):

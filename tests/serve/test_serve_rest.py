@@ -3,12 +3,13 @@
 import base64
 import json
 import os
+import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
-from tests.serve.serve_models import direct_call, rec_inputs
-from tests.serve.serve_rest_client import call, predict
+from tests.serve.serve_models import direct_call, rec_inputs, rest_columns, rest_rows
+from tests.serve.serve_rest_client import assert_answers_correctly, call, predict
 
 
 def _version_path(server):
@@ -101,7 +102,7 @@ def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(rec_server, what, s
     status, reply = call(rec_server, "/v1/models/rec" + suffix, raw=raw)
     assert status == code, reply
     assert set(reply) == {"error"} and words in reply["error"], reply
-    assert predict(rec_server, {"instances": [GOOD_ROW]})[0] == 200
+    assert_answers_correctly(rec_server, _version_path(rec_server), seed=sum(what.encode()))
 
 
 @pytest.mark.parametrize("path,words", [
@@ -127,9 +128,30 @@ def test_keep_alive_connection_survives_an_oversized_body(rec_server):
         reply = connection.getresponse()
         assert reply.status == 413
         reply.read()
-        connection.request("POST", "/v1/models/rec:predict", json.dumps({"instances": [GOOD_ROW]}))
+        inputs = rec_inputs(2, seed=21)
+        connection.request("POST", "/v1/models/rec:predict", json.dumps(rest_rows(inputs)))
         reply = connection.getresponse()
-        assert reply.status == 200 and "predictions" in json.loads(reply.read())
+        assert reply.status == 200
+        np.testing.assert_array_equal(np.asarray(json.loads(reply.read())["predictions"], np.float32),
+                                      direct_call(_version_path(rec_server), inputs)["output_0"])
+    finally:
+        connection.close()
+
+
+def test_distinct_requests_in_sequence_each_get_their_own_answer(rec_server):
+    """Same shapes, different values, one keep-alive connection: no answer may be a stale one."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", rec_server.rest.port, timeout=30)
+    try:
+        for seed in range(8):
+            inputs = rec_inputs(4, seed=100 + seed)
+            row_format = seed % 2 == 0
+            body = rest_rows(inputs) if row_format else rest_columns(inputs)
+            connection.request("POST", "/v1/models/rec:predict", json.dumps(body))
+            reply = json.loads(connection.getresponse().read())
+            answer = np.asarray(reply["predictions" if row_format else "outputs"], np.float32)
+            np.testing.assert_array_equal(answer, direct_call(_version_path(rec_server), inputs)["output_0"])
     finally:
         connection.close()
 
@@ -176,4 +198,24 @@ def test_a_port_in_use_is_a_clear_error(rec_server):
         ModelServer(base, rest_port=rec_server.rest.port, grpc_port=0).start()
     with pytest.raises(GraphoptError, match="gRPC .* choose another with --grpc-port"):
         ModelServer(base, rest_port=0, grpc_port=rec_server.grpc_port).start()
-    assert predict(rec_server, {"instances": [GOOD_ROW]})[0] == 200
+    assert_answers_correctly(rec_server, _version_path(rec_server), seed=31)
+
+
+@pytest.mark.parametrize("method,path,allow", [
+    ("PUT", "/v1/models/rec:predict", "POST"), ("DELETE", "/v1/models/rec", "GET"),
+    ("OPTIONS", "/v1/models/rec/metadata", "GET"), ("GET", "/v1/models/rec:predict", "POST"),
+    ("POST", "/v1/models/rec", "GET"), ("HEAD", "/v1/models/rec", "GET"),
+])
+def test_unsupported_method_is_405_with_allow(rec_server, method, path, allow):
+    request = urllib.request.Request(rec_server.rest_url + path, method=method,
+                                     data=b"{}" if method in ("PUT", "POST") else None)
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    reply = caught.value
+    assert reply.code == 405 and reply.headers["Allow"] == allow
+    assert reply.headers["Server"] == "graphopt-serve"  # no Python version
+    body = reply.read()
+    if method == "HEAD":
+        assert body == b""
+    else:
+        assert f"{method} is not allowed on {path}; use {allow}" == json.loads(body)["error"]

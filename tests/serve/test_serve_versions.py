@@ -7,8 +7,8 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tests.serve.serve_models import direct_call, make_base, rec_inputs, wait_for
-from tests.serve.serve_rest_client import call, predict
+from tests.serve.serve_models import direct_call, make_base, rec_inputs, rest_columns, wait_for
+from tests.serve.serve_rest_client import assert_answers_correctly, call, predict
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from graphopt.errors import ModelError
@@ -25,8 +25,12 @@ def test_new_version_swaps_in_under_load_without_a_failed_request(model_store, t
     request.model_spec.name = "rec"
     for key, value in inputs.items():
         request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-    body = {"inputs": {key: value.tolist() for key, value in inputs.items()}}
-    failures, grpc_versions, rest_answers = [], [], []
+    # REST replies do not name the version: each REST request sends one of several input sets of
+    # the same shape, and its answer must be that set's answer of version 1 or of version 2 -
+    # which tells the version (a stale answer of another set matches neither).
+    sets = [rec_inputs(8, seed=40 + i) for i in range(4)]
+    set_answers = [{v: direct_call(str(model_store / f"rec-v{v}"), x)["output_0"] for v in (1, 2)} for x in sets]
+    failures, grpc_versions, rest_versions = [], [], [[], []]
     stop = threading.Event()
 
     with ModelServer(str(base), "rec", rest_port=0, grpc_port=0, poll_seconds=0.05) as server:
@@ -44,15 +48,23 @@ def test_new_version_swaps_in_under_load_without_a_failed_request(model_store, t
                     if not np.array_equal(tf.make_ndarray(response.outputs["output_0"]), expected[version]):
                         failures.append(f"grpc: wrong answer for version {version}")
 
-        def rest_client():
+        def rest_client(versions):
+            n = 0
             while not stop.is_set():
-                status, reply = predict(server, body)
+                n += 1
+                k = n % len(sets)
+                status, reply = predict(server, rest_columns(sets[k]))
                 if status != 200:
                     failures.append(f"rest: {status} {reply}")
-                else:
-                    rest_answers.append(np.asarray(reply["outputs"], np.float32))
+                    continue
+                answer = np.asarray(reply["outputs"], np.float32)
+                version = next((v for v, want in set_answers[k].items() if np.array_equal(answer, want)), None)
+                if version is None:
+                    failures.append(f"rest: request {n} got an answer of neither version for its inputs")
+                versions.append(version)
 
-        clients = [threading.Thread(target=f) for f in (grpc_client, grpc_client, rest_client, rest_client)]
+        clients = [threading.Thread(target=f) for f in (grpc_client, grpc_client)]
+        clients += [threading.Thread(target=rest_client, args=(versions,)) for versions in rest_versions]
         for client in clients:
             client.start()
         try:
@@ -62,6 +74,7 @@ def test_new_version_swaps_in_under_load_without_a_failed_request(model_store, t
             assert wait_for(lambda: grpc_versions[-1] == 2, timeout=60)
             seen = len(grpc_versions)
             assert wait_for(lambda: len(grpc_versions) > seen + 20)
+            assert wait_for(lambda: all(versions and versions[-1] == 2 for versions in rest_versions), timeout=60)
         finally:
             stop.set()
             for client in clients:
@@ -72,8 +85,8 @@ def test_new_version_swaps_in_under_load_without_a_failed_request(model_store, t
     first_two = grpc_versions.index(2)
     assert set(grpc_versions[:first_two]) == {1}
     assert statuses == {"2": "AVAILABLE", "1": "END"}
-    for answer in rest_answers:
-        assert np.array_equal(answer, expected[1]) or np.array_equal(answer, expected[2])
+    for versions in rest_versions:  # each client: version 1, then version 2, never back
+        assert versions and versions == sorted(versions) and versions[-1] == 2, versions
 
 
 def test_broken_version_is_reported_and_skipped_until_fixed(model_store, tmp_path):
@@ -86,11 +99,12 @@ def test_broken_version_is_reported_and_skipped_until_fixed(model_store, tmp_pat
         (failed,) = wait_for(status_of_5)
         assert failed["status"]["error_code"] != "OK" and failed["status"]["error_message"]
         assert server.repository.get().version == 1
-        assert predict(server, {"inputs": {k: v.tolist() for k, v in rec_inputs(1).items()}})[0] == 200
+        assert_answers_correctly(server, str(base / "1"), seed=12)
 
         shutil.rmtree(base / "5")
         shutil.copytree(model_store / "rec-v2", base / "5")
         assert wait_for(lambda: server.repository.get().version == 5, timeout=60)
+        assert_answers_correctly(server, str(base / "5"), seed=13)
 
 
 def test_start_refuses_a_base_path_without_versions(model_store, tmp_path):
