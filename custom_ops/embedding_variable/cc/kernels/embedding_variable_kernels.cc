@@ -65,9 +65,11 @@ template <>
 struct ImportFunctor<CPUDevice> {
   Status operator()(OpKernelContext* ctx, EmbeddingTable* table, const int64_t* keys, int64_t n,
                     const float* values, const int64_t* freqs, const int64_t* versions,
-                    const std::vector<const float*>& slots) const {
+                    const std::vector<const float*>& slots,
+                    const PendingCounts& pending) const {
     return OutOfMemoryIsAnError(
-        [&] { return table->Import(keys, n, values, freqs, versions, slots, CpuPool(ctx)); });
+        [&] { return table->Import(keys, n, values, freqs, versions, slots, pending,
+                                   CpuPool(ctx)); });
   }
 };
 
