@@ -255,17 +255,21 @@ class EmbeddingVariable(resource.TrackableResource):
 
     def export_with_slots(self, name=None):
         """export() plus {slot name: float32 [n, dim]}, one consistent snapshot."""
+        return self._snapshot(name)[:5]
+
+    def _snapshot(self, name=None):
+        """export_with_slots() plus the admission counters (pending keys, their counts)."""
         with ops.name_scope(name, f"{self._name}_export"):
-            if not self.slot_names:
-                return (*self._ops.graphopt_ev_export(self.resource_handle, dim=self._dim), {})
             out = self._ops.graphopt_ev_export_with_slots(self.resource_handle, dim=self._dim,
                                                           num_slots=len(self.slot_names))
         return (out.keys, out.values, out.freqs, out.versions,
-                dict(zip(self.slot_names, out.slots)))
+                dict(zip(self.slot_names, out.slots)), (out.pending_keys, out.pending_counts))
 
-    def import_(self, keys, values, freqs=None, versions=None, slots=None, name=None):
+    def import_(self, keys, values, freqs=None, versions=None, slots=None, pending=None,
+                name=None):
         """Replaces the whole content; freqs and versions default to zeros; slots
-        ({name: [n, dim]}) default to the optimizer's initial values."""
+        ({name: [n, dim]}) default to the optimizer's initial values; pending (keys,
+        counts) restores the admission counters of keys without a row."""
         keys = tf.convert_to_tensor(keys, tf.int64)
         values = tf.convert_to_tensor(values, tf.float32)
         zeros = tf.zeros_like(keys)
@@ -279,12 +283,37 @@ class EmbeddingVariable(resource.TrackableResource):
         slot_values = [tf.convert_to_tensor(slots[n], tf.float32) for n in self.slot_names
                        ] if slots else []
         with ops.name_scope(name, f"{self._name}_import"):
-            if not slot_values:
+            if not slot_values and pending is None:
                 return self._ops.graphopt_ev_import(self.resource_handle, keys, values, freqs,
                                                     versions, dim=self._dim)
+            empty = tf.zeros([0], tf.int64)
+            pending_keys, pending_counts = (empty, empty) if pending is None else pending
             return self._ops.graphopt_ev_import_with_slots(
-                self.resource_handle, keys, values, freqs, versions, slot_values, dim=self._dim,
-                optimizer=self._optimizer.name)
+                self.resource_handle, keys, values, freqs, versions, slot_values,
+                tf.convert_to_tensor(pending_keys, tf.int64),
+                tf.convert_to_tensor(pending_counts, tf.int64), dim=self._dim,
+                optimizer=self._optimizer.name if slot_values else "")
+
+    def restore_from(self, checkpoint, key, name=None):
+        """Imports the table saved under checkpoint ``key`` (e.g. ``emb/.ATTRIBUTES/table``
+        or a TF1 op name) from a checkpoint path or prefix, slots included when it holds
+        this optimizer's; a checkpoint without slots (written by a table without an
+        optimizer, or before slots existed) gives fresh slots. Slots of another optimizer
+        raise InvalidArgumentError. (tf.train.Checkpoint/Saver restore every tensor the
+        table saves, so they need a checkpoint with the same optimizer.)"""
+        reader = tf.train.load_checkpoint(checkpoint)
+        if not reader.has_tensor(f"{key}-keys"):
+            raise _invalid(f"checkpoint {checkpoint} holds no table '{key}' ({key}-keys missing)")
+        saved = sorted(k[len(f"{key}-slot-"):] for k in reader.get_variable_to_shape_map()
+                       if k.startswith(f"{key}-slot-"))
+        if saved and saved != sorted(self.slot_names):
+            raise _invalid(f"checkpoint table '{key}' holds slots {saved}, but this table's "
+                           f"optimizer keeps {list(self.slot_names)}; restore it into a table "
+                           "with the same optimizer")
+        get = reader.get_tensor
+        slots = {n: get(f"{key}-slot-{n}") for n in self.slot_names} if saved else None
+        return self.import_(get(f"{key}-keys"), get(f"{key}-values"), get(f"{key}-freqs"),
+                            get(f"{key}-versions"), slots=slots, name=name)
 
     def apply_gradients(self, keys_or_slices, grads=None, step=None, name=None):
         """One sparse optimizer step with the table's optimizer.
@@ -352,17 +381,26 @@ class EmbeddingVariable(resource.TrackableResource):
 
 
 def checkpoint_tensors(variable) -> dict:
-    """Checkpoint suffix -> tensor: -keys/-values/-freqs/-versions and -slot-<name>."""
-    keys, values, freqs, versions, slots = variable.export_with_slots()
+    """Checkpoint suffix -> tensor: -keys/-values/-freqs/-versions, -slot-<name> per slot
+    and, with admission (min_count > 1), -pending-keys/-pending-counts. A table without
+    optimizer or admission saves what it saved before slots existed."""
+    if not variable.slot_names and variable._min_count <= 1:
+        keys, values, freqs, versions = variable.export()
+        return {"-keys": keys, "-values": values, "-freqs": freqs, "-versions": versions}
+    keys, values, freqs, versions, slots, pending = variable._snapshot()
     tensors = {"-keys": keys, "-values": values, "-freqs": freqs, "-versions": versions}
     tensors.update({f"-slot-{n}": t for n, t in slots.items()})
+    if variable._min_count > 1:
+        tensors.update({"-pending-keys": pending[0], "-pending-counts": pending[1]})
     return tensors
 
 
 def restore_checkpoint_tensors(variable, tensors: dict):
     slots = {n: tensors[f"-slot-{n}"] for n in variable.slot_names if f"-slot-{n}" in tensors}
+    pending = ((tensors["-pending-keys"], tensors["-pending-counts"])
+               if "-pending-keys" in tensors else None)
     return variable.import_(tensors["-keys"], tensors["-values"], tensors["-freqs"],
-                            tensors["-versions"], slots=slots or None)
+                            tensors["-versions"], slots=slots or None, pending=pending)
 
 
 class _EmbeddingVariableSaveable(saveable_object.SaveableObject):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import graphopt
 from graphopt import EmbeddingVariable
 from tests.ops.conftest import EXTREME_KEYS
 
@@ -202,3 +203,94 @@ def test_import_replaces_content(lib):
     assert keys[order].tolist() == [-5, 5]
     np.testing.assert_array_equal(values[order], [[4, 5, 6, 7], [8, 9, 10, 11]])
     assert freqs[order].tolist() == [2, 3] and versions[order].tolist() == [5, 6]
+
+
+def test_apply_ops_refuse_bad_input(lib):
+    ev = EmbeddingVariable(4, optimizer="adagrad")
+    h, bad = ev.handle, tf.errors.InvalidArgumentError
+    keys = tf.constant([1, 2], tf.int64)
+    grads = tf.zeros([2, 4])
+    one = tf.constant(0.1)
+    with pytest.raises(bad, match=r"grads must have shape \[2, 4\] to match 2 keys, got \[2,5\]"):
+        lib.graphopt_ev_apply_adagrad(h, keys, tf.zeros([2, 5]), one, one, dim=4)
+    with pytest.raises(bad, match=r"to match 2 keys, got \[3,4\]"):
+        lib.graphopt_ev_apply_adagrad(h, keys, tf.zeros([3, 4]), one, one, dim=4)
+    with pytest.raises(bad, match="keys must be 1-D"):
+        lib.graphopt_ev_apply_adagrad(h, tf.constant([[1, 2]], tf.int64), grads, one, one, dim=4)
+    with pytest.raises(bad, match="lr must be >= 0, got -0.1"):
+        lib.graphopt_ev_apply_adagrad(h, keys, grads, tf.constant(-0.1), one, dim=4)
+    with pytest.raises(bad, match="epsilon must be >= 0"):
+        lib.graphopt_ev_apply_adagrad(h, keys, grads, one, tf.constant(-1e-7), dim=4)
+    with pytest.raises(bad, match="lr must be finite"):
+        lib.graphopt_ev_apply_adagrad(h, keys, grads, tf.constant(np.nan, tf.float32), one,
+                                      dim=4)
+    with pytest.raises(bad, match="lr must be a scalar"):
+        lib.graphopt_ev_apply_adagrad(h, keys, grads, tf.constant([0.1]), one, dim=4)
+    with pytest.raises(bad, match="created for optimizer 'adagrad'"):
+        lib.graphopt_ev_apply_adam(h, keys, grads, one, one, one, one, one, one, dim=4)
+    with pytest.raises(bad, match="has dim 4"):
+        lib.graphopt_ev_apply_adagrad(h, keys, tf.zeros([2, 8]), one, one, dim=8)
+    with pytest.raises((bad, TypeError), match="float|double"):  # raw op: grads must be float32
+        lib.graphopt_ev_apply_adagrad(h, keys, tf.zeros([2, 4], tf.float64), one, one, dim=4)
+    adam = EmbeddingVariable(4, optimizer="adam")
+    with pytest.raises(bad, match=r"beta1 and beta2 must be in \[0, 1\)"):
+        lib.graphopt_ev_apply_adam(adam.handle, keys, grads, one, tf.constant(1.0), one, one,
+                                   one, one, dim=4)
+    with pytest.raises(bad, match="beta1_power and beta2_power"):
+        lib.graphopt_ev_apply_adam(adam.handle, keys, grads, one, one, one, one,
+                                   tf.constant(1.0), one, dim=4)
+    ftrl = EmbeddingVariable(4, optimizer="ftrl")
+    with pytest.raises(bad, match="lr_power must be <= 0"):
+        lib.graphopt_ev_apply_ftrl(ftrl.handle, keys, grads, one, one, one, tf.constant(0.5),
+                                   dim=4)
+    with pytest.raises(bad, match="FTRL's lr must be > 0"):
+        lib.graphopt_ev_apply_ftrl(ftrl.handle, keys, grads, tf.constant(0.0), one, one,
+                                   tf.constant(-0.5), dim=4)
+    # the Python API says the same before building an op
+    with pytest.raises(bad, match="grads must be float32, got float64"):
+        ev.apply_gradients([1, 2], np.zeros((2, 4)))
+    with pytest.raises(bad, match=r"grads must have shape keys.shape \+ \[dim\]"):
+        ev.apply_gradients([1, 2], np.zeros((3, 4), np.float32))
+    with pytest.raises(bad, match="needs IndexedSlices or keys and grads"):
+        ev.apply_gradients([1, 2])
+    with pytest.raises(bad, match="created without an optimizer"):
+        EmbeddingVariable(4).apply_gradients([1], np.zeros((1, 4), np.float32))
+    with pytest.raises(bad, match="Adam needs apply_gradients"):
+        adam.apply_gradients([1], np.zeros((1, 4), np.float32))
+    with pytest.raises(bad, match="learning_rate must be >= 0"):
+        EmbeddingVariable(4, optimizer=graphopt.ops.optimizers.Adagrad(-1.0))
+    with pytest.raises(bad, match="unknown optimizer 'rmsprop'"):
+        EmbeddingVariable(4, optimizer="rmsprop")
+    with pytest.raises(bad, match="already exists for optimizer 'adagrad'"):
+        lib.graphopt_ev_handle_op(dim=4, shared_name="shared_opt", optimizer="adagrad")
+        lib.graphopt_ev_handle_op(dim=4, shared_name="shared_opt", optimizer="adam")
+    assert int(ev.size()) == 0  # nothing half-applied
+
+
+@pytest.mark.parametrize("step", [1.5, 2.0, np.float32(3), tf.constant(1.5)])
+def test_non_integer_steps_are_refused(step):
+    ev = EmbeddingVariable(4, optimizer="adam")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="step must be an integer"):
+        ev.lookup([1], insert_missing=True, step=step)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="step must be an integer"):
+        ev.apply_gradients([1], np.zeros((1, 4), np.float32), step=step)
+    ev.lookup([1], insert_missing=True, step=np.int64(4))  # integers of any kind are fine
+    ev.lookup([1], insert_missing=True, step=tf.constant(5, tf.int32))
+    assert ev.export()[3].numpy().tolist() == [5]
+
+
+def test_export_sees_keys_inserted_after_shard_rehashes(lib):
+    """Every shard grows (rehashes) many times between the two exports; the second one
+    must hold every key, including those that moved in a rehash or were inserted after."""
+    ev = EmbeddingVariable(2, initializer="zeros")
+    ev.insert(np.arange(10), np.zeros((10, 2), np.float32))
+    assert sorted(ev.export()[0].numpy().tolist()) == list(range(10))
+    capacity = int(ev.memory()[1])
+    later = np.arange(10, 200_000)
+    for chunk in np.array_split(later, 7):
+        ev.lookup(chunk, insert_missing=True)
+    assert int(ev.memory()[1]) > 100 * capacity  # the indexes grew
+    ev.remove(np.arange(0, 200_000, 3))
+    keys = np.sort(ev.export()[0].numpy())
+    np.testing.assert_array_equal(keys, np.setdiff1d(np.arange(200_000),
+                                                     np.arange(0, 200_000, 3)))

@@ -566,7 +566,8 @@ void EmbeddingTable::Remove(const K* keys, int64_t n, const IntraOpPool& pool) {
 
 Status EmbeddingTable::Import(const int64_t* keys, int64_t n, const float* values,
                               const int64_t* freqs, const int64_t* versions,
-                              const std::vector<const float*>& slots, const IntraOpPool& pool) {
+                              const std::vector<const float*>& slots,
+                              const PendingCounts& pending, const IntraOpPool& pool) {
   if (!slots.empty() && static_cast<int>(slots.size()) != num_slots_) {
     return errors::InvalidArgument("importing ", slots.size(), " slots into a table whose ",
                                    OptimizerName(options_.optimizer), " optimizer keeps ",
@@ -594,6 +595,13 @@ Status EmbeddingTable::Import(const int64_t* keys, int64_t n, const float* value
         }
         return Status();
       });
+  for (int64_t i = 0; st.ok() && i < pending.n; ++i) {
+    const int64_t key = pending.keys[i];
+    const uint64_t h = Hash(key);
+    Shard& s = shards_[ShardOf(h)];
+    if (Probe(s, key, h) >= 0 || pending.counts[i] <= 0) continue;  // admitted meanwhile
+    s.pending[key] = static_cast<uint32_t>(std::min<int64_t>(pending.counts[i], 0xffffffffLL));
+  }
   for (int s = kNumShards - 1; s >= 0; --s) shards_[s].mu.Unlock();
   return st;
 }
@@ -605,7 +613,17 @@ Status EmbeddingTable::Export(
   offsets[0] = 0;
   for (int s = 0; s < kNumShards; ++s) offsets[s + 1] = offsets[s] + shards_[s].size;
   ExportBuffers out;
+  for (const Shard& s : shards_) out.num_pending += static_cast<int64_t>(s.pending.size());
   Status st = allocate(offsets[kNumShards], &out);
+  if (st.ok() && out.pending_keys != nullptr) {
+    int64_t o = 0;
+    for (const Shard& s : shards_) {
+      for (const auto& [key, count] : s.pending) {
+        out.pending_keys[o] = key;
+        out.pending_counts[o++] = count;
+      }
+    }
+  }
   if (st.ok()) {
     const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
     // On the calling thread: it holds every reader lock, and pool threads may be

@@ -58,6 +58,18 @@ struct ExportBuffers {
   int64_t* freqs;
   int64_t* versions;
   std::vector<float*> slots;  // one [n, dim] buffer per slot of the table
+  // Admission counters: num_pending is set before allocate is called, which may
+  // point pending_keys/pending_counts at num_pending entries (null: not exported).
+  int64_t num_pending = 0;
+  int64_t* pending_keys = nullptr;
+  int64_t* pending_counts = nullptr;
+};
+
+// Admission counters of keys not admitted yet, as exported / imported.
+struct PendingCounts {
+  const int64_t* keys = nullptr;
+  const int64_t* counts = nullptr;
+  int64_t n = 0;
 };
 
 // What a table is created with besides its rows (the handle op's attrs).
@@ -125,7 +137,8 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   // (every row gets the initial slot values) or one [n, dim] array per slot.
   tensorflow::Status Import(const int64_t* keys, int64_t n, const float* values,
                             const int64_t* freqs, const int64_t* versions,
-                            const std::vector<const float*>& slots, const IntraOpPool& pool);
+                            const std::vector<const float*>& slots, const PendingCounts& pending,
+                            const IntraOpPool& pool);
 
   // Sparse optimizer step: grads [n, dim]; gradients of a key repeated in the
   // batch are summed in batch order first (as tf.unique + unsorted_segment_sum

@@ -54,14 +54,16 @@ struct RemoveFunctor {
                   const K* keys, int64_t n) const;
 };
 
-// Replaces the content; slots empty (fresh slots) or one [n, dim] array per slot.
+// Replaces the content; slots empty (fresh slots) or one [n, dim] array per slot;
+// pending: admission counters of keys without a row.
 template <typename Device>
 struct ImportFunctor {
   tensorflow::Status operator()(tensorflow::OpKernelContext* ctx,
                                 typename DeviceTable<Device>::type* table, const int64_t* keys,
                                 int64_t n, const float* values, const int64_t* freqs,
                                 const int64_t* versions,
-                                const std::vector<const float*>& slots) const;
+                                const std::vector<const float*>& slots,
+                                const PendingCounts& pending) const;
 };
 
 // A consistent snapshot; allocate(n, buffers) is called once with the key count.

@@ -2,6 +2,8 @@
 // EmbeddingVariable kernels (kernels: embedding_variable_kernels.h).
 #include "embedding_variable/cc/kernels/embedding_variable_kernels.h"
 
+#include <new>
+
 namespace graphopt {
 
 using tensorflow::DEVICE_CPU;
@@ -11,6 +13,18 @@ namespace {
 IntraOpPool CpuPool(OpKernelContext* ctx) {
   const auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
   return IntraOpPool{threads->workers, threads->num_threads};
+}
+
+// Runs a table operation that allocates (scratch vectors, index growth) so that
+// running out of memory on the calling thread fails the op instead of
+// terminating the process (pool threads allocate only fixed per-thread scratch).
+template <typename F>
+Status OutOfMemoryIsAnError(F&& operation) {
+  try {
+    return operation();
+  } catch (const std::bad_alloc&) {
+    return errors::ResourceExhausted("out of memory in an EmbeddingVariable operation");
+  }
 }
 
 }  // namespace
@@ -27,7 +41,8 @@ template <typename K>
 struct FindOrInsertFunctor<CPUDevice, K> {
   Status operator()(OpKernelContext* ctx, EmbeddingTable* table, const K* keys, int64_t n,
                     int64_t step, float* out) const {
-    return table->FindOrInsert(keys, n, step, out, CpuPool(ctx));
+    return OutOfMemoryIsAnError(
+        [&] { return table->FindOrInsert(keys, n, step, out, CpuPool(ctx)); });
   }
 };
 
@@ -35,7 +50,7 @@ template <typename K>
 struct InsertFunctor<CPUDevice, K> {
   Status operator()(OpKernelContext* ctx, EmbeddingTable* table, const K* keys, int64_t n,
                     const float* values) const {
-    return table->Insert(keys, n, values, CpuPool(ctx));
+    return OutOfMemoryIsAnError([&] { return table->Insert(keys, n, values, CpuPool(ctx)); });
   }
 };
 
@@ -50,8 +65,11 @@ template <>
 struct ImportFunctor<CPUDevice> {
   Status operator()(OpKernelContext* ctx, EmbeddingTable* table, const int64_t* keys, int64_t n,
                     const float* values, const int64_t* freqs, const int64_t* versions,
-                    const std::vector<const float*>& slots) const {
-    return table->Import(keys, n, values, freqs, versions, slots, CpuPool(ctx));
+                    const std::vector<const float*>& slots,
+                    const PendingCounts& pending) const {
+    return OutOfMemoryIsAnError(
+        [&] { return table->Import(keys, n, values, freqs, versions, slots, pending,
+                                   CpuPool(ctx)); });
   }
 };
 
@@ -67,7 +85,8 @@ template <typename K>
 struct SparseApplyFunctor<CPUDevice, K> {
   Status operator()(OpKernelContext* ctx, EmbeddingTable* table, const K* keys, int64_t n,
                     const float* grads, const OptimizerParams& params) const {
-    return table->Apply(keys, n, grads, params, CpuPool(ctx));
+    return OutOfMemoryIsAnError(
+        [&] { return table->Apply(keys, n, grads, params, CpuPool(ctx)); });
   }
 };
 
@@ -75,7 +94,7 @@ template <>
 struct EvictFunctor<CPUDevice> {
   Status operator()(OpKernelContext*, EmbeddingTable* table, const EvictionRule& rule,
                     std::vector<int64_t>* evicted) const {
-    return table->Evict(rule, evicted);
+    return OutOfMemoryIsAnError([&] { return table->Evict(rule, evicted); });
   }
 };
 

@@ -300,7 +300,8 @@ class EvExportOp : public EvTableOp<Device> {
                     this->type_string(), " asks for ", num_slots, " slots but the table's ",
                     OptimizerName(table->options().optimizer), " optimizer keeps ",
                     table->num_slots()));
-    const auto allocate = [ctx, dim, num_slots](int64_t n, ExportBuffers* out) -> Status {
+    const bool with_pending = ctx->num_outputs() > 4;  // GraphoptEvExportWithSlots
+    const auto allocate = [=](int64_t n, ExportBuffers* out) -> Status {
       Tensor *keys, *values, *freqs, *versions;
       TF_RETURN_IF_ERROR(ctx->allocate_output(0, {n}, &keys));
       TF_RETURN_IF_ERROR(ctx->allocate_output(1, {n, dim}, &values));
@@ -311,6 +312,15 @@ class EvExportOp : public EvTableOp<Device> {
       out->freqs = freqs->flat<int64_t>().data();
       out->versions = versions->flat<int64_t>().data();
       out->slots.clear();
+      if (with_pending) {
+        Tensor *pending_keys, *pending_counts;
+        TF_RETURN_IF_ERROR(ctx->allocate_output("pending_keys", {out->num_pending},
+                                                &pending_keys));
+        TF_RETURN_IF_ERROR(ctx->allocate_output("pending_counts", {out->num_pending},
+                                                &pending_counts));
+        out->pending_keys = pending_keys->flat<int64_t>().data();
+        out->pending_counts = pending_counts->flat<int64_t>().data();
+      }
       if (num_slots == 0) return Status();
       tensorflow::OpOutputList slots;
       TF_RETURN_IF_ERROR(ctx->output_list("slots", &slots));
@@ -352,7 +362,7 @@ class EvImportOp : public EvTableOp<Device> {
                 errors::InvalidArgument("versions must have shape [", n, "], got ",
                                         versions.shape().DebugString()));
     tensorflow::OpInputList slot_inputs;
-    const bool with_slots = ctx->num_inputs() > 5 || HasNodeAttr(this->def(), "num_slots");
+    const bool with_slots = ctx->num_inputs() > 5;  // GraphoptEvImportWithSlots
     if (with_slots) OP_REQUIRES_OK(ctx, ctx->input_list("slots", &slot_inputs));
     // No slots (a checkpoint from before the table had an optimizer): fresh slots.
     if (slot_inputs.size() > 0) {
@@ -374,10 +384,23 @@ class EvImportOp : public EvTableOp<Device> {
                                           slot_inputs[j].shape().DebugString()));
       slots.push_back(slot_inputs[j].flat<float>().data());
     }
+    PendingCounts pending;
+    if (with_slots) {
+      const Tensor& pending_keys = ctx->input(5 + slot_inputs.size());
+      const Tensor& pending_counts = ctx->input(6 + slot_inputs.size());
+      OP_REQUIRES(ctx, TensorShapeUtils::IsVector(pending_keys.shape()) &&
+                           pending_counts.shape() == pending_keys.shape(),
+                  errors::InvalidArgument("pending_keys and pending_counts must be 1-D of one "
+                                          "length, got ", pending_keys.shape().DebugString(),
+                                          " and ", pending_counts.shape().DebugString()));
+      pending = {pending_keys.flat<int64_t>().data(), pending_counts.flat<int64_t>().data(),
+                 pending_keys.NumElements()};
+    }
     OP_REQUIRES_OK(ctx, ImportFunctor<Device>()(ctx, table, keys.flat<int64_t>().data(), n,
                                                 values.flat<float>().data(),
                                                 freqs.flat<int64_t>().data(),
-                                                versions.flat<int64_t>().data(), slots));
+                                                versions.flat<int64_t>().data(), slots,
+                                                pending));
   }
 };
 

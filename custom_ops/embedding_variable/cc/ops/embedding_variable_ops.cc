@@ -131,6 +131,11 @@ Status ExportShape(InferenceContext* c) {
       c->set_output(2, c->Vector(n));
       c->set_output(3, c->Vector(n));
       for (int64_t j = 0; j < num_slots; ++j) c->set_output(4 + j, c->Matrix(n, dim));
+      if (c->num_outputs() > 4) {
+        DimensionHandle pending = c->UnknownDim();
+        c->set_output(4 + num_slots, c->Vector(pending));
+        c->set_output(5 + num_slots, c->Vector(pending));
+      }
       return Status();
 }
 
@@ -148,7 +153,9 @@ Status ImportShape(InferenceContext* c) {
       TF_RETURN_IF_ERROR(c->Merge(n, c->Dim(freqs, 0), &n));
       TF_RETURN_IF_ERROR(c->Merge(n, c->Dim(versions, 0), &n));
       TF_RETURN_IF_ERROR(c->Merge(c->Dim(values, 1), c->MakeDim(dim), &unused));
-      for (int i = 5; i < c->num_inputs(); ++i) {
+      // ImportWithSlots ends with pending_keys, pending_counts after its slots.
+      const int slots_end = c->num_inputs() > 5 ? c->num_inputs() - 2 : 5;
+      for (int i = 5; i < slots_end; ++i) {
         ShapeHandle slot;
         TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 2, &slot));
         TF_RETURN_IF_ERROR(c->Merge(n, c->Dim(slot, 0), &n));
@@ -179,13 +186,15 @@ REGISTER_OP("GraphoptEvExportWithSlots")
     .Output("freqs: int64")
     .Output("versions: int64")
     .Output("slots: num_slots * dtype")
+    .Output("pending_keys: int64")
+    .Output("pending_counts: int64")
     .Attr("dim: int >= 1")
     .Attr("dtype: {float} = DT_FLOAT")
     .Attr("num_slots: int >= 0")
     .SetIsStateful()
     .SetShapeFn(ExportShape)
-    .Doc("GraphoptEvExport plus each slot [n, dim] in row order; num_slots must be the "
-         "table's slot count.");
+    .Doc("GraphoptEvExport plus each slot [n, dim] in row order (num_slots must be the "
+         "table's slot count) and the admission counters of keys not admitted yet.");
 
 REGISTER_OP("GraphoptEvImport")
     .Input("table: resource")
@@ -207,6 +216,8 @@ REGISTER_OP("GraphoptEvImportWithSlots")
     .Input("freqs: int64")
     .Input("versions: int64")
     .Input("slots: num_slots * dtype")
+    .Input("pending_keys: int64")
+    .Input("pending_counts: int64")
     .Attr("dim: int >= 1")
     .Attr("dtype: {float} = DT_FLOAT")
     .Attr("num_slots: int >= 0")
@@ -214,7 +225,8 @@ REGISTER_OP("GraphoptEvImportWithSlots")
     .SetIsStateful()
     .SetShapeFn(ImportShape)
     .Doc("GraphoptEvImport with the slots saved for `optimizer`: it must be the table's "
-         "optimizer and num_slots its slot count (0: fresh slots).");
+         "optimizer and num_slots its slot count (0: fresh slots); pending_keys/counts "
+         "restore the admission counters of keys not admitted yet.");
 
 REGISTER_OP("GraphoptEvSize")
     .Input("table: resource")
