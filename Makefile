@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.graphopt-installed
 OP_SOURCES := $(shell find custom_ops -name '*.cc' -o -name '*.h' -o -name '*.cu' 2>/dev/null)
 DEMO_DIR ?= demo-out
 
-.PHONY: install demo test clean asan gpu-check
+.PHONY: install demo test lint clean asan gpu-check
 
 install: $(STAMP)
 
@@ -35,6 +35,13 @@ demo: install
 	  $(BIN)/graphopt validate $(DEMO_DIR)/$$form $(DEMO_DIR)/serving/$$form/1 || exit 1; done
 	$(BIN)/graphopt serve $(DEMO_DIR)/serving/keras --model-name embedding_mlp --rest-port 0 --grpc-port 0 \
 	  --once --request '$(DEMO_REQUEST)'
+
+# Lint: ruff (pycodestyle, pyflakes, bugbear, pyupgrade, import order), ruff's formatter, mypy.
+LINT_PATHS := graphopt models tests bench setup.py
+lint: install
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
 
 test: install
 	$(BIN)/python -m pytest -q tests

@@ -193,7 +193,7 @@ setup(
         "numpy",
         "click>=8.1",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "ruff==0.17.6", "mypy==2.4.1"]},
     entry_points={"console_scripts": ["graphopt=graphopt.cli:main"]},
     zip_safe=False,
 )
