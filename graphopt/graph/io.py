@@ -5,6 +5,7 @@ only this module parses or serializes protos, reads checkpoint bundles or writes
 """
 
 import dataclasses
+import functools
 import os
 import shutil
 from typing import Callable, Dict, Iterable, Optional
@@ -70,8 +71,17 @@ def _parse(proto, data, path, text):
 
 
 def _read_bytes(path):
-    with open(path, "rb") as f:
-        return f.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ModelError(f"cannot read {path} ({exc.strerror}); "
+                         "pass a readable SavedModel directory or .meta/.pbtxt file") from None
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_model(path, tags=None) -> ModelSource:
@@ -117,8 +127,17 @@ def _read_saved_model(root, pb_path, text, tags):
         raise ModelError(
             f"{root} is missing {VARIABLES_DIR}/{VARIABLES_PREFIX}.index; copy the whole SavedModel directory"
         )
-    return ModelSource(root, "saved_model", mg, prefix if os.path.exists(prefix + ".index") else None,
-                       saved_model=sm, meta_graph_index=index, text=text)
+    prefix = prefix if os.path.exists(prefix + ".index") else None
+    _check_checkpoint_files(prefix)
+    return ModelSource(root, "saved_model", mg, prefix, saved_model=sm, meta_graph_index=index, text=text)
+
+
+def _check_checkpoint_files(prefix):
+    """A cheap look at a model's checkpoint when it is read (the index, the data file sizes; no
+    tensor data), so a damaged one is refused before any work; CRCs are checked when copied."""
+    if prefix is not None:
+        header, entries = read_bundle_index(prefix)
+        _check_data_sizes(prefix, header, entries)
 
 
 def _read_meta_graph_file(path):
@@ -136,6 +155,7 @@ def _read_meta_graph_file(path):
                 f"no checkpoint beside {path} (looked for {prefix}.index); keep the .meta next to its checkpoint"
             )
         prefix = latest
+    _check_checkpoint_files(prefix)
     return ModelSource(path, "meta_graph", mg, prefix, text=text)
 
 
@@ -430,7 +450,7 @@ def checkpoint_tensors(prefix):
         reader = tf.train.load_checkpoint(prefix)
     except (tf.errors.OpError, ValueError) as exc:
         raise ModelError(
-            f"cannot read checkpoint {prefix} ({str(exc).splitlines()[0]}); "
+            f"cannot read checkpoint {prefix} ({_first_line(exc)}); "
             "the variables files are missing or corrupted, copy them again"
         ) from None
     dtypes = reader.get_variable_to_dtype_map()
@@ -455,24 +475,69 @@ class TableConversion:
 _TABLE_MAGIC = 0xDB4775248B80FB57
 _FOOTER_LEN = 48
 _CRC_TABLE = []
+# TensorFlow's own CRC32C: abseil's hardware-accelerated ExtendCrc32cInternal(crc32c_t, string_view),
+# exported by libtensorflow_framework (TF 2.21 pins this abseil release). Pure Python does ~10 MB/s,
+# which would make checking a checkpoint slower than converting it; this does GB/s.
+_ABSL_EXTEND_CRC32C = ("_ZN4absl12lts_2025081412crc_internal20ExtendCrc32cInternalENS0_8crc32c_t"
+                       "St17basic_string_viewIcSt11char_traitsIcEE")
+# Bytes read and written per step while copying a data file (and checking its tensors' CRCs).
+COPY_CHUNK = 8 << 20
 
 
-def _crc32c(data: bytes) -> int:
+@functools.lru_cache(maxsize=None)
+def _native_crc32c():
+    """abseil's CRC32C extend function from TensorFlow's framework library, or None."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(_tf().__file__), "libtensorflow_framework.so.2"))
+        fn = getattr(lib, _ABSL_EXTEND_CRC32C)
+    except (OSError, AttributeError):
+        return None
+    # string_view is passed by value as (size, pointer) in two registers (x86-64 and aarch64 ABIs).
+    fn.restype, fn.argtypes = ctypes.c_uint32, [ctypes.c_uint32, ctypes.c_size_t, ctypes.c_void_p]
+    return fn
+
+
+def crc32c_extend(crc: int, data) -> int:
+    """CRC32C of the bytes hashed so far (``crc``, 0 at first) extended by ``data``
+    (bytes, bytearray or a memoryview of one)."""
+    view = memoryview(data).cast("B")
+    if not view.nbytes:
+        return crc
+    fn = _native_crc32c()
+    if fn is None:
+        return _py_crc32c_extend(crc, view)
+    if view.readonly:
+        return fn(crc, view.nbytes, bytes(view))
+    import ctypes
+
+    return fn(crc, view.nbytes, ctypes.addressof(ctypes.c_char.from_buffer(view)))
+
+
+def _py_crc32c_extend(crc, data) -> int:
     if not _CRC_TABLE:
         for i in range(256):
             c = i
             for _ in range(8):
                 c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
             _CRC_TABLE.append(c)
-    crc = 0xFFFFFFFF
-    for b in data:
+    crc ^= 0xFFFFFFFF
+    for b in bytes(data):
         crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
 
 
-def _masked_crc(data: bytes) -> int:
-    crc = _crc32c(data)
+def _crc32c(data) -> int:
+    return crc32c_extend(0, data)
+
+
+def _mask(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _masked_crc(data) -> int:
+    return _mask(_crc32c(data))
 
 
 def _varint(n: int) -> bytes:
@@ -511,27 +576,78 @@ def _block_entries(block: bytes):
 
 
 class _UnsupportedIndex(Exception):
-    """The index uses a feature (compression) this reader does not handle."""
+    """The index uses a feature (compression) this reader does not handle, or is damaged."""
 
 
 def _read_block(data: bytes, handle: bytes):
     offset, pos = _read_varint(handle, 0)
     size, _ = _read_varint(handle, pos)
-    if data[offset + size] != 0:
+    if offset + size + 5 > len(data):
+        raise _UnsupportedIndex("a block lies past the end of the file: truncated")
+    block = data[offset:offset + size + 1]
+    if _masked_crc(block) != int.from_bytes(data[offset + size + 1:offset + size + 5], "little"):
+        raise _UnsupportedIndex("a block fails its CRC32C check")
+    if block[-1] != 0:
         raise _UnsupportedIndex("compressed block")
-    return data[offset:offset + size]
+    return block[:-1]
 
 
 def _read_index(path):
     """[(key, value bytes)] of a bundle index file, in key order."""
     data = _read_bytes(path)
     footer = data[-_FOOTER_LEN:]
-    if int.from_bytes(footer[-8:], "little") != _TABLE_MAGIC:
-        raise _UnsupportedIndex("not a table")
+    if len(data) < _FOOTER_LEN or int.from_bytes(footer[-8:], "little") != _TABLE_MAGIC:
+        raise _UnsupportedIndex("no table footer: truncated or not an index")
     _, pos = _read_varint(footer, 0)
     _, pos = _read_varint(footer, pos)
     index = _read_block(data, footer[pos:])
     return [e for _, handle in _block_entries(index) for e in _block_entries(_read_block(data, handle))]
+
+
+def read_bundle_index(prefix):
+    """(BundleHeaderProto, {key: BundleEntryProto}) of a checkpoint's index; ModelError if damaged."""
+    from tensorflow.core.protobuf import tensor_bundle_pb2
+
+    path = prefix + ".index"
+    try:
+        entries = dict(_read_index(path))
+        header = tensor_bundle_pb2.BundleHeaderProto.FromString(entries.pop(b""))
+        parsed = {k: tensor_bundle_pb2.BundleEntryProto.FromString(v) for k, v in entries.items()}
+    except OSError as exc:
+        raise ModelError(f"cannot read checkpoint index {path} ({exc.strerror}); "
+                         "copy the whole variables directory again") from None
+    except (_UnsupportedIndex, IndexError, ValueError, KeyError, message.DecodeError) as exc:
+        raise ModelError(f"checkpoint index {path} is corrupted ({exc or type(exc).__name__}); "
+                         "copy the variables files again or export the model again") from None
+    return header, parsed
+
+
+def _check_data_sizes(prefix, header, entries):
+    """The data files the index names, each checked to hold every byte its entries point to."""
+    sources = _data_files(prefix)
+    expected = [_shard_name(prefix, i, header.num_shards) for i in range(header.num_shards)]
+    missing = [p for p in expected if p not in sources]
+    if missing:
+        raise ModelError(f"checkpoint data file {missing[0]} is missing (its index names {header.num_shards} "
+                         "data file(s)); copy all variables files")
+    ends = {}  # shard -> (bytes needed, the tensor ending last)
+    for key, entry in entries.items():
+        if entry.shard_id >= header.num_shards:
+            raise ModelError(f"checkpoint index {prefix}.index names data file {entry.shard_id} for tensor "
+                             f"{_key_text(key)}, it has {header.num_shards}; copy the variables files again")
+        end = entry.offset + entry.size
+        if end > ends.get(entry.shard_id, (0,))[0]:
+            ends[entry.shard_id] = (end, key)
+    for shard, (needed, key) in ends.items():
+        size = os.path.getsize(expected[shard])
+        if size < needed:
+            raise ModelError(f"checkpoint data file {expected[shard]} is truncated ({size} bytes; tensor "
+                             f"{_key_text(key)} ends at byte {needed}); copy the variables files again")
+    return expected
+
+
+def _key_text(key: bytes) -> str:
+    return repr(key.decode("utf-8", "replace").lstrip("\x00"))
 
 
 def _block(entries) -> bytes:
@@ -574,6 +690,55 @@ def _shard_name(prefix, shard, total):
     return f"{prefix}.data-{shard:05d}-of-{total:05d}"
 
 
+def _copy_checked(src, dst, entries):
+    """Copies data file ``src`` to ``dst`` and checks the CRC32C of each tensor in it on the
+    chunks being copied (no second read). ``entries``: [(key, BundleEntryProto)] of this file."""
+    from tensorflow.core.framework import types_pb2
+
+    regions = sorted(((e.offset, e.offset + e.size, k, e) for k, e in entries), key=lambda r: r[:2])
+    i, crc, strings = 0, 0, bytearray()  # region being hashed, its CRC so far, a string tensor's bytes
+    chunk = bytearray(COPY_CHUNK)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        pos = 0
+        while True:
+            n = fin.readinto(chunk)
+            while i < len(regions) and regions[i][0] <= pos + n:
+                start, end, key, entry = regions[i]
+                part = memoryview(chunk)[max(start - pos, 0):max(min(end - pos, n), 0)]
+                if entry.dtype == types_pb2.DT_STRING:
+                    strings += part  # hashed as TensorFlow wrote it, once whole (string tensors are small)
+                else:
+                    crc = crc32c_extend(crc, part)
+                if end > pos + n:
+                    break
+                if entry.dtype == types_pb2.DT_STRING:
+                    crc = _string_tensor_crc(strings, entry)
+                if entry.dtype != types_pb2.DT_VARIANT and (crc is None or _mask(crc) != entry.crc32c):
+                    raise ModelError(f"checkpoint data file {src} is corrupted: tensor {_key_text(key)} fails "
+                                     "its CRC32C check; copy the variables files again or export the model again")
+                i, crc, strings = i + 1, 0, bytearray()
+            if not n:
+                break
+            fout.write(memoryview(chunk)[:n])
+            pos += n
+
+
+def _string_tensor_crc(data, entry):
+    """The CRC32C TensorFlow records for a string tensor: it hashes each length as a little-endian
+    uint32 (uint64 past 4 GiB), then the masked CRC of those it stored after them, then the bytes."""
+    count = int(np.prod([d.size for d in entry.shape.dim], dtype=np.int64))
+    crc, pos, lengths = 0, 0, []
+    try:
+        for _ in range(count):
+            n, pos = _read_varint(data, pos)
+            lengths.append(n)
+            crc = crc32c_extend(crc, n.to_bytes(4 if n <= 0xFFFFFFFF else 8, "little"))
+    except IndexError:
+        return None  # the lengths run past the tensor: corrupted
+    crc = crc32c_extend(crc, data[pos:pos + 4])
+    return crc32c_extend(crc, memoryview(data)[pos + 4:])
+
+
 def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable = None,
                        object_graph: Optional[bytes] = None, added: Optional[Dict[str, np.ndarray]] = None):
     """Writes a copy of a checkpoint in which each table becomes keys/values/freqs/versions.
@@ -595,21 +760,9 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
     if missing:
         raise ModelError(f"checkpoint {src_prefix} lacks table tensor {missing[0]}; "
                          "the variables do not match the graph, export the model again")
-    try:
-        entries = dict(_read_index(src_prefix + ".index"))
-    except (_UnsupportedIndex, IndexError, ValueError) as exc:
-        raise ModelError(f"cannot read the index of checkpoint {src_prefix} ({exc}); "
-                         "the variables files are corrupted, copy them again") from None
-    header = tensor_bundle_pb2.BundleHeaderProto.FromString(entries.pop(b""))
-    parsed = {k: tensor_bundle_pb2.BundleEntryProto.FromString(v) for k, v in entries.items()}
-    sources = _data_files(src_prefix)
-    if len(sources) != header.num_shards:
-        raise ModelError(f"checkpoint {src_prefix} has {len(sources)} data files, its index names "
-                         f"{header.num_shards}; copy all variables files")
+    header, parsed = read_bundle_index(src_prefix)
+    _copy_data_files(src_prefix, dst_prefix, header, parsed, header.num_shards + 1)
     total = header.num_shards + 1
-    os.makedirs(os.path.dirname(dst_prefix) or ".", exist_ok=True)
-    for shard, path in enumerate(sources):
-        shutil.copyfile(path, _shard_name(dst_prefix, shard, total))
 
     extra = dst_prefix + "_graphopt_extra"
     names, tensors, converted = [], [], 0
@@ -624,6 +777,10 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
         tensors.append(tf.constant(value))
     for table in tables:
         entry = parsed.pop(table.key.encode())
+        if len(entry.shape.dim) != 2:
+            raise ModelError(f"checkpoint {src_prefix} holds table tensor {table.key} with shape "
+                             f"{[d.size for d in entry.shape.dim]}, not [rows, dim]; the variables do not "
+                             "match the graph, export the model again")
         rows = int(entry.shape.dim[0].size)
         if entry.slices:
             # Slices may lie anywhere in the files: read the whole table once and write it whole.
@@ -661,15 +818,24 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
 
 
 def copy_checkpoint(src_prefix, dst_prefix):
-    """Copies the files of a checkpoint (index and data shards) to a new prefix."""
-    directory = os.path.dirname(src_prefix) or "."
-    base = os.path.basename(src_prefix)
+    """Copies the files of a checkpoint (index and data shards) to a new prefix, checking the data
+    against its index as it goes (ModelError naming the file and tensor when it is damaged)."""
+    header, entries = read_bundle_index(src_prefix)
+    _copy_data_files(src_prefix, dst_prefix, header, entries, header.num_shards)
+    shutil.copyfile(src_prefix + ".index", dst_prefix + ".index")
+
+
+def _copy_data_files(src_prefix, dst_prefix, header, entries, total):
+    """Copies the data files to shards 0.. of ``total`` at ``dst_prefix``, each checked: sizes
+    against the index up front, each tensor's CRC32C as its bytes pass through."""
+    sources = _check_data_sizes(src_prefix, header, entries)
+    by_shard = {}
+    for key, entry in entries.items():
+        if not entry.slices:  # a sliced tensor's entry only lists its slices, which have their own
+            by_shard.setdefault(entry.shard_id, []).append((key, entry))
     os.makedirs(os.path.dirname(dst_prefix) or ".", exist_ok=True)
-    for name in os.listdir(directory):
-        if name == base + ".index" or name.startswith(base + ".data-"):
-            shutil.copyfile(os.path.join(directory, name),
-                            os.path.join(os.path.dirname(dst_prefix) or ".",
-                                         os.path.basename(dst_prefix) + name[len(base):]))
+    for shard, path in enumerate(sources):
+        _copy_checked(path, _shard_name(dst_prefix, shard, total), by_shard.get(shard, []))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -680,11 +846,16 @@ def read_object_graph(prefix):
     """The checkpoint's TrackableObjectGraph, or None for a name-based (TF1) checkpoint."""
     from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-    reader = _tf().train.load_checkpoint(prefix)
-    if not reader.has_tensor(OBJECT_GRAPH_KEY):
-        return None
-    graph = trackable_object_graph_pb2.TrackableObjectGraph()
-    graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+    tf = _tf()
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        if not reader.has_tensor(OBJECT_GRAPH_KEY):
+            return None
+        graph = trackable_object_graph_pb2.TrackableObjectGraph()
+        graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+    except (tf.errors.OpError, ValueError, IndexError, message.DecodeError) as exc:
+        raise ModelError(f"cannot read the object graph of checkpoint {prefix} ({_first_line(exc)}); "
+                         "the variables files are corrupted, copy them again") from None
     return graph
 
 
