@@ -478,7 +478,7 @@ _CRC_TABLE = []
 # TensorFlow's own CRC32C: abseil's hardware-accelerated ExtendCrc32cInternal(crc32c_t, string_view),
 # exported by libtensorflow_framework (TF 2.21 pins this abseil release). Pure Python does ~10 MB/s,
 # which would make checking a checkpoint slower than converting it; this does GB/s.
-_ABSL_EXTEND_CRC32C = ("_ZN4absl12lts_2025081412crc_internal20ExtendCrc32cInternalENS0_8crc32c_t"
+_ABSL_EXTEND_CRC32C = ("_ZN4absl12lts_2025081412crc_internal20ExtendCrc32cInternalENS0_8crc32c_tE"
                        "St17basic_string_viewIcSt11char_traitsIcEE")
 # Bytes read and written per step while copying a data file (and checking its tensors' CRCs).
 COPY_CHUNK = 8 << 20
