@@ -4,6 +4,7 @@ Everything else works on the graph model (``graphopt.graph.model``) and on plain
 only this module parses or serializes protos, reads checkpoint bundles or writes event files.
 """
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -691,14 +692,15 @@ def _shard_name(prefix, shard, total):
 
 
 def _copy_checked(src, dst, entries):
-    """Copies data file ``src`` to ``dst`` and checks the CRC32C of each tensor in it on the
-    chunks being copied (no second read). ``entries``: [(key, BundleEntryProto)] of this file."""
+    """Copies data file ``src`` to ``dst`` (None: only reads it) and checks the CRC32C of each
+    tensor in it on the chunks being copied (no second read). ``entries``: [(key, BundleEntryProto)]
+    of this file."""
     from tensorflow.core.framework import types_pb2
 
     regions = sorted(((e.offset, e.offset + e.size, k, e) for k, e in entries), key=lambda r: r[:2])
     i, crc, strings = 0, 0, bytearray()  # region being hashed, its CRC so far, a string tensor's bytes
     chunk = bytearray(COPY_CHUNK)
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
+    with open(src, "rb") as fin, (open(dst, "wb") if dst else contextlib.nullcontext()) as fout:
         pos = 0
         while True:
             n = fin.readinto(chunk)
@@ -719,7 +721,8 @@ def _copy_checked(src, dst, entries):
                 i, crc, strings = i + 1, 0, bytearray()
             if not n:
                 break
-            fout.write(memoryview(chunk)[:n])
+            if fout is not None:
+                fout.write(memoryview(chunk)[:n])
             pos += n
 
 
@@ -825,17 +828,25 @@ def copy_checkpoint(src_prefix, dst_prefix):
     shutil.copyfile(src_prefix + ".index", dst_prefix + ".index")
 
 
+def verify_checkpoint(prefix):
+    """Reads a checkpoint's index and data files and checks each tensor's CRC32C; ModelError
+    naming the file and tensor when it is damaged."""
+    header, entries = read_bundle_index(prefix)
+    _copy_data_files(prefix, None, header, entries, header.num_shards)
+
+
 def _copy_data_files(src_prefix, dst_prefix, header, entries, total):
-    """Copies the data files to shards 0.. of ``total`` at ``dst_prefix``, each checked: sizes
-    against the index up front, each tensor's CRC32C as its bytes pass through."""
+    """Copies the data files to shards 0.. of ``total`` at ``dst_prefix`` (None: only reads them),
+    each checked: sizes against the index up front, each tensor's CRC32C as its bytes pass through."""
     sources = _check_data_sizes(src_prefix, header, entries)
     by_shard = {}
     for key, entry in entries.items():
         if not entry.slices:  # a sliced tensor's entry only lists its slices, which have their own
             by_shard.setdefault(entry.shard_id, []).append((key, entry))
-    os.makedirs(os.path.dirname(dst_prefix) or ".", exist_ok=True)
+    if dst_prefix is not None:
+        os.makedirs(os.path.dirname(dst_prefix) or ".", exist_ok=True)
     for shard, path in enumerate(sources):
-        _copy_checked(path, _shard_name(dst_prefix, shard, total), by_shard.get(shard, []))
+        _copy_checked(path, dst_prefix and _shard_name(dst_prefix, shard, total), by_shard.get(shard, []))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,8 +56,10 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
     check_saved_model_dir(rewritten)
     report = ValidationReport(original, rewritten, tolerance, loaders)
     original_meta = read_meta_graph(original, tags)
+    _verify_variables(original)  # a damaged original is bad input, not a finding
     try:
         rewritten_meta = read_meta_graph(rewritten, tags)
+        _verify_variables(rewritten)
     except ModelError as exc:
         report.problems.append(f"the rewritten model cannot be read: {exc}")
         return report
@@ -115,6 +117,15 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
         for name in loaders:
             run_loader(name, v1_view if name == "tf2" and v1_view else original)
     return report
+
+
+def _verify_variables(path):
+    """Every tensor of the SavedModel's checkpoint passes its CRC32C check (ModelError otherwise)."""
+    from graphopt.graph import io
+
+    prefix = os.path.join(path, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
+    if os.path.exists(prefix + ".index"):
+        io.verify_checkpoint(prefix)
 
 
 @contextlib.contextmanager
