@@ -27,11 +27,11 @@ _CHECKPOINT_METADATA = ("_CHECKPOINTABLE_OBJECT_GRAPH",)
 _MAX_FINDINGS = 8
 
 
-def read_meta_graph(path, tags=DEFAULT_TAGS):
+def read_meta_graph(path, tags=DEFAULT_TAGS, check_integrity=True):
     """The MetaGraphDef of the SavedModel at ``path`` carrying ``tags``."""
     from graphopt.graph import io
 
-    return io.read_model(path, tags).meta_graph
+    return io.read_model(path, tags, check_integrity).meta_graph
 
 
 def _registered_op(name):

@@ -35,7 +35,7 @@ def test_reads_saved_model_and_its_variables(saved_model):
     ("not_a_model", "holds no saved_model.pb"),
     ("truncated", "truncated or corrupted"),
     ("garbage", "truncated or corrupted"),
-    ("no_variables", "missing variables/variables.index"),
+    ("no_variables", "variables/variables.index is missing"),
 ])
 def test_bad_input_is_one_line_model_error(saved_model, tmp_path, breakage, expected):
     path = _copy(saved_model, tmp_path)
