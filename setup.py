@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -89,10 +89,8 @@ setup(
     long_description=open(os.path.join(HERE, "README.md")).read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["graphopt", "graphopt.cli", "graphopt.data", "graphopt_models"]
-    + [p for p in ["graphopt.ops", "graphopt.graph", "graphopt.rewrite", "graphopt.rewrite.passes",
-                   "graphopt.validate", "graphopt.serve"]
-       if os.path.isdir(os.path.join(HERE, *p.split(".")))],
+    # Every package under graphopt/ (a new target's passes/ folder needs no edit here).
+    packages=find_packages(include=["graphopt", "graphopt.*"]) + ["graphopt_models"],
     package_dir={"graphopt_models": "models"},
     package_data={"graphopt": ["_build_info.json"]},
     ext_modules=ext_modules,

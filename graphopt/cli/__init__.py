@@ -1,5 +1,6 @@
 """The ``graphopt`` command line: one module per command, registered on one group."""
 
+import functools
 import sys
 
 import click
@@ -13,11 +14,6 @@ class GraphoptGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            if ctx.protected_args or ctx.args:
-                # Deprecation notices of TF1-era APIs are for model authors, not CLI users.
-                import tensorflow as tf
-
-                tf.get_logger().setLevel("ERROR")
             return super().invoke(ctx)
         except GraphoptError as exc:
             click.echo(f"graphopt: error: {exc}", err=True)
@@ -38,7 +34,23 @@ def _register():
     from graphopt.cli.validate import validate
 
     for command in (build_model, inspect, rewrite, validate, serve):
+        command.callback = _with_tensorflow(command.callback)
         main.add_command(command)
+
+
+def _with_tensorflow(callback):
+    """Imports TensorFlow (its start-up chatter muted) when a command runs, after its options
+    parse: ``--help`` and ``--version`` never load it."""
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        from graphopt._tensorflow import import_tensorflow_quietly
+
+        # Deprecation notices of TF1-era APIs are for model authors, not CLI users.
+        import_tensorflow_quietly().get_logger().setLevel("ERROR")
+        return callback(*args, **kwargs)
+
+    return run
 
 
 _register()

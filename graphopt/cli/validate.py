@@ -47,7 +47,7 @@ def validate(original, rewritten, signatures, batches, batch_size, data, atol, r
     outside the original tables. Exit code 0: passed; 1: validation failed; 2: bad input.
     """
     ranges = _parse_id_ranges(id_ranges)
-    from graphopt.validate import validate_models  # TensorFlow loads here, after the options parse
+    from graphopt.validate import validate_models  # loaded when the command runs, after its options parse
 
     report = validate_models(
         original, rewritten, signatures=list(signatures) or None, batches=batches, batch_size=batch_size,

@@ -5,14 +5,16 @@ write) and indexes them: nodes by name, consumers of each node, parsed input ref
 call edges between the graph and the functions of the library. Mutators return the body or
 the model so that calls chain, in the spirit of ONNX-GraphSurgeon::
 
-    body.replace_input(old, new).remove_nodes(dead)
+    body.replace_uses(old, new).remove_nodes(dead)
 """
 
 import dataclasses
 import re
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from graphopt.graph import io
+from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import nodes as nd
+from graphopt.graph import object_graph as og_lib
 
 TOP = ""  # name of the top-level graph among the bodies
 
@@ -151,6 +153,30 @@ class Body:
             return TensorRef(node_name, out_arg, flat_index)
         return TensorRef(node_name, None, flat_index)
 
+    def op_output(self, node_name, index=0) -> TensorRef:
+        """Output ``index`` of a node whose output args are single tensors, in this body's spelling.
+
+        Function bodies name the output arg (``find:values:0``), graphs count (``find:1``).
+        """
+        if not self.is_function:
+            return TensorRef(node_name, None, index)
+        return TensorRef(node_name, nd.output_arg_names(self.node(node_name).op)[index], 0)
+
+    @property
+    def output_args(self) -> List[str]:
+        """Output arg names (function bodies); the top-level graph has none."""
+        return [a.name for a in self.function.signature.output_arg] if self.function else []
+
+    @property
+    def declared_control_outputs(self) -> List[str]:
+        """Control output names the function's signature declares."""
+        return list(self.function.signature.control_output) if self.function else []
+
+    @property
+    def control_outputs(self) -> Dict[str, str]:
+        """Control output name -> node (function bodies); the top-level graph has none."""
+        return dict(self.function.control_ret) if self.function else {}
+
     def unique_name(self, base: str) -> str:
         names = self._index()
         if base not in names and base not in self.args:
@@ -161,12 +187,40 @@ class Body:
         return f"{base}_{i}"
 
     # ----- mutating (each returns self)
+    def rebind(self, nodes, function=None) -> "Body":
+        """Points the body at another copy of its protos (after the library was rebuilt)."""
+        self._nodes, self.function = nodes, function
+        self._changed()
+        return self
+
     def _changed(self):
         self._by_name = None
         self._consumers = None
 
     def add_node(self, node) -> "Body":
         self._nodes.add().CopyFrom(node)
+        self._changed()
+        return self
+
+    def add_op(self, op, base_name, inputs=(), attrs=None, device="", control=()) -> str:
+        """Adds a node built by ``nodes.make_node`` under a fresh name based on ``base_name``.
+
+        Returns the node's name; ``op_output`` spells its outputs.
+        """
+        name = self.unique_name(base_name)
+        self.add_node(nd.make_node(op, name, inputs, attrs, device, control))
+        return name
+
+    def add_const(self, base_name, value, device="") -> TensorRef:
+        """Adds a Const holding ``value`` (numpy) under a fresh name; returns its output."""
+        node = nd.const_node(self.unique_name(base_name), value, device)
+        self.add_node(node)
+        return self.op_output(node.name)
+
+    def add_control_output(self, node_name: str) -> "Body":
+        """Makes node ``node_name`` a control output of the function (under its own name)."""
+        self.function.control_ret[node_name] = node_name
+        self.function.signature.control_output.append(node_name)
         self._changed()
         return self
 
@@ -248,7 +302,7 @@ class Body:
             outs = [c for c in self.function.signature.control_output if c not in gone]
             del self.function.signature.control_output[:]
             self.function.signature.control_output.extend(outs)
-        copies = [io.clone(n) for n in keep]
+        copies = [nd.clone(n) for n in keep]
         del self._nodes[:]
         self._nodes.extend(copies)
         self._changed()
@@ -288,7 +342,7 @@ class Body:
                 for ref in self.inputs(index[name]):
                     if ref.node in index and not state.get(ref.node):
                         stack.append((ref.node, False))
-        copies = [io.clone(n) for n in order]
+        copies = [nd.clone(n) for n in order]
         del self._nodes[:]
         self._nodes.extend(copies)
         self._changed()
@@ -337,12 +391,12 @@ class ModelGraph:
     def calls_of(self, body: Body, node) -> List[CallEdge]:
         """Call edges out of one node: call ops, control flow, and direct calls of library functions."""
         if node.op in CALL_OPS:
-            return [CallEdge(body.name, node.name, io.attr_value(node, "f"), 0)]
+            return [CallEdge(body.name, node.name, nd.attr_value(node, "f"), 0)]
         if node.op in FUNCTION_ATTRS:
             attrs, first = FUNCTION_ATTRS[node.op]
             edges = []
             for a in attrs:
-                v = io.attr_value(node, a)
+                v = nd.attr_value(node, a)
                 for fname in (v if isinstance(v, list) else [v]):
                     if fname:
                         edges.append(CallEdge(body.name, node.name, fname, first))
@@ -364,13 +418,24 @@ class ModelGraph:
         known = {e.function for e in self.calls_of(body, node)}
         out = []
         for a in node.attr:
-            v = io.attr_value(node, a)
+            v = nd.attr_value(node, a)
             if node.attr[a].WhichOneof("value") == "func" or (
                     node.attr[a].WhichOneof("value") == "list" and len(node.attr[a].list.func)):
                 for f in (v if isinstance(v, list) else [v]):
                     if f and f not in known:
                         out.append(f)
         return out
+
+    def keep_functions(self, keep) -> "ModelGraph":
+        """Removes every library function not named in ``keep`` (and its gradient entry)."""
+        dead = mg_lib.keep_functions(self.meta_graph, keep)
+        if not dead:
+            return self
+        for name in dead:
+            del self.bodies[name]
+        for f in mg_lib.function_library(self.meta_graph).function:  # copies: rebind the bodies
+            self.bodies[f.signature.name].rebind(f.node_def, f)
+        return self.invalidate()
 
     def invalidate(self) -> "ModelGraph":
         self._calls = None
@@ -456,40 +521,105 @@ class ModelGraph:
 
     # ----- integrity
     def check(self) -> List[str]:
-        """Problems that make the model unloadable: dangling inputs, unknown functions, duplicate names."""
+        """Problems that make the model unloadable, one line each; empty when there are none.
+
+        Every node input, function return and control return resolves (in function bodies also
+        the output arg a reference names); node names are unique; every function a node attr
+        names, and every concrete function of the object graph, is in the library; signature
+        tensors name nodes of the graph.
+        """
         problems = []
         for body in self.bodies.values():
+            where = "graph" if body.name == TOP else f"function {body.name!r}"
             names = set()
             for n in body.nodes():
                 if n.name in names:
-                    problems.append(f"{body.name or 'graph'}: duplicate node {n.name}")
+                    problems.append(f"{where}: duplicate node {n.name!r}")
                 names.add(n.name)
             for n in body.nodes():
-                for ref in body.inputs(n):
-                    if ref.node not in names and ref.node not in body.args:
-                        problems.append(f"{body.name or 'graph'}: {n.name} reads missing {ref}")
-                for e in self.calls_of(body, n):
-                    if e.function not in self.bodies:
-                        problems.append(f"{body.name or 'graph'}: {n.name} calls unknown {e.function}")
-            if body.function is not None:
-                for k in body.function.signature.control_output:
-                    if body.function.control_ret.get(k) not in names:
-                        problems.append(f"{body.name}: control output {k} names a missing node")
-            for k, v in body.returns.items():
-                if TensorRef.parse(v).node not in names and TensorRef.parse(v).node not in body.args:
-                    problems.append(f"{body.name}: return {k} reads missing {v}")
+                node_where = f"{'graph node' if body.name == TOP else where + ', node'} {n.name!r}"
+                for text in n.input:
+                    why = self._unresolved(body, text)
+                    if why:
+                        problems.append(f"{node_where} ({n.op}): input {text!r} {why}")
+                for attr, fn in nd.function_attrs(n):
+                    if fn not in self.bodies or fn == TOP:
+                        problems.append(f"{node_where}: attr {attr!r} calls function {fn!r}, not in the library")
+            if body.is_function:
+                problems += self._function_problems(body, where)
+        for sig_name, entry in mg_lib.signature_tensors(self.meta_graph).items():
+            for part in ("inputs", "outputs"):
+                for key, tensor in entry[part].items():
+                    if tensor and tensor.split(":")[0] not in self.graph:
+                        problems.append(f"signature {sig_name!r} {part[:-1]} {key!r}: tensor {tensor!r} names no node")
+        for fn in og_lib.concrete_function_names(self.meta_graph):
+            if fn not in self.bodies or fn == TOP:
+                problems.append(f"saved object graph: concrete function {fn!r} is not in the function library")
         return problems
+
+    def _unresolved(self, body: Body, text: str) -> Optional[str]:
+        """Why input reference ``text`` of a node of ``body`` does not resolve; None when it does."""
+        if text.startswith("^"):
+            return None if text[1:] in body else f"names no node of the {'body' if body.is_function else 'graph'}"
+        if not body.is_function:
+            return None if text.split(":")[0] in body else "names no node"
+        parts = text.split(":")
+        if len(parts) == 1:
+            return None if text in body.args else "names no argument of the function"
+        node = body.node(parts[0])
+        if node is None:
+            return "names no node of the body"
+        outputs = self.output_arg_names(node.op)
+        if outputs is not None and parts[1] not in outputs:
+            return f"{node.op} has no output {parts[1]!r}"
+        return None
+
+    def _function_problems(self, body: Body, where: str) -> List[str]:
+        problems = []
+        returns = body.returns
+        for out in body.output_args:
+            if out not in returns:
+                problems.append(f"{where}: output {out!r} has no return value")
+        for key, text in returns.items():
+            why = self._unresolved(body, text)
+            if why:
+                problems.append(f"{where}: return {key!r} = {text!r} {why}")
+        controls = body.control_outputs
+        for key, name in controls.items():
+            if name not in body:
+                problems.append(f"{where}: control output {key!r} = {name!r} names a missing node")
+        for key in body.declared_control_outputs:
+            if key not in controls:
+                problems.append(f"{where}: control output {key!r} has no control return")
+        return problems
+
+    def output_arg_names(self, op_type) -> Optional[List[str]]:
+        """Output arg names of a library function or registered op; None when neither knows it."""
+        if op_type in self.bodies and op_type != TOP:
+            return self.bodies[op_type].output_args
+        od = nd.op_def(op_type)
+        return None if od is None else [a.name for a in od.output_arg]
+
+    def op_uses(self) -> Dict[str, str]:
+        """{op type: where it is first used} for every op type of the graph and the function
+        bodies, graph first; calls of library functions by op type are left out."""
+        first_use = {}
+        for body in self.bodies.values():
+            for n in body.nodes():
+                where = (f"graph node {n.name!r}" if body.name == TOP
+                         else f"function {body.name!r}, node {n.name!r}")
+                first_use.setdefault(n.op, where)
+        return {op: w for op, w in first_use.items() if op not in self.bodies or op == TOP}
 
     def unregistered_ops(self) -> List[str]:
         """Op types used anywhere that neither TensorFlow nor a loaded library nor the library defines."""
-        ops = {n.op for b in self.bodies.values() for n in b.nodes()}
-        return sorted(op for op in ops if op not in self.bodies and io.op_def(op) is None)
+        return sorted(op for op in self.op_uses() if nd.op_def(op) is None)
 
 
 def root_names(meta_graph) -> set:
     """Top-level nodes a loader or user reaches by name: signatures, saver, collections (init ops)."""
-    roots = set(io.saver_node_names(meta_graph)) | io.collection_node_names(meta_graph)
-    for sig in io.signature_tensors(meta_graph).values():
+    roots = set(mg_lib.saver_node_names(meta_graph)) | mg_lib.collection_node_names(meta_graph)
+    for sig in mg_lib.signature_tensors(meta_graph).values():
         for part in ("inputs", "outputs"):
             roots.update(TensorRef.parse(t).node for t in sig[part].values())
     return roots

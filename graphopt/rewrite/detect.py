@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from graphopt.graph import io
+from graphopt.graph import meta_graph as mg_lib, nodes
 from graphopt.graph.model import TOP, Body, ModelGraph, TensorRef, live_nodes
 
 VARIABLE_OPS = ("VarHandleOp", "VariableV2")
@@ -136,7 +136,7 @@ def _const(body: Body, ref: TensorRef):
     node = body.node(ref.node)
     if node is None or node.op != "Const":
         return None
-    return io.const_value(node)
+    return nodes.const_value(node)
 
 
 def _producer(body: Body, ref: TensorRef, skip=PASS_THROUGH):
@@ -173,7 +173,7 @@ def _reads_dead(body: Body, name: str, live: set) -> bool:
 
 def _gather_problem(body: Body, node, params_position=0) -> Optional[str]:
     if node.op == "ResourceGather" or node.op == "GatherV2":
-        bd = io.attr_value(node, "batch_dims") or 0
+        bd = nodes.attr_value(node, "batch_dims") or 0
         if bd != 0:
             return f"batch_dims={bd}"
     if node.op == "GatherV2":
@@ -189,7 +189,7 @@ def _gather_problem(body: Body, node, params_position=0) -> Optional[str]:
 
 def _site(body: Body, gather, read=None) -> LookupSite:
     ids = body.data_inputs(gather)[1]
-    return LookupSite(body.name, gather.name, gather.op, str(ids), gather.attr["Tindices"].type, read=read)
+    return LookupSite(body.name, gather.name, gather.op, str(ids), nodes.attr_value(gather, "Tindices"), read=read)
 
 
 def _restore_source(body: Body, ref: TensorRef):
@@ -287,7 +287,7 @@ class _PartitionGroup:
 
 def _partition_group(model: ModelGraph, body: Body, stitch, gather_handle: Dict[Tuple[str, str], str]):
     """Matches ``ParallelDynamicStitch(DynamicPartition(Range(Size(ids))), gathers of the parts)``."""
-    n = io.attr_value(stitch, "N")
+    n = nodes.attr_value(stitch, "N")
     data = body.data_inputs(stitch)
     if n is None or len(data) != 2 * n or n < 2:
         return None
@@ -334,7 +334,7 @@ class Detection:
 
 def _placeholder_inputs(meta_graph) -> Dict[str, List[str]]:
     out = {}
-    for sig_name, sig in io.signature_tensors(meta_graph).items():
+    for sig_name, sig in mg_lib.signature_tensors(meta_graph).items():
         for key, tensor in sig["inputs"].items():
             out.setdefault(TensorRef.parse(tensor).node, []).append(f"{sig_name}:{key}")
     return out
@@ -407,8 +407,8 @@ def detect(model: ModelGraph) -> Detection:
         if h in done:
             continue
         handle_node = graph.node(h)
-        shape = io.attr_value(handle_node, "shape")
-        dtype = io.dtype_name(handle_node.attr["dtype"].type)
+        shape = nodes.attr_value(handle_node, "shape")
+        dtype = nodes.dtype_name(nodes.attr_value(handle_node, "dtype"))
         problem = None
         if h in part_of:
             group_list = part_of[h]
@@ -428,7 +428,7 @@ def detect(model: ModelGraph) -> Detection:
         all_problems = [p for m in table_handles for p in scans[m].problems]
         if problem:
             all_problems.insert(0, problem)
-        shapes = [io.attr_value(graph.node(m), "shape") for m in table_handles]
+        shapes = [nodes.attr_value(graph.node(m), "shape") for m in table_handles]
         if not all_problems:
             if not any(scans[m].sites for m in table_handles):
                 all_problems.append("it is never gathered")
@@ -452,7 +452,7 @@ def detect(model: ModelGraph) -> Detection:
                 body = model.body(g.body)
                 stitch = body.node(g.stitch)
                 sites.append(LookupSite(g.body, g.stitch, stitch.op, str(g.flat_ids),
-                                        body.node(g.gathers[0]).attr["Tindices"].type,
+                                        nodes.attr_value(body.node(g.gathers[0]), "Tindices"),
                                         part_gathers=g.gathers))
             strategy = group_list[0].strategy
         else:

@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Dict, List, Optional
 
-from graphopt.graph import io
+from graphopt.graph import io, meta_graph as mg_lib
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite.detect import EmbeddingTable, GatherLeftAlone, detect
 
@@ -37,9 +37,9 @@ def node_counts(model: ModelGraph) -> Dict[str, int]:
 
 
 def signatures_of(meta_graph) -> Dict[str, dict]:
-    specs = io.signature_input_specs(meta_graph)
+    specs = mg_lib.signature_input_specs(meta_graph)
     out = {}
-    for name, sig in io.signature_tensors(meta_graph).items():
+    for name, sig in mg_lib.signature_tensors(meta_graph).items():
         out[name] = {
             "method": sig["method"],
             "inputs": {k: {"dtype": specs[name].get(k, (None, None))[0],

@@ -27,14 +27,16 @@ import uuid
 from typing import Dict, List, Optional
 
 from graphopt.errors import ModelError
-from graphopt.graph import io
+from graphopt.graph import io, meta_graph as mg_lib, nodes, object_graph as og_lib
 
 TEMPLATE_ATTRIBUTE = "table"
 _FUNCTION_SUFFIX = "_graphopt_ev"
 
 
 def _template(tables) -> tuple:
-    """Saves a module with one EmbeddingVariable per table; returns (SavedObjectGraph, library, ckpt graph).
+    """Saves a module with one EmbeddingVariable per table.
+
+    Returns its (SavedObjectGraph, function library, checkpoint TrackableObjectGraph).
 
     Each table gets a shared name unique to this rewrite: every object that stands for the table
     then resolves to one table (TF restores a checkpoint key once, into one of them). Loads never
@@ -54,39 +56,9 @@ def _template(tables) -> tuple:
     with tempfile.TemporaryDirectory(prefix="graphopt-ev-template-") as tmp:
         tf.saved_model.save(module, tmp)
         source = io.read_model(tmp)
-        ckpt_graph = io.read_object_graph(os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX))
+        ckpt_graph = og_lib.read_object_graph(os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX))
     mg = source.meta_graph
-    return mg.object_graph_def, mg.graph_def.library, ckpt_graph
-
-
-def _subtree(og, root: int) -> List[int]:
-    """Ids reachable from ``root`` through children and saveable functions, root first."""
-    order, stack, seen = [], [root], {root}
-    while stack:
-        i = stack.pop()
-        order.append(i)
-        node = og.nodes[i]
-        nxt = [c.node_id for c in node.children]
-        for s in node.saveable_objects.values():
-            nxt += [s.save_function, s.restore_function]
-        for j in nxt:
-            if j not in seen:
-                seen.add(j)
-                stack.append(j)
-    return order
-
-
-def _function_closure(library, names) -> List[str]:
-    """The named functions plus every function they call, by name."""
-    by_name = {f.signature.name: f for f in library.function}
-    out, stack = [], list(names)
-    while stack:
-        name = stack.pop()
-        if name in out or name not in by_name:
-            continue
-        out.append(name)
-        stack += io.called_functions(by_name[name])
-    return out
+    return og_lib.saved_object_graph(mg), mg_lib.function_library(mg), ckpt_graph
 
 
 def table_objects(meta_graph, ckpt_graph, tables) -> Dict[str, List[int]]:
@@ -94,25 +66,15 @@ def table_objects(meta_graph, ckpt_graph, tables) -> Dict[str, List[int]]:
 
     A table can have several objects (Keras 3 exports track each weight twice, as
     ``variables/N`` and ``_all_variables/N``): the one saved under the table's checkpoint key, and
-    the ones concrete functions capture. A function's captures are its last inputs, so a top-level
-    call of it names, at those positions, the handle node of each captured object.
+    the ones concrete functions capture (through the table's handle node at the top level).
     """
-    og = meta_graph.object_graph_def
     table_of_handle = {h: t.name for t in tables for h in t.handles}
-    found = {t.name: set() for t in tables}
-    for i, node in enumerate(ckpt_graph.nodes):
-        for attr in node.attributes:
-            for t in tables:
-                if attr.checkpoint_key == t.checkpoint_key:
-                    found[t.name].add(i)
-    for call, function, inputs in io.top_level_calls(meta_graph):
-        if function not in og.concrete_functions:
-            continue
-        bound = list(og.concrete_functions[function].bound_inputs)
-        for object_id, ref in zip(bound, inputs[len(inputs) - len(bound):]):
-            name = ref.split(":")[0]
-            if name in table_of_handle:
-                found[table_of_handle[name]].add(object_id)
+    found = {t.name: og_lib.objects_saved_under(ckpt_graph, t.checkpoint_key) for t in tables}
+    calls = mg_lib.top_level_calls(meta_graph)
+    for object_id, ref in og_lib.captured_object_inputs(meta_graph, calls):
+        name = ref.split(":")[0]
+        if name in table_of_handle:
+            found[table_of_handle[name]].add(object_id)
     return {name: sorted(ids) for name, ids in found.items()}
 
 
@@ -122,28 +84,27 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables) -> Optional[object]:
     ``ckpt_graph`` is the checkpoint's TrackableObjectGraph; returns its rewritten copy, or None
     when the model has no object graph (TF1 formats), leaving everything as it was.
     """
-    if not meta_graph.HasField("object_graph_def") or ckpt_graph is None:
+    if not mg_lib.has_object_graph(meta_graph) or ckpt_graph is None:
         return None
-    og = meta_graph.object_graph_def
-    if len(ckpt_graph.nodes) > len(og.nodes):
+    og = og_lib.saved_object_graph(meta_graph)
+    if og_lib.size(ckpt_graph) > og_lib.size(og):
         raise ModelError("the SavedModel's object graph does not match its checkpoint's "
-                         f"({len(og.nodes)} vs {len(ckpt_graph.nodes)} objects); export the model again")
+                         f"({og_lib.size(og)} vs {og_lib.size(ckpt_graph)} objects); "
+                         "export the model again")
     objects = table_objects(meta_graph, ckpt_graph, tables)
     missing = [name for name, ids in objects.items() if not ids]
     if missing:
         raise ModelError(f"no object in the SavedModel's object graph stands for table {missing[0]}; "
                          "export the model again with tf.saved_model.save or model.export")
     t_og, t_library, t_ckpt = _template(tables)
-    ckpt_graph = io.clone(ckpt_graph)
+    ckpt_graph = nodes.clone(ckpt_graph)
     # Objects past the checkpoint's end (saveable functions of resources) have no checkpoint
     # entry; empty slots keep both graphs' ids aligned for the objects appended below.
-    while len(ckpt_graph.nodes) < len(og.nodes):
-        ckpt_graph.nodes.add()
+    og_lib.pad(ckpt_graph, og_lib.size(og))
 
     # Template functions, renamed so they cannot clash with the model's own.
-    existing = {f.signature.name for f in meta_graph.graph_def.library.function}
-    wanted = set().union(*(io.object_functions(n) for n in t_og.nodes))
-    closure = _function_closure(t_library, wanted)
+    existing = set(mg_lib.function_names(meta_graph))
+    closure = mg_lib.function_closure(t_library, og_lib.all_object_functions(t_og))
     renamed = {}
     for name in closure:
         new = name + _FUNCTION_SUFFIX
@@ -151,36 +112,17 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables) -> Optional[object]:
             new += "_"
         renamed[name] = new
         existing.add(new)
-    io.append_renamed_functions(meta_graph.graph_def.library, t_library, renamed)
+    mg_lib.append_renamed_functions(mg_lib.function_library(meta_graph), t_library, renamed)
 
-    root_children = {c.local_name: c.node_id for c in t_og.nodes[0].children}
+    root_children = og_lib.children(t_og, 0)
     for i, table in enumerate(tables):
         for target in objects[table.name]:
-            _graft(og, ckpt_graph, t_og, t_ckpt, root_children[f"t{i}"], target, table, renamed)
+            og_lib.graft_subtree(og, ckpt_graph, t_og, t_ckpt, root_children[f"t{i}"], target, renamed)
+            # The EmbeddingVariable's saveable reads K-keys/-values/-freqs/-versions, which is
+            # how the checkpoint conversion names a table saved under K.
+            og_lib.set_checkpoint_attribute(og_lib.checkpoint_object(ckpt_graph, target),
+                                            TEMPLATE_ATTRIBUTE, table.checkpoint_key)
     return ckpt_graph
-
-
-def _graft(og, ckpt_graph, t_og, t_ckpt, template_root, target, table, renamed):
-    """Copies the template's resource subtree onto object ``target`` (functions shared by name)."""
-    sub = _subtree(t_og, template_root)
-    # The template root lands on the table's node; its descendants are appended.
-    new_id = {template_root: target}
-    for j in sub[1:]:
-        new_id[j] = len(og.nodes)
-        og.nodes.add()
-        ckpt_graph.nodes.add()
-    for j in sub:
-        io.graft_object(og.nodes[new_id[j]], t_og.nodes[j], new_id, renamed)
-        # Save/restore function objects exist only in the SavedModel's graph, past the end
-        # of the checkpoint's; their checkpoint slots stay empty to keep the ids aligned.
-        if j < len(t_ckpt.nodes):
-            io.graft_checkpoint_object(ckpt_graph.nodes[new_id[j]], t_ckpt.nodes[j], new_id)
-    # The EmbeddingVariable's saveable reads K-keys/-values/-freqs/-versions, which is how
-    # the checkpoint conversion names a table saved under K.
-    io.set_checkpoint_attribute(ckpt_graph.nodes[target], TEMPLATE_ATTRIBUTE, table.checkpoint_key)
-    for j in sub:
-        for name in io.object_functions(t_og.nodes[j]):
-            io.copy_concrete_function(og, t_og, name, renamed[name], new_id)
 
 
 def is_embedding_variable_function(name) -> bool:

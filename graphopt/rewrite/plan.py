@@ -7,14 +7,6 @@ from typing import List, Optional, Set, Tuple
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite.detect import EmbeddingTable
 
-# Op names of the EmbeddingVariable contract (docs/design.md).
-HANDLE_OP = "GraphoptEvHandleOp"
-FIND_OP = "GraphoptEvFind"
-EXPORT_OP = "GraphoptEvExport"
-IMPORT_OP = "GraphoptEvImport"
-EV_OPS = (HANDLE_OP, FIND_OP, EXPORT_OP, IMPORT_OP)
-CHECKPOINT_SUFFIXES = ("keys", "values", "freqs", "versions")
-
 
 @dataclasses.dataclass
 class RewritePlan:

@@ -6,20 +6,20 @@ import json
 import os
 from typing import Callable, Dict, List, Optional
 
+from graphopt import checkpoint
 from graphopt.errors import ModelError
-from graphopt.graph import io
+from graphopt.graph import io, meta_graph as mg_lib, nodes, object_graph as og_lib
 from graphopt.graph.model import ModelGraph
 from graphopt.output import check_output_dir, staged_output
 from graphopt.rewrite.detect import detect
 from graphopt.rewrite.inspection import node_counts
 from graphopt.rewrite.object_graph import rewrite_object_graph
-from graphopt.rewrite.pipeline import PassResult, run_passes, stock_passes
-from graphopt.rewrite.plan import EV_OPS, RewriteContext, RewritePlan
-from graphopt.rewrite import stock_nodes
+from graphopt.rewrite.pipeline import PassResult, run_passes
+from graphopt.rewrite.plan import RewriteContext, RewritePlan
+from graphopt.rewrite.targets import TARGETS
 from graphopt.rewrite.tensorboard import write_tensorboard
 
 MANIFEST = "graphopt_manifest.json"
-TARGETS = ("ev", "stock")
 
 
 @dataclasses.dataclass
@@ -91,13 +91,13 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     """
     if target not in TARGETS:
         raise ModelError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    spec = TARGETS[target]
+    spec.load_ops()
     src, out = os.fspath(src), os.fspath(out) if out is not None else None
     source = io.read_model(src, tags)
-    model = ModelGraph(io.clone(source.meta_graph))
+    model = ModelGraph(nodes.clone(source.meta_graph))
     before = node_counts(model)
-    plan = RewritePlan.select(detect(model).tables, include, exclude, min_rows)
-    if target == "stock":
-        plan = stock_nodes.restrict_plan(plan)
+    plan = spec.restrict_plan(RewritePlan.select(detect(model).tables, include, exclude, min_rows))
     report = RewriteReport(src, out, plan, [], before, dict(before), dry_run=dry_run)
     if on_plan is not None:
         on_plan(plan)
@@ -106,15 +106,12 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     if not dry_run:
         _check_output(src, out, overwrite)
     ctx = RewriteContext(model, plan)
-    if target == "stock":
-        # No TF2 object stands for a hash table: the output is TF1-format, and the functions only
-        # the object graph used go with it.
-        model.meta_graph.ClearField("object_graph_def")
-        report.passes = run_passes(ctx, stock_passes(), debug=debug)
-        io.add_op_defs(model.meta_graph, stock_nodes.STOCK_OPS)
-    else:
-        report.passes = run_passes(ctx, debug=debug)
-        io.add_op_defs(model.meta_graph, EV_OPS)
+    if not spec.keeps_object_graph:
+        # No TF2 object stands for the converted tables: the output is TF1-format, and the
+        # functions only the object graph used go with it.
+        mg_lib.drop_object_graph(model.meta_graph)
+    report.passes = run_passes(ctx, spec.passes(), debug=debug)
+    mg_lib.add_op_defs(model.meta_graph, spec.op_types)
     report.nodes_after = node_counts(model)
     report.manifest = [r.to_dict() for r in ctx.replacements]
     if tensorboard:
@@ -123,7 +120,7 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     if dry_run:
         return report
     try:
-        report.bytes_converted = _write(source, model.meta_graph, plan, out, report, progress, target, verify)
+        report.bytes_converted = _write(source, model.meta_graph, plan, out, report, progress, spec, verify)
     except _VerificationFailed:
         return report
     report.wrote = True
@@ -140,13 +137,14 @@ def _rewritten_object_graph(source, meta_graph, plan):
     None where the model has no object graph or a table is partitioned (no TF2 object stands for a
     partitioned table); the output then drops its object graph and loads through the TF1 path.
     """
-    if not meta_graph.HasField("object_graph_def") or any(len(t.handles) > 1 for t in plan.tables):
+    if not mg_lib.has_object_graph(meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
         return None
-    ckpt_graph = rewrite_object_graph(meta_graph, io.read_object_graph(source.checkpoint_prefix), plan.tables)
+    ckpt_graph = rewrite_object_graph(meta_graph, og_lib.read_object_graph(source.checkpoint_prefix),
+                                      plan.tables)
     return io.serialize(ckpt_graph) if ckpt_graph is not None else None
 
 
-def _write(source, meta_graph, plan, out, report, progress, target, verify=None):
+def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
     with staged_output(out, overwrite=True) as tmp:  # rewrite_model already refused an unwanted overwrite
         os.makedirs(tmp)
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -154,22 +152,18 @@ def _write(source, meta_graph, plan, out, report, progress, target, verify=None)
             # checkpoint's data files cost disk time: do both at once. The conversion asks for the
             # object graph only when it writes the checkpoint's new shard, after the file copies.
             object_graph = None
-            if source.kind == "saved_model" and target == "ev":
+            if source.kind == "saved_model" and spec.keeps_object_graph:
                 object_graph = pool.submit(_rewritten_object_graph, source, meta_graph, plan)
             if source.kind == "saved_model":
                 dst_prefix = os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
             else:
                 base = os.path.basename(source.checkpoint_prefix)
                 dst_prefix = os.path.join(tmp, base)
-            if target == "stock":
-                converted = io.convert_checkpoint(source.checkpoint_prefix, dst_prefix, [], progress,
-                                                  added=stock_nodes.checkpoint_content(plan.tables))
-            else:
-                conversions = [io.TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids)
-                               for t in plan.tables]
-                converted = io.convert_checkpoint(
-                    source.checkpoint_prefix, dst_prefix, conversions, progress,
-                    object_graph=object_graph.result if object_graph is not None else None)
+            layout = spec.checkpoint_layout(plan.tables)
+            converted = checkpoint.convert_checkpoint(
+                source.checkpoint_prefix, dst_prefix, layout.conversions, progress,
+                object_graph=object_graph.result if object_graph is not None else None,
+                added=layout.added)
             # The meta graph is written last: the object-graph rewrite edits it in place.
             if source.kind == "saved_model":
                 keep = object_graph is not None and object_graph.result() is not None

@@ -34,12 +34,6 @@ def read_meta_graph(path, tags=DEFAULT_TAGS, check_integrity=True):
     return io.read_model(path, tags, check_integrity).meta_graph
 
 
-def _registered_op(name):
-    from tensorflow.python.framework import op_def_registry
-
-    return op_def_registry.get(name)
-
-
 def _truncate(findings):
     if len(findings) <= _MAX_FINDINGS:
         return findings
@@ -48,116 +42,37 @@ def _truncate(findings):
 
 def check_node_inputs(meta_graph):
     """Every node input, function return and signature tensor names something that exists."""
-    graph = meta_graph.graph_def
-    functions = {f.signature.name: f for f in graph.library.function}
-    findings = []
-    nodes = {n.name for n in graph.node}
-    for node in graph.node:
-        for ref in node.input:
-            name = ref[1:] if ref.startswith("^") else ref.split(":")[0]
-            if name not in nodes:
-                findings.append(f"graph node {node.name!r} ({node.op}): input {ref!r} names no node")
-        findings += _missing_function_attrs(f"graph node {node.name!r}", node, functions)
-    body_nodes = 0
-    for fdef in functions.values():
-        body_nodes += len(fdef.node_def)
-        findings += _function_findings(fdef, functions)
-    for sig_name, sig in meta_graph.signature_def.items():
-        for kind, tensors in (("input", sig.inputs), ("output", sig.outputs)):
-            for key, info in tensors.items():
-                node = info.name.split(":")[0]
-                if info.name and node not in nodes:
-                    findings.append(f"signature {sig_name!r} {kind} {key!r}: tensor {info.name!r} names no node")
-    for fn_name in meta_graph.object_graph_def.concrete_functions:
-        if fn_name not in functions:
-            findings.append(f"saved object graph: concrete function {fn_name!r} is not in the function library")
-    summary = f"{len(graph.node)} graph nodes, {len(functions)} functions with {body_nodes} nodes"
+    from graphopt.graph.model import ModelGraph
+
+    model = ModelGraph(meta_graph)
+    findings = model.check()
+    functions = model.functions()
+    summary = (f"{len(model.graph)} graph nodes, {len(functions)} functions with "
+               f"{sum(len(b) for b in functions)} nodes")
     return CheckResult("node-inputs", "every node input resolves", not findings, summary, _truncate(findings))
-
-
-def _output_arg_names(op, functions):
-    if op in functions:
-        return {a.name for a in functions[op].signature.output_arg}
-    op_def = _registered_op(op)
-    return None if op_def is None else {a.name for a in op_def.output_arg}
-
-
-def _function_findings(fdef, functions):
-    where = f"function {fdef.signature.name!r}"
-    args = {a.name for a in fdef.signature.input_arg}
-    body = {n.name: n for n in fdef.node_def}
-    findings = []
-
-    def resolve(ref):
-        """None when ``ref`` resolves, else why not."""
-        if ref.startswith("^"):
-            return None if ref[1:] in body else "names no node of the body"
-        parts = ref.split(":")
-        if len(parts) == 1:
-            return None if ref in args else "names no argument of the function"
-        if parts[0] not in body:
-            return "names no node of the body"
-        outputs = _output_arg_names(body[parts[0]].op, functions)
-        if outputs is not None and parts[1] not in outputs:
-            return f"{body[parts[0]].op} has no output {parts[1]!r}"
-        return None
-
-    for node in fdef.node_def:
-        for ref in node.input:
-            why = resolve(ref)
-            if why:
-                findings.append(f"{where}, node {node.name!r} ({node.op}): input {ref!r} {why}")
-        findings += _missing_function_attrs(f"{where}, node {node.name!r}", node, functions)
-    for out in fdef.signature.output_arg:
-        if out.name not in fdef.ret:
-            findings.append(f"{where}: output {out.name!r} has no return value")
-    for key, ref in fdef.ret.items():
-        why = resolve(ref)
-        if why:
-            findings.append(f"{where}: return {key!r} = {ref!r} {why}")
-    for key, name in fdef.control_ret.items():
-        if name not in body:
-            findings.append(f"{where}: control return {key!r} = {name!r} names no node of the body")
-    return findings
-
-
-def _missing_function_attrs(where, node, functions):
-    findings = []
-    for attr_name, value in node.attr.items():
-        names = [value.func.name] if value.HasField("func") else [f.name for f in value.list.func]
-        for fn in names:
-            if fn and fn not in functions:
-                findings.append(f"{where}: attr {attr_name!r} calls function {fn!r}, not in the library")
-    return findings
 
 
 def graphopt_ops(meta_graph):
     """The GraphoptEv* op types a meta graph uses, in the graph or in function bodies."""
-    graph = meta_graph.graph_def
-    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
-    return sorted(op for op in ops if op.startswith("GraphoptEv"))
+    from graphopt.graph.model import ModelGraph
+
+    return sorted(op for op in ModelGraph(meta_graph).op_uses() if op.startswith("GraphoptEv"))
 
 
 def check_ops_registered(meta_graph):
     """Every op of the graph and of every function body is known once graphopt is imported."""
+    from graphopt.graph.model import ModelGraph
+
     register_graphopt_ops()
-    graph = meta_graph.graph_def
-    functions = {f.signature.name for f in graph.library.function}
-    first_use = {}
-    for node in graph.node:
-        first_use.setdefault(node.op, f"graph node {node.name!r}")
-    for fdef in graph.library.function:
-        for node in fdef.node_def:
-            first_use.setdefault(node.op, f"function {fdef.signature.name!r}, node {node.name!r}")
-    ops = {op for op in first_use if op not in functions}
-    missing = sorted(op for op in ops if _registered_op(op) is None)
+    model = ModelGraph(meta_graph)
+    first_use = model.op_uses()
     findings = [
         f"op {op!r} (used by {first_use[op]}) is not registered: the model would fail to load; "
         "it needs an op library that defines it"
-        for op in missing
+        for op in model.unregistered_ops()
     ]
     ours = graphopt_ops(meta_graph)
-    summary = f"{len(ops)} op types" + (f", including {', '.join(ours)}" if ours else "")
+    summary = f"{len(first_use)} op types" + (f", including {', '.join(ours)}" if ours else "")
     return CheckResult("ops-registered", "every op is registered", not findings, summary, _truncate(findings))
 
 

@@ -122,11 +122,12 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
 
 def _verify_variables(path):
     """Every tensor of the SavedModel's checkpoint passes its CRC32C check (ModelError otherwise)."""
+    from graphopt.checkpoint.convert import verify_checkpoint
     from graphopt.graph import io
 
     prefix = os.path.join(path, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
     if os.path.exists(prefix + ".index"):
-        io.verify_checkpoint(prefix)
+        verify_checkpoint(prefix)
 
 
 @contextlib.contextmanager

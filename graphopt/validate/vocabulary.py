@@ -5,7 +5,7 @@ constant (``LookupTableImportV2`` / ``InitializeTableV2``); the constant often r
 initializer through a call argument, so it is followed back through the callers.
 """
 
-from graphopt.graph import io
+from graphopt.graph import nodes
 from graphopt.graph.model import ModelGraph
 
 TABLE_INIT_OPS = ("LookupTableImportV2", "InitializeTableV2", "LookupTableImport", "InitializeTable")
@@ -32,9 +32,9 @@ def _string_const(model, body, ref, depth=0):
         return None
     if node.op == "Identity":
         return _string_const(model, body, body.data_inputs(node)[0], depth)
-    if node.op == "Const" and node.attr["dtype"].type == io.dtype_enum("string"):
+    if node.op == "Const" and nodes.attr_value(node, "dtype") == nodes.dtype_enum("string"):
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                for v in io.const_value(node).ravel()]
+                for v in nodes.const_value(node).ravel()]
     return None
 
 

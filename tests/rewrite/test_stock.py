@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from graphopt.data import generate_samples
-from graphopt.graph import io
+from graphopt.checkpoint import checkpoint_tensors, copy_checkpoint
+from graphopt.graph import io, nodes
 from graphopt.graph.model import ModelGraph, TensorRef
 from graphopt.rewrite import inspect_model, rewrite_model
-from graphopt.rewrite import stock_nodes
+from graphopt.rewrite.passes.stock import nodes as stock_nodes
 from graphopt_models.features import feature_arrays
 from tests.conftest import FORMS
 from tests.rewrite import cases
@@ -61,7 +62,7 @@ def _drop_object_graph(src, dst):
     """A copy of ``src`` without its object graph: tf.saved_model.load then takes the TF1 path."""
     source = io.read_model(src)
     io.write_saved_model(source, source.meta_graph, dst)
-    io.copy_checkpoint(source.checkpoint_prefix, os.path.join(dst, "variables", "variables"))
+    copy_checkpoint(source.checkpoint_prefix, os.path.join(dst, "variables", "variables"))
     return dst
 
 
@@ -121,7 +122,7 @@ def test_stock_outputs_load_and_run_where_graphopt_is_not_loaded(stock_models, p
     assert sorted(report["ops"]) == sorted(stock_models)
     for name, ops in report["ops"].items():
         assert not [op for op in ops if op.startswith("GraphoptEv")], name
-        assert stock_nodes.FIND_OP in ops and stock_nodes.HASH_TABLE_OP in ops, name
+        assert stock_nodes.TABLE_FIND_OP in ops and stock_nodes.HASH_TABLE_OP in ops, name
     for name, (_, dst, *_rest) in stock_models.items():
         assert not [op for op in _all_ops(dst) if op.startswith("GraphoptEv")], name
 
@@ -165,7 +166,7 @@ def _fed_by_find(body, ref: TensorRef) -> bool:
     if node is None or node.op != "Maximum":
         return False
     row = body.node(body.data_inputs(node)[0].node)
-    return row is not None and row.op == stock_nodes.FIND_OP
+    return row is not None and row.op == stock_nodes.TABLE_FIND_OP
 
 
 def _stock_finds(model) -> int:
@@ -173,10 +174,10 @@ def _stock_finds(model) -> int:
     count = 0
     for body in model.bodies.values():
         for node in body.nodes():
-            if node.op == stock_nodes.FIND_OP:
+            if node.op == stock_nodes.TABLE_FIND_OP:
                 table = body.node(body.data_inputs(node)[0].node)
                 if table is not None and table.op == stock_nodes.HASH_TABLE_OP:  # else a function arg
-                    count += io.attr_value(table, "shared_name").startswith(b"graphopt_stock_")
+                    count += nodes.attr_value(table, "shared_name").startswith(b"graphopt_stock_")
     return count
 
 
@@ -204,8 +205,8 @@ def test_stock_checkpoint_holds_the_rows_and_the_key_to_row_maps(built_case, tmp
     case = built_case(cases.tf1_partitioned_mod)
     out = str(tmp_path / "stock")
     report = rewrite_model(case.path, out, target="stock")
-    before = io.checkpoint_tensors(io.read_model(case.path).checkpoint_prefix)
-    after = io.checkpoint_tensors(io.read_model(out).checkpoint_prefix)
+    before = checkpoint_tensors(io.read_model(case.path).checkpoint_prefix)
+    after = checkpoint_tensors(io.read_model(out).checkpoint_prefix)
     added = {n for t in report.plan.tables for n in stock_nodes.checkpoint_names(t)}
     assert set(after) == set(before) | added
     import tensorflow as tf

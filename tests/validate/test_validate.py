@@ -87,12 +87,13 @@ def test_string_inputs_draw_from_the_models_lookup_vocabulary(keras_model, copy_
 
 
 def test_a_copy_without_object_graph_loads_through_the_tf1_path_and_is_noted(module_model, tmp_path):
+    from graphopt.checkpoint import copy_checkpoint
     from graphopt.graph import io
 
     source = io.read_model(module_model)
     dropped = str(tmp_path / "no-object-graph")
     io.write_saved_model(source, source.meta_graph, dropped)  # writes without the object graph
-    io.copy_checkpoint(source.checkpoint_prefix, f"{dropped}/variables/variables")
+    copy_checkpoint(source.checkpoint_prefix, f"{dropped}/variables/variables")
     report = validate_models(module_model, dropped, oov=False, batches=1)
     assert report.passed, report.format()
     assert any(n.startswith("tf2 loader: the original loads through its object graph") for n in report.notes)

@@ -1,4 +1,4 @@
-"""NodeDef builders of the stock-ops target: a built-in hash table from key to row per table.
+"""The stock-ops target's hash tables: one built-in hash table from key to row per table.
 
 Every body that looks up, saves or restores a table gets its own ``MutableHashTableV2`` node
 with the table's shared name, so a handle op inside a function body reaches the same resource
@@ -11,23 +11,24 @@ import uuid
 
 import numpy as np
 
-from graphopt.graph import io
+from graphopt.graph import nodes
 from graphopt.graph.model import Body, TensorRef
 
 HASH_TABLE_OP = "MutableHashTableV2"
-FIND_OP = "LookupTableFindV2"
-IMPORT_OP = "LookupTableImportV2"
-EXPORT_OP = "LookupTableExportV2"
+TABLE_FIND_OP = "LookupTableFindV2"
+TABLE_IMPORT_OP = "LookupTableImportV2"
+TABLE_EXPORT_OP = "LookupTableExportV2"
 # Every op type the stock passes add; none needs graphopt's library.
-STOCK_OPS = (HASH_TABLE_OP, FIND_OP, IMPORT_OP, EXPORT_OP, "Cast", "Maximum", "GreaterEqual",
-             "ExpandDims", "SelectV2", "Const")
-CHECKPOINT_SUFFIXES = ("stock_keys", "stock_rows")  # KEY-stock_keys (int64 [n]), KEY-stock_rows (int64 [n])
+STOCK_OPS = (HASH_TABLE_OP, TABLE_FIND_OP, TABLE_IMPORT_OP, TABLE_EXPORT_OP, "Cast", "Maximum",
+             "GreaterEqual", "ExpandDims", "SelectV2", "Const")
+# A table saved under key K gets K-stock_keys and K-stock_rows (int64 [n] each) beside K.
+STOCK_CHECKPOINT_SUFFIXES = ("stock_keys", "stock_rows")
 INT64 = "int64"
 
 
 def checkpoint_names(table):
     """The checkpoint tensors holding a table's key -> row map."""
-    return [f"{table.checkpoint_key}-{s}" for s in CHECKPOINT_SUFFIXES]
+    return [f"{table.checkpoint_key}-{s}" for s in STOCK_CHECKPOINT_SUFFIXES]
 
 
 class StockTables:
@@ -43,62 +44,38 @@ class StockTables:
         """The table's hash-table handle in ``body``, added once per body."""
         shared = self.shared_name(table).encode()
         for node in body.nodes():
-            if node.op == HASH_TABLE_OP and io.attr_value(node, "shared_name") == shared:
-                return output(body, node.name)
-        node = io.new_node(HASH_TABLE_OP, body.unique_name(f"{table.name}/stock_table"), device=device)
-        io.set_attr(node, "container", "", "s")
-        io.set_attr(node, "shared_name", shared, "s")
-        io.set_attr(node, "use_node_name_sharing", False, "b")
-        io.set_attr(node, "key_dtype", io.dtype_enum(INT64), "type")
-        io.set_attr(node, "value_dtype", io.dtype_enum(INT64), "type")
-        body.add_node(node)
-        return output(body, node.name)
-
-
-def output(body: Body, node_name, index=0) -> TensorRef:
-    """Output ``index`` of a node in the body's spelling (function bodies name the op's output arg)."""
-    if not body.is_function:
-        return TensorRef(node_name, None, index)
-    args = io.op_def(body.node(node_name).op).output_arg
-    return TensorRef(node_name, args[index].name, 0)
-
-
-def add(body: Body, op, base_name, inputs, attrs=None, device="", control=()) -> str:
-    """Adds a stock op (attrs {name: (value, kind)}); returns its name."""
-    node = io.new_node(op, body.unique_name(base_name), [str(r) for r in inputs] + list(control), device)
-    for k, (v, kind) in (attrs or {}).items():
-        io.set_attr(node, k, v, kind)
-    body.add_node(node)
-    return node.name
-
-
-def const(body: Body, base_name, value, device="") -> TensorRef:
-    node = io.new_node("Const", body.unique_name(base_name), device=device)
-    io.set_const_value(node, np.asarray(value))
-    body.add_node(node)
-    return output(body, node.name)
+            if node.op == HASH_TABLE_OP and nodes.attr_value(node, "shared_name") == shared:
+                return body.op_output(node.name)
+        attrs = {"container": ("", "s"), "shared_name": (shared, "s"),
+                 "use_node_name_sharing": (False, "b"), "key_dtype": (nodes.dtype_enum(INT64), "type"),
+                 "value_dtype": (nodes.dtype_enum(INT64), "type")}
+        name = body.add_op(HASH_TABLE_OP, f"{table.name}/stock_table", (), attrs, device)
+        return body.op_output(name)
 
 
 def table_types():
-    return {"Tin": (io.dtype_enum(INT64), "type"), "Tout": (io.dtype_enum(INT64), "type")}
+    """The Tin / Tout attrs of a LookupTableFindV2 or ImportV2 on an int64 -> int64 table."""
+    return {"Tin": (nodes.dtype_enum(INT64), "type"), "Tout": (nodes.dtype_enum(INT64), "type")}
 
 
 def run_with(body, anchors, stateful):
-    """Adds ``stateful`` wherever the stateful ``anchors`` are waited for (control edges, control outputs).
+    """Adds ``stateful`` wherever the stateful ``anchors`` are waited for.
+
+    That is: control edges from them, and function control outputs.
 
     Grappler inlines a function call only when every side-effecting node of the body is reached
     from its control outputs; a call left un-inlined is optimized differently and its numbers can
     move by an ulp.
     """
     anchors = {a for a in anchors if a}
-    for name in sorted({u.node for a in anchors for u in body.consumers(a, control=True) if u.ref.control}):
-        node = io.clone(body.node(name))
-        if "^" + stateful not in node.input:
-            node.input.append("^" + stateful)
+    waiting = {u.node for a in anchors for u in body.consumers(a, control=True) if u.ref.control}
+    for name in sorted(waiting):
+        node = nodes.clone(body.node(name))
+        if "^" + stateful not in nodes.control_inputs(node):
+            nodes.add_control_input(node, stateful)
             body.replace_node(name, node)
-    if body.is_function and anchors & set(body.function.control_ret.values()):
-        body.function.control_ret[stateful] = stateful
-        body.function.signature.control_output.append(stateful)
+    if body.is_function and anchors & set(body.control_outputs.values()):
+        body.add_control_output(stateful)
 
 
 def _key_map(table):
@@ -123,7 +100,7 @@ def restrict_plan(plan):
 
 
 def checkpoint_content(tables):
-    """{tensor name: array} of each table's key -> row map (key i -> row i; partitioned: global ids)."""
+    """{tensor name: array}: each table's key -> row map (key i -> row i; partitioned: global ids)."""
     out = {}
     for t in tables:
         ids = np.arange(t.rows, dtype=np.int64)

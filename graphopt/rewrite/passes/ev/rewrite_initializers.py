@@ -9,42 +9,41 @@ the ids each part holds.
 
 import numpy as np
 
-from graphopt.graph import io
-from graphopt.rewrite import ev_nodes
+from graphopt.graph import nodes
+from graphopt.rewrite.passes import Pass
+from graphopt.rewrite.passes.ev import nodes as ev
 
 
 def _keys(body, table, base, device):
     def rng(start, limit, delta):
-        consts = [ev_nodes.const(body, f"{base}/keys/{n}", np.int64(v), device)
+        consts = [body.add_const(f"{base}/keys/{n}", np.int64(v), device)
                   for n, v in (("start", start), ("limit", limit), ("delta", delta))]
-        return ev_nodes.add(body, "Range", f"{base}/keys/range", consts,
-                            {"Tidx": (io.dtype_enum("int64"), "type")}, device)
+        return body.op_output(body.add_op("Range", f"{base}/keys/range", consts,
+                                          {"Tidx": (nodes.dtype_enum("int64"), "type")}, device))
 
     parts = len(table.handles)
     if table.partition_strategy != "mod" or parts == 1:
         return rng(0, table.rows, 1)
     return _concat(body, [rng(k, table.rows, parts) for k in range(parts)], f"{base}/keys",
-                   io.dtype_enum("int64"), device)
+                   nodes.dtype_enum("int64"), device)
 
 
 def _concat(body, refs, base, dtype, device):
     if len(refs) == 1:
         return refs[0]
-    axis = ev_nodes.const(body, f"{base}/axis", np.int32(0), device)
-    return ev_nodes.add(body, "ConcatV2", f"{base}/concat", list(refs) + [axis],
-                        {"N": (len(refs), "i"), "T": (dtype, "type"), "Tidx": (io.dtype_enum("int32"), "type")},
-                        device)
+    axis = body.add_const(f"{base}/axis", np.int32(0), device)
+    attrs = {"N": (len(refs), "i"), "T": (dtype, "type"), "Tidx": (nodes.dtype_enum("int32"), "type")}
+    return body.op_output(body.add_op("ConcatV2", f"{base}/concat", list(refs) + [axis], attrs, device))
 
 
 def _zeros(body, rows, base, device):
-    dims = ev_nodes.const(body, f"{base}/dims", np.array([rows], np.int32), device)
-    value = ev_nodes.const(body, f"{base}/value", np.int64(0), device)
-    return ev_nodes.add(body, "Fill", f"{base}/zeros", [dims, value],
-                        {"T": (io.dtype_enum("int64"), "type"), "index_type": (io.dtype_enum("int32"), "type")},
-                        device)
+    dims = body.add_const(f"{base}/dims", np.array([rows], np.int32), device)
+    value = body.add_const(f"{base}/value", np.int64(0), device)
+    attrs = {"T": (nodes.dtype_enum("int64"), "type"), "index_type": (nodes.dtype_enum("int32"), "type")}
+    return body.op_output(body.add_op("Fill", f"{base}/zeros", [dims, value], attrs, device))
 
 
-class RewriteInitializers:
+class RewriteInitializers(Pass):
     name = "rewrite-initializers"
 
     def match(self, ctx):
@@ -58,7 +57,7 @@ class RewriteInitializers:
     def apply(self, ctx, matches):
         body = ctx.model.graph
         for table, inits in matches:
-            assigns = [io.clone(body.node(u.node)) for u in inits]
+            assigns = [nodes.clone(body.node(u.node)) for u in inits]
             first = assigns[0]
             if [u.part for u in inits] != list(range(len(table.handles))):
                 # Not every part is initialized here: the initializer cannot be rebuilt, drop it.
@@ -69,11 +68,11 @@ class RewriteInitializers:
                 continue
             base = f"{first.name}/GraphoptEv"
             values = _concat(body, [body.data_inputs(a)[1] for a in assigns], f"{base}/values",
-                             io.dtype_enum("float32"), first.device)
+                             nodes.dtype_enum("float32"), first.device)
             keys = _keys(body, table, base, first.device)
             zeros = _zeros(body, table.rows, base, first.device)
-            new = ev_nodes.import_(first.name, body.data_inputs(first)[0], keys, values, zeros, zeros,
-                                   table.dim, first.device, ev_nodes.control_inputs(first))
+            new = ev.import_(first.name, body.data_inputs(first)[0], keys, values, zeros, zeros,
+                             table.dim, first.device, nodes.control_inputs(first))
             body.replace_node(first.name, new)
             ctx.replaced(body.name, first, new, table, self.name)
             for a in assigns[1:]:

@@ -6,16 +6,17 @@ Pattern:
 Loaders lift every VariableDef into a variable; a table is no longer one.
 """
 
-from graphopt.graph import io
+from graphopt.graph import meta_graph
+from graphopt.rewrite.passes import Pass
 
 
-class DropTableVariables:
+class DropTableVariables(Pass):
     name = "drop-table-variables"
 
     def match(self, ctx):
         names = {h for t in ctx.plan.tables for h in t.handles}
-        return sorted(names & io.collection_node_names(ctx.model.meta_graph))
+        return sorted(names & meta_graph.collection_node_names(ctx.model.meta_graph))
 
     def apply(self, ctx, matches):
-        io.drop_variables(ctx.model.meta_graph, matches)
+        meta_graph.drop_variables(ctx.model.meta_graph, matches)
         return True

@@ -6,11 +6,12 @@ The output is still a resource, so call edges and function argument types do not
 Parts 1.. of a partitioned table are left without consumers and removed by the cleanup.
 """
 
-from graphopt.graph import io
-from graphopt.rewrite import ev_nodes
+from graphopt.graph import nodes
+from graphopt.rewrite.passes import Pass
+from graphopt.rewrite.passes.ev import nodes as ev
 
 
-class ReplaceVariableHandles:
+class ReplaceVariableHandles(Pass):
     name = "replace-variable-handles"
 
     def match(self, ctx):
@@ -19,9 +20,9 @@ class ReplaceVariableHandles:
     def apply(self, ctx, matches):
         body = ctx.model.graph
         for table in matches:
-            old = io.clone(body.node(table.handles[0]))
-            new = ev_nodes.handle(old.name, io.attr_value(old, "shared_name") or old.name,
-                                  io.attr_value(old, "container") or b"", table.dim, old.device)
+            old = nodes.clone(body.node(table.handles[0]))
+            new = ev.handle(old.name, nodes.attr_value(old, "shared_name") or old.name,
+                            nodes.attr_value(old, "container") or b"", table.dim, old.device)
             body.replace_node(old.name, new)
             ctx.replaced(body.name, old, new, table, self.name)
             for part in table.handles[1:]:

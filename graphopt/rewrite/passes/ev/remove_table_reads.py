@@ -7,9 +7,10 @@ Pattern:
 Such ops would run against a resource that is no longer a variable and fail.
 """
 
+from graphopt.rewrite.passes import Pass
 
 
-class RemoveTableReads:
+class RemoveTableReads(Pass):
     name = "remove-table-reads"
 
     def match(self, ctx):

@@ -8,8 +8,9 @@ Pattern:
         -> removed
 """
 
-from graphopt.graph import io
+from graphopt.graph import nodes, object_graph
 from graphopt.graph.model import TOP, root_names
+from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.plan import Replacement
 
 # Stateful ops that may go once dead: the leftovers of a table's old variable.
@@ -22,15 +23,14 @@ def _removable(node, table_handles):
         return node.name in table_handles
     if node.op in TABLE_LEFTOVERS:
         return True
-    od = io.op_def(node.op)
-    return od is not None and not od.is_stateful
+    return nodes.is_stateful(node.op) is False
 
 
 def reachable_functions(model):
     """Names of the library functions reachable from the top-level graph or the object graph."""
     # The object graph is kept (rewritten) for TF2 models; tf.saved_model.load restores every
     # concrete function it names, e.g. a lookup table's _create_resource, which no node calls.
-    seen = {f for f in io.object_graph_functions(model.meta_graph) if f in model.bodies}
+    seen = {f for f in object_graph.object_graph_functions(model.meta_graph) if f in model.bodies}
     stack = [TOP, *seen]
     while stack:
         body = model.body(stack.pop())
@@ -42,7 +42,7 @@ def reachable_functions(model):
     return seen
 
 
-class RemoveDeadNodes:
+class RemoveDeadNodes(Pass):
     name = "remove-dead-nodes"
 
     def match(self, ctx):
@@ -70,25 +70,6 @@ class RemoveDeadNodes:
             work.extend((bname, r.node) for r in body.inputs(node))
         for bname, names in removed.items():
             model.body(bname).remove_nodes(names)
-        self._prune_functions(model)
+        model.keep_functions(reachable_functions(model))
         return any(removed.values())
-
-    @staticmethod
-    def _prune_functions(model):
-        keep = reachable_functions(model)
-        lib = model.meta_graph.graph_def.library
-        dead = [f.signature.name for f in lib.function if f.signature.name not in keep]
-        if not dead:
-            return
-        kept = [io.clone(f) for f in lib.function if f.signature.name in keep]
-        del lib.function[:]
-        lib.function.extend(kept)
-        grads = [io.clone(g) for g in lib.gradient if g.function_name in keep]
-        del lib.gradient[:]
-        lib.gradient.extend(grads)
-        for name in dead:
-            del model.bodies[name]
-        for f in lib.function:  # the protos were copied: rebind the bodies
-            model.bodies[f.signature.name].__init__(f.signature.name, f.node_def, f)
-        model.invalidate()
 

@@ -9,9 +9,11 @@ Pattern:
 The find keeps the name of the node it replaces, so control edges and top-level tensor names stay.
 """
 
-from graphopt.graph import io
-from graphopt.graph.model import Body, TensorRef
-from graphopt.rewrite import ev_nodes
+from graphopt.graph import nodes
+from graphopt.graph.model import TOP, Body, TensorRef
+from graphopt.rewrite.passes import Pass
+from graphopt.rewrite.passes.ev import nodes as ev
+from graphopt.rewrite.passes.lookup_sites import distinct_lookup_sites
 
 
 def _table_ref(body: Body, gather) -> TensorRef:
@@ -28,33 +30,63 @@ def _table_ref(body: Body, gather) -> TensorRef:
     return ref  # a ref variable (VariableV2) read through its Identity snapshot
 
 
-class ReplaceLookups:
+def _gathers_rows(body: Body, node) -> bool:
+    """Whether a use of a table's resource gathers rows that something consumes.
+
+    ResourceGather, or a ReadVariableOp whose value (through Identity) is the params of a
+    GatherV2. Gathers nothing consumes (the parts of a replaced partitioned lookup, left for the
+    cleanup) do not count.
+    """
+    def live(name):
+        return bool(body.consumers(name)) or bool(body.return_uses(name))
+
+    if node.op == "ResourceGather":
+        return live(node.name)
+    if node.op != "ReadVariableOp":
+        return False
+    stack = [node.name]
+    while stack:
+        for use in body.consumers(stack.pop()):
+            consumer = body.node(use.node)
+            if consumer.op == "Identity":
+                stack.append(consumer.name)
+            elif consumer.op in ("GatherV2", "Gather") and use.position == 0 and live(consumer.name):
+                return True
+    return False
+
+
+class ReplaceLookups(Pass):
     name = "replace-lookups"
 
     def match(self, ctx):
-        # Tables passed through one function argument share its gather: replace it once.
-        seen, out = set(), []
-        for t in ctx.plan.tables:
-            for s in t.sites:
-                if (s.body, s.node) not in seen:
-                    seen.add((s.body, s.node))
-                    out.append((t, s))
-        return out
+        return distinct_lookup_sites(ctx)
+
+    def check(self, ctx):
+        """No gather of a converted table is left: every row read goes through GraphoptEvFind."""
+        problems = []
+        for table in ctx.plan.tables:
+            for handle in table.handles:
+                for body, use in ctx.model.trace_resource(TOP, handle):
+                    node = body.node(use.node)
+                    if _gathers_rows(body, node):
+                        problems.append(f"{body.name or 'graph'}: {node.name} ({node.op}) still reads rows "
+                                        f"of table {table.name}, which the rewrite replaced")
+        return problems
 
     def apply(self, ctx, matches):
         for table, site in matches:
             body = ctx.model.body(site.body)
-            old = io.clone(body.node(site.node))
+            old = nodes.clone(body.node(site.node))
             gather = body.node(site.part_gathers[0]) if site.part_gathers else old
             table_ref = _table_ref(body, gather)
             for ref in body.data_inputs(old):
                 ctx.disconnected.add((body.name, ref.node))
             for g in site.part_gathers:
                 ctx.disconnected.add((body.name, g))
-            new = ev_nodes.find(old.name, table_ref, site.ids, site.ids_dtype, table.dim, old.device,
-                                ev_nodes.control_inputs(old))
+            new = ev.find(old.name, table_ref, site.ids, site.ids_dtype, table.dim, old.device,
+                          nodes.control_inputs(old))
             if body.is_function:
-                out_arg = io.op_def(old.op).output_arg[0].name
+                out_arg = nodes.output_arg_names(old.op)[0]
                 body.replace_uses(TensorRef(old.name, out_arg, 0), TensorRef(old.name, "values", 0))
             body.replace_node(old.name, new)
             if site.read:

@@ -1,0 +1,55 @@
+"""The EmbeddingVariable target (``--target ev``): each table becomes a GraphoptEv* hash table.
+
+Gathers become finds, the Saver saves and restores KEY-keys/-values/-freqs/-versions, TF1
+initializers become imports, and the table's variable handle becomes an EmbeddingVariable handle.
+"""
+
+from graphopt.checkpoint import TableConversion
+from graphopt.rewrite.passes import CheckpointLayout, Target
+from graphopt.rewrite.passes.ev.drop_table_variables import DropTableVariables
+from graphopt.rewrite.passes.ev.nodes import EV_OPS
+from graphopt.rewrite.passes.ev.remove_table_reads import RemoveTableReads
+from graphopt.rewrite.passes.ev.replace_lookups import ReplaceLookups
+from graphopt.rewrite.passes.ev.replace_variable_handles import ReplaceVariableHandles
+from graphopt.rewrite.passes.ev.rewire_restore import RewireRestore
+from graphopt.rewrite.passes.ev.rewire_save import RewireSave
+from graphopt.rewrite.passes.ev.rewrite_initializers import RewriteInitializers
+from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
+
+
+def passes():
+    """The serving rewrite, in order: lookups, then the Saver, initializers, handles, cleanup."""
+    return [
+        ReplaceLookups(),
+        RewireSave(),
+        RewireRestore(),
+        RewriteInitializers(),
+        RemoveTableReads(),
+        ReplaceVariableHandles(),
+        DropTableVariables(),
+        RemoveDeadNodes(),
+    ]
+
+
+def checkpoint_layout(tables) -> CheckpointLayout:
+    """Each table's tensor KEY becomes KEY-keys/-values/-freqs/-versions, ids in stored order."""
+    return CheckpointLayout(
+        conversions=[TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids) for t in tables])
+
+
+def load_ops():
+    """Loads graphopt's op library (OpLibraryError when it is missing or stale)."""
+    from graphopt.ops.library import load_library
+
+    load_library()
+
+
+TARGET = Target(
+    name="ev",
+    description="EmbeddingVariable",
+    passes=passes,
+    op_types=EV_OPS,
+    checkpoint_layout=checkpoint_layout,
+    keeps_object_graph=True,
+    load_ops=load_ops,
+)

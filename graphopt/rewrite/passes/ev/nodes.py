@@ -1,0 +1,51 @@
+"""The EmbeddingVariable target's ops: their names, checkpoint layout and NodeDef builders.
+
+The op contract is in docs/design.md; the builders go through ``graphopt.graph.nodes.make_node``
+like every target's.
+"""
+
+from graphopt.graph import nodes
+
+HANDLE_OP = "GraphoptEvHandleOp"
+FIND_OP = "GraphoptEvFind"
+EXPORT_OP = "GraphoptEvExport"
+IMPORT_OP = "GraphoptEvImport"
+EV_OPS = (HANDLE_OP, FIND_OP, EXPORT_OP, IMPORT_OP)
+# A table saved under key K is saved as K-keys, K-values, K-freqs, K-versions (the outputs of
+# GraphoptEvExport, in this order).
+CHECKPOINT_SUFFIXES = ("keys", "values", "freqs", "versions")
+EXPORT_OUTPUTS = CHECKPOINT_SUFFIXES
+INT64 = "int64"
+FLOAT = "float32"
+# The dtypes of the four checkpoint tensors.
+CHECKPOINT_DTYPES = (INT64, FLOAT, INT64, INT64)
+
+
+def checkpoint_names(table):
+    """The checkpoint tensors of a converted table: KEY-keys, -values, -freqs, -versions."""
+    return [f"{table.checkpoint_key}-{s}" for s in CHECKPOINT_SUFFIXES]
+
+
+def _row_attrs(dim):
+    return {"dim": (int(dim), "i"), "dtype": (nodes.dtype_enum(FLOAT), "type")}
+
+
+def handle(name, shared_name, container, dim, device=""):
+    attrs = {"shared_name": (shared_name, "s"), "container": (container, "s"),
+             "key_dtype": (nodes.dtype_enum(INT64), "type"), "default_value": ([], "list(float)"),
+             **_row_attrs(dim)}
+    return nodes.make_node(HANDLE_OP, name, (), attrs, device)
+
+
+def find(name, table_ref, ids_ref, ids_dtype, dim, device="", control=()):
+    attrs = {"Tkeys": (ids_dtype, "type"), **_row_attrs(dim)}
+    return nodes.make_node(FIND_OP, name, [table_ref, ids_ref], attrs, device, control)
+
+
+def export(name, table_ref, dim, device=""):
+    return nodes.make_node(EXPORT_OP, name, [table_ref], _row_attrs(dim), device)
+
+
+def import_(name, table_ref, keys, values, freqs, versions, dim, device="", control=()):
+    return nodes.make_node(IMPORT_OP, name, [table_ref, keys, values, freqs, versions],
+                           _row_attrs(dim), device, control)
