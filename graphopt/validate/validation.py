@@ -7,7 +7,11 @@ import tempfile
 
 from graphopt.errors import DataError, GraphoptError, ModelError
 from graphopt.validate.compare import OutputComparison, Tolerance
+from graphopt.validate.consumers import input_uses
 from graphopt.validate.inputs import (
+    HASHED_WORD_PREFIX,
+    MAX_LARGE_BATCH,
+    WORDS_PER_BUCKET,
     generate_cases,
     is_batched,
     one_row_feeds,
@@ -68,6 +72,7 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
     report.checks = run_structural_checks(original, rewritten, original_meta, rewritten_meta, tables, tags)
     learned = table_id_ranges(tables)
     model_words = string_vocabulary(original_meta)
+    all_uses = input_uses(original_meta)
     # A TF1-format rewrite of a TF2-native original (stock target, partitioned tables) loads through
     # TensorFlow's TF1 path, where Grappler optimizes differently from the object-graph path; the
     # tf2 loader then reads the original through the same TF1 path, so the comparison is like with like.
@@ -94,19 +99,20 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
         try:
             for sig in _signature_names(original_model, signatures):
                 spec = original_model.signatures[sig]
+                uses = all_uses.get(sig, {})
                 if sig not in inputs:
                     inputs[sig] = _signature_inputs(spec, data, batches, batch_size,
-                                                    resolve_id_ranges(spec, id_ranges, learned.get(sig)),
-                                                    _words(spec, vocabularies, model_words), seed)
+                                                    resolve_id_ranges(spec, id_ranges, learned.get(sig), uses),
+                                                    _words(spec, vocabularies, model_words, uses), seed, uses)
                     report.inputs[sig] = inputs[sig].plan
                 chosen = inputs[sig]
                 report.runs.append(run_signature(original_model, rewritten_model, spec, chosen.cases, tolerance))
                 key = tuple(sorted(spec.inputs.items()))
-                if oov and key not in probed and sig in rewritten_model.signatures and is_batched(spec):
+                if oov and key not in probed and sig in rewritten_model.signatures and is_batched(spec, uses):
                     # Signatures taking the same inputs (Keras exports "serve" and
                     # "serving_default") would repeat the same probes.
                     probed[key] = sig
-                    one_row = one_row_feeds(spec, chosen.ranges, chosen.words, seed)
+                    one_row = one_row_feeds(spec, chosen.ranges, chosen.words, seed, uses)
                     report.oov += probe_oov(original_model, rewritten_model, spec, one_row, chosen.ranges,
                                             rewritten_default)
         finally:
@@ -178,15 +184,20 @@ def _original_tables(original, tags, report):
         return []
 
 
-def _words(spec, given, model_words):
-    """The words to draw for each string input: given ones, else the model's lookup vocabularies."""
-    given = given or {}
+def _words(spec, given, model_words, uses=None):
+    """The words to draw for each string input: given ones, else the words of the lookup tables
+    that input reaches (all the model's when that cannot be traced), plus an unknown word, plus
+    for a hashed input enough distinct words to reach most of its buckets."""
+    given, uses = given or {}, uses or {}
     words = {}
     for name, s in spec.inputs.items():
+        use = uses.get(name)
         if name in given:
             words[name] = tuple(given[name])
-        elif s.dtype == "string" and model_words:
-            words[name] = model_words + UNKNOWN_WORDS
+        elif s.dtype == "string" and (model_words or use is not None):
+            own = use.words if use is not None and use.words else model_words
+            hashed = min(WORDS_PER_BUCKET * use.hash_buckets, MAX_LARGE_BATCH) if use is not None else 0
+            words[name] = own + UNKNOWN_WORDS + tuple(f"{HASHED_WORD_PREFIX}{i}" for i in range(hashed))
     return words
 
 
@@ -198,11 +209,11 @@ class SignatureInputs:
     words: dict  # string input -> words
 
 
-def _signature_inputs(spec, data, batches, batch_size, ranges, words, seed):
+def _signature_inputs(spec, data, batches, batch_size, ranges, words, seed, uses=None):
     if data:
-        cases, plan = read_data_cases(data, spec, batches=batches or None, batch_size=batch_size)
+        cases, plan = read_data_cases(data, spec, batches=batches or None, batch_size=batch_size, uses=uses)
     else:
-        cases, plan = generate_cases(spec, ranges, words, batches, batch_size, seed)
+        cases, plan = generate_cases(spec, ranges, words, batches, batch_size, seed, uses)
     return SignatureInputs(cases, plan, ranges, words)
 
 
