@@ -9,6 +9,8 @@ it reaches (each input its own words), or hashed into ``num_buckets`` buckets.
 
 import dataclasses
 
+from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import nodes as nd
 from graphopt.graph.model import ModelGraph, TensorRef
 from graphopt.validate.vocabulary import TABLE_INIT_OPS, string_constant
 
@@ -24,6 +26,17 @@ TABLE_OPS = ("HashTableV2", "HashTable", "MutableHashTableV2", "MutableHashTable
              "MutableDenseHashTableV2", "Placeholder")
 FIND_OPS = ("LookupTableFindV2", "LookupTableFind")
 HASH_OPS = ("StringToHashBucketFast", "StringToHashBucketStrong", "StringToHashBucket")
+# Ops that hand a signature input on unchanged in value (or a slice of it): segment ids and dense
+# shapes computed from an input (Where, Shape, ...) say nothing about the input itself.
+PASS_THROUGH = {"Identity", "Cast", "StridedSlice", "Reshape", "ExpandDims", "Squeeze",
+                "StatefulPartitionedCall", "PartitionedCall"}
+
+
+class _AnyOpBut:
+    """The stop set of a walk back that passes only through PASS_THROUGH ops."""
+
+    def __contains__(self, op):
+        return op not in PASS_THROUGH
 
 
 @dataclasses.dataclass
@@ -39,6 +52,12 @@ def _placeholders(model, body, ref, stop_ops=("Placeholder",)):
     return {p.ref.node for p in model.trace_back(body.name, ref, stop_ops) if p.body == ""}
 
 
+def _passed_on(model, body, ref):
+    """The top-level placeholders whose values reach ``ref`` unchanged."""
+    return {p.ref.node for p in model.trace_back(body.name, ref, _AnyOpBut())
+            if p.body == "" and model.graph.node(p.ref.node).op == "Placeholder"}
+
+
 def input_uses(meta_graph) -> dict:
     """{signature: {input key: InputUse}} for every signature of ``meta_graph``."""
     model = ModelGraph(meta_graph)
@@ -49,10 +68,10 @@ def input_uses(meta_graph) -> dict:
         for node in body.nodes():
             inputs = body.data_inputs(node)
             if node.op in SEGMENT_OPS and len(inputs) > SEGMENT_OPS[node.op]:
-                for p in _placeholders(model, body, inputs[SEGMENT_OPS[node.op]]):
+                for p in _passed_on(model, body, inputs[SEGMENT_OPS[node.op]]):
                     uses.setdefault(p, InputUse()).role = "sorted"
             elif node.op in DENSE_SHAPE_OPS and len(inputs) > DENSE_SHAPE_OPS[node.op]:
-                for p in _placeholders(model, body, inputs[DENSE_SHAPE_OPS[node.op]]):
+                for p in _passed_on(model, body, inputs[DENSE_SHAPE_OPS[node.op]]):
                     uses.setdefault(p, InputUse()).role = "dense-shape"
             elif node.op in TABLE_INIT_OPS and len(inputs) > 1:
                 words = string_constant(model, body, inputs[1]) or ()
@@ -62,7 +81,7 @@ def input_uses(meta_graph) -> dict:
             elif node.op in FIND_OPS:
                 finds.append((body, node))
             elif node.op in HASH_OPS:
-                buckets = node.attr["num_buckets"].i
+                buckets = nd.attr_value(node, "num_buckets") or 0
                 for p in _placeholders(model, body, inputs[0]):
                     use = uses.setdefault(p, InputUse())
                     use.hash_buckets = max(use.hash_buckets, buckets)
@@ -75,24 +94,17 @@ def input_uses(meta_graph) -> dict:
             use = uses.setdefault(p, InputUse())
             use.words = tuple(dict.fromkeys(use.words + tuple(words)))
     out = {}
-    for name, sig in meta_graph.signature_def.items():
-        out[name] = {key: uses[TensorRef.parse(info.name).node] for key, info in sig.inputs.items()
-                     if info.name and TensorRef.parse(info.name).node in uses}
+    specs = mg_lib.signature_input_specs(meta_graph)
+    for name, sig in mg_lib.signature_tensors(meta_graph).items():
+        nodes = {key: TensorRef.parse(t).node for key, t in sig["inputs"].items() if key in specs[name]}
+        out[name] = {key: uses[node] for key, node in nodes.items() if node in uses}
         # A SparseTensor's dense shape is often read by no op (embedding_lookup_sparse only needs
         # its indices and values): an integer input of static shape [k] beside sorted [?, k]
         # coordinates is their dense shape.
-        ranks = {_dims(info)[1] for key, info in sig.inputs.items()
-                 if getattr(out[name].get(key), "role", "") == "sorted" and len(_dims(info)) == 2}
-        for key, info in sig.inputs.items():
-            dims = _dims(info)
-            if key not in out[name] and len(dims) == 1 and dims[0] in ranks and info.dtype in _INT_TYPES:
+        ranks = {shape[1] for key, (_, shape) in specs[name].items()
+                 if getattr(out[name].get(key), "role", "") == "sorted" and shape and len(shape) == 2}
+        for key, (dtype, shape) in specs[name].items():
+            if key not in out[name] and shape and len(shape) == 1 and shape[0] in ranks and \
+                    dtype in ("int32", "int64"):
                 out[name][key] = InputUse(role="dense-shape")
     return out
-
-
-_INT_TYPES = (3, 9)  # DT_INT32, DT_INT64
-
-
-def _dims(info):
-    shape = info.tensor_shape
-    return [] if shape.unknown_rank else [d.size for d in shape.dim]
