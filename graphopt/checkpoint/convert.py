@@ -3,15 +3,20 @@
 Also what the rewrite needs around it: the tensors of a checkpoint, and a plain copy of one.
 """
 
+import contextlib
 import dataclasses
 import os
 import shutil
 from typing import Callable, Dict, Optional
 
 import numpy as np
+from google.protobuf import message
 
 from graphopt.checkpoint import bundle
 from graphopt.errors import ModelError
+
+# Bytes read and written per step while copying a data file (and checking its tensors' CRCs).
+COPY_CHUNK = 8 << 20
 
 # The checkpoint key under which TF2 stores its serialized TrackableObjectGraph.
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -42,7 +47,7 @@ def checkpoint_tensors(prefix):
         reader = tf.train.load_checkpoint(prefix)
     except (tf.errors.OpError, ValueError) as exc:
         raise ModelError(
-            f"cannot read checkpoint {prefix} ({str(exc).splitlines()[0]}); "
+            f"cannot read checkpoint {prefix} ({(str(exc).strip() or type(exc).__name__).splitlines()[0]}); "
             "the variables files are missing or corrupted, copy them again"
         ) from None
     dtypes = reader.get_variable_to_dtype_map()
@@ -59,6 +64,52 @@ class TableConversion:
     keys_of: Callable[[int], np.ndarray]  # rows -> int64 ids of each row in stored order
 
 
+def read_bundle_index(prefix):
+    """(BundleHeaderProto, {key: BundleEntryProto}) of a checkpoint's index; ModelError if damaged."""
+    from tensorflow.core.protobuf import tensor_bundle_pb2
+
+    path = prefix + ".index"
+    try:
+        entries = dict(bundle.read_index(path))
+        header = tensor_bundle_pb2.BundleHeaderProto.FromString(entries.pop(b""))
+        parsed = {k: tensor_bundle_pb2.BundleEntryProto.FromString(v) for k, v in entries.items()}
+    except OSError as exc:
+        raise ModelError(f"cannot read checkpoint index {path} ({exc.strerror}); "
+                         "copy the whole variables directory again") from None
+    except (bundle.UnsupportedIndex, IndexError, ValueError, KeyError, message.DecodeError) as exc:
+        raise ModelError(f"checkpoint index {path} is corrupted ({exc or type(exc).__name__}); "
+                         "copy the variables files again or export the model again") from None
+    return header, parsed
+
+
+def check_data_sizes(prefix, header, entries):
+    """The data files the index names, each checked to hold every byte its entries point to."""
+    sources = _data_files(prefix)
+    expected = [_shard_name(prefix, i, header.num_shards) for i in range(header.num_shards)]
+    missing = [p for p in expected if p not in sources]
+    if missing:
+        raise ModelError(f"checkpoint data file {missing[0]} is missing (its index names {header.num_shards} "
+                         "data file(s)); copy all variables files")
+    ends = {}  # shard -> (bytes needed, the tensor ending last)
+    for key, entry in entries.items():
+        if entry.shard_id >= header.num_shards:
+            raise ModelError(f"checkpoint index {prefix}.index names data file {entry.shard_id} for tensor "
+                             f"{_key_text(key)}, it has {header.num_shards}; copy the variables files again")
+        end = entry.offset + entry.size
+        if end > ends.get(entry.shard_id, (0,))[0]:
+            ends[entry.shard_id] = (end, key)
+    for shard, (needed, key) in ends.items():
+        size = os.path.getsize(expected[shard])
+        if size < needed:
+            raise ModelError(f"checkpoint data file {expected[shard]} is truncated ({size} bytes; tensor "
+                             f"{_key_text(key)} ends at byte {needed}); copy the variables files again")
+    return expected
+
+
+def _key_text(key: bytes) -> str:
+    return repr(key.decode("utf-8", "replace").lstrip("\x00"))
+
+
 def _data_files(prefix):
     directory, base = os.path.dirname(prefix) or ".", os.path.basename(prefix)
     return sorted(os.path.join(directory, n) for n in os.listdir(directory) if n.startswith(base + ".data-"))
@@ -66,6 +117,57 @@ def _data_files(prefix):
 
 def _shard_name(prefix, shard, total):
     return f"{prefix}.data-{shard:05d}-of-{total:05d}"
+
+
+def _copy_checked(src, dst, entries):
+    """Copies data file ``src`` to ``dst`` (None: only reads it) and checks the CRC32C of each
+    tensor in it on the chunks being copied (no second read). ``entries``: [(key, BundleEntryProto)]
+    of this file."""
+    from tensorflow.core.framework import types_pb2
+
+    regions = sorted(((e.offset, e.offset + e.size, k, e) for k, e in entries), key=lambda r: r[:2])
+    i, crc, strings = 0, 0, bytearray()  # region being hashed, its CRC so far, a string tensor's bytes
+    chunk = bytearray(COPY_CHUNK)
+    with open(src, "rb") as fin, (open(dst, "wb") if dst else contextlib.nullcontext()) as fout:
+        pos = 0
+        while True:
+            n = fin.readinto(chunk)
+            while i < len(regions) and regions[i][0] <= pos + n:
+                start, end, key, entry = regions[i]
+                part = memoryview(chunk)[max(start - pos, 0):max(min(end - pos, n), 0)]
+                if entry.dtype == types_pb2.DT_STRING:
+                    strings += part  # hashed as TensorFlow wrote it, once whole (string tensors are small)
+                else:
+                    crc = bundle.crc32c_extend(crc, part)
+                if end > pos + n:
+                    break
+                if entry.dtype == types_pb2.DT_STRING:
+                    crc = _string_tensor_crc(strings, entry)
+                if entry.dtype != types_pb2.DT_VARIANT and (crc is None or bundle.mask(crc) != entry.crc32c):
+                    raise ModelError(f"checkpoint data file {src} is corrupted: tensor {_key_text(key)} fails "
+                                     "its CRC32C check; copy the variables files again or export the model again")
+                i, crc, strings = i + 1, 0, bytearray()
+            if not n:
+                break
+            if fout is not None:
+                fout.write(memoryview(chunk)[:n])
+            pos += n
+
+
+def _string_tensor_crc(data, entry):
+    """The CRC32C TensorFlow records for a string tensor: it hashes each length as a little-endian
+    uint32 (uint64 past 4 GiB), then the masked CRC of those it stored after them, then the bytes."""
+    count = int(np.prod([d.size for d in entry.shape.dim], dtype=np.int64))
+    crc, pos, lengths = 0, 0, []
+    try:
+        for _ in range(count):
+            n, pos = bundle.read_varint(data, pos)
+            lengths.append(n)
+            crc = bundle.crc32c_extend(crc, n.to_bytes(4 if n <= 0xFFFFFFFF else 8, "little"))
+    except IndexError:
+        return None  # the lengths run past the tensor: corrupted
+    crc = bundle.crc32c_extend(crc, data[pos:pos + 4])
+    return bundle.crc32c_extend(crc, memoryview(data)[pos + 4:])
 
 
 def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable = None,
@@ -89,21 +191,9 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
     if missing:
         raise ModelError(f"checkpoint {src_prefix} lacks table tensor {missing[0]}; "
                          "the variables do not match the graph, export the model again")
-    try:
-        entries = dict(bundle.read_index(src_prefix + ".index"))
-    except (bundle.UnsupportedIndex, IndexError, ValueError) as exc:
-        raise ModelError(f"cannot read the index of checkpoint {src_prefix} ({exc}); "
-                         "the variables files are corrupted, copy them again") from None
-    header = tensor_bundle_pb2.BundleHeaderProto.FromString(entries.pop(b""))
-    parsed = {k: tensor_bundle_pb2.BundleEntryProto.FromString(v) for k, v in entries.items()}
-    sources = _data_files(src_prefix)
-    if len(sources) != header.num_shards:
-        raise ModelError(f"checkpoint {src_prefix} has {len(sources)} data files, its index names "
-                         f"{header.num_shards}; copy all variables files")
+    header, parsed = read_bundle_index(src_prefix)
+    _copy_data_files(src_prefix, dst_prefix, header, parsed, header.num_shards + 1)
     total = header.num_shards + 1
-    os.makedirs(os.path.dirname(dst_prefix) or ".", exist_ok=True)
-    for shard, path in enumerate(sources):
-        shutil.copyfile(path, _shard_name(dst_prefix, shard, total))
 
     extra = dst_prefix + "_graphopt_extra"
     names, tensors, converted = [], [], 0
@@ -118,6 +208,10 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
         tensors.append(tf.constant(value))
     for table in tables:
         entry = parsed.pop(table.key.encode())
+        if len(entry.shape.dim) != 2:
+            raise ModelError(f"checkpoint {src_prefix} holds table tensor {table.key} with shape "
+                             f"{[d.size for d in entry.shape.dim]}, not [rows, dim]; the variables do not "
+                             "match the graph, export the model again")
         rows = int(entry.shape.dim[0].size)
         if entry.slices:
             # Slices may lie anywhere in the files: read the whole table once and write it whole.
@@ -147,7 +241,7 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
     os.remove(extra + ".index")
     header.num_shards = total
     bundle.write_index(dst_prefix + ".index", [(b"", header.SerializeToString())]
-                       + sorted((k, v.SerializeToString()) for k, v in parsed.items()))
+                 + sorted((k, v.SerializeToString()) for k, v in parsed.items()))
     if progress is not None:
         for i, table in enumerate(tables):
             progress(i + 1, table)
@@ -155,12 +249,29 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
 
 
 def copy_checkpoint(src_prefix, dst_prefix):
-    """Copies the files of a checkpoint (index and data shards) to a new prefix."""
-    directory = os.path.dirname(src_prefix) or "."
-    base = os.path.basename(src_prefix)
-    os.makedirs(os.path.dirname(dst_prefix) or ".", exist_ok=True)
-    for name in os.listdir(directory):
-        if name == base + ".index" or name.startswith(base + ".data-"):
-            shutil.copyfile(os.path.join(directory, name),
-                            os.path.join(os.path.dirname(dst_prefix) or ".",
-                                         os.path.basename(dst_prefix) + name[len(base):]))
+    """Copies the files of a checkpoint (index and data shards) to a new prefix, checking the data
+    against its index as it goes (ModelError naming the file and tensor when it is damaged)."""
+    header, entries = read_bundle_index(src_prefix)
+    _copy_data_files(src_prefix, dst_prefix, header, entries, header.num_shards)
+    shutil.copyfile(src_prefix + ".index", dst_prefix + ".index")
+
+
+def verify_checkpoint(prefix):
+    """Reads a checkpoint's index and data files and checks each tensor's CRC32C; ModelError
+    naming the file and tensor when it is damaged."""
+    header, entries = read_bundle_index(prefix)
+    _copy_data_files(prefix, None, header, entries, header.num_shards)
+
+
+def _copy_data_files(src_prefix, dst_prefix, header, entries, total):
+    """Copies the data files to shards 0.. of ``total`` at ``dst_prefix`` (None: only reads them),
+    each checked: sizes against the index up front, each tensor's CRC32C as its bytes pass through."""
+    sources = check_data_sizes(src_prefix, header, entries)
+    by_shard = {}
+    for key, entry in entries.items():
+        if not entry.slices:  # a sliced tensor's entry only lists its slices, which have their own
+            by_shard.setdefault(entry.shard_id, []).append((key, entry))
+    if dst_prefix is not None:
+        os.makedirs(os.path.dirname(dst_prefix) or ".", exist_ok=True)
+    for shard, path in enumerate(sources):
+        _copy_checked(path, dst_prefix and _shard_name(dst_prefix, shard, total), by_shard.get(shard, []))

@@ -1,10 +1,12 @@
 """``graphopt rewrite``: swap a model's embedding tables for EmbeddingVariables and save the result."""
 
 import json
+import os
 
 import click
 
 from graphopt.cli.options import json_option, overwrite_option, tags_option, tensorboard_option
+from graphopt.errors import GraphoptError
 
 
 TARGET_NAMES = {"ev": "EmbeddingVariable", "stock": "built-in hash table + dense rows"}
@@ -74,17 +76,24 @@ def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, veri
             bar.__enter__()
         bar.update(1, table)
 
+    def verify_output(staged):
+        # Checked before it is moved into place: a failing output never appears as OUT.
+        from graphopt.validate import validate_models
+
+        validation = validate_models(model, staged, **({"tags": tags} if tags else {}))
+        validation.rewritten = out
+        return validation
+
+    if verify and not any(os.path.isfile(os.path.join(model, f)) for f in ("saved_model.pb", "saved_model.pbtxt")):
+        raise GraphoptError(f"--verify validates SavedModels and {model} is not one; "
+                            "run without --verify (or validate a SavedModel export of it)")
     report = rewrite_model(model, out, include=include, exclude=exclude, min_rows=min_rows, dry_run=dry_run,
                            overwrite=overwrite, tags=tags, tensorboard=tensorboard,
                            progress=None if as_json else progress, debug=debug, on_plan=on_plan,
-                           target=target)
+                           target=target, verify=verify_output if verify else None)
     if bar is not None:
         bar.__exit__(None, None, None)
-    validation = None
-    if verify and report.wrote:
-        from graphopt.validate import validate_models
-
-        validation = validate_models(model, out, **({"tags": tags} if tags else {}))
+    validation = report.verification
     if as_json:
         result = report.to_dict()
         if validation is not None:

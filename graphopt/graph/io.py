@@ -71,36 +71,49 @@ def _parse(proto, data, path, text):
 
 
 def _read_bytes(path):
-    with open(path, "rb") as f:
-        return f.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ModelError(f"cannot read {path} ({exc.strerror}); "
+                         "pass a readable SavedModel directory or .meta/.pbtxt file") from None
 
 
-def read_model(path, tags=None) -> ModelSource:
-    """Reads a SavedModel directory, or a TF1 meta graph (.meta / .pbtxt) with its checkpoint."""
+def read_model(path, tags=None, check_integrity=True) -> ModelSource:
+    """Reads a SavedModel directory, or a TF1 meta graph (.meta / .pbtxt) with its checkpoint.
+
+    Refuses (ModelError) a damaged model: a graph file that does not parse, a checkpoint index
+    that fails its block CRCs, data files shorter than the index says; with ``check_integrity``
+    also saved_model.pb no longer matching the checksum its fingerprint.pb recorded at export,
+    and a graph whose nodes read nodes that do not exist (a flipped bit in a name)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelError(f"{path} does not exist; pass a SavedModel directory or a .meta/.pbtxt file")
     if os.path.isdir(path):
         for name, text in ((SAVED_MODEL_PB, False), (SAVED_MODEL_PBTXT, True)):
             if os.path.isfile(os.path.join(path, name)):
-                return _read_saved_model(path, os.path.join(path, name), text, tags)
+                return _read_saved_model(path, os.path.join(path, name), text, tags, check_integrity)
+            if os.path.lexists(os.path.join(path, name)):
+                raise ModelError(f"{os.path.join(path, name)} is not a file; export the model again")
         metas = sorted(f for f in os.listdir(path) if f.endswith(".meta"))
         if len(metas) == 1:
-            return read_model(os.path.join(path, metas[0]), tags)
+            return read_model(os.path.join(path, metas[0]), tags, check_integrity)
         raise ModelError(
             f"{path} holds no saved_model.pb and no single .meta file; "
             "pass a SavedModel directory or a TF1 .meta/.pbtxt file"
         )
     if path.endswith((".meta", ".pbtxt", ".pbtext")):
-        return _read_meta_graph_file(path)
+        return _read_meta_graph_file(path, check_integrity)
     raise ModelError(f"{path} is not a model; pass a SavedModel directory or a TF1 .meta/.pbtxt file")
 
 
-def _read_saved_model(root, pb_path, text, tags):
+def _read_saved_model(root, pb_path, text, tags, check_integrity):
     _, _, saved_model_pb2 = _protos()
     sm = _parse(saved_model_pb2.SavedModel(), _read_bytes(pb_path), pb_path, text)
     if not sm.meta_graphs:
         raise ModelError(f"{pb_path} holds no meta graph; export the model again")
+    if check_integrity and not text:
+        _check_fingerprint(root, pb_path)  # TensorFlow's fingerprinting needs a meta graph (else it crashes)
     available = [sorted(mg.meta_info_def.tags) for mg in sm.meta_graphs]
     if tags is None:
         index = next((i for i, t in enumerate(available) if t == ["serve"]), 0)
@@ -115,14 +128,53 @@ def _read_saved_model(root, pb_path, text, tags):
     prefix = os.path.join(root, VARIABLES_DIR, VARIABLES_PREFIX)
     mg = sm.meta_graphs[index]
     if mg.saver_def.restore_op_name and not os.path.exists(prefix + ".index"):
-        raise ModelError(
-            f"{root} is missing {VARIABLES_DIR}/{VARIABLES_PREFIX}.index; copy the whole SavedModel directory"
-        )
-    return ModelSource(root, "saved_model", mg, prefix if os.path.exists(prefix + ".index") else None,
-                       saved_model=sm, meta_graph_index=index, text=text)
+        raise ModelError(f"{prefix}.index is missing; copy the whole SavedModel directory")
+    prefix = prefix if os.path.exists(prefix + ".index") else None
+    if check_integrity:
+        _check_graph(mg, pb_path)
+    _check_checkpoint_files(prefix)
+    return ModelSource(root, "saved_model", mg, prefix, saved_model=sm, meta_graph_index=index, text=text)
 
 
-def _read_meta_graph_file(path):
+def _check_fingerprint(root, pb_path):
+    """saved_model.pb carries no checksum of its own; a TF2 export's fingerprint.pb records one
+    (saved_model_checksum). A bit flipped inside a string or a number still parses, so compare."""
+    path = os.path.join(root, "fingerprint.pb")
+    if not os.path.isfile(path):
+        return
+    from tensorflow.core.protobuf import fingerprint_pb2
+    from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
+
+    try:
+        recorded = fingerprint_pb2.FingerprintDef.FromString(_read_bytes(path)).saved_model_checksum
+        actual = fingerprint_pb2.FingerprintDef.FromString(
+            fingerprinting.CreateFingerprintDef(root)).saved_model_checksum
+    except (message.DecodeError, fingerprinting.FingerprintException, RuntimeError, ValueError):
+        return  # a damaged fingerprint.pb says nothing about saved_model.pb, which parsed
+    if recorded and recorded != actual:
+        raise ModelError(f"{pb_path} does not match the checksum in {path}: it was changed or corrupted after "
+                         "export; export the model again (or delete fingerprint.pb if you changed it on purpose)")
+
+
+def _check_graph(meta_graph, path):
+    from graphopt.graph.model import ModelGraph
+
+    problems = ModelGraph(meta_graph).check()
+    if problems:
+        raise ModelError(f"{path} is corrupted ({problems[0]}); export the model again")
+
+
+def _check_checkpoint_files(prefix):
+    """A cheap look at a model's checkpoint when it is read (the index, the data file sizes; no
+    tensor data), so a damaged one is refused before any work; CRCs are checked when copied."""
+    if prefix is not None:
+        from graphopt.checkpoint.convert import check_data_sizes, read_bundle_index
+
+        header, entries = read_bundle_index(prefix)
+        check_data_sizes(prefix, header, entries)
+
+
+def _read_meta_graph_file(path, check_integrity=True):
     _, meta_graph_pb2, _ = _protos()
     text = not path.endswith(".meta")
     mg = _parse(meta_graph_pb2.MetaGraphDef(), _read_bytes(path), path, text)
@@ -137,6 +189,9 @@ def _read_meta_graph_file(path):
                 f"no checkpoint beside {path} (looked for {prefix}.index); keep the .meta next to its checkpoint"
             )
         prefix = latest
+    if check_integrity:
+        _check_graph(mg, path)
+    _check_checkpoint_files(prefix)
     return ModelSource(path, "meta_graph", mg, prefix, text=text)
 
 

@@ -18,11 +18,20 @@ def read_object_graph(prefix):
     """The checkpoint's TrackableObjectGraph, or None for a name-based (TF1) checkpoint."""
     from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-    reader = _tf().train.load_checkpoint(prefix)
-    if not reader.has_tensor(OBJECT_GRAPH_KEY):
-        return None
-    graph = trackable_object_graph_pb2.TrackableObjectGraph()
-    graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+    from google.protobuf import message
+
+    tf = _tf()
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        if not reader.has_tensor(OBJECT_GRAPH_KEY):
+            return None
+        graph = trackable_object_graph_pb2.TrackableObjectGraph()
+        graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+    except (tf.errors.OpError, ValueError, IndexError, message.DecodeError) as exc:
+        # TensorFlow's reader raises IndexError on a truncated data file, OpError on a bad checksum.
+        raise ModelError(f"cannot read the object graph of checkpoint {prefix} "
+                         f"({(str(exc).strip() or type(exc).__name__).splitlines()[0]}); "
+                         "the variables files are corrupted, copy them again") from None
     return graph
 
 

@@ -34,6 +34,7 @@ class RewriteReport:
     bytes_converted: int = 0
     wrote: bool = False
     dry_run: bool = False
+    verification: object = None  # what ``verify`` returned for the staged output, when given
     manifest: List[dict] = dataclasses.field(default_factory=list)
     tensorboard: List[str] = dataclasses.field(default_factory=list)
 
@@ -47,6 +48,8 @@ class RewriteReport:
             return "no embedding table to rewrite; nothing written"
         if self.dry_run:
             return f"dry run: would rewrite {len(self.plan.tables)} table(s); nothing written"
+        if self.verification is not None and not self.verification.passed:
+            return f"verification failed: {self.output} was not written (an existing one is kept)"
         return f"rewrote {self.tables_converted} table(s) into {self.output}"
 
     def to_dict(self) -> dict:
@@ -72,15 +75,18 @@ def _check_output(src, out, overwrite):
 def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str] = None,
                   min_rows: int = 0, dry_run: bool = False, overwrite: bool = False, tags=None,
                   tensorboard: Optional[str] = None, progress: Optional[Callable] = None,
-                  debug: bool = False, on_plan: Optional[Callable] = None, target: str = "ev") -> RewriteReport:
+                  debug: bool = False, on_plan: Optional[Callable] = None, target: str = "ev",
+                  verify: Optional[Callable] = None) -> RewriteReport:
     """Rewrites the embedding tables of model ``src`` onto EmbeddingVariables and writes ``out``.
 
     ``target="stock"`` keeps the rows dense and maps keys to rows with TensorFlow's built-in hash
     tables instead, so the output needs no op library (docs/rewrite.md, "Stock-ops output").
 
     ``on_plan(plan)`` is called once the tables are chosen, ``progress(done, table)`` after each
-    table's checkpoint data is converted. Nothing
-    is written when no table is selected or with ``dry_run``; ``src`` is never modified.
+    table's checkpoint data is converted. ``verify(path)`` checks the complete output before it
+    is moved into place (its result, e.g. a ValidationReport, goes to ``report.verification``);
+    when the result's ``.passed`` is false, the output is discarded and ``out`` is left as it was.
+    Nothing is written when no table is selected or with ``dry_run``; ``src`` is never modified.
     """
     if target not in TARGETS:
         raise ModelError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -112,9 +118,16 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
                               write_tensorboard(model.meta_graph, tensorboard, run_name="after")]
     if dry_run:
         return report
-    report.bytes_converted = _write(source, model.meta_graph, plan, out, report, progress, spec)
+    try:
+        report.bytes_converted = _write(source, model.meta_graph, plan, out, report, progress, spec, verify)
+    except _VerificationFailed:
+        return report
     report.wrote = True
     return report
+
+
+class _VerificationFailed(Exception):
+    """The staged output failed ``verify``: leave the block so the staged files are removed."""
 
 
 def _rewritten_object_graph(spec, source, meta_graph, plan):
@@ -130,7 +143,7 @@ def _rewritten_object_graph(spec, source, meta_graph, plan):
     return io.serialize(ckpt_graph) if ckpt_graph is not None else None
 
 
-def _write(source, meta_graph, plan, out, report, progress, spec):
+def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
     with staged_output(out, overwrite=True) as tmp:  # rewrite_model already refused an unwanted overwrite
         os.makedirs(tmp)
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -160,4 +173,8 @@ def _write(source, meta_graph, plan, out, report, progress, spec):
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump({"source": os.path.abspath(source.path), "tables": [t.to_dict() for t in plan.tables],
                        "replaced": report.manifest}, f, indent=1)
+        if verify is not None:
+            report.verification = verify(tmp)
+            if not report.verification.passed:
+                raise _VerificationFailed
     return converted

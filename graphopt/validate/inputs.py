@@ -23,6 +23,9 @@ DEFAULT_ID_RANGE = (0, 10)
 # The large batch grows to cover every id of the largest table, up to this many rows.
 MAX_LARGE_BATCH = 65536
 _STRING_TOKENS = tuple(f"token{i}" for i in range(8)) + ("",)
+HASHED_WORD_PREFIX = "graphopt-hashed-"
+# Distinct words per hash bucket of a hashed string input: 3 per bucket reach ~95% of the buckets.
+WORDS_PER_BUCKET = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +62,12 @@ class InputPlan:
     id_ranges: dict  # integer input name -> IdRange
 
 
-def is_batched(spec):
-    """Whether every input has a leading dimension of unknown size, so batch size can vary."""
-    return bool(spec.inputs) and all(
-        s.shape is not None and len(s.shape) >= 1 and s.shape[0] is None for s in spec.inputs.values()
-    )
+def is_batched(spec, uses=None):
+    """Whether every input has a leading dimension of unknown size, so batch size can vary (a
+    SparseTensor's dense shape, derived from its indices, aside)."""
+    uses = uses or {}
+    free = [s for k, s in spec.inputs.items() if getattr(uses.get(k), "role", "") != "dense-shape"]
+    return bool(free) and all(s.shape is not None and len(s.shape) >= 1 and s.shape[0] is None for s in free)
 
 
 def _concrete_shape(shape, rows):
@@ -73,7 +77,7 @@ def _concrete_shape(shape, rows):
     return tuple(rows if i == 0 and d is None else (1 if d is None else d) for i, d in enumerate(shape))
 
 
-def resolve_id_ranges(spec, id_ranges=None, learned=None):
+def resolve_id_ranges(spec, id_ranges=None, learned=None, uses=None):
     """An IdRange for every integer input: given ranges first, then learned ones, else the default.
 
     ``id_ranges`` maps an input name to a row count ``n`` (ids ``0..n-1``), a ``(low, high)``
@@ -82,8 +86,8 @@ def resolve_id_ranges(spec, id_ranges=None, learned=None):
     given = {**(learned or {}), **(id_ranges or {})}
     resolved = {}
     for name, s in spec.inputs.items():
-        if not s.dtype.startswith(("int", "uint")):
-            continue
+        if not s.dtype.startswith(("int", "uint")) or getattr((uses or {}).get(name), "role", ""):
+            continue  # sorted coordinates and dense shapes are derived, not drawn from a table
         r = given.get(name)
         if r is None:
             resolved[name] = IdRange(*DEFAULT_ID_RANGE, "default")
@@ -119,16 +123,34 @@ def _covering_ids(rng, id_range, n):
     return rng.permutation(np.resize(np.arange(id_range.low, id_range.high, dtype=np.int64), n))
 
 
-def _values(rng, s, rows, id_range, vocabulary, mode):
+def _sorted_values(rng, shape, dtype):
+    """Segment ids (rank 1: non-decreasing) or SparseTensor indices (rank 2: unique coordinates in
+    row-major order, each row's columns 0, 1, ...), as the ops consuming them require."""
+    n = shape[0]
+    rows = np.sort(rng.integers(0, max(1, (n + 2) // 3), size=n))
+    if len(shape) == 1:
+        return rows.astype(dtype)
+    out = np.zeros(shape, dtype)
+    out[:, 0] = rows
+    if shape[1] > 1 and n:
+        starts = np.r_[0, np.flatnonzero(np.diff(rows)) + 1]
+        out[:, -1] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    return out
+
+
+def _values(rng, s, rows, id_range, vocabulary, mode, role=""):
     shape = _concrete_shape(s.shape, rows)
     n = int(np.prod(shape, dtype=np.int64))
     dtype = numpy_dtype(s.dtype)
+    if role == "sorted":
+        return _sorted_values(rng, shape, dtype)
     if id_range is not None:
         flat = _covering_ids(rng, id_range, n) if mode == "cover" else _ids(rng, id_range, n, repeat=True)
         return flat.astype(dtype).reshape(shape)
     if s.dtype == "string":
         words = vocabulary or _STRING_TOKENS
-        picks = rng.integers(0, len(words), size=n)
+        picks = (np.resize(rng.permutation(len(words)), n) if mode == "cover"
+                 else rng.integers(0, len(words), size=n))
         return np.array([words[i].encode() for i in picks], dtype=object).reshape(shape)
     if s.dtype == "bool":
         return rng.integers(0, 2, size=n).astype(bool).reshape(shape)
@@ -139,35 +161,57 @@ def _values(rng, s, rows, id_range, vocabulary, mode):
     raise DataError(f"input {s.name!r}: cannot generate values of dtype {s.dtype}; give inputs with --data")
 
 
-def generate_cases(spec, id_ranges, vocabularies=None, batches=4, batch_size=64, seed=0):
-    """The generated input cases for one signature, and the plan describing them."""
-    vocabularies = vocabularies or {}
+def _feeds(rng, spec, rows, ranges, vocabularies, uses, mode):
+    """One batch: every input drawn as its consumers need, then each SparseTensor dense shape
+    derived from the indices beside it (one past the largest coordinate in each dimension)."""
+    role = {k: getattr(uses.get(k), "role", "") for k in spec.inputs}
+    feeds = {k: _values(rng, s, rows, ranges.get(k), tuple(vocabularies.get(k, ())), mode, role[k])
+             for k, s in spec.inputs.items() if role[k] != "dense-shape"}
+    for k, s in spec.inputs.items():
+        if role[k] == "dense-shape":
+            rank = (s.shape or [2])[0] or 2
+            coords = [v for j, v in feeds.items() if role[j] == "sorted" and v.ndim == 2 and v.shape[1] == rank]
+            high = np.max(np.concatenate(coords), axis=0) + 1 if coords and sum(map(len, coords)) else 1
+            feeds[k] = np.maximum(np.ones(rank, np.int64), high).astype(numpy_dtype(s.dtype))
+    return {k: feeds[k] for k in spec.inputs}
+
+
+def generate_cases(spec, id_ranges, vocabularies=None, batches=4, batch_size=64, seed=0, uses=None):
+    """The generated input cases for one signature, and the plan describing them.
+
+    ``uses`` ({input: InputUse}, from ``consumers.input_uses``) says which inputs must be sorted
+    coordinates or dense shapes rather than free values."""
+    vocabularies, uses = vocabularies or {}, uses or {}
     rng = np.random.default_rng(seed)
-    ranges = resolve_id_ranges(spec, id_ranges)
+    ranges = resolve_id_ranges(spec, id_ranges, uses=uses)
     cases = []
+    batched = is_batched(spec, uses)
 
     def case(name, rows, mode="random"):
-        feeds = {
-            k: _values(rng, s, rows, ranges.get(k), tuple(vocabularies.get(k, ())), mode)
-            for k, s in spec.inputs.items()
-        }
-        cases.append(InputCase(name, rows if is_batched(spec) else None, feeds))
+        cases.append(InputCase(name, rows if batched else None,
+                               _feeds(rng, spec, rows, ranges, vocabularies, uses, mode)))
 
     for i in range(batches):
         case(f"random-{i}", batch_size)
     large = 0
-    if is_batched(spec):
+    if batched:
         case("batch-1", 1)
-        largest = max([r.size for r in ranges.values()] + [0])
+        largest = max([r.size for r in ranges.values()] + [len(w) for w in vocabularies.values()] + [0])
         large = min(max(4 * batch_size, largest), MAX_LARGE_BATCH)
         case("large", large, mode="cover")
         case("empty", 0)
-    described = {k: f"{s.describe()}: {_describe_values(s, ranges.get(k), vocabularies.get(k), large)}"
+    described = {k: f"{s.describe()}: {_describe_values(s, ranges.get(k), vocabularies.get(k), large, uses.get(k))}"
                  for k, s in spec.inputs.items()}
     return cases, InputPlan("generated", described, ranges)
 
 
-def _describe_values(s, id_range, vocabulary, large):
+def _describe_values(s, id_range, vocabulary, large, use=None):
+    role = getattr(use, "role", "")
+    if role == "sorted":
+        return ("sorted segment ids" if s.shape is not None and len(s.shape) == 1
+                else "SparseTensor indices: unique coordinates in row-major order")
+    if role == "dense-shape":
+        return "SparseTensor dense shape: one past the largest index in each dimension"
     if id_range is not None:
         text = f"ids in {id_range.describe()}, repeated within batches"
         if large:
@@ -181,24 +225,28 @@ def _describe_values(s, id_range, vocabulary, large):
         if not vocabulary:
             return f"{len(_STRING_TOKENS)} made-up words (vocabulary unknown)"
         unknown = sum(w in UNKNOWN_WORDS for w in vocabulary)
-        text = f"words from a {len(vocabulary) - unknown}-word vocabulary"
-        return text + (f" and {unknown} unknown word" if unknown else "")
+        hashed = sum(w.startswith(HASHED_WORD_PREFIX) for w in vocabulary)
+        text = f"words from a {len(vocabulary) - unknown - hashed}-word vocabulary"
+        text += f" and {unknown} unknown word" if unknown else ""
+        buckets = getattr(use, "hash_buckets", 0)
+        return text + (f" and {hashed} distinct made-up words for its {buckets} hash buckets" if hashed else "")
     if s.dtype == "bool":
         return "random booleans"
     return "standard normal values"
 
 
-def one_row_feeds(spec, id_ranges, vocabularies=None, seed=0):
+def one_row_feeds(spec, id_ranges, vocabularies=None, seed=0, uses=None):
     """A valid one-row batch: the base the out-of-vocabulary probes vary one input of."""
+    uses = uses or {}
     rng = np.random.default_rng(seed)
-    ranges = resolve_id_ranges(spec, id_ranges)
-    vocabularies = vocabularies or {}
-    return {k: _values(rng, s, 1, ranges.get(k), tuple(vocabularies.get(k, ())), "random")
-            for k, s in spec.inputs.items()}
+    return _feeds(rng, spec, 1, resolve_id_ranges(spec, id_ranges, uses=uses), vocabularies or {}, uses, "random")
 
 
-def read_data_cases(path, spec, batches=None, batch_size=64):
-    """Input cases from a CSV (a column per signature input) or an .npz (an array per input)."""
+def read_data_cases(path, spec, batches=None, batch_size=64, uses=None):
+    """Input cases from a CSV (a column per signature input) or an .npz (an array per input).
+
+    An .npz whose arrays are not row-aligned, or a signature whose inputs are not (SparseTensor
+    components, row splits), is one batch fed exactly as given."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file; give a .csv or .npz with a column per signature input")
     if path.endswith(".npz"):
@@ -215,6 +263,11 @@ def read_data_cases(path, spec, batches=None, batch_size=64):
             f"it needs {', '.join(spec.inputs)}"
         )
     lengths = {len(columns[k]) for k in spec.inputs}
+    if path.endswith(".npz") and (len(lengths) != 1 or not is_batched(spec, uses)):
+        feeds = {k: _as_given(path, columns[k], s) for k, s in spec.inputs.items()}
+        described = {k: f"{s.describe()}: array {k!r} as given" for k, s in spec.inputs.items()}
+        return [InputCase("data-0", None, feeds)], InputPlan(path + " (one batch as the signature takes it)",
+                                                             described, {})
     if len(lengths) != 1:
         raise DataError(f"{path}: the input columns have different lengths {sorted(lengths)}")
     total = lengths.pop()
@@ -229,6 +282,16 @@ def read_data_cases(path, spec, batches=None, batch_size=64):
         cases.append(InputCase(f"data-{i}", rows, {k: v[start : start + rows] for k, v in feeds.items()}))
     described = {k: f"{s.describe()}: column {k!r}" for k, s in spec.inputs.items()}
     return cases, InputPlan(path, described, {})
+
+
+def _as_given(path, array, s):
+    """An .npz array fed as it is: the signature's dtype, and its rank and static dimensions."""
+    values = _shape_column(path, array, dataclasses.replace(s, shape=None))
+    if s.shape is not None and (values.ndim != len(s.shape)
+                                or any(d is not None and d != v for d, v in zip(s.shape, values.shape))):
+        raise DataError(f"{path}: array {s.name!r} has shape {list(values.shape)}, the signature wants "
+                        f"{s.describe()}; store it as the signature takes it")
+    return values
 
 
 def _shape_column(path, column, s):

@@ -27,11 +27,11 @@ _CHECKPOINT_METADATA = ("_CHECKPOINTABLE_OBJECT_GRAPH",)
 _MAX_FINDINGS = 8
 
 
-def read_meta_graph(path, tags=DEFAULT_TAGS):
+def read_meta_graph(path, tags=DEFAULT_TAGS, check_integrity=True):
     """The MetaGraphDef of the SavedModel at ``path`` carrying ``tags``."""
     from graphopt.graph import io
 
-    return io.read_model(path, tags).meta_graph
+    return io.read_model(path, tags, check_integrity).meta_graph
 
 
 def _truncate(findings):
@@ -217,7 +217,7 @@ def check_checkpoint(original, rewritten, original_tables=()):
     shapes_b = {k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in _CHECKPOINT_METADATA}
     tables = {k[: -len("-keys")] for k in shapes_b if k.endswith("-keys") and k[:-5] + "-values" in shapes_b}
     table_parts = {t + s for t in tables for s in EV_SUFFIXES}
-    findings, same, rows = [], 0, 0
+    findings, same, rows, exact = [], 0, 0, 0
     for key in sorted(shapes_a):
         value = reader_a.get_tensor(key)
         if key in tables:
@@ -225,7 +225,8 @@ def check_checkpoint(original, rewritten, original_tables=()):
             found = compare_table_rows(key, value, reader_b.get_tensor(key + "-keys"),
                                        reader_b.get_tensor(key + "-values"), ids)
             findings += found
-            rows += 0 if found else value.shape[0]
+            rows += value.shape[0] if value.ndim else 0
+            exact += not found
         elif key in shapes_b:
             found = _compare_tensor(key, value, reader_b.get_tensor(key))
             findings += found
@@ -237,8 +238,10 @@ def check_checkpoint(original, rewritten, original_tables=()):
         findings.append(f"EmbeddingVariable {key!r} replaces no tensor of the original checkpoint")
     extra = sorted(set(shapes_b) - set(shapes_a) - table_parts)
     summary = f"{_count(same, 'tensor')} identical"
-    if tables:
+    if tables and exact == len(tables):
         summary += f", {_count(len(tables), 'embedding table')} holding all {rows} rows"
+    elif tables:
+        summary += f", {exact} of {_count(len(tables), 'embedding table')} ({rows} rows) holding exactly their rows"
     if extra:
         summary += f"; {len(extra)} new tensors ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"
     return CheckResult("checkpoint", title, not findings, summary, _truncate(findings))

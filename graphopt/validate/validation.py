@@ -1,10 +1,17 @@
 """``validate_models``: structural checks, then both models run side by side, then the report."""
 
+import contextlib
 import dataclasses
+import os
+import tempfile
 
 from graphopt.errors import DataError, GraphoptError, ModelError
 from graphopt.validate.compare import OutputComparison, Tolerance
+from graphopt.validate.consumers import input_uses
 from graphopt.validate.inputs import (
+    HASHED_WORD_PREFIX,
+    MAX_LARGE_BATCH,
+    WORDS_PER_BUCKET,
     generate_cases,
     is_batched,
     one_row_feeds,
@@ -53,8 +60,11 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
     check_saved_model_dir(rewritten)
     report = ValidationReport(original, rewritten, tolerance, loaders)
     original_meta = read_meta_graph(original, tags)
+    _verify_variables(original)  # a damaged original is bad input, not a finding
     try:
-        rewritten_meta = read_meta_graph(rewritten, tags)
+        # The rewritten graph is compared, not trusted: an edit there is for the checks to find.
+        rewritten_meta = read_meta_graph(rewritten, tags, check_integrity=False)
+        _verify_variables(rewritten)
     except ModelError as exc:
         report.problems.append(f"the rewritten model cannot be read: {exc}")
         return report
@@ -62,45 +72,83 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
     report.checks = run_structural_checks(original, rewritten, original_meta, rewritten_meta, tables, tags)
     learned = table_id_ranges(tables)
     model_words = string_vocabulary(original_meta)
-    if original_meta.HasField("object_graph_def") and not rewritten_meta.HasField("object_graph_def"):
+    all_uses = input_uses(original_meta)
+    # A TF1-format rewrite of a TF2-native original (stock target, partitioned tables) loads through
+    # TensorFlow's TF1 path, where Grappler optimizes differently from the object-graph path; the
+    # tf2 loader then reads the original through the same TF1 path, so the comparison is like with like.
+    v1_original = (original_meta.HasField("object_graph_def") and not rewritten_meta.HasField("object_graph_def")
+                   and "tf2" in loaders)
+    if v1_original:
         report.notes.append(
-            "tf2 loader: the original loads through its object graph, the rewritten model (which has "
-            "none) through TensorFlow's TF1 path; Grappler may optimize the two paths differently, so "
-            "a last-bit difference seen only by the tf2 loader comes from the load path, not the tables")
+            "tf2 loader: the rewritten model has no object graph, so tf.saved_model.load reads it through "
+            "TensorFlow's TF1 path; the original was loaded without its object graph too (the same path), "
+            "because Grappler optimizes the two paths differently and the last bit of a float may move")
     rewritten_default = ("the default row (values that no valid id gives)" if graphopt_ops(rewritten_meta)
                          else "values that no valid id gives (zeros, or another fill)")
     inputs = {}  # signature -> SignatureInputs: the same inputs for every loader
     probed = {}  # input specs -> the signature already probed with them
-    for name in loaders:
-        original_model = load_model(original, name, tags)
+
+    def run_loader(name, original_path):
+        original_model = load_model(original_path, name, tags)
         try:
             rewritten_model = load_model(rewritten, name, tags)
         except ModelError as exc:
             report.problems.append(f"{name} loader: the rewritten model does not load: {exc}")
             original_model.close()
-            continue
+            return
         try:
             for sig in _signature_names(original_model, signatures):
                 spec = original_model.signatures[sig]
+                uses = all_uses.get(sig, {})
                 if sig not in inputs:
                     inputs[sig] = _signature_inputs(spec, data, batches, batch_size,
-                                                    resolve_id_ranges(spec, id_ranges, learned.get(sig)),
-                                                    _words(spec, vocabularies, model_words), seed)
+                                                    resolve_id_ranges(spec, id_ranges, learned.get(sig), uses),
+                                                    _words(spec, vocabularies, model_words, uses), seed, uses)
                     report.inputs[sig] = inputs[sig].plan
                 chosen = inputs[sig]
                 report.runs.append(run_signature(original_model, rewritten_model, spec, chosen.cases, tolerance))
                 key = tuple(sorted(spec.inputs.items()))
-                if oov and key not in probed and sig in rewritten_model.signatures and is_batched(spec):
+                if oov and key not in probed and sig in rewritten_model.signatures and is_batched(spec, uses):
                     # Signatures taking the same inputs (Keras exports "serve" and
                     # "serving_default") would repeat the same probes.
                     probed[key] = sig
-                    one_row = one_row_feeds(spec, chosen.ranges, chosen.words, seed)
+                    one_row = one_row_feeds(spec, chosen.ranges, chosen.words, seed, uses)
                     report.oov += probe_oov(original_model, rewritten_model, spec, one_row, chosen.ranges,
                                             rewritten_default)
         finally:
             original_model.close()
             rewritten_model.close()
+
+    with contextlib.ExitStack() as stack:
+        v1_view = stack.enter_context(_without_object_graph(original, tags)) if v1_original else None
+        for name in loaders:
+            run_loader(name, v1_view if name == "tf2" and v1_view else original)
     return report
+
+
+def _verify_variables(path):
+    """Every tensor of the SavedModel's checkpoint passes its CRC32C check (ModelError otherwise)."""
+    from graphopt.checkpoint.convert import verify_checkpoint
+    from graphopt.graph import io
+
+    prefix = os.path.join(path, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
+    if os.path.exists(prefix + ".index"):
+        verify_checkpoint(prefix)
+
+
+@contextlib.contextmanager
+def _without_object_graph(original, tags):
+    """A view of SavedModel ``original`` without its object graph (saved_model.pb written again
+    without it, assets copied, variables linked), in a temporary directory removed afterwards."""
+    from graphopt.graph import io
+
+    source = io.read_model(original, tags)
+    with tempfile.TemporaryDirectory(prefix="graphopt-validate-") as tmp:
+        view = os.path.join(tmp, "original-v1")
+        io.write_saved_model(source, source.meta_graph, view, keep_object_graph=False)
+        if os.path.isdir(os.path.join(original, "variables")):
+            os.symlink(os.path.abspath(os.path.join(original, "variables")), os.path.join(view, "variables"))
+        yield view
 
 
 def _tolerance(atol, rtol):
@@ -136,15 +184,20 @@ def _original_tables(original, tags, report):
         return []
 
 
-def _words(spec, given, model_words):
-    """The words to draw for each string input: given ones, else the model's lookup vocabularies."""
-    given = given or {}
+def _words(spec, given, model_words, uses=None):
+    """The words to draw for each string input: given ones, else the words of the lookup tables
+    that input reaches (all the model's when that cannot be traced), plus an unknown word, plus
+    for a hashed input enough distinct words to reach most of its buckets."""
+    given, uses = given or {}, uses or {}
     words = {}
     for name, s in spec.inputs.items():
+        use = uses.get(name)
         if name in given:
             words[name] = tuple(given[name])
-        elif s.dtype == "string" and model_words:
-            words[name] = model_words + UNKNOWN_WORDS
+        elif s.dtype == "string" and (model_words or use is not None):
+            own = use.words if use is not None and use.words else model_words
+            hashed = min(WORDS_PER_BUCKET * use.hash_buckets, MAX_LARGE_BATCH) if use is not None else 0
+            words[name] = own + UNKNOWN_WORDS + tuple(f"{HASHED_WORD_PREFIX}{i}" for i in range(hashed))
     return words
 
 
@@ -156,11 +209,11 @@ class SignatureInputs:
     words: dict  # string input -> words
 
 
-def _signature_inputs(spec, data, batches, batch_size, ranges, words, seed):
+def _signature_inputs(spec, data, batches, batch_size, ranges, words, seed, uses=None):
     if data:
-        cases, plan = read_data_cases(data, spec, batches=batches or None, batch_size=batch_size)
+        cases, plan = read_data_cases(data, spec, batches=batches or None, batch_size=batch_size, uses=uses)
     else:
-        cases, plan = generate_cases(spec, ranges, words, batches, batch_size, seed)
+        cases, plan = generate_cases(spec, ranges, words, batches, batch_size, seed, uses)
     return SignatureInputs(cases, plan, ranges, words)
 
 

@@ -14,7 +14,7 @@ UNKNOWN_WORDS = ("graphopt-unknown-word",)
 _MAX_CALL_DEPTH = 4
 
 
-def _string_const(model, body, ref, depth=0):
+def string_constant(model, body, ref, depth=0):
     """The string values behind ``ref`` in ``body``, followed through Identity and call args."""
     node = body.node(ref.node)
     if node is None:  # a function argument: look at what each caller passes
@@ -26,12 +26,12 @@ def _string_const(model, body, ref, depth=0):
             caller = caller_body.node(edge.caller)
             inputs = caller_body.data_inputs(caller)
             if edge.first_input + position < len(inputs):
-                found = _string_const(model, caller_body, inputs[edge.first_input + position], depth + 1)
+                found = string_constant(model, caller_body, inputs[edge.first_input + position], depth + 1)
                 if found is not None:
                     return found
         return None
     if node.op == "Identity":
-        return _string_const(model, body, body.data_inputs(node)[0], depth)
+        return string_constant(model, body, body.data_inputs(node)[0], depth)
     if node.op == "Const" and nodes.attr_value(node, "dtype") == nodes.dtype_enum("string"):
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
                 for v in nodes.const_value(node).ravel()]
@@ -46,6 +46,6 @@ def string_vocabulary(meta_graph):
         for node in body.nodes():
             if node.op in TABLE_INIT_OPS:
                 keys = body.data_inputs(node)[1]
-                for word in _string_const(model, body, keys) or ():
+                for word in string_constant(model, body, keys) or ():
                     words.setdefault(word, None)
     return tuple(words)

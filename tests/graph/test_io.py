@@ -34,7 +34,7 @@ def test_reads_saved_model_and_its_variables(saved_model):
     ("not_a_model", "holds no saved_model.pb"),
     ("truncated", "truncated or corrupted"),
     ("garbage", "truncated or corrupted"),
-    ("no_variables", "missing variables/variables.index"),
+    ("no_variables", "variables/variables.index is missing"),
 ])
 def test_bad_input_is_one_line_model_error(saved_model, tmp_path, breakage, expected):
     path = _copy(saved_model, tmp_path)
@@ -62,12 +62,12 @@ def test_unknown_tag_set_lists_the_available_ones(saved_model):
         io.read_model(saved_model, tags=["train"])
 
 
-def test_corrupted_variables_data_is_reported_when_read(saved_model, tmp_path):
+def test_corrupted_variables_index_is_refused_when_the_model_is_read(saved_model, tmp_path):
     path = _copy(saved_model, tmp_path)
     index = os.path.join(path, "variables", "variables.index")
     open(index, "wb").write(b"not an index")
-    with pytest.raises(ModelError, match="cannot read checkpoint"):
-        checkpoint_tensors(io.read_model(path).checkpoint_prefix)
+    with pytest.raises(ModelError, match=f"checkpoint index {index} is corrupted"):
+        io.read_model(path)
 
 
 def test_meta_graph_needs_its_checkpoint(tmp_path):

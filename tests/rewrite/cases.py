@@ -44,9 +44,10 @@ def keras_two_inputs(path) -> Case:
     x = keras.layers.Concatenate()([keras.layers.Flatten()(emb(a)), keras.layers.Flatten()(emb(b))])
     out = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dense(4, activation="relu")(x))
     keras.Model([a, b], out).export(path, verbose=False)
-    r = _rng()
-    return Case("keras_two_inputs", path, "serving_default",
-                {"user": r.integers(0, 50, (6, 1)), "items": r.integers(0, 50, (6, 3))}, tables=1)
+    # Both ends of the table through each input: a rewrite that loses the first or last row shows.
+    user = np.array([[0], [49], [7], [23], [7], [31]], np.int64)
+    items = np.array([[49, 0, 12], [3, 49, 3], [0, 0, 40], [18, 26, 49], [9, 1, 48], [5, 44, 0]], np.int64)
+    return Case("keras_two_inputs", path, "serving_default", {"user": user, "items": items}, tables=1)
 
 
 def keras_string_lookup_masking(path) -> Case:
@@ -192,8 +193,6 @@ def tf1_checkpoint_meta(path) -> Case:
 def tf1_checkpoint_pbtxt(path) -> Case:
     """TF1 Saver checkpoint with a text .pbtxt meta graph."""
     return _tf1_checkpoint(path, as_text=True)
-
-
 
 
 def module_without_table(path) -> Case:

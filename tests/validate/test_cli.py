@@ -1,5 +1,7 @@
 import json
+import os
 
+import pytest
 from click.testing import CliRunner
 
 import saved_models
@@ -47,3 +49,48 @@ def test_rewrite_verify_validates_the_fresh_output(tf1_model, tmp_path):
     report = json.loads(result.output)
     assert report["wrote"] is True and report["validation"]["passed"] is True
     assert {c["name"] for c in report["validation"]["structure"]} >= {"checkpoint", "lookup-wiring"}
+
+
+@pytest.mark.parametrize("target", ["ev", "stock"])
+@pytest.mark.parametrize("form", ["keras", "feature-columns", "tf1"])
+def test_rewrite_verify_passes_on_every_course_form_and_target(course_models, tmp_path, form, target):
+    # The stock output of a TF2-native original is TF1-format: the tf2 loader must compare it
+    # with the original read through the same TF1 path (it failed by a last bit before).
+    original, _ = course_models(form)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["rewrite", original, "-o", str(out), "--target", target, "--verify", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["wrote"] is True and report["validation"]["passed"] is True, report["validation"]["failures"]
+    assert sorted({r["loader"] for r in report["validation"]["numerics"]}) == ["session", "tf2"]
+    assert out.is_dir()
+
+
+def test_a_failed_verify_leaves_no_output_and_keeps_an_existing_one(module_model, tmp_path):
+    from graphopt.rewrite import rewrite_model
+    from graphopt.validate import validate_models
+
+    def break_then_validate(staged):  # a rewrite that got one table value wrong
+        saved_models.change_checkpoint_value(staged, ["items/.ATTRIBUTES/VARIABLE_VALUE-values"], (3, 1))
+        return validate_models(module_model, staged, loader="session", oov=False)
+
+    out = tmp_path / "out"
+    report = rewrite_model(module_model, str(out), verify=break_then_validate)
+    assert not report.verification.passed and not report.wrote
+    assert report.message == f"verification failed: {out} was not written (an existing one is kept)"
+    assert not out.exists() and os.listdir(tmp_path) == []
+    out.mkdir()
+    (out / "keep").write_text("the old output")
+    report = rewrite_model(module_model, str(out), overwrite=True, verify=break_then_validate)
+    assert not report.wrote and os.listdir(out) == ["keep"] and sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_verify_of_a_meta_graph_input_is_refused_up_front(tmp_path):
+    from tests.rewrite import cases
+
+    meta = cases.tf1_checkpoint_meta(str(tmp_path / "ck")).path
+    result = CliRunner().invoke(main, ["rewrite", meta, "-o", str(tmp_path / "out"), "--verify"])
+    assert result.exit_code == 2 and not (tmp_path / "out").exists()
+    assert result.output.strip().splitlines() == [
+        f"graphopt: error: --verify validates SavedModels and {meta} is not one; run without --verify "
+        "(or validate a SavedModel export of it)"]

@@ -1,0 +1,110 @@
+"""Inputs that are not free, row-aligned values: derived from the ops that consume them."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from graphopt.errors import DataError
+from graphopt.graph import io
+from graphopt.rewrite import rewrite_model
+from graphopt.validate import validate_models
+from graphopt.validate.consumers import input_uses
+from graphopt.validate.inputs import generate_cases
+from graphopt.validate.loaders import signature_specs
+from graphopt.validate.validation import _words
+from tests.rewrite import cases
+
+VOCAB_A = ("red", "green", "blue")
+VOCAB_B = ("cat", "dog", "owl", "eel")
+BUCKETS = 1000
+
+
+@pytest.fixture(scope="module")
+def sparse_pair(tmp_path_factory):
+    """A tf.Module taking a SparseTensor as indices/values/dense_shape into embedding_lookup_sparse."""
+    root = tmp_path_factory.mktemp("sparse")
+    original = cases.module_lookup_sparse(str(root / "m")).path
+    assert rewrite_model(original, str(root / "ev")).wrote
+    return original, str(root / "ev")
+
+
+def test_sparse_tensor_components_are_generated_as_the_ops_need_them(sparse_pair):
+    # Before, random indices made the original raise "segment ids are not increasing".
+    report = validate_models(*sparse_pair, loader="session", oov=False)
+    assert report.passed, report.format()
+    (run,) = report.runs
+    assert [name for name, _ in run.cases] == ["random-0", "random-1", "random-2", "random-3", "batch-1",
+                                               "large", "empty"]
+    plan = report.inputs["serving_default"].inputs
+    assert plan["indices"].endswith("SparseTensor indices: unique coordinates in row-major order")
+    assert plan["dense_shape"].endswith("SparseTensor dense shape: one past the largest index in each dimension")
+    assert "the large batch reads all 20" in plan["values"]
+
+
+def test_generated_sparse_indices_are_sorted_unique_and_inside_the_dense_shape(sparse_pair):
+    meta = io.read_model(sparse_pair[0]).meta_graph
+    spec = signature_specs(meta)["serving_default"]
+    generated, _ = generate_cases(spec, {"values": 20}, uses=input_uses(meta)["serving_default"])
+    for case in generated:
+        indices, shape = case.feeds["indices"], case.feeds["dense_shape"]
+        assert len(case.feeds["values"]) == len(indices)
+        flat = [tuple(i) for i in indices.tolist()]
+        assert flat == sorted(set(flat))
+        assert (indices < shape).all() and (shape >= 1).all()
+
+
+def test_npz_of_one_batch_as_the_signature_takes_it(sparse_pair, tmp_path):
+    path = str(tmp_path / "batch.npz")
+    np.savez(path, indices=np.array([[0, 0], [0, 1], [2, 0]], np.int64), values=np.array([3, 19, 0], np.int64),
+             dense_shape=np.array([3, 2], np.int64))  # 3 coordinates, 3 values, a [2] shape: not row-aligned
+    report = validate_models(*sparse_pair, data=path, loader="session", oov=False)
+    assert report.passed, report.format()
+    assert [name for name, _ in report.runs[0].cases] == ["data-0"]
+    np.savez(path, indices=np.array([0, 1, 2], np.int64), values=np.array([3, 19], np.int64),
+             dense_shape=np.array([3, 2], np.int64))
+    with pytest.raises(DataError, match="array 'indices' has shape \\[3\\], the signature wants int64\\[\\?, 2\\]"):
+        validate_models(*sparse_pair, data=path, loader="session", oov=False)
+
+
+@pytest.fixture(scope="module")
+def string_model(tmp_path_factory):
+    """Two string inputs, each looked up in its own table, and one hashed into 1000 buckets."""
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+                tf.constant(VOCAB_A), tf.range(3, dtype=tf.int64)), default_value=-1)
+            self.b = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+                tf.constant(VOCAB_B), tf.range(4, dtype=tf.int64)), default_value=-1)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=n) for n in ("a", "b", "h")])
+        def __call__(self, a, b, h):
+            return {"out": self.a.lookup(a) * 10 + self.b.lookup(b) + tf.strings.to_hash_bucket_fast(h, BUCKETS)}
+
+    net = Net()
+    path = str(tmp_path_factory.mktemp("strings") / "m")
+    tf.saved_model.save(net, path, signatures={"serving_default": net.__call__})
+    return path
+
+
+def test_each_string_input_gets_the_words_of_its_own_table(string_model):
+    meta = io.read_model(string_model).meta_graph
+    uses = input_uses(meta)["serving_default"]
+    assert set(uses["a"].words) == set(VOCAB_A) and set(uses["b"].words) == set(VOCAB_B)
+    assert uses["h"].hash_buckets == BUCKETS and not uses["h"].words
+    spec = signature_specs(meta)["serving_default"]
+    words = _words(spec, None, VOCAB_A + VOCAB_B, uses)
+    assert set(words["a"]) == set(VOCAB_A) | {"graphopt-unknown-word"}
+    assert set(words["b"]) == set(VOCAB_B) | {"graphopt-unknown-word"}
+
+
+def test_a_hashed_input_reaches_most_of_its_buckets(string_model):
+    meta = io.read_model(string_model).meta_graph
+    uses = input_uses(meta)["serving_default"]
+    spec = signature_specs(meta)["serving_default"]
+    generated, plan = generate_cases(spec, {}, _words(spec, None, (), uses), uses=uses)
+    values = np.concatenate([c.feeds["h"] for c in generated])
+    reached = np.unique(tf.strings.to_hash_bucket_fast(values.astype(bytes), BUCKETS).numpy()).size
+    assert reached >= 0.9 * BUCKETS, reached  # 9 made-up words reached at most 9 before
+    assert "3000 distinct made-up words for its 1000 hash buckets" in plan.inputs["h"]
