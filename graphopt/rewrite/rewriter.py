@@ -86,6 +86,8 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     if target not in TARGETS:
         raise ModelError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     src, out = os.fspath(src), os.fspath(out) if out is not None else None
+    if not dry_run and out is not None:
+        _check_output(src, out, overwrite)  # before any work, so a refused output costs nothing
     source = io.read_model(src, tags)
     model = ModelGraph(io.clone(source.meta_graph))
     before = node_counts(model)
@@ -97,8 +99,6 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
         on_plan(plan)
     if not plan.tables:
         return report
-    if not dry_run:
-        _check_output(src, out, overwrite)
     ctx = RewriteContext(model, plan)
     if target == "stock":
         # No TF2 object stands for a hash table: the output is TF1-format, and the functions only
@@ -121,7 +121,7 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     return report
 
 
-def _rewritten_object_graph(source, meta_graph, plan):
+def _rewritten_object_graph(source, meta_graph, plan, scratch_dir):
     """Serialized checkpoint object graph after turning the tables' objects into EmbeddingVariables.
 
     None where the model has no object graph or a table is partitioned (no TF2 object stands for a
@@ -129,7 +129,8 @@ def _rewritten_object_graph(source, meta_graph, plan):
     """
     if not meta_graph.HasField("object_graph_def") or any(len(t.handles) > 1 for t in plan.tables):
         return None
-    ckpt_graph = rewrite_object_graph(meta_graph, io.read_object_graph(source.checkpoint_prefix), plan.tables)
+    ckpt_graph = rewrite_object_graph(meta_graph, io.read_object_graph(source.checkpoint_prefix), plan.tables,
+                                      scratch_dir=scratch_dir)
     return io.serialize(ckpt_graph) if ckpt_graph is not None else None
 
 
@@ -142,15 +143,19 @@ def _write(source, meta_graph, plan, out, report, progress, target):
             # object graph only when it writes the checkpoint's new shard, after the file copies.
             object_graph = None
             if source.kind == "saved_model" and target == "ev":
-                object_graph = pool.submit(_rewritten_object_graph, source, meta_graph, plan)
+                # Scratch files go in the stage folder, so they share the output's fate.
+                object_graph = pool.submit(_rewritten_object_graph, source, meta_graph, plan,
+                                           os.path.dirname(tmp))
             if source.kind == "saved_model":
                 dst_prefix = os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
             else:
                 base = os.path.basename(source.checkpoint_prefix)
                 dst_prefix = os.path.join(tmp, base)
             if target == "stock":
-                converted = io.convert_checkpoint(source.checkpoint_prefix, dst_prefix, [], progress,
+                converted = io.convert_checkpoint(source.checkpoint_prefix, dst_prefix, [], None,
                                                   added=stock_nodes.checkpoint_content(plan.tables))
+                for i, table in enumerate(plan.tables if progress is not None else ()):
+                    progress(i + 1, table)
             else:
                 conversions = [io.TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids)
                                for t in plan.tables]
