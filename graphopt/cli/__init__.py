@@ -54,6 +54,13 @@ class GraphoptGroup(click.Group):
         except GraphoptError as exc:
             click.echo(f"graphopt: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            if exc.filename is None:
+                raise  # not about a path the user gave: a bug to see in full
+            # A path the checks before could not foresee (permissions, a file that vanished).
+            click.echo(f"graphopt: error: {exc.filename}: {exc.strerror.lower()}; "
+                       "check the path and its permissions", err=True)
+            sys.exit(2)
         except Terminated:
             click.echo("graphopt: terminated (SIGTERM); partial output removed", err=True)
             sys.exit(128 + signal.SIGTERM)

@@ -14,8 +14,18 @@ tags_option = click.option(
     "--tags", callback=lambda ctx, param, v: v.split(",") if v else None,
     help="Comma-separated tag set of the meta graph to use (default: serve, or the only one).",
 )
+
+
+def _writable_dir(ctx, param, value):
+    from graphopt.output import check_output_dir
+
+    if value is not None:
+        check_output_dir(value, overwrite=True)  # refused before the run, not after its work
+    return value
+
+
 tensorboard_option = click.option(
-    "--tensorboard", type=click.Path(file_okay=False), default=None,
+    "--tensorboard", type=click.Path(file_okay=False), default=None, callback=_writable_dir,
     help="Write the graph(s) to this log directory for TensorBoard's graph view.",
 )
 
