@@ -86,9 +86,9 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     if target not in TARGETS:
         raise ModelError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     src, out = os.fspath(src), os.fspath(out) if out is not None else None
-    if not dry_run and out is not None:
-        _check_output(src, out, overwrite)  # before any work, so a refused output costs nothing
     source = io.read_model(src, tags)
+    if not dry_run and out is not None:
+        _check_output(src, out, overwrite)  # before the plan and any work, once the input is known good
     model = ModelGraph(io.clone(source.meta_graph))
     before = node_counts(model)
     plan = RewritePlan.select(detect(model).tables, include, exclude, min_rows)
