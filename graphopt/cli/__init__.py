@@ -21,8 +21,14 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+# `graphopt` alone shows the help (click signals it as a usage error): not an error to reword.
+_HELP_NOT_ERROR = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def _usage_error(exc: click.UsageError):
     """Click's three-line usage error as graphopt's one line, pointing at the command's --help."""
+    if isinstance(exc, _HELP_NOT_ERROR):
+        raise exc
     command = exc.ctx.command_path if exc.ctx is not None else "graphopt"
     click.echo(f"graphopt: error: {exc.format_message().rstrip('.')}; see '{command} --help'", err=True)
     sys.exit(2)
@@ -62,7 +68,7 @@ class GraphoptGroup(click.Group):
                        "check the path and its permissions", err=True)
             sys.exit(2)
         except Terminated:
-            click.echo("graphopt: terminated (SIGTERM); partial output removed", err=True)
+            click.echo("graphopt: stopped by SIGTERM; no partial output is left behind", err=True)
             sys.exit(128 + signal.SIGTERM)
         finally:
             if main_thread:

@@ -118,3 +118,9 @@ def test_refusals_come_before_any_work(place):
         result = subprocess.run(prefix + GRAPHOPT + ["rewrite", str(place / "m"), "-o", out], cwd=place,
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 2 and result.stdout == "", result.stdout
+
+
+def test_no_command_shows_the_help_not_an_error():
+    result = subprocess.run(GRAPHOPT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and result.stderr.startswith("Usage: ") and "Commands:" in result.stderr
+    assert "graphopt: error" not in result.stderr
