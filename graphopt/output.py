@@ -23,6 +23,8 @@ _STAGE = re.compile(r"^\..+\.partial-(\d+)-[^.]+$")
 def check_output_dir(out_dir, overwrite):
     """Refuse an existing ``out_dir`` unless ``overwrite``, and one that cannot be created (its
     nearest existing ancestor is a file, or not writable); say how to proceed."""
+    if not os.fspath(out_dir).strip():  # abspath("") is the working directory: never replace it
+        raise OutputError("the output path is empty; give the directory to write")
     if os.path.lexists(out_dir) and not overwrite:
         raise OutputExistsError(f"{out_dir} already exists; pass --overwrite to replace it or choose another path")
     ancestor = os.path.dirname(os.path.abspath(out_dir))

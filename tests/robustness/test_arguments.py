@@ -124,3 +124,15 @@ def test_no_command_shows_the_help_not_an_error():
     result = subprocess.run(GRAPHOPT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and result.stderr.startswith("Usage: ") and "Commands:" in result.stderr
     assert "graphopt: error" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["build-model", "", "--overwrite", "--epochs", "1"],
+                                     ["rewrite", "{m}", "-o", "", "--overwrite"]])
+def test_empty_output_path_never_replaces_the_working_directory(place, command):
+    argv = [a.replace("{m}", str(place / "m")) for a in command]
+    before = sorted(os.listdir(place))
+    result = subprocess.run(GRAPHOPT + argv, cwd=place, capture_output=True, text=True, timeout=600)
+    (line,) = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and line.startswith("graphopt: error: ")
+    assert "output path is empty" in line or "overlaps the input" in line  # rewrite: the model is in it
+    assert sorted(os.listdir(place)) == before
