@@ -26,7 +26,8 @@ def check_output_dir(out_dir, overwrite):
     if not os.fspath(out_dir).strip():  # abspath("") is the working directory: never replace it
         raise OutputError("the output path is empty; give the directory to write")
     if os.path.lexists(out_dir) and not overwrite:
-        raise OutputExistsError(f"{out_dir} already exists; pass --overwrite to replace it or choose another path")
+        raise OutputExistsError(
+            f"{out_dir} already exists; pass --overwrite to replace it or choose another path")
     ancestor = os.path.dirname(os.path.abspath(out_dir))
     while not os.path.lexists(ancestor):
         ancestor = os.path.dirname(ancestor)

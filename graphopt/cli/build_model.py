@@ -44,6 +44,6 @@ def _epoch_progress(epochs, quiet):
     elif not sys.stdout.isatty():
         yield lambda epoch, loss: click.echo(f"epoch {epoch}/{epochs}: loss {loss:.4f}")
     else:
-        with click.progressbar(length=epochs, label="training", show_pos=True,
-                               item_show_func=lambda loss: f"loss {loss:.4f}" if loss is not None else "") as bar:
+        show = lambda loss: f"loss {loss:.4f}" if loss is not None else ""  # noqa: E731
+        with click.progressbar(length=epochs, label="training", show_pos=True, item_show_func=show) as bar:
             yield lambda epoch, loss: bar.update(1, loss)

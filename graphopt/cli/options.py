@@ -38,8 +38,9 @@ def regex_option(*decls, **kwargs):
             try:
                 re.compile(value)
             except re.error as exc:
-                raise click.BadParameter(f"{value!r} is not a valid regular expression ({exc}); fix the pattern "
-                                         "(Python re syntax: escape ( ) [ ] . * + ? with a backslash)")
+                raise click.BadParameter(
+                    f"{value!r} is not a valid regular expression ({exc}); fix the pattern "
+                    "(Python re syntax: escape ( ) [ ] . * + ? with a backslash)") from None
         return value
 
     return click.option(*decls, metavar="REGEX", callback=check, **kwargs)

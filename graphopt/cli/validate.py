@@ -38,11 +38,14 @@ def _tolerance(ctx, param, value):
               help="Signature to run (repeatable); default: all of the original's.")
 @click.option("--batches", type=click.IntRange(min=0), default=4, show_default=True,
               help="Random batches to generate (with --data: the most batches to read, 0 for all).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Rows per batch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Rows per batch.")
 @click.option("--data", type=click.Path(),
               help="Inputs from a CSV (a column per signature input) or an .npz, instead of generated ones.")
-@click.option("--atol", type=float, default=0.0, show_default=True, callback=_tolerance, help="Absolute tolerance (0: exact).")
-@click.option("--rtol", type=float, default=0.0, show_default=True, callback=_tolerance, help="Relative tolerance (0: exact).")
+@click.option("--atol", type=float, default=0.0, show_default=True, callback=_tolerance,
+              help="Absolute tolerance (0: exact).")
+@click.option("--rtol", type=float, default=0.0, show_default=True, callback=_tolerance,
+              help="Relative tolerance (0: exact).")
 @click.option("--loader", type=click.Choice(["tf2", "session", "both"]), default="both", show_default=True,
               help="tf2: tf.saved_model.load; session: the TF Serving way (Session, saver restore, init op).")
 @click.option("--id-range", "id_ranges", multiple=True, metavar="INPUT=ROWS",

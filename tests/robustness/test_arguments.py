@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from tests.robustness.test_interrupt import tree_digest
 from tests.rewrite import cases
+from tests.robustness.test_interrupt import tree_digest
 
 GRAPHOPT = [sys.executable, "-m", "graphopt"]
 

@@ -42,7 +42,8 @@ def big_model(tmp_path_factory):
 
     path = str(tmp_path_factory.mktemp("interrupt") / "big")
     module = tf.Module()
-    module.table = tf.Variable(np.random.default_rng(0).random((ROWS, DIM), dtype=np.float32), name="table")
+    values = np.random.default_rng(0).random((ROWS, DIM), dtype=np.float32)
+    module.table = tf.Variable(values, name="table")
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="ids")])
     def serve(ids):

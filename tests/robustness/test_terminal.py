@@ -60,7 +60,8 @@ def models(course_models, tmp_path_factory):
     return {"keras": keras_dir, "tf1": tf1_dir, "base": str(base), "rewritten": str(base / "1")}
 
 
-HELP = [["--version"], ["--help"]] + [[c, "--help"] for c in ("build-model", "inspect", "rewrite", "validate", "serve")]
+COMMAND_NAMES = ("build-model", "inspect", "rewrite", "validate", "serve")
+HELP = [["--version"], ["--help"]] + [[c, "--help"] for c in COMMAND_NAMES]
 
 
 @pytest.mark.parametrize("args", HELP, ids=" ".join)
@@ -77,11 +78,13 @@ COMMANDS = {
                     ["training", "2/2", "ROC AUC"], ["epoch 1/2: loss", "epoch 2/2: loss", "ROC AUC"]),
     "inspect": (["inspect", "{keras}"], ["embedding tables: 10"], ["embedding tables: 10"]),
     "rewrite": (["rewrite", "{keras}", "-o", "{out}"],
-                ["converting tables", "100%", "tables converted: 10"], ["converting tables", "tables converted: 10"]),
+                ["converting tables", "100%", "tables converted: 10"],
+                ["converting tables", "tables converted: 10"]),
     "rewrite --dry-run": (["rewrite", "{tf1}", "-o", "{out}", "--dry-run"],
                           ["would rewrite 10 table(s)"], ["would rewrite 10 table(s)"]),
     "rewrite --target stock": (["rewrite", "{tf1}", "-o", "{out}", "--target", "stock"],
-                               ["converting tables", "100%", "tables converted: 10"], ["tables converted: 10"]),
+                               ["converting tables", "100%", "tables converted: 10"],
+                               ["tables converted: 10"]),
     "rewrite --verify": (["rewrite", "{tf1}", "-o", "{out}", "--verify"],
                          ["converting tables", "100%", "PASSED"], ["converting tables", "PASSED"]),
     "validate": (["validate", "{keras}", "{rewritten}", "--batches", "1"], ["PASSED"], ["PASSED"]),
