@@ -21,3 +21,11 @@ class OutputExistsError(GraphoptError):
 
 class OpLibraryError(GraphoptError):
     """The compiled op library is missing or was built for another TensorFlow."""
+
+
+class OutputError(GraphoptError):
+    """An output path cannot be created (its parent is a file, or not writable)."""
+
+
+class ArgumentError(GraphoptError):
+    """A command-line value is refused (a bad regex, a count out of range)."""

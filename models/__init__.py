@@ -56,8 +56,11 @@ def _trainer(form):
     return module.train_and_save
 
 
-def build_model(out_dir, form="keras", data=None, epochs=3, seed=42, overwrite=False):
-    """Train the Embedding+MLP in ``form`` on ``data`` (a CSV path; synthetic when None) and save it."""
+def build_model(out_dir, form="keras", data=None, epochs=3, seed=42, overwrite=False, on_epoch=None):
+    """Train the Embedding+MLP in ``form`` on ``data`` (a CSV path; synthetic when None) and save it.
+
+    ``on_epoch(epoch, loss)`` is called after each training epoch (1-based; loss on the training split).
+    """
     if epochs < 1:
         raise GraphoptError(f"--epochs must be at least 1, got {epochs}")
     check_output_dir(out_dir, overwrite)
@@ -70,7 +73,7 @@ def build_model(out_dir, form="keras", data=None, epochs=3, seed=42, overwrite=F
 
     with staged_output(out_dir, overwrite) as stage:
         start = time.perf_counter()
-        scores = train_and_save(train, test, Normalization.fit(train), stage, epochs, seed)
+        scores = train_and_save(train, test, Normalization.fit(train), stage, epochs, seed, on_epoch)
         seconds = time.perf_counter() - start
         report = TrainingReport(
             form=form, model_dir=os.path.abspath(out_dir), data=samples.source, rows=len(samples),

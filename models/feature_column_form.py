@@ -46,8 +46,9 @@ def build(normalization):
     )
 
 
-def train_and_save(train, test, normalization, out_dir, epochs, seed):
-    """Train, save as a tf_keras SavedModel in ``out_dir`` and return the test scores."""
+def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=None):
+    """Train, save as a tf_keras SavedModel in ``out_dir`` and return the test scores;
+    ``on_epoch(epoch, loss)`` after each epoch."""
     tf_keras.utils.set_random_seed(seed)
     model = build(normalization)
     model.compile(
@@ -55,7 +56,10 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed):
         optimizer=tf_keras.optimizers.Adam(LEARNING_RATE),
         metrics=["accuracy", tf_keras.metrics.AUC(curve="ROC"), tf_keras.metrics.AUC(curve="PR")],
     )
-    model.fit(dataset(train, shuffle=True, seed=seed), epochs=epochs, verbose=0)
+    callbacks = [tf_keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: on_epoch(e + 1, logs["loss"]))]
+    model.fit(dataset(train, shuffle=True, seed=seed), epochs=epochs, verbose=0,
+              callbacks=callbacks if on_epoch else None)
     scores = model.predict(dataset(test, batch_size=1024), verbose=0).reshape(-1)
     model.save(out_dir, save_format="tf")
     return scores

@@ -39,8 +39,8 @@ def build(normalization):
     return keras.Model(inputs=inputs, outputs=output, name="embedding_mlp")
 
 
-def train_and_save(train, test, normalization, out_dir, epochs, seed):
-    """Train, export to ``out_dir`` and return the test scores."""
+def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=None):
+    """Train, export to ``out_dir`` and return the test scores; ``on_epoch(epoch, loss)`` after each epoch."""
     keras.utils.set_random_seed(seed)
     model = build(normalization)
     model.compile(
@@ -48,7 +48,9 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed):
         loss="binary_crossentropy",
         metrics=["accuracy", keras.metrics.AUC(curve="ROC"), keras.metrics.AUC(curve="PR")],
     )
-    model.fit(dataset(train, shuffle=True, seed=seed), epochs=epochs, shuffle=False, verbose=0)
+    callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e + 1, logs["loss"]))]
+    model.fit(dataset(train, shuffle=True, seed=seed), epochs=epochs, shuffle=False, verbose=0,
+              callbacks=callbacks if on_epoch else None)
     scores = model.predict(dataset(test, batch_size=1024), verbose=0).reshape(-1)
     model.export(out_dir, format="tf_saved_model", verbose=False)
     return scores

@@ -62,8 +62,9 @@ def _feeds(placeholders, arrays, rows=slice(None)):
     return {placeholders[name]: arrays[name][rows] for name in placeholders}
 
 
-def train_and_save(train, test, normalization, out_dir, epochs, seed):
-    """Train in graph mode, write the SavedModel + checkpoint + meta graph, return test scores."""
+def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=None):
+    """Train in graph mode, write the SavedModel + checkpoint + meta graph, return test scores;
+    ``on_epoch(epoch, loss)`` after each epoch (loss: the mean over the epoch's examples)."""
     train_x, test_x = feature_arrays(train), feature_arrays(test)
     labels = train.labels.astype(np.float32)
     rng = np.random.default_rng(seed)
@@ -76,17 +77,23 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed):
         train_op = v1.train.AdamOptimizer(LEARNING_RATE, epsilon=1e-7).minimize(loss)
         with v1.Session(graph=training) as sess:
             sess.run([v1.global_variables_initializer(), v1.tables_initializer()])
-            for _ in range(epochs):
-                order = rng.permutation(len(labels))
+            for epoch in range(epochs):
+                order, total = rng.permutation(len(labels)), 0.0
                 for start in range(0, len(order), BATCH_SIZE):
                     rows = order[start:start + BATCH_SIZE]
-                    sess.run(train_op, {**_feeds(placeholders, train_x, rows), label: labels[rows]})
+                    _, batch_loss = sess.run([train_op, loss], {**_feeds(placeholders, train_x, rows),
+                                                               label: labels[rows]})
+                    total += float(batch_loss) * len(rows)
+                if on_epoch is not None:
+                    on_epoch(epoch + 1, total / max(len(order), 1))
             trained = {v.op.name: sess.run(v) for v in v1.trainable_variables()}
 
     serving = tf.Graph()
     with serving.as_default():
         placeholders, _, prediction = _inference_graph(normalization)
-        saver = v1.train.Saver()
+        # Relative paths in checkpoint/checkpoint: the model is saved into a stage folder and
+        # moved into place, and must stay loadable wherever it is moved or copied afterwards.
+        saver = v1.train.Saver(save_relative_paths=True)
         with v1.Session(graph=serving) as sess:
             sess.run(v1.tables_initializer())
             for var in v1.global_variables():

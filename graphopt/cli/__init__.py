@@ -1,7 +1,9 @@
 """The ``graphopt`` command line: one module per command, registered on one group."""
 
 import functools
+import signal
 import sys
+import threading
 
 import click
 
@@ -9,15 +11,67 @@ from graphopt import __version__
 from graphopt.errors import GraphoptError
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException like KeyboardInterrupt, so ``except Exception`` blocks
+    cannot swallow it and every ``finally`` (staged outputs, temp dirs) runs on the way out."""
+
+
+def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    raise Terminated()
+
+
+# `graphopt` alone shows the help (click signals it as a usage error): not an error to reword.
+_HELP_NOT_ERROR = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_error(exc: click.UsageError):
+    """Click's three-line usage error as graphopt's one line, pointing at the command's --help."""
+    if isinstance(exc, _HELP_NOT_ERROR):
+        raise exc
+    command = exc.ctx.command_path if exc.ctx is not None else "graphopt"
+    click.echo(f"graphopt: error: {exc.format_message().rstrip('.')}; see '{command} --help'", err=True)
+    sys.exit(2)
+
+
 class GraphoptGroup(click.Group):
-    """Catches GraphoptError once, for every command: one line on stderr, exit code 2."""
+    """Catches GraphoptError once, for every command: one line on stderr, exit code 2.
+
+    SIGTERM takes the path SIGINT takes (staged outputs and temp dirs are removed), then exits
+    128 + 15 as a shell reports a process ended by SIGTERM.
+    """
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            _usage_error(exc)
 
     def invoke(self, ctx):
+        # Deprecation notices of TF1-era APIs are for model authors, not CLI users. The logger is
+        # TensorFlow's own (tf.get_logger()); setting it needs no TensorFlow import.
+        main_thread = threading.current_thread() is threading.main_thread()  # signals need it
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            _usage_error(exc)
         except GraphoptError as exc:
             click.echo(f"graphopt: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            if exc.filename is None:
+                raise  # not about a path the user gave: a bug to see in full
+            # A path the checks before could not foresee (permissions, a file that vanished).
+            click.echo(f"graphopt: error: {exc.filename}: {exc.strerror.lower()}; "
+                       "check the path and its permissions", err=True)
+            sys.exit(2)
+        except Terminated:
+            click.echo("graphopt: stopped by SIGTERM; no partial output is left behind", err=True)
+            sys.exit(128 + signal.SIGTERM)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=GraphoptGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,6 +1,8 @@
 """``graphopt build-model``: train the course's Embedding+MLP and save it."""
 
+import contextlib
 import json
+import sys
 
 import click
 
@@ -13,7 +15,7 @@ from graphopt.cli.options import json_option, overwrite_option, seed_option
               show_default=True, help="How the model is built and saved.")
 @click.option("--data", type=click.Path(), default=None,
               help="Samples CSV in the course's format (default: built-in synthetic data).")
-@click.option("--epochs", type=int, default=3, show_default=True, help="Training epochs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Training epochs.")
 @seed_option
 @json_option
 @overwrite_option
@@ -27,5 +29,21 @@ def build_model(out_dir, form, data, epochs, seed, as_json, overwrite):
     """
     from graphopt_models import build_model as build
 
-    report = build(out_dir, form=form, data=data, epochs=epochs, seed=seed, overwrite=overwrite)
+    with _epoch_progress(epochs, quiet=as_json) as on_epoch:
+        report = build(out_dir, form=form, data=data, epochs=epochs, seed=seed, overwrite=overwrite,
+                       on_epoch=on_epoch)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+
+
+@contextlib.contextmanager
+def _epoch_progress(epochs, quiet):
+    """Yields the ``on_epoch`` callback: a bar on a terminal, one line per epoch otherwise,
+    nothing with ``quiet`` (--json keeps stdout to the report)."""
+    if quiet:
+        yield None
+    elif not sys.stdout.isatty():
+        yield lambda epoch, loss: click.echo(f"epoch {epoch}/{epochs}: loss {loss:.4f}")
+    else:
+        show = lambda loss: f"loss {loss:.4f}" if loss is not None else ""  # noqa: E731
+        with click.progressbar(length=epochs, label="training", show_pos=True, item_show_func=show) as bar:
+            yield lambda epoch, loss: bar.update(1, loss)

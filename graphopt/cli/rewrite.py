@@ -5,7 +5,7 @@ import os
 
 import click
 
-from graphopt.cli.options import json_option, overwrite_option, tags_option, tensorboard_option
+from graphopt.cli.options import json_option, overwrite_option, regex_option, tags_option, tensorboard_option
 from graphopt.errors import GraphoptError
 
 
@@ -31,7 +31,8 @@ def format_summary(report) -> str:
             lines.append(f"  {body}: {before if before is not None else '-'} -> {after}")
     unchanged = sum(1 for b in report.nodes_after if report.nodes_before.get(b) == report.nodes_after[b])
     lines.append(f"  {unchanged} function(s) unchanged, {len(removed)} removed (nothing reaches them any more)")
-    lines.append(f"tables converted: {report.tables_converted}, bytes converted: {report.bytes_converted}")
+    if not report.dry_run:  # a dry run converts nothing; its message says what it would do
+        lines.append(f"tables converted: {report.tables_converted}, bytes converted: {report.bytes_converted}")
     for path in report.tensorboard:
         lines.append(f"tensorboard graph: {path}")
     lines.append(report.message)
@@ -41,9 +42,10 @@ def format_summary(report) -> str:
 @click.command("rewrite")
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", "out", required=True, type=click.Path(), help="Output directory.")
-@click.option("--include", metavar="REGEX", help="Only rewrite tables whose name matches.")
-@click.option("--exclude", metavar="REGEX", help="Do not rewrite tables whose name matches.")
-@click.option("--min-rows", type=int, default=0, show_default=True, help="Skip tables with fewer rows.")
+@regex_option("--include", help="Only rewrite tables whose name matches.")
+@regex_option("--exclude", help="Do not rewrite tables whose name matches.")
+@click.option("--min-rows", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Skip tables with fewer rows.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and summary; write nothing.")
 @click.option("--debug", is_flag=True, help="Check graph integrity after every pass.")
 @click.option("--target", type=click.Choice(["ev", "stock"]), default="ev", show_default=True,
@@ -68,13 +70,15 @@ def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, veri
         if not as_json:
             click.echo(format_plan(plan, target))
 
-    def progress(done, table):
+    def progress(done, _conversion):
+        # The item shown is the planned table's name: the callback's second argument is whatever
+        # the converter iterates over (checkpoint conversions), not an EmbeddingTable.
         nonlocal bar
         if bar is None:
             bar = click.progressbar(length=len(planned), label="converting tables",
-                                    item_show_func=lambda t: t.name if t else "")
+                                    item_show_func=lambda name: name or "")
             bar.__enter__()
-        bar.update(1, table)
+        bar.update(1, planned[done - 1].name if 0 < done <= len(planned) else None)
 
     def verify_output(staged):
         # Checked before it is moved into place: a failing output never appears as OUT.
@@ -87,12 +91,14 @@ def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, veri
     if verify and not any(os.path.isfile(os.path.join(model, f)) for f in ("saved_model.pb", "saved_model.pbtxt")):
         raise GraphoptError(f"--verify validates SavedModels and {model} is not one; "
                             "run without --verify (or validate a SavedModel export of it)")
-    report = rewrite_model(model, out, include=include, exclude=exclude, min_rows=min_rows, dry_run=dry_run,
-                           overwrite=overwrite, tags=tags, tensorboard=tensorboard,
-                           progress=None if as_json else progress, debug=debug, on_plan=on_plan,
-                           target=target, verify=verify_output if verify else None)
-    if bar is not None:
-        bar.__exit__(None, None, None)
+    try:
+        report = rewrite_model(model, out, include=include, exclude=exclude, min_rows=min_rows,
+                               dry_run=dry_run, overwrite=overwrite, tags=tags, tensorboard=tensorboard,
+                               progress=None if as_json else progress, debug=debug, on_plan=on_plan,
+                               target=target, verify=verify_output if verify else None)
+    finally:
+        if bar is not None:  # ends the bar's line, also when the run fails or is interrupted
+            bar.__exit__(None, None, None)
     validation = report.verification
     if as_json:
         result = report.to_dict()

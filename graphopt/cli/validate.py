@@ -1,9 +1,11 @@
 """``graphopt validate``: prove a rewritten SavedModel computes what its original computes."""
 
+import math
+
 import click
 
-from graphopt.cli.options import json_option
-from graphopt.errors import GraphoptError
+from graphopt.cli.options import SEED, json_option
+from graphopt.errors import ArgumentError
 
 
 def _parse_id_ranges(values):
@@ -16,8 +18,17 @@ def _parse_id_ranges(values):
         except ValueError:
             sep = ""
         if not sep or not name:
-            raise GraphoptError(f"--id-range {value!r}: write INPUT=ROWS (ids 0..ROWS-1) or INPUT=LOW:HIGH")
+            raise ArgumentError(f"--id-range {value!r}: write INPUT=ROWS (ids 0..ROWS-1) or INPUT=LOW:HIGH")
+        bounds = ranges[name] if colon else (0, ranges[name])
+        if bounds[0] >= bounds[1]:
+            raise ArgumentError(f"--id-range {value!r} holds no id; give ROWS >= 1, or LOW < HIGH")
     return ranges
+
+
+def _tolerance(ctx, param, value):
+    if not math.isfinite(value) or value < 0:
+        raise click.BadParameter(f"{value} is not a tolerance; give a finite number >= 0 (0: exact)")
+    return value
 
 
 @click.command("validate")
@@ -25,18 +36,21 @@ def _parse_id_ranges(values):
 @click.argument("rewritten", type=click.Path())
 @click.option("--signature", "signatures", multiple=True, metavar="NAME",
               help="Signature to run (repeatable); default: all of the original's.")
-@click.option("--batches", type=int, default=4, show_default=True,
+@click.option("--batches", type=click.IntRange(min=0), default=4, show_default=True,
               help="Random batches to generate (with --data: the most batches to read, 0 for all).")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Rows per batch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Rows per batch.")
 @click.option("--data", type=click.Path(),
               help="Inputs from a CSV (a column per signature input) or an .npz, instead of generated ones.")
-@click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance (0: exact).")
-@click.option("--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance (0: exact).")
+@click.option("--atol", type=float, default=0.0, show_default=True, callback=_tolerance,
+              help="Absolute tolerance (0: exact).")
+@click.option("--rtol", type=float, default=0.0, show_default=True, callback=_tolerance,
+              help="Relative tolerance (0: exact).")
 @click.option("--loader", type=click.Choice(["tf2", "session", "both"]), default="both", show_default=True,
               help="tf2: tf.saved_model.load; session: the TF Serving way (Session, saver restore, init op).")
 @click.option("--id-range", "id_ranges", multiple=True, metavar="INPUT=ROWS",
               help="Valid ids of an integer input, when the model's tables do not tell (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the generated inputs.")
 @json_option
 def validate(original, rewritten, signatures, batches, batch_size, data, atol, rtol, loader, id_ranges, seed,
              as_json):
@@ -47,6 +61,9 @@ def validate(original, rewritten, signatures, batches, batch_size, data, atol, r
     outside the original tables. Exit code 0: passed; 1: validation failed; 2: bad input.
     """
     ranges = _parse_id_ranges(id_ranges)
+    if batches == 0 and data is None:
+        raise ArgumentError("--batches 0 generates no random batch; give at least 1 "
+                            "(0 means every batch only with --data)")
     from graphopt.validate import validate_models  # loaded when the command runs, after its options parse
 
     report = validate_models(

@@ -40,6 +40,8 @@ def signatures_of(meta_graph) -> Dict[str, dict]:
     specs = mg_lib.signature_input_specs(meta_graph)
     out = {}
     for name, sig in mg_lib.signature_tensors(meta_graph).items():
+        if name.startswith("__saved_model_"):  # the init/train op plumbing, not a signature to call
+            continue
         out[name] = {
             "method": sig["method"],
             "inputs": {k: {"dtype": specs[name].get(k, (None, None))[0],

@@ -94,6 +94,8 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     spec.load_ops()
     src, out = os.fspath(src), os.fspath(out) if out is not None else None
     source = io.read_model(src, tags)
+    if not dry_run and out is not None:
+        _check_output(src, out, overwrite)  # before the plan and any work, once the input is known good
     model = ModelGraph(nodes.clone(source.meta_graph))
     before = node_counts(model)
     plan = spec.restrict_plan(RewritePlan.select(detect(model).tables, include, exclude, min_rows))
@@ -102,8 +104,6 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
         on_plan(plan)
     if not plan.tables:
         return report
-    if not dry_run:
-        _check_output(src, out, overwrite)
     ctx = RewriteContext(model, plan)
     if not spec.keeps_object_graph:
         # No TF2 object stands for the converted tables: the output is TF1-format, and the
@@ -130,7 +130,7 @@ class _VerificationFailed(Exception):
     """The staged output failed ``verify``: leave the block so the staged files are removed."""
 
 
-def _rewritten_object_graph(spec, source, meta_graph, plan):
+def _rewritten_object_graph(spec, source, meta_graph, plan, scratch_dir):
     """Serialized checkpoint object graph after the target turned the tables' objects into its own.
 
     None where the model has no object graph or a table is partitioned (no TF2 object stands for a
@@ -139,7 +139,7 @@ def _rewritten_object_graph(spec, source, meta_graph, plan):
     if not mg_lib.has_object_graph(meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
         return None
     source_graph = og_lib.read_object_graph(source.checkpoint_prefix)
-    ckpt_graph = spec.rewrite_object_graph(meta_graph, source_graph, plan.tables)
+    ckpt_graph = spec.rewrite_object_graph(meta_graph, source_graph, plan.tables, scratch_dir=scratch_dir)
     return io.serialize(ckpt_graph) if ckpt_graph is not None else None
 
 
@@ -152,7 +152,9 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
             # object graph only when it writes the checkpoint's new shard, after the file copies.
             object_graph = None
             if source.kind == "saved_model" and spec.keeps_object_graph:
-                object_graph = pool.submit(_rewritten_object_graph, spec, source, meta_graph, plan)
+                # Scratch files go in the stage folder, so they share the output's fate.
+                object_graph = pool.submit(_rewritten_object_graph, spec, source, meta_graph, plan,
+                                           os.path.dirname(tmp))
             if source.kind == "saved_model":
                 dst_prefix = os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
             else:
@@ -163,6 +165,10 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
                 source.checkpoint_prefix, dst_prefix, layout.conversions, progress,
                 object_graph=object_graph.result if object_graph is not None else None,
                 added=layout.added)
+            if not layout.conversions and progress is not None:
+                # A target that converts no table's rows (stock) still shows each table done.
+                for i, table in enumerate(plan.tables):
+                    progress(i + 1, table)
             # The meta graph is written last: the object-graph rewrite edits it in place.
             if source.kind == "saved_model":
                 keep = object_graph is not None and object_graph.result() is not None

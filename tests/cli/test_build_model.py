@@ -62,3 +62,11 @@ def test_bad_csv_is_one_line_exit_2_and_writes_nothing(tmp_path, content, expect
     assert len(lines) == 1 and expected in lines[0] and str(data) in lines[0]
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_build_model_prints_each_epoch_on_a_pipe(tmp_path):
+    result = run("build-model", str(tmp_path / "m"), "--form", "tf1", "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["epoch 1/2", "epoch 2/2"]
+    assert "ROC AUC" in lines[2] and len(lines) == 3

@@ -59,6 +59,31 @@ def test_dry_run_writes_nothing(tf1_model, tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
+def test_dry_run_text_says_what_it_would_do_and_claims_no_conversion(tf1_model, tmp_path):
+    result = invoke("rewrite", tf1_model, "-o", str(tmp_path / "out"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "tables converted" not in result.output
+    assert result.output.rstrip().endswith("dry run: would rewrite 2 table(s); nothing written")
+
+
+def test_overlapping_output_is_refused_before_the_plan(tf1_model):
+    result = run("rewrite", tf1_model, "-o", os.path.join(tf1_model, "inside"))
+    assert result.returncode == 2 and "overlaps the input" in result.stderr
+    assert result.stdout == "", "the refusal comes before the plan is printed"
+
+
+def test_inspect_hides_the_init_op_signature(tmp_path):
+    from graphopt.graph import io
+
+    path = cases.keras_two_inputs(str(tmp_path / "m")).path
+    assert "__saved_model_init_op" in io.signature_tensors(io.read_model(path).meta_graph)
+    result = invoke("inspect", path)
+    assert result.exit_code == 0 and "serving_default(" in result.output
+    assert "__saved_model" not in result.output
+    signatures = json.loads(invoke("inspect", path, "--json").output)["signatures"]
+    assert "serving_default" in signatures and not [s for s in signatures if s.startswith("__")]
+
+
 def test_model_without_table_says_so_and_writes_nothing(tmp_path):
     path = cases.module_without_table(str(tmp_path / "m")).path
     result = run("rewrite", path, "-o", str(tmp_path / "out"))

@@ -70,6 +70,36 @@ def test_tf1_form_ships_checkpoint_and_meta_graph(course_models):
         assert "ResourceGather" in ops, "TF1 form must look up embeddings with embedding_lookup"
 
 
+def test_tf1_checkpoint_state_survives_a_move(course_models, tmp_path):
+    """checkpoint/checkpoint names model.ckpt relative to itself: the model is saved into a
+    stage folder and moved, and users copy models around (it once pointed into the stage)."""
+    import shutil
+
+    from graphopt.rewrite import rewrite_model
+
+    model_dir, _ = course_models("tf1")
+    moved = tmp_path / "moved"
+    shutil.copytree(model_dir, moved)
+    state = (moved / "checkpoint" / "checkpoint").read_text()
+    assert model_dir not in state and ".partial-" not in state
+    assert tf.train.latest_checkpoint(str(moved / "checkpoint")) == str(moved / "checkpoint" / "model.ckpt")
+    for meta in ("model.pbtxt", "model.ckpt.meta"):
+        report = rewrite_model(str(moved / "checkpoint" / meta), str(tmp_path / meta))
+        assert report.wrote and report.tables_converted == 10
+        assert tf.train.latest_checkpoint(str(tmp_path / meta)) == str(tmp_path / meta / "model.ckpt")
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_training_reports_each_epoch(form, tmp_path):
+    from graphopt_models import build_model
+
+    epochs = []
+    build_model(str(tmp_path / "m"), form=form, epochs=2, seed=3,
+                on_epoch=lambda epoch, loss: epochs.append((epoch, loss)))
+    assert [e for e, _ in epochs] == [1, 2]
+    assert all(0 < loss < 1 for _, loss in epochs), epochs  # binary cross-entropy of a learning model
+
+
 def test_keras_form_uses_embedding_layers(course_models):
     model_dir, _ = course_models("keras")
     from graphopt_models import keras_form

@@ -33,8 +33,9 @@ TEMPLATE_ATTRIBUTE = "table"
 _FUNCTION_SUFFIX = "_graphopt_ev"
 
 
-def _template(tables) -> tuple:
-    """Saves a module with one EmbeddingVariable per table.
+def _template(tables, scratch_dir=None) -> tuple:
+    """Saves a module with one EmbeddingVariable per table, in a temporary folder under
+    ``scratch_dir`` (default: the system's).
 
     Returns its (SavedObjectGraph, function library, checkpoint TrackableObjectGraph).
 
@@ -53,7 +54,7 @@ def _template(tables) -> tuple:
         ev = graphopt.EmbeddingVariable(table.dim, name=f"graphopt_table_{i}",
                                         shared_name=f"graphopt_{run}_{i}")
         setattr(module, f"t{i}", ev)
-    with tempfile.TemporaryDirectory(prefix="graphopt-ev-template-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="graphopt-ev-template-", dir=scratch_dir) as tmp:
         tf.saved_model.save(module, tmp)
         source = io.read_model(tmp)
         ckpt_graph = og_lib.read_object_graph(os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX))
@@ -78,11 +79,12 @@ def table_objects(meta_graph, ckpt_graph, tables) -> Dict[str, List[int]]:
     return {name: sorted(ids) for name, ids in found.items()}
 
 
-def rewrite_object_graph(meta_graph, ckpt_graph, tables) -> Optional[object]:
+def rewrite_object_graph(meta_graph, ckpt_graph, tables, scratch_dir=None) -> Optional[object]:
     """Turns each table's variable object into an EmbeddingVariable object, in place.
 
     ``ckpt_graph`` is the checkpoint's TrackableObjectGraph; returns its rewritten copy, or None
-    when the model has no object graph (TF1 formats), leaving everything as it was.
+    when the model has no object graph (TF1 formats), leaving everything as it was. The template
+    is saved in a temporary folder under ``scratch_dir`` (default: the system's).
     """
     if not mg_lib.has_object_graph(meta_graph) or ckpt_graph is None:
         return None
@@ -96,7 +98,7 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables) -> Optional[object]:
     if missing:
         raise ModelError(f"no object in the SavedModel's object graph stands for table {missing[0]}; "
                          "export the model again with tf.saved_model.save or model.export")
-    t_og, t_library, t_ckpt = _template(tables)
+    t_og, t_library, t_ckpt = _template(tables, scratch_dir)
     ckpt_graph = nodes.clone(ckpt_graph)
     # Objects past the checkpoint's end (saveable functions of resources) have no checkpoint
     # entry; empty slots keep both graphs' ids aligned for the objects appended below.
