@@ -205,6 +205,7 @@ Status EmbeddingTable::FindOrAddSlot(Shard* s, int64_t key, uint64_t h, bool* ad
   s->slots[i].key = key;
   s->slots[i].row = *row;
   ++s->size;
+  if (!s->pending.empty()) s->pending.erase(key);  // inserted directly: no longer counted
   RowFreq(*s, *row).store(0, std::memory_order_relaxed);
   RowVersion(*s, *row).store(0, std::memory_order_relaxed);
   float* slots = RowValues(*s, *row) + dim_;
@@ -698,15 +699,30 @@ Status EmbeddingTable::Apply(const K* keys, int64_t n, const float* grads,
       [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
         // Sum the gradients of each row in batch order from +0.0f (what
         // unsorted_segment_sum does), then update each row once.
+        const int64_t m = end - begin;
         absl::flat_hash_map<uint32_t, uint32_t> index;
-        index.reserve(end - begin);
+        index.reserve(m);
         std::vector<uint32_t> rows;
         std::vector<float> sums;
-        for (const int64_t* it = begin; it != end; ++it) {
+        std::vector<uint64_t> hashes(m);
+        // Two-stage pipeline as in FindBlock: hash + prefetch the home slot kSlotDistance
+        // keys ahead of its probe; a found row is prefetched (for writing) while the rest
+        // of the group is probed, so the updates below find it in cache.
+        const int row_lines = static_cast<int>((static_cast<size_t>(stride_) * 4 + 63) / 64);
+        for (int64_t j = 0; j < m + kSlotDistance; ++j) {
+          if (j < m) {
+            hashes[j] = Hash(static_cast<int64_t>(keys[begin[j]]));
+            PrefetchRead(&s->slots[Home(hashes[j], s->capacity)]);
+          }
+          const int64_t i = j - kSlotDistance;
+          if (i < 0) continue;
+          const int64_t* it = begin + i;
           const int64_t key = static_cast<int64_t>(keys[*it]);
-          const int64_t slot = Probe(*s, key, Hash(key));
+          const int64_t slot = Probe(*s, key, hashes[i]);
           if (slot < 0) continue;  // no row: unadmitted, evicted or never inserted
           const uint32_t row = s->slots[slot].row;
+          const char* row_bytes = reinterpret_cast<const char*>(RowValues(*s, row));
+          for (int l = 0; l < row_lines; ++l) __builtin_prefetch(row_bytes + 64 * l, 1, 3);
           const auto [entry, inserted] =
               index.try_emplace(row, static_cast<uint32_t>(rows.size()));
           if (inserted) {
