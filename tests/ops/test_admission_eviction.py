@@ -187,3 +187,26 @@ def test_admission_counters_of_many_keys():
     assert counts == expected
     ev.lookup(keys[2::4], insert_missing=True)          # the other twice-seen keys admitted
     assert int(ev.stats()["pending"]) == 20_000 and int(ev.size()) == 20_000
+
+
+def test_evict_and_stats_in_tf_function_and_tf1_graph():
+    ev = graphopt.EmbeddingVariable(2, initializer="zeros", min_count=2)
+
+    @tf.function
+    def step(ids, t):
+        ev.lookup(ids, insert_missing=True, step=t)
+        return ev.evict(step=t, ttl=1), ev.stats()["pending"]
+
+    step(tf.constant([1, 1, 2], tf.int64), tf.constant(1, tf.int64))   # 1 admitted, 2 pending
+    evicted, pending = step(tf.constant([3, 3], tf.int64), tf.constant(5, tf.int64))
+    assert evicted.numpy().tolist() == [1] and int(pending) == 1
+    with tf.Graph().as_default():
+        ev1 = graphopt.EmbeddingVariable(2, initializer="zeros")
+        insert = ev1.lookup(tf.constant([4, 5], tf.int64), insert_missing=True, step=2)
+        evict = ev1.evict(max_rows=1, policy="lfu")
+        stats = ev1.stats()
+        with tf.compat.v1.Session() as sess:
+            sess.run(insert)
+            assert len(sess.run(evict)) == 1
+            got = sess.run(stats)
+    assert got["size"] == 1 and got["evicted"] == 1 and got["admitted"] == 2
