@@ -8,6 +8,7 @@ the kernels; we report the median of several repetitions in ns per id and the ra
 bytes per key each table adds to the process's resident memory.
 
     .venv/bin/python bench/lookup.py            # V=1,000,000, D=64, batches 4,096 and 65,536
+    .venv/bin/python bench/lookup.py --quick    # find vs gather only, B = 65,536, no memory
 """
 
 import argparse
@@ -116,10 +117,11 @@ BUILDERS = {"tf.gather": _dense, "EV find": _embedding_variable,
             "DenseHashTable": _dense_hash_table, "MutableHashTable": _mutable_hash_table}
 
 
-def build_tables(vocab, dim, chunk):
+def build_tables(vocab, dim, chunk, names=tuple(BUILDERS)):
     """The tables, holding the same rows (checked); returns {name: lookup fn}."""
     tables, lookups = {}, {}
-    for name, build in BUILDERS.items():
+    for name in names:
+        build = BUILDERS[name]
         tables[name], lookups[name] = build(vocab, dim, chunk)
     ev = tables["EV find"]
     lookups["EV find-or-insert"] = lambda ids: ev.lookup(ids, insert_missing=True, step=1)
@@ -155,11 +157,16 @@ def main():
     parser.add_argument("--ids-per-rep", type=int, default=1 << 20)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--zipf", type=float, default=1.1)
+    parser.add_argument("--quick", action="store_true",
+                        help="tf.gather and EV find only, batch 65,536, no memory figures")
     args = parser.parse_args()
+    if args.quick:
+        args.batches = [65536]
 
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, V={args.vocab:,} D={args.dim}, "
           f"{args.ids_per_rep:,} ids per repetition, median of {args.reps}")
-    tables, lookups = build_tables(args.vocab, args.dim, 65536)
+    names = ("tf.gather", "EV find") if args.quick else tuple(BUILDERS)
+    tables, lookups = build_tables(args.vocab, args.dim, 65536, names)
     rng = np.random.default_rng(2026)
     streams = {f"zipf({args.zipf})": zipf_ids(rng, args.vocab, args.ids_per_rep, args.zipf),
                "uniform": rng.integers(0, args.vocab, args.ids_per_rep).astype(np.int64)}
@@ -175,8 +182,15 @@ def main():
                            for name, lookup in lookups.items()}, ids, args.reps)
             results[(dist, batch)] = row
             for name, ns in row.items():
+                dense_hash = (f"{row['DenseHashTable'] / ns:12.2f}x" if "DenseHashTable" in row
+                              else "")
                 print(f"{dist:<10} {batch:>7} {name:<18} {ns:8.1f} "
-                      f"{ns / row['tf.gather']:9.2f}x {row['DenseHashTable'] / ns:12.2f}x")
+                      f"{ns / row['tf.gather']:9.2f}x {dense_hash}")
+    if args.quick:
+        for dist in streams:
+            row = results[(dist, 65536)]
+            print(f"find vs gather, {dist}, B = 65,536: {row['EV find'] / row['tf.gather']:.2f}x")
+        return
 
     added = {name: resident_bytes_of(name, args.vocab, args.dim, 65536) for name in BUILDERS}
     dense_bytes = added["tf.gather"]

@@ -220,8 +220,8 @@ def main():
         for optimizer in ("adagrad", "adam"):
             ev = resident_bytes_of("EV", optimizer, args.vocab, args.dim)
             dense = resident_bytes_of("dense", optimizer, args.vocab, args.dim)
-            print(f"  {optimizer:<8} EV {ev / args.vocab:7.1f} B/key, dense {dense / args.vocab:7.1f}"
-                  f" B/key: {ev / dense:.3f}x dense")
+            print(f"  {optimizer:<8} EV {ev / args.vocab:7.1f} B/key, "
+                  f"dense {dense / args.vocab:7.1f} B/key: {ev / dense:.3f}x dense")
         admission_cost(args)
         eviction_cost(args)
         print("\ntargets: train step <= 1.0x dense (above 1.5x is not done), memory <= 1.15x")

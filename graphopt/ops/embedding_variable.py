@@ -80,6 +80,8 @@ def _integer(value, what: str):
         if not value.dtype.is_integer:
             raise _invalid(f"{what} must be an integer, got a {value.dtype.name} tensor")
         return tf.cast(value, tf.int64)
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise _invalid(f"{what} must be an integer, got {value!r}")
     return tf.constant(int(value), tf.int64)

@@ -165,3 +165,48 @@ def test_evict_refuses_negative_rules():
         ev.evict(step=3, ttl=-1)
     with pytest.raises(tf.errors.InvalidArgumentError, match="step must be an integer"):
         ev.evict(step=1.5, ttl=1)
+
+
+def test_admission_counters_of_many_keys():
+    """Thousands of counters per shard growing, admitted (erased) in an interleaved order
+    and exported: every count stays with its key."""
+    ev = graphopt.EmbeddingVariable(2, min_count=3, initializer="zeros")
+    keys = np.random.default_rng(3).permutation(40_000).astype(np.int64) - 20_000
+    ev.lookup(keys, insert_missing=True)               # every key counted once
+    ev.lookup(keys[::2], insert_missing=True)          # half of them twice
+    ev.lookup(keys[::4], insert_missing=True)          # a quarter admitted (3rd occurrence)
+    stats = {k: int(v) for k, v in ev.stats().items()}
+    assert stats["size"] == 10_000 and stats["pending"] == 30_000
+    assert set(ev.export()[0].numpy().tolist()) == set(keys[::4].tolist())
+    _, _, _, _, _, (pending_keys, pending_counts) = ev._snapshot()
+    counts = dict(zip(pending_keys.numpy().tolist(), pending_counts.numpy().tolist()))
+    expected = {k: 2 for k in keys[::2].tolist()}
+    expected.update({k: 1 for k in keys[1::2].tolist()})
+    for k in keys[::4].tolist():
+        del expected[k]
+    assert counts == expected
+    ev.lookup(keys[2::4], insert_missing=True)          # the other twice-seen keys admitted
+    assert int(ev.stats()["pending"]) == 20_000 and int(ev.size()) == 20_000
+
+
+def test_evict_and_stats_in_tf_function_and_tf1_graph():
+    ev = graphopt.EmbeddingVariable(2, initializer="zeros", min_count=2)
+
+    @tf.function
+    def step(ids, t):
+        ev.lookup(ids, insert_missing=True, step=t)
+        return ev.evict(step=t, ttl=1), ev.stats()["pending"]
+
+    step(tf.constant([1, 1, 2], tf.int64), tf.constant(1, tf.int64))   # 1 admitted, 2 pending
+    evicted, pending = step(tf.constant([3, 3], tf.int64), tf.constant(5, tf.int64))
+    assert evicted.numpy().tolist() == [1] and int(pending) == 1
+    with tf.Graph().as_default():
+        ev1 = graphopt.EmbeddingVariable(2, initializer="zeros")
+        insert = ev1.lookup(tf.constant([4, 5], tf.int64), insert_missing=True, step=2)
+        evict = ev1.evict(max_rows=1, policy="lfu")
+        stats = ev1.stats()
+        with tf.compat.v1.Session() as sess:
+            sess.run(insert)
+            assert len(sess.run(evict)) == 1
+            got = sess.run(stats)
+    assert got["size"] == 1 and got["evicted"] == 1 and got["admitted"] == 2

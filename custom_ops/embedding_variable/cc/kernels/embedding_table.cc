@@ -109,7 +109,7 @@ void EmbeddingTable::ResetShard(Shard* s, uint32_t expected_keys) {
   FreeChunks(s);
   s->free_rows.clear();
   s->free_rows.shrink_to_fit();
-  s->pending = {};
+  s->pending.Clear();
   s->victims = {};
   s->rows_used = 0;
   s->size = 0;
@@ -205,6 +205,7 @@ Status EmbeddingTable::FindOrAddSlot(Shard* s, int64_t key, uint64_t h, bool* ad
   s->slots[i].key = key;
   s->slots[i].row = *row;
   ++s->size;
+  if (!s->pending.empty()) s->pending.Erase(key);  // inserted directly: no longer counted
   RowFreq(*s, *row).store(0, std::memory_order_relaxed);
   RowVersion(*s, *row).store(0, std::memory_order_relaxed);
   float* slots = RowValues(*s, *row) + dim_;
@@ -511,10 +512,9 @@ Status EmbeddingTable::FindOrInsert(const K* keys, int64_t n, int64_t step, floa
           }
           uint32_t seen = 1;
           if (admission) {
-            auto entry = s->pending.try_emplace(key, 0).first;
-            seen = ++entry->second;
+            seen = ++*s->pending.FindOrAdd(key);
             if (seen < min_count) continue;  // not admitted: reads the default row
-            s->pending.erase(entry);
+            s->pending.Erase(key);
           }
           bool added;
           uint32_t row;
@@ -600,7 +600,8 @@ Status EmbeddingTable::Import(const int64_t* keys, int64_t n, const float* value
     const uint64_t h = Hash(key);
     Shard& s = shards_[ShardOf(h)];
     if (Probe(s, key, h) >= 0 || pending.counts[i] <= 0) continue;  // admitted meanwhile
-    s.pending[key] = static_cast<uint32_t>(std::min<int64_t>(pending.counts[i], 0xffffffffLL));
+    *s.pending.FindOrAdd(key) =
+        static_cast<uint32_t>(std::min<int64_t>(pending.counts[i], 0xffffffffLL));
   }
   for (int s = kNumShards - 1; s >= 0; --s) shards_[s].mu.Unlock();
   return st;
@@ -618,10 +619,10 @@ Status EmbeddingTable::Export(
   if (st.ok() && out.pending_keys != nullptr) {
     int64_t o = 0;
     for (const Shard& s : shards_) {
-      for (const auto& [key, count] : s.pending) {
+      s.pending.ForEach([&](int64_t key, uint32_t count) {
         out.pending_keys[o] = key;
         out.pending_counts[o++] = count;
-      }
+      });
     }
   }
   if (st.ok()) {
@@ -671,8 +672,7 @@ int64_t EmbeddingTable::BytesUsed() const {
          SumOverShards([this](const Shard& s) -> int64_t {
            return static_cast<int64_t>(s.capacity) * sizeof(Slot) +
                   static_cast<int64_t>(s.chunks.size()) * chunk_bytes_ +
-                  static_cast<int64_t>(s.pending.capacity()) *
-                      (sizeof(std::pair<int64_t, uint32_t>) + 1) +
+                  static_cast<int64_t>(s.pending.bytes()) +
                   static_cast<int64_t>(s.victims.capacity()) * sizeof(Shard::Victim) +
                   static_cast<int64_t>(s.chunks.capacity()) * sizeof(RowChunk) +
                   static_cast<int64_t>(s.free_rows.capacity()) * sizeof(uint32_t);
@@ -698,22 +698,42 @@ Status EmbeddingTable::Apply(const K* keys, int64_t n, const float* grads,
       [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
         // Sum the gradients of each row in batch order from +0.0f (what
         // unsorted_segment_sum does), then update each row once.
-        absl::flat_hash_map<uint32_t, uint32_t> index;
-        index.reserve(end - begin);
+        const int64_t m = end - begin;
+        // Row -> position in rows/sums: open addressing over a power of two >= 2m
+        // (a row id is never kEmptyRow, which marks a free entry).
+        size_t buckets = 16;
+        while (buckets < static_cast<size_t>(2 * m)) buckets *= 2;
+        std::vector<uint32_t> bucket_row(buckets, kEmptyRow), bucket_pos(buckets);
         std::vector<uint32_t> rows;
         std::vector<float> sums;
-        for (const int64_t* it = begin; it != end; ++it) {
+        std::vector<uint64_t> hashes(m);
+        // Two-stage pipeline as in FindBlock: hash + prefetch the home slot kSlotDistance
+        // keys ahead of its probe; a found row is prefetched (for writing) while the rest
+        // of the group is probed, so the updates below find it in cache.
+        const int row_lines = static_cast<int>((static_cast<size_t>(stride_) * 4 + 63) / 64);
+        for (int64_t j = 0; j < m + kSlotDistance; ++j) {
+          if (j < m) {
+            hashes[j] = Hash(static_cast<int64_t>(keys[begin[j]]));
+            PrefetchRead(&s->slots[Home(hashes[j], s->capacity)]);
+          }
+          const int64_t i = j - kSlotDistance;
+          if (i < 0) continue;
+          const int64_t* it = begin + i;
           const int64_t key = static_cast<int64_t>(keys[*it]);
-          const int64_t slot = Probe(*s, key, Hash(key));
+          const int64_t slot = Probe(*s, key, hashes[i]);
           if (slot < 0) continue;  // no row: unadmitted, evicted or never inserted
           const uint32_t row = s->slots[slot].row;
-          const auto [entry, inserted] =
-              index.try_emplace(row, static_cast<uint32_t>(rows.size()));
-          if (inserted) {
+          const char* row_bytes = reinterpret_cast<const char*>(RowValues(*s, row));
+          for (int l = 0; l < row_lines; ++l) __builtin_prefetch(row_bytes + 64 * l, 1, 3);
+          size_t b = (static_cast<uint64_t>(row) * 0x9e3779b97f4a7c15ULL >> 32) & (buckets - 1);
+          while (bucket_row[b] != kEmptyRow && bucket_row[b] != row) b = (b + 1) & (buckets - 1);
+          if (bucket_row[b] == kEmptyRow) {
+            bucket_row[b] = row;
+            bucket_pos[b] = static_cast<uint32_t>(rows.size());
             rows.push_back(row);
             sums.resize(sums.size() + dim, 0.f);
           }
-          float* sum = sums.data() + static_cast<size_t>(entry->second) * dim;
+          float* sum = sums.data() + static_cast<size_t>(bucket_pos[b]) * dim;
           const float* g = grads + *it * dim;
           for (int c = 0; c < dim; ++c) sum[c] += g[c];
         }

@@ -33,8 +33,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
+#include "embedding_variable/cc/kernels/counter_map.h"
 #include "embedding_variable/cc/kernels/row_initializer.h"
 #include "embedding_variable/cc/kernels/sparse_optimizers.h"
 #include "tensorflow/core/framework/resource_base.h"
@@ -185,7 +185,7 @@ class EmbeddingTable : public tensorflow::ResourceBase {
     std::vector<uint32_t> free_rows;
     uint32_t cap = 0;  // this shard's share of max_rows (kMaxRowsPerShard without a cap)
     // Occurrences of keys seen by find-or-insert but not admitted yet.
-    absl::flat_hash_map<int64_t, uint32_t> pending;
+    CounterMap pending;
     // Rows to evict when the shard is at its cap, the next victim last; an entry
     // whose row was used since it was chosen is skipped.
     struct Victim {
