@@ -104,8 +104,8 @@ def test_bad_argument_is_one_line_exit_2(place, command, expected):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("graphopt: error: "), result.stderr
     assert "Traceback" not in result.stderr and "Error: " not in lines[0]
-    for word in expected:
-        assert word in lines[0], (word, lines[0])
+    for word in expected:  # the OS's own wording ("Permission denied") may start a clause
+        assert word.lower() in lines[0].lower(), (word, lines[0])
     assert sorted(os.listdir(place)) == before, "nothing may be written, no stage left behind"
     assert os.listdir(place / "readonly") == []
     assert tree_digest(model) == digest
