@@ -1,0 +1,5 @@
+"""Embedding tables sharded across TensorFlow parameter servers (tf.distribute / TF1 clusters)."""
+
+from graphopt.distribute.sharded import ShardedEmbeddingVariable, fmix64, ps_devices, shard_of
+
+__all__ = ["ShardedEmbeddingVariable", "fmix64", "ps_devices", "shard_of"]
