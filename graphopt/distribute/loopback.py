@@ -31,7 +31,10 @@ class LoopbackCluster:
     """``num_ps`` PS tasks and ``num_workers`` worker tasks as subprocesses; ``chief`` adds a
     chief/coordinator address (the caller's own process or a subprocess serves it)."""
 
-    def __init__(self, num_ps=2, num_workers=1, chief=True):
+    def __init__(self, num_ps=2, num_workers=1, chief=True, own_groups=True):
+        # own_groups=False keeps the tasks in the caller's process group, so whoever kills that
+        # group (a test fixture killing a coordinator subprocess) stops them too.
+        self.own_groups = own_groups
         ports = iter(free_ports(num_ps + num_workers + int(chief)))
         self.spec = {
             "ps": [f"127.0.0.1:{next(ports)}" for _ in range(num_ps)],
@@ -48,7 +51,7 @@ class LoopbackCluster:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=self.own_groups,
         )
 
     def start(self):
@@ -76,12 +79,11 @@ class LoopbackCluster:
 
     def kill(self, job: str, task: int):
         """SIGKILLs one task's process group (a crashed machine: no clean shutdown)."""
-        process = self.processes.pop((job, task))
-        _kill_group(process)
+        _kill(self.processes.pop((job, task)), self.own_groups)
 
     def stop(self):
         for key in list(self.processes):
-            _kill_group(self.processes.pop(key))
+            _kill(self.processes.pop(key), self.own_groups)
 
     def __enter__(self):
         return self.start()
@@ -90,9 +92,12 @@ class LoopbackCluster:
         self.stop()
 
 
-def _kill_group(process):
+def _kill(process, group: bool):
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        if group:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
     except ProcessLookupError:
         pass
     process.wait(timeout=30)
