@@ -228,6 +228,28 @@ class ShardedEmbeddingVariable(trackable.Trackable):
         t = self._checkpoint_tensors()
         return t["-keys"], t["-values"], t["-freqs"], t["-versions"]
 
+    def restore_from(self, checkpoint, key, name=None):
+        """Imports the table saved under checkpoint ``key`` (one logical table: a plain
+        EmbeddingVariable's, a sharded one's with any number of shards, or a rewritten model's
+        ``variables/variables``), every key re-routed to its shard. Like
+        ``EmbeddingVariable.restore_from``: slots when the checkpoint holds this optimizer's,
+        fresh slots when it holds none, InvalidArgumentError for another optimizer's."""
+        reader = tf.train.load_checkpoint(checkpoint)
+        if not reader.has_tensor(f"{key}-keys"):
+            raise _invalid(f"checkpoint {checkpoint} holds no table '{key}' ({key}-keys missing)")
+        names = reader.get_variable_to_shape_map()
+        saved = sorted(k[len(f"{key}-slot-") :] for k in names if k.startswith(f"{key}-slot-"))
+        if saved and saved != sorted(self.slot_names):
+            raise _invalid(
+                f"checkpoint table '{key}' holds slots {saved}, but this table's optimizer keeps "
+                f"{list(self.slot_names)}; restore it into a table with the same optimizer"
+            )
+        suffixes = ["-keys", "-values", "-freqs", "-versions"] + [f"-slot-{n}" for n in saved]
+        if f"{key}-pending-keys" in names and self._shards[0]._min_count > 1:
+            suffixes += ["-pending-keys", "-pending-counts"]
+        with ops.name_scope(name, f"{self._name}_restore_from"):
+            return self._restore_tensors({s: reader.get_tensor(f"{key}{s}") for s in suffixes})
+
     # --- checkpoint: one logical table ---------------------------------------------------
     def _checkpoint_tensors(self) -> dict:
         parts = []
