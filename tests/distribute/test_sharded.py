@@ -1,5 +1,9 @@
 """ShardedEmbeddingVariable in one process: routing, equality with one table, resharding."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -147,6 +151,31 @@ def test_serving_savedmodel_from_sharded_checkpoint(tmp_path):
     rows = loaded.signatures["serving_default"](ids=tf.constant(ids))["rows"].numpy()
     np.testing.assert_array_equal(rows, sharded.lookup(ids).numpy())
     assert not rows[2].any()  # 1000 was never inserted: the default row
+    # graphopt serve serves it on one machine (TF Serving's REST protocol)
+    served = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "graphopt",
+            "serve",
+            str(tmp_path / "serving"),
+            "--model-name",
+            "emb",
+            "--rest-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--once",
+            "--request",
+            '{"instances": [5, 999]}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    predictions = json.loads(served.stdout.strip().splitlines()[-1])["predictions"]
+    np.testing.assert_array_equal(np.array(predictions, np.float32), rows[:2])
 
 
 def test_tf1_saver_saves_one_logical_table(tmp_path):
