@@ -3,9 +3,11 @@
 Every task is ``python -m graphopt.distribute.loopback JOB TASK CLUSTER_JSON``: a
 ``tf.distribute.Server`` over gRPC with the op library loaded (a PS must know the
 ``GraphoptEv*`` kernels to hold tables). Each task runs in its own process group, so stopping it
-also stops anything it started; ``LoopbackCluster`` stops every task on exit, also on error.
+also stops anything it started; ``LoopbackCluster`` stops every task on exit, also on error,
+and a task dies with the process that started it.
 """
 
+import ctypes
 import json
 import os
 import signal
@@ -52,6 +54,7 @@ class LoopbackCluster:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=self.own_groups,
+            preexec_fn=_die_with_parent,
         )
 
     def start(self):
@@ -90,6 +93,12 @@ class LoopbackCluster:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def _die_with_parent():
+    """In the task, before exec: SIGKILL it when the process that started it dies (even by
+    SIGKILL), so no task outlives its cluster's owner (Linux prctl PR_SET_PDEATHSIG)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def _kill(process, group: bool):
