@@ -39,6 +39,7 @@ def test_tasks_stop_on_error():
     assert all(_gone(pid) for pid in pids)
 
 
+@pytest.mark.slow
 def test_tasks_die_with_a_killed_owner():
     owner = subprocess.run(
         [
