@@ -223,6 +223,30 @@ class ShardedEmbeddingVariable(trackable.Trackable):
                 sizes.append(shard.size())
         return tf.stack(sizes)
 
+    def evict(self, step=0, ttl=0, min_freq=0, max_rows=0, policy=None, name=None):
+        """EmbeddingVariable.evict on every shard, on its PS; returns the evicted keys. The
+        ``ttl`` and ``min_freq`` rules are per key, so they evict exactly what one table would;
+        ``max_rows`` is split evenly over the shards (like the table's own row cap), each
+        keeping its least recently (lfu: least frequently) used rows down to its share."""
+        n = self.num_shards
+        evicted = []
+        with ops.name_scope(name, f"{self._name}_evict"):
+            for i, (shard, device) in enumerate(zip(self._shards, self._devices, strict=True)):
+                share = 0 if not max_rows else max_rows // n + int(i < max_rows % n)
+                if max_rows and share == 0:
+                    raise _invalid(f"max_rows {max_rows} leaves shard {i} of {n} no row; use 0 or >= {n}")
+                with tf.device(device):
+                    evicted.append(shard.evict(step, ttl, min_freq, share, policy))
+            return tf.concat(evicted, 0)
+
+    def stats(self) -> dict:
+        """EmbeddingVariable.stats summed over the shards (int64 scalars)."""
+        per_shard = []
+        for shard, device in zip(self._shards, self._devices, strict=True):
+            with tf.device(device):
+                per_shard.append(shard.stats())
+        return {k: tf.add_n([s[k] for s in per_shard]) for k in per_shard[0]}
+
     def export(self):
         """(keys, values, freqs, versions) of every shard, concatenated (one logical table)."""
         t = self._checkpoint_tensors()

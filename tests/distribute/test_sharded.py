@@ -209,3 +209,25 @@ def test_bad_arguments():
     table = ShardedEmbeddingVariable(4, devices=[CPU] * 2, optimizer="sgd")
     with pytest.raises(tf.errors.InvalidArgumentError, match="2 IndexedSlices"):
         table.apply_gradients([None])
+
+
+def test_evict_and_stats_match_one_table():
+    single = graphopt.EmbeddingVariable(4, seed=3)
+    sharded = ShardedEmbeddingVariable(4, devices=[CPU] * 3, seed=3)
+    for step in range(1, 6):
+        ids = np.arange(step * 40) if step % 2 else np.arange(0, step * 40, 3)
+        single.lookup(ids, insert_missing=True, step=step)
+        sharded.lookup(ids, insert_missing=True, step=step)
+    a = np.sort(single.evict(step=5, ttl=1, min_freq=2).numpy())
+    b = np.sort(sharded.evict(step=5, ttl=1, min_freq=2).numpy())
+    assert a.size > 0
+    np.testing.assert_array_equal(a, b)
+    one, many = single.stats(), sharded.stats()
+    assert {k: int(v) for k, v in one.items() if k != "bytes"} == {
+        k: int(v) for k, v in many.items() if k != "bytes"
+    }
+    evicted = sharded.evict(max_rows=30).numpy()
+    assert int(sharded.size()) == 30 and evicted.size == int(single.size()) - 30
+    assert sorted(sharded.shard_sizes().numpy().tolist()) == [10, 10, 10]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="leaves shard 2 of 3 no row"):
+        sharded.evict(max_rows=2)
