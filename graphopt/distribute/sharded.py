@@ -305,6 +305,74 @@ class ShardedEmbeddingVariable(trackable.Trackable):
             return None
         return tf.group([r for r in restores if r is not None])
 
+    # --- checkpoint: one file per shard, written and read on the PS tasks ------------------
+    def save_parts(self, prefix, name=None):
+        """Writes shard i as ``<prefix>-part-<i>-of-<N>`` (a tensor bundle: ``table-keys``,
+        ``-values``, ``-freqs``, ``-versions``, ``-slot-<name>``, ``-pending-*``), each with
+        ``SaveV2`` on the shard's own device, so no task ever holds more than its shard (the
+        prefix must be on a filesystem every PS task writes to). Returns the part prefixes
+        (eagerly) or the save op (in a graph)."""
+        n, saves, prefixes = self.num_shards, [], []
+        with ops.name_scope(name, f"{self._name}_save_parts"):
+            for i, (shard, device) in enumerate(zip(self._shards, self._devices, strict=True)):
+                part = f"{prefix}-part-{i}-of-{n}"
+                with tf.device(device):
+                    tensors = checkpoint_tensors(shard)
+                    saves.append(
+                        tf.raw_ops.SaveV2(
+                            prefix=part,
+                            tensor_names=[f"table{k}" for k in tensors],
+                            shape_and_slices=[""] * len(tensors),
+                            tensors=list(tensors.values()),
+                        )
+                    )
+                prefixes.append(part)
+        return prefixes if context.executing_eagerly() else tf.group(saves)
+
+    def restore_parts(self, prefix, name=None):
+        """Restores what ``save_parts`` wrote with any number of shards: old part i is read on
+        one of this table's devices, split by this table's routing, and every shard imports the
+        pieces routed to it (the whole content is replaced)."""
+        import glob
+
+        found = sorted(glob.glob(f"{glob.escape(prefix)}-part-*-of-*.index"))
+        if not found:
+            raise _invalid(f"no parts {prefix}-part-<i>-of-<n> found; write them with save_parts")
+        count = int(found[0][: -len(".index")].rsplit("-of-", 1)[1])
+        parts = [f"{prefix}-part-{i}-of-{count}" for i in range(count)]
+        missing = [p for p in parts if not tf.io.gfile.exists(p + ".index")]
+        if missing:
+            raise _invalid(f"checkpoint parts missing: {', '.join(missing)}")
+        reader = tf.train.load_checkpoint(parts[0])
+        dtypes = reader.get_variable_to_dtype_map()
+        names = sorted(dtypes)
+        pieces = []  # per old part: {suffix: [tensor routed to new shard j for each j]}
+        with ops.name_scope(name, f"{self._name}_restore_parts"):
+            for i, part in enumerate(parts):
+                with tf.device(self._devices[i % self.num_shards]):
+                    values = tf.raw_ops.RestoreV2(
+                        prefix=part,
+                        tensor_names=names,
+                        shape_and_slices=[""] * len(names),
+                        dtypes=[dtypes[k] for k in names],
+                    )
+                    tensors = {k[len("table") :]: v for k, v in zip(names, values, strict=True)}
+                    rows = [s for s in tensors if s not in ("-keys", "-pending-keys", "-pending-counts")]
+                    routed = self._partition(tensors["-keys"], *[tensors[s] for s in rows])
+                    piece = {"-keys": [r[0] for r in routed]}
+                    piece.update({s: [r[2 + j] for r in routed] for j, s in enumerate(rows)})
+                    if "-pending-keys" in tensors:
+                        pending = self._partition(tensors["-pending-keys"], tensors["-pending-counts"])
+                        piece["-pending-keys"] = [r[0] for r in pending]
+                        piece["-pending-counts"] = [r[2] for r in pending]
+                    pieces.append(piece)
+            restores = []
+            for j, (shard, device) in enumerate(zip(self._shards, self._devices, strict=True)):
+                with tf.device(device):
+                    merged = {s: tf.concat([p[s][j] for p in pieces], 0) for s in pieces[0]}
+                    restores.append(restore_checkpoint_tensors(shard, merged))
+        return None if context.executing_eagerly() else tf.group([r for r in restores if r is not None])
+
     def _serialize_to_tensors(self):
         return self._checkpoint_tensors()
 

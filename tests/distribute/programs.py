@@ -10,7 +10,8 @@ otherwise keep the process alive).
   the same steps on one local table; checkpoints after step ``CHECKPOINT_STEP`` and snapshots
   the table; then kills PS 1 and records the error the next step raises.
 - ``pss-resume``: a fresh cluster restores that checkpoint and snapshots the table (must equal
-  the snapshot taken at the checkpoint), then trains one more step.
+  the snapshot taken at the checkpoint), restores the per-shard files ``save_parts`` wrote at the
+  same step into 3 shards (must equal it too), then trains one more step.
 - ``pss-kill-worker``: 2 workers, PS 1 of 2; worker 1 is killed after a few scheduled steps and
   restarted later; every step's keys must still be on the PS.
 - ``tf1``: a TF1 graph placed by ``replica_device_setter`` and run by ``MonitoredTrainingSession``
@@ -128,6 +129,7 @@ def run_pss(outdir):
         )
         if step == CHECKPOINT_STEP:
             tf.train.Checkpoint(emb=table).write(os.path.join(outdir, "ckpt", "table"))
+            table.save_parts(os.path.join(outdir, "parts", "table"))  # written by each PS task
             arrays.update({f"ckpt_{k}": v for k, v in snap.items()})
     lookup = table.lookup(data[0]).numpy()
     arrays["lookup"], arrays["reference_lookup"] = lookup, _reference_lookup(reference[-1], data[0])
@@ -164,6 +166,10 @@ def run_pss_resume(outdir):
         table = ShardedEmbeddingVariable(DIM, devices=ps_devices(2), optimizer="adagrad", seed=7)
     tf.train.Checkpoint(emb=table).read(os.path.join(outdir, "ckpt", "table")).assert_consumed()
     arrays = {f"restored_{k}": v for k, v in snapshot(table).items()}
+    with strategy.scope():  # the per-PS parts, into 3 shards over the 2 PS tasks
+        three = ShardedEmbeddingVariable(DIM, devices=ps_devices(3, 2), optimizer="adagrad", seed=7)
+    three.restore_parts(os.path.join(outdir, "parts", "table"))
+    arrays.update({f"parts_{k}": v for k, v in snapshot(three).items()})
     train = _train_fn(strategy, table)
     coordinator.schedule(train, args=(tf.constant(batches(1, seed=9)[0]), tf.constant(5, tf.int64)))
     coordinator.join()

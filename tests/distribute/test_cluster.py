@@ -57,6 +57,7 @@ def test_parameter_server_strategy_equals_single_table_and_ps_failure_resumes(tm
     resumed, restored = run_program("pss-resume", tmp_path)
     for name in ("keys", "values", "freqs", "versions", "slot-accumulator"):
         np.testing.assert_array_equal(restored[f"restored_{name}"], arrays[f"ckpt_{name}"], err_msg=name)
+        np.testing.assert_array_equal(restored[f"parts_{name}"], arrays[f"ckpt_{name}"], err_msg=name)
     assert resumed["size_after_step"] > len(arrays["ckpt_keys"])  # it trains on
 
 

@@ -1,6 +1,7 @@
 """ShardedEmbeddingVariable in one process: routing, equality with one table, resharding."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -231,3 +232,27 @@ def test_evict_and_stats_match_one_table():
     assert sorted(sharded.shard_sizes().numpy().tolist()) == [10, 10, 10]
     with pytest.raises(tf.errors.InvalidArgumentError, match="leaves shard 2 of 3 no row"):
         sharded.evict(max_rows=2)
+
+
+def test_save_parts_one_file_per_shard_restores_into_any_number(tmp_path):
+    two = ShardedEmbeddingVariable(4, devices=[CPU] * 2, optimizer="adagrad", seed=1, min_count=2)
+    for step in range(1, 4):
+        two.lookup(np.arange(step * 100), insert_missing=True, step=step)
+        two.apply_gradients(np.arange(60), np.full((60, 4), 0.25, np.float32), step=step)
+    saved = _content(two)
+    prefixes = two.save_parts(str(tmp_path / "table"))
+    assert [os.path.basename(p) for p in prefixes] == ["table-part-0-of-2", "table-part-1-of-2"]
+    for i, part in enumerate(prefixes):  # each file holds exactly its shard
+        np.testing.assert_array_equal(
+            np.sort(tf.train.load_checkpoint(part).get_tensor("table-keys")),
+            np.sort(two.shards[i].export()[0].numpy()),
+        )
+    for devices in ([CPU] * 3, [CPU]):
+        other = ShardedEmbeddingVariable(4, devices=devices, optimizer="adagrad", seed=1, min_count=2)
+        other.restore_parts(str(tmp_path / "table"))
+        _assert_same(_content(other), saved)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="no parts"):
+        two.restore_parts(str(tmp_path / "absent"))
+    os.remove(prefixes[1] + ".index")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="parts missing"):
+        two.restore_parts(str(tmp_path / "table"))
