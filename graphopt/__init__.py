@@ -13,7 +13,7 @@ from graphopt.errors import GraphoptError, OpLibraryError
 
 __version__ = "0.1.0"
 
-__all__ = ["EmbeddingVariable", "GraphoptError", "OpLibraryError", "__version__"]
+__all__ = ["EmbeddingVariable", "GraphoptError", "OpLibraryError", "ShardedEmbeddingVariable", "__version__"]
 
 
 def __getattr__(name):
@@ -27,6 +27,12 @@ def __getattr__(name):
 
         globals()["EmbeddingVariable"] = EmbeddingVariable
         return EmbeddingVariable
+    if name == "ShardedEmbeddingVariable":
+        __getattr__("EmbeddingVariable")
+        from graphopt.distribute import ShardedEmbeddingVariable
+
+        globals()["ShardedEmbeddingVariable"] = ShardedEmbeddingVariable
+        return ShardedEmbeddingVariable
     raise AttributeError(f"module 'graphopt' has no attribute {name!r}")
 
 
