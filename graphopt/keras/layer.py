@@ -138,6 +138,7 @@ class DynamicEmbedding(keras.layers.Layer):
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.mask_zero = bool(mask_zero)
         self.supports_masking = self.mask_zero
+        self.supports_jit = False  # the table ops have no XLA kernels: jit_compile="auto" resolves off
         self.min_count, self.max_rows, self.evict_policy = int(min_count), int(max_rows), evict_policy
         self.seed = int(seed)
         self.key_dtype = tf.as_dtype(key_dtype)
@@ -195,10 +196,13 @@ class DynamicEmbedding(keras.layers.Layer):
         @tf.custom_gradient
         def attach(rows, trigger):
             def grad(d_rows):
-                step = self.iterations.value.assign_add(1)
+                step = tf.convert_to_tensor(self.iterations.value) + 1
+                advance = self.iterations.value.assign(step, read_value=False)
                 apply = self.table.apply_gradients(ids, tf.convert_to_tensor(d_rows), step=step)
-                with tf.control_dependencies([apply] if apply is not None else []):
-                    return None, tf.zeros_like(trigger)
+                with tf.control_dependencies([op for op in (advance, apply) if op is not None]):
+                    # A zero that depends on the update by data, not only by control edge.
+                    done = tf.convert_to_tensor(self.iterations.value)
+                    return None, tf.cast(tf.minimum(done, 0), trigger.dtype)
 
             return tf.identity(rows), grad
 
