@@ -14,6 +14,8 @@ scalar ``update_trigger`` variable (always 0, its gradient is 0) is that variabl
 never enters the output (the forward pass is the lookup alone).
 """
 
+import uuid
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -153,7 +155,12 @@ class DynamicEmbedding(keras.layers.Layer):
                 min_count=self.min_count,
                 max_rows=self.max_rows,
                 evict_policy=self.evict_policy,
+                # A named table, unique to this layer: a TF1 session (graphopt validate's session
+                # loader, TF Serving) then finds the restored rows at every run, where an
+                # anonymous eager table would be created afresh per run.
+                shared_name=f"{self.name}_{uuid.uuid4().hex}",
             )
+            self.table._anonymous = True  # still destroyed with the layer, as eager tables are
         self.update_trigger = self.add_weight(shape=(), initializer="zeros", name="update_trigger")
         # Table steps taken: the 1-based step of the next update is iterations + 1 (Adam's
         # bias correction, the learning-rate schedule, the rows' last-used step for eviction).
