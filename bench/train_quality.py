@@ -5,8 +5,9 @@
     is first scored by both models (AUC), then both train on it (one pass, same batches).
 (b) A synthetic stream whose user ids arrive over time with drift (graphopt.data.synthetic
     stream_window): a static table of M hashed buckets (id mod M) vs a DynamicEmbedding with
-    admission (min_count 2) and a cap of M rows (LRU), both with Adagrad, the same memory for rows
-    and accumulators: AUC per window and resident table bytes.
+    admission (min_count 2) and a cap of M / 2 rows (LRU), both with Adagrad: about the same
+    memory, as a table row (value, accumulator, index slot, counters) and the pending admission
+    counts cost about twice a dense row and its accumulator. AUC per window, resident bytes.
 
     python bench/train_quality.py --quick          # (a) alone, < 5 minutes
     python bench/train_quality.py --windows 10 --rows 200000 --cohort 400000 --buckets 100000
@@ -118,7 +119,7 @@ def synthetic_stream(windows, rows, cohort, buckets, dim, seed):
     keras.utils.set_random_seed(seed)
     static = stream_model(keras.layers.Embedding(buckets, dim, name="user_embedding"), n_items, dim, lr)
     table = DynamicEmbedding(
-        dim, optimizer=keras.optimizers.Adagrad(lr), min_count=2, max_rows=buckets, name="user_embedding"
+        dim, optimizer=keras.optimizers.Adagrad(lr), min_count=2, max_rows=buckets // 2, name="user_embedding"
     )
     dynamic = stream_model(table, n_items, dim, lr)
     static_bytes = buckets * dim * 4 * 2  # rows + Adagrad accumulators

@@ -136,3 +136,29 @@ def test_cli_refuses_a_file_that_is_not_a_keras_model(tmp_path):
     bad.write_text("not a zip")
     result = CliRunner().invoke(main, ["rewrite", str(bad), "-o", str(tmp_path / "o.keras")])
     assert result.exit_code == 2 and "is not a .keras file" in result.output
+
+
+def exported_pair(tmp_path, break_row=False):
+    model = shared_model()
+    model.train_on_batch(*data(0))
+    model.export(str(tmp_path / "original"), format="tf_saved_model", verbose=False)
+    converted = convert(model)
+    if break_row:
+        converted.get_layer("shared").table.insert([7], np.full((1, 3), 0.5, "float32"))
+    converted.export(str(tmp_path / "converted"), format="tf_saved_model", verbose=False)
+    return str(tmp_path / "original"), str(tmp_path / "converted")
+
+
+def test_export_of_the_converted_model_validates_exactly(tmp_path):
+    from graphopt.validate import validate_models
+
+    report = validate_models(*exported_pair(tmp_path))
+    assert report.passed, report.format()
+
+
+def test_validate_catches_one_changed_row_of_the_converted_table(tmp_path):
+    from graphopt.validate import validate_models
+
+    report = validate_models(*exported_pair(tmp_path, break_row=True))
+    assert not report.passed
+    assert "differ" in report.format()
