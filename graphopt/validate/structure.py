@@ -267,7 +267,8 @@ def check_checkpoint(original, rewritten, original_tables=()):
     if n_tables and exact == n_tables:
         summary += f", {_count(n_tables, 'embedding table')} holding all {rows} rows"
     elif n_tables:
-        summary += f", {exact} of {_count(n_tables, 'embedding table')} ({rows} rows) holding exactly their rows"
+        summary += (f", {exact} of {_count(n_tables, 'embedding table')} ({rows} rows) "
+                    "holding exactly their rows")
     if extra:
         summary += f"; {len(extra)} new tensors ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"
     return CheckResult("checkpoint", title, not findings, summary, _truncate(findings))
