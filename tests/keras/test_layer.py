@@ -212,3 +212,16 @@ def test_export_serves_find_only_and_matches_predict(tmp_path):
     out = served.serve({k: tf.constant(v) for k, v in x.items()})
     np.testing.assert_array_equal(out.numpy(), converted.predict(x, verbose=0))
     assert int(converted.get_layer("ea").table.size()) == VOCAB
+
+
+def test_a_fresh_process_loads_a_converted_keras_file_after_import_graphopt(tmp_path):
+    import subprocess
+    import sys
+
+    _, converted, _ = train_both(keras.optimizers.SGD(0.5), 1)
+    path = str(tmp_path / "m.keras")
+    converted.save(path)
+    code = f"import keras, graphopt; m = keras.saving.load_model({path!r}); print(int(m.get_layer('ea').table.size()))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == str(VOCAB)
