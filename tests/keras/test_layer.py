@@ -221,7 +221,10 @@ def test_a_fresh_process_loads_a_converted_keras_file_after_import_graphopt(tmp_
     _, converted, _ = train_both(keras.optimizers.SGD(0.5), 1)
     path = str(tmp_path / "m.keras")
     converted.save(path)
-    code = f"import keras, graphopt; m = keras.saving.load_model({path!r}); print(int(m.get_layer('ea').table.size()))"
+    code = (
+        f"import keras, graphopt; m = keras.saving.load_model({path!r}); "
+        "print(int(m.get_layer('ea').table.size()))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-1] == str(VOCAB)
