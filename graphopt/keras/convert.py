@@ -16,7 +16,7 @@ import keras
 
 from graphopt.errors import GraphoptError, ModelError
 from graphopt.keras.layer import DynamicEmbedding, optimizer_config
-from graphopt.output import staged_output
+from graphopt.output import check_output_dir, staged_output
 
 # Keras optimizer class -> {table slot: the optimizer's list of per-variable slot variables}.
 _SLOT_LISTS = {
@@ -201,6 +201,11 @@ def convert_file(path, out, overwrite=False, **options) -> ConversionReport:
     if not str(out).endswith(".keras"):
         raise GraphoptError(
             f"the output of a .keras rewrite is a .keras file; got {out}, use e.g. -o model_ev.keras"
+        )
+    check_output_dir(out, overwrite)  # before the minutes of loading and converting
+    if os.path.abspath(out) == os.path.abspath(path):
+        raise GraphoptError(
+            f"the output {out} is the input; choose another path (the input is never modified)"
         )
     model = load_keras_file(path)
     report = ConversionReport()
