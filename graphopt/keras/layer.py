@@ -197,13 +197,14 @@ class DynamicEmbedding(keras.layers.Layer):
             )
         step = tf.convert_to_tensor(self.iterations.value) + 1
         rows = self.table.lookup(ids, insert_missing=True, step=step)
-        return self._update_in_backward(rows, ids, tf.convert_to_tensor(self.update_trigger.value))
+        return self._update_in_backward(rows, ids, tf.convert_to_tensor(self.update_trigger.value), step)
 
-    def _update_in_backward(self, rows, ids, trigger):
+    def _update_in_backward(self, rows, ids, trigger, step):
         @tf.custom_gradient
         def attach(rows, trigger):
             def grad(d_rows):
-                step = tf.convert_to_tensor(self.iterations.value) + 1
+                # The step read in the forward pass, assigned (not incremented): a shared layer's
+                # call sites all update at the same step, and the count advances once per batch.
                 advance = self.iterations.value.assign(step, read_value=False)
                 apply = self.table.apply_gradients(ids, tf.convert_to_tensor(d_rows), step=step)
                 with tf.control_dependencies([op for op in (advance, apply) if op is not None]):

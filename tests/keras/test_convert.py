@@ -162,3 +162,11 @@ def test_validate_catches_one_changed_row_of_the_converted_table(tmp_path):
     report = validate_models(*exported_pair(tmp_path, break_row=True))
     assert not report.passed
     assert "differ" in report.format()
+
+
+def test_a_shared_table_steps_once_per_batch():
+    model = shared_model()
+    converted = convert(model)
+    for seed in range(3):
+        converted.fit(*data(seed), verbose=0)
+    assert int(converted.get_layer("shared").iterations.numpy()) == 3
