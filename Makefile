@@ -35,6 +35,15 @@ demo: install
 	  $(BIN)/graphopt validate $(DEMO_DIR)/$$form $(DEMO_DIR)/serving/$$form/1 || exit 1; done
 	$(BIN)/graphopt serve $(DEMO_DIR)/serving/keras --model-name embedding_mlp --rest-port 0 --grpc-port 0 \
 	  --once --request '$(DEMO_REQUEST)'
+	# Keep training (docs/training.md): the Keras model's .keras file -> dynamic tables -> fit on
+	# new users -> export; validate the converted export against the original, serve the trained one.
+	$(BIN)/graphopt rewrite $(DEMO_DIR)/keras/model.keras -o $(DEMO_DIR)/keras_ev/model.keras
+	$(BIN)/python -m graphopt.keras.train $(DEMO_DIR)/keras_ev/model.keras --new-users \
+	  -o $(DEMO_DIR)/keras_ev/trained.keras --export-converted $(DEMO_DIR)/keras_ev/converted \
+	  --export $(DEMO_DIR)/serving/keras_trained/1
+	$(BIN)/graphopt validate $(DEMO_DIR)/keras $(DEMO_DIR)/keras_ev/converted
+	$(BIN)/graphopt serve $(DEMO_DIR)/serving/keras_trained --model-name embedding_mlp --rest-port 0 \
+	  --grpc-port 0 --once --request '$(DEMO_REQUEST)'
 
 # Lint: ruff (pycodestyle, pyflakes, bugbear, pyupgrade, import order), ruff's formatter, mypy.
 LINT_PATHS := graphopt models tests bench setup.py

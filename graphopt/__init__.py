@@ -45,3 +45,6 @@ def _invoked_as_cli():
 
 if not _invoked_as_cli():
     __getattr__("EmbeddingVariable")
+    # Registers graphopt.keras.DynamicEmbedding with Keras, so keras.saving.load_model reads a
+    # converted .keras file right after `import graphopt` (Keras is already loaded by then).
+    import graphopt.keras  # noqa: E402, F401

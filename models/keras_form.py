@@ -1,8 +1,11 @@
-"""Form a: Keras 3 functional model with ``keras.layers.Embedding``, exported for serving.
+"""Form a: Keras 3 functional model with ``keras.layers.Embedding``, exported for serving and
+saved as ``model.keras`` beside the export (the file Keras users keep to continue training).
 
 The exported signature takes the raw features by name (ids int64, genres strings, numerics
 float32); genre strings go through one shared ``StringLookup`` (index 0 for empty or unknown).
 """
+
+import os
 
 import tensorflow as tf
 
@@ -12,6 +15,7 @@ from graphopt_models.features import (
 )
 
 keras = tf.keras
+KERAS_FILE = "model.keras"
 
 
 def build(normalization):
@@ -53,4 +57,7 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=N
               callbacks=callbacks if on_epoch else None)
     scores = model.predict(dataset(test, batch_size=1024), verbose=0).reshape(-1)
     model.export(out_dir, format="tf_saved_model", verbose=False)
+    # The file its Keras users keep to continue training (weights, compile config, optimizer
+    # state); `graphopt rewrite model.keras -o model_ev.keras` makes its tables dynamic.
+    model.save(os.path.join(out_dir, KERAS_FILE))
     return scores

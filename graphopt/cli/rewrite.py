@@ -59,7 +59,16 @@ def format_summary(report) -> str:
 @json_option
 def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, verify, overwrite, tags, tensorboard,
             as_json):
-    """Rewrite MODEL's embedding tables onto EmbeddingVariables and write the model to OUTPUT."""
+    """Rewrite MODEL's embedding tables onto EmbeddingVariables and write the model to OUTPUT.
+
+    A Keras 3 ``.keras`` file is converted to a ``.keras`` file whose Embedding layers are
+    graphopt.keras.DynamicEmbedding layers (trainable with model.fit).
+    """
+    if _is_keras_file(model):
+        if target != "ev" or verify or tensorboard or include or exclude or min_rows:
+            raise GraphoptError("a .keras rewrite converts every Embedding layer; --target stock, --verify, "
+                                "--tensorboard, --include/--exclude and --min-rows apply to SavedModels only")
+        return _rewrite_keras_file(model, out, dry_run, overwrite, as_json)
     from graphopt.rewrite import rewrite_model
 
     planned = []
@@ -113,3 +122,29 @@ def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, veri
     if validation is not None and not validation.passed:
         raise click.exceptions.Exit(1)
 
+
+
+def _is_keras_file(path) -> bool:
+    import zipfile
+
+    return str(path).endswith(".keras") or (os.path.isfile(path) and zipfile.is_zipfile(path))
+
+
+def _rewrite_keras_file(model, out, dry_run, overwrite, as_json):
+    from graphopt.keras.convert import ConversionReport, convert, convert_file, load_keras_file
+
+    if dry_run:
+        report = ConversionReport()
+        convert(load_keras_file(model), report=report)
+    else:
+        report = convert_file(model, out, overwrite=overwrite)
+    for warning in report.warnings():
+        click.echo(warning, err=True)
+    if as_json:
+        click.echo(json.dumps({"tables": [{"name": n, "rows": r, "dim": d, "slots": list(s)}
+                                          for n, r, d, s in report.tables],
+                               "custom_layers": [{"name": n, "class": c} for n, c in report.custom_layers],
+                               "output": None if dry_run else out}, indent=2))
+    else:
+        click.echo(report.format())
+        click.echo("dry run: nothing written" if dry_run else f"wrote {out}")

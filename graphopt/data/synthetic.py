@@ -93,3 +93,35 @@ def generate_samples(n_rows=20000, seed=0):
         columns[f"userGenre{slot + 1}"] = np.where(known, vocab[top[u, slot] + 1], "").astype(object)
     assert set(columns) == {*ID_FEATURES, LABEL, TIMESTAMP, *GENRE_FEATURES, *NUMERIC_FEATURES}
     return Samples(columns, source=f"synthetic(rows={n_rows}, seed={seed})")
+
+
+def _splitmix(x):
+    """splitmix64 finalizer on uint64 arrays: spreads (cohort, rank) over all 64-bit id values."""
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def stream_window(window, rows, cohort_size, n_items=1000, fade=0.5, seed=0):
+    """Window ``window`` of a click stream whose user ids arrive over time, with drift.
+
+    Every window a cohort of ``cohort_size`` new user ids appears (arbitrary 63-bit values); a
+    row's user comes from a cohort ``geometric(fade)`` windows old (recent users dominate, old
+    ones fade out) and from it by Zipf(1.1) popularity. Items: ``n_items`` ids, Zipf(1.1). The
+    label is Bernoulli(sigmoid(user bias + item bias + item drift)), the biases a function of
+    the id, the drift a per-item sine over windows. Returns (user ids, item ids, labels).
+    """
+    rng = np.random.default_rng([seed, window])
+    with np.errstate(over="ignore"):
+        age = np.minimum(rng.geometric(fade, rows) - 1, window)
+        ranks = np.minimum(rng.zipf(1.1, rows), cohort_size) - 1
+        cohort = (window - age).astype(np.uint64)
+        users = _splitmix(cohort * np.uint64(1 << 32) + ranks.astype(np.uint64) + np.uint64(seed << 48))
+        users = (users >> np.uint64(1)).astype(np.int64)
+        user_bias = ((users.astype(np.uint64) >> np.uint64(11)).astype(np.float64) / 2.0**52) * 4.0 - 2.0
+    items = np.minimum(rng.zipf(1.1, rows), n_items).astype(np.int64) - 1
+    item_rng = np.random.default_rng(seed)
+    item_bias, phase = item_rng.normal(0, 1, n_items), item_rng.uniform(0, 2 * np.pi, n_items)
+    logit = user_bias + item_bias[items] + np.sin(window / 3.0 + phase[items])
+    labels = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    return users, items, labels

@@ -217,7 +217,7 @@ def check_checkpoint(original, rewritten, original_tables=()):
     shapes_b = {k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in _CHECKPOINT_METADATA}
     tables = {k[: -len("-keys")] for k in shapes_b if k.endswith("-keys") and k[:-5] + "-values" in shapes_b}
     table_parts = {t + s for t in tables for s in EV_SUFFIXES}
-    findings, same, rows, exact = [], 0, 0, 0
+    findings, same, rows, exact, missing, differs = [], 0, 0, 0, [], {}
     for key in sorted(shapes_a):
         value = reader_a.get_tensor(key)
         if key in tables:
@@ -229,19 +229,46 @@ def check_checkpoint(original, rewritten, original_tables=()):
             exact += not found
         elif key in shapes_b:
             found = _compare_tensor(key, value, reader_b.get_tensor(key))
-            findings += found
+            if found:
+                missing.append(key)
+                differs[key] = found
             same += not found
+        else:
+            missing.append(key)
+    # A model re-exported after conversion (Keras's model.export() of graphopt.keras.convert's
+    # model) numbers its variables afresh: a tensor absent under its key may be under another,
+    # and a table may be an EmbeddingVariable under another key, holding exactly its rows.
+    unclaimed = sorted((set(shapes_b) - set(shapes_a) - table_parts) | set(differs))
+    free_tables = sorted(set(tables) - set(shapes_a))
+    n_tables, moved, used = len(set(tables) & set(shapes_a)), 0, set()
+    for key in missing:
+        value = reader_a.get_tensor(key)
+        match = next((k for k in unclaimed if list(shapes_b[k]) == list(value.shape)
+                      and not _compare_tensor(key, value, reader_b.get_tensor(k))), None)
+        table = None if match or value.ndim != 2 else next(
+            (t for t in free_tables if not compare_table_rows(
+                key, value, reader_b.get_tensor(t + "-keys"), reader_b.get_tensor(t + "-values"))), None)
+        if match:
+            unclaimed.remove(match)
+            same, moved = same + 1, moved + 1
+        elif table:  # one table may back several keys (Keras saves a variable in two lists)
+            used.add(table)
+            rows, exact, n_tables = rows + value.shape[0], exact + 1, n_tables + 1
+        elif key in differs:
+            findings += differs[key]
         else:
             findings.append(f"checkpoint tensor {key!r} {list(value.shape)} is missing from the rewritten "
                             "checkpoint (neither kept nor converted to an EmbeddingVariable)")
-    for key in sorted(set(tables) - set(shapes_a)):
+    for key in sorted(set(free_tables) - used):
+        n_tables += 1
         findings.append(f"EmbeddingVariable {key!r} replaces no tensor of the original checkpoint")
-    extra = sorted(set(shapes_b) - set(shapes_a) - table_parts)
-    summary = f"{_count(same, 'tensor')} identical"
-    if tables and exact == len(tables):
-        summary += f", {_count(len(tables), 'embedding table')} holding all {rows} rows"
-    elif tables:
-        summary += f", {exact} of {_count(len(tables), 'embedding table')} ({rows} rows) holding exactly their rows"
+    extra = [k for k in unclaimed if k not in shapes_a]
+    summary = f"{_count(same, 'tensor')} identical" + (f" ({moved} under another key)" if moved else "")
+    if n_tables and exact == n_tables:
+        summary += f", {_count(n_tables, 'embedding table')} holding all {rows} rows"
+    elif n_tables:
+        summary += (f", {exact} of {_count(n_tables, 'embedding table')} ({rows} rows) "
+                    "holding exactly their rows")
     if extra:
         summary += f"; {len(extra)} new tensors ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"
     return CheckResult("checkpoint", title, not findings, summary, _truncate(findings))
