@@ -309,7 +309,8 @@ def test_optimizer_math_matches_tensorflow(cuda_build, optimizer, l2_shrinkage):
 
 GPU_LIBRARY = os.path.join(REPO, "graphopt", "_graphopt_ops_gpu.so")
 # Every EmbeddingVariable op has a GPU kernel (GraphoptEvEvict's refuses: the GPU table does
-# not evict yet, docs/cuda.md); an op added without one fails test_every_op_has_a_gpu_kernel.
+# not evict yet, docs/cuda.md); an op added without one fails
+# test_gpu_kernels_register_once_loaded.
 GPU_OPS = ["GraphoptEvHandleOp", "GraphoptEvFind", "GraphoptEvFindOrInsert", "GraphoptEvInsert",
            "GraphoptEvRemove", "GraphoptEvApplySgd", "GraphoptEvApplyAdagrad",
            "GraphoptEvApplyAdam", "GraphoptEvApplyFtrl", "GraphoptEvExport", "GraphoptEvImport",
