@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.graphopt-installed
-OP_SOURCES := $(shell find custom_ops -name '*.cc' -o -name '*.h' -o -name '*.cu' 2>/dev/null)
+OP_SOURCES := $(shell find custom_ops -name '*.cc' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 DEMO_DIR ?= demo-out
 
 .PHONY: install demo test lint clean asan gpu-check

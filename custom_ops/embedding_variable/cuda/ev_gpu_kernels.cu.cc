@@ -108,6 +108,13 @@ class GpuTableResource : public tensorflow::ResourceBase {
     tensorflow::mutex_lock lock(mu_);
     return table_ ? table_->size() : 0;
   }
+  // The GPU table admits every key at once and never evicts, so nothing is pending or
+  // evicted; admitted counts the rows find-or-insert created (as on the CPU).
+  TableStats Stats() const {
+    tensorflow::mutex_lock lock(mu_);
+    return TableStats{table_ ? table_->size() : 0, admitted_, 0, 0,
+                      table_ ? table_->BytesUsed() : 0};
+  }
   int64_t BytesUsed() const {
     tensorflow::mutex_lock lock(mu_);
     return table_ ? table_->BytesUsed() : 0;
@@ -122,6 +129,17 @@ class GpuTableResource : public tensorflow::ResourceBase {
     tensorflow::mutex_lock lock(mu_);
     if (!table_) TF_RETURN_IF_ERROR(Create(ctx));
     return fn(table_.get());
+  }
+
+  // A find-or-insert: the rows it adds are the rows it admitted (it never removes any).
+  Status FindOrInsert(OpKernelContext* ctx,
+                      const std::function<Status(gpu::GpuEmbeddingTable*)>& fn) {
+    tensorflow::mutex_lock lock(mu_);
+    if (!table_) TF_RETURN_IF_ERROR(Create(ctx));
+    const int64_t before = table_->size();
+    const Status st = fn(table_.get());
+    admitted_ += table_->size() - before;
+    return st;
   }
 
  private:
@@ -159,6 +177,7 @@ class GpuTableResource : public tensorflow::ResourceBase {
   const TableOptions options_;
   mutable tensorflow::mutex mu_;
   std::unique_ptr<gpu::GpuEmbeddingTable> table_ TF_GUARDED_BY(mu_);
+  int64_t admitted_ TF_GUARDED_BY(mu_) = 0;
 };
 
 template <>
@@ -184,7 +203,7 @@ template <typename K>
 struct FindOrInsertFunctor<GPUDevice, K> {
   Status operator()(OpKernelContext* ctx, GpuTableResource* table, const K* keys, int64_t n,
                     int64_t step, float* out) const {
-    return table->With(ctx, [&](gpu::GpuEmbeddingTable* t) {
+    return table->FindOrInsert(ctx, [&](gpu::GpuEmbeddingTable* t) {
       Tensor temp;
       const int64_t* k;
       TF_RETURN_IF_ERROR(DeviceKeys(ctx, t, keys, n, &temp, &k));
@@ -219,11 +238,14 @@ struct RemoveFunctor<GPUDevice, K> {
   }
 };
 
+// `pending` (admission counters of keys without a row) is dropped: a table on the GPU admits
+// every key at once (min_count > 1 is refused), so those counters no longer gate anything.
 template <>
 struct ImportFunctor<GPUDevice> {
   Status operator()(OpKernelContext* ctx, GpuTableResource* table, const int64_t* keys,
                     int64_t n, const float* values, const int64_t* freqs,
-                    const int64_t* versions, const std::vector<const float*>& slots) const {
+                    const int64_t* versions, const std::vector<const float*>& slots,
+                    const PendingCounts&) const {
     return table->With(ctx, [&](gpu::GpuEmbeddingTable* t) {
       return ToTf(t->Import(keys, n, values, freqs, versions, slots));
     });
@@ -235,7 +257,7 @@ struct ExportFunctor<GPUDevice> {
   Status operator()(OpKernelContext* ctx, const GpuTableResource& table,
                     const std::function<Status(int64_t, ExportBuffers*)>& allocate) const {
     return const_cast<GpuTableResource&>(table).With(ctx, [&](gpu::GpuEmbeddingTable* t) {
-      ExportBuffers out;
+      ExportBuffers out;  // num_pending 0: the GPU table counts no unadmitted keys
       TF_RETURN_IF_ERROR(allocate(t->size(), &out));
       return ToTf(t->Export(out.keys, out.values, out.freqs, out.versions, out.slots));
     });
@@ -263,6 +285,18 @@ struct SparseApplyFunctor<GPUDevice, K> {
   }
 };
 
+// No eviction on the GPU table yet: refused with what to do instead (a missing GPU kernel
+// would leave TensorFlow to fail with a placement error naming no remedy).
+template <>
+struct EvictFunctor<GPUDevice> {
+  Status operator()(OpKernelContext*, GpuTableResource*, const EvictionRule&,
+                    std::vector<int64_t>*) const {
+    return errors::Unimplemented(
+        "GraphoptEvEvict: eviction is CPU-only for now and this EmbeddingVariable is on a GPU; "
+        "create it under tf.device('/CPU:0') to evict rows");
+  }
+};
+
 #define REGISTER_GPU(NAME, OP) \
   REGISTER_KERNEL_BUILDER(Name(NAME).Device(DEVICE_GPU), OP<GPUDevice>)
 #define REGISTER_GPU_KEYED(NAME, HOST, ...)                                               \
@@ -282,9 +316,9 @@ struct SparseApplyFunctor<GPUDevice, K> {
 #define APPLY_FTRL(K) EvApplyKindOp<GPUDevice, K, OptimizerKind::kFtrl>
 #define NONE
 
-// Scalars the kernels read on the host stay in host memory; int64 keys, rows and gradients
-// are device tensors (int32 keys: host, see DeviceKeys). Evict and Stats have no GPU kernels
-// (the GPU table does not evict yet).
+// Scalars the kernels read or write on the host stay in host memory, as do the admission
+// counters (pending_*); int64 keys, rows and gradients are device tensors (int32 keys: host,
+// see DeviceKeys). Evict is registered only to refuse with a clear message.
 REGISTER_GPU("GraphoptEvHandleOp", EvHandleOp);
 REGISTER_GPU_KEYED("GraphoptEvFind", NONE, FIND);
 REGISTER_GPU_KEYED("GraphoptEvFindOrInsert", .HostMemory("step"), FIND_OR_INSERT);
@@ -303,12 +337,36 @@ REGISTER_GPU_KEYED("GraphoptEvApplyFtrl",
                    APPLY_FTRL);
 REGISTER_GPU("GraphoptEvExport", EvExportOp);
 REGISTER_GPU("GraphoptEvImport", EvImportOp);
-REGISTER_GPU("GraphoptEvExportWithSlots", EvExportOp);
-REGISTER_GPU("GraphoptEvImportWithSlots", EvImportOp);
+REGISTER_KERNEL_BUILDER(Name("GraphoptEvExportWithSlots")
+                            .Device(DEVICE_GPU)
+                            .HostMemory("pending_keys")
+                            .HostMemory("pending_counts"),
+                        EvExportOp<GPUDevice>);
+REGISTER_KERNEL_BUILDER(Name("GraphoptEvImportWithSlots")
+                            .Device(DEVICE_GPU)
+                            .HostMemory("pending_keys")
+                            .HostMemory("pending_counts"),
+                        EvImportOp<GPUDevice>);
 REGISTER_KERNEL_BUILDER(Name("GraphoptEvSize").Device(DEVICE_GPU).HostMemory("size"),
                         EvSizeOp<GPUDevice>);
 REGISTER_KERNEL_BUILDER(
     Name("GraphoptEvMemory").Device(DEVICE_GPU).HostMemory("bytes_used").HostMemory("capacity"),
     EvMemoryOp<GPUDevice>);
+REGISTER_KERNEL_BUILDER(Name("GraphoptEvStats")
+                            .Device(DEVICE_GPU)
+                            .HostMemory("size")
+                            .HostMemory("admitted")
+                            .HostMemory("evicted")
+                            .HostMemory("pending")
+                            .HostMemory("bytes_used"),
+                        EvStatsOp<GPUDevice>);
+REGISTER_KERNEL_BUILDER(Name("GraphoptEvEvict")
+                            .Device(DEVICE_GPU)
+                            .HostMemory("step")
+                            .HostMemory("ttl")
+                            .HostMemory("min_freq")
+                            .HostMemory("max_rows")
+                            .HostMemory("evicted"),
+                        EvEvictOp<GPUDevice>);
 
 }  // namespace graphopt
