@@ -66,6 +66,11 @@ ELEMENTWISE_OPS = {
 # Inputs that are no element-wise data: a lookup's table handle and default value.
 _SIDE_INPUTS = {"LookupTableFindV2": (0, 2)}
 RAW_DTYPES = ("string", "int32", "int64")
+CUSTOM_HASH_OPS = ("Fingerprint", "EagerPyFunc", "PyFunc", "PyFuncStateless")
+# What may stand between a model input and the raw id: it moves or normalises ids, it does not
+# compute them (a string length or a sum of features is no id).
+RAW_PRODUCERS = ("Identity", "Cast", "Reshape", "ExpandDims", "Squeeze", "StringStrip", "StringLower",
+                 "StringUpper", "AsString")
 _MAX_NODES = 200  # a chain larger than this is an arbitrary subgraph, not an id mapping
 
 
@@ -166,6 +171,31 @@ def _mapping_upstream(body: Body, ref: TensorRef, limit=60) -> list[str]:
     return sorted(set(found))
 
 
+def _custom_hash_upstream(body: Body, ref: TensorRef, limit=60) -> str | None:
+    """A hash graphopt cannot reproduce above ``ref`` (a fingerprint, a Python function), or None."""
+    seen: set[str] = set()
+    stack = [ref.node]
+    while stack and len(seen) < limit:
+        node = body.node(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op in CUSTOM_HASH_OPS or ("Hash" in node.op and node.op not in HASH_OPS):
+            return f"{node.op} {node.name}"
+        stack.extend(r.node for r in body.data_inputs(node))
+    return None
+
+
+def _raw_computed_by(body: Body, ref: TensorRef) -> str | None:
+    """The op computing the raw id from something else than a model input, or None."""
+    node = body.node(ref.node)
+    while node is not None and node.op in RAW_PRODUCERS:
+        node = body.node(body.data_inputs(node)[0].node)
+    if node is None or node.op in ("Placeholder", "PlaceholderWithDefault"):
+        return None
+    return f"{node.op} {node.name}"
+
+
 def _raw_dtype(body: Body, node) -> str | None:
     if node.op in HASH_OPS:
         return "string"
@@ -222,8 +252,10 @@ def trace_chain(body: Body, site: LookupSite) -> IdChain:
                     "the sparse lookup (embedding_lookup_sparse) deduplicates bucket ids "
                     "before the gather, so ids sharing a bucket share one gathered row"
                 )
-            elif "Py" in node.op or "Hash" in node.op or "Fingerprint" in node.op:
-                chain.reason = f"the bucket comes from a custom hash function ({node.op} {node.name})"
+            elif _custom_hash_upstream(body, ref):
+                chain.reason = (
+                    f"the bucket comes from a custom hash function ({_custom_hash_upstream(body, ref)})"
+                )
             else:
                 chain.reason = (
                     f"the bucket index is computed by an arbitrary subgraph ({node.op} {node.name})"
@@ -268,7 +300,13 @@ def trace_chain(body: Body, site: LookupSite) -> IdChain:
         chain.reason = f"the bucket index mixes several raw inputs ({', '.join(sorted(raws))})"
     else:
         raw, dtype = next(iter(raws.values()))
-        if dtype not in RAW_DTYPES:
+        custom = _custom_hash_upstream(body, raw)
+        computed = _raw_computed_by(body, raw)
+        if custom:
+            chain.reason = f"the bucket comes from a custom hash function ({custom})"
+        elif computed:
+            chain.reason = f"the raw id is computed by an arbitrary subgraph ({computed})"
+        elif dtype not in RAW_DTYPES:
             chain.reason = f"the raw ids are {dtype}; raw keys are made from string, int32 or int64 ids"
         else:
             chain.raw, chain.raw_dtype = str(raw), dtype
