@@ -15,9 +15,11 @@ lookup site of it can (never a partially migrated table).
 """
 
 import dataclasses
+import os
 
 import numpy as np
 
+from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph import nodes
 from graphopt.graph.model import Body, ModelGraph, TensorRef
 from graphopt.rewrite.detect import EmbeddingTable, LookupSite
@@ -69,8 +71,17 @@ RAW_DTYPES = ("string", "int32", "int64")
 CUSTOM_HASH_OPS = ("Fingerprint", "EagerPyFunc", "PyFunc", "PyFuncStateless")
 # What may stand between a model input and the raw id: it moves or normalises ids, it does not
 # compute them (a string length or a sum of features is no id).
-RAW_PRODUCERS = ("Identity", "Cast", "Reshape", "ExpandDims", "Squeeze", "StringStrip", "StringLower",
-                 "StringUpper", "AsString")
+RAW_PRODUCERS = (
+    "Identity",
+    "Cast",
+    "Reshape",
+    "ExpandDims",
+    "Squeeze",
+    "StringStrip",
+    "StringLower",
+    "StringUpper",
+    "AsString",
+)
 _MAX_NODES = 200  # a chain larger than this is an arbitrary subgraph, not an id mapping
 
 
@@ -225,6 +236,8 @@ def trace_chain(body: Body, site: LookupSite) -> IdChain:
     """Walks back from a site's ids through element-wise ops to the mapping ops and their raw input."""
     chain = IdChain(site, [])
     raws: dict[str, tuple[TensorRef, str | None]] = {}
+    # A vocabulary lookup's default value (a captured constant) may be compared with its result.
+    defaults = {str(body.data_inputs(n)[2]) for n in body.nodes() if n.op == "LookupTableFindV2"}
     aliases, direct = set(), set()  # mapping-op inputs (and the ids under AsString); inputs read
     stack, seen = [TensorRef.parse(site.ids)], set()
     while stack:
@@ -237,8 +250,11 @@ def trace_chain(body: Body, site: LookupSite) -> IdChain:
             return chain
         node = body.node(ref.node)
         if node is None or node.op in ("Placeholder", "PlaceholderWithDefault"):
-            direct.add(str(ref))  # an input read directly: must be the raw id itself
+            if str(ref) not in defaults:
+                direct.add(str(ref))  # an input read directly: must be the raw id itself
             continue
+        if node.op == "LookupTableSizeV2":
+            continue  # the vocabulary size (StaticVocabularyTable's OOV offset): one scalar
         if node.op == "Const":
             if not _const_scalar(body, node):
                 chain.reason = f"constant {node.name} differs by position"
@@ -320,11 +336,32 @@ def _mixed_mappings(chains: list[IdChain]) -> bool:
     return any(len(kinds) > 1 for kinds in by_dtype.values())
 
 
-def plan_migrations(model: ModelGraph, tables: list[EmbeddingTable]) -> list[TableMigration]:
-    """One TableMigration per table: the chain at each site, and whether the whole table migrates."""
+def missing_assets(meta_graph, model_dir: str | None) -> list[str]:
+    """Asset files the meta graph names that its SavedModel's assets/ folder lacks."""
+    if model_dir is None or not os.path.isdir(model_dir):
+        return []
+    names = mg_lib.asset_filenames(meta_graph)
+    return [n for n in names if not os.path.exists(os.path.join(model_dir, "assets", n))]
+
+
+def plan_migrations(
+    model: ModelGraph, tables: list[EmbeddingTable], model_dir: str | None = None
+) -> list[TableMigration]:
+    """One TableMigration per table: the chain at each site, and whether the whole table migrates.
+
+    ``model_dir``: the SavedModel, whose assets a vocabulary lookup may read its vocabulary from.
+    """
+    missing = missing_assets(model.meta_graph, model_dir)
     out = []
     for table in tables:
         chains = [trace_chain(model.body(s.body), s) for s in table.sites]
+        for c in chains:
+            if missing and c.possible and "vocabulary lookup" in c.kinds:
+                # Which table an asset initializes is not traced: any missing file refuses them all.
+                c.reason = (
+                    f"vocabulary file {missing[0]} is missing from the model's assets "
+                    "(copy the SavedModel again, assets/ included)"
+                )
         reason = None
         if table.partition_strategy is not None:
             reason = "it is partitioned (its parts are looked up by bucket; not migrated)"

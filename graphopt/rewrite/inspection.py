@@ -66,4 +66,4 @@ def inspect_model(path, tags=None) -> ModelInspection:
     return ModelInspection(
         path=str(path), kind=source.kind, tags=source.tags, signatures=signatures_of(source.meta_graph),
         tables=found.tables, left_alone=found.left_alone, nodes=node_counts(model),
-        migrations=plan_migrations(model, found.tables))
+        migrations=plan_migrations(model, found.tables, source.path if source.kind == "saved_model" else None))

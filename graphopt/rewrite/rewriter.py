@@ -109,7 +109,7 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     before = node_counts(model)
     plan = spec.restrict_plan(RewritePlan.select(detect(model).tables, include, exclude, min_rows))
     if collisionless:
-        plan.migrations = plan_migrations(model, plan.tables)
+        plan.migrations = plan_migrations(model, plan.tables, src if source.kind == "saved_model" else None)
     report = RewriteReport(src, out, plan, [], before, dict(before), dry_run=dry_run)
     if on_plan is not None:
         on_plan(plan)

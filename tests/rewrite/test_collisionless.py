@@ -73,6 +73,35 @@ def module_hash_and_floormod(path):
     }
 
 
+class _AssetVocabularyModule(tf.Module):
+    """tf.lookup.StaticVocabularyTable from a vocabulary file (a SavedModel asset), 2 OOV buckets."""
+
+    def __init__(self, vocab):
+        init = tf.lookup.TextFileInitializer(
+            vocab,
+            tf.string,
+            tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64,
+            tf.lookup.TextFileIndex.LINE_NUMBER,
+        )
+        self.vocabulary = tf.lookup.StaticVocabularyTable(init, num_oov_buckets=2)
+        self.emb = tf.Variable(np.random.default_rng(4).normal(size=(5, 3)).astype(np.float32), name="emb")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def __call__(self, s):
+        return {"out": tf.reduce_sum(tf.nn.embedding_lookup(self.emb, self.vocabulary.lookup(s)), 1)}
+
+
+def module_asset_vocabulary(path):
+    vocab = os.path.join(os.path.dirname(path), "vocab.txt")
+    with open(vocab, "w") as f:
+        f.write("a\nb\nc\n")
+    m = _AssetVocabularyModule(vocab)
+    tf.saved_model.save(m, path, signatures={"serving_default": m.__call__})
+    # validate reads no vocabulary from a file: the vocabulary words are fed here.
+    return {"s": np.array(["a", "b", "c", "", "zzz", "never seen"], dtype=object)}
+
+
 class _RefusedModule(tf.Module):
     """One table per chain that cannot migrate, plus one gathered by a hash and directly."""
 
@@ -135,6 +164,7 @@ MIGRATABLE = {
     keras_string_lookup: ("hash bucket", "vocabulary lookup"),
     keras_integer_lookup: ("vocabulary lookup",),
     module_hash_and_floormod: ("hash bucket", "integer ids folded by FloorMod"),
+    module_asset_vocabulary: ("hash bucket", "vocabulary lookup"),
 }
 
 
@@ -217,6 +247,20 @@ def test_refused_chains_are_named_and_left_keyed_by_bucket(built, tmp_path):
     result = rewrite_model(path, out, collisionless=True, debug=True)
     assert result.wrote and FIND_WITH_FALLBACK not in _ops(out)  # no table half migrated
     assert validate_models(path, out).passed
+
+
+def test_missing_vocabulary_file_is_named_and_not_migrated(built, tmp_path):
+    import shutil
+
+    path, _ = built(module_asset_vocabulary)
+    broken = str(tmp_path / "broken")
+    shutil.copytree(path, broken)
+    os.remove(os.path.join(broken, "assets", "vocab.txt"))
+    migration = inspect_model(broken).migrations[0]
+    assert not migration.possible and "vocabulary file vocab.txt is missing" in migration.reason
+    out = str(tmp_path / "out")
+    rewrite_model(broken, out, collisionless=True)
+    assert FIND_WITH_FALLBACK not in _ops(out)
 
 
 def test_feature_columns_are_detected_but_not_migrated(built, tmp_path):
