@@ -377,3 +377,14 @@ def plan_migrations(
                 reason = "two of its lookups map the same kind of raw id by different chains"
         out.append(TableMigration(table, chains, reason))
     return out
+
+
+def folded_inputs(migrations: list[TableMigration]) -> set[str]:
+    """Signature inputs ("sig:key") that reach tables only through an integer hash or ``FloorMod``:
+    any integer is a valid id for them (validate draws them far outside the bucket range)."""
+    folded, other = set(), set()
+    for m in migrations:
+        for c in m.chains:
+            hashed = c.possible and c.raw_dtype in ("int32", "int64") and "vocabulary lookup" not in c.kinds
+            (folded if hashed else other).update(c.site.signature_inputs)
+    return folded - other

@@ -231,6 +231,20 @@ def test_migrated_model_is_bit_identical_for_seen_and_unseen_ids(migrated, build
     assert validation.passed, validation.format()
 
 
+def test_validate_draws_folded_integer_ids_far_outside_the_buckets(migrated, built):
+    from graphopt.validate.inputs import FOLDED_IDS
+
+    path, out, _, _ = migrated(module_hash_and_floormod)
+    validation = validate_models(path, out, oov=False)
+    assert validation.passed and validation.inputs["serving_default"].id_ranges["uid"] == FOLDED_IDS
+    vocab_path, _ = built(keras_integer_lookup)  # a vocabulary of ids: its range stays the table's
+    assert inspect_model(vocab_path).migrations[0].possible
+    from graphopt.rewrite.collisionless import folded_inputs
+
+    assert not folded_inputs(inspect_model(vocab_path).migrations)
+    assert folded_inputs(inspect_model(path).migrations) == {"serving_default:uid"}
+
+
 def test_refused_chains_are_named_and_left_keyed_by_bucket(built, tmp_path):
     path, _ = built(module_refused)
     report = inspect_model(path)
