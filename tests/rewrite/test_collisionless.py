@@ -102,6 +102,28 @@ def module_asset_vocabulary(path):
     return {"s": np.array(["a", "b", "c", "", "zzz", "never seen"], dtype=object)}
 
 
+def tf1_builder_hashed(path):
+    """TF1 SavedModelBuilder: a string hashed and an integer id folded, at the top level."""
+    v1 = tf.compat.v1
+    g = tf.Graph()
+    with g.as_default(), v1.Session(graph=g) as sess:
+        v1.set_random_seed(5)
+        s = v1.placeholder(tf.string, [None], name="s")
+        i = v1.placeholder(tf.int64, [None], name="i")
+        emb = v1.get_variable("emb", [30, 4], use_resource=True)
+        x = tf.nn.embedding_lookup(emb, tf.strings.to_hash_bucket_strong(s, 20, key=[1, 2]))
+        out = tf.identity(x + tf.nn.embedding_lookup(emb, tf.math.floormod(i, 10) + 20), name="out")
+        sess.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(path)
+        sig = v1.saved_model.predict_signature_def({"s": s, "i": i}, {"out": out})
+        builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": sig})
+        builder.save()
+    return {
+        "s": np.array(["a", "b", "unseen", ""], dtype=object),
+        "i": np.array([1, 11, 10**13, -3], np.int64),
+    }
+
+
 class _RefusedModule(tf.Module):
     """One table per chain that cannot migrate, plus one gathered by a hash and directly."""
 
@@ -165,6 +187,7 @@ MIGRATABLE = {
     keras_integer_lookup: ("vocabulary lookup",),
     module_hash_and_floormod: ("hash bucket", "integer ids folded by FloorMod"),
     module_asset_vocabulary: ("hash bucket", "vocabulary lookup"),
+    tf1_builder_hashed: ("hash bucket", "integer ids folded by FloorMod"),
 }
 
 
