@@ -263,7 +263,11 @@ def trace_chain(body: Body, site: LookupSite) -> IdChain:
         if node.op not in ELEMENTWISE_OPS:
             upstream = _mapping_upstream(body, ref)
             chain.kinds = upstream
-            if node.op == "Unique" and upstream:
+            if node.op == "Unique" and not upstream:
+                chain.reason = (
+                    "nothing maps ids to rows: the sparse lookup reads the ids directly (identity column)"
+                )
+            elif node.op == "Unique":
                 chain.reason = (
                     "the sparse lookup (embedding_lookup_sparse) deduplicates bucket ids "
                     "before the gather, so ids sharing a bucket share one gathered row"

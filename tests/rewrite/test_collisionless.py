@@ -349,3 +349,17 @@ def test_cli_reports_each_table(built, tmp_path):
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().count("\n") == 0 and "--collisionless" in bad.stderr
+
+
+def test_course_keras_model_migrates_its_genre_lookups(course_models, tmp_path):
+    """The course's Keras model: eight StringLookup genre tables migrate, userId/movieId index rows."""
+    path, _ = course_models("keras")
+    lines = {m.table.name.split("/")[0]: m for m in inspect_model(path).migrations}
+    assert sum(m.possible for m in lines.values()) == 8
+    assert all(lines[k].possible == ("Genre" in k) for k in lines)
+    assert "indexes the rows directly" in lines["userId_embedding"].reason
+    out = str(tmp_path / "out")
+    rewrite_model(path, out, collisionless=True)
+    assert _ops(out).count(FIND_WITH_FALLBACK) == 8
+    validation = validate_models(path, out)
+    assert validation.passed, validation.format()
