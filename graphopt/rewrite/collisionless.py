@@ -386,7 +386,8 @@ def plan_migrations(
 def folded_inputs(migrations: list[TableMigration]) -> set[str]:
     """Signature inputs ("sig:key") that reach tables only through an integer hash or ``FloorMod``:
     any integer is a valid id for them (validate draws them far outside the bucket range)."""
-    folded, other = set(), set()
+    folded: set[str] = set()
+    other: set[str] = set()
     for m in migrations:
         for c in m.chains:
             hashed = c.possible and c.raw_dtype in ("int32", "int64") and "vocabulary lookup" not in c.kinds
