@@ -27,6 +27,9 @@ def format_inspection(report) -> str:
         lines.append(f"    fed by: {', '.join(t.signature_inputs) or '-'}")
         for s in t.sites:
             lines.append(f"    gathered at {s.where} ({s.op})")
+        migration = report.migration(t.name)
+        if migration is not None:
+            lines.append(f"    {migration.line}")
     lines.append(f"gathers left alone: {len(report.left_alone)}")
     for g in report.left_alone:
         lines.append(f"  {g.where} ({g.op}): {g.reason}")

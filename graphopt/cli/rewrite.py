@@ -19,6 +19,8 @@ def format_plan(plan, target="ev") -> str:
                      f"({len(t.sites)} lookup site(s), checkpoint key {t.checkpoint_key})")
     for t, reason in plan.skipped:
         lines.append(f"  skip {t.name}: {reason}")
+    for m in plan.migrations:
+        lines.append(f"  {m.table.name}: {m.line}" + ("" if m.possible else "; left keyed by bucket"))
     return "\n".join(lines)
 
 
@@ -53,21 +55,25 @@ def format_summary(report) -> str:
                    "built-in hash tables, servable by a stock tensorflow_model_server.")
 @click.option("--verify", is_flag=True,
               help="Validate the output against MODEL (graphopt validate); exit 1 if it fails.")
+@click.option("--collisionless", is_flag=True,
+              help="Key tables behind a hash bucket or vocabulary lookup by the raw id, falling back to "
+                   "the original bucket's row (outputs unchanged; training gives each id its own row).")
 @overwrite_option
 @tags_option
 @tensorboard_option
 @json_option
-def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, verify, overwrite, tags, tensorboard,
-            as_json):
+def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, verify, collisionless, overwrite,
+            tags, tensorboard, as_json):
     """Rewrite MODEL's embedding tables onto EmbeddingVariables and write the model to OUTPUT.
 
     A Keras 3 ``.keras`` file is converted to a ``.keras`` file whose Embedding layers are
     graphopt.keras.DynamicEmbedding layers (trainable with model.fit).
     """
     if _is_keras_file(model):
-        if target != "ev" or verify or tensorboard or include or exclude or min_rows:
+        if target != "ev" or verify or tensorboard or include or exclude or min_rows or collisionless:
             raise GraphoptError("a .keras rewrite converts every Embedding layer; --target stock, --verify, "
-                                "--tensorboard, --include/--exclude and --min-rows apply to SavedModels only")
+                                "--collisionless, --tensorboard, --include/--exclude and --min-rows apply to "
+                                "SavedModels only")
         return _rewrite_keras_file(model, out, dry_run, overwrite, as_json)
     from graphopt.rewrite import rewrite_model
 
@@ -104,7 +110,8 @@ def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, veri
         report = rewrite_model(model, out, include=include, exclude=exclude, min_rows=min_rows,
                                dry_run=dry_run, overwrite=overwrite, tags=tags, tensorboard=tensorboard,
                                progress=None if as_json else progress, debug=debug, on_plan=on_plan,
-                               target=target, verify=verify_output if verify else None)
+                               target=target, verify=verify_output if verify else None,
+                               collisionless=collisionless)
     finally:
         if bar is not None:  # ends the bar's line, also when the run fails or is interrupted
             bar.__exit__(None, None, None)

@@ -200,3 +200,8 @@ def function_closure(library, names) -> list:
         out.append(name)
         stack += called_functions(by_name[name])
     return out
+
+
+def asset_filenames(meta_graph) -> list:
+    """File names (relative to a SavedModel's assets/ folder) of the meta graph's assets."""
+    return [a.filename for a in meta_graph.asset_file_def]

@@ -5,6 +5,7 @@ from typing import Dict, List, Optional
 
 from graphopt.graph import io, meta_graph as mg_lib
 from graphopt.graph.model import ModelGraph
+from graphopt.rewrite.collisionless import TableMigration, plan_migrations
 from graphopt.rewrite.detect import EmbeddingTable, GatherLeftAlone, detect
 
 
@@ -19,9 +20,14 @@ class ModelInspection:
     tables: List[EmbeddingTable]
     left_alone: List[GatherLeftAlone]
     nodes: Dict[str, int]  # body name ("graph" for the top level) -> node count
+    # Per table: its id-mapping chain and whether collisionless migration is possible.
+    migrations: list[TableMigration] = dataclasses.field(default_factory=list)
 
     def table(self, name: str) -> Optional[EmbeddingTable]:
         return next((t for t in self.tables if t.name == name), None)
+
+    def migration(self, name: str) -> TableMigration | None:
+        return next((m for m in self.migrations if m.table.name == name), None)
 
     def to_dict(self) -> dict:
         return {
@@ -29,6 +35,7 @@ class ModelInspection:
             "tables": [t.to_dict() for t in self.tables],
             "gathers_left_alone": [g.to_dict() for g in self.left_alone],
             "nodes": self.nodes,
+            "collisionless": [m.to_dict() for m in self.migrations],
         }
 
 
@@ -58,4 +65,5 @@ def inspect_model(path, tags=None) -> ModelInspection:
     found = detect(model)
     return ModelInspection(
         path=str(path), kind=source.kind, tags=source.tags, signatures=signatures_of(source.meta_graph),
-        tables=found.tables, left_alone=found.left_alone, nodes=node_counts(model))
+        tables=found.tables, left_alone=found.left_alone, nodes=node_counts(model),
+        migrations=plan_migrations(model, found.tables, source.path if source.kind == "saved_model" else None))

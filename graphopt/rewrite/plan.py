@@ -14,6 +14,9 @@ class RewritePlan:
 
     tables: List[EmbeddingTable]
     skipped: List[Tuple[EmbeddingTable, str]]
+    # Collisionless migration (rewrite --collisionless): one TableMigration per chosen table;
+    # empty when not asked for. Only tables whose migration is possible are migrated.
+    migrations: list = dataclasses.field(default_factory=list)
 
     @classmethod
     def select(cls, tables: List[EmbeddingTable], include: Optional[str] = None,
@@ -43,8 +46,11 @@ class RewritePlan:
         return cls(chosen, skipped)
 
     def to_dict(self) -> dict:
-        return {"tables": [t.to_dict() for t in self.tables],
-                "skipped": [{"name": t.name, "reason": r} for t, r in self.skipped]}
+        out = {"tables": [t.to_dict() for t in self.tables],
+               "skipped": [{"name": t.name, "reason": r} for t, r in self.skipped]}
+        if self.migrations:
+            out["collisionless"] = [m.to_dict() for m in self.migrations]
+        return out
 
 
 @dataclasses.dataclass

@@ -11,8 +11,10 @@ from graphopt.errors import ModelError
 from graphopt.graph import io, meta_graph as mg_lib, nodes, object_graph as og_lib
 from graphopt.graph.model import ModelGraph
 from graphopt.output import check_output_dir, staged_output
+from graphopt.rewrite.collisionless import plan_migrations
 from graphopt.rewrite.detect import detect
 from graphopt.rewrite.inspection import node_counts
+from graphopt.rewrite.passes.ev.migrate_collisionless import MigrateCollisionless
 from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
 from graphopt.rewrite.targets import TARGETS
@@ -76,7 +78,7 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
                   min_rows: int = 0, dry_run: bool = False, overwrite: bool = False, tags=None,
                   tensorboard: Optional[str] = None, progress: Optional[Callable] = None,
                   debug: bool = False, on_plan: Optional[Callable] = None, target: str = "ev",
-                  verify: Optional[Callable] = None) -> RewriteReport:
+                  verify: Optional[Callable] = None, collisionless: bool = False) -> RewriteReport:
     """Rewrites the embedding tables of model ``src`` onto EmbeddingVariables and writes ``out``.
 
     ``target="stock"`` keeps the rows dense and maps keys to rows with TensorFlow's built-in hash
@@ -87,10 +89,17 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     is moved into place (its result, e.g. a ValidationReport, goes to ``report.verification``);
     when the result's ``.passed`` is false, the output is discarded and ``out`` is left as it was.
     Nothing is written when no table is selected or with ``dry_run``; ``src`` is never modified.
+
+    ``collisionless=True`` also keys each table whose id mapping can migrate by raw ids, with the
+    original bucket as fallback (docs/rewrite.md, "Collisionless migration"); the plan's
+    ``migrations`` say which tables did and why the others did not.
     """
     if target not in TARGETS:
         raise ModelError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     spec = TARGETS[target]
+    if collisionless and not any(p.name == MigrateCollisionless.name for p in spec.passes()):
+        raise ModelError(f"--collisionless needs a target whose tables take new keys (ev); --target {target} "
+                         "keeps the model's own id mapping: drop --collisionless or use --target ev")
     spec.load_ops()
     src, out = os.fspath(src), os.fspath(out) if out is not None else None
     source = io.read_model(src, tags)
@@ -99,6 +108,8 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     model = ModelGraph(nodes.clone(source.meta_graph))
     before = node_counts(model)
     plan = spec.restrict_plan(RewritePlan.select(detect(model).tables, include, exclude, min_rows))
+    if collisionless:
+        plan.migrations = plan_migrations(model, plan.tables, src if source.kind == "saved_model" else None)
     report = RewriteReport(src, out, plan, [], before, dict(before), dry_run=dry_run)
     if on_plan is not None:
         on_plan(plan)

@@ -120,6 +120,8 @@ def _ids(rng, id_range, n, repeat):
 
 def _covering_ids(rng, id_range, n):
     """n ids that read every id of the range at least once when n >= its size."""
+    if id_range.size > 1 << 24:  # FOLDED_IDS: no batch covers it; spread the ids over it instead
+        return _ids(rng, id_range, n, repeat=False)
     return rng.permutation(np.resize(np.arange(id_range.low, id_range.high, dtype=np.int64), n))
 
 
@@ -352,16 +354,24 @@ def _read_csv(path, spec):
     return columns
 
 
-def table_id_ranges(tables):
+# Ids of an input the model hashes or folds itself (FloorMod): any integer is valid, and ids far
+# outside the bucket range are what a collisionless migration keys by.
+FOLDED_IDS = IdRange(-(2**40), 2**40, "any id: the model hashes or folds it into its buckets")
+
+
+def table_id_ranges(tables, folded=frozenset()):
     """{signature: {input: IdRange}} from ``inspect_model``'s tables: the rows of the tables each input feeds.
 
     An input feeding several tables gets the smallest, so that every generated id is a valid
-    row of each of them.
+    row of each of them; an input in ``folded`` ("sig:key") gets FOLDED_IDS.
     """
     ranges = {}
     for table in tables:
         for ref in table.signature_inputs:
             signature, _, name = ref.partition(":")
+            if ref in folded:
+                ranges.setdefault(signature, {})[name] = FOLDED_IDS
+                continue
             current = ranges.setdefault(signature, {}).get(name)
             if current is None or table.rows < current.size:
                 ranges[signature][name] = IdRange(0, table.rows, f"table {table.name}")

@@ -9,6 +9,7 @@ the id modulo the table size is wrap-around, equal to the nearest end is a clamp
 
 import numpy as np
 
+from graphopt.validate.inputs import FOLDED_IDS
 from graphopt.validate.loaders import describe_failure, load_failures
 from graphopt.validate.report import OovProbe
 
@@ -65,7 +66,7 @@ def probe_oov(original, rewritten, spec, base_feeds, id_ranges, rewritten_defaul
     """
     probes = []
     for name, id_range in id_ranges.items():
-        if id_range.source == "default":
+        if id_range.source == "default" or id_range == FOLDED_IDS:  # no id is outside a folded input
             continue  # without the table size there is no "outside"
         for oov_id in probe_ids(id_range):
             original_text, a = describe_behaviour(original, spec.name, base_feeds, name, oov_id, id_range,

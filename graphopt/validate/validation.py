@@ -68,9 +68,9 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
     except ModelError as exc:
         report.problems.append(f"the rewritten model cannot be read: {exc}")
         return report
-    tables = _original_tables(original, tags, report)
+    tables, folded = _original_tables(original, tags, report)
     report.checks = run_structural_checks(original, rewritten, original_meta, rewritten_meta, tables, tags)
-    learned = table_id_ranges(tables)
+    learned = table_id_ranges(tables, folded)
     model_words = string_vocabulary(original_meta)
     all_uses = input_uses(original_meta)
     # A TF1-format rewrite of a TF2-native original (stock target, partitioned tables) loads through
@@ -173,15 +173,18 @@ def _signature_names(model, wanted):
 
 
 def _original_tables(original, tags, report):
-    """The original's embedding tables (inspect_model); none, and a note, if it cannot tell."""
+    """The original's embedding tables (inspect_model) and the inputs it hashes or folds itself
+    (graphopt.rewrite.collisionless.folded_inputs); none, and a note, if it cannot tell."""
     from graphopt.rewrite import inspect_model
+    from graphopt.rewrite.collisionless import folded_inputs
 
     try:
-        return inspect_model(original, tags).tables
+        inspection = inspect_model(original, tags)
+        return inspection.tables, folded_inputs(inspection.migrations)
     except GraphoptError as exc:
         report.notes.append(f"the original's embedding tables could not be read ({exc}); "
                             "integer inputs use given or default id ranges")
-        return []
+        return [], set()
 
 
 def _words(spec, given, model_words, uses=None):

@@ -552,6 +552,39 @@ Status EmbeddingTable::Insert(const K* keys, int64_t n, const float* values,
       });
 }
 
+void EmbeddingTable::FindExisting(const int64_t* keys, int64_t n, float* out,
+                                  std::vector<int64_t>* missing) const {
+  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t h = Hash(keys[i]);
+    const Shard& s = shards_[ShardOf(h)];
+    absl::ReaderMutexLock lock(&s.mu);
+    const int64_t slot = Probe(s, keys[i], h);
+    if (slot >= 0) {
+      std::memcpy(out + i * dim_, RowValues(s, s.slots[slot].row), row_bytes);
+    } else {
+      missing->push_back(i);
+    }
+  }
+}
+
+Status EmbeddingTable::InsertMissing(const int64_t* keys, int64_t n, const float* values,
+                                     const IntraOpPool& pool) {
+  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  return ForEachShardGroup(
+      keys, n, 50 + dim_, false, pool,
+      [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
+        for (const int64_t* it = begin; it != end; ++it) {
+          bool added;
+          uint32_t row;
+          TF_RETURN_IF_ERROR(FindOrAddSlot(s, keys[*it], Hash(keys[*it]), &added, &row));
+          // Under the shard's writer lock: a key inserted meanwhile keeps its row.
+          if (added) std::memcpy(RowValues(*s, row), values + *it * dim_, row_bytes);
+        }
+        return Status();
+      });
+}
+
 template <typename K>
 void EmbeddingTable::Remove(const K* keys, int64_t n, const IntraOpPool& pool) {
   ForEachShardGroup(keys, n, 50, false, pool,

@@ -133,6 +133,17 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   template <typename K>
   void Remove(const K* keys, int64_t n, const IntraOpPool& pool);
 
+  // For the fallback ops (collisionless migration): rows of the keys the table
+  // holds; a missing key's row in out is left as it is and its position is
+  // appended to missing (in batch order). Nothing is counted or inserted.
+  void FindExisting(const int64_t* keys, int64_t n, float* out,
+                    std::vector<int64_t>* missing) const;
+
+  // Inserts the keys the table does not hold with their values[i] row (frequency
+  // 0); a key that is already present (or repeated in the batch) keeps its row.
+  tensorflow::Status InsertMissing(const int64_t* keys, int64_t n, const float* values,
+                                   const IntraOpPool& pool);
+
   // Replaces the whole content (duplicate keys: the last wins). slots: empty
   // (every row gets the initial slot values) or one [n, dim] array per slot.
   tensorflow::Status Import(const int64_t* keys, int64_t n, const float* values,

@@ -7,6 +7,7 @@ initializers become imports, and the table's variable handle becomes an Embeddin
 from graphopt.checkpoint import TableConversion
 from graphopt.rewrite.passes import CheckpointLayout, Target
 from graphopt.rewrite.passes.ev.drop_table_variables import DropTableVariables
+from graphopt.rewrite.passes.ev.migrate_collisionless import MigrateCollisionless
 from graphopt.rewrite.passes.ev.nodes import EV_OPS
 from graphopt.rewrite.passes.ev.object_graph import rewrite_object_graph
 from graphopt.rewrite.passes.ev.remove_table_reads import RemoveTableReads
@@ -22,6 +23,7 @@ def passes():
     """The serving rewrite, in order: lookups, then the Saver, initializers, handles, cleanup."""
     return [
         ReplaceLookups(),
+        MigrateCollisionless(),  # only with rewrite --collisionless (the plan's migrations)
         RewireSave(),
         RewireRestore(),
         RewriteInitializers(),

@@ -10,6 +10,8 @@ HANDLE_OP = "GraphoptEvHandleOp"
 FIND_OP = "GraphoptEvFind"
 EXPORT_OP = "GraphoptEvExport"
 IMPORT_OP = "GraphoptEvImport"
+# Collisionless migration (migrate_collisionless.py): find by raw id, else the bucket row.
+FALLBACK_FIND_OP = "GraphoptEvFindWithFallback"
 EV_OPS = (HANDLE_OP, FIND_OP, EXPORT_OP, IMPORT_OP)
 # A table saved under key K is saved as K-keys, K-values, K-freqs, K-versions (the outputs of
 # GraphoptEvExport, in this order).
@@ -40,6 +42,12 @@ def handle(name, shared_name, container, dim, device=""):
 def find(name, table_ref, ids_ref, ids_dtype, dim, device="", control=()):
     attrs = {"Tkeys": (ids_dtype, "type"), **_row_attrs(dim)}
     return nodes.make_node(FIND_OP, name, [table_ref, ids_ref], attrs, device, control)
+
+
+def find_with_fallback(name, table_ref, raw_ref, raw_dtype, ids_ref, ids_dtype, dim, device="",
+                       control=()):
+    attrs = {"Tids": (raw_dtype, "type"), "Tfallback": (ids_dtype, "type"), **_row_attrs(dim)}
+    return nodes.make_node(FALLBACK_FIND_OP, name, [table_ref, raw_ref, ids_ref], attrs, device, control)
 
 
 def export(name, table_ref, dim, device=""):
