@@ -3,7 +3,9 @@
 Generated inputs must be inputs the original accepts. The ops an input reaches say what that is:
 segment ids (``SparseSegment*`` / ``Segment*``) must be sorted; a SparseTensor passed as its
 ``indices`` / ``values`` / ``dense_shape`` components needs sorted, unique coordinates inside its
-dense shape, and as many values as coordinates; a string input is looked up in the hash tables
+dense shape, and as many values as coordinates; a RaggedTensor passed as its ``values`` /
+``row_splits`` needs splits that start at 0, never decrease and end at the number of values; a
+string input is looked up in the hash tables
 it reaches (each input its own words), or hashed into ``num_buckets`` buckets.
 """
 
@@ -22,6 +24,12 @@ SEGMENT_OPS = {"SparseSegmentSum": 2, "SparseSegmentMean": 2, "SparseSegmentSqrt
 # Op -> index of its dense-shape input.
 DENSE_SHAPE_OPS = {"SparseFillEmptyRows": 2, "SparseReshape": 1, "SparseToDense": 1, "SparseReorder": 2,
                    "SparseTensorDenseMatMul": 2, "SerializeSparse": 2}
+# Op -> the attr counting its leading row-splits inputs (one per ragged dimension).
+RAGGED_SPLITS_OPS = {"RaggedTensorToSparse": "RAGGED_RANK", "RaggedTensorToVariant": "RAGGED_RANK",
+                     "RaggedGather": "PARAMS_RAGGED_RANK"}
+# Ragged ops built in Python (tf.RaggedTensor.from_row_splits, value_rowids, ragged reductions) leave
+# no op of their own: only these name scopes mark the nodes that read a RaggedTensor's row splits.
+RAGGED_SPLITS_SCOPES = ("RowPartitionFromRowSplits/", "RaggedSplitsToSegmentIds/")
 TABLE_OPS = ("HashTableV2", "HashTable", "MutableHashTableV2", "MutableHashTableOfTensorsV2",
              "MutableDenseHashTableV2", "Placeholder")
 FIND_OPS = ("LookupTableFindV2", "LookupTableFind")
@@ -43,7 +51,8 @@ class _AnyOpBut:
 class InputUse:
     """How the model consumes one signature input."""
 
-    role: str = ""  # "sorted" (segment ids or sparse indices), "dense-shape", or "" (free values)
+    # "sorted" (segment ids or sparse indices), "dense-shape", "row-splits", or "" (free values)
+    role: str = ""
     words: tuple = ()  # the words of the lookup tables the input reaches, in first-seen order
     hash_buckets: int = 0  # the largest num_buckets of the hash ops the input reaches
 
@@ -58,6 +67,19 @@ def _passed_on(model, body, ref):
             if p.body == "" and model.graph.node(p.ref.node).op == "Placeholder"}
 
 
+def _row_splits_inputs(node, inputs):
+    """The inputs of ``node`` that are a RaggedTensor's row splits."""
+    if node.op in RAGGED_SPLITS_OPS:
+        return inputs[: nd.attr_value(node, RAGGED_SPLITS_OPS[node.op]) or 0]
+    if node.op == "RaggedTensorToTensor":
+        kinds = [k.decode() if isinstance(k, bytes) else k
+                 for k in nd.attr_value(node, "row_partition_types") or ()]
+        return [ref for ref, kind in zip(inputs[3:], kinds, strict=False) if kind == "ROW_SPLITS"]
+    if any(scope in node.name for scope in RAGGED_SPLITS_SCOPES):
+        return inputs
+    return []
+
+
 def input_uses(meta_graph) -> dict:
     """{signature: {input key: InputUse}} for every signature of ``meta_graph``."""
     model = ModelGraph(meta_graph)
@@ -67,6 +89,9 @@ def input_uses(meta_graph) -> dict:
     for body in model.bodies.values():
         for node in body.nodes():
             inputs = body.data_inputs(node)
+            for ref in _row_splits_inputs(node, inputs):
+                for p in _passed_on(model, body, ref):
+                    uses.setdefault(p, InputUse()).role = "row-splits"
             if node.op in SEGMENT_OPS and len(inputs) > SEGMENT_OPS[node.op]:
                 for p in _passed_on(model, body, inputs[SEGMENT_OPS[node.op]]):
                     uses.setdefault(p, InputUse()).role = "sorted"

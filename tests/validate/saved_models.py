@@ -54,6 +54,40 @@ def build_module(path):
     return path
 
 
+class _RaggedBag(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.items = tf.Variable(np.random.default_rng(4).standard_normal((ITEMS, DIM)).astype(np.float32),
+                                 name="items")
+
+    @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.int64, ragged_rank=1)])
+    def ragged(self, ids):
+        """A RaggedTensor argument: the signature takes its values (``ids``) and row splits (``ids_1``)."""
+        rows = tf.nn.embedding_lookup(self.items, ids.values)
+        return {"mean": tf.math.segment_mean(rows, ids.value_rowids())}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="values"),
+                                  tf.TensorSpec([None], tf.int64, name="row_splits")])
+    def split(self, values, row_splits):
+        """Separate components rebuilt with from_row_splits (which checks them), a ragged reduction."""
+        bags = tf.RaggedTensor.from_row_splits(values, row_splits)
+        rows = tf.ragged.map_flat_values(tf.nn.embedding_lookup, self.items, bags)
+        return {"mean": tf.reduce_mean(rows, axis=1)}
+
+    @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.int64, ragged_rank=1)])
+    def padded(self, ids):
+        """Padded to a dense batch (RaggedTensorToTensor, id 0 as padding) before the lookup."""
+        return {"sum": tf.reduce_sum(tf.nn.embedding_lookup(self.items, ids.to_tensor()), axis=1)}
+
+
+def build_ragged(path):
+    """``tf.Module`` taking RaggedTensor components into an embedding lookup with a mean combiner."""
+    module = _RaggedBag()
+    signatures = {"serving_default": module.ragged, "split": module.split, "padded": module.padded}
+    tf.saved_model.save(module, path, signatures=signatures)
+    return path
+
+
 def build_tf1(path):
     """TF1 graph: a resource variable, ``embedding_lookup``, SavedModelBuilder, Saver restore."""
     graph = tf.Graph()
