@@ -14,7 +14,7 @@ import dataclasses
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph import nodes as nd
 from graphopt.graph.model import ModelGraph, TensorRef
-from graphopt.validate.vocabulary import TABLE_INIT_OPS, string_constant
+from graphopt.validate.vocabulary import TABLE_INIT_OPS, TEXT_FILE_INIT_OPS, table_keys
 
 # Op -> index of its segment-ids input.
 SEGMENT_OPS = {"SparseSegmentSum": 2, "SparseSegmentMean": 2, "SparseSegmentSqrtN": 2,
@@ -80,11 +80,12 @@ def _row_splits_inputs(node, inputs):
     return []
 
 
-def input_uses(meta_graph) -> dict:
-    """{signature: {input key: InputUse}} for every signature of ``meta_graph``."""
+def input_uses(meta_graph, model_dir=None) -> dict:
+    """{signature: {input key: InputUse}} for every signature of ``meta_graph``; ``model_dir``, the
+    SavedModel directory, lets tables initialized from vocabulary files in its assets be read."""
     model = ModelGraph(meta_graph)
-    uses = {}  # placeholder node -> InputUse
-    table_words = {}  # top-level table node -> words
+    uses: dict = {}  # placeholder node -> InputUse
+    table_words: dict = {}  # top-level table node -> words
     finds = []  # (body, find node)
     for body in model.bodies.values():
         for node in body.nodes():
@@ -98,8 +99,8 @@ def input_uses(meta_graph) -> dict:
             elif node.op in DENSE_SHAPE_OPS and len(inputs) > DENSE_SHAPE_OPS[node.op]:
                 for p in _passed_on(model, body, inputs[DENSE_SHAPE_OPS[node.op]]):
                     uses.setdefault(p, InputUse()).role = "dense-shape"
-            elif node.op in TABLE_INIT_OPS and len(inputs) > 1:
-                words = string_constant(model, body, inputs[1]) or ()
+            elif node.op in TABLE_INIT_OPS + TEXT_FILE_INIT_OPS and len(inputs) > 1:
+                words = table_keys(model, body, node, model_dir) or ()
                 for table in _placeholders(model, body, inputs[0], TABLE_OPS):
                     known = table_words.setdefault(table, {})
                     known.update(dict.fromkeys(words))

@@ -218,3 +218,57 @@ def replace_op(path, old_op, new_op):
                     node.op = new_op
 
     _edit_saved_model(path, edit)
+
+
+# --- vocabularies in files ------------------------------------------------------------------
+
+def write_vocabulary(path, words, columns=False):
+    """One word a line; with ``columns``, ``word<TAB>id`` lines (a TextFileInitializer's key_index 0)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"{w}\t{i}\n" if columns else f"{w}\n" for i, w in enumerate(words))
+    return path
+
+
+def build_keras_vocabulary_file(path, vocabulary):
+    """Keras 3 ``StringLookup(vocabulary=FILE)`` into an Embedding: the file becomes an asset."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    genre = keras.Input(shape=(1,), dtype="string", name="genre")
+    ids = keras.layers.StringLookup(vocabulary=vocabulary)(genre)
+    size = sum(1 for _ in open(vocabulary, encoding="utf-8")) + 1  # the OOV index 0 too
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(size, DIM, name="genre_embedding")(ids))
+    keras.Model(genre, embedded).export(path, verbose=False)
+    return path
+
+
+class _TextFileTable(tf.Module):
+    def __init__(self, vocabulary, size):
+        super().__init__()
+        init = tf.lookup.TextFileInitializer(vocabulary, tf.string, 0, tf.int64, 1, delimiter="\t")
+        self.table = tf.lookup.StaticHashTable(init, default_value=-1)
+        self.tags = tf.Variable(np.random.default_rng(6).standard_normal((size + 1, DIM)).astype(np.float32),
+                                name="tags")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tag")])
+    def __call__(self, tag):
+        return {"vector": tf.nn.embedding_lookup(self.tags, self.table.lookup(tag) + 1)}  # unknown: row 0
+
+
+def build_text_file_table(path, vocabulary):
+    """``tf.lookup.TextFileInitializer`` over ``word<TAB>id`` lines (key_index 0, value_index 1)."""
+    module = _TextFileTable(vocabulary, sum(1 for _ in open(vocabulary, encoding="utf-8")))
+    tf.saved_model.save(module, path, signatures={"serving_default": module.__call__})
+    return path
+
+
+def build_feature_column_vocabulary_file(path, vocabulary):
+    """tf_keras ``DenseFeatures`` over ``categorical_column_with_vocabulary_file`` (a constant path)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(7)
+    column = tf.feature_column.categorical_column_with_vocabulary_file("city", vocabulary, num_oov_buckets=1)
+    city = {"city": tf_keras.Input(shape=(1,), dtype=tf.string, name="city")}
+    dense = tf_keras.layers.DenseFeatures([tf.feature_column.embedding_column(column, DIM)])(city)
+    tf_keras.Model(city, dense).save(path, save_format="tf")
+    return path
