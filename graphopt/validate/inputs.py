@@ -10,6 +10,7 @@ table at least once, and an empty batch.
 import csv
 import dataclasses
 import os
+import re
 
 import numpy as np
 
@@ -145,6 +146,12 @@ def _row_splits(rng, values, dtype):
     return np.r_[0, cuts, values].astype(dtype)
 
 
+def _component(name):
+    """(NAME, n) for a component input NAME_n of a composite argument, else (name, 0)."""
+    match = re.fullmatch(r"(.+)_(\d+)", name)
+    return (match.group(1), int(match.group(2))) if match else (name, 0)
+
+
 def _values(rng, s, rows, id_range, vocabulary, mode, role=""):
     shape = _concrete_shape(s.shape, rows)
     n = int(np.prod(shape, dtype=np.int64))
@@ -177,9 +184,18 @@ def _feeds(rng, spec, rows, ranges, vocabularies, uses, mode):
     feeds = {k: _values(rng, s, rows, ranges.get(k), tuple(vocabularies.get(k, ())), mode, role[k])
              for k, s in spec.inputs.items() if role[k] not in derived}
     # Every free input has ``rows`` along its leading dimension: the ragged values the splits cut.
-    for k, s in spec.inputs.items():
+    # A tf.RaggedTensorSpec argument NAME is flattened to NAME (values), NAME_1 (outermost splits),
+    # NAME_2, ...: each splits tensor cuts the rows of the next inner one, so they are made inside out.
+    nested = {}
+    for k in spec.inputs:
         if role[k] == "row-splits":
-            feeds[k] = _row_splits(rng, rows, numpy_dtype(s.dtype))
+            prefix, number = _component(k)
+            nested.setdefault(prefix, []).append((number, k))
+    for components in nested.values():
+        size = rows
+        for _, k in sorted(components, reverse=True):
+            feeds[k] = _row_splits(rng, size, numpy_dtype(spec.inputs[k].dtype))
+            size = len(feeds[k]) - 1
     for k, s in spec.inputs.items():
         if role[k] == "dense-shape":
             rank = (s.shape or [2])[0] or 2

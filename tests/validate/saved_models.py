@@ -80,10 +80,18 @@ class _RaggedBag(tf.Module):
         return {"sum": tf.reduce_sum(tf.nn.embedding_lookup(self.items, ids.to_tensor()), axis=1)}
 
 
+    @tf.function(input_signature=[tf.RaggedTensorSpec([None, None, None], tf.int64, ragged_rank=2)])
+    def nested(self, ids):
+        """Two ragged dimensions: values ``ids``, outer splits ``ids_1``, inner splits ``ids_2``."""
+        rows = tf.ragged.map_flat_values(tf.nn.embedding_lookup, self.items, ids)
+        return {"sum": tf.reduce_sum(tf.reduce_sum(rows, axis=2), axis=1)}
+
+
 def build_ragged(path):
     """``tf.Module`` taking RaggedTensor components into an embedding lookup with a mean combiner."""
     module = _RaggedBag()
-    signatures = {"serving_default": module.ragged, "split": module.split, "padded": module.padded}
+    signatures = {"serving_default": module.ragged, "split": module.split, "padded": module.padded,
+                  "nested": module.nested}
     tf.saved_model.save(module, path, signatures=signatures)
     return path
 
