@@ -119,7 +119,7 @@ def ragged_pair(tmp_path_factory):
     root = tmp_path_factory.mktemp("ragged")
     original = saved_models.build_ragged(str(root / "m"))
     result = CliRunner().invoke(main, ["rewrite", original, "-o", str(root / "ev")])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0 and "rewrote 1 table(s)" in result.output, result.output
     return original, str(root / "ev")
 
 
@@ -150,6 +150,12 @@ def test_ragged_inputs_are_generated_valid_and_validate_passes_exactly(ragged_pa
     assert all(len(run.cases) == 7 for run in report.runs)
     described = report.inputs["split"].inputs["row_splits"]
     assert described.endswith("RaggedTensor row splits: from 0 to the number of values, non-decreasing")
+
+
+def test_validate_cli_passes_on_the_rewritten_ragged_model(ragged_pair):
+    result = CliRunner().invoke(main, ["validate", *ragged_pair, "--loader", "session", "--batches", "1"])
+    assert result.exit_code == 0, result.output
+    assert "4 lookups of 1 converted table" in result.output and "RaggedTensor row splits" in result.output
 
 
 def test_without_the_derivation_the_original_raises_on_generated_inputs(ragged_pair):
