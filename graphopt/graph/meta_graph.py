@@ -93,6 +93,11 @@ def signature_input_specs(meta_graph):
     return out
 
 
+def asset_files(meta_graph) -> dict:
+    """{node name: its file's name in ``assets/``} for each tensor the loader feeds an asset's path."""
+    return {a.tensor_info.name.split(":")[0]: a.filename for a in meta_graph.asset_file_def}
+
+
 def saver_node_names(meta_graph):
     """Node names the SaverDef refers to."""
     sd = meta_graph.saver_def

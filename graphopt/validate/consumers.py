@@ -3,7 +3,9 @@
 Generated inputs must be inputs the original accepts. The ops an input reaches say what that is:
 segment ids (``SparseSegment*`` / ``Segment*``) must be sorted; a SparseTensor passed as its
 ``indices`` / ``values`` / ``dense_shape`` components needs sorted, unique coordinates inside its
-dense shape, and as many values as coordinates; a string input is looked up in the hash tables
+dense shape, and as many values as coordinates; a RaggedTensor passed as its ``values`` /
+``row_splits`` needs splits that start at 0, never decrease and end at the number of values; a
+string input is looked up in the hash tables
 it reaches (each input its own words), or hashed into ``num_buckets`` buckets.
 """
 
@@ -12,7 +14,7 @@ import dataclasses
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph import nodes as nd
 from graphopt.graph.model import ModelGraph, TensorRef
-from graphopt.validate.vocabulary import TABLE_INIT_OPS, string_constant
+from graphopt.validate.vocabulary import TABLE_INIT_OPS, TEXT_FILE_INIT_OPS, table_keys
 
 # Op -> index of its segment-ids input.
 SEGMENT_OPS = {"SparseSegmentSum": 2, "SparseSegmentMean": 2, "SparseSegmentSqrtN": 2,
@@ -22,6 +24,12 @@ SEGMENT_OPS = {"SparseSegmentSum": 2, "SparseSegmentMean": 2, "SparseSegmentSqrt
 # Op -> index of its dense-shape input.
 DENSE_SHAPE_OPS = {"SparseFillEmptyRows": 2, "SparseReshape": 1, "SparseToDense": 1, "SparseReorder": 2,
                    "SparseTensorDenseMatMul": 2, "SerializeSparse": 2}
+# Op -> the attr counting its leading row-splits inputs (one per ragged dimension).
+RAGGED_SPLITS_OPS = {"RaggedTensorToSparse": "RAGGED_RANK", "RaggedTensorToVariant": "RAGGED_RANK",
+                     "RaggedGather": "PARAMS_RAGGED_RANK"}
+# Ragged ops built in Python (tf.RaggedTensor.from_row_splits, value_rowids, ragged reductions) leave
+# no op of their own: only these name scopes mark the nodes that read a RaggedTensor's row splits.
+RAGGED_SPLITS_SCOPES = ("RowPartitionFromRowSplits/", "RaggedSplitsToSegmentIds/")
 TABLE_OPS = ("HashTableV2", "HashTable", "MutableHashTableV2", "MutableHashTableOfTensorsV2",
              "MutableDenseHashTableV2", "Placeholder")
 FIND_OPS = ("LookupTableFindV2", "LookupTableFind")
@@ -43,7 +51,8 @@ class _AnyOpBut:
 class InputUse:
     """How the model consumes one signature input."""
 
-    role: str = ""  # "sorted" (segment ids or sparse indices), "dense-shape", or "" (free values)
+    # "sorted" (segment ids or sparse indices), "dense-shape", "row-splits", or "" (free values)
+    role: str = ""
     words: tuple = ()  # the words of the lookup tables the input reaches, in first-seen order
     hash_buckets: int = 0  # the largest num_buckets of the hash ops the input reaches
 
@@ -58,23 +67,40 @@ def _passed_on(model, body, ref):
             if p.body == "" and model.graph.node(p.ref.node).op == "Placeholder"}
 
 
-def input_uses(meta_graph) -> dict:
-    """{signature: {input key: InputUse}} for every signature of ``meta_graph``."""
+def _row_splits_inputs(node, inputs):
+    """The inputs of ``node`` that are a RaggedTensor's row splits."""
+    if node.op in RAGGED_SPLITS_OPS:
+        return inputs[: nd.attr_value(node, RAGGED_SPLITS_OPS[node.op]) or 0]
+    if node.op == "RaggedTensorToTensor":
+        kinds = [k.decode() if isinstance(k, bytes) else k
+                 for k in nd.attr_value(node, "row_partition_types") or ()]
+        return [ref for ref, kind in zip(inputs[3:], kinds, strict=False) if kind == "ROW_SPLITS"]
+    if any(scope in node.name for scope in RAGGED_SPLITS_SCOPES):
+        return inputs
+    return []
+
+
+def input_uses(meta_graph, model_dir=None) -> dict:
+    """{signature: {input key: InputUse}} for every signature of ``meta_graph``; ``model_dir``, the
+    SavedModel directory, lets tables initialized from vocabulary files in its assets be read."""
     model = ModelGraph(meta_graph)
-    uses = {}  # placeholder node -> InputUse
-    table_words = {}  # top-level table node -> words
+    uses: dict = {}  # placeholder node -> InputUse
+    table_words: dict = {}  # top-level table node -> words
     finds = []  # (body, find node)
     for body in model.bodies.values():
         for node in body.nodes():
             inputs = body.data_inputs(node)
+            for ref in _row_splits_inputs(node, inputs):
+                for p in _passed_on(model, body, ref):
+                    uses.setdefault(p, InputUse()).role = "row-splits"
             if node.op in SEGMENT_OPS and len(inputs) > SEGMENT_OPS[node.op]:
                 for p in _passed_on(model, body, inputs[SEGMENT_OPS[node.op]]):
                     uses.setdefault(p, InputUse()).role = "sorted"
             elif node.op in DENSE_SHAPE_OPS and len(inputs) > DENSE_SHAPE_OPS[node.op]:
                 for p in _passed_on(model, body, inputs[DENSE_SHAPE_OPS[node.op]]):
                     uses.setdefault(p, InputUse()).role = "dense-shape"
-            elif node.op in TABLE_INIT_OPS and len(inputs) > 1:
-                words = string_constant(model, body, inputs[1]) or ()
+            elif node.op in TABLE_INIT_OPS + TEXT_FILE_INIT_OPS and len(inputs) > 1:
+                words = table_keys(model, body, node, model_dir) or ()
                 for table in _placeholders(model, body, inputs[0], TABLE_OPS):
                     known = table_words.setdefault(table, {})
                     known.update(dict.fromkeys(words))

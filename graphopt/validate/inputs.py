@@ -10,6 +10,7 @@ table at least once, and an empty batch.
 import csv
 import dataclasses
 import os
+import re
 
 import numpy as np
 
@@ -140,6 +141,19 @@ def _sorted_values(rng, shape, dtype):
     return out
 
 
+def _row_splits(rng, values, dtype):
+    """Row splits of a RaggedTensor over ``values`` values: 0 first, non-decreasing, ``values``
+    last, about 3 values a row (empty rows included), as ``from_row_splits`` checks."""
+    cuts = np.sort(rng.integers(0, values + 1, size=max(1, (values + 2) // 3) - 1))
+    return np.r_[0, cuts, values].astype(dtype)
+
+
+def _component(name):
+    """(NAME, n) for a component input NAME_n of a composite argument, else (name, 0)."""
+    match = re.fullmatch(r"(.+)_(\d+)", name)
+    return (match.group(1), int(match.group(2))) if match else (name, 0)
+
+
 def _values(rng, s, rows, id_range, vocabulary, mode, role=""):
     shape = _concrete_shape(s.shape, rows)
     n = int(np.prod(shape, dtype=np.int64))
@@ -165,10 +179,25 @@ def _values(rng, s, rows, id_range, vocabulary, mode, role=""):
 
 def _feeds(rng, spec, rows, ranges, vocabularies, uses, mode):
     """One batch: every input drawn as its consumers need, then each SparseTensor dense shape
-    derived from the indices beside it (one past the largest coordinate in each dimension)."""
+    derived from the indices beside it (one past the largest coordinate in each dimension) and
+    each RaggedTensor's row splits from the number of values beside them."""
     role = {k: getattr(uses.get(k), "role", "") for k in spec.inputs}
+    derived = ("dense-shape", "row-splits")
     feeds = {k: _values(rng, s, rows, ranges.get(k), tuple(vocabularies.get(k, ())), mode, role[k])
-             for k, s in spec.inputs.items() if role[k] != "dense-shape"}
+             for k, s in spec.inputs.items() if role[k] not in derived}
+    # Every free input has ``rows`` along its leading dimension: the ragged values the splits cut.
+    # A tf.RaggedTensorSpec argument NAME is flattened to NAME (values), NAME_1 (outermost splits),
+    # NAME_2, ...: each splits tensor cuts the rows of the next inner one, so they are made inside out.
+    nested = {}
+    for k in spec.inputs:
+        if role[k] == "row-splits":
+            prefix, number = _component(k)
+            nested.setdefault(prefix, []).append((number, k))
+    for components in nested.values():
+        size = rows
+        for _, k in sorted(components, reverse=True):
+            feeds[k] = _row_splits(rng, size, numpy_dtype(spec.inputs[k].dtype))
+            size = len(feeds[k]) - 1
     for k, s in spec.inputs.items():
         if role[k] == "dense-shape":
             rank = (s.shape or [2])[0] or 2
@@ -214,6 +243,8 @@ def _describe_values(s, id_range, vocabulary, large, use=None):
                 else "SparseTensor indices: unique coordinates in row-major order")
     if role == "dense-shape":
         return "SparseTensor dense shape: one past the largest index in each dimension"
+    if role == "row-splits":
+        return "RaggedTensor row splits: from 0 to the number of values, non-decreasing"
     if id_range is not None:
         text = f"ids in {id_range.describe()}, repeated within batches"
         if large:
@@ -265,7 +296,8 @@ def read_data_cases(path, spec, batches=None, batch_size=64, uses=None):
             f"it needs {', '.join(spec.inputs)}"
         )
     lengths = {len(columns[k]) for k in spec.inputs}
-    if path.endswith(".npz") and (len(lengths) != 1 or not is_batched(spec, uses)):
+    ragged = any(getattr(u, "role", "") == "row-splits" for u in (uses or {}).values())
+    if path.endswith(".npz") and (len(lengths) != 1 or ragged or not is_batched(spec, uses)):
         feeds = {k: _as_given(path, columns[k], s) for k, s in spec.inputs.items()}
         described = {k: f"{s.describe()}: array {k!r} as given" for k, s in spec.inputs.items()}
         return [InputCase("data-0", None, feeds)], InputPlan(path + " (one batch as the signature takes it)",

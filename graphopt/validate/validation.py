@@ -71,8 +71,8 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
     tables, folded = _original_tables(original, tags, report)
     report.checks = run_structural_checks(original, rewritten, original_meta, rewritten_meta, tables, tags)
     learned = table_id_ranges(tables, folded)
-    model_words = string_vocabulary(original_meta)
-    all_uses = input_uses(original_meta)
+    model_words = string_vocabulary(original_meta, original)
+    all_uses = input_uses(original_meta, original)
     # A TF1-format rewrite of a TF2-native original (stock target, partitioned tables) loads through
     # TensorFlow's TF1 path, where Grappler optimizes differently from the object-graph path; the
     # tf2 loader then reads the original through the same TF1 path, so the comparison is like with like.

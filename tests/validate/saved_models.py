@@ -54,6 +54,48 @@ def build_module(path):
     return path
 
 
+class _RaggedBag(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.items = tf.Variable(np.random.default_rng(4).standard_normal((ITEMS, DIM)).astype(np.float32),
+                                 name="items")
+
+    @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.int64, ragged_rank=1)])
+    def ragged(self, ids):
+        """A RaggedTensor argument: the signature takes its values (``ids``) and row splits (``ids_1``)."""
+        rows = tf.nn.embedding_lookup(self.items, ids.values)
+        return {"mean": tf.math.segment_mean(rows, ids.value_rowids())}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="values"),
+                                  tf.TensorSpec([None], tf.int64, name="row_splits")])
+    def split(self, values, row_splits):
+        """Separate components rebuilt with from_row_splits (which checks them), a ragged reduction."""
+        bags = tf.RaggedTensor.from_row_splits(values, row_splits)
+        rows = tf.ragged.map_flat_values(tf.nn.embedding_lookup, self.items, bags)
+        return {"mean": tf.reduce_mean(rows, axis=1)}
+
+    @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.int64, ragged_rank=1)])
+    def padded(self, ids):
+        """Padded to a dense batch (RaggedTensorToTensor, id 0 as padding) before the lookup."""
+        return {"sum": tf.reduce_sum(tf.nn.embedding_lookup(self.items, ids.to_tensor()), axis=1)}
+
+
+    @tf.function(input_signature=[tf.RaggedTensorSpec([None, None, None], tf.int64, ragged_rank=2)])
+    def nested(self, ids):
+        """Two ragged dimensions: values ``ids``, outer splits ``ids_1``, inner splits ``ids_2``."""
+        rows = tf.ragged.map_flat_values(tf.nn.embedding_lookup, self.items, ids)
+        return {"sum": tf.reduce_sum(tf.reduce_sum(rows, axis=2), axis=1)}
+
+
+def build_ragged(path):
+    """``tf.Module`` taking RaggedTensor components into an embedding lookup with a mean combiner."""
+    module = _RaggedBag()
+    signatures = {"serving_default": module.ragged, "split": module.split, "padded": module.padded,
+                  "nested": module.nested}
+    tf.saved_model.save(module, path, signatures=signatures)
+    return path
+
+
 def build_tf1(path):
     """TF1 graph: a resource variable, ``embedding_lookup``, SavedModelBuilder, Saver restore."""
     graph = tf.Graph()
@@ -184,3 +226,57 @@ def replace_op(path, old_op, new_op):
                     node.op = new_op
 
     _edit_saved_model(path, edit)
+
+
+# --- vocabularies in files ------------------------------------------------------------------
+
+def write_vocabulary(path, words, columns=False):
+    """One word a line; with ``columns``, ``word<TAB>id`` lines (a TextFileInitializer's key_index 0)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"{w}\t{i}\n" if columns else f"{w}\n" for i, w in enumerate(words))
+    return path
+
+
+def build_keras_vocabulary_file(path, vocabulary):
+    """Keras 3 ``StringLookup(vocabulary=FILE)`` into an Embedding: the file becomes an asset."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    genre = keras.Input(shape=(1,), dtype="string", name="genre")
+    ids = keras.layers.StringLookup(vocabulary=vocabulary)(genre)
+    size = sum(1 for _ in open(vocabulary, encoding="utf-8")) + 1  # the OOV index 0 too
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(size, DIM, name="genre_embedding")(ids))
+    keras.Model(genre, embedded).export(path, verbose=False)
+    return path
+
+
+class _TextFileTable(tf.Module):
+    def __init__(self, vocabulary, size):
+        super().__init__()
+        init = tf.lookup.TextFileInitializer(vocabulary, tf.string, 0, tf.int64, 1, delimiter="\t")
+        self.table = tf.lookup.StaticHashTable(init, default_value=-1)
+        self.tags = tf.Variable(np.random.default_rng(6).standard_normal((size + 1, DIM)).astype(np.float32),
+                                name="tags")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tag")])
+    def __call__(self, tag):
+        return {"vector": tf.nn.embedding_lookup(self.tags, self.table.lookup(tag) + 1)}  # unknown: row 0
+
+
+def build_text_file_table(path, vocabulary):
+    """``tf.lookup.TextFileInitializer`` over ``word<TAB>id`` lines (key_index 0, value_index 1)."""
+    module = _TextFileTable(vocabulary, sum(1 for _ in open(vocabulary, encoding="utf-8")))
+    tf.saved_model.save(module, path, signatures={"serving_default": module.__call__})
+    return path
+
+
+def build_feature_column_vocabulary_file(path, vocabulary):
+    """tf_keras ``DenseFeatures`` over ``categorical_column_with_vocabulary_file`` (a constant path)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(7)
+    column = tf.feature_column.categorical_column_with_vocabulary_file("city", vocabulary, num_oov_buckets=1)
+    city = {"city": tf_keras.Input(shape=(1,), dtype=tf.string, name="city")}
+    dense = tf_keras.layers.DenseFeatures([tf.feature_column.embedding_column(column, DIM)])(city)
+    tf_keras.Model(city, dense).save(path, save_format="tf")
+    return path

@@ -2,8 +2,11 @@
 
 import numpy as np
 import pytest
+import saved_models
 import tensorflow as tf
+from click.testing import CliRunner
 
+from graphopt.cli import main
 from graphopt.errors import DataError
 from graphopt.graph import io
 from graphopt.rewrite import rewrite_model
@@ -108,3 +111,71 @@ def test_a_hashed_input_reaches_most_of_its_buckets(string_model):
     reached = np.unique(tf.strings.to_hash_bucket_fast(values.astype(bytes), BUCKETS).numpy()).size
     assert reached >= 0.9 * BUCKETS, reached  # 9 made-up words reached at most 9 before
     assert "3000 distinct made-up words for its 1000 hash buckets" in plan.inputs["h"]
+
+
+@pytest.fixture(scope="module")
+def ragged_pair(tmp_path_factory):
+    """A tf.Module taking a RaggedTensor (values, row_splits) into a lookup, rewritten by the CLI."""
+    root = tmp_path_factory.mktemp("ragged")
+    original = saved_models.build_ragged(str(root / "m"))
+    result = CliRunner().invoke(main, ["rewrite", original, "-o", str(root / "ev")])
+    assert result.exit_code == 0 and "rewrote 1 table(s)" in result.output, result.output
+    return original, str(root / "ev")
+
+
+def test_ragged_row_splits_are_found_from_the_ops_that_read_them(ragged_pair):
+    uses = input_uses(io.read_model(ragged_pair[0]).meta_graph)
+    assert {k: u.role for k, u in uses["serving_default"].items()} == {"ids_1": "row-splits"}
+    assert {k: u.role for k, u in uses["split"].items()} == {"row_splits": "row-splits"}
+    assert {k: u.role for k, u in uses["padded"].items()} == {"ids_1": "row-splits"}  # RaggedTensorToTensor
+    assert {k: u.role for k, u in uses["nested"].items()} == {"ids_1": "row-splits", "ids_2": "row-splits"}
+
+
+def test_ragged_inputs_are_generated_valid_and_validate_passes_exactly(ragged_pair):
+    original, rewritten = ragged_pair
+    meta = io.read_model(original).meta_graph
+    spec = signature_specs(meta)["split"]
+    generated, _ = generate_cases(spec, {"values": saved_models.ITEMS}, uses=input_uses(meta)["split"])
+    for case in generated:
+        splits, values = case.feeds["row_splits"], case.feeds["values"]
+        assert splits[0] == 0 and splits[-1] == len(values) and (np.diff(splits) >= 0).all()
+    nested_spec = signature_specs(meta)["nested"]
+    for case in generate_cases(nested_spec, {"ids": saved_models.ITEMS}, uses=input_uses(meta)["nested"])[0]:
+        outer, inner = case.feeds["ids_1"], case.feeds["ids_2"]  # inner splits cut the values
+        assert inner[0] == 0 and inner[-1] == len(case.feeds["ids"]) and (np.diff(inner) >= 0).all()
+        assert outer[0] == 0 and outer[-1] == len(inner) - 1 and (np.diff(outer) >= 0).all()
+    report = validate_models(original, rewritten, loader="both", oov=False)
+    assert report.passed, report.format()
+    assert {run.signature for run in report.runs} == {"serving_default", "split", "padded", "nested"}
+    assert all(len(run.cases) == 7 for run in report.runs)
+    described = report.inputs["split"].inputs["row_splits"]
+    assert described.endswith("RaggedTensor row splits: from 0 to the number of values, non-decreasing")
+
+
+def test_validate_cli_passes_on_the_rewritten_ragged_model(ragged_pair):
+    result = CliRunner().invoke(main, ["validate", *ragged_pair, "--loader", "session", "--batches", "1"])
+    assert result.exit_code == 0, result.output
+    assert "4 lookups of 1 converted table" in result.output and "RaggedTensor row splits" in result.output
+
+
+def test_without_the_derivation_the_original_raises_on_generated_inputs(ragged_pair):
+    # What validate fed before: row splits drawn like any integer input.
+    loaded = tf.saved_model.load(ragged_pair[0])
+    meta = io.read_model(ragged_pair[0]).meta_graph
+    ranges = {"ids": saved_models.ITEMS, "values": saved_models.ITEMS}
+    for name in ("serving_default", "split", "padded", "nested"):
+        naive = generate_cases(signature_specs(meta)[name], ranges, batches=1)[0][0]
+        feeds = {k: tf.constant(v) for k, v in naive.feeds.items()}
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            loaded.signatures[name](**feeds)
+
+
+def test_npz_of_a_ragged_batch_is_fed_as_given(ragged_pair, tmp_path):
+    path = str(tmp_path / "bags.npz")
+    # 4 values in 3 rows of 1, 0 and 3 values: as many splits as values, yet not rows to cut in batches.
+    values, splits = np.array([0, 49, 7, 1], np.int64), np.array([0, 1, 1, 4], np.int64)
+    np.savez(path, values=values, row_splits=splits, ids=values, ids_1=splits)
+    report = validate_models(*ragged_pair, signatures=["serving_default", "split", "padded"], data=path,
+                             batch_size=2, loader="session", oov=False)
+    assert report.passed, report.format()
+    assert [[name for name, _ in run.cases] for run in report.runs] == [["data-0"]] * 3
