@@ -20,6 +20,18 @@ v1 = tf.compat.v1
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_PREFIX = "model.ckpt"
 OUTPUT_NAME = "prediction"
+TRAIN_DIR = "train"  # the training graph's checkpoint + meta graph (train op and slots included)
+TRAIN_OP = "train"
+LOSS = "loss"
+LABEL = "label"
+# The v1 optimizers a TF1 user trains this form with; Adam is the course's.
+OPTIMIZERS = {
+    "adam": lambda: v1.train.AdamOptimizer(LEARNING_RATE, epsilon=1e-7),
+    "sgd": lambda: v1.train.GradientDescentOptimizer(0.05),
+    "adagrad": lambda: v1.train.AdagradOptimizer(0.05),
+    "ftrl": lambda: v1.train.FtrlOptimizer(0.05),
+    "momentum": lambda: v1.train.MomentumOptimizer(0.05, 0.9),  # no EmbeddingVariable counterpart
+}
 
 
 def _inference_graph(normalization):
@@ -56,6 +68,35 @@ def _inference_graph(normalization):
                 x = tf.nn.relu(x)
     logits = tf.reshape(x, [-1], name="logits")
     return placeholders, logits, tf.sigmoid(logits, name=OUTPUT_NAME)
+
+
+def _training_graph(normalization, optimizer):
+    """The inference graph plus label, loss and the optimizer's train op (in the default graph)."""
+    placeholders, logits, prediction = _inference_graph(normalization)
+    label = v1.placeholder(tf.float32, [None], name=LABEL)
+    loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=label, logits=logits), name=LOSS)
+    train_op = OPTIMIZERS[optimizer]().minimize(loss, name=TRAIN_OP)
+    # Where TF1 tooling (Estimator, MonitoredSession) looks for it; also keeps it a root of the graph.
+    v1.add_to_collection(v1.GraphKeys.TRAIN_OP, train_op)
+    return placeholders, label, loss, train_op, prediction
+
+
+def save_training_checkpoint(out_dir, normalization, optimizer="adam", seed=42, batches=()):
+    """Writes the training graph of ``optimizer`` as a TF1 user keeps it to continue training:
+    ``out_dir/train/model.ckpt`` (variables and the optimizer's slots) and its meta graph
+    ``model.ckpt.meta`` (train op in the ``train_op`` collection, Saver). ``batches``: (samples
+    arrays, labels) pairs trained on first, so the slots hold real state. Returns the prefix."""
+    g = tf.Graph()
+    with g.as_default():
+        v1.set_random_seed(seed)
+        placeholders, label, _, train_op, _ = _training_graph(normalization, optimizer)
+        saver = v1.train.Saver(save_relative_paths=True)
+        os.makedirs(os.path.join(out_dir, TRAIN_DIR), exist_ok=True)
+        with v1.Session(graph=g) as sess:
+            sess.run([v1.global_variables_initializer(), v1.tables_initializer()])
+            for arrays, labels in batches:
+                sess.run(train_op, {**_feeds(placeholders, arrays), label: labels})
+            return saver.save(sess, os.path.join(out_dir, TRAIN_DIR, CHECKPOINT_PREFIX))
 
 
 def _feeds(placeholders, arrays, rows=slice(None)):
