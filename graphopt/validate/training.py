@@ -46,6 +46,9 @@ class TableTraining:
     optimizer: str
     touched: list[RowComparison]
     untouched: list[RowComparison]
+    # The rewrite's untouched rows against their values before the steps: the lazy rule says
+    # they do not move (identical), whatever the original's optimizer does with them.
+    lazy: list[RowComparison]
 
     @property
     def identical(self) -> bool:
@@ -58,6 +61,7 @@ class TableTraining:
             "identical": self.identical,
             "touched": [c.to_dict() for c in self.touched],
             "untouched": [c.to_dict() for c in self.untouched],
+            "lazy": [c.to_dict() for c in self.lazy],
         }
 
 
@@ -204,7 +208,15 @@ def compare_training(
         raise ModelError("the training check needs at least one batch and one step")
     before, after = _Session(original, loss), _Session(rewritten, loss)
     try:
-        losses = [[], []]
+        # Rows and slots as restored (both graphs start from the same values).
+        start = {
+            t["name"]: {
+                "values": before.read_dense(t["handles"][0]),
+                **{f"slot {n}": before.read_dense(h) for n, h in t["training"]["slots"].items()},
+            }
+            for t in tables
+        }
+        losses: list[list[float]] = [[], []]
         for i in range(steps):
             batch = batches[i % len(batches)]
             losses[0].append(before.step(batch))
@@ -226,16 +238,16 @@ def compare_training(
             order = np.argsort(keys)
             keys, values, freqs = keys[order], values[order], freqs[order]
             touched = freqs > 0
-            parts = {"touched": [], "untouched": []}
-            for label, mask in (("touched", touched), ("untouched", ~touched)):
-                parts[label].append(_compare("values", dense[keys[mask]], values[mask]))
-                for name in slots:
-                    parts[label].append(
-                        _compare(f"slot {name}", dense_slots[name][keys[mask]], ev_slots[name][order][mask])
-                    )
-            results.append(
-                TableTraining(t["name"], training["optimizer"], parts["touched"], parts["untouched"])
-            )
+            parts: dict[str, list[RowComparison]] = {"touched": [], "untouched": [], "lazy": []}
+            ev = {"values": values, **{f"slot {n}": ev_slots[n][order] for n in slots}}
+            dense_all = {"values": dense, **{f"slot {n}": dense_slots[n] for n in slots}}
+            for what in ev:
+                parts["touched"].append(_compare(what, dense_all[what][keys[touched]], ev[what][touched]))
+                parts["untouched"].append(_compare(what, dense_all[what][keys[~touched]], ev[what][~touched]))
+                parts["lazy"].append(
+                    _compare(what, start[t["name"]][what][keys[~touched]], ev[what][~touched])
+                )
+            results.append(TableTraining(t["name"], training["optimizer"], **parts))
         return TrainingComparison(steps, losses[0], losses[1], results)
     finally:
         before.close()
