@@ -118,6 +118,9 @@ class _Session:
     """A TF1 training graph imported, restored and ready to step."""
 
     def __init__(self, path, loss):
+        from graphopt.ops.library import load_library
+
+        load_library()  # the rewrite's GraphoptEv* ops, before its meta graph is imported
         tf = _tf()
         v1 = tf.compat.v1
         source = io.read_model(path)
@@ -252,3 +255,89 @@ def compare_training(
     finally:
         before.close()
         after.close()
+
+
+def generated_batch(original, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random batch for every placeholder the train op reads: an integer input that feeds a
+    table's lookup draws ids inside the table (the smallest, where it feeds several), other
+    integers 0/1, floats uniform in [0, 1) (labels included), strings short tokens (mostly out
+    of a vocabulary: give real ones with --data)."""
+    from graphopt.graph import nodes
+    from graphopt.graph.model import ModelGraph, TensorRef
+    from graphopt.rewrite.detect import detect
+
+    model = ModelGraph(io.read_model(original).meta_graph)
+    rows: dict[str, int] = {}
+    for table in detect(model).tables:
+        for site in table.sites:
+            for place in model.trace_back(site.body, TensorRef.parse(site.ids)):
+                rows[place.ref.node] = min(rows.get(place.ref.node, table.rows), table.rows)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for node in model.graph.nodes():
+        if node.op != "Placeholder":
+            continue
+        name = nodes.dtype_name(nodes.attr_value(node, "dtype"))
+        dtype = np.dtype(object) if name == "string" else np.dtype(name)
+        shape = [
+            batch_size if d is None or d < 0 else d for d in (nodes.attr_value(node, "shape") or [batch_size])
+        ]
+        if dtype.kind in "iu":
+            out[node.name] = rng.integers(0, rows.get(node.name, 2), shape).astype(dtype)
+        elif dtype.kind == "f":
+            out[node.name] = rng.random(shape).astype(dtype)
+        elif dtype.kind == "O":
+            out[node.name] = np.array(
+                [f"t{i}" for i in rng.integers(0, 10, int(np.prod(shape)))], dtype=object
+            ).reshape(shape)
+        elif dtype.kind == "b":
+            out[node.name] = rng.integers(0, 2, shape).astype(bool)
+    return out
+
+
+def passed(result: TrainingComparison, atol: float = 0.0) -> bool:
+    """Losses and touched rows within ``atol`` (0: bit-identical); rows outside the batches
+    unchanged in the rewrite (the lazy rule) and, except for Adam, equal to the original's."""
+
+    def close(c: RowComparison) -> bool:
+        return c.identical if atol == 0 else c.max_abs_diff <= atol
+
+    losses = np.abs(np.asarray(result.losses_original) - np.asarray(result.losses_rewritten))
+    ok = result.losses_identical if atol == 0 else bool(np.all(losses <= atol))
+    for t in result.tables:
+        ok &= all(close(c) for c in t.touched) and all(c.identical for c in t.lazy)
+        if t.optimizer != "adam":
+            ok &= all(close(c) for c in t.untouched)
+    return bool(ok)
+
+
+def format_result(result: TrainingComparison) -> str:
+    loss_diff = max(abs(a - b) for a, b in zip(result.losses_original, result.losses_rewritten, strict=True))
+    lines = [
+        f"{result.steps} training step(s): losses "
+        + ("bit-identical" if result.losses_identical else f"differ by up to {loss_diff:.3g}")
+    ]
+    for t in result.tables:
+        parts = []
+        for label in ("touched", "untouched", "lazy"):
+            comparisons = getattr(t, label)
+            rows = comparisons[0].rows if comparisons else 0
+            bad = [c for c in comparisons if not c.identical]
+            what = (
+                "identical"
+                if not bad
+                else ", ".join(
+                    f"{c.what}: {c.differing_rows} row(s) differ, "
+                    f"max |diff| {c.max_abs_diff:.3g} ({c.max_ulps} ulp)"
+                    for c in bad
+                )
+            )
+            name = {
+                "touched": "touched rows",
+                "untouched": "untouched rows vs original",
+                "lazy": "untouched rows vs start",
+            }[label]
+            parts.append(f"    {name} ({rows}): {what}")
+        lines.append(f"  {t.name} ({t.optimizer})")
+        lines += parts
+    return "\n".join(lines)

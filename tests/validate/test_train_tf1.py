@@ -85,3 +85,47 @@ def test_adam_lazy_rule_on_rows_outside_the_batch(rewritten):
     assert all(c.identical for t in result.tables for c in t.lazy)
     moved = _worst(result, "untouched")
     assert 1e-4 < moved < 1e-2  # about lr per step on each row the pretraining step touched
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from graphopt.cli import main
+
+    return CliRunner().invoke(main, ["validate", "--train", *args])
+
+
+def test_cli_train_check_passes_and_fails(rewritten, tmp_path):
+    import json
+
+    import numpy as np
+
+    meta, out = rewritten("ftrl", True)
+    ok = _cli(meta, out, "--steps", "2", "--batch-size", "32")
+    assert ok.exit_code == 0, ok.output
+    assert "2 training step(s): losses bit-identical" in ok.output and ok.output.endswith(
+        "training check passed\n"
+    )
+    # Repeated ids under SGD: last-bit differences, a failure at --atol 0 and a pass at 1e-7.
+    meta, out = rewritten("sgd")
+    feeds = batch()
+    np.savez(tmp_path / "batch.npz", **feeds)
+    exact = _cli(meta, out, "--data", str(tmp_path / "batch.npz"), "--steps", "3", "--json")
+    assert exact.exit_code == 1
+    report = json.loads(exact.output)
+    assert not report["passed"] and report["runs"][0]["losses_identical"]
+    assert (
+        _cli(meta, out, "--data", str(tmp_path / "batch.npz"), "--steps", "3", "--atol", "1e-7").exit_code
+        == 0
+    )
+
+
+def test_cli_train_bad_input(rewritten, tmp_path):
+    meta, out = rewritten("ftrl", True)
+    result = _cli(meta, str(tmp_path), "--steps", "1")  # not a rewrite's output
+    assert result.exit_code == 2 and "graphopt_manifest.json cannot be read" in result.output
+    assert "Traceback" not in result.output
+    result = _cli(meta, out, "--data", str(tmp_path / "x.csv"))
+    assert result.exit_code == 2 and "give an .npz" in result.output
+    result = _cli(meta, out, "--loss", "nope", "--steps", "1")
+    assert result.exit_code == 2 and "no loss tensor 'nope'" in result.output
