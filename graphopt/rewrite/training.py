@@ -66,7 +66,7 @@ class TrainingUpdate:
     source_op: str
     keys: str  # tensor references, top-level spelling
     grads: str
-    hyper: list[str]  # in the apply op's input order
+    hyper: list[str | None]  # in the apply op's input order; None: a constant 0 (v1 Adagrad's epsilon)
     slots: list[SlotVariable]
     # Nodes whose control consumers now wait for the apply op (Adam's reads of m_t and v_t).
     control_from: list[str] = dataclasses.field(default_factory=list)
@@ -125,6 +125,17 @@ def _const_value(body: Body, ref) -> float | None:
         a, b = (_const_value(body, r) for r in _ins(body, node))
         return None if a is None or b is None else float(np.float32(a) * np.float32(b))
     return None
+
+
+def _slots(body: Body, specs, scans) -> list[SlotVariable] | str:
+    """The slot variables ``specs`` ((handle ref, name, default)) name, or why one cannot be converted."""
+    out = []
+    for handle_ref, name, default in specs:
+        slot = _slot(body, handle_ref, name, default, scans)
+        if isinstance(slot, str):
+            return slot
+        out.append(slot)
+    return out
 
 
 def _slot(body: Body, handle_ref, name, default, scans) -> SlotVariable | str:
@@ -193,10 +204,9 @@ def _adam(body: Body, node, scans) -> TrainingUpdate | str:
     lr_t = _ins(body, lr_mul)[0]
     if beta1 is None or beta2 is None:
         return f"{node.op} {node.name} is not a v1 Adam update"
-    slots = [_slot(body, h, n, 0.0, scans) for n, h in (("m", m_handle), ("v", v_handle))]
-    bad = [s for s in slots if isinstance(s, str)]
-    if bad:
-        return bad[0]
+    slots = _slots(body, [(m_handle, "m", 0.0), (v_handle, "v", 0.0)], scans)
+    if isinstance(slots, str):
+        return slots
     return TrainingUpdate(
         "adam",
         node.name,
@@ -232,11 +242,11 @@ def match_update(body: Body, node, scans) -> TrainingUpdate | str:
         g, ids = (ins[4], ins[5]) if v2 else (ins[3], ins[4])
         return TrainingUpdate("adagrad", node.name, node.op, ids, g, [ins[2], epsilon], [slot])
     if node.op == "ResourceSparseApplyFtrl":
-        slots = [_slot(body, ins[1], "accumulator", 0.1, scans), _slot(body, ins[2], "linear", 0.0, scans)]
-        bad = [s for s in slots if isinstance(s, str)]
-        if bad:
-            return bad[0]
-        return TrainingUpdate("ftrl", node.name, node.op, ins[4], ins[3], ins[5:9], slots)
+        slots = _slots(body, [(ins[1], "accumulator", 0.1), (ins[2], "linear", 0.0)], scans)
+        if isinstance(slots, str):
+            return slots
+        hyper: list[str | None] = [*ins[5:9]]  # lr, l1, l2 (v1 adds its beta term), lr_power
+        return TrainingUpdate("ftrl", node.name, node.op, ins[4], ins[3], hyper, slots)
     if node.op == "AssignSubVariableOp":
         return _adam(body, node, scans)
     return f"its optimizer update {node.op} ({node.name}) has no EmbeddingVariable counterpart"
