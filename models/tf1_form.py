@@ -3,10 +3,14 @@
 Trained in a training graph, then written the way TF1 users ship a model: an inference graph
 (placeholders named like the features, output ``prediction``) with its checkpoint and exported
 meta_graph_def (binary ``model.ckpt.meta`` and text ``model.pbtxt``) under ``checkpoint/``, and a
-SavedModel written by the v1 ``SavedModelBuilder`` at the top of the output directory.
+SavedModel written by the v1 ``SavedModelBuilder`` at the top of the output directory. The
+training graph itself (train op in the ``train_op`` collection, Adam's slots) is kept under
+``train/`` for continuing training; ``OPTIMIZERS`` holds the v1 optimizers the tests train it with.
 """
 
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -112,10 +116,9 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=N
     training = tf.Graph()
     with training.as_default():
         v1.set_random_seed(seed)
-        placeholders, logits, _ = _inference_graph(normalization)
-        label = v1.placeholder(tf.float32, [None], name="label")
-        loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=label, logits=logits))
-        train_op = v1.train.AdamOptimizer(LEARNING_RATE, epsilon=1e-7).minimize(loss)
+        placeholders, label, loss, train_op, _ = _training_graph(normalization, "adam")
+        # The training checkpoint a TF1 user keeps to continue training (train op, Adam's slots).
+        train_saver = v1.train.Saver(save_relative_paths=True)
         with v1.Session(graph=training) as sess:
             sess.run([v1.global_variables_initializer(), v1.tables_initializer()])
             for epoch in range(epochs):
@@ -128,6 +131,9 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=N
                 if on_epoch is not None:
                     on_epoch(epoch + 1, total / max(len(order), 1))
             trained = {v.op.name: sess.run(v) for v in v1.trainable_variables()}
+            # Beside out_dir until the SavedModelBuilder, which wants a fresh directory, has written it.
+            train_dir = tempfile.mkdtemp(prefix=".train-", dir=os.path.dirname(os.path.abspath(out_dir)))
+            train_saver.save(sess, os.path.join(train_dir, CHECKPOINT_PREFIX))
 
     serving = tf.Graph()
     with serving.as_default():
@@ -153,4 +159,5 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=N
             ckpt_dir = os.path.join(out_dir, CHECKPOINT_DIR)
             saver.save(sess, os.path.join(ckpt_dir, CHECKPOINT_PREFIX))
             v1.train.export_meta_graph(os.path.join(ckpt_dir, "model.pbtxt"), as_text=True, saver_def=saver.as_saver_def())
+    shutil.move(train_dir, os.path.join(out_dir, TRAIN_DIR))
     return scores
