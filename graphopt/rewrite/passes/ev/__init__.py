@@ -21,11 +21,11 @@ from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
 
 
 def passes():
-    """The rewrite, in order: optimizer updates (TF1 training graphs), lookups, the Saver, slot
+    """The rewrite, in order: lookups, optimizer updates (TF1 training graphs), the Saver, slot
     variables, initializers, handles, cleanup."""
     return [
-        ReplaceTrainingUpdates(),
         ReplaceLookups(),
+        ReplaceTrainingUpdates(),
         RewireSave(),
         RewireRestore(),
         DropSlotVariables(),
