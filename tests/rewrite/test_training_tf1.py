@@ -220,3 +220,43 @@ def test_save_mid_training_and_resume_is_identical(adam_rewrite, tmp_path):
         assert np.array_equal(a[order_a], b[order_b])
     for a, b in zip(straight[4], resumed[4], strict=True):  # m, v
         assert np.array_equal(a[order_a], b[order_b]) and np.any(a != 0)
+
+
+def test_find_or_insert_records_the_global_step(tmp_path):
+    """A graph with a global_step: find-or-insert's step is its value, so TTL eviction works."""
+    import tensorflow as tf
+
+    import graphopt  # noqa: F401
+    from graphopt.ops.library import load_library
+
+    v1 = tf.compat.v1
+    g = tf.Graph()
+    with g.as_default():
+        ids = v1.placeholder(tf.int64, [None], name="ids")
+        table = v1.get_variable("table", [10, 4])
+        loss = tf.reduce_sum(tf.square(tf.nn.embedding_lookup(table, ids)), name="loss")
+        step = v1.train.get_or_create_global_step()
+        train = v1.train.AdagradOptimizer(0.1).minimize(loss, global_step=step)
+        v1.add_to_collection(v1.GraphKeys.TRAIN_OP, train)
+        saver = v1.train.Saver()
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            prefix = saver.save(sess, str(tmp_path / "model" / "model.ckpt"))
+    report = rewrite(prefix + ".meta", tmp_path / "out")
+    assert [t.training.optimizer for t in report.plan.tables] == ["adagrad"]
+    g = tf.Graph()
+    with g.as_default():
+        saver = v1.train.import_meta_graph(str(tmp_path / "out" / "model.ckpt.meta"))
+        lookup = next(n for n in g.as_graph_def().node if n.op == "GraphoptEvFindOrInsert")
+        assert lookup.input[2] == "global_step/graphopt_read"
+        export = load_library().graphopt_ev_export(g.get_tensor_by_name("table:0"), dim=4)
+        with v1.Session(graph=g) as sess:
+            saver.restore(sess, str(tmp_path / "out" / "model.ckpt"))
+            for _ in range(3):
+                sess.run(v1.get_collection(v1.GraphKeys.TRAIN_OP)[0], {"ids:0": [1, 2]})
+            keys, _, freqs, versions = sess.run(export)
+    touched = np.isin(keys, [1, 2])
+    assert np.all(freqs[touched] == 3) and np.all(freqs[~touched] == 0)
+    # The read of global_step and its increment in the same step are not ordered (as in any TF1
+    # graph that reads it): the last step recorded is 2 or 3.
+    assert set(versions[touched]) <= {2, 3} and np.all(versions[~touched] == 0)
