@@ -3,10 +3,14 @@
 Trained in a training graph, then written the way TF1 users ship a model: an inference graph
 (placeholders named like the features, output ``prediction``) with its checkpoint and exported
 meta_graph_def (binary ``model.ckpt.meta`` and text ``model.pbtxt``) under ``checkpoint/``, and a
-SavedModel written by the v1 ``SavedModelBuilder`` at the top of the output directory.
+SavedModel written by the v1 ``SavedModelBuilder`` at the top of the output directory. The
+training graph itself (train op in the ``train_op`` collection, Adam's slots) is kept under
+``train/`` for continuing training; ``OPTIMIZERS`` holds the v1 optimizers the tests train it with.
 """
 
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -20,6 +24,18 @@ v1 = tf.compat.v1
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_PREFIX = "model.ckpt"
 OUTPUT_NAME = "prediction"
+TRAIN_DIR = "train"  # the training graph's checkpoint + meta graph (train op and slots included)
+TRAIN_OP = "train"
+LOSS = "loss"
+LABEL = "label"
+# The v1 optimizers a TF1 user trains this form with; Adam is the course's.
+OPTIMIZERS = {
+    "adam": lambda: v1.train.AdamOptimizer(LEARNING_RATE, epsilon=1e-7),
+    "sgd": lambda: v1.train.GradientDescentOptimizer(0.05),
+    "adagrad": lambda: v1.train.AdagradOptimizer(0.05),
+    "ftrl": lambda: v1.train.FtrlOptimizer(0.05),
+    "momentum": lambda: v1.train.MomentumOptimizer(0.05, 0.9),  # no EmbeddingVariable counterpart
+}
 
 
 def _inference_graph(normalization):
@@ -58,6 +74,35 @@ def _inference_graph(normalization):
     return placeholders, logits, tf.sigmoid(logits, name=OUTPUT_NAME)
 
 
+def _training_graph(normalization, optimizer):
+    """The inference graph plus label, loss and the optimizer's train op (in the default graph)."""
+    placeholders, logits, prediction = _inference_graph(normalization)
+    label = v1.placeholder(tf.float32, [None], name=LABEL)
+    loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=label, logits=logits), name=LOSS)
+    train_op = OPTIMIZERS[optimizer]().minimize(loss, name=TRAIN_OP)
+    # Where TF1 tooling (Estimator, MonitoredSession) looks for it; also keeps it a root of the graph.
+    v1.add_to_collection(v1.GraphKeys.TRAIN_OP, train_op)
+    return placeholders, label, loss, train_op, prediction
+
+
+def save_training_checkpoint(out_dir, normalization, optimizer="adam", seed=42, batches=()):
+    """Writes the training graph of ``optimizer`` as a TF1 user keeps it to continue training:
+    ``out_dir/train/model.ckpt`` (variables and the optimizer's slots) and its meta graph
+    ``model.ckpt.meta`` (train op in the ``train_op`` collection, Saver). ``batches``: (samples
+    arrays, labels) pairs trained on first, so the slots hold real state. Returns the prefix."""
+    g = tf.Graph()
+    with g.as_default():
+        v1.set_random_seed(seed)
+        placeholders, label, _, train_op, _ = _training_graph(normalization, optimizer)
+        saver = v1.train.Saver(save_relative_paths=True)
+        os.makedirs(os.path.join(out_dir, TRAIN_DIR), exist_ok=True)
+        with v1.Session(graph=g) as sess:
+            sess.run([v1.global_variables_initializer(), v1.tables_initializer()])
+            for arrays, labels in batches:
+                sess.run(train_op, {**_feeds(placeholders, arrays), label: labels})
+            return saver.save(sess, os.path.join(out_dir, TRAIN_DIR, CHECKPOINT_PREFIX))
+
+
 def _feeds(placeholders, arrays, rows=slice(None)):
     return {placeholders[name]: arrays[name][rows] for name in placeholders}
 
@@ -71,10 +116,9 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=N
     training = tf.Graph()
     with training.as_default():
         v1.set_random_seed(seed)
-        placeholders, logits, _ = _inference_graph(normalization)
-        label = v1.placeholder(tf.float32, [None], name="label")
-        loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=label, logits=logits))
-        train_op = v1.train.AdamOptimizer(LEARNING_RATE, epsilon=1e-7).minimize(loss)
+        placeholders, label, loss, train_op, _ = _training_graph(normalization, "adam")
+        # The training checkpoint a TF1 user keeps to continue training (train op, Adam's slots).
+        train_saver = v1.train.Saver(save_relative_paths=True)
         with v1.Session(graph=training) as sess:
             sess.run([v1.global_variables_initializer(), v1.tables_initializer()])
             for epoch in range(epochs):
@@ -87,6 +131,9 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=N
                 if on_epoch is not None:
                     on_epoch(epoch + 1, total / max(len(order), 1))
             trained = {v.op.name: sess.run(v) for v in v1.trainable_variables()}
+            # Beside out_dir until the SavedModelBuilder, which wants a fresh directory, has written it.
+            train_dir = tempfile.mkdtemp(prefix=".train-", dir=os.path.dirname(os.path.abspath(out_dir)))
+            train_saver.save(sess, os.path.join(train_dir, CHECKPOINT_PREFIX))
 
     serving = tf.Graph()
     with serving.as_default():
@@ -112,4 +159,5 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=N
             ckpt_dir = os.path.join(out_dir, CHECKPOINT_DIR)
             saver.save(sess, os.path.join(ckpt_dir, CHECKPOINT_PREFIX))
             v1.train.export_meta_graph(os.path.join(ckpt_dir, "model.pbtxt"), as_text=True, saver_def=saver.as_saver_def())
+    shutil.move(train_dir, os.path.join(out_dir, TRAIN_DIR))
     return scores

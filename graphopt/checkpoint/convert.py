@@ -171,12 +171,14 @@ def _string_tensor_crc(data, entry):
 
 
 def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable = None,
-                       object_graph: Optional[bytes] = None, added: Optional[Dict[str, np.ndarray]] = None):
+                       object_graph: Optional[bytes] = None, added: Optional[Dict[str, np.ndarray]] = None,
+                       renamed: dict[str, str] | None = None):
     """Writes a copy of a checkpoint in which each table becomes keys/values/freqs/versions.
 
     ``object_graph``, when given (bytes, or a callable returning them or None), replaces the
     checkpoint's serialized TrackableObjectGraph;
-    ``added`` ({name: array}) are tensors written beside the others (the stock target's hash tables).
+    ``added`` ({name: array}) are tensors written beside the others (the stock target's hash tables);
+    ``renamed`` ({old: new}) keep their bytes under a new key (a trained table's slot variables).
     The data files are copied as they are and the index is rewritten so that KEY-values names
     the table's bytes where they already lie; only the ids (and one shared block of zeros for
     freqs and versions) are written, in one extra shard. Tables stored in slices (partitioned
@@ -203,6 +205,11 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
         parsed.pop(OBJECT_GRAPH_KEY.encode(), None)
         names.append(OBJECT_GRAPH_KEY)
         tensors.append(tf.constant(object_graph, dtype=tf.string))
+    for old, new in (renamed or {}).items():
+        if old.encode() not in parsed:
+            raise ModelError(f"checkpoint {src_prefix} lacks tensor {old}; the variables do not match "
+                             "the graph, export the model again")
+        parsed[new.encode()] = parsed.pop(old.encode())
     for name, value in (added or {}).items():
         names.append(name)
         tensors.append(tf.constant(value))

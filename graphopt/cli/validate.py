@@ -51,15 +51,24 @@ def _tolerance(ctx, param, value):
 @click.option("--id-range", "id_ranges", multiple=True, metavar="INPUT=ROWS",
               help="Valid ids of an integer input, when the model's tables do not tell (repeatable).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the generated inputs.")
+@click.option("--train", is_flag=True,
+              help="TF1 training graphs: ORIGINAL is the .meta, REWRITTEN the rewrite's output; run the "
+                   "train op of both on the same batch, compare losses, rows and slots (docs/training.md).")
+@click.option("--steps", "steps", multiple=True, type=click.IntRange(min=1), metavar="N",
+              help="With --train: training steps per run (repeatable); default: 1 and 10.")
+@click.option("--loss", default="loss", show_default=True, help="With --train: the loss tensor's name.")
 @json_option
 def validate(original, rewritten, signatures, batches, batch_size, data, atol, rtol, loader, id_ranges, seed,
-             as_json):
+             train, steps, loss, as_json):
     """Check that REWRITTEN computes what ORIGINAL computes.
 
     Structure (edges, ops, signatures, restore, checkpoint rows), then both models run on the
     same inputs through the chosen loaders, output by output, then what each does with ids
     outside the original tables. Exit code 0: passed; 1: validation failed; 2: bad input.
     """
+    if train:
+        _validate_training(original, rewritten, batch_size, data, atol, seed, steps or (1, 10), loss, as_json)
+        return
     ranges = _parse_id_ranges(id_ranges)
     if batches == 0 and data is None:
         raise ArgumentError("--batches 0 generates no random batch; give at least 1 "
@@ -72,4 +81,33 @@ def validate(original, rewritten, signatures, batches, batch_size, data, atol, r
     )
     click.echo(report.to_json() if as_json else report.format())
     if not report.passed:
+        raise click.exceptions.Exit(1)
+
+
+def _validate_training(original, rewritten, batch_size, data, atol, seed, steps, loss, as_json):
+    """``--train``: the training check (graphopt.validate.training); exit 1 when it fails."""
+    import json
+
+    import numpy as np
+
+    from graphopt.validate import training
+
+    if data is not None:
+        if not data.endswith(".npz"):
+            raise ArgumentError(f"--data {data}: with --train give an .npz, one array per placeholder")
+        try:
+            with np.load(data, allow_pickle=True) as f:
+                batch = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as e:
+            raise ArgumentError(f"--data {data} cannot be read ({e}); give an .npz file") from None
+    else:
+        batch = training.generated_batch(original, batch_size, seed)
+    results = [training.compare_training(original, rewritten, [batch], steps=n, loss=loss) for n in steps]
+    ok = all(training.passed(r, atol) for r in results)
+    if as_json:
+        click.echo(json.dumps({"passed": ok, "runs": [r.to_dict() for r in results]}, indent=1))
+    else:
+        click.echo("\n".join(training.format_result(r) for r in results))
+        click.echo("training check " + ("passed" if ok else "failed"))
+    if not ok:
         raise click.exceptions.Exit(1)

@@ -14,6 +14,7 @@ import numpy as np
 
 from graphopt.graph import meta_graph as mg_lib, nodes
 from graphopt.graph.model import TOP, Body, ModelGraph, TensorRef, live_nodes
+from graphopt.rewrite import training as v1_training
 
 VARIABLE_OPS = ("VarHandleOp", "VariableV2")
 READ_OPS = ("ReadVariableOp",)  # plus the Identity snapshot of a ref variable (VariableV2)
@@ -38,6 +39,7 @@ class LookupSite:
     read: Optional[str] = None  # the ReadVariableOp a GatherV2 reads the table through
     part_gathers: List[str] = dataclasses.field(default_factory=list)  # partitioned: gather per part
     signature_inputs: List[str] = dataclasses.field(default_factory=list)
+    training: bool = False  # an optimizer update's gradients come from it: find-or-insert
 
     @property
     def where(self) -> str:
@@ -48,7 +50,7 @@ class LookupSite:
 class VariableUse:
     """A use of a table that is not a lookup: the Saver, an initializer, or a read nobody consumes."""
 
-    kind: str  # save | restore | init | dead | disable_copy
+    kind: str  # save | restore | init | dead | disable_copy | train (an optimizer update)
     body: str
     node: str  # the consuming node (ReadVariableOp for save/dead, AssignVariableOp for restore/init)
     part: int = 0
@@ -74,6 +76,10 @@ class EmbeddingTable:
     partition_rows: List[int] = dataclasses.field(default_factory=list)
     # Handles of other tables passed through the same function argument: rewrite them together.
     shares_arguments_with: List[str] = dataclasses.field(default_factory=list)
+    # TF1 training graphs: the optimizer update the rewrite turns into an apply op, or why the
+    # table keeps its dense variable (graphopt.rewrite.training).
+    training: v1_training.TrainingUpdate | None = None
+    training_left: str | None = None
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -103,6 +109,7 @@ class EmbeddingTable:
             "lookup_sites": [{"where": s.where, "op": s.op, "signature_inputs": s.signature_inputs}
                              for s in self.sites],
             "signature_inputs": self.signature_inputs,
+            **({"training": self.training.to_dict()} if self.training else {}),
         }
 
 
@@ -211,6 +218,10 @@ def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
     is_ref = model.graph.node(handle).op == "VariableV2"
     for body, use in _variable_uses(model, handle):
         node = body.node(use.node)
+        if not is_ref and not body.is_function and v1_training.is_update(node, use.position):
+            # Before the liveness test: a train op is fetched by name, often from no collection.
+            scan.uses.append(VariableUse("train", body.name, node.name))
+            continue
         if not body.is_function and node.name not in live and node.op not in (
                 ASSIGN_OPS + READ_OPS + ("ResourceGather", "Identity")):
             if _reads_dead(body, node.name, live):
@@ -442,6 +453,11 @@ def detect(model: ModelGraph) -> Detection:
         key = _checkpoint_key(model, uses)
         if not all_problems and key is None:
             all_problems.append("no Saver restores it")
+        update, training_left = None, None
+        if not all_problems:
+            update, training_left = v1_training.table_update(model, uses, scans)
+        if update is not None and len(table_handles) > 1:
+            update, training_left = None, "it is partitioned and trained (slots of parts are not converted)"
         if all_problems:
             for m in table_handles:
                 rejected[m] = all_problems[0]
@@ -457,6 +473,9 @@ def detect(model: ModelGraph) -> Detection:
             strategy = group_list[0].strategy
         else:
             sites, strategy = scans[h].sites, None
+        if update is not None:
+            for site in v1_training.training_sites(model.body(TOP), update, sites):
+                site.training = True
         for site in sites:
             srcs = model.trace_back(site.body, TensorRef.parse(site.ids))
             site.signature_inputs = sorted({k for p in srcs for k in placeholders.get(p.ref.node, [])})
@@ -464,7 +483,8 @@ def detect(model: ModelGraph) -> Detection:
             name=_PART_SUFFIX.sub("", h), handles=table_handles,
             rows=sum(s[0] for s in shapes), dim=shapes[0][1], dtype=dtype, sites=sites, uses=uses,
             checkpoint_key=key, partition_strategy=strategy,
-            partition_rows=[s[0] for s in shapes] if group_list else []))
+            partition_rows=[s[0] for s in shapes] if group_list else [],
+            training=update, training_left=training_left))
 
     _drop_tables_sharing_arguments(tables, args_of, arg_sources, rejected)
     table_gathers = {(s.body, g) for t in tables for s in t.sites for g in (s.part_gathers or [s.node])}

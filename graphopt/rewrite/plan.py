@@ -24,7 +24,9 @@ class RewritePlan:
         """Applies --include / --exclude (regexes searched in the table name) and --min-rows."""
         chosen, skipped = [], []
         for t in tables:
-            if include and not re.search(include, t.name):
+            if t.training_left:
+                skipped.append((t, f"training path left as is: {t.training_left}"))
+            elif include and not re.search(include, t.name):
                 skipped.append((t, f"name does not match --include {include}"))
             elif exclude and re.search(exclude, t.name):
                 skipped.append((t, f"name matches --exclude {exclude}"))

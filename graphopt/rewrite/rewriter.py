@@ -175,7 +175,7 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
             converted = checkpoint.convert_checkpoint(
                 source.checkpoint_prefix, dst_prefix, layout.conversions, progress,
                 object_graph=object_graph.result if object_graph is not None else None,
-                added=layout.added)
+                added=layout.added, renamed=layout.renamed)
             if not layout.conversions and progress is not None:
                 # A target that converts no table's rows (stock) still shows each table done.
                 for i, table in enumerate(plan.tables):

@@ -55,11 +55,13 @@ class CheckpointLayout:
     """How a target's output checkpoint differs from the input's.
 
     ``conversions`` (graphopt.checkpoint.TableConversion) turn a table's tensor into an
-    EmbeddingVariable's four; ``added`` ({name: array}) are tensors written beside the others.
+    EmbeddingVariable's four; ``added`` ({name: array}) are tensors written beside the others;
+    ``renamed`` ({old: new}) keep their bytes under a new key (a trained table's slot variables).
     """
 
     conversions: List = dataclasses.field(default_factory=list)
     added: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    renamed: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _every_table(plan):

@@ -6,12 +6,14 @@ initializers become imports, and the table's variable handle becomes an Embeddin
 
 from graphopt.checkpoint import TableConversion
 from graphopt.rewrite.passes import CheckpointLayout, Target
+from graphopt.rewrite.passes.ev.drop_slot_variables import DropSlotVariables
 from graphopt.rewrite.passes.ev.drop_table_variables import DropTableVariables
 from graphopt.rewrite.passes.ev.migrate_collisionless import MigrateCollisionless
 from graphopt.rewrite.passes.ev.nodes import EV_OPS
 from graphopt.rewrite.passes.ev.object_graph import rewrite_object_graph
 from graphopt.rewrite.passes.ev.remove_table_reads import RemoveTableReads
 from graphopt.rewrite.passes.ev.replace_lookups import ReplaceLookups
+from graphopt.rewrite.passes.ev.replace_training_updates import ReplaceTrainingUpdates
 from graphopt.rewrite.passes.ev.replace_variable_handles import ReplaceVariableHandles
 from graphopt.rewrite.passes.ev.rewire_restore import RewireRestore
 from graphopt.rewrite.passes.ev.rewire_save import RewireSave
@@ -20,12 +22,15 @@ from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
 
 
 def passes():
-    """The serving rewrite, in order: lookups, then the Saver, initializers, handles, cleanup."""
+    """The rewrite, in order: lookups, optimizer updates (TF1 training graphs), the Saver, slot
+    variables, initializers, handles, cleanup."""
     return [
         ReplaceLookups(),
         MigrateCollisionless(),  # only with rewrite --collisionless (the plan's migrations)
+        ReplaceTrainingUpdates(),
         RewireSave(),
         RewireRestore(),
+        DropSlotVariables(),
         RewriteInitializers(),
         RemoveTableReads(),
         ReplaceVariableHandles(),
@@ -35,9 +40,12 @@ def passes():
 
 
 def checkpoint_layout(tables) -> CheckpointLayout:
-    """Each table's tensor KEY becomes KEY-keys/-values/-freqs/-versions, ids in stored order."""
+    """Each table's tensor KEY becomes KEY-keys/-values/-freqs/-versions, ids in stored order; a
+    trained table's slot variables' tensors become KEY-slot-<name> (same rows, same order)."""
     return CheckpointLayout(
-        conversions=[TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids) for t in tables])
+        conversions=[TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids) for t in tables],
+        renamed={s.checkpoint_key: f"{t.checkpoint_key}-slot-{s.name}"
+                 for t in tables if t.training is not None for s in t.training.slots})
 
 
 def load_ops():

@@ -13,6 +13,10 @@ IMPORT_OP = "GraphoptEvImport"
 # Collisionless migration (migrate_collisionless.py): find by raw id, else the bucket row.
 FALLBACK_FIND_OP = "GraphoptEvFindWithFallback"
 EV_OPS = (HANDLE_OP, FIND_OP, EXPORT_OP, IMPORT_OP)
+# What a rewritten TF1 training graph uses besides (added to the op list only where used).
+FIND_OR_INSERT_OP = "GraphoptEvFindOrInsert"
+EXPORT_SLOTS_OP = "GraphoptEvExportWithSlots"
+IMPORT_SLOTS_OP = "GraphoptEvImportWithSlots"
 # A table saved under key K is saved as K-keys, K-values, K-freqs, K-versions (the outputs of
 # GraphoptEvExport, in this order).
 CHECKPOINT_SUFFIXES = ("keys", "values", "freqs", "versions")
@@ -32,10 +36,12 @@ def _row_attrs(dim):
     return {"dim": (int(dim), "i"), "dtype": (nodes.dtype_enum(FLOAT), "type")}
 
 
-def handle(name, shared_name, container, dim, device=""):
+def handle(name, shared_name, container, dim, device="", optimizer="", slot_init=()):
     attrs = {"shared_name": (shared_name, "s"), "container": (container, "s"),
              "key_dtype": (nodes.dtype_enum(INT64), "type"), "default_value": ([], "list(float)"),
              **_row_attrs(dim)}
+    if optimizer:  # a trained table keeps its optimizer's slots in each row
+        attrs.update({"optimizer": (optimizer, "s"), "slot_init": (list(slot_init), "list(float)")})
     return nodes.make_node(HANDLE_OP, name, (), attrs, device)
 
 
@@ -57,3 +63,26 @@ def export(name, table_ref, dim, device=""):
 def import_(name, table_ref, keys, values, freqs, versions, dim, device="", control=()):
     return nodes.make_node(IMPORT_OP, name, [table_ref, keys, values, freqs, versions],
                            _row_attrs(dim), device, control)
+
+
+def find_or_insert(name, table_ref, ids_ref, step_ref, ids_dtype, dim, device="", control=()):
+    attrs = {"Tkeys": (ids_dtype, "type"), **_row_attrs(dim)}
+    return nodes.make_node(FIND_OR_INSERT_OP, name, [table_ref, ids_ref, step_ref], attrs, device, control)
+
+
+def apply(op, name, table_ref, keys, grads, hyper, ids_dtype, dim, device="", control=()):
+    """GraphoptEvApply<Optimizer>(table, keys, grads, *hyperparameters)."""
+    attrs = {"Tkeys": (ids_dtype, "type"), **_row_attrs(dim)}
+    return nodes.make_node(op, name, [table_ref, keys, grads, *hyper], attrs, device, control)
+
+
+def export_with_slots(name, table_ref, dim, num_slots, device=""):
+    attrs = {**_row_attrs(dim), "num_slots": (int(num_slots), "i")}
+    return nodes.make_node(EXPORT_SLOTS_OP, name, [table_ref], attrs, device)
+
+
+def import_with_slots(name, table_ref, keys, values, freqs, versions, slots, pending, dim, optimizer,
+                      device="", control=()):
+    attrs = {**_row_attrs(dim), "num_slots": (len(slots), "i"), "optimizer": (optimizer, "s")}
+    inputs = [table_ref, keys, values, freqs, versions, *slots, *pending]
+    return nodes.make_node(IMPORT_SLOTS_OP, name, inputs, attrs, device, control)

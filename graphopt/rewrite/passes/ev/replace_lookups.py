@@ -6,6 +6,8 @@ Pattern:
     ParallelDynamicStitch(DynamicPartition(Range(Size(ids)), p),
                           [gather(part_k, DynamicPartition(new_ids, p):k)])
                                                                  -> GraphoptEvFind(part_0, ids)
+    a gather an optimizer update's gradients come from (TF1 training graphs)
+                                                                 -> GraphoptEvFindOrInsert(table, ids, step)
 The find keeps the name of the node it replaces, so control edges and top-level tensor names stay.
 """
 
@@ -13,6 +15,7 @@ from graphopt.graph import nodes
 from graphopt.graph.model import TOP, Body, TensorRef
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.ev import nodes as ev
+from graphopt.rewrite.passes.ev.replace_training_updates import step_ref
 from graphopt.rewrite.passes.lookup_sites import distinct_lookup_sites
 
 
@@ -83,8 +86,12 @@ class ReplaceLookups(Pass):
                 ctx.disconnected.add((body.name, ref.node))
             for g in site.part_gathers:
                 ctx.disconnected.add((body.name, g))
-            new = ev.find(old.name, table_ref, site.ids, site.ids_dtype, table.dim, old.device,
-                          nodes.control_inputs(old))
+            if site.training:  # training inserts unseen ids; serving lookups only find
+                new = ev.find_or_insert(old.name, table_ref, site.ids, step_ref(body, old.device),
+                                        site.ids_dtype, table.dim, old.device, nodes.control_inputs(old))
+            else:
+                new = ev.find(old.name, table_ref, site.ids, site.ids_dtype, table.dim, old.device,
+                              nodes.control_inputs(old))
             if body.is_function:
                 out_arg = nodes.output_arg_names(old.op)[0]
                 body.replace_uses(TensorRef(old.name, out_arg, 0), TensorRef(old.name, "values", 0))

@@ -5,8 +5,12 @@ Pattern (top-level TF1 ``save/…`` or the ``__inference__traced_restore`` funct
         -> GraphoptEvImport(table, RestoreV2(prefix, names', slices'):j, :n, :n+1, :n+2)
 Entry j keeps its position (it becomes KEY-keys) and the other three are appended, so no other
 output of RestoreV2 moves. The RestoreV2 entries of parts 1.. of a partitioned table are kept but
-read KEY-freqs so that the outputs keep their positions.
+read KEY-freqs so that the outputs keep their positions. A trained table (TF1 training graph) is
+restored with GraphoptEvImportWithSlots, its slots from the slot variables' entries renamed
+KEY-slot-<name> (their assigns go in drop-slot-variables).
 """
+
+import numpy as np
 
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
@@ -48,8 +52,21 @@ class RewireRestore(Pass):
                 slices += [""] * 3
                 dtypes += [nodes.dtype_enum(t) for t in ev.CHECKPOINT_DTYPES[1:]]
                 outs = [body.output_ref(restore_name, k, "tensors") for k in (j, n, n + 1, n + 2)]
-                new = ev.import_(assign.name, body.data_inputs(assign)[0], *outs, table.dim,
-                                 assign.device, nodes.control_inputs(assign))
+                slots = table.training.slots if table.training else []
+                if slots:
+                    for slot in slots:
+                        names[slot.restore_entry] = f"{table.checkpoint_key}-slot-{slot.name}"
+                        slices[slot.restore_entry] = ""
+                    slot_outs = [body.output_ref(restore_name, s.restore_entry, "tensors") for s in slots]
+                    # Admission counters: none in a converted dense table.
+                    pending = [body.add_const(f"{assign.name}/pending_{what}", np.zeros([0], np.int64),
+                                              assign.device) for what in ("keys", "counts")]
+                    new = ev.import_with_slots(assign.name, body.data_inputs(assign)[0], *outs, slot_outs,
+                                               pending, table.dim, table.training.optimizer, assign.device,
+                                               nodes.control_inputs(assign))
+                else:
+                    new = ev.import_(assign.name, body.data_inputs(assign)[0], *outs, table.dim,
+                                     assign.device, nodes.control_inputs(assign))
                 body.replace_node(assign.name, new)
                 first_import[table.name] = assign.name
                 ctx.replaced(body.name, assign, new, table, self.name)

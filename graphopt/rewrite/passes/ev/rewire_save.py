@@ -5,7 +5,8 @@ Pattern (top-level TF1 ``save/…`` or the ``__inference__traced_save`` function
         -> SaveV2(prefix, names', slices', …,
                   GraphoptEvExport(table):keys, …, :values, :freqs, :versions)
 Entry j keeps its position (it becomes KEY-keys) and the other three are appended. Parts 1.. of
-a partitioned table lose their SaveV2 entries.
+a partitioned table lose their SaveV2 entries. A trained table (TF1 training graph) is exported
+with GraphoptEvExportWithSlots, and each slot variable's entry becomes KEY-slot-<name>.
 """
 
 from graphopt.graph import nodes
@@ -38,9 +39,20 @@ class RewireSave(Pass):
                 read = body.node(use.node)
                 # A ref variable is saved directly; a resource through its ReadVariableOp.
                 handle = body.output_ref(read.name) if read.op == "VariableV2" else body.data_inputs(read)[0]
-                export = ev.export(body.unique_name(f"{read.name}/GraphoptEvExport"),
-                                         handle, table.dim, save.device)
+                slots = table.training.slots if table.training else []
+                if slots:
+                    name = body.unique_name(f"{read.name}/GraphoptEvExportWithSlots")
+                    export = ev.export_with_slots(name, handle, table.dim, len(slots), save.device)
+                else:
+                    export = ev.export(body.unique_name(f"{read.name}/GraphoptEvExport"),
+                                       handle, table.dim, save.device)
                 body.add_node(export)
+                for k, slot in enumerate(slots):
+                    s = slot.save_entry
+                    ctx.disconnected.add((body.name, data[3 + s].node))
+                    names[s], slices[s] = f"{table.checkpoint_key}-slot-{slot.name}", ""
+                    tensors[s] = str(body.op_output(export.name, 4 + k))
+                    dtypes[s] = nodes.dtype_enum(ev.FLOAT)
                 outs = [str(body.op_output(export.name, i)) for i in range(len(ev.EXPORT_OUTPUTS))]
                 keys = ev.checkpoint_names(table)
                 types = [nodes.dtype_enum(t) for t in ev.CHECKPOINT_DTYPES]
