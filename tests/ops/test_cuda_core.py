@@ -7,6 +7,7 @@ TensorFlow's own sparse-apply kernels. The GPU itself is exercised by `make gpu-
 import os
 import shutil
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -354,7 +355,7 @@ def _probe(fake_gpu, **env):
     environ = {**os.environ, **env}
     if fake_gpu:
         environ["FAKE_GPU"] = "1"
-    r = subprocess.run(["python", "-c", _PROBE, *GPU_OPS], capture_output=True,
+    r = subprocess.run([sys.executable, "-c", _PROBE, *GPU_OPS], capture_output=True,
                        text=True, timeout=300, env=environ, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     import json
