@@ -771,6 +771,72 @@ Status EmbeddingTable::Evict(const EvictionRule& rule, std::vector<int64_t>* evi
   return Status();
 }
 
+Status EmbeddingTable::ExportChanged(
+    int64_t since,
+    const std::function<Status(int64_t, int64_t, ChangedRows*)>& allocate) const {
+  for (const Shard& s : shards_) s.mu.ReaderLock();
+  // Find-or-insert moves a row's last step under a reader lock, so the changed
+  // rows are chosen once, here, and copied from this list: the counts given to
+  // allocate stay true. Values only change under writer locks.
+  struct Changed {
+    const Shard* shard;
+    const Slot* slot;
+    int64_t version;
+  };
+  std::vector<Changed> changed;
+  int64_t held = 0;
+  for (const Shard& s : shards_) {
+    held += s.size;
+    for (uint32_t i = 0; i < s.capacity; ++i) {
+      const Slot& slot = s.slots[i];
+      if (slot.row == kEmptyRow) continue;
+      const int64_t version = RowVersion(s, slot.row).load(std::memory_order_relaxed);
+      if (version > since) changed.push_back({&s, &slot, version});
+    }
+  }
+  ChangedRows out;
+  Status st = allocate(static_cast<int64_t>(changed.size()), held, &out);
+  if (st.ok()) {
+    const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+    for (size_t c = 0; c < changed.size(); ++c) {
+      out.keys[c] = changed[c].slot->key;
+      std::memcpy(out.values + c * dim_, RowValues(*changed[c].shard, changed[c].slot->row),
+                  row_bytes);
+      out.versions[c] = changed[c].version;
+    }
+    int64_t p = 0;
+    for (const Shard& s : shards_) {
+      for (uint32_t i = 0; i < s.capacity; ++i) {
+        if (s.slots[i].row != kEmptyRow) out.present[p++] = s.slots[i].key;
+      }
+    }
+  }
+  for (int s = kNumShards - 1; s >= 0; --s) shards_[s].mu.ReaderUnlock();
+  return st;
+}
+
+Status EmbeddingTable::ApplyDelta(const int64_t* keys, int64_t n, const float* values,
+                                  const int64_t* removed, int64_t m, const IntraOpPool& pool) {
+  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  for (Shard& s : shards_) s.mu.Lock();
+  for (int64_t i = 0; i < m; ++i) {
+    EraseKey(&shards_[ShardOf(Hash(removed[i]))], removed[i]);
+  }
+  const Status st = ForEachShardGroup(
+      keys, n, 50 + dim_, true, pool,
+      [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
+        for (const int64_t* it = begin; it != end; ++it) {
+          bool added;
+          uint32_t row;
+          TF_RETURN_IF_ERROR(FindOrAddSlot(s, keys[*it], Hash(keys[*it]), &added, &row));
+          std::memcpy(RowValues(*s, row), values + *it * dim_, row_bytes);
+        }
+        return Status();
+      });
+  for (int s = kNumShards - 1; s >= 0; --s) shards_[s].mu.Unlock();
+  return st;
+}
+
 int64_t EmbeddingTable::Capacity() const {
   return SumOverShards([](const Shard& s) -> int64_t { return s.grow_at; });
 }

@@ -95,6 +95,15 @@ struct TableStats {
   int64_t size, admitted, evicted, pending, bytes_used;
 };
 
+// Receives a changed-rows export (GraphoptEvExportChanged): called once, under
+// the table's reader locks, with the number of changed rows and of keys held.
+struct ChangedRows {
+  int64_t* keys;      // [changed]
+  float* values;      // [changed, dim]
+  int64_t* versions;  // [changed]
+  int64_t* present;   // [held]: every key the table holds
+};
+
 class EmbeddingTable : public tensorflow::ResourceBase {
  public:
   static constexpr int kNumShards = 64;
@@ -153,6 +162,17 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   // A consistent snapshot, copied on the calling thread under all reader locks.
   tensorflow::Status Export(
       const std::function<tensorflow::Status(int64_t, ExportBuffers*)>& allocate) const;
+
+  // Online updates. The rows whose last step is after `since` and every key
+  // held, one consistent snapshot (all reader locks).
+  tensorflow::Status ExportChanged(
+      int64_t since,
+      const std::function<tensorflow::Status(int64_t, int64_t, ChangedRows*)>& allocate) const;
+  // Removes `removed`, then assigns values[n, dim] to keys (inserting missing
+  // ones), all under every shard's writer lock: a concurrent find sees the table
+  // before or after the whole delta, never part of it.
+  tensorflow::Status ApplyDelta(const int64_t* keys, int64_t n, const float* values,
+                                const int64_t* removed, int64_t m, const IntraOpPool& pool);
 
   int64_t Size() const;
   int64_t BytesUsed() const;
