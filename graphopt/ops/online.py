@@ -18,5 +18,9 @@ def apply_delta(handle, dim: int, keys, values, removed_keys):
     """Removes ``removed_keys`` then assigns ``values`` ([n, dim]) to ``keys``, inserting missing
     keys, under every shard's writer lock: a concurrent lookup sees all of it or none."""
     return load_library().graphopt_ev_apply_delta(
-        handle, tf.convert_to_tensor(keys, tf.int64), tf.convert_to_tensor(values, tf.float32),
-        tf.convert_to_tensor(removed_keys, tf.int64), dim=dim)
+        handle,
+        tf.convert_to_tensor(keys, tf.int64),
+        tf.convert_to_tensor(values, tf.float32),
+        tf.convert_to_tensor(removed_keys, tf.int64),
+        dim=dim,
+    )
