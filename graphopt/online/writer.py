@@ -100,8 +100,9 @@ class DeltaWriter:
 
     def write(self, step: int | None = None) -> str | None:
         """Write one delta (rows changed after the previous delta, keys removed since) and return
-        its directory; None (nothing written) when nothing changed. ``step``: the training step every lookup so far has reached; the next delta
-        takes rows whose last step is after it (default: the largest last step in this delta)."""
+        its directory; None (nothing written) when nothing changed. ``step``: the training step
+        every lookup so far has reached; the next delta takes rows whose last step is after it
+        (default: the largest last step in this delta)."""
         from graphopt.ops import online
 
         parts: list[delta_format.TableDelta] = []
@@ -163,8 +164,9 @@ def delta_from_checkpoint(
         )
         if target not in served:
             raise GraphoptError(
-                f"table {spec.name} of {source} is not a table of the served model {version_dir} (its tables: "
-                f"{', '.join(sorted(served)) or 'none'}); map it with --table {spec.name}=SERVED_NAME"
+                f"table {spec.name} of {source} is not a table of the served model {version_dir} "
+                f"(its tables: {', '.join(sorted(served)) or 'none'}); "
+                f"map it with --table {spec.name}=SERVED_NAME"
             )
         goal = served[target]
         if goal.dim != spec.dim:
