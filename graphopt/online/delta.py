@@ -239,9 +239,7 @@ def read_manifest(path) -> dict:
     return manifest
 
 
-def read_delta(
-    path, base_version: int, fingerprint: str, table_dims: dict[str, int] | None = None
-) -> Delta:
+def read_delta(path, base_version: int, fingerprint: str, table_dims: dict[str, int] | None = None) -> Delta:
     """Read the delta at ``path`` and check all of it before anything is applied.
 
     Refused (DeltaError, saying why): no manifest yet, another format, a sequence number that is
