@@ -72,7 +72,9 @@ def load_version(path, version):
                 "run `make install` so that `import graphopt.ops` registers them"
             ) from None
         raise
-    signatures = {name: PredictSignature(name, fn) for name, fn in loaded.signatures.items()}
+    # "__saved_model_init_op" (a stock rewrite's hash-table initializer) is no signature to call
+    signatures = {name: PredictSignature(name, fn) for name, fn in loaded.signatures.items()
+                  if not name.startswith("__")}
     if not signatures:
         raise ModelError(f"{path} has no serving signatures; export it with a serving_default signature")
     for signature in signatures.values():

@@ -415,6 +415,7 @@ int64_t EmbeddingTable::BlockSize(int64_t n, const IntraOpPool& pool) {
 
 template <typename K>
 void EmbeddingTable::Find(const K* keys, int64_t n, float* out, const IntraOpPool& pool) const {
+  absl::ReaderMutexLock delta_lock(&delta_mu_);  // a find sees a whole delta or none of it
   const int64_t block = BlockSize(n, pool);
   const int64_t blocks = (n + block - 1) / block;
   pool.For(blocks, block * (100 + dim_), [&](int64_t b0, int64_t b1) {
@@ -818,6 +819,9 @@ Status EmbeddingTable::ExportChanged(
 Status EmbeddingTable::ApplyDelta(const int64_t* keys, int64_t n, const float* values,
                                   const int64_t* removed, int64_t m, const IntraOpPool& pool) {
   const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  // delta_mu_ first, then the shards in order: a find holding delta_mu_ as a reader
+  // takes shard locks that nobody holding delta_mu_ as a writer can be holding.
+  absl::MutexLock delta_lock(&delta_mu_);
   for (Shard& s : shards_) s.mu.Lock();
   for (int64_t i = 0; i < m; ++i) {
     EraseKey(&shards_[ShardOf(Hash(removed[i]))], removed[i]);

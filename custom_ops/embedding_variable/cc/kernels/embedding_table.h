@@ -293,6 +293,10 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   const TableOptions options_;
   const int num_slots_;
   const int stride_;  // floats per row: dim * (1 + num_slots)
+  // Held by Find (reader) across all its blocks and by ApplyDelta (writer): a
+  // small find locks one shard per key, so the shard locks alone would let it
+  // read some keys before a delta and others after.
+  mutable absl::Mutex delta_mu_;
   std::atomic<int64_t> admitted_{0};
   std::atomic<int64_t> evicted_{0};
   int chunk_shift_;
