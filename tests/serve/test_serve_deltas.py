@@ -36,7 +36,7 @@ def rows(server, ids=IDS):
 def expected(table):
     """What the served RowModel must answer for IDS: {key: row} of the training table, zero rows else."""
     keys, values = (t.numpy() for t in table.export()[:2])
-    found = dict(zip(keys.tolist(), values))
+    found = dict(zip(keys.tolist(), values, strict=True))
     return np.stack([found.get(i, np.zeros(DIM, np.float32)) for i in IDS])
 
 
