@@ -10,7 +10,7 @@ from graphopt.ops.library import load_library
 def export_changed(handle, dim: int, since: int):
     """(keys int64 [n], values float32 [n, dim], versions int64 [n], present_keys int64 [m]):
     the rows whose last step is after ``since`` and every key the table holds, one snapshot."""
-    out = load_library().graphopt_ev_export_changed(handle, tf.constant(since, tf.int64), dim=dim)
+    out = load_library().graphopt_ev_export_changed(handle, tf.convert_to_tensor(since, tf.int64), dim=dim)
     return out.keys, out.values, out.versions, out.present_keys
 
 
