@@ -8,7 +8,7 @@ from graphopt.errors import ArgumentError
 
 
 @click.command("delta")
-@click.argument("source", type=click.Path(exists=True))
+@click.argument("source", type=click.Path())
 @click.option(
     "--since",
     type=int,

@@ -82,6 +82,7 @@ class DeltaWriter:
                 "no EmbeddingVariables to write deltas of; pass {name: variable}, a list "
                 "of EmbeddingVariables or a model holding some"
             )
+        delta_format.model_fingerprint(version_dir)  # refuses a directory that is no model version first
         served = by_name(table_specs(version_dir))
         self.specs: dict[str, TableSpec] = {}
         for name, ev in self.tables.items():
@@ -142,6 +143,7 @@ def delta_from_checkpoint(
     directory, or None when nothing changed."""
     import tensorflow as tf
 
+    delta_format.model_fingerprint(version_dir)  # refuses a directory that is no model version first
     served = by_name(table_specs(version_dir))
     sources = table_specs(source)
     if not sources:
