@@ -425,6 +425,20 @@ void EmbeddingTable::Find(const K* keys, int64_t n, float* out, const IntraOpPoo
                        nullptr);
     }
   });
+  if (overlay_ != nullptr) ReadOverlay(*overlay_, keys, n, out);
+}
+
+template <typename K>
+void EmbeddingTable::ReadOverlay(const DeltaOverlay& overlay, const K* keys, int64_t n,
+                                 float* out) const {
+  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  for (int64_t i = 0; i < n; ++i) {
+    const auto it = overlay.rows.find(static_cast<int64_t>(keys[i]));
+    if (it == overlay.rows.end()) continue;
+    const float* row = it->second < 0 ? default_row_.data()
+                                      : overlay.values.data() + it->second * dim_;
+    std::memcpy(out + i * dim_, row, row_bytes);
+  }
 }
 
 template <typename K>
@@ -818,27 +832,27 @@ Status EmbeddingTable::ExportChanged(
 
 Status EmbeddingTable::ApplyDelta(const int64_t* keys, int64_t n, const float* values,
                                   const int64_t* removed, int64_t m, const IntraOpPool& pool) {
-  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
-  // delta_mu_ first, then the shards in order: a find holding delta_mu_ as a reader
-  // takes shard locks that nobody holding delta_mu_ as a writer can be holding.
-  absl::MutexLock delta_lock(&delta_mu_);
-  for (Shard& s : shards_) s.mu.Lock();
-  for (int64_t i = 0; i < m; ++i) {
-    EraseKey(&shards_[ShardOf(Hash(removed[i]))], removed[i]);
+  absl::MutexLock apply_lock(&apply_mu_);
+  // Built without any table lock; removals first, so a key also upserted stays.
+  auto overlay = std::make_unique<DeltaOverlay>();
+  overlay->rows.reserve(n + m);
+  for (int64_t i = 0; i < m; ++i) overlay->rows[removed[i]] = -1;
+  for (int64_t i = 0; i < n; ++i) overlay->rows[keys[i]] = i;  // a repeated key: the last row
+  overlay->values.assign(values, values + n * dim_);
+  {
+    absl::MutexLock lock(&delta_mu_);  // waits for the finds in flight, which saw none of it
+    overlay_ = std::move(overlay);
   }
-  const Status st = ForEachShardGroup(
-      keys, n, 50 + dim_, true, pool,
-      [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
-        for (const int64_t* it = begin; it != end; ++it) {
-          bool added;
-          uint32_t row;
-          TF_RETURN_IF_ERROR(FindOrAddSlot(s, keys[*it], Hash(keys[*it]), &added, &row));
-          std::memcpy(RowValues(*s, row), values + *it * dim_, row_bytes);
-        }
-        return Status();
-      });
-  for (int s = kNumShards - 1; s >= 0; --s) shards_[s].mu.Unlock();
-  return st;
+  // Finds read the overlay's rows for these keys while the shards change under
+  // their writer locks, one shard at a time.
+  Remove(removed, m, pool);
+  const Status st = Insert(keys, n, values, pool);
+  std::unique_ptr<const DeltaOverlay> merged;
+  {
+    absl::MutexLock lock(&delta_mu_);
+    merged = std::move(overlay_);
+  }
+  return st;  // `merged` is freed here, outside the lock
 }
 
 int64_t EmbeddingTable::Capacity() const {

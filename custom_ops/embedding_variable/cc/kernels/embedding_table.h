@@ -169,8 +169,10 @@ class EmbeddingTable : public tensorflow::ResourceBase {
       int64_t since,
       const std::function<tensorflow::Status(int64_t, int64_t, ChangedRows*)>& allocate) const;
   // Removes `removed`, then assigns values[n, dim] to keys (inserting missing
-  // ones), all under every shard's writer lock: a concurrent find sees the table
-  // before or after the whole delta, never part of it.
+  // ones). A concurrent find sees the table before or after the whole delta,
+  // never part of it: the delta is published as an overlay that finds read
+  // first (one pointer swap under delta_mu_), merged into the shards under their
+  // own writer locks while finds go on, then withdrawn (another swap).
   tensorflow::Status ApplyDelta(const int64_t* keys, int64_t n, const float* values,
                                 const int64_t* removed, int64_t m, const IntraOpPool& pool);
 
@@ -293,10 +295,21 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   const TableOptions options_;
   const int num_slots_;
   const int stride_;  // floats per row: dim * (1 + num_slots)
-  // Held by Find (reader) across all its blocks and by ApplyDelta (writer): a
-  // small find locks one shard per key, so the shard locks alone would let it
-  // read some keys before a delta and others after.
+  // The delta ApplyDelta is merging: key -> its row in `values`, or -1 for a
+  // removed key. Find reads it before the shards, so it sees the whole delta.
+  struct DeltaOverlay {
+    absl::flat_hash_map<int64_t, int64_t> rows;
+    std::vector<float> values;
+  };
+  // Copies the overlay's rows over `out` for the keys it holds.
+  template <typename K>
+  void ReadOverlay(const DeltaOverlay& overlay, const K* keys, int64_t n, float* out) const;
+
+  // Held by Find (reader) across all its blocks and the overlay, and by
+  // ApplyDelta (writer) only to publish or withdraw its overlay.
   mutable absl::Mutex delta_mu_;
+  std::unique_ptr<const DeltaOverlay> overlay_;  // guarded by delta_mu_
+  absl::Mutex apply_mu_;                         // one ApplyDelta at a time
   std::atomic<int64_t> admitted_{0};
   std::atomic<int64_t> evicted_{0};
   int chunk_shift_;
