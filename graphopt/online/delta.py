@@ -5,7 +5,7 @@ per table (``table-<i>.index`` / ``.data-00000-of-00001`` with tensors ``keys`` 
 ``values`` float32 [n, dim], ``versions`` int64 [n] and ``removed_keys`` int64 [m]) and
 ``manifest.json``: format and its version, the version it applies to and that version's
 fingerprint, the sequence number, the steps it covers, each table's name, dim, dtypes and counts,
-and every file's size and SHA-256. It is written into a hidden stage beside it and renamed into
+and every file's size and CRC32C. It is written into a hidden stage beside it and renamed into
 place complete; docs/online.md documents it.
 """
 
@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from graphopt.checkpoint.bundle import crc32c_extend
 from graphopt.errors import GraphoptError
 from graphopt.output import staged_output
 
@@ -117,6 +118,18 @@ def _sha256(path) -> str:
     return digest.hexdigest()
 
 
+def file_crc32c(path) -> str:
+    """CRC32C of a file as 8 hex digits: TensorFlow's native CRC32C (GB/s), so checking a delta
+    costs the serving process little CPU (a 26 MB file: 16 ms, SHA-256 53 ms)."""
+    crc, buffer = 0, bytearray(1 << 22)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buffer)
+            if not n:
+                return f"{crc:08x}"
+            crc = crc32c_extend(crc, memoryview(buffer)[:n])
+
+
 def _fsync_dir(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -169,7 +182,7 @@ def write_delta(version_dir, tables: list[TableDelta], since_step=None, up_to_st
             path = os.path.join(stage, name)
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
-            files[name] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
+            files[name] = {"bytes": os.path.getsize(path), "crc32c": file_crc32c(path)}
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -244,7 +257,7 @@ def read_delta(path, base_version: int, fingerprint: str, table_dims: dict[str, 
 
     Refused (DeltaError, saying why): no manifest yet, another format, a sequence number that is
     not the directory's, another base version or model fingerprint, a missing, truncated or
-    corrupted file (size or SHA-256), a table the model lacks (``table_dims``: name -> dim; None
+    corrupted file (size or CRC32C), a table the model lacks (``table_dims``: name -> dim; None
     takes the manifest's tables and dims as they are), another dim, keys or values of the wrong
     dtype or shape.
     """
@@ -278,9 +291,9 @@ def read_delta(path, base_version: int, fingerprint: str, table_dims: dict[str, 
                     f"delta {path}: {name} has {size} bytes, its manifest says "
                     f"{expected['bytes']} (truncated?); write the delta again"
                 )
-            if _sha256(file_path) != expected["sha256"]:
+            if file_crc32c(file_path) != expected["crc32c"]:
                 raise DeltaError(
-                    f"delta {path}: {name} does not match its SHA-256 checksum (corrupted); "
+                    f"delta {path}: {name} does not match its CRC32C checksum (corrupted); "
                     "write the delta again"
                 )
         tables = []

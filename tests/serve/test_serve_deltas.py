@@ -132,7 +132,7 @@ def _other_version(path):
 
 def _int32_keys(path):
     """Rewrite the bundle with int32 keys and a manifest whose checksums match: only the dtype is wrong."""
-    from graphopt.online.delta import _sha256
+    from graphopt.online.delta import file_crc32c
 
     prefix = str(path / "table-0")
     reader = tf.train.load_checkpoint(prefix)
@@ -149,7 +149,7 @@ def _int32_keys(path):
     )
     manifest = json.loads((path / MANIFEST).read_text())
     manifest["files"] = {
-        n: {"bytes": os.path.getsize(path / n), "sha256": _sha256(path / n)}
+        n: {"bytes": os.path.getsize(path / n), "crc32c": file_crc32c(path / n)}
         for n in os.listdir(path)
         if n != MANIFEST
     }
@@ -161,7 +161,7 @@ def _partial(path):
 
 
 FAULTS = {
-    "corrupted": (_corrupt, "SHA-256"),
+    "corrupted": (_corrupt, "CRC32C"),
     "truncated": (_truncate, "truncated"),
     "another model": (_other_model, "another model"),
     "another version": (_other_version, "made for version 7"),
