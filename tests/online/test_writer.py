@@ -28,7 +28,7 @@ def test_each_delta_holds_the_rows_changed_since_the_last_and_the_keys_gone(vers
     ev.remove(tf.constant([4], tf.int64))
     first = read(version, writer.write())
     assert sorted(first.keys.tolist()) == [2, 50] and first.removed_keys.tolist() == [4]
-    assert first.versions.tolist() == [1, 1] and (first.values == 3).all()
+    assert first.versions.tolist() == [1, 1] and (np.asarray(first.values) == 3).all()
     assert writer.write() is None  # nothing changed: no delta
     train_rows(ev, [50, 60], step=2, value=4)
     evicted = ev.evict(step=2, ttl=1).numpy()  # every key last seen at step 0
