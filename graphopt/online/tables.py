@@ -9,6 +9,7 @@ name (``graphopt_manifest.json``: ``embedding_1/embeddings_1``).
 import dataclasses
 import json
 import os
+from typing import Any
 
 from graphopt.errors import ModelError
 
@@ -117,7 +118,7 @@ def live_handles(loaded, specs: list[TableSpec]) -> dict[str, object]:
     from tensorflow.python.trackable import trackable_utils
 
     wanted = {spec.name for spec in specs}
-    found = {}
+    found: dict[str, Any] = {}
     try:
         objects, paths = graph_view.ObjectGraphView(loaded).breadth_first_traversal()
     except (TypeError, AttributeError, ValueError):

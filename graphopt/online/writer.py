@@ -9,6 +9,7 @@ serving as a removal.
 """
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from graphopt.online.tables import TableSpec, by_name, checkpoint_prefix, table_
 ALL_ROWS = np.iinfo(np.int64).min  # `since` that takes every row
 
 
-def embedding_variables(source) -> dict[str, object]:
+def embedding_variables(source) -> dict[str, Any]:
     """name -> EmbeddingVariable for a dict (kept), a list (named by ``ev.name``) or any trackable
     model/module (named by object path from its root, as its SavedModel's checkpoint names them)."""
     from graphopt.ops import EmbeddingVariable
