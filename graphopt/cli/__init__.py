@@ -82,12 +82,13 @@ def main():
 
 def _register():
     from graphopt.cli.build_model import build_model
+    from graphopt.cli.delta import delta
     from graphopt.cli.inspect import inspect
     from graphopt.cli.rewrite import rewrite
     from graphopt.cli.serve import serve
     from graphopt.cli.validate import validate
 
-    for command in (build_model, inspect, rewrite, validate, serve):
+    for command in (build_model, inspect, rewrite, validate, serve, delta):
         command.callback = _with_tensorflow(command.callback)
         main.add_command(command)
 

@@ -14,6 +14,9 @@ import click
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--poll-seconds", type=float, default=1.0, show_default=True,
               help="How often MODEL_BASE is checked for a new version.")
+@click.option("--delta-poll-seconds", type=float, default=0.2, show_default=True,
+              help="How often the served version's deltas/ folder is checked for new deltas (at most "
+                   "--poll-seconds).")
 @click.option("--max-body-bytes", type=int, default=16 * 1024 * 1024, show_default=True,
               help="Largest request accepted (REST body, gRPC message).")
 @click.option("--max-request-elements", type=int, default=1 << 24, show_default=True,
@@ -28,12 +31,13 @@ import click
               help="Start, make one REST predict call, print it, and stop (a demo).")
 @click.option("--request", "request_json",
               help="With --once: the predict body to send, as JSON.  [default: one example of zeros]")
-def serve(model_base, model_name, rest_port, grpc_port, host, poll_seconds, max_body_bytes, max_request_elements,
-          read_timeout_seconds, max_connections, once, request_json):
+def serve(model_base, model_name, rest_port, grpc_port, host, poll_seconds, delta_poll_seconds, max_body_bytes,
+          max_request_elements, read_timeout_seconds, max_connections, once, request_json):
     """Serve MODEL_BASE/<version>/saved_model.pb like TensorFlow Serving, graphopt's ops loaded.
 
     The newest version is served; a newer version directory appearing later is loaded and swapped
-    in without dropping a request. SIGINT or SIGTERM stops the server cleanly.
+    in without dropping a request; deltas written to MODEL_BASE/<version>/deltas/ update its
+    EmbeddingVariables live (docs/online.md). SIGINT or SIGTERM stops the server cleanly.
     """
     from graphopt.serve import ModelServer, demo_prediction, serve_until_signal
 
@@ -51,5 +55,6 @@ def serve(model_base, model_name, rest_port, grpc_port, host, poll_seconds, max_
         click.echo(f"POST /v1/models/{name}:predict {json.dumps(sent)}")
         click.echo(json.dumps(reply))
         return
-    server = ModelServer(model_base, model_name, host, rest_port, grpc_port, poll_seconds, **limits)
+    server = ModelServer(model_base, model_name, host, rest_port, grpc_port, poll_seconds,
+                         delta_poll_seconds=delta_poll_seconds, **limits)
     serve_until_signal(server, on_ready=click.echo)

@@ -10,6 +10,7 @@ old version serves until the new one is ready and is released when its last requ
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 import tensorflow as tf
@@ -17,6 +18,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from graphopt.errors import ModelError
 from graphopt.graph import io
+from graphopt.serve.deltas import DeltaFeed
 from graphopt.serve.errors import BadRequest, NotFound
 from graphopt.serve.signature import DEFAULT_SIGNATURE, PredictSignature
 
@@ -35,6 +37,8 @@ class ServableVersion:
     signature_defs: get_model_metadata_pb2.SignatureDefMap
     # the loaded object owns the variables the signature functions read
     loaded: object = field(repr=False)
+    # the deltas applied to its EmbeddingVariables (None until the repository attaches them)
+    deltas: object = field(default=None, repr=False)
 
     def signature(self, name):
         """The signature called ``name``; BadRequest lists the real ones when it does not exist."""
@@ -68,7 +72,9 @@ def load_version(path, version):
                 "run `make install` so that `import graphopt.ops` registers them"
             ) from None
         raise
-    signatures = {name: PredictSignature(name, fn) for name, fn in loaded.signatures.items()}
+    # "__saved_model_init_op" (a stock rewrite's hash-table initializer) is no signature to call
+    signatures = {name: PredictSignature(name, fn) for name, fn in loaded.signatures.items()
+                  if not name.startswith("__")}
     if not signatures:
         raise ModelError(f"{path} has no serving signatures; export it with a serving_default signature")
     for signature in signatures.values():
@@ -128,10 +134,11 @@ def _fingerprint(path):
 class ModelRepository:
     """Serves the latest version under a model base path and swaps in newer ones as they appear."""
 
-    def __init__(self, base_path, name, poll_seconds=1.0):
+    def __init__(self, base_path, name, poll_seconds=1.0, delta_poll_seconds=0.2):
         self.base_path = os.path.abspath(base_path)
         self.name = name
         self.poll_seconds = poll_seconds
+        self.delta_poll_seconds = min(delta_poll_seconds, poll_seconds)
         self._current = None
         self._statuses = {}
         self._failed = {}  # version -> fingerprint of the directory that failed to load
@@ -200,11 +207,30 @@ class ModelRepository:
     def status_response(self, version=None):
         """A GetModelStatusResponse for every version seen, or for one version."""
         response = get_model_status_pb2.GetModelStatusResponse()
+        current = self._current
         for status in self.statuses(version):
             entry = response.model_version_status.add(version=status.version, state=status.state)
             entry.status.error_code = status.error_code
             entry.status.error_message = status.error_message
+            # TF Serving's schema has no field for it: an available version's OK status message
+            # names the last delta applied ("" without deltas, as TF Serving sends).
+            if current is not None and current.version == status.version and current.deltas is not None \
+                    and status.state == State.AVAILABLE and not status.error_message:
+                entry.status.error_message = current.deltas.status_line()
         return response
+
+    def delta_status(self, version=None):
+        """{"version": V, "last_applied_delta": {...} | None, "refused_delta": {...} | None} of the
+        served version (REST adds it to the status reply as "graphopt"), or None."""
+        current = self._current
+        if current is None or current.deltas is None or version not in (None, current.version):
+            return None
+        return {"version": current.version, **current.deltas.status()}
+
+    def poll_deltas(self):
+        """Apply the served version's new deltas; returns how many were applied."""
+        current = self._current
+        return current.deltas.poll() if current is not None and current.deltas is not None else 0
 
     def poll(self):
         """Look at the base path once and swap in the version it should serve; True if it swapped."""
@@ -222,8 +248,12 @@ class ModelRepository:
         return self._load_and_swap(wanted, versions[wanted])
 
     def _watch(self):
-        while not self._stop.wait(self.poll_seconds):
-            self.poll()
+        next_version_poll = time.monotonic() + self.poll_seconds
+        while not self._stop.wait(self.delta_poll_seconds):
+            if time.monotonic() >= next_version_poll:
+                self.poll()
+                next_version_poll = time.monotonic() + self.poll_seconds
+            self.poll_deltas()
 
     def _set_status(self, version, state, error_code=0, error_message=""):
         with self._lock:
@@ -244,6 +274,9 @@ class ModelRepository:
             self._set_status(version, State.END, code, message)
             log.warning("version %d of %s failed to load: %s", version, self.name, message)
             return False
+        # Deltas already on disk are applied before the version answers a request (restarts too).
+        servable.deltas = DeltaFeed(self.name, version, path, servable.loaded)
+        servable.deltas.poll()
         old, self._current = self._current, servable
         self._set_status(version, State.AVAILABLE)
         if old is not None:

@@ -108,7 +108,11 @@ class RestApi:
 
     def status(self, version):
         """The GetModelStatusResponse of the model (every version seen, or one) as JSON."""
-        return _proto_json(self.repository.status_response(version))
+        reply = _proto_json(self.repository.status_response(version))
+        deltas = self.repository.delta_status(version)
+        if deltas is not None:  # graphopt's own field beside TF Serving's: clients ignore it
+            reply["graphopt"] = deltas
+        return reply
 
     def metadata(self, version):
         """The GetModelMetadataResponse (signature_def) of the served version as JSON."""

@@ -36,17 +36,17 @@ class ModelServer:
     def __init__(self, base_path, model_name=None, host="127.0.0.1", rest_port=8501, grpc_port=8500,
                  poll_seconds=1.0, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
                  max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS, read_timeout=DEFAULT_READ_TIMEOUT_SECONDS,
-                 max_connections=DEFAULT_MAX_CONNECTIONS):
+                 max_connections=DEFAULT_MAX_CONNECTIONS, delta_poll_seconds=0.2):
         for flag, port in (("--rest-port", rest_port), ("--grpc-port", grpc_port)):
             if not 0 <= port <= 65535:
                 raise GraphoptError(f"{flag} {port} is not a port number; choose one from 0 (any free port) to 65535")
         for flag, value in (("--max-body-bytes", max_body_bytes), ("--max-request-elements", max_request_elements),
                             ("--read-timeout-seconds", read_timeout), ("--max-connections", max_connections),
-                            ("--poll-seconds", poll_seconds)):
+                            ("--poll-seconds", poll_seconds), ("--delta-poll-seconds", delta_poll_seconds)):
             if not value > 0:
                 raise GraphoptError(f"{flag} {value} must be greater than 0")
         name = model_name or os.path.basename(os.path.normpath(os.path.abspath(base_path)))
-        self.repository = ModelRepository(base_path, name, poll_seconds)
+        self.repository = ModelRepository(base_path, name, poll_seconds, delta_poll_seconds)
         self.host = host
         self._ports = (rest_port, grpc_port)
         self._max_body_bytes = max_body_bytes

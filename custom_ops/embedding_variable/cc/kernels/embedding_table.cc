@@ -416,6 +416,7 @@ int64_t EmbeddingTable::BlockSize(int64_t n, const IntraOpPool& pool) {
 
 template <typename K>
 void EmbeddingTable::Find(const K* keys, int64_t n, float* out, const IntraOpPool& pool) const {
+  absl::ReaderMutexLock delta_lock(&delta_mu_);  // a find sees a whole delta or none of it
   const int64_t block = BlockSize(n, pool);
   const int64_t blocks = (n + block - 1) / block;
   pool.For(blocks, block * (100 + dim_), [&](int64_t b0, int64_t b1) {
@@ -425,6 +426,20 @@ void EmbeddingTable::Find(const K* keys, int64_t n, float* out, const IntraOpPoo
                        nullptr);
     }
   });
+  if (overlay_ != nullptr) ReadOverlay(*overlay_, keys, n, out);
+}
+
+template <typename K>
+void EmbeddingTable::ReadOverlay(const DeltaOverlay& overlay, const K* keys, int64_t n,
+                                 float* out) const {
+  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  for (int64_t i = 0; i < n; ++i) {
+    const auto it = overlay.rows.find(static_cast<int64_t>(keys[i]));
+    if (it == overlay.rows.end()) continue;
+    const float* row = it->second < 0 ? default_row_.data()
+                                      : overlay.values.data() + it->second * dim_;
+    std::memcpy(out + i * dim_, row, row_bytes);
+  }
 }
 
 template <typename K>
@@ -822,6 +837,75 @@ Status EmbeddingTable::Evict(const EvictionRule& rule, std::vector<int64_t>* evi
   for (int sh = kNumShards - 1; sh >= 0; --sh) shards_[sh].mu.Unlock();
   evicted_.fetch_add(static_cast<int64_t>(evicted->size() - first), std::memory_order_relaxed);
   return Status();
+}
+
+Status EmbeddingTable::ExportChanged(
+    int64_t since,
+    const std::function<Status(int64_t, int64_t, ChangedRows*)>& allocate) const {
+  for (const Shard& s : shards_) s.mu.ReaderLock();
+  // Find-or-insert moves a row's last step under a reader lock, so the changed
+  // rows are chosen once, here, and copied from this list: the counts given to
+  // allocate stay true. Values only change under writer locks.
+  struct Changed {
+    const Shard* shard;
+    const Slot* slot;
+    int64_t version;
+  };
+  std::vector<Changed> changed;
+  int64_t held = 0;
+  for (const Shard& s : shards_) {
+    held += s.size;
+    for (uint32_t i = 0; i < s.capacity; ++i) {
+      const Slot& slot = s.slots[i];
+      if (slot.row == kEmptyRow) continue;
+      const int64_t version = RowVersion(s, slot.row).load(std::memory_order_relaxed);
+      if (version > since) changed.push_back({&s, &slot, version});
+    }
+  }
+  ChangedRows out;
+  Status st = allocate(static_cast<int64_t>(changed.size()), held, &out);
+  if (st.ok()) {
+    const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+    for (size_t c = 0; c < changed.size(); ++c) {
+      out.keys[c] = changed[c].slot->key;
+      std::memcpy(out.values + c * dim_, RowValues(*changed[c].shard, changed[c].slot->row),
+                  row_bytes);
+      out.versions[c] = changed[c].version;
+    }
+    int64_t p = 0;
+    for (const Shard& s : shards_) {
+      for (uint32_t i = 0; i < s.capacity; ++i) {
+        if (s.slots[i].row != kEmptyRow) out.present[p++] = s.slots[i].key;
+      }
+    }
+  }
+  for (int s = kNumShards - 1; s >= 0; --s) shards_[s].mu.ReaderUnlock();
+  return st;
+}
+
+Status EmbeddingTable::ApplyDelta(const int64_t* keys, int64_t n, const float* values,
+                                  const int64_t* removed, int64_t m, const IntraOpPool& pool) {
+  absl::MutexLock apply_lock(&apply_mu_);
+  // Built without any table lock; removals first, so a key also upserted stays.
+  auto overlay = std::make_unique<DeltaOverlay>();
+  overlay->rows.reserve(n + m);
+  for (int64_t i = 0; i < m; ++i) overlay->rows[removed[i]] = -1;
+  for (int64_t i = 0; i < n; ++i) overlay->rows[keys[i]] = i;  // a repeated key: the last row
+  overlay->values.assign(values, values + n * dim_);
+  {
+    absl::MutexLock lock(&delta_mu_);  // waits for the finds in flight, which saw none of it
+    overlay_ = std::move(overlay);
+  }
+  // Finds read the overlay's rows for these keys while the shards change under
+  // their writer locks, one shard at a time.
+  Remove(removed, m, pool);
+  const Status st = Insert(keys, n, values, pool);
+  std::unique_ptr<const DeltaOverlay> merged;
+  {
+    absl::MutexLock lock(&delta_mu_);
+    merged = std::move(overlay_);
+  }
+  return st;  // `merged` is freed here, outside the lock
 }
 
 int64_t EmbeddingTable::Capacity() const {

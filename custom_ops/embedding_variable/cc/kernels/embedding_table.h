@@ -95,6 +95,15 @@ struct TableStats {
   int64_t size, admitted, evicted, pending, bytes_used;
 };
 
+// Receives a changed-rows export (GraphoptEvExportChanged): called once, under
+// the table's reader locks, with the number of changed rows and of keys held.
+struct ChangedRows {
+  int64_t* keys;      // [changed]
+  float* values;      // [changed, dim]
+  int64_t* versions;  // [changed]
+  int64_t* present;   // [held]: every key the table holds
+};
+
 class EmbeddingTable : public tensorflow::ResourceBase {
  public:
   static constexpr int kNumShards = 64;
@@ -164,6 +173,19 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   // A consistent snapshot, copied on the calling thread under all reader locks.
   tensorflow::Status Export(
       const std::function<tensorflow::Status(int64_t, ExportBuffers*)>& allocate) const;
+
+  // Online updates. The rows whose last step is after `since` and every key
+  // held, one consistent snapshot (all reader locks).
+  tensorflow::Status ExportChanged(
+      int64_t since,
+      const std::function<tensorflow::Status(int64_t, int64_t, ChangedRows*)>& allocate) const;
+  // Removes `removed`, then assigns values[n, dim] to keys (inserting missing
+  // ones). A concurrent find sees the table before or after the whole delta,
+  // never part of it: the delta is published as an overlay that finds read
+  // first (one pointer swap under delta_mu_), merged into the shards under their
+  // own writer locks while finds go on, then withdrawn (another swap).
+  tensorflow::Status ApplyDelta(const int64_t* keys, int64_t n, const float* values,
+                                const int64_t* removed, int64_t m, const IntraOpPool& pool);
 
   int64_t Size() const;
   int64_t BytesUsed() const;
@@ -284,6 +306,21 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   const TableOptions options_;
   const int num_slots_;
   const int stride_;  // floats per row: dim * (1 + num_slots)
+  // The delta ApplyDelta is merging: key -> its row in `values`, or -1 for a
+  // removed key. Find reads it before the shards, so it sees the whole delta.
+  struct DeltaOverlay {
+    absl::flat_hash_map<int64_t, int64_t> rows;
+    std::vector<float> values;
+  };
+  // Copies the overlay's rows over `out` for the keys it holds.
+  template <typename K>
+  void ReadOverlay(const DeltaOverlay& overlay, const K* keys, int64_t n, float* out) const;
+
+  // Held by Find (reader) across all its blocks and the overlay, and by
+  // ApplyDelta (writer) only to publish or withdraw its overlay.
+  mutable absl::Mutex delta_mu_;
+  std::unique_ptr<const DeltaOverlay> overlay_;  // guarded by delta_mu_
+  absl::Mutex apply_mu_;                         // one ApplyDelta at a time
   std::atomic<int64_t> admitted_{0};
   std::atomic<int64_t> evicted_{0};
   int chunk_shift_;

@@ -91,6 +91,24 @@ struct EvictFunctor {
                                 const EvictionRule& rule, std::vector<int64_t>* evicted) const;
 };
 
+// Online updates: rows changed after `since` plus every key held (one snapshot).
+template <typename Device>
+struct ExportChangedFunctor {
+  tensorflow::Status operator()(
+      tensorflow::OpKernelContext* ctx, const typename DeviceTable<Device>::type& table,
+      int64_t since,
+      const std::function<tensorflow::Status(int64_t, int64_t, ChangedRows*)>& allocate) const;
+};
+
+// Online updates: removes `removed`, then upserts keys/values, atomically.
+template <typename Device>
+struct ApplyDeltaFunctor {
+  tensorflow::Status operator()(tensorflow::OpKernelContext* ctx,
+                                typename DeviceTable<Device>::type* table, const int64_t* keys,
+                                int64_t n, const float* values, const int64_t* removed,
+                                int64_t m) const;
+};
+
 }  // namespace graphopt
 
 #endif  // GRAPHOPT_EMBEDDING_VARIABLE_CC_KERNELS_EMBEDDING_TABLE_FUNCTORS_H_

@@ -1,0 +1,18 @@
+"""Online updates: deltas of EmbeddingVariables written while training, applied live by serving.
+
+``DeltaWriter`` and ``DeltaCallback`` (Keras) write them; ``graphopt serve`` applies them; the
+format is ``graphopt.online.delta`` (docs/online.md).
+"""
+
+from graphopt.online.delta import Delta, DeltaError, TableDelta, read_delta, write_delta
+from graphopt.online.writer import DeltaWriter
+
+__all__ = ["Delta", "DeltaCallback", "DeltaError", "DeltaWriter", "TableDelta", "read_delta", "write_delta"]
+
+
+def __getattr__(name):
+    if name == "DeltaCallback":  # imports Keras: only when asked for
+        from graphopt.online.keras_callback import DeltaCallback
+
+        return DeltaCallback
+    raise AttributeError(f"module 'graphopt.online' has no attribute {name!r}")

@@ -1,0 +1,200 @@
+"""Deltas applied live to a served version's EmbeddingVariables (docs/online.md).
+
+A DeltaFeed follows MODEL_BASE/<version>/deltas/ of one loaded version: it applies delta N+1 after
+N, each read and checked in full first (manifest, base version, model fingerprint, checksums,
+tables, dims, dtypes) and then applied table by table with GraphoptEvApplyDelta, which holds the
+table's writer locks for the whole table: a request sees a table before or after a delta. A
+refused delta blocks the ones after it (they build on it) and is looked at again only when its
+directory changes; a gap waits for the missing delta. Nothing is written to disk: a restarted
+server loads the version and applies its deltas again, so it ends where the last complete delta
+left it.
+"""
+
+import datetime
+import logging
+import os
+import threading
+import time
+
+from graphopt.online import delta as delta_format
+from graphopt.online.tables import live_handles, rewrite_target, table_specs
+
+log = logging.getLogger(__name__)
+
+
+def _dir_state(path):
+    """Names, sizes and times of a delta directory's files: changes while it is being written."""
+    items = []
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            items.append((os.path.relpath(os.path.join(root, name), path), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(items))
+
+
+class DeltaFeed:
+    """The deltas of one loaded version: which applied, which was refused, applying the next."""
+
+    def __init__(self, model_name, version, version_dir, loaded):
+        self.model_name, self.version, self.version_dir = model_name, version, version_dir
+        self.applied = 0  # sequence of the last delta applied
+        self.last_delta: dict | None = None
+        self.refused: dict | None = None  # the delta holding the others up, and why
+        self._refused_state: dict[int, tuple] = {}
+        self._said = set()  # one log line per (sequence, what) for conditions that persist
+        self._lock = threading.Lock()  # one applier at a time (start-up and the watcher)
+        self.target = rewrite_target(version_dir)
+        try:
+            self.specs = table_specs(version_dir)
+            self.fingerprint = delta_format.model_fingerprint(version_dir)
+        except Exception as exc:  # noqa: BLE001 - a model without a readable checkpoint takes no deltas
+            log.debug("version %d of %s takes no deltas: %s", version, model_name, exc)
+            self.specs, self.fingerprint = [], ""
+        handles = live_handles(loaded, self.specs) if self.specs else {}
+        self.handles = {spec.name: handles[spec.name] for spec in self.specs if spec.name in handles}
+        self.dims = {
+            name: spec.dim for spec in self.specs if spec.name in self.handles for name in spec.names
+        }
+        self._spec = {name: spec for spec in self.specs for name in spec.names}
+
+    def status(self) -> dict:
+        """What the status endpoint reports about this version's deltas."""
+        return {"last_applied_delta": self.last_delta, "refused_delta": self.refused}
+
+    def status_line(self) -> str:
+        """One line for the version's status message: the last delta applied, or ''."""
+        if self.last_delta is None:
+            return ""
+        d = self.last_delta
+        return (
+            f"delta {d['sequence']} applied at {d['applied_at']} ({d['upserts']} rows upserted, "
+            f"{d['removals']} keys removed)"
+        )
+
+    def poll(self) -> int:
+        """Apply every delta that is next in order and valid; returns how many were applied."""
+        with self._lock:
+            count = 0
+            while self._apply_next():
+                count += 1
+            return count
+
+    def _say_once(self, key, level, message, *args):
+        if key not in self._said:
+            self._said.add(key)
+            log.log(level, message, *args)
+
+    def _apply_next(self) -> bool:
+        found = delta_format.sequences(self.version_dir)
+        if not found or found[-1] <= self.applied:
+            return False
+        wanted = self.applied + 1
+        if not self.dims:
+            if self.target == "stock":
+                reason = (
+                    "the model was rewritten with --target stock: its tables are fixed-size "
+                    "TensorFlow hash tables that cannot take deltas; rewrite it with --target ev "
+                    "to apply deltas live"
+                )
+            elif self.specs:
+                reason = "its EmbeddingVariables are not reachable through its object graph (a TF1 model)"
+            else:
+                reason = "it has no EmbeddingVariables"
+            self._say_once(
+                (found[-1], "none"),
+                logging.WARNING,
+                "delta %d of version %d of %s ignored: %s",
+                found[-1],
+                self.version,
+                self.model_name,
+                reason,
+            )
+            return False
+        if wanted not in found:
+            self._say_once(
+                (wanted, "gap"),
+                logging.WARNING,
+                "delta %d of version %d of %s is missing but delta %d is there: waiting for %d "
+                "(deltas apply in order, each once)",
+                wanted,
+                self.version,
+                self.model_name,
+                min(s for s in found if s > wanted),
+                wanted,
+            )
+            return False
+        path = os.path.join(delta_format.deltas_dir(self.version_dir), str(wanted))
+        state = _dir_state(path)
+        if self._refused_state.get(wanted) == state:
+            return False
+        started = time.monotonic()
+        try:
+            delta = delta_format.read_delta(path, self.version, self.fingerprint, self.dims)
+        except delta_format.DeltaError as exc:
+            self._refused_state[wanted] = state
+            incomplete = isinstance(exc, delta_format.DeltaIncomplete)
+            self.refused = {"sequence": wanted, "reason": str(exc)}
+            log.log(
+                logging.INFO if incomplete else logging.WARNING,
+                "delta %d of version %d of %s refused, still serving delta %d: %s",
+                wanted,
+                self.version,
+                self.model_name,
+                self.applied,
+                exc,
+            )
+            return False
+        from graphopt.ops.online import apply_delta
+
+        log.info(
+            "applying delta %d to version %d of %s (%d tables)",
+            wanted,
+            self.version,
+            self.model_name,
+            len(delta.tables),
+        )
+        for table in delta.tables:
+            spec = self._spec[table.name]
+            try:
+                apply_delta(self.handles[spec.name], spec.dim, table.keys, table.values, table.removed_keys)
+            except Exception as exc:  # noqa: BLE001 - out of memory, a refusing row cap
+                self._refused_state[wanted] = state
+                self.refused = {"sequence": wanted, "reason": f"applying table {table.name} failed: {exc}"}
+                log.error(
+                    "delta %d of version %d of %s failed on table %s (tables before it are updated; "
+                    "a restart applies the deltas again from the version): %s",
+                    wanted,
+                    self.version,
+                    self.model_name,
+                    table.name,
+                    str(exc).strip().splitlines()[0],
+                )
+                return False
+        seconds = time.monotonic() - started
+        self.applied = wanted
+        self.refused = None
+        self.last_delta = {
+            "sequence": wanted,
+            "path": path,
+            "created": delta.created,
+            "up_to_step": delta.up_to_step,
+            "applied_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+            "upserts": delta.upserts,
+            "removals": delta.removals,
+            "tables": len(delta.tables),
+            "seconds": round(seconds, 6),
+        }
+        log.info(
+            "applied delta %d to version %d of %s: %d rows upserted, %d keys removed in %d tables (%.3f s)",
+            wanted,
+            self.version,
+            self.model_name,
+            delta.upserts,
+            delta.removals,
+            len(delta.tables),
+            seconds,
+        )
+        return True
