@@ -320,7 +320,8 @@ GPU_OPS = ["GraphoptEvHandleOp", "GraphoptEvFind", "GraphoptEvFindOrInsert", "Gr
 # Ops with CPU kernels only so far (docs/cuda.md, "Not on the GPU yet"): a table that uses them
 # is placed on the CPU. Listed here so that a new op must be put in one list or the other.
 CPU_ONLY_OPS = ["GraphoptEvCollisionlessKey", "GraphoptEvFindWithFallback",
-                "GraphoptEvFindOrInsertWithFallback"]
+                "GraphoptEvFindOrInsertWithFallback", "GraphoptEvExportChanged",
+                "GraphoptEvApplyDelta"]
 
 # Prints, as JSON, the devices each op has kernels for after `import graphopt` (with
 # FAKE_GPU set, TensorFlow is told it sees a GPU) and the host-memory args of GPU kernels.
