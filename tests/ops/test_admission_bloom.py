@@ -156,3 +156,38 @@ def test_handle_op_refuses_bad_bloom_config(lib):
     ]:
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             lib.graphopt_ev_handle_op(shared_name="bad_bloom", **{**base, **attrs})
+
+
+def test_concurrent_find_or_insert_stats_and_export():
+    """Threads counting overlapping keys while others read stats and export: every key seen
+    twice ends up admitted (no count lost under the shard locks), nothing deadlocks."""
+    import threading
+
+    ev = bloom(bloom_counters=1 << 20)
+    keys = np.arange(40_000, dtype=np.int64)
+    errors = []
+
+    def count(part):
+        try:
+            for chunk in np.array_split(part, 20):
+                ev.lookup(chunk, insert_missing=True)
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    def read():
+        try:
+            for _ in range(20):
+                stats(ev)
+                ev._snapshot()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    # each key is looked up by exactly two of the four counting threads
+    threads = [threading.Thread(target=count, args=(keys[i::2],)) for i in (0, 1, 0, 1)]
+    threads += [threading.Thread(target=read) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert set(ev.export()[0].numpy().tolist()) == set(keys.tolist())
