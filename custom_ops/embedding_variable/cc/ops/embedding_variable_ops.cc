@@ -200,7 +200,9 @@ REGISTER_OP("GraphoptEvExportWithSlots")
     .SetIsStateful()
     .SetShapeFn(ExportShape)
     .Doc("GraphoptEvExport plus each slot [n, dim] in row order (num_slots must be the "
-         "table's slot count) and the admission counters of keys not admitted yet.");
+         "table's slot count) and the admission counters of keys not admitted yet (admission "
+         "bloom: a header (bloom_counters, bloom_hashes), then (counter index, value) per "
+         "nonzero counter of the filter).");
 
 REGISTER_OP("GraphoptEvImport")
     .Input("table: resource")
