@@ -5,12 +5,17 @@
     is first scored by both models (AUC), then both train on it (one pass, same batches).
 (b) A synthetic stream whose user ids arrive over time with drift (graphopt.data.synthetic
     stream_window): a static table of M hashed buckets (id mod M) vs a DynamicEmbedding with
-    admission (min_count 2) and a cap of M / 2 rows (LRU), both with Adagrad: about the same
-    memory, as a table row (value, accumulator, index slot, counters) and the pending admission
-    counts cost about twice a dense row and its accumulator. AUC per window, resident bytes.
+    admission (min_count 2) and a row cap (LRU), both with Adagrad, at the same memory: the
+    dynamic table's resident bytes (rows, slots, index, admission state: GraphoptEvStats'
+    bytes_used) are held to the static table's rows + accumulators. With --admission bloom
+    (the default) the cap is --cap rows (default M / 2) and the counting Bloom filter gets the
+    bytes left over, measured on a table filled to the cap before the stream starts; with
+    --admission counter the exact counters grow with every id seen once (not bounded).
+    AUC per window, resident bytes.
 
     python bench/train_quality.py --quick          # (a) alone, < 5 minutes
     python bench/train_quality.py --windows 10 --rows 200000 --cohort 400000 --buckets 100000
+    python bench/train_quality.py --windows 20 --rows 500000 --cohort 1000000 --buckets 200000
 
 The last line: ``progressive AUC static/dynamic: A / B`` (row-weighted over the scored windows of (a)).
 """
@@ -107,7 +112,24 @@ def stream_model(user_layer, n_items, dim, lr):
     return model
 
 
-def synthetic_stream(windows, rows, cohort, buckets, dim, seed):
+def filter_counters_for(static_bytes, cap, dim, lr):
+    """Counters (bytes) of the admission filter that bring a table capped at `cap` rows to
+    static_bytes: the rows' share is measured on a table filled to its cap with keys arriving
+    and leaving (so its index and free lists are at their steady size)."""
+    import graphopt
+    from graphopt.ops import optimizers
+
+    probe = graphopt.EmbeddingVariable(dim, optimizer=optimizers.Adagrad(lr), max_rows=cap)
+    keys = np.random.default_rng(0).integers(-(2**62), 2**62, size=4 * cap)
+    for part in np.array_split(keys, 16):
+        probe.lookup(part, insert_missing=True)
+    rows_bytes = int(probe.stats()["bytes"])
+    if rows_bytes >= static_bytes:
+        raise SystemExit(f"{cap} rows take {rows_bytes} bytes, more than the static {static_bytes}")
+    return static_bytes - rows_bytes
+
+
+def synthetic_stream(windows, rows, cohort, buckets, dim, seed, admission="bloom", cap=0):
     import keras
 
     import graphopt  # noqa: F401
@@ -116,19 +138,33 @@ def synthetic_stream(windows, rows, cohort, buckets, dim, seed):
     from graphopt_models.metrics import roc_auc
 
     n_items, lr = 1000, 0.05
+    static_bytes = buckets * dim * 4 * 2  # rows + Adagrad accumulators
+    cap = cap or buckets // 2
+    options = {"admission": admission}
+    if admission == "bloom":
+        options.update(bloom_counters=filter_counters_for(static_bytes, cap, dim, lr), bloom_hashes=3)
     keras.utils.set_random_seed(seed)
     static = stream_model(keras.layers.Embedding(buckets, dim, name="user_embedding"), n_items, dim, lr)
     table = DynamicEmbedding(
-        dim, optimizer=keras.optimizers.Adagrad(lr), min_count=2, max_rows=buckets // 2, name="user_embedding"
+        dim,
+        optimizer=keras.optimizers.Adagrad(lr),
+        min_count=2,
+        max_rows=cap,
+        name="user_embedding",
+        **options,
     )
     dynamic = stream_model(table, n_items, dim, lr)
-    static_bytes = buckets * dim * 4 * 2  # rows + Adagrad accumulators
     distinct = set()
     print(
         f"(b) stream: {windows} windows x {rows} rows, cohorts of {cohort} new ids, "
-        f"M = {buckets} buckets, dim {dim}"
+        f"M = {buckets} buckets, dim {dim}; dynamic: min_count 2, cap {cap} rows (LRU), "
+        f"admission {admission} {options.get('bloom_counters', '')}"
     )
-    print("window  distinct ids so far  AUC static  AUC dynamic  static MiB  dynamic MiB  table rows")
+    print(
+        "window  distinct ids so far  AUC static  AUC dynamic  static MiB  dynamic MiB  table rows"
+        "  pending ids"
+    )
+    scored = {"static": [], "dynamic": []}
     for w in range(windows):
         users, items, labels = stream_window(w, rows, cohort, n_items, seed=seed)
         distinct.update(users.tolist())
@@ -138,12 +174,20 @@ def synthetic_stream(windows, rows, cohort, buckets, dim, seed):
             x = {"user": ids, "item": items}
             if w:
                 aucs[name] = roc_auc(labels, model.predict(x, batch_size=4096, verbose=0).reshape(-1))
+                scored[name].append(aucs[name])
             model.fit(x, labels, batch_size=batch, epochs=1, shuffle=False, verbose=0)
         stats = {k: int(v) for k, v in table.table.stats().items()}
         print(
             f"{w:6d} {len(distinct):20d} {aucs.get('static', float('nan')):11.4f} "
             f"{aucs.get('dynamic', float('nan')):12.4f} {static_bytes / 2**20:11.1f} "
-            f"{stats['bytes'] / 2**20:12.1f} {stats['size']:11d}"
+            f"{stats['bytes'] / 2**20:12.1f} {stats['size']:11d} {stats['pending']:12d}",
+            flush=True,
+        )
+    if windows > 1:
+        wins = sum(d > s for s, d in zip(scored["static"], scored["dynamic"], strict=True))
+        print(
+            f"(b) mean AUC static / dynamic over {windows - 1} windows: {np.mean(scored['static']):.4f} / "
+            f"{np.mean(scored['dynamic']):.4f}; dynamic higher in {wins}"
         )
 
 
@@ -160,10 +204,14 @@ def main():
     parser.add_argument("--buckets", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--admission", choices=("bloom", "counter"), default="bloom")
+    parser.add_argument("--cap", type=int, default=0, help="row cap of the dynamic table (0: M / 2)")
     args = parser.parse_args()
     start = time.perf_counter()
     if not args.quick:
-        synthetic_stream(args.windows, args.rows, args.cohort, args.buckets, args.dim, args.seed)
+        synthetic_stream(
+            args.windows, args.rows, args.cohort, args.buckets, args.dim, args.seed, args.admission, args.cap
+        )
         print(f"(b) took {time.perf_counter() - start:.0f} s")
     static, dynamic = progressive_real(os.path.normpath(args.data), args.real_windows, args.seed)
     print(f"took {time.perf_counter() - start:.0f} s")

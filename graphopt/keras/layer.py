@@ -115,6 +115,9 @@ class DynamicEmbedding(keras.layers.Layer):
             TruncatedNormal, Constant, Zeros, Ones); rows are a function of (seed, id).
         mask_zero: id 0 is padding (``compute_mask`` is ``ids != 0``), as in Embedding.
         min_count: an id gets a row at its ``min_count``-th training lookup (admission).
+        admission: "counter" (an exact count per not-yet-admitted id) or "bloom" (a counting
+            Bloom filter of ``bloom_counters`` bytes fixed up front, ``bloom_hashes`` counters
+            per id; a few ids are admitted early), see docs/ops.md.
         max_rows, evict_policy: row cap of the table and what leaves when it is full.
         seed: initializer seed.
         key_dtype: "int64" or "int32" (ids of the other integer dtype are cast).
@@ -131,6 +134,9 @@ class DynamicEmbedding(keras.layers.Layer):
         evict_policy="lru",
         seed=0,
         key_dtype="int64",
+        admission="counter",
+        bloom_counters=1 << 20,
+        bloom_hashes=3,
         **kwargs,
     ):
         kwargs.pop("input_length", None)  # Embedding's old argument; ids have any shape here
@@ -143,6 +149,7 @@ class DynamicEmbedding(keras.layers.Layer):
         self.supports_jit = False  # the table ops have no XLA kernels: jit_compile="auto" resolves off
         self.min_count, self.max_rows, self.evict_policy = int(min_count), int(max_rows), evict_policy
         self.seed = int(seed)
+        self.admission, self.bloom_counters, self.bloom_hashes = admission, bloom_counters, bloom_hashes
         self.key_dtype = tf.as_dtype(key_dtype)
         with tf.init_scope():
             self.table = EmbeddingVariable(
@@ -155,6 +162,9 @@ class DynamicEmbedding(keras.layers.Layer):
                 min_count=self.min_count,
                 max_rows=self.max_rows,
                 evict_policy=self.evict_policy,
+                admission=self.admission,
+                bloom_counters=self.bloom_counters,
+                bloom_hashes=self.bloom_hashes,
                 # A named table, unique to this layer: a TF1 session (graphopt validate's session
                 # loader, TF Serving) then finds the restored rows at every run, where an
                 # anonymous eager table would be created afresh per run.
@@ -255,6 +265,9 @@ class DynamicEmbedding(keras.layers.Layer):
                 "evict_policy": self.evict_policy,
                 "seed": self.seed,
                 "key_dtype": self.key_dtype.name,
+                "admission": self.admission,
+                "bloom_counters": self.bloom_counters,
+                "bloom_hashes": self.bloom_hashes,
             }
         )
         return config

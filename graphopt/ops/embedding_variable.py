@@ -35,6 +35,7 @@ _INITIALIZER_CONFIG = {
 }
 _INITIALIZER_NAMES = ("uniform", "normal", "truncated_normal", "zeros", "ones")
 EVICT_POLICIES = ("lru", "lfu", "refuse")
+ADMISSIONS = ("counter", "bloom")
 
 
 def _invalid(message: str) -> tf.errors.InvalidArgumentError:
@@ -103,7 +104,9 @@ class EmbeddingVariable(resource.TrackableResource):
     ``lookup(ids)`` finds rows (unseen ids get the default row, nothing is inserted);
     ``lookup(ids, insert_missing=True)`` inserts unseen ids with a deterministic
     initializer row, a function of (seed, id) only; with ``min_count`` > 1 an id gets its
-    row at its ``min_count``-th such lookup. ``optimizer`` (a name or a
+    row at its ``min_count``-th such lookup, counted exactly per id (``admission='counter'``)
+    or in a counting Bloom filter of ``bloom_counters`` bytes fixed up front
+    (``admission='bloom'``; a few ids are admitted early). ``optimizer`` (a name or a
     ``graphopt.ops.optimizers`` config) keeps its slots in each row;
     ``apply_gradients`` trains the rows, ``evict`` removes stale ones, ``max_rows`` caps
     the table (``evict_policy`` lru | lfu | refuse).
@@ -111,7 +114,8 @@ class EmbeddingVariable(resource.TrackableResource):
 
     def __init__(self, dim, key_dtype=tf.int64, initializer=None, default_value=None,
                  seed=0, name="embedding_variable", shared_name=None, container="",
-                 optimizer=None, min_count=0, max_rows=0, evict_policy="lru"):
+                 optimizer=None, min_count=0, max_rows=0, evict_policy="lru",
+                 admission="counter", bloom_counters=1 << 20, bloom_hashes=3):
         lib = load_library()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise _invalid(f"dim must be a positive int, got {dim!r}")
@@ -137,6 +141,18 @@ class EmbeddingVariable(resource.TrackableResource):
         if evict_policy not in EVICT_POLICIES:
             raise _invalid(f"evict_policy must be one of {', '.join(EVICT_POLICIES)}, "
                            f"got {evict_policy!r}")
+        if admission not in ADMISSIONS:
+            raise _invalid(f"admission must be one of {', '.join(ADMISSIONS)}, got {admission!r}")
+        if admission == "bloom":
+            for label, value, low, high in (("min_count", min_count, 2, 255),
+                                            ("bloom_counters", bloom_counters, 64, 1 << 40),
+                                            ("bloom_hashes", bloom_hashes, 1, 16)):
+                if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                        or not low <= value <= high):
+                    raise _invalid(f"admission='bloom' needs {label} in [{low}, {high}], "
+                                   f"got {value!r}")
+        self._admission = admission
+        self._bloom_counters, self._bloom_hashes = int(bloom_counters), int(bloom_hashes)
         self._min_count, self._max_rows = int(min_count), int(max_rows)
         self._evict_policy = evict_policy
         # Eagerly each object owns a fresh table (TF's anonymous shared name makes
@@ -162,7 +178,8 @@ class EmbeddingVariable(resource.TrackableResource):
             optimizer=self._optimizer.name if self._optimizer else "",
             slot_init=self._optimizer.slot_init() if self._optimizer else [],
             min_count=self._min_count, max_rows=self._max_rows,
-            evict_policy=self._evict_policy, **self._attrs)
+            evict_policy=self._evict_policy, admission=self._admission,
+            bloom_counters=self._bloom_counters, bloom_hashes=self._bloom_hashes, **self._attrs)
 
     def _destroy_resource(self):
         if self._anonymous:
@@ -260,7 +277,9 @@ class EmbeddingVariable(resource.TrackableResource):
         return self._snapshot(name)[:5]
 
     def _snapshot(self, name=None):
-        """export_with_slots() plus the admission counters (pending keys, their counts)."""
+        """export_with_slots() plus the admission counters (pending keys, their counts; with
+        admission='bloom' the filter: a header (bloom_counters, bloom_hashes), then
+        (counter index, value) per nonzero counter)."""
         with ops.name_scope(name, f"{self._name}_export"):
             out = self._ops.graphopt_ev_export_with_slots(self.resource_handle, dim=self._dim,
                                                           num_slots=len(self.slot_names))
@@ -271,7 +290,8 @@ class EmbeddingVariable(resource.TrackableResource):
                 name=None):
         """Replaces the whole content; freqs and versions default to zeros; slots
         ({name: [n, dim]}) default to the optimizer's initial values; pending (keys,
-        counts) restores the admission counters of keys without a row."""
+        counts) restores the admission counters of keys without a row (admission='bloom':
+        the filter as _snapshot() gives it; empty arrays start an empty filter)."""
         keys = tf.convert_to_tensor(keys, tf.int64)
         values = tf.convert_to_tensor(values, tf.float32)
         zeros = tf.zeros_like(keys)
@@ -368,7 +388,8 @@ class EmbeddingVariable(resource.TrackableResource):
     def stats(self, name=None) -> dict:
         """{size, admitted, evicted, pending, bytes} as int64 scalars: keys held, keys
         admitted by find-or-insert, keys evicted (evict() and the row cap), keys counted
-        but not admitted yet, bytes held."""
+        but not admitted yet (admission='bloom': the filter's estimate of the distinct keys
+        it counted), bytes held (the filter's included)."""
         out = self._ops.graphopt_ev_stats(self.resource_handle, name=name)
         return {"size": out.size, "admitted": out.admitted, "evicted": out.evicted,
                 "pending": out.pending, "bytes": out.bytes_used}
@@ -384,8 +405,9 @@ class EmbeddingVariable(resource.TrackableResource):
 
 def checkpoint_tensors(variable) -> dict:
     """Checkpoint suffix -> tensor: -keys/-values/-freqs/-versions, -slot-<name> per slot
-    and, with admission (min_count > 1), -pending-keys/-pending-counts. A table without
-    optimizer or admission saves what it saved before slots existed."""
+    and, with admission (min_count > 1), -pending-keys/-pending-counts (admission='bloom':
+    -bloom-index/-bloom-counts, the filter). A table without optimizer or admission saves
+    what it saved before slots existed."""
     if not variable.slot_names and variable._min_count <= 1:
         keys, values, freqs, versions = variable.export()
         return {"-keys": keys, "-values": values, "-freqs": freqs, "-versions": versions}
@@ -393,14 +415,17 @@ def checkpoint_tensors(variable) -> dict:
     tensors = {"-keys": keys, "-values": values, "-freqs": freqs, "-versions": versions}
     tensors.update({f"-slot-{n}": t for n, t in slots.items()})
     if variable._min_count > 1:
-        tensors.update({"-pending-keys": pending[0], "-pending-counts": pending[1]})
+        names = ("-bloom-index", "-bloom-counts") if variable._admission == "bloom" else (
+            "-pending-keys", "-pending-counts")
+        tensors.update(dict(zip(names, pending, strict=True)))
     return tensors
 
 
 def restore_checkpoint_tensors(variable, tensors: dict):
     slots = {n: tensors[f"-slot-{n}"] for n in variable.slot_names if f"-slot-{n}" in tensors}
-    pending = ((tensors["-pending-keys"], tensors["-pending-counts"])
-               if "-pending-keys" in tensors else None)
+    pending = next(((tensors[a], tensors[b]) for a, b in (("-pending-keys", "-pending-counts"),
+                                                           ("-bloom-index", "-bloom-counts"))
+                    if a in tensors), None)
     return variable.import_(tensors["-keys"], tensors["-values"], tensors["-freqs"],
                             tensors["-versions"], slots=slots or None, pending=pending)
 

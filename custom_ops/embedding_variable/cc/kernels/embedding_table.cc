@@ -1,6 +1,7 @@
 #include "embedding_variable/cc/kernels/embedding_table.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -87,6 +88,9 @@ EmbeddingTable::EmbeddingTable(int dim, std::vector<float> default_row, RowIniti
     shards_[i].cap = options_.max_rows > 0 ? static_cast<uint32_t>(std::min<int64_t>(
                                                  share, kMaxRowsPerShard))
                                            : kMaxRowsPerShard;
+    if (options_.bloom) {
+      shards_[i].filter.Allocate(FilterCountersPerShard(), options_.bloom_hashes);
+    }
     ResetShard(&shards_[i], 0);
   }
 }
@@ -110,6 +114,7 @@ void EmbeddingTable::ResetShard(Shard* s, uint32_t expected_keys) {
   s->free_rows.clear();
   s->free_rows.shrink_to_fit();
   s->pending.Clear();
+  s->filter.Reset();
   s->victims = {};
   s->rows_used = 0;
   s->size = 0;
@@ -526,9 +531,12 @@ Status EmbeddingTable::FindOrInsert(const K* keys, int64_t n, int64_t step, floa
             continue;
           }
           uint32_t seen = 1;
-          if (admission) {
-            seen = ++*s->pending.FindOrAdd(key);
+          if (admission && options_.bloom) {
+            seen = s->filter.Add(key);
             if (seen < min_count) continue;  // not admitted: reads the default row
+          } else if (admission) {
+            seen = ++*s->pending.FindOrAdd(key);
+            if (seen < min_count) continue;
             s->pending.Erase(key);
           }
           bool added;
@@ -621,6 +629,7 @@ Status EmbeddingTable::Import(const int64_t* keys, int64_t n, const float* value
                                    OptimizerName(options_.optimizer), " optimizer keeps ",
                                    num_slots_);
   }
+  if (options_.bloom) TF_RETURN_IF_ERROR(CheckFilterState(pending));
   const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
   for (Shard& s : shards_) s.mu.Lock();
   Status st = ForEachShardGroup(
@@ -643,7 +652,12 @@ Status EmbeddingTable::Import(const int64_t* keys, int64_t n, const float* value
         }
         return Status();
       });
-  for (int64_t i = 0; st.ok() && i < pending.n; ++i) {
+  const size_t per_shard = FilterCountersPerShard();
+  for (int64_t i = 1; st.ok() && options_.bloom && i < pending.n; ++i) {
+    const size_t at = static_cast<size_t>(pending.keys[i]);
+    shards_[at / per_shard].filter.set(at % per_shard, static_cast<uint8_t>(pending.counts[i]));
+  }
+  for (int64_t i = 0; st.ok() && !options_.bloom && i < pending.n; ++i) {
     const int64_t key = pending.keys[i];
     const uint64_t h = Hash(key);
     Shard& s = shards_[ShardOf(h)];
@@ -662,9 +676,25 @@ Status EmbeddingTable::Export(
   offsets[0] = 0;
   for (int s = 0; s < kNumShards; ++s) offsets[s + 1] = offsets[s] + shards_[s].size;
   ExportBuffers out;
-  for (const Shard& s : shards_) out.num_pending += static_cast<int64_t>(s.pending.size());
+  for (const Shard& s : shards_) {
+    out.num_pending += static_cast<int64_t>(options_.bloom ? s.filter.NonZero() : s.pending.size());
+  }
+  if (options_.bloom) ++out.num_pending;  // the header
   Status st = allocate(offsets[kNumShards], &out);
-  if (st.ok() && out.pending_keys != nullptr) {
+  if (st.ok() && out.pending_keys != nullptr && options_.bloom) {
+    out.pending_keys[0] = options_.bloom_counters;
+    out.pending_counts[0] = options_.bloom_hashes;
+    int64_t o = 1;
+    const size_t per_shard = FilterCountersPerShard();
+    for (int sh = 0; sh < kNumShards; ++sh) {
+      const AdmissionFilter& f = shards_[sh].filter;
+      for (size_t i = 0; i < f.size(); ++i) {
+        if (f.at(i) == 0) continue;
+        out.pending_keys[o] = static_cast<int64_t>(sh * per_shard + i);
+        out.pending_counts[o++] = f.at(i);
+      }
+    }
+  } else if (st.ok() && out.pending_keys != nullptr) {
     int64_t o = 0;
     for (const Shard& s : shards_) {
       s.pending.ForEach([&](int64_t key, uint32_t count) {
@@ -721,6 +751,7 @@ int64_t EmbeddingTable::BytesUsed() const {
            return static_cast<int64_t>(s.capacity) * sizeof(Slot) +
                   static_cast<int64_t>(s.chunks.size()) * chunk_bytes_ +
                   static_cast<int64_t>(s.pending.bytes()) +
+                  static_cast<int64_t>(s.filter.bytes()) +
                   static_cast<int64_t>(s.victims.capacity()) * sizeof(Shard::Victim) +
                   static_cast<int64_t>(s.chunks.capacity()) * sizeof(RowChunk) +
                   static_cast<int64_t>(s.free_rows.capacity()) * sizeof(uint32_t);
@@ -732,7 +763,18 @@ TableStats EmbeddingTable::Stats() const {
   st.size = Size();
   st.admitted = admitted_.load(std::memory_order_relaxed);
   st.evicted = evicted_.load(std::memory_order_relaxed);
-  st.pending = SumOverShards([](const Shard& s) -> int64_t { return s.pending.size(); });
+  if (options_.bloom) {
+    // The filter holds no keys: the standard estimate of the distinct keys it counted,
+    // -(m / k) ln(1 - nonzero / m) per shard (m counters, k hashes).
+    const double m = static_cast<double>(FilterCountersPerShard());
+    const double k = options_.bloom_hashes;
+    st.pending = SumOverShards([&](const Shard& s) -> int64_t {
+      const double x = static_cast<double>(s.filter.NonZero());
+      return x >= m ? static_cast<int64_t>(m) : std::llround(-m / k * std::log1p(-x / m));
+    });
+  } else {
+    st.pending = SumOverShards([](const Shard& s) -> int64_t { return s.pending.size(); });
+  }
   st.bytes_used = BytesUsed();
   return st;
 }
@@ -906,6 +948,32 @@ Status EmbeddingTable::ApplyDelta(const int64_t* keys, int64_t n, const float* v
     merged = std::move(overlay_);
   }
   return st;  // `merged` is freed here, outside the lock
+}
+
+size_t EmbeddingTable::FilterCountersPerShard() const {
+  if (!options_.bloom) return 1;
+  return static_cast<size_t>((options_.bloom_counters + kNumShards - 1) / kNumShards);
+}
+
+Status EmbeddingTable::CheckFilterState(const PendingCounts& state) const {
+  if (state.n == 0) return Status();  // no saved filter: it starts empty
+  if (state.keys[0] != options_.bloom_counters || state.counts[0] != options_.bloom_hashes) {
+    return errors::InvalidArgument(
+        "the admission filter being restored has bloom_counters=", state.keys[0],
+        ", bloom_hashes=", state.counts[0], " but the table was created with ",
+        options_.bloom_counters, ", ", options_.bloom_hashes,
+        "; restore into a table with the same admission settings");
+  }
+  const int64_t total = static_cast<int64_t>(FilterCountersPerShard()) * kNumShards;
+  for (int64_t i = 1; i < state.n; ++i) {
+    if (state.keys[i] < 0 || state.keys[i] >= total || state.counts[i] < 1 ||
+        state.counts[i] > AdmissionFilter::kMaxCount) {
+      return errors::InvalidArgument("admission filter entry ", i, " (counter ", state.keys[i],
+                                     ", value ", state.counts[i], ") is out of range: counters "
+                                     "are in [0, ", total, "), values in [1, 255]");
+    }
+  }
+  return Status();
 }
 
 int64_t EmbeddingTable::Capacity() const {

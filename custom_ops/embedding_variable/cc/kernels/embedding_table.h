@@ -13,7 +13,9 @@
 // A table created for an optimizer keeps the optimizer's slots in the row:
 // [value(dim) | slot_0(dim) | ...] contiguous (sparse_optimizers.h), so one
 // probe reads and writes value and slots; without one the stride is dim.
-// Admission (min_count) counts unadmitted keys in a per-shard map; a row cap
+// Admission (min_count) counts unadmitted keys in a per-shard map (exact, one entry
+// per key) or a per-shard counting Bloom filter (admission='bloom': bytes fixed up
+// front, some keys admitted early); a row cap
 // (max_rows) is split evenly over the shards, each evicting its least recently
 // or least frequently used rows when full.
 //
@@ -34,6 +36,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "embedding_variable/cc/kernels/admission_filter.h"
 #include "embedding_variable/cc/kernels/counter_map.h"
 #include "embedding_variable/cc/kernels/row_initializer.h"
 #include "embedding_variable/cc/kernels/sparse_optimizers.h"
@@ -60,12 +63,16 @@ struct ExportBuffers {
   std::vector<float*> slots;  // one [n, dim] buffer per slot of the table
   // Admission counters: num_pending is set before allocate is called, which may
   // point pending_keys/pending_counts at num_pending entries (null: not exported).
+  // With admission='bloom' they carry the filter instead (see PendingCounts).
   int64_t num_pending = 0;
   int64_t* pending_keys = nullptr;
   int64_t* pending_counts = nullptr;
 };
 
-// Admission counters of keys not admitted yet, as exported / imported.
+// Admission counters of keys not admitted yet, as exported / imported. With
+// admission='bloom' the same two arrays hold the filter: entry 0 is the header
+// (bloom_counters, bloom_hashes) the table was created with, then one entry
+// (counter index, value) per nonzero counter.
 struct PendingCounts {
   const int64_t* keys = nullptr;
   const int64_t* counts = nullptr;
@@ -78,6 +85,9 @@ struct TableOptions {
   OptimizerKind optimizer = OptimizerKind::kNone;
   std::vector<float> slot_init;  // one initial value per slot
   int64_t min_count = 0;         // 0 or 1: admit at once
+  bool bloom = false;            // count unadmitted keys in a counting Bloom filter
+  int64_t bloom_counters = 0;    // counters of the filter, split over the shards
+  int bloom_hashes = 0;          // counters per key
   int64_t max_rows = 0;          // 0: no cap
   CapPolicy cap_policy = CapPolicy::kLru;
 };
@@ -217,8 +227,10 @@ class EmbeddingTable : public tensorflow::ResourceBase {
     std::vector<RowChunk> chunks;
     std::vector<uint32_t> free_rows;
     uint32_t cap = 0;  // this shard's share of max_rows (kMaxRowsPerShard without a cap)
-    // Occurrences of keys seen by find-or-insert but not admitted yet.
+    // Occurrences of keys seen by find-or-insert but not admitted yet: exact, or in
+    // the filter with admission='bloom'.
     CounterMap pending;
+    AdmissionFilter filter;
     // Rows to evict when the shard is at its cap, the next victim last; an entry
     // whose row was used since it was chosen is skipped.
     struct Victim {
@@ -284,6 +296,9 @@ class EmbeddingTable : public tensorflow::ResourceBase {
                                        const ShardGroupFn& fn);
 
   int64_t SumOverShards(const std::function<int64_t(const Shard&)>& f) const;
+  // Counters of each shard's filter (admission='bloom').
+  size_t FilterCountersPerShard() const;
+  tensorflow::Status CheckFilterState(const PendingCounts& state) const;
 
   // Keys per parallel block of a find of n keys.
   static int64_t BlockSize(int64_t n, const IntraOpPool& pool);

@@ -33,13 +33,17 @@ namespace errors = tensorflow::errors;
 
 // The handle op's optimizer / admission / cap attrs.
 inline Status ParseTableOptions(OpKernelConstruction* c, TableOptions* options) {
-  std::string optimizer, policy;
+  std::string optimizer, policy, admission;
   std::vector<float> slot_init;
+  int64_t bloom_hashes;
   TF_RETURN_IF_ERROR(c->GetAttr("optimizer", &optimizer));
   TF_RETURN_IF_ERROR(c->GetAttr("slot_init", &slot_init));
   TF_RETURN_IF_ERROR(c->GetAttr("min_count", &options->min_count));
   TF_RETURN_IF_ERROR(c->GetAttr("max_rows", &options->max_rows));
   TF_RETURN_IF_ERROR(c->GetAttr("evict_policy", &policy));
+  TF_RETURN_IF_ERROR(c->GetAttr("admission", &admission));
+  TF_RETURN_IF_ERROR(c->GetAttr("bloom_counters", &options->bloom_counters));
+  TF_RETURN_IF_ERROR(c->GetAttr("bloom_hashes", &bloom_hashes));
   if (!ParseOptimizer(optimizer, &options->optimizer)) {
     return errors::InvalidArgument("optimizer must be one of '', sgd, adagrad, adam, ftrl; got '",
                                    optimizer, "'");
@@ -54,6 +58,28 @@ inline Status ParseTableOptions(OpKernelConstruction* c, TableOptions* options) 
   options->slot_init = slot_init;
   if (options->min_count < 0) {
     return errors::InvalidArgument("min_count must be >= 0, got ", options->min_count);
+  }
+  if (admission != "counter" && admission != "bloom") {
+    return errors::InvalidArgument("admission must be counter or bloom; got '", admission, "'");
+  }
+  options->bloom = admission == "bloom";
+  if (options->bloom) {
+    if (options->min_count < 2 || options->min_count > AdmissionFilter::kMaxCount) {
+      return errors::InvalidArgument("admission='bloom' needs min_count in [2, ",
+                                     AdmissionFilter::kMaxCount,
+                                     "] (its counters are 8-bit), got ", options->min_count);
+    }
+    if (options->bloom_counters < EmbeddingTable::kNumShards ||
+        options->bloom_counters > (int64_t{1} << 40)) {
+      return errors::InvalidArgument("bloom_counters must be in [", EmbeddingTable::kNumShards,
+                                     ", 2^40] (one byte each, split over the shards), got ",
+                                     options->bloom_counters);
+    }
+    if (bloom_hashes < 1 || bloom_hashes > AdmissionFilter::kMaxHashes) {
+      return errors::InvalidArgument("bloom_hashes must be in [1, ", AdmissionFilter::kMaxHashes,
+                                     "], got ", bloom_hashes);
+    }
+    options->bloom_hashes = static_cast<int>(bloom_hashes);
   }
   if (options->max_rows != 0 && options->max_rows < EmbeddingTable::kNumShards) {
     return errors::InvalidArgument("max_rows must be 0 (no cap) or at least ",

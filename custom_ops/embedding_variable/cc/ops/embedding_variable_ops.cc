@@ -57,6 +57,9 @@ REGISTER_OP("GraphoptEvHandleOp")
     .Attr("min_count: int = 0")
     .Attr("max_rows: int = 0")
     .Attr("evict_policy: string = 'lru'")
+    .Attr("admission: string = 'counter'")
+    .Attr("bloom_counters: int = 1048576")
+    .Attr("bloom_hashes: int = 3")
     .SetIsStateful()
     .SetShapeFn(tensorflow::shape_inference::ScalarShape)
     .Doc(R"doc(
@@ -69,7 +72,10 @@ the deterministic row of a key inserted by find-or-insert.
 optimizer ('' | sgd | adagrad | adam | ftrl) fixes the slots kept in each row
 after its value (adagrad [accumulator], adam [m, v], ftrl [accumulator, linear]),
 slot_init their initial values ([] = the optimizer's defaults). min_count: a key
-gets a row at its min_count-th find-or-insert (0/1: at once). max_rows: a cap on
+gets a row at its min_count-th find-or-insert (0/1: at once), counted exactly per
+key (admission counter) or in a counting Bloom filter of bloom_counters 8-bit
+counters, bloom_hashes per key (admission bloom: fixed bytes, some keys admitted
+early; min_count <= 255). max_rows: a cap on
 rows (0: none), split over the shards; evict_policy lru | lfu evicts the least
 recently / frequently used row of a full shard, refuse fails the insert.
 )doc");
@@ -194,7 +200,9 @@ REGISTER_OP("GraphoptEvExportWithSlots")
     .SetIsStateful()
     .SetShapeFn(ExportShape)
     .Doc("GraphoptEvExport plus each slot [n, dim] in row order (num_slots must be the "
-         "table's slot count) and the admission counters of keys not admitted yet.");
+         "table's slot count) and the admission counters of keys not admitted yet (admission "
+         "bloom: a header (bloom_counters, bloom_hashes), then (counter index, value) per "
+         "nonzero counter of the filter).");
 
 REGISTER_OP("GraphoptEvImport")
     .Input("table: resource")
