@@ -47,12 +47,23 @@ class SparseOptimizer:
 
 
 class SGD(SparseOptimizer):
-    """row -= learning_rate * g (no slots)."""
+    """row -= learning_rate * g (no slots).
+
+    ``sum_duplicates=False``: a key repeated in the batch updates its row once per occurrence,
+    in batch order, bit for bit as v1 ``GradientDescentOptimizer``'s scatter does (the default
+    sums them first, as Keras' SGD does).
+    """
 
     name = "sgd"
 
+    def __init__(self, learning_rate=0.001, sum_duplicates=True):
+        super().__init__(learning_rate)
+        self.sum_duplicates = bool(sum_duplicates)
+
     def apply(self, ops, handle, keys, grads, dim, step):
-        return ops.graphopt_ev_apply_sgd(handle, keys, grads, self.lr(step), dim=dim)
+        return ops.graphopt_ev_apply_sgd(
+            handle, keys, grads, self.lr(step), dim=dim, sum_duplicates=self.sum_duplicates
+        )
 
 
 class Adagrad(SparseOptimizer):

@@ -70,6 +70,8 @@ class TrainingUpdate:
     slots: list[SlotVariable]
     # Nodes whose control consumers now wait for the apply op (Adam's reads of m_t and v_t).
     control_from: list[str] = dataclasses.field(default_factory=list)
+    # Apply-op attrs selecting the replaced kernel's exact arithmetic (name -> (value, kind)).
+    exact_attrs: dict = dataclasses.field(default_factory=dict)
 
     @property
     def apply_op(self) -> str:
@@ -227,8 +229,10 @@ def match_update(body: Body, node, scans) -> TrainingUpdate | str:
         neg = mul is not None and _node(body, _ins(body, mul)[0], "Neg")
         if not neg:
             return f"{node.op} {node.name} adds something other than -gradient * learning rate"
+        # v1 SGD scatters -g * lr once per occurrence of an id, in batch order: so does the op.
         return TrainingUpdate(
-            "sgd", node.name, node.op, ins[1], str(_ins(body, neg)[0]), [str(_ins(body, mul)[1])], []
+            "sgd", node.name, node.op, ins[1], str(_ins(body, neg)[0]), [str(_ins(body, mul)[1])], [],
+            exact_attrs={"sum_duplicates": (False, "b")},
         )
     if node.op in ("ResourceSparseApplyAdagrad", "ResourceSparseApplyAdagradV2"):
         if nodes.attr_value(node, "update_slots") is False:

@@ -176,3 +176,28 @@ def test_a_table_without_optimizer_has_no_slot_bytes():
     # rows are 256 B without slots, 768 B with Adam's two; the index is the same
     assert 256 * 20_000 < bytes_plain < 320 * 20_000
     assert 768 * 20_000 < bytes_adam < 830 * 20_000
+
+
+@pytest.mark.parametrize("dim", [1, 8, 13])
+def test_sgd_per_occurrence_is_v1_gradient_descent_bit_for_bit(dim):
+    """sum_duplicates=False against v1 GradientDescentOptimizer's update on a resource variable:
+    ResourceScatterAdd(var, ids, -g * lr), once per occurrence in batch order."""
+    rng = np.random.default_rng(dim)
+    rows = rng.standard_normal((len(VOCAB), dim)).astype(np.float32)
+    lr = np.float32(0.37)
+    ev = graphopt.EmbeddingVariable(dim, optimizer=opt.SGD(lr, sum_duplicates=False), initializer="zeros")
+    summed = graphopt.EmbeddingVariable(dim, optimizer=opt.SGD(lr), initializer="zeros")
+    for table in (ev, summed):
+        table.insert(VOCAB, rows)
+    var = tf.Variable(rows)
+    index = {k: i for i, k in enumerate(VOCAB.tolist())}
+    for _ in range(5):
+        keys = rng.choice(VOCAB, 40)  # every key several times
+        grads = (rng.standard_normal((40, dim)) * 10).astype(np.float32)
+        ev.apply_gradients(keys, grads)
+        summed.apply_gradients(keys, grads)
+        ids = tf.constant([index[k] for k in keys.tolist()], tf.int64)
+        tf.raw_ops.ResourceScatterAdd(resource=var.handle, indices=ids, updates=-grads * lr)
+    np.testing.assert_array_equal(_table_state(ev)[0], var.numpy())
+    # the summed default is a different rounding: the test would catch the attr being ignored
+    assert not np.array_equal(_table_state(summed)[0], var.numpy())

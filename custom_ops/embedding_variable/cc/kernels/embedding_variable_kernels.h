@@ -452,7 +452,13 @@ class EvApplyOp : public EvTableOp<Device> {
   using Base = EvTableOp<Device>;
   using typename Base::Table;
 
-  EvApplyOp(OpKernelConstruction* c, OptimizerKind kind) : Base(c), kind_(kind) {}
+  EvApplyOp(OpKernelConstruction* c, OptimizerKind kind) : Base(c), kind_(kind) {
+    if (kind == OptimizerKind::kSgd) {
+      bool sum_duplicates = true;
+      OP_REQUIRES_OK(c, c->GetAttr("sum_duplicates", &sum_duplicates));
+      per_occurrence_ = !sum_duplicates;
+    }
+  }
 
   void ComputeWithTable(OpKernelContext* ctx, Table* table) override {
     const OptimizerKind owned = table->options().optimizer;
@@ -476,6 +482,7 @@ class EvApplyOp : public EvTableOp<Device> {
                                         grads.shape().DebugString()));
     OptimizerParams p;
     p.kind = kind_;
+    p.per_occurrence = per_occurrence_;
     OP_REQUIRES_OK(ctx, ScalarInput(ctx, 3, "lr", &p.lr));
     OP_REQUIRES(ctx, p.lr >= 0, errors::InvalidArgument("lr must be >= 0, got ", p.lr));
     switch (kind_) {
@@ -521,6 +528,7 @@ class EvApplyOp : public EvTableOp<Device> {
 
  private:
   const OptimizerKind kind_;
+  bool per_occurrence_ = false;
 };
 
 template <typename Device, typename K, OptimizerKind kKind>

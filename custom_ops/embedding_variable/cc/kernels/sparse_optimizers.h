@@ -70,6 +70,9 @@ struct OptimizerParams {
   float beta1 = 0.f, beta2 = 0.f;         // adam
   float beta1_power = 0.f, beta2_power = 0.f;
   float l1 = 0.f, l2 = 0.f, lr_power = -0.5f;  // ftrl
+  // sgd: each occurrence of a key updates its row in batch order, unsummed, as v1
+  // GradientDescentOptimizer's ScatterSub/ResourceScatterAdd does (attr sum_duplicates=false).
+  bool per_occurrence = false;
 };
 
 // Updates one row (value followed by its slots) with the summed gradient g.
