@@ -67,13 +67,20 @@ class SGD(SparseOptimizer):
 
 
 class Adagrad(SparseOptimizer):
-    """TF's ResourceSparseApplyAdagradV2: accum += g²; row -= lr·g / (√accum + epsilon)."""
+    """TF's ResourceSparseApplyAdagradV2: accum += g²; row -= lr·g / (√accum + epsilon).
+
+    ``rsqrt=True`` (epsilon must be 0): v1 ``AdagradOptimizer``'s ResourceSparseApplyAdagrad,
+    row -= lr·g·rsqrt(accum) with Eigen's packet rsqrt, bit for bit (docs/ops.md).
+    """
 
     name = "adagrad"
     slot_names = ("accumulator",)
 
-    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7):
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, rsqrt=False):
         super().__init__(learning_rate)
+        if rsqrt and epsilon != 0:
+            raise _invalid(f"rsqrt=True is v1 Adagrad, which has no epsilon: give epsilon=0, got {epsilon}")
+        self.rsqrt = bool(rsqrt)
         if not initial_accumulator_value >= 0:
             raise _invalid(f"initial_accumulator_value must be >= 0, got "
                            f"{initial_accumulator_value}")
@@ -87,7 +94,8 @@ class Adagrad(SparseOptimizer):
 
     def apply(self, ops, handle, keys, grads, dim, step):
         return ops.graphopt_ev_apply_adagrad(handle, keys, grads, self.lr(step),
-                                             tf.constant(self.epsilon, tf.float32), dim=dim)
+                                             tf.constant(self.epsilon, tf.float32), dim=dim,
+                                             rsqrt=self.rsqrt)
 
 
 class Adam(SparseOptimizer):

@@ -241,10 +241,14 @@ def match_update(body: Body, node, scans) -> TrainingUpdate | str:
         slot = _slot(body, ins[1], "accumulator", 0.1, scans)
         if isinstance(slot, str):
             return slot
-        # V1 has no epsilon: sqrt(acc) + 0 (see docs/training.md on rsqrt vs. division).
+        # V1 has no epsilon: the op gets a constant 0 and its rsqrt form (below).
         epsilon = ins[3] if v2 else None
         g, ids = (ins[4], ins[5]) if v2 else (ins[3], ins[4])
-        return TrainingUpdate("adagrad", node.name, node.op, ids, g, [ins[2], epsilon], [slot])
+        # V1 multiplies by Eigen's rsqrt(acc): the op's rsqrt=true form is that, bit for bit.
+        exact = {} if v2 else {"rsqrt": (True, "b")}
+        return TrainingUpdate(
+            "adagrad", node.name, node.op, ids, g, [ins[2], epsilon], [slot], exact_attrs=exact
+        )
     if node.op == "ResourceSparseApplyFtrl":
         slots = _slots(body, [(ins[1], "accumulator", 0.1), (ins[2], "linear", 0.0)], scans)
         if isinstance(slots, str):

@@ -302,9 +302,12 @@ GRAPHOPT_APPLY_OP("GraphoptEvApplyAdagrad")
     .Attr("Tkeys: {int32, int64} = DT_INT64")
     .Attr("dim: int >= 1")
     .Attr("dtype: {float} = DT_FLOAT")
+    .Attr("rsqrt: bool = false")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return ApplyShape(c, 2); })
-    .Doc("accum += g*g; row -= lr*g / (sqrt(accum) + epsilon) (ResourceSparseApplyAdagradV2).");
+    .Doc("accum += g*g; row -= lr*g / (sqrt(accum) + epsilon) (ResourceSparseApplyAdagradV2). "
+         "rsqrt=true: row -= lr*g*rsqrt(accum) as v1 ResourceSparseApplyAdagrad computes it "
+         "(Eigen's packet rsqrt), bit for bit; epsilon must then be 0.");
 
 GRAPHOPT_APPLY_OP("GraphoptEvApplyAdam")
     .Input("lr: dtype")
