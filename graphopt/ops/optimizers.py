@@ -47,22 +47,40 @@ class SparseOptimizer:
 
 
 class SGD(SparseOptimizer):
-    """row -= learning_rate * g (no slots)."""
+    """row -= learning_rate * g (no slots).
+
+    ``sum_duplicates=False``: a key repeated in the batch updates its row once per occurrence,
+    in batch order, bit for bit as v1 ``GradientDescentOptimizer``'s scatter does (the default
+    sums them first, as Keras' SGD does).
+    """
 
     name = "sgd"
 
+    def __init__(self, learning_rate=0.001, sum_duplicates=True):
+        super().__init__(learning_rate)
+        self.sum_duplicates = bool(sum_duplicates)
+
     def apply(self, ops, handle, keys, grads, dim, step):
-        return ops.graphopt_ev_apply_sgd(handle, keys, grads, self.lr(step), dim=dim)
+        return ops.graphopt_ev_apply_sgd(
+            handle, keys, grads, self.lr(step), dim=dim, sum_duplicates=self.sum_duplicates
+        )
 
 
 class Adagrad(SparseOptimizer):
-    """TF's ResourceSparseApplyAdagradV2: accum += g²; row -= lr·g / (√accum + epsilon)."""
+    """TF's ResourceSparseApplyAdagradV2: accum += g²; row -= lr·g / (√accum + epsilon).
+
+    ``rsqrt=True`` (epsilon must be 0): v1 ``AdagradOptimizer``'s ResourceSparseApplyAdagrad,
+    row -= lr·g·rsqrt(accum) with Eigen's packet rsqrt, bit for bit (docs/ops.md).
+    """
 
     name = "adagrad"
     slot_names = ("accumulator",)
 
-    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7):
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, rsqrt=False):
         super().__init__(learning_rate)
+        if rsqrt and epsilon != 0:
+            raise _invalid(f"rsqrt=True is v1 Adagrad, which has no epsilon: give epsilon=0, got {epsilon}")
+        self.rsqrt = bool(rsqrt)
         if not initial_accumulator_value >= 0:
             raise _invalid(f"initial_accumulator_value must be >= 0, got "
                            f"{initial_accumulator_value}")
@@ -76,7 +94,8 @@ class Adagrad(SparseOptimizer):
 
     def apply(self, ops, handle, keys, grads, dim, step):
         return ops.graphopt_ev_apply_adagrad(handle, keys, grads, self.lr(step),
-                                             tf.constant(self.epsilon, tf.float32), dim=dim)
+                                             tf.constant(self.epsilon, tf.float32), dim=dim,
+                                             rsqrt=self.rsqrt)
 
 
 class Adam(SparseOptimizer):

@@ -70,6 +70,8 @@ class TrainingUpdate:
     slots: list[SlotVariable]
     # Nodes whose control consumers now wait for the apply op (Adam's reads of m_t and v_t).
     control_from: list[str] = dataclasses.field(default_factory=list)
+    # Apply-op attrs selecting the replaced kernel's exact arithmetic (name -> (value, kind)).
+    exact_attrs: dict = dataclasses.field(default_factory=dict)
 
     @property
     def apply_op(self) -> str:
@@ -227,8 +229,10 @@ def match_update(body: Body, node, scans) -> TrainingUpdate | str:
         neg = mul is not None and _node(body, _ins(body, mul)[0], "Neg")
         if not neg:
             return f"{node.op} {node.name} adds something other than -gradient * learning rate"
+        # v1 SGD scatters -g * lr once per occurrence of an id, in batch order: so does the op.
         return TrainingUpdate(
-            "sgd", node.name, node.op, ins[1], str(_ins(body, neg)[0]), [str(_ins(body, mul)[1])], []
+            "sgd", node.name, node.op, ins[1], str(_ins(body, neg)[0]), [str(_ins(body, mul)[1])], [],
+            exact_attrs={"sum_duplicates": (False, "b")},
         )
     if node.op in ("ResourceSparseApplyAdagrad", "ResourceSparseApplyAdagradV2"):
         if nodes.attr_value(node, "update_slots") is False:
@@ -237,10 +241,14 @@ def match_update(body: Body, node, scans) -> TrainingUpdate | str:
         slot = _slot(body, ins[1], "accumulator", 0.1, scans)
         if isinstance(slot, str):
             return slot
-        # V1 has no epsilon: sqrt(acc) + 0 (see docs/training.md on rsqrt vs. division).
+        # V1 has no epsilon: the op gets a constant 0 and its rsqrt form (below).
         epsilon = ins[3] if v2 else None
         g, ids = (ins[4], ins[5]) if v2 else (ins[3], ins[4])
-        return TrainingUpdate("adagrad", node.name, node.op, ids, g, [ins[2], epsilon], [slot])
+        # V1 multiplies by Eigen's rsqrt(acc): the op's rsqrt=true form is that, bit for bit.
+        exact = {} if v2 else {"rsqrt": (True, "b")}
+        return TrainingUpdate(
+            "adagrad", node.name, node.op, ids, g, [ins[2], epsilon], [slot], exact_attrs=exact
+        )
     if node.op == "ResourceSparseApplyFtrl":
         slots = _slots(body, [(ins[1], "accumulator", 0.1), (ins[2], "linear", 0.0)], scans)
         if isinstance(slots, str):

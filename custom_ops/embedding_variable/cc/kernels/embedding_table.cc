@@ -813,6 +813,10 @@ Status EmbeddingTable::Apply(const K* keys, int64_t n, const float* grads,
           const int64_t slot = Probe(*s, key, hashes[i]);
           if (slot < 0) continue;  // no row: unadmitted, evicted or never inserted
           const uint32_t row = s->slots[slot].row;
+          if (params.per_occurrence) {  // keys of a shard keep their batch order here
+            ApplyRow(params, dim, RowValues(*s, row), grads + *it * dim);
+            continue;
+          }
           const char* row_bytes = reinterpret_cast<const char*>(RowValues(*s, row));
           for (int l = 0; l < row_lines; ++l) __builtin_prefetch(row_bytes + 64 * l, 1, 3);
           size_t b = (static_cast<uint64_t>(row) * 0x9e3779b97f4a7c15ULL >> 32) & (buckets - 1);

@@ -478,7 +478,14 @@ class EvApplyOp : public EvTableOp<Device> {
   using Base = EvTableOp<Device>;
   using typename Base::Table;
 
-  EvApplyOp(OpKernelConstruction* c, OptimizerKind kind) : Base(c), kind_(kind) {}
+  EvApplyOp(OpKernelConstruction* c, OptimizerKind kind) : Base(c), kind_(kind) {
+    if (kind == OptimizerKind::kSgd) {
+      bool sum_duplicates = true;
+      OP_REQUIRES_OK(c, c->GetAttr("sum_duplicates", &sum_duplicates));
+      per_occurrence_ = !sum_duplicates;
+    }
+    if (kind == OptimizerKind::kAdagrad) OP_REQUIRES_OK(c, c->GetAttr("rsqrt", &rsqrt_));
+  }
 
   void ComputeWithTable(OpKernelContext* ctx, Table* table) override {
     const OptimizerKind owned = table->options().optimizer;
@@ -502,6 +509,8 @@ class EvApplyOp : public EvTableOp<Device> {
                                         grads.shape().DebugString()));
     OptimizerParams p;
     p.kind = kind_;
+    p.per_occurrence = per_occurrence_;
+    p.rsqrt = rsqrt_;
     OP_REQUIRES_OK(ctx, ScalarInput(ctx, 3, "lr", &p.lr));
     OP_REQUIRES(ctx, p.lr >= 0, errors::InvalidArgument("lr must be >= 0, got ", p.lr));
     switch (kind_) {
@@ -509,6 +518,9 @@ class EvApplyOp : public EvTableOp<Device> {
         OP_REQUIRES_OK(ctx, ScalarInput(ctx, 4, "epsilon", &p.epsilon));
         OP_REQUIRES(ctx, p.epsilon >= 0,
                     errors::InvalidArgument("epsilon must be >= 0, got ", p.epsilon));
+        OP_REQUIRES(ctx, !rsqrt_ || p.epsilon == 0,
+                    errors::InvalidArgument("rsqrt=true is v1 Adagrad, which has no epsilon: "
+                                            "epsilon must be 0, got ", p.epsilon));
         break;
       case OptimizerKind::kAdam:
         OP_REQUIRES_OK(ctx, ScalarInput(ctx, 4, "beta1", &p.beta1));
@@ -547,6 +559,8 @@ class EvApplyOp : public EvTableOp<Device> {
 
  private:
   const OptimizerKind kind_;
+  bool per_occurrence_ = false;
+  bool rsqrt_ = false;
 };
 
 template <typename Device, typename K, OptimizerKind kKind>

@@ -17,6 +17,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
 namespace graphopt {
 
 enum class OptimizerKind { kNone, kSgd, kAdagrad, kAdam, kFtrl };
@@ -70,7 +74,44 @@ struct OptimizerParams {
   float beta1 = 0.f, beta2 = 0.f;         // adam
   float beta1_power = 0.f, beta2_power = 0.f;
   float l1 = 0.f, l2 = 0.f, lr_power = -0.5f;  // ftrl
+  // sgd: each occurrence of a key updates its row in batch order, unsummed, as v1
+  // GradientDescentOptimizer's ScatterSub/ResourceScatterAdd does (attr sum_duplicates=false).
+  bool per_occurrence = false;
+  // adagrad: v1 ResourceSparseApplyAdagrad's arithmetic (no epsilon; attr rsqrt=true).
+  bool rsqrt = false;
 };
+
+// 1/sqrt(x) as Eigen's packet prsqrt computes it in TensorFlow's x86 wheel (AVX, Packet8f, no
+// FMA): the rsqrtps estimate refined by one Newton step, h = (x*y)*y - 1; y' = (y*-0.5)*h + y
+// (generic_rsqrt_newton_step), the estimate itself where that step gives NaN (x 0 or inf).
+// rsqrtss is the same estimate as each lane of vrsqrtps on the CPU that runs both.
+inline float EigenPacketRsqrt(float x) {
+#if defined(__SSE__)
+  const float y = _mm_cvtss_f32(_mm_rsqrt_ss(_mm_set_ss(x)));
+  const float r2 = x * y, half_y = y * -0.5f;
+  const float h = r2 * y - 1.f;
+  const float refined = half_y * h + y;
+  return std::isnan(refined) ? y : refined;
+#else
+  return 1.f / std::sqrt(x);
+#endif
+}
+
+// v1 Adagrad, var -= lr * g * rsqrt(accum), bit for bit as TF's SparseApplyAdagrad (CPU,
+// has_epsilon false): a row of dim 1 divides, lr * g / sqrt(accum); a longer one is an Eigen
+// chip expression whose first dim / 8 * 8 elements take packet rsqrt (8 float lanes, AVX) and
+// whose tail takes the scalar rsqrt, 1 / sqrt(accum).
+inline void AdagradRsqrtRow(float lr, int dim, float* var, float* accum, const float* g) {
+  constexpr int kPacket = 8;
+  for (int c = 0; c < dim; ++c) accum[c] += g[c] * g[c];
+  if (dim == 1) {
+    var[0] -= lr * g[0] / std::sqrt(accum[0]);
+    return;
+  }
+  const int packed = dim / kPacket * kPacket;
+  for (int c = 0; c < packed; ++c) var[c] -= lr * g[c] * EigenPacketRsqrt(accum[c]);
+  for (int c = packed; c < dim; ++c) var[c] -= lr * g[c] * (1.f / std::sqrt(accum[c]));
+}
 
 // Updates one row (value followed by its slots) with the summed gradient g.
 // Lazy Adam: only rows in the batch reach here, so absent rows' m and v stay put.
@@ -83,6 +124,7 @@ inline void ApplyRow(const OptimizerParams& p, int dim, float* row, const float*
       return;
     case OptimizerKind::kAdagrad: {
       float* accum = row + dim;
+      if (p.rsqrt) return AdagradRsqrtRow(p.lr, dim, var, accum, g);
       for (int c = 0; c < dim; ++c) {
         accum[c] += g[c] * g[c];
         var[c] -= p.lr * g[c] / (std::sqrt(accum[c]) + p.epsilon);

@@ -296,10 +296,13 @@ GRAPHOPT_APPLY_OP("GraphoptEvApplySgd")
     .Attr("Tkeys: {int32, int64} = DT_INT64")
     .Attr("dim: int >= 1")
     .Attr("dtype: {float} = DT_FLOAT")
+    .Attr("sum_duplicates: bool = true")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return ApplyShape(c, 1); })
     .Doc("row -= lr * g, g the gradients of each key summed in batch order; keys without "
-         "a row are skipped. Tables created with optimizer '' or sgd.");
+         "a row are skipped. Tables created with optimizer '' or sgd. sum_duplicates=false: "
+         "row -= lr * g once per occurrence in batch order, v1 GradientDescentOptimizer's "
+         "scatter update, bit for bit.");
 
 GRAPHOPT_APPLY_OP("GraphoptEvApplyAdagrad")
     .Input("lr: dtype")
@@ -307,9 +310,12 @@ GRAPHOPT_APPLY_OP("GraphoptEvApplyAdagrad")
     .Attr("Tkeys: {int32, int64} = DT_INT64")
     .Attr("dim: int >= 1")
     .Attr("dtype: {float} = DT_FLOAT")
+    .Attr("rsqrt: bool = false")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return ApplyShape(c, 2); })
-    .Doc("accum += g*g; row -= lr*g / (sqrt(accum) + epsilon) (ResourceSparseApplyAdagradV2).");
+    .Doc("accum += g*g; row -= lr*g / (sqrt(accum) + epsilon) (ResourceSparseApplyAdagradV2). "
+         "rsqrt=true: row -= lr*g*rsqrt(accum) as v1 ResourceSparseApplyAdagrad computes it "
+         "(Eigen's packet rsqrt), bit for bit; epsilon must then be 0.");
 
 GRAPHOPT_APPLY_OP("GraphoptEvApplyAdam")
     .Input("lr: dtype")

@@ -70,9 +70,9 @@ def find_or_insert(name, table_ref, ids_ref, step_ref, ids_dtype, dim, device=""
     return nodes.make_node(FIND_OR_INSERT_OP, name, [table_ref, ids_ref, step_ref], attrs, device, control)
 
 
-def apply(op, name, table_ref, keys, grads, hyper, ids_dtype, dim, device="", control=()):
-    """GraphoptEvApply<Optimizer>(table, keys, grads, *hyperparameters)."""
-    attrs = {"Tkeys": (ids_dtype, "type"), **_row_attrs(dim)}
+def apply(op, name, table_ref, keys, grads, hyper, ids_dtype, dim, device="", control=(), exact=None):
+    """GraphoptEvApply<Optimizer>(table, keys, grads, *hyperparameters); ``exact``: extra attrs."""
+    attrs = {"Tkeys": (ids_dtype, "type"), **_row_attrs(dim), **(exact or {})}
     return nodes.make_node(op, name, [table_ref, keys, grads, *hyper], attrs, device, control)
 
 

@@ -2,6 +2,7 @@
 
 Pattern (top level; graphopt.rewrite.training finds the update and its tensors):
     ResourceScatterAdd(table, ids, Mul(Neg(g), lr))     -> GraphoptEvApplySgd(table, ids, g, lr)
+                                                           (sum_duplicates=False: per occurrence)
     ResourceSparseApplyAdagrad(table, acc, lr, g, ids)  -> GraphoptEvApplyAdagrad(table, ids, g, lr, 0)
     ResourceSparseApplyFtrl(table, acc, lin, g, ids, lr, l1, l2, p)
                                                         -> GraphoptEvApplyFtrl(table, ids, g, lr, l1, l2, p)
@@ -65,6 +66,7 @@ class ReplaceTrainingUpdates(Pass):
                 table.dim,
                 old.device,
                 nodes.control_inputs(old),
+                update.exact_attrs,
             )
             for ref in body.data_inputs(old):
                 ctx.disconnected.add((body.name, ref.node))
