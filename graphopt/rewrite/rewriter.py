@@ -159,7 +159,8 @@ class _VerificationFailed(Exception):
 
 
 def _rewritten_object_graph(spec, source, meta_graph, plan, scratch_dir):
-    """Serialized checkpoint object graph after the target turned the tables' objects into its own.
+    """(serialized checkpoint object graph, ids of the objects owning a table) after the target
+    turned the tables' objects into its own.
 
     None where the model has no object graph or a table is partitioned (no TF2 object stands for a
     partitioned table); the output then drops its object graph and loads through the TF1 path.
@@ -167,10 +168,10 @@ def _rewritten_object_graph(spec, source, meta_graph, plan, scratch_dir):
     if not mg_lib.has_object_graph(meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
         return None
     source_graph = og_lib.read_object_graph(source.checkpoint_prefix)
-    table_ids = [i for t in plan.tables for i in og_lib.objects_saved_under(source_graph, t.checkpoint_key)]
     ckpt_graph = spec.rewrite_object_graph(meta_graph, source_graph, plan.tables, scratch_dir=scratch_dir)
     if ckpt_graph is None:
         return None
+    table_ids = [i for t in plan.tables for i in og_lib.objects_saved_under(source_graph, t.checkpoint_key)]
     return io.serialize(ckpt_graph), keras_metadata.layers_owning(meta_graph, table_ids)
 
 
@@ -194,7 +195,7 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
             layout = spec.checkpoint_layout(plan.tables)
             converted = checkpoint.convert_checkpoint(
                 source.checkpoint_prefix, dst_prefix, layout.conversions, progress,
-                object_graph=(lambda: object_graph.result()[0]) if object_graph is not None else None,
+                object_graph=(lambda: (object_graph.result() or (None,))[0]) if object_graph is not None else None,
                 added=layout.added, renamed=layout.renamed)
             if not layout.conversions and progress is not None:
                 # A target that converts no table's rows (stock) still shows each table done.
