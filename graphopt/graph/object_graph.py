@@ -217,7 +217,7 @@ def bound_object_args(meta_graph, top_level_calls) -> dict:
     """
     if not meta_graph.HasField("object_graph_def"):
         return {}
-    tensor_of = {}
+    tensor_of: dict = {}
     for object_id, ref in captured_object_inputs(meta_graph, top_level_calls):
         tensor_of.setdefault(object_id, ref.split(":")[0])
     arg_counts = {f.signature.name: len(f.signature.input_arg) for f in meta_graph.graph_def.library.function}

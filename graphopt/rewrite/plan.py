@@ -50,7 +50,7 @@ class RewritePlan:
         return cls(chosen, skipped)
 
     def to_dict(self) -> dict:
-        out = {"tables": [t.to_dict() for t in self.tables],
+        out: dict = {"tables": [t.to_dict() for t in self.tables],
                "skipped": [{"name": t.name, "reason": r} for t, r in self.skipped]}
         if self.notes:
             out["notes"] = list(self.notes)
