@@ -21,6 +21,7 @@ def format_plan(plan, target="ev") -> str:
         lines.append(f"  skip {t.name}: {reason}")
     for m in plan.migrations:
         lines.append(f"  {m.table.name}: {m.line}" + ("" if m.possible else "; left keyed by bucket"))
+    lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
 
 

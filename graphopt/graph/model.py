@@ -376,6 +376,7 @@ class ModelGraph:
         for f in meta_graph.graph_def.library.function:
             self.bodies[f.signature.name] = Body(f.signature.name, f.node_def, f)
         self._calls = None
+        self._bound_args: dict | None = None  # {top-level tensor: [(function, arg position)]}
 
     @property
     def graph(self) -> Body:
@@ -484,6 +485,23 @@ class ModelGraph:
                             stack.append((e.function, args[k], None))
                     continue
                 yield body, use
+
+    def trace_variable(self, handle: str):
+        """``trace_resource`` of a top-level variable, also into the functions the object graph binds
+        it to (tf_keras' per-layer functions, which no top-level node calls); each use once."""
+        from graphopt.graph import meta_graph as mg_lib
+        from graphopt.graph import object_graph as og_lib
+
+        if self._bound_args is None:
+            calls = mg_lib.top_level_calls(self.meta_graph)
+            self._bound_args = og_lib.bound_object_args(self.meta_graph, calls)
+        bound = self._bound_args
+        seen: set = set()
+        yield from self.trace_resource(TOP, handle, visited=seen)
+        for function, position in bound.get(handle, []):
+            body = self.bodies.get(function)
+            if body is not None and position < len(body.args):
+                yield from self.trace_resource(function, body.args[position], None, visited=seen)
 
     def trace_back(self, body_name: str, ref: TensorRef, stop_ops=("Placeholder",)) -> List[Place]:
         """Walks a tensor back to its sources: top-level placeholders reached through data edges and calls."""

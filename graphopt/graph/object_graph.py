@@ -205,3 +205,29 @@ def graft_subtree(og, ckpt_graph, template_og, template_ckpt, template_root, tar
 def checkpoint_object(ckpt_graph, object_id):
     """One TrackableObject of a checkpoint's object graph (for ``set_checkpoint_attribute``)."""
     return ckpt_graph.nodes[object_id]
+
+
+def bound_object_args(meta_graph, top_level_calls) -> dict:
+    """{top-level tensor: [(function, arg position)]}: where concrete functions receive a captured object.
+
+    Keras' per-layer functions (``*_layer_call_fn``, ``*_layer_call_and_return_conditional_losses``)
+    are reached only through the object graph: no top-level node calls them, but their concrete
+    function's ``bound_inputs`` name the variable objects bound to their last args. The tensor of
+    an object is the one top-level calls pass for it (``captured_object_inputs``).
+    """
+    if not meta_graph.HasField("object_graph_def"):
+        return {}
+    tensor_of: dict = {}
+    for object_id, ref in captured_object_inputs(meta_graph, top_level_calls):
+        tensor_of.setdefault(object_id, ref.split(":")[0])
+    arg_counts = {f.signature.name: len(f.signature.input_arg) for f in meta_graph.graph_def.library.function}
+    out: dict = {}
+    for function, concrete in meta_graph.object_graph_def.concrete_functions.items():
+        bound = list(concrete.bound_inputs)
+        if function not in arg_counts or not bound:
+            continue
+        first = arg_counts[function] - len(bound)
+        for j, object_id in enumerate(bound):
+            if object_id in tensor_of:
+                out.setdefault(tensor_of[object_id], []).append((function, first + j))
+    return out

@@ -207,10 +207,11 @@ def _restore_source(body: Body, ref: TensorRef):
 
 
 def _variable_uses(model: ModelGraph, handle: str):
-    """(body, Use) of each op using a variable: resources are traced through calls, refs are not."""
+    """(body, Use) of each op using a variable: resources are traced through calls and into the
+    functions the object graph binds them to (tf_keras' per-layer functions), refs are not."""
     if model.graph.node(handle).op == "VariableV2":
         return [(model.graph, u) for u in model.graph.consumers(handle)]
-    return list(model.trace_resource(TOP, handle))
+    return list(model.trace_variable(handle))
 
 
 def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:

@@ -17,6 +17,8 @@ class RewritePlan:
     # Collisionless migration (rewrite --collisionless): one TableMigration per chosen table;
     # empty when not asked for. Only tables whose migration is possible are migrated.
     migrations: list = dataclasses.field(default_factory=list)
+    # What the output cannot do that the input could (one line each, naming the part and why).
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def select(cls, tables: List[EmbeddingTable], include: Optional[str] = None,
@@ -48,8 +50,10 @@ class RewritePlan:
         return cls(chosen, skipped)
 
     def to_dict(self) -> dict:
-        out = {"tables": [t.to_dict() for t in self.tables],
+        out: dict = {"tables": [t.to_dict() for t in self.tables],
                "skipped": [{"name": t.name, "reason": r} for t, r in self.skipped]}
+        if self.notes:
+            out["notes"] = list(self.notes)
         if self.migrations:
             out["collisionless"] = [m.to_dict() for m in self.migrations]
         return out

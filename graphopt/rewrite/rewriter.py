@@ -8,7 +8,7 @@ from typing import Callable, Dict, List, Optional
 
 from graphopt import checkpoint
 from graphopt.errors import ModelError
-from graphopt.graph import io, meta_graph as mg_lib, nodes, object_graph as og_lib
+from graphopt.graph import io, keras_metadata, meta_graph as mg_lib, nodes, object_graph as og_lib
 from graphopt.graph.model import ModelGraph
 from graphopt.output import check_output_dir, staged_output
 from graphopt.rewrite.collisionless import plan_migrations
@@ -39,6 +39,7 @@ class RewriteReport:
     verification: object = None  # what ``verify`` returned for the staged output, when given
     manifest: List[dict] = dataclasses.field(default_factory=list)
     tensorboard: List[str] = dataclasses.field(default_factory=list)
+    revived_layers: list[str] = dataclasses.field(default_factory=list)  # tf_keras layers without config
 
     @property
     def tables_converted(self) -> int:
@@ -110,6 +111,8 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     plan = spec.restrict_plan(RewritePlan.select(detect(model).tables, include, exclude, min_rows))
     if collisionless:
         plan.migrations = plan_migrations(model, plan.tables, src if source.kind == "saved_model" else None)
+    if source.kind == "saved_model" and spec.keeps_object_graph:
+        plan.notes += _tf_keras_notes(source, plan)
     report = RewriteReport(src, out, plan, [], before, dict(before), dry_run=dry_run)
     if on_plan is not None:
         on_plan(plan)
@@ -137,12 +140,27 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     return report
 
 
+def _tf_keras_notes(source, plan) -> list[str]:
+    """One line per tf_keras layer owning a table: reloads and serves, but ``fit`` leaves its rows."""
+    if not mg_lib.has_object_graph(source.meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
+        return []
+    ckpt = og_lib.read_object_graph(source.checkpoint_prefix)
+    if ckpt is None:
+        return []
+    ids = [i for t in plan.tables for i in og_lib.objects_saved_under(ckpt, t.checkpoint_key)]
+    layers = keras_metadata.layer_names(source.path, keras_metadata.layers_owning(source.meta_graph, ids))
+    return [f"tf_keras layer {name}: not trainable after tf_keras.models.load_model; its table is an "
+            "EmbeddingVariable (a resource, not a tf.Variable), which tf_keras optimizers do not update, "
+            "so fit trains the other layers and looks this one up find-only" for name in layers]
+
+
 class _VerificationFailed(Exception):
     """The staged output failed ``verify``: leave the block so the staged files are removed."""
 
 
 def _rewritten_object_graph(spec, source, meta_graph, plan, scratch_dir):
-    """Serialized checkpoint object graph after the target turned the tables' objects into its own.
+    """(serialized checkpoint object graph, ids of the objects owning a table) after the target
+    turned the tables' objects into its own.
 
     None where the model has no object graph or a table is partitioned (no TF2 object stands for a
     partitioned table); the output then drops its object graph and loads through the TF1 path.
@@ -151,7 +169,10 @@ def _rewritten_object_graph(spec, source, meta_graph, plan, scratch_dir):
         return None
     source_graph = og_lib.read_object_graph(source.checkpoint_prefix)
     ckpt_graph = spec.rewrite_object_graph(meta_graph, source_graph, plan.tables, scratch_dir=scratch_dir)
-    return io.serialize(ckpt_graph) if ckpt_graph is not None else None
+    if ckpt_graph is None:
+        return None
+    table_ids = [i for t in plan.tables for i in og_lib.objects_saved_under(source_graph, t.checkpoint_key)]
+    return io.serialize(ckpt_graph), keras_metadata.layers_owning(meta_graph, table_ids)
 
 
 def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
@@ -174,7 +195,7 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
             layout = spec.checkpoint_layout(plan.tables)
             converted = checkpoint.convert_checkpoint(
                 source.checkpoint_prefix, dst_prefix, layout.conversions, progress,
-                object_graph=object_graph.result if object_graph is not None else None,
+                object_graph=(lambda: (object_graph.result() or (None,))[0]) if object_graph is not None else None,
                 added=layout.added, renamed=layout.renamed)
             if not layout.conversions and progress is not None:
                 # A target that converts no table's rows (stock) still shows each table done.
@@ -184,6 +205,9 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
             if source.kind == "saved_model":
                 keep = object_graph is not None and object_graph.result() is not None
                 io.write_saved_model(source, meta_graph, tmp, keep_object_graph=keep)
+                if keep:  # tf_keras models: load_model revives the table layers from the SavedModel
+                    report.revived_layers = keras_metadata.write_without_configs(
+                        source.path, tmp, object_graph.result()[1])
             else:
                 io.write_meta_graph(meta_graph, os.path.join(tmp, os.path.basename(source.path)), source.text)
                 io.write_checkpoint_state(tmp, base)

@@ -152,7 +152,7 @@ def _restored_tables(model, original, original_tables):
 
 def check_lookup_wiring(original_tables, rewritten_meta):
     """Each lookup of a converted table reads that table's EmbeddingVariable, and no other."""
-    from graphopt.graph.model import TOP, ModelGraph
+    from graphopt.graph.model import ModelGraph
 
     model = ModelGraph(rewritten_meta)
     graph = model.graph
@@ -160,7 +160,7 @@ def check_lookup_wiring(original_tables, rewritten_meta):
                  if graph.node(t.handles[0]) is not None and graph.node(t.handles[0]).op == "GraphoptEvHandleOp"]
     reads = {}  # (body, node) of each GraphoptEvFind* -> the tables whose handle reaches it
     for table in converted:
-        for body, use in model.trace_resource(TOP, table.handles[0]):
+        for body, use in model.trace_variable(table.handles[0]):
             node = body.node(use.node)
             if node.op.startswith("GraphoptEvFind"):
                 reads.setdefault((body.name, node.name), []).append(table.name)

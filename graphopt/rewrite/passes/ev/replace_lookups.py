@@ -12,7 +12,7 @@ The find keeps the name of the node it replaces, so control edges and top-level 
 """
 
 from graphopt.graph import nodes
-from graphopt.graph.model import TOP, Body, TensorRef
+from graphopt.graph.model import Body, TensorRef
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.ev import nodes as ev
 from graphopt.rewrite.passes.ev.replace_training_updates import step_ref
@@ -69,7 +69,7 @@ class ReplaceLookups(Pass):
         problems = []
         for table in ctx.plan.tables:
             for handle in table.handles:
-                for body, use in ctx.model.trace_resource(TOP, handle):
+                for body, use in ctx.model.trace_variable(handle):
                     node = body.node(use.node)
                     if _gathers_rows(body, node):
                         problems.append(f"{body.name or 'graph'}: {node.name} ({node.op}) still reads rows "
