@@ -52,11 +52,23 @@ class TensorFlowBuildExt(build_ext):
             opt = ["-O1", "-g", "-fno-omit-frame-pointer", f"-fsanitize={self.sanitize}"]
             lflags.append(f"-fsanitize={self.sanitize}")
         cmd = (
-            [os.environ.get("CXX", "g++"), "-std=c++17", "-shared", "-fPIC", "-Wall",
-             "-Wno-sign-compare", "-Icustom_ops",
-             # TensorFlow's own headers trip these by the hundred.
-             "-Wno-deprecated-declarations", "-Wno-interference-size"]
-            + opt + cflags + list(ext.sources) + ["-o", out_path] + lflags
+            [
+                os.environ.get("CXX", "g++"),
+                "-std=c++17",
+                "-shared",
+                "-fPIC",
+                "-Wall",
+                "-Wno-sign-compare",
+                "-Icustom_ops",
+                # TensorFlow's own headers trip these by the hundred.
+                "-Wno-deprecated-declarations",
+                "-Wno-interference-size",
+            ]
+            + opt
+            + cflags
+            + list(ext.sources)
+            + ["-o", out_path]
+            + lflags
         )
         print(" ".join(cmd))
         subprocess.check_call(cmd, cwd=HERE)
@@ -67,8 +79,11 @@ class TensorFlowBuildExt(build_ext):
             "sanitize": self.sanitize,
             "python": sys.version.split()[0],
         }
-        info["gpu_library"] = ("off (sanitizer build)" if self.sanitize else _build_gpu_library(
-            os.path.dirname(out_path), cflags, lflags, self.build_temp))
+        info["gpu_library"] = (
+            "off (sanitizer build)"
+            if self.sanitize
+            else _build_gpu_library(os.path.dirname(out_path), cflags, lflags, self.build_temp)
+        )
         with open(os.path.join(os.path.dirname(out_path), "_build_info.json"), "w") as f:
             json.dump(info, f, indent=2)
 
@@ -79,8 +94,9 @@ class TensorFlowBuildExt(build_ext):
         for ext in self.extensions:
             built = os.path.join(self.build_lib, *ext.name.split(".")[:-1])
             package_dir = os.path.join(HERE, *ext.name.split(".")[:-1])
-            shutil.copyfile(os.path.join(built, "_build_info.json"),
-                            os.path.join(package_dir, "_build_info.json"))
+            shutil.copyfile(
+                os.path.join(built, "_build_info.json"), os.path.join(package_dir, "_build_info.json")
+            )
             gpu_built = os.path.join(built, GPU_LIB_FILE)
             gpu_dest = os.path.join(package_dir, GPU_LIB_FILE)
             if os.path.exists(gpu_built):
@@ -104,11 +120,21 @@ def _cuda_toolchain():
     include = os.path.join(tf.sysconfig.get_include(), "third_party", "gpus", "cuda", "include")
     if not os.path.exists(os.path.join(include, "cuda_runtime.h")):
         return None, "TensorFlow ships no CUDA headers"
-    roots = [os.environ.get("CUDA_HOME", ""), "/usr/local/cuda",
-             os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))]
-    cudart = next((os.path.join(r, lib, "libcudart_static.a") for r in roots if r
-                   for lib in ("lib64", "lib")
-                   if os.path.exists(os.path.join(r, lib, "libcudart_static.a"))), None)
+    roots = [
+        os.environ.get("CUDA_HOME", ""),
+        "/usr/local/cuda",
+        os.path.dirname(os.path.dirname(os.path.realpath(nvcc))),
+    ]
+    cudart = next(
+        (
+            os.path.join(r, lib, "libcudart_static.a")
+            for r in roots
+            if r
+            for lib in ("lib64", "lib")
+            if os.path.exists(os.path.join(r, lib, "libcudart_static.a"))
+        ),
+        None,
+    )
     if cudart is None:
         return None, "no libcudart_static.a beside nvcc"
     return (nvcc, cudart, include), None
@@ -125,8 +151,7 @@ def _build_gpu_library(lib_dir, cflags, lflags, build_temp):
         return "off (GRAPHOPT_GPU=0)"
     toolchain, why = _cuda_toolchain()
     if toolchain is None:
-        print(f"graphopt: CPU-only build ({why}); the GPU kernels need nvcc and TensorFlow's "
-              "CUDA headers")
+        print(f"graphopt: CPU-only build ({why}); the GPU kernels need nvcc and TensorFlow's CUDA headers")
         return f"not built: {why}"
     nvcc, cudart, cuda_include = toolchain
     tmp = os.path.join(build_temp, "gpu")
@@ -134,26 +159,68 @@ def _build_gpu_library(lib_dir, cflags, lflags, build_temp):
     abi = [f for f in cflags if f.startswith("-D_GLIBCXX_USE_CXX11_ABI")]
     # --fmad=false: rows bit-identical to the CPU table's (docs/cuda.md, Numerics). SASS for
     # sm_90, PTX for compute_80 (the driver compiles it for other GPUs at load).
-    table = [nvcc, "-std=c++17", "-O3", "--fmad=false", "-Xcompiler", "-fPIC",
-             *(x for f in abi for x in ("-Xcompiler", f)), "-Icustom_ops",
-             "-gencode", "arch=compute_90,code=sm_90",
-             "-gencode", "arch=compute_80,code=compute_80",
-             "-c", os.path.join(CUDA_DIR, "ev_gpu_table.cu"), "-o", os.path.join(tmp, "table.o")]
-    kernels = [os.environ.get("CXX", "g++"), "-std=c++17", "-fPIC", "-O2", "-DNDEBUG",
-               "-Icustom_ops", f"-I{cuda_include}", "-Wno-deprecated-declarations",
-               *cflags, "-x", "c++", "-c", os.path.join(CUDA_DIR, "ev_gpu_kernels.cu.cc"),
-               "-o", os.path.join(tmp, "kernels.o")]
+    table = [
+        nvcc,
+        "-std=c++17",
+        "-O3",
+        "--fmad=false",
+        "-Xcompiler",
+        "-fPIC",
+        *(x for f in abi for x in ("-Xcompiler", f)),
+        "-Icustom_ops",
+        "-gencode",
+        "arch=compute_90,code=sm_90",
+        "-gencode",
+        "arch=compute_80,code=compute_80",
+        "-c",
+        os.path.join(CUDA_DIR, "ev_gpu_table.cu"),
+        "-o",
+        os.path.join(tmp, "table.o"),
+    ]
+    kernels = [
+        os.environ.get("CXX", "g++"),
+        "-std=c++17",
+        "-fPIC",
+        "-O2",
+        "-DNDEBUG",
+        "-Icustom_ops",
+        f"-I{cuda_include}",
+        "-Wno-deprecated-declarations",
+        *cflags,
+        "-x",
+        "c++",
+        "-c",
+        os.path.join(CUDA_DIR, "ev_gpu_kernels.cu.cc"),
+        "-o",
+        os.path.join(tmp, "kernels.o"),
+    ]
     # cudart linked statically with its symbols kept local, so it cannot interpose the CUDA
     # runtime TensorFlow itself loads.
-    link = [os.environ.get("CXX", "g++"), "-shared", os.path.join(tmp, "kernels.o"),
-            os.path.join(tmp, "table.o"), cudart, "-Wl,--exclude-libs,ALL", "-o", out,
-            *lflags, "-ldl", "-lrt", "-lpthread"]
+    link = [
+        os.environ.get("CXX", "g++"),
+        "-shared",
+        os.path.join(tmp, "kernels.o"),
+        os.path.join(tmp, "table.o"),
+        cudart,
+        "-Wl,--exclude-libs,ALL",
+        "-o",
+        out,
+        *lflags,
+        "-ldl",
+        "-lrt",
+        "-lpthread",
+    ]
     try:
-        procs = [subprocess.Popen(c, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True) for c in (table, kernels)]
+        procs = [
+            subprocess.Popen(c, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for c in (table, kernels)
+        ]
         logs = [p.communicate()[0] for p in procs]
-        failed = [(c, log, p.returncode) for c, log, p in zip((table, kernels), logs, procs)
-                  if p.returncode != 0]
+        failed = [
+            (c, log, p.returncode)
+            for c, log, p in zip((table, kernels), logs, procs, strict=False)
+            if p.returncode != 0
+        ]
         if not failed:
             r = subprocess.run(link, cwd=HERE, capture_output=True, text=True)
             if r.returncode != 0:
@@ -163,8 +230,9 @@ def _build_gpu_library(lib_dir, cflags, lflags, build_temp):
     if failed:
         cmd, log, rc = failed[0]
         last = (log.strip().splitlines() or [f"exit status {rc}"])[-1][:200]
-        print(f"graphopt: CPU-only build (the GPU library did not compile: {os.path.basename(cmd[0])}: "
-              f"{last})")
+        print(
+            f"graphopt: CPU-only build (the GPU library did not compile: {os.path.basename(cmd[0])}: {last})"
+        )
         return "not built: compile failed"
     print(f"graphopt: built the GPU kernels ({GPU_LIB_FILE})")
     return "built"

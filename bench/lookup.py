@@ -63,8 +63,9 @@ def timed_loop(lookup, batches):
             # a use of the rows, so nothing is pruned
             return i + 1, acc + tf.reshape(lookup(batches[i]), [-1])[0]
 
-        return tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), tf.constant(0.0)),
-                             parallel_iterations=1)[1]
+        return tf.while_loop(
+            lambda i, _: i < count, body, (tf.constant(0), tf.constant(0.0)), parallel_iterations=1
+        )[1]
 
     return run
 
@@ -99,22 +100,26 @@ def _embedding_variable(vocab, dim, chunk):
 
 def _dense_hash_table(vocab, dim, chunk):
     table = tf.lookup.experimental.DenseHashTable(
-        tf.int64, tf.float32, default_value=tf.zeros([dim]), empty_key=-1, deleted_key=-2)
+        tf.int64, tf.float32, default_value=tf.zeros([dim]), empty_key=-1, deleted_key=-2
+    )
     for keys, rows in row_chunks(vocab, dim, chunk):
         table.insert(keys, rows)
     return table, table.lookup
 
 
 def _mutable_hash_table(vocab, dim, chunk):
-    table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.float32,
-                                                    default_value=tf.zeros([dim]))
+    table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.float32, default_value=tf.zeros([dim]))
     for keys, rows in row_chunks(vocab, dim, chunk):
         table.insert(keys, rows)
     return table, table.lookup
 
 
-BUILDERS = {"tf.gather": _dense, "EV find": _embedding_variable,
-            "DenseHashTable": _dense_hash_table, "MutableHashTable": _mutable_hash_table}
+BUILDERS = {
+    "tf.gather": _dense,
+    "EV find": _embedding_variable,
+    "DenseHashTable": _dense_hash_table,
+    "MutableHashTable": _mutable_hash_table,
+}
 
 
 def build_tables(vocab, dim, chunk, names=tuple(BUILDERS)):
@@ -137,15 +142,25 @@ def resident_bytes_of(name, vocab, dim, chunk):
     and after generating its rows once, so that what the allocator keeps from generating
     rows is in the baseline (in this process, buffers freed by earlier builds would blur
     the deltas)."""
-    code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
-            f"import lookup as b; b.BUILDERS[{name!r}](1000, {dim}, 100); "
-            f"[0 for _ in b.row_chunks({vocab}, {dim}, {chunk})]; "
-            f"r = b.resident_bytes(); t = b.BUILDERS[{name!r}]({vocab}, {dim}, {chunk}); "
-            "print(b.resident_bytes() - r)")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-                                                   # freed temporaries go back to the system
-                                                   MALLOC_MMAP_THRESHOLD_="131072"))
+    code = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+        f"import lookup as b; b.BUILDERS[{name!r}](1000, {dim}, 100); "
+        f"[0 for _ in b.row_chunks({vocab}, {dim}, {chunk})]; "
+        f"r = b.resident_bytes(); t = b.BUILDERS[{name!r}]({vocab}, {dim}, {chunk}); "
+        "print(b.resident_bytes() - r)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="3",
+            # freed temporaries go back to the system
+            MALLOC_MMAP_THRESHOLD_="131072",
+        ),
+    )
     return int(out.stdout.split()[-1])
 
 
@@ -157,35 +172,40 @@ def main():
     parser.add_argument("--ids-per-rep", type=int, default=1 << 20)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--zipf", type=float, default=1.1)
-    parser.add_argument("--quick", action="store_true",
-                        help="tf.gather and EV find only, batch 65,536, no memory figures")
+    parser.add_argument(
+        "--quick", action="store_true", help="tf.gather and EV find only, batch 65,536, no memory figures"
+    )
     args = parser.parse_args()
     if args.quick:
         args.batches = [65536]
 
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, V={args.vocab:,} D={args.dim}, "
-          f"{args.ids_per_rep:,} ids per repetition, median of {args.reps}")
+    print(
+        f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, V={args.vocab:,} D={args.dim}, "
+        f"{args.ids_per_rep:,} ids per repetition, median of {args.reps}"
+    )
     names = ("tf.gather", "EV find") if args.quick else tuple(BUILDERS)
     tables, lookups = build_tables(args.vocab, args.dim, 65536, names)
     rng = np.random.default_rng(2026)
-    streams = {f"zipf({args.zipf})": zipf_ids(rng, args.vocab, args.ids_per_rep, args.zipf),
-               "uniform": rng.integers(0, args.vocab, args.ids_per_rep).astype(np.int64)}
+    streams = {
+        f"zipf({args.zipf})": zipf_ids(rng, args.vocab, args.ids_per_rep, args.zipf),
+        "uniform": rng.integers(0, args.vocab, args.ids_per_rep).astype(np.int64),
+    }
 
-    print(f"\n{'ids':<10} {'batch':>7} {'table':<18} {'ns/id':>8} {'vs gather':>10} "
-          f"{'vs DenseHash':>13}")
+    print(f"\n{'ids':<10} {'batch':>7} {'table':<18} {'ns/id':>8} {'vs gather':>10} {'vs DenseHash':>13}")
     results = {}
     for dist, stream in streams.items():
         for batch in args.batches:
             batches = tf.constant(stream[: stream.size // batch * batch].reshape(-1, batch))
             ids = int(batches.shape[0]) * batch
-            row = measure({name: timed_loop(lookup, batches)
-                           for name, lookup in lookups.items()}, ids, args.reps)
+            row = measure(
+                {name: timed_loop(lookup, batches) for name, lookup in lookups.items()}, ids, args.reps
+            )
             results[(dist, batch)] = row
             for name, ns in row.items():
-                dense_hash = (f"{row['DenseHashTable'] / ns:12.2f}x" if "DenseHashTable" in row
-                              else "")
-                print(f"{dist:<10} {batch:>7} {name:<18} {ns:8.1f} "
-                      f"{ns / row['tf.gather']:9.2f}x {dense_hash}")
+                dense_hash = f"{row['DenseHashTable'] / ns:12.2f}x" if "DenseHashTable" in row else ""
+                print(
+                    f"{dist:<10} {batch:>7} {name:<18} {ns:8.1f} {ns / row['tf.gather']:9.2f}x {dense_hash}"
+                )
     if args.quick:
         for dist in streams:
             row = results[(dist, 65536)]
@@ -194,21 +214,29 @@ def main():
 
     added = {name: resident_bytes_of(name, args.vocab, args.dim, 65536) for name in BUILDERS}
     dense_bytes = added["tf.gather"]
-    print(f"\nresident memory each table adds ({args.vocab:,} keys x {args.dim} floats, "
-          "each built in a fresh process):")
+    print(
+        f"\nresident memory each table adds ({args.vocab:,} keys x {args.dim} floats, "
+        "each built in a fresh process):"
+    )
     for name, size in added.items():
-        print(f"  {name:<18} {size / 2**20:9.1f} MiB  {size / args.vocab:7.1f} B/key  "
-              f"{size / dense_bytes:5.3f}x dense")
+        print(
+            f"  {name:<18} {size / 2**20:9.1f} MiB  {size / args.vocab:7.1f} B/key  "
+            f"{size / dense_bytes:5.3f}x dense"
+        )
     used, capacity = (int(t) for t in tables["EV find"].memory())
     print(f"  EV memory report: {used / args.vocab:.1f} B/key, capacity {capacity:,} keys")
 
-    print("\ntargets at batch 65,536: find <= 1.0x tf.gather (1.25x is the limit), "
-          ">= 3x faster than DenseHashTable, memory <= 1.15x dense")
+    print(
+        "\ntargets at batch 65,536: find <= 1.0x tf.gather (1.25x is the limit), "
+        ">= 3x faster than DenseHashTable, memory <= 1.15x dense"
+    )
     for dist in streams:
         row = results.get((dist, 65536))
         if row:
-            print(f"  {dist:<10} find {row['EV find'] / row['tf.gather']:.2f}x gather, "
-                  f"{row['DenseHashTable'] / row['EV find']:.2f}x faster than DenseHashTable")
+            print(
+                f"  {dist:<10} find {row['EV find'] / row['tf.gather']:.2f}x gather, "
+                f"{row['DenseHashTable'] / row['EV find']:.2f}x faster than DenseHashTable"
+            )
     print(f"  memory {added['EV find'] / dense_bytes:.3f}x dense")
 
 

@@ -67,9 +67,13 @@ def main():
     try:
         model = os.path.join(work, "model")
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", BUILD, str(args.rows), str(args.dim), model], check=True, env=env)
-        print(f"built {args.rows} x {args.dim} table model in {time.perf_counter() - t:.1f}s "
-              f"({_dir_bytes(model) / 1e9:.2f} GB on disk)")
+        subprocess.run(
+            [sys.executable, "-c", BUILD, str(args.rows), str(args.dim), model], check=True, env=env
+        )
+        print(
+            f"built {args.rows} x {args.dim} table model in {time.perf_counter() - t:.1f}s "
+            f"({_dir_bytes(model) / 1e9:.2f} GB on disk)"
+        )
         table_bytes = args.rows * args.dim * 4
         copies, runs = [], []
         for i in range(args.repeats):
@@ -79,12 +83,19 @@ def main():
             copies.append(time.perf_counter() - t)
             shutil.rmtree(dst)
             out = os.path.join(work, "out")
-            proc = subprocess.run([sys.executable, "-c", REWRITE, model, out], check=True, env=env,
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", REWRITE, model, out],
+                check=True,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             shutil.rmtree(out)
-            print(f"  run {i + 1}: copy {copies[-1]:.2f}s, rewrite {runs[-1]['rewrite_s']:.2f}s "
-                  f"(+{runs[-1]['import_s']:.1f}s import), peak RSS {runs[-1]['peak_rss'] / 1e9:.2f} GB")
+            print(
+                f"  run {i + 1}: copy {copies[-1]:.2f}s, rewrite {runs[-1]['rewrite_s']:.2f}s "
+                f"(+{runs[-1]['import_s']:.1f}s import), peak RSS {runs[-1]['peak_rss'] / 1e9:.2f} GB"
+            )
         copy_s = statistics.median(copies)
         rewrite_s = statistics.median(r["rewrite_s"] for r in runs)
         peak = statistics.median(r["peak_rss"] for r in runs)
@@ -92,8 +103,14 @@ def main():
         print(f"table {table_bytes / 1e9:.2f} GB; medians of {args.repeats}:")
         print(f"  copy directory   {copy_s:.2f}s")
         print(f"  rewrite_model    {rewrite_s:.2f}s   ratio {rewrite_s / copy_s:.2f}x (target <= 1.5x)")
-        print(f"  peak RSS         {peak / 1e9:.2f} GB   ratio {peak / table_bytes:.2f}x of table (target <= 1.5x)")
-        print(f"  peak RSS - RSS after import {(peak - base) / 1e9:.2f} GB   ratio {(peak - base) / table_bytes:.2f}x")
+        print(
+            f"  peak RSS         {peak / 1e9:.2f} GB   "
+            f"ratio {peak / table_bytes:.2f}x of table (target <= 1.5x)"
+        )
+        print(
+            f"  peak RSS - RSS after import {(peak - base) / 1e9:.2f} GB   "
+            f"ratio {(peak - base) / table_bytes:.2f}x"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -40,11 +40,15 @@ def parse_args(argv=None):
     parser.add_argument("--seconds", type=float, default=9.0, help="most seconds per model per cell")
     parser.add_argument("--rounds", type=int, default=6, help="alternating rounds per cell")
     parser.add_argument("--warmup", type=int, default=20, help="unrecorded requests per model per cell")
-    parser.add_argument("--samples", default="synthetic",
-                        help="rows to draw requests from when the model takes the course's features: "
-                             "'synthetic' (graphopt's generator) or a samples CSV such as testSamples.csv")
-    parser.add_argument("--max-id", type=int, default=100,
-                        help="for other models: integer inputs are drawn from [0, max-id)")
+    parser.add_argument(
+        "--samples",
+        default="synthetic",
+        help="rows to draw requests from when the model takes the course's features: "
+        "'synthetic' (graphopt's generator) or a samples CSV such as testSamples.csv",
+    )
+    parser.add_argument(
+        "--max-id", type=int, default=100, help="for other models: integer inputs are drawn from [0, max-id)"
+    )
     parser.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
     return parser.parse_args(argv)
 
@@ -59,16 +63,34 @@ class ServedModel:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         self.log = tempfile.TemporaryFile("w+")  # the server's stderr, shown if it fails
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "graphopt", "serve", base_path, "--model-name", "model",
-             "--rest-port", "0", "--grpc-port", "0", "--host", "127.0.0.1"],
-            stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "graphopt",
+                "serve",
+                base_path,
+                "--model-name",
+                "model",
+                "--rest-port",
+                "0",
+                "--grpc-port",
+                "0",
+                "--host",
+                "127.0.0.1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
         )
         ready, _, _ = select.select([self.process.stdout], [], [], 180)
         line = self.process.stdout.readline().strip() if ready else ""
         match = READY_LINE.search(line)
         if match is None:
             self.stop()
-            sys.exit(f"bench: `graphopt serve {base_path}` did not start: {line or 'no output'}\n{self.log_tail()}")
+            sys.exit(
+                f"bench: `graphopt serve {base_path}` did not start: {line or 'no output'}\n{self.log_tail()}"
+            )
         self.rest_url, self.grpc_target = match["rest_url"], match["grpc_target"]
 
     def metadata(self):
@@ -91,8 +113,14 @@ class ServedModel:
 
 # ---- request payloads -------------------------------------------------------------------------
 
-_NUMPY = {"DT_FLOAT": np.float32, "DT_DOUBLE": np.float64, "DT_INT32": np.int32, "DT_INT64": np.int64,
-          "DT_STRING": object, "DT_BOOL": np.bool_}
+_NUMPY = {
+    "DT_FLOAT": np.float32,
+    "DT_DOUBLE": np.float64,
+    "DT_INT32": np.int32,
+    "DT_INT64": np.int64,
+    "DT_STRING": object,
+    "DT_BOOL": np.bool_,
+}
 
 
 def synthetic_batch(inputs, batch, max_id, rng):
@@ -116,7 +144,7 @@ def synthetic_batch(inputs, batch, max_id, rng):
 
 
 def course_rows(source, inputs):
-    """The course's feature columns from synthetic or real samples, or None if the model takes other inputs."""
+    """The course's feature columns from synthetic or real samples; None if the model takes other inputs."""
     from graphopt.data import read_samples
     from graphopt.data.synthetic import generate_samples
     from graphopt_models.features import INPUT_DTYPES, feature_arrays
@@ -141,8 +169,14 @@ class Protocol:
 
     def payload(self, arrays):
         if self.name == "rest":
-            body = {"inputs": {k: [v.decode() if isinstance(v, bytes) else v for v in a.tolist()]
-                               if a.dtype == object else a.tolist() for k, a in arrays.items()}}
+            body = {
+                "inputs": {
+                    k: [v.decode() if isinstance(v, bytes) else v for v in a.tolist()]
+                    if a.dtype == object
+                    else a.tolist()
+                    for k, a in arrays.items()
+                }
+            }
             return json.dumps(body).encode()
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
@@ -164,7 +198,9 @@ class Protocol:
 
             def send(body):
                 try:
-                    connection.request("POST", "/v1/models/model:predict", body, {"Content-Type": "application/json"})
+                    connection.request(
+                        "POST", "/v1/models/model:predict", body, {"Content-Type": "application/json"}
+                    )
                     reply = connection.getresponse()
                     document = json.loads(reply.read())
                 except (OSError, http.client.HTTPException) as exc:
@@ -173,7 +209,11 @@ class Protocol:
                 if reply.status != 200:
                     raise RuntimeError(f"HTTP {reply.status}: {document.get('error')}")
                 outputs = document["outputs"]
-                return {k: np.asarray(v) for k, v in outputs.items()} if isinstance(outputs, dict) else {"": np.asarray(outputs)}
+                return (
+                    {k: np.asarray(v) for k, v in outputs.items()}
+                    if isinstance(outputs, dict)
+                    else {"": np.asarray(outputs)}
+                )
 
             send.close = connection.close
             return send
@@ -197,8 +237,12 @@ class Protocol:
 
 # ---- load generation ----------------------------------------------------------------------------
 
+
 def run_phase(protocol, served, payloads, concurrency, max_requests, max_seconds, warmup):
-    """Send payloads from ``concurrency`` threads until max_requests or max_seconds: (latencies, seconds, errors)."""
+    """Send payloads from ``concurrency`` threads until max_requests or max_seconds.
+
+    Returns (latencies, seconds, errors).
+    """
     clients = [protocol.client(served) for _ in range(concurrency)]
     for i in range(warmup):
         clients[i % concurrency](payloads[i % len(payloads)])
@@ -241,16 +285,24 @@ def measure(protocol, models, payloads, concurrency, args):
     for round_index in range(args.rounds):
         order = models if round_index % 2 == 0 else models[::-1]
         for served in order:
-            lat, seconds, errors = run_phase(protocol, served, payloads, concurrency,
-                                             max(1, args.requests // args.rounds), args.seconds / args.rounds,
-                                             args.warmup if round_index == 0 else 0)
+            lat, seconds, errors = run_phase(
+                protocol,
+                served,
+                payloads,
+                concurrency,
+                max(1, args.requests // args.rounds),
+                args.seconds / args.rounds,
+                args.warmup if round_index == 0 else 0,
+            )
             old = collected[served.label]
             collected[served.label] = (old[0] + lat, old[1] + seconds, old[2] + errors)
     summary = {}
     for label, (lat, seconds, errors) in collected.items():
         ms = np.asarray(lat) * 1e3
         summary[label] = {
-            "requests": len(lat), "errors": len(errors), "first_error": errors[0] if errors else None,
+            "requests": len(lat),
+            "errors": len(errors),
+            "first_error": errors[0] if errors else None,
             "qps": len(lat) / seconds if seconds else 0.0,
             "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
@@ -264,8 +316,11 @@ def check_same_answers(protocol, models, payload):
     answers = [send(payload) for send in clients]
     for send in clients:
         send.close()
-    diffs = [float(np.max(np.abs(answers[0][k].astype(np.float64) - answers[1][k].astype(np.float64))))
-             for k in answers[0] if k in answers[1] and answers[0][k].dtype != object]
+    diffs = [
+        float(np.max(np.abs(answers[0][k].astype(np.float64) - answers[1][k].astype(np.float64))))
+        for k in answers[0]
+        if k in answers[1] and answers[0][k].dtype != object
+    ]
     return max(diffs) if diffs else float("nan")
 
 
@@ -286,11 +341,16 @@ def main(argv=None):
         rng = np.random.default_rng(0)
         results = []
         source = f"course samples ({args.samples})" if rows is not None else f"synthetic ids < {args.max_id}"
-        print(f"serving benchmark, {args.protocol}, loopback, requests from {source}; "
-              f"original={args.original} rewritten={args.rewritten}")
+        print(
+            f"serving benchmark, {args.protocol}, loopback, requests from {source}; "
+            f"original={args.original} rewritten={args.rewritten}"
+        )
         for batch in batches:
-            make = (lambda: sample_batch(rows, batch, rng)) if rows is not None else \
-                (lambda: synthetic_batch(inputs, batch, args.max_id, rng))
+            make = (
+                (lambda batch=batch: sample_batch(rows, batch, rng))
+                if rows is not None
+                else (lambda batch=batch: synthetic_batch(inputs, batch, args.max_id, rng))
+            )
             payloads = [protocol.payload(make()) for _ in range(32)]
             diff = check_same_answers(protocol, models, payloads[0])
             for concurrency in concurrencies:
@@ -310,17 +370,21 @@ def main(argv=None):
 def print_cell(result):
     for label in ("original", "rewritten"):
         r = result[label]
-        line = (f"  batch {result['batch']:>3} conc {result['concurrency']:>2} {label:<9} "
-                f"{r['qps']:9.1f} qps  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
-                f"({r['requests']} requests, {r['errors']} errors)")
+        line = (
+            f"  batch {result['batch']:>3} conc {result['concurrency']:>2} {label:<9} "
+            f"{r['qps']:9.1f} qps  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
+            f"({r['requests']} requests, {r['errors']} errors)"
+        )
         if r["first_error"]:
             line += f"  first error: {r['first_error']}"
         print(line, flush=True)
 
 
 def print_ratios(results):
-    print("\nrewritten / original (QPS: higher is better; latency: lower is better; "
-          f"target p99 ratio <= {P99_TARGET})")
+    print(
+        "\nrewritten / original (QPS: higher is better; latency: lower is better; "
+        f"target p99 ratio <= {P99_TARGET})"
+    )
     print(f"{'batch':>5} {'conc':>4} {'QPS':>7} {'p50':>7} {'p99':>7}  {'p99 target':<10} {'max|diff|':>9}")
     for r in results:
         o, w = r["original"], r["rewritten"]
@@ -328,8 +392,10 @@ def print_ratios(results):
         p50 = w["p50_ms"] / o["p50_ms"]
         p99 = w["p99_ms"] / o["p99_ms"]
         verdict = "met" if p99 <= P99_TARGET else "MISSED"
-        print(f"{r['batch']:>5} {r['concurrency']:>4} {qps:7.3f} {p50:7.3f} {p99:7.3f}  {verdict:<10} "
-              f"{r['max_abs_diff']:9.2e}")
+        print(
+            f"{r['batch']:>5} {r['concurrency']:>4} {qps:7.3f} {p50:7.3f} {p99:7.3f}  {verdict:<10} "
+            f"{r['max_abs_diff']:9.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ import numpy as np
 import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lookup import row_chunks, zipf_ids  # noqa: E402
+
 import graphopt  # noqa: E402
 from graphopt.ops import optimizers  # noqa: E402
-from lookup import resident_bytes, row_chunks, zipf_ids  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")
 
@@ -54,8 +55,7 @@ def build_dense(optimizer, vocab, dim, chunk=65536):
     for keys, rows in row_chunks(vocab, dim, chunk):
         var.scatter_update(tf.IndexedSlices(rows, keys))
     init = INIT_ACCUM if optimizer == "adagrad" else 0.0
-    slots = [tf.Variable(tf.fill([vocab, dim], init))
-             for _ in range(1 if optimizer == "adagrad" else 2)]
+    slots = [tf.Variable(tf.fill([vocab, dim], init)) for _ in range(1 if optimizer == "adagrad" else 2)]
     return var, slots
 
 
@@ -70,6 +70,7 @@ def ev_step(ev, optimizer):
             loss = _loss(ev.lookup(ids, insert_missing=True, step=t))
         ev.apply_gradients(tape.gradient(loss, ev.handle), step=t)
         return loss
+
     return step
 
 
@@ -81,18 +82,19 @@ def dense_step(var, slots, optimizer):
         unique, index = tf.unique(grad.indices)
         summed = tf.math.unsorted_segment_sum(grad.values, index, tf.shape(unique)[0])
         if optimizer == "adagrad":
-            tf.raw_ops.ResourceSparseApplyAdagradV2(var=var.handle, accum=slots[0].handle,
-                                                    lr=LR, epsilon=EPS, grad=summed,
-                                                    indices=unique)
+            tf.raw_ops.ResourceSparseApplyAdagradV2(
+                var=var.handle, accum=slots[0].handle, lr=LR, epsilon=EPS, grad=summed, indices=unique
+            )
         else:
             tf_t = tf.cast(t, tf.float32)
-            alpha = LR * tf.sqrt(1 - BETA_2 ** tf_t) / (1 - BETA_1 ** tf_t)
+            alpha = LR * tf.sqrt(1 - BETA_2**tf_t) / (1 - BETA_1**tf_t)
             m = tf.gather(slots[0], unique) * BETA_1 + summed * (1 - BETA_1)
             v = tf.gather(slots[1], unique) * BETA_2 + tf.square(summed) * (1 - BETA_2)
             slots[0].scatter_update(tf.IndexedSlices(m, unique))
             slots[1].scatter_update(tf.IndexedSlices(v, unique))
             var.scatter_sub(tf.IndexedSlices(alpha * m / (tf.sqrt(v) + EPS), unique))
         return loss
+
     return step
 
 
@@ -104,8 +106,11 @@ def timed_loop(step, batches):
     def run(first_step):
         def body(i, acc):
             return i + 1, acc + step(batches[i], first_step + tf.cast(i, tf.int64))
-        return tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), tf.constant(0.0)),
-                             parallel_iterations=1)[1]
+
+        return tf.while_loop(
+            lambda i, _: i < count, body, (tf.constant(0), tf.constant(0.0)), parallel_iterations=1
+        )[1]
+
     return run
 
 
@@ -124,11 +129,12 @@ def measure(runs, ids, reps):
 
 def train_cells(args, dists, batches, opts):
     rng = np.random.default_rng(2026)
-    streams = {f"zipf({args.zipf})": zipf_ids(rng, args.vocab, args.ids_per_rep, args.zipf),
-               "uniform": rng.integers(0, args.vocab, args.ids_per_rep).astype(np.int64)}
+    streams = {
+        f"zipf({args.zipf})": zipf_ids(rng, args.vocab, args.ids_per_rep, args.zipf),
+        "uniform": rng.integers(0, args.vocab, args.ids_per_rep).astype(np.int64),
+    }
     ratios = {}
-    print(f"\n{'optimizer':<9} {'ids':<10} {'batch':>7} {'dense ns/id':>12} {'EV ns/id':>9} "
-          f"{'EV/dense':>9}")
+    print(f"\n{'optimizer':<9} {'ids':<10} {'batch':>7} {'dense ns/id':>12} {'EV ns/id':>9} {'EV/dense':>9}")
     for optimizer in opts:
         ev = build_ev(optimizer, args.vocab, args.dim)
         var, slots = build_dense(optimizer, args.vocab, args.dim)
@@ -137,12 +143,20 @@ def train_cells(args, dists, batches, opts):
             for batch in batches:
                 batched = tf.constant(stream[: stream.size // batch * batch].reshape(-1, batch))
                 ids = int(batched.shape[0]) * batch
-                row = measure({"dense": timed_loop(dense_step(var, slots, optimizer), batched),
-                               "EV": timed_loop(ev_step(ev, optimizer), batched)},
-                              ids, args.reps)
+                row = measure(
+                    {
+                        "dense": timed_loop(dense_step(var, slots, optimizer), batched),
+                        "EV": timed_loop(ev_step(ev, optimizer), batched),
+                    },
+                    ids,
+                    args.reps,
+                )
                 ratios[(optimizer, dist, batch)] = row["EV"] / row["dense"]
-                print(f"{optimizer:<9} {dist:<10} {batch:>7} {row['dense']:12.1f} "
-                      f"{row['EV']:9.1f} {row['EV'] / row['dense']:8.2f}x", flush=True)
+                print(
+                    f"{optimizer:<9} {dist:<10} {batch:>7} {row['dense']:12.1f} "
+                    f"{row['EV']:9.1f} {row['EV'] / row['dense']:8.2f}x",
+                    flush=True,
+                )
         del ev, var, slots
     return ratios
 
@@ -151,13 +165,19 @@ def resident_bytes_of(kind, optimizer, vocab, dim):
     """Resident bytes a table with its slots adds, built in a fresh process."""
     here = os.path.dirname(os.path.abspath(__file__))
     build = "build_ev" if kind == "EV" else "build_dense"
-    code = (f"import sys; sys.path.insert(0, {here!r}); import train as b; "
-            f"b.{build}({optimizer!r}, 1000, {dim}, 100); "
-            f"[0 for _ in b.row_chunks({vocab}, {dim}, 65536)]; r = b.resident_bytes(); "
-            f"t = b.{build}({optimizer!r}, {vocab}, {dim}); print(b.resident_bytes() - r)")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-                                             MALLOC_MMAP_THRESHOLD_="131072"))
+    code = (
+        f"import sys; sys.path.insert(0, {here!r}); import train as b; "
+        f"b.{build}({optimizer!r}, 1000, {dim}, 100); "
+        f"[0 for _ in b.row_chunks({vocab}, {dim}, 65536)]; r = b.resident_bytes(); "
+        f"t = b.{build}({optimizer!r}, {vocab}, {dim}); print(b.resident_bytes() - r)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MALLOC_MMAP_THRESHOLD_="131072"),
+    )
     return int(out.stdout.split()[-1])
 
 
@@ -177,9 +197,11 @@ def admission_cost(args):
             admitted = int(ev.size())
     ids = batched.size
     off, on = (statistics.median(times[m]) / ids * 1e9 for m in (0, 2))
-    print(f"\nfind-or-insert into an empty table, Zipf, B = 65,536, {ids:,} ids: admission off "
-          f"{off:.1f} ns/id, min_count=2 {on:.1f} ns/id ({on / off:.2f}x; {admitted:,} keys "
-          "admitted with min_count=2)")
+    print(
+        f"\nfind-or-insert into an empty table, Zipf, B = 65,536, {ids:,} ids: admission off "
+        f"{off:.1f} ns/id, min_count=2 {on:.1f} ns/id ({on / off:.2f}x; {admitted:,} keys "
+        "admitted with min_count=2)"
+    )
 
 
 def eviction_cost(args):
@@ -194,34 +216,41 @@ def eviction_cost(args):
     start = time.perf_counter()
     evicted_ttl = int(tf.size(ev.evict(step=10_000, ttl=10_000 - 2)))
     ttl = time.perf_counter() - start
-    print(f"evict {evicted:,} of {n:,} keys (max_rows, LRU): {lru:.2f} s; then "
-          f"{evicted_ttl:,} by TTL: {ttl:.2f} s")
+    print(
+        f"evict {evicted:,} of {n:,} keys (max_rows, LRU): {lru:.2f} s; then "
+        f"{evicted_ttl:,} by TTL: {ttl:.2f} s"
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="only the Zipf, B = 65,536, Adagrad cell")
+    parser.add_argument("--quick", action="store_true", help="only the Zipf, B = 65,536, Adagrad cell")
     parser.add_argument("--vocab", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--ids-per-rep", type=int, default=1 << 20)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--zipf", type=float, default=1.1)
     args = parser.parse_args()
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, V={args.vocab:,} D={args.dim}, "
-          f"{args.ids_per_rep:,} ids per repetition, median of {args.reps}")
+    print(
+        f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, V={args.vocab:,} D={args.dim}, "
+        f"{args.ids_per_rep:,} ids per repetition, median of {args.reps}"
+    )
     zipf = f"zipf({args.zipf})"
     if args.quick:
         ratios = train_cells(args, [zipf], [65536], ["adagrad"])
     else:
         ratios = train_cells(args, [zipf, "uniform"], [4096, 65536], ["adagrad", "adam"])
-        print(f"\nresident memory per key, {args.vocab:,} keys x {args.dim} floats + slots "
-              "(each built in a fresh process):")
+        print(
+            f"\nresident memory per key, {args.vocab:,} keys x {args.dim} floats + slots "
+            "(each built in a fresh process):"
+        )
         for optimizer in ("adagrad", "adam"):
             ev = resident_bytes_of("EV", optimizer, args.vocab, args.dim)
             dense = resident_bytes_of("dense", optimizer, args.vocab, args.dim)
-            print(f"  {optimizer:<8} EV {ev / args.vocab:7.1f} B/key, "
-                  f"dense {dense / args.vocab:7.1f} B/key: {ev / dense:.3f}x dense")
+            print(
+                f"  {optimizer:<8} EV {ev / args.vocab:7.1f} B/key, "
+                f"dense {dense / args.vocab:7.1f} B/key: {ev / dense:.3f}x dense"
+            )
         admission_cost(args)
         eviction_cost(args)
         print("\ntargets: train step <= 1.0x dense (above 1.5x is not done), memory <= 1.15x")

@@ -27,16 +27,21 @@ def check_output_dir(out_dir, overwrite):
         raise OutputError("the output path is empty; give the directory to write")
     if os.path.lexists(out_dir) and not overwrite:
         raise OutputExistsError(
-            f"{out_dir} already exists; pass --overwrite to replace it or choose another path")
+            f"{out_dir} already exists; pass --overwrite to replace it or choose another path"
+        )
     ancestor = os.path.dirname(os.path.abspath(out_dir))
     while not os.path.lexists(ancestor):
         ancestor = os.path.dirname(ancestor)
     if not os.path.isdir(ancestor):
-        raise OutputError(f"cannot create {out_dir}: {ancestor} is a file, not a directory; "
-                          "choose an output path inside a directory")
+        raise OutputError(
+            f"cannot create {out_dir}: {ancestor} is a file, not a directory; "
+            "choose an output path inside a directory"
+        )
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot create {out_dir}: {ancestor} is not writable; "
-                          "choose an output path in a directory you can write to")
+        raise OutputError(
+            f"cannot create {out_dir}: {ancestor} is not writable; "
+            "choose an output path in a directory you can write to"
+        )
 
 
 def _pid_alive(pid):
@@ -91,8 +96,10 @@ def _create_stage(out_dir):
         remove_stale_stages(parent)
         stage = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-{os.getpid()}-", dir=parent)
     except OSError as exc:  # what check_output_dir could not foresee (a race, a read-only mount)
-        raise OutputError(f"cannot create {out_dir}: {exc.strerror.lower()} in {parent}; "
-                          "choose an output path in a directory you can write to") from None
+        raise OutputError(
+            f"cannot create {out_dir}: {exc.strerror.lower()} in {parent}; "
+            "choose an output path in a directory you can write to"
+        ) from None
     lock = os.open(os.path.join(stage, LOCK_FILE), os.O_CREAT | os.O_RDWR, 0o644)
     fcntl.flock(lock, fcntl.LOCK_EX)  # a fresh file: nobody else can hold it
     return stage, lock

@@ -76,10 +76,18 @@ def build_model(out_dir, form="keras", data=None, epochs=3, seed=42, overwrite=F
         scores = train_and_save(train, test, Normalization.fit(train), stage, epochs, seed, on_epoch)
         seconds = time.perf_counter() - start
         report = TrainingReport(
-            form=form, model_dir=os.path.abspath(out_dir), data=samples.source, rows=len(samples),
-            train_rows=len(train), test_rows=len(test), epochs=epochs, seed=seed,
-            accuracy=metrics.accuracy(test.labels, scores), roc_auc=metrics.roc_auc(test.labels, scores),
-            pr_auc=metrics.pr_auc(test.labels, scores), training_seconds=round(seconds, 2),
+            form=form,
+            model_dir=os.path.abspath(out_dir),
+            data=samples.source,
+            rows=len(samples),
+            train_rows=len(train),
+            test_rows=len(test),
+            epochs=epochs,
+            seed=seed,
+            accuracy=metrics.accuracy(test.labels, scores),
+            roc_auc=metrics.roc_auc(test.labels, scores),
+            pr_auc=metrics.pr_auc(test.labels, scores),
+            training_seconds=round(seconds, 2),
         )
         with open(os.path.join(stage, REPORT_FILE), "w") as f:
             json.dump(report.to_dict(), f, indent=2)

@@ -56,10 +56,15 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=N
         optimizer=tf_keras.optimizers.Adam(LEARNING_RATE),
         metrics=["accuracy", tf_keras.metrics.AUC(curve="ROC"), tf_keras.metrics.AUC(curve="PR")],
     )
-    callbacks = [tf_keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda e, logs: on_epoch(e + 1, logs["loss"]))]
-    model.fit(dataset(train, shuffle=True, seed=seed), epochs=epochs, verbose=0,
-              callbacks=callbacks if on_epoch else None)
+    callbacks = [
+        tf_keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e + 1, logs["loss"]))
+    ]
+    model.fit(
+        dataset(train, shuffle=True, seed=seed),
+        epochs=epochs,
+        verbose=0,
+        callbacks=callbacks if on_epoch else None,
+    )
     scores = model.predict(dataset(test, batch_size=1024), verbose=0).reshape(-1)
     model.save(out_dir, save_format="tf")
     return scores

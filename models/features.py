@@ -60,4 +60,12 @@ def dataset(samples, shuffle=False, seed=0, batch_size=BATCH_SIZE):
     return ds.batch(batch_size)
 
 
-__all__ = ["dataset", "EMBEDDING_DIM", "GENRE_ROWS", "HIDDEN_UNITS", "INPUT_DTYPES", "Normalization", "feature_arrays"]
+__all__ = [
+    "dataset",
+    "EMBEDDING_DIM",
+    "GENRE_ROWS",
+    "HIDDEN_UNITS",
+    "INPUT_DTYPES",
+    "Normalization",
+    "feature_arrays",
+]

@@ -11,7 +11,12 @@ import tensorflow as tf
 
 from graphopt.data import GENRE_FEATURES, GENRE_VOCAB, ID_FEATURES, NUMERIC_FEATURES
 from graphopt_models.features import (
-    EMBEDDING_DIM, GENRE_ROWS, HIDDEN_UNITS, INPUT_DTYPES, LEARNING_RATE, dataset,
+    EMBEDDING_DIM,
+    GENRE_ROWS,
+    HIDDEN_UNITS,
+    INPUT_DTYPES,
+    LEARNING_RATE,
+    dataset,
 )
 
 keras = tf.keras
@@ -27,7 +32,9 @@ def build(normalization):
     ]
     genre_lookup = keras.layers.StringLookup(vocabulary=list(GENRE_VOCAB), name="genre_lookup")
     embedded += [
-        keras.layers.Embedding(GENRE_ROWS, EMBEDDING_DIM, name=f"{name}_embedding")(genre_lookup(inputs[name]))
+        keras.layers.Embedding(GENRE_ROWS, EMBEDDING_DIM, name=f"{name}_embedding")(
+            genre_lookup(inputs[name])
+        )
         for name in GENRE_FEATURES
     ]
     numeric = keras.layers.Concatenate(name="numeric")(
@@ -53,8 +60,13 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=N
         metrics=["accuracy", keras.metrics.AUC(curve="ROC"), keras.metrics.AUC(curve="PR")],
     )
     callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e + 1, logs["loss"]))]
-    model.fit(dataset(train, shuffle=True, seed=seed), epochs=epochs, shuffle=False, verbose=0,
-              callbacks=callbacks if on_epoch else None)
+    model.fit(
+        dataset(train, shuffle=True, seed=seed),
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=callbacks if on_epoch else None,
+    )
     scores = model.predict(dataset(test, batch_size=1024), verbose=0).reshape(-1)
     model.export(out_dir, format="tf_saved_model", verbose=False)
     # The file its Keras users keep to continue training (weights, compile config, optimizer

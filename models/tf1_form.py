@@ -17,7 +17,13 @@ import tensorflow as tf
 
 from graphopt.data import GENRE_FEATURES, GENRE_VOCAB, ID_FEATURES, NUMERIC_FEATURES
 from graphopt_models.features import (
-    BATCH_SIZE, EMBEDDING_DIM, GENRE_ROWS, HIDDEN_UNITS, INPUT_DTYPES, LEARNING_RATE, feature_arrays,
+    BATCH_SIZE,
+    EMBEDDING_DIM,
+    GENRE_ROWS,
+    HIDDEN_UNITS,
+    INPUT_DTYPES,
+    LEARNING_RATE,
+    feature_arrays,
 )
 
 v1 = tf.compat.v1
@@ -58,14 +64,17 @@ def _inference_graph(normalization):
             embedded.append(tf.nn.embedding_lookup(table, placeholders[name], name=f"{name}_lookup"))
         for name in GENRE_FEATURES:
             table = v1.get_variable(name, [GENRE_ROWS, EMBEDDING_DIM], initializer=embedding_init)
-            embedded.append(tf.nn.embedding_lookup(table, genre_ids.lookup(placeholders[name]),
-                                                   name=f"{name}_lookup"))
+            embedded.append(
+                tf.nn.embedding_lookup(table, genre_ids.lookup(placeholders[name]), name=f"{name}_lookup")
+            )
     numeric = tf.stack([placeholders[name] for name in NUMERIC_FEATURES], axis=1)
     numeric = (numeric - np.array(normalization.mean, np.float32)) / np.array(normalization.std, np.float32)
     x = tf.concat(embedded + [numeric], axis=1, name="stacking")
     for i, units in enumerate(list(HIDDEN_UNITS) + [1]):
         with v1.variable_scope(f"mlp_{i}" if i < len(HIDDEN_UNITS) else "score"):
-            kernel = v1.get_variable("kernel", [x.shape[1], units], initializer=v1.glorot_uniform_initializer())
+            kernel = v1.get_variable(
+                "kernel", [x.shape[1], units], initializer=v1.glorot_uniform_initializer()
+            )
             bias = v1.get_variable("bias", [units], initializer=v1.zeros_initializer())
             x = tf.matmul(x, kernel) + bias
             if i < len(HIDDEN_UNITS):
@@ -124,9 +133,10 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=N
             for epoch in range(epochs):
                 order, total = rng.permutation(len(labels)), 0.0
                 for start in range(0, len(order), BATCH_SIZE):
-                    rows = order[start:start + BATCH_SIZE]
-                    _, batch_loss = sess.run([train_op, loss], {**_feeds(placeholders, train_x, rows),
-                                                               label: labels[rows]})
+                    rows = order[start : start + BATCH_SIZE]
+                    _, batch_loss = sess.run(
+                        [train_op, loss], {**_feeds(placeholders, train_x, rows), label: labels[rows]}
+                    )
                     total += float(batch_loss) * len(rows)
                 if on_epoch is not None:
                     on_epoch(epoch + 1, total / max(len(order), 1))
@@ -151,13 +161,16 @@ def train_and_save(train, test, normalization, out_dir, epochs, seed, on_epoch=N
                 inputs=placeholders, outputs={OUTPUT_NAME: prediction}
             )
             builder.add_meta_graph_and_variables(
-                sess, [tf.saved_model.SERVING],
+                sess,
+                [tf.saved_model.SERVING],
                 signature_def_map={tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: signature},
                 main_op=v1.tables_initializer(),
             )
             builder.save()
             ckpt_dir = os.path.join(out_dir, CHECKPOINT_DIR)
             saver.save(sess, os.path.join(ckpt_dir, CHECKPOINT_PREFIX))
-            v1.train.export_meta_graph(os.path.join(ckpt_dir, "model.pbtxt"), as_text=True, saver_def=saver.as_saver_def())
+            v1.train.export_meta_graph(
+                os.path.join(ckpt_dir, "model.pbtxt"), as_text=True, saver_def=saver.as_saver_def()
+            )
     shutil.move(train_dir, os.path.join(out_dir, TRAIN_DIR))
     return scores

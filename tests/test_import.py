@@ -11,8 +11,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _python(code_or_args, timeout=120):
     args = ["-c", code_or_args] if isinstance(code_or_args, str) else code_or_args
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
-                            cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
     return result, time.perf_counter() - start
 
 
@@ -21,8 +22,11 @@ def test_parsing_help_imports_no_tensorflow():
     for args in (["--help"], ["rewrite", "--help"], ["validate", "--help"], ["--version"]):
         result, _ = _python(["-X", "importtime", "-m", "graphopt", *args])
         assert result.returncode == 0, result.stderr[-2000:]
-        imported = {line.rsplit("|", 1)[-1].strip().split(".")[0]
-                    for line in result.stderr.splitlines() if line.startswith("import time:")}
+        imported = {
+            line.rsplit("|", 1)[-1].strip().split(".")[0]
+            for line in result.stderr.splitlines()
+            if line.startswith("import time:")
+        }
         assert "graphopt" in imported
         assert not imported & {"tensorflow", "keras", "tf_keras"}, args
 

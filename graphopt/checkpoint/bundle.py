@@ -10,15 +10,17 @@ import os
 
 _TABLE_MAGIC = 0xDB4775248B80FB57
 _FOOTER_LEN = 48
-_CRC_TABLE = []
+_CRC_TABLE: list[int] = []
 # TensorFlow's own CRC32C: abseil's hardware-accelerated ExtendCrc32cInternal(crc32c_t, string_view),
 # exported by libtensorflow_framework (TF 2.21 pins this abseil release). Pure Python does ~10 MB/s,
 # which would make checking a checkpoint slower than converting it; this does GB/s.
-_ABSL_EXTEND_CRC32C = ("_ZN4absl12lts_2025081412crc_internal20ExtendCrc32cInternalENS0_8crc32c_tE"
-                       "St17basic_string_viewIcSt11char_traitsIcEE")
+_ABSL_EXTEND_CRC32C = (
+    "_ZN4absl12lts_2025081412crc_internal20ExtendCrc32cInternalENS0_8crc32c_tE"
+    "St17basic_string_viewIcSt11char_traitsIcEE"
+)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def native_crc32c():
     """abseil's CRC32C extend function from TensorFlow's framework library, or None."""
     import ctypes
@@ -106,9 +108,9 @@ def _block_entries(block: bytes):
         shared, pos = read_varint(block, pos)
         non_shared, pos = read_varint(block, pos)
         vlen, pos = read_varint(block, pos)
-        key = key[:shared] + block[pos:pos + non_shared]
+        key = key[:shared] + block[pos : pos + non_shared]
         pos += non_shared
-        out.append((key, block[pos:pos + vlen]))
+        out.append((key, block[pos : pos + vlen]))
         pos += vlen
     return out
 
@@ -122,8 +124,8 @@ def _read_block(data: bytes, handle: bytes):
     size, _ = read_varint(handle, pos)
     if offset + size + 5 > len(data):
         raise UnsupportedIndex("a block lies past the end of the file: truncated")
-    block = data[offset:offset + size + 1]
-    if masked_crc(block) != int.from_bytes(data[offset + size + 1:offset + size + 5], "little"):
+    block = data[offset : offset + size + 1]
+    if masked_crc(block) != int.from_bytes(data[offset + size + 1 : offset + size + 5], "little"):
         raise UnsupportedIndex("a block fails its CRC32C check")
     if block[-1] != 0:
         raise UnsupportedIndex("compressed block")

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
 
 import numpy as np
 from google.protobuf import message
@@ -36,8 +36,9 @@ class TensorInfo:
 
     @property
     def nbytes(self):
-        return int(np.prod(self.shape, dtype=np.int64)) * (_tf().as_dtype(self.dtype).size
-                                                            if self.dtype != "string" else 1)
+        return int(np.prod(self.shape, dtype=np.int64)) * (
+            _tf().as_dtype(self.dtype).size if self.dtype != "string" else 1
+        )
 
 
 def checkpoint_tensors(prefix):
@@ -74,11 +75,14 @@ def read_bundle_index(prefix):
         header = tensor_bundle_pb2.BundleHeaderProto.FromString(entries.pop(b""))
         parsed = {k: tensor_bundle_pb2.BundleEntryProto.FromString(v) for k, v in entries.items()}
     except OSError as exc:
-        raise ModelError(f"cannot read checkpoint index {path} ({exc.strerror}); "
-                         "copy the whole variables directory again") from None
+        raise ModelError(
+            f"cannot read checkpoint index {path} ({exc.strerror}); copy the whole variables directory again"
+        ) from None
     except (bundle.UnsupportedIndex, IndexError, ValueError, KeyError, message.DecodeError) as exc:
-        raise ModelError(f"checkpoint index {path} is corrupted ({exc or type(exc).__name__}); "
-                         "copy the variables files again or export the model again") from None
+        raise ModelError(
+            f"checkpoint index {path} is corrupted ({exc or type(exc).__name__}); "
+            "copy the variables files again or export the model again"
+        ) from None
     return header, parsed
 
 
@@ -88,21 +92,27 @@ def check_data_sizes(prefix, header, entries):
     expected = [_shard_name(prefix, i, header.num_shards) for i in range(header.num_shards)]
     missing = [p for p in expected if p not in sources]
     if missing:
-        raise ModelError(f"checkpoint data file {missing[0]} is missing (its index names {header.num_shards} "
-                         "data file(s)); copy all variables files")
+        raise ModelError(
+            f"checkpoint data file {missing[0]} is missing (its index names {header.num_shards} "
+            "data file(s)); copy all variables files"
+        )
     ends = {}  # shard -> (bytes needed, the tensor ending last)
     for key, entry in entries.items():
         if entry.shard_id >= header.num_shards:
-            raise ModelError(f"checkpoint index {prefix}.index names data file {entry.shard_id} for tensor "
-                             f"{_key_text(key)}, it has {header.num_shards}; copy the variables files again")
+            raise ModelError(
+                f"checkpoint index {prefix}.index names data file {entry.shard_id} for tensor "
+                f"{_key_text(key)}, it has {header.num_shards}; copy the variables files again"
+            )
         end = entry.offset + entry.size
         if end > ends.get(entry.shard_id, (0,))[0]:
             ends[entry.shard_id] = (end, key)
     for shard, (needed, key) in ends.items():
         size = os.path.getsize(expected[shard])
         if size < needed:
-            raise ModelError(f"checkpoint data file {expected[shard]} is truncated ({size} bytes; tensor "
-                             f"{_key_text(key)} ends at byte {needed}); copy the variables files again")
+            raise ModelError(
+                f"checkpoint data file {expected[shard]} is truncated ({size} bytes; tensor "
+                f"{_key_text(key)} ends at byte {needed}); copy the variables files again"
+            )
     return expected
 
 
@@ -128,13 +138,13 @@ def _copy_checked(src, dst, entries):
     regions = sorted(((e.offset, e.offset + e.size, k, e) for k, e in entries), key=lambda r: r[:2])
     i, crc, strings = 0, 0, bytearray()  # region being hashed, its CRC so far, a string tensor's bytes
     chunk = bytearray(COPY_CHUNK)
-    with open(src, "rb") as fin, (open(dst, "wb") if dst else contextlib.nullcontext()) as fout:
+    with open(src, "rb") as fin, open(dst, "wb") if dst else contextlib.nullcontext() as fout:
         pos = 0
         while True:
             n = fin.readinto(chunk)
             while i < len(regions) and regions[i][0] <= pos + n:
                 start, end, key, entry = regions[i]
-                part = memoryview(chunk)[max(start - pos, 0):max(min(end - pos, n), 0)]
+                part = memoryview(chunk)[max(start - pos, 0) : max(min(end - pos, n), 0)]
                 if entry.dtype == types_pb2.DT_STRING:
                     strings += part  # hashed as TensorFlow wrote it, once whole (string tensors are small)
                 else:
@@ -144,8 +154,10 @@ def _copy_checked(src, dst, entries):
                 if entry.dtype == types_pb2.DT_STRING:
                     crc = _string_tensor_crc(strings, entry)
                 if entry.dtype != types_pb2.DT_VARIANT and (crc is None or bundle.mask(crc) != entry.crc32c):
-                    raise ModelError(f"checkpoint data file {src} is corrupted: tensor {_key_text(key)} fails "
-                                     "its CRC32C check; copy the variables files again or export the model again")
+                    raise ModelError(
+                        f"checkpoint data file {src} is corrupted: tensor {_key_text(key)} fails "
+                        "its CRC32C check; copy the variables files again or export the model again"
+                    )
                 i, crc, strings = i + 1, 0, bytearray()
             if not n:
                 break
@@ -166,13 +178,19 @@ def _string_tensor_crc(data, entry):
             crc = bundle.crc32c_extend(crc, n.to_bytes(4 if n <= 0xFFFFFFFF else 8, "little"))
     except IndexError:
         return None  # the lengths run past the tensor: corrupted
-    crc = bundle.crc32c_extend(crc, data[pos:pos + 4])
-    return bundle.crc32c_extend(crc, memoryview(data)[pos + 4:])
+    crc = bundle.crc32c_extend(crc, data[pos : pos + 4])
+    return bundle.crc32c_extend(crc, memoryview(data)[pos + 4 :])
 
 
-def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable = None,
-                       object_graph: Optional[bytes] = None, added: Optional[Dict[str, np.ndarray]] = None,
-                       renamed: dict[str, str] | None = None):
+def convert_checkpoint(
+    src_prefix,
+    dst_prefix,
+    tables: list,
+    progress: Callable | None = None,
+    object_graph: bytes | None = None,
+    added: dict[str, np.ndarray] | None = None,
+    renamed: dict[str, str] | None = None,
+):
     """Writes a copy of a checkpoint in which each table becomes keys/values/freqs/versions.
 
     ``object_graph``, when given (bytes, or a callable returning them or None), replaces the
@@ -191,8 +209,10 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
     infos = checkpoint_tensors(src_prefix)
     missing = [t.key for t in tables if t.key not in infos]
     if missing:
-        raise ModelError(f"checkpoint {src_prefix} lacks table tensor {missing[0]}; "
-                         "the variables do not match the graph, export the model again")
+        raise ModelError(
+            f"checkpoint {src_prefix} lacks table tensor {missing[0]}; "
+            "the variables do not match the graph, export the model again"
+        )
     header, parsed = read_bundle_index(src_prefix)
     _copy_data_files(src_prefix, dst_prefix, header, parsed, header.num_shards + 1)
     total = header.num_shards + 1
@@ -207,8 +227,10 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
         tensors.append(tf.constant(object_graph, dtype=tf.string))
     for old, new in (renamed or {}).items():
         if old.encode() not in parsed:
-            raise ModelError(f"checkpoint {src_prefix} lacks tensor {old}; the variables do not match "
-                             "the graph, export the model again")
+            raise ModelError(
+                f"checkpoint {src_prefix} lacks tensor {old}; the variables do not match "
+                "the graph, export the model again"
+            )
         parsed[new.encode()] = parsed.pop(old.encode())
     for name, value in (added or {}).items():
         names.append(name)
@@ -216,14 +238,20 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
     for table in tables:
         entry = parsed.pop(table.key.encode())
         if len(entry.shape.dim) != 2:
-            raise ModelError(f"checkpoint {src_prefix} holds table tensor {table.key} with shape "
-                             f"{[d.size for d in entry.shape.dim]}, not [rows, dim]; the variables do not "
-                             "match the graph, export the model again")
+            raise ModelError(
+                f"checkpoint {src_prefix} holds table tensor {table.key} with shape "
+                f"{[d.size for d in entry.shape.dim]}, not [rows, dim]; the variables do not "
+                "match the graph, export the model again"
+            )
         rows = int(entry.shape.dim[0].size)
         if entry.slices:
             # Slices may lie anywhere in the files: read the whole table once and write it whole.
-            (values,) = tf.raw_ops.RestoreV2(prefix=src_prefix, tensor_names=[table.key], shape_and_slices=[""],
-                                             dtypes=[tf.as_dtype(entry.dtype)])
+            (values,) = tf.raw_ops.RestoreV2(
+                prefix=src_prefix,
+                tensor_names=[table.key],
+                shape_and_slices=[""],
+                dtypes=[tf.as_dtype(entry.dtype)],
+            )
             names.append(f"{table.new_key}-values")
             tensors.append(values)
             name = table.key.encode()
@@ -235,7 +263,9 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
         tensors += [tf.constant(table.keys_of(rows), tf.int64), tf.zeros([rows], tf.int64)]
         converted += infos[table.key].nbytes
     with tf.device("/CPU:0"):
-        tf.raw_ops.SaveV2(prefix=extra, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
+        tf.raw_ops.SaveV2(
+            prefix=extra, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors
+        )
     del tensors
     for key, value in bundle.read_index(extra + ".index"):
         if key:
@@ -243,12 +273,14 @@ def convert_checkpoint(src_prefix, dst_prefix, tables: list, progress: Callable 
             e.shard_id = total - 1
             parsed[key] = e
             if key.endswith(b"-freqs"):  # versions start at zero too: the same bytes serve both
-                parsed[key[:-len(b"freqs")] + b"versions"] = e
+                parsed[key[: -len(b"freqs")] + b"versions"] = e
     os.replace(_shard_name(extra, 0, 1), _shard_name(dst_prefix, total - 1, total))
     os.remove(extra + ".index")
     header.num_shards = total
-    bundle.write_index(dst_prefix + ".index", [(b"", header.SerializeToString())]
-                 + sorted((k, v.SerializeToString()) for k, v in parsed.items()))
+    bundle.write_index(
+        dst_prefix + ".index",
+        [(b"", header.SerializeToString())] + sorted((k, v.SerializeToString()) for k, v in parsed.items()),
+    )
     if progress is not None:
         for i, table in enumerate(tables):
             progress(i + 1, table)

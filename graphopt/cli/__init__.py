@@ -63,8 +63,11 @@ class GraphoptGroup(click.Group):
             if exc.filename is None:
                 raise  # not about a path the user gave: a bug to see in full
             # A path the checks before could not foresee (permissions, a file that vanished).
-            click.echo(f"graphopt: error: {exc.filename}: {exc.strerror.lower()}; "
-                       "check the path and its permissions", err=True)
+            click.echo(
+                f"graphopt: error: {exc.filename}: {exc.strerror.lower()}; "
+                "check the path and its permissions",
+                err=True,
+            )
             sys.exit(2)
         except Terminated:
             click.echo("graphopt: stopped by SIGTERM; no partial output is left behind", err=True)

@@ -11,10 +11,19 @@ from graphopt.cli.options import json_option, overwrite_option, seed_option
 
 @click.command("build-model")
 @click.argument("out_dir", type=click.Path(dir_okay=True, file_okay=False))
-@click.option("--form", type=click.Choice(["keras", "feature-columns", "tf1"]), default="keras",
-              show_default=True, help="How the model is built and saved.")
-@click.option("--data", type=click.Path(), default=None,
-              help="Samples CSV in the course's format (default: built-in synthetic data).")
+@click.option(
+    "--form",
+    type=click.Choice(["keras", "feature-columns", "tf1"]),
+    default="keras",
+    show_default=True,
+    help="How the model is built and saved.",
+)
+@click.option(
+    "--data",
+    type=click.Path(),
+    default=None,
+    help="Samples CSV in the course's format (default: built-in synthetic data).",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Training epochs.")
 @seed_option
 @json_option
@@ -30,8 +39,9 @@ def build_model(out_dir, form, data, epochs, seed, as_json, overwrite):
     from graphopt_models import build_model as build
 
     with _epoch_progress(epochs, quiet=as_json) as on_epoch:
-        report = build(out_dir, form=form, data=data, epochs=epochs, seed=seed, overwrite=overwrite,
-                       on_epoch=on_epoch)
+        report = build(
+            out_dir, form=form, data=data, epochs=epochs, seed=seed, overwrite=overwrite, on_epoch=on_epoch
+        )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
 
 

@@ -11,7 +11,8 @@ overwrite_option = click.option(
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy and Keras accept as a seed
 seed_option = click.option("--seed", type=SEED, default=42, show_default=True, help="Random seed.")
 tags_option = click.option(
-    "--tags", callback=lambda ctx, param, v: v.split(",") if v else None,
+    "--tags",
+    callback=lambda ctx, param, v: v.split(",") if v else None,
     help="Comma-separated tag set of the meta graph to use (default: serve, or the only one).",
 )
 
@@ -25,7 +26,10 @@ def _writable_dir(ctx, param, value):
 
 
 tensorboard_option = click.option(
-    "--tensorboard", type=click.Path(file_okay=False), default=None, callback=_writable_dir,
+    "--tensorboard",
+    type=click.Path(file_okay=False),
+    default=None,
+    callback=_writable_dir,
     help="Write the graph(s) to this log directory for TensorBoard's graph view.",
 )
 
@@ -40,7 +44,8 @@ def regex_option(*decls, **kwargs):
             except re.error as exc:
                 raise click.BadParameter(
                     f"{value!r} is not a valid regular expression ({exc}); fix the pattern "
-                    "(Python re syntax: escape ( ) [ ] . * + ? with a backslash)") from None
+                    "(Python re syntax: escape ( ) [ ] . * + ? with a backslash)"
+                ) from None
         return value
 
     return click.option(*decls, metavar="REGEX", callback=check, **kwargs)

@@ -8,15 +8,16 @@ import click
 from graphopt.cli.options import json_option, overwrite_option, regex_option, tags_option, tensorboard_option
 from graphopt.errors import GraphoptError
 
-
 TARGET_NAMES = {"ev": "EmbeddingVariable", "stock": "built-in hash table + dense rows"}
 
 
 def format_plan(plan, target="ev") -> str:
     lines = [f"plan: {len(plan.tables)} table(s) to rewrite"]
     for t in plan.tables:
-        lines.append(f"  {t.name} [{t.rows}, {t.dim}] -> {TARGET_NAMES[target]} "
-                     f"({len(t.sites)} lookup site(s), checkpoint key {t.checkpoint_key})")
+        lines.append(
+            f"  {t.name} [{t.rows}, {t.dim}] -> {TARGET_NAMES[target]} "
+            f"({len(t.sites)} lookup site(s), checkpoint key {t.checkpoint_key})"
+        )
     for t, reason in plan.skipped:
         lines.append(f"  skip {t.name}: {reason}")
     for m in plan.migrations:
@@ -33,9 +34,13 @@ def format_summary(report) -> str:
         if before != after:
             lines.append(f"  {body}: {before if before is not None else '-'} -> {after}")
     unchanged = sum(1 for b in report.nodes_after if report.nodes_before.get(b) == report.nodes_after[b])
-    lines.append(f"  {unchanged} function(s) unchanged, {len(removed)} removed (nothing reaches them any more)")
+    lines.append(
+        f"  {unchanged} function(s) unchanged, {len(removed)} removed (nothing reaches them any more)"
+    )
     if not report.dry_run:  # a dry run converts nothing; its message says what it would do
-        lines.append(f"tables converted: {report.tables_converted}, bytes converted: {report.bytes_converted}")
+        lines.append(
+            f"tables converted: {report.tables_converted}, bytes converted: {report.bytes_converted}"
+        )
     for path in report.tensorboard:
         lines.append(f"tensorboard graph: {path}")
     lines.append(report.message)
@@ -47,24 +52,54 @@ def format_summary(report) -> str:
 @click.option("-o", "--output", "out", required=True, type=click.Path(), help="Output directory.")
 @regex_option("--include", help="Only rewrite tables whose name matches.")
 @regex_option("--exclude", help="Do not rewrite tables whose name matches.")
-@click.option("--min-rows", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Skip tables with fewer rows.")
+@click.option(
+    "--min-rows",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Skip tables with fewer rows.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and summary; write nothing.")
 @click.option("--debug", is_flag=True, help="Check graph integrity after every pass.")
-@click.option("--target", type=click.Choice(["ev", "stock"]), default="ev", show_default=True,
-              help="ev: EmbeddingVariables (needs graphopt's ops); stock: dense rows behind TensorFlow's "
-                   "built-in hash tables, servable by a stock tensorflow_model_server.")
-@click.option("--verify", is_flag=True,
-              help="Validate the output against MODEL (graphopt validate); exit 1 if it fails.")
-@click.option("--collisionless", is_flag=True,
-              help="Key tables behind a hash bucket or vocabulary lookup by the raw id, falling back to "
-                   "the original bucket's row (outputs unchanged; training gives each id its own row).")
+@click.option(
+    "--target",
+    type=click.Choice(["ev", "stock"]),
+    default="ev",
+    show_default=True,
+    help="ev: EmbeddingVariables (needs graphopt's ops); stock: dense rows behind TensorFlow's "
+    "built-in hash tables, servable by a stock tensorflow_model_server.",
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Validate the output against MODEL (graphopt validate); exit 1 if it fails.",
+)
+@click.option(
+    "--collisionless",
+    is_flag=True,
+    help="Key tables behind a hash bucket or vocabulary lookup by the raw id, falling back to "
+    "the original bucket's row (outputs unchanged; training gives each id its own row).",
+)
 @overwrite_option
 @tags_option
 @tensorboard_option
 @json_option
-def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, verify, collisionless, overwrite,
-            tags, tensorboard, as_json):
+def rewrite(
+    model,
+    out,
+    include,
+    exclude,
+    min_rows,
+    dry_run,
+    debug,
+    target,
+    verify,
+    collisionless,
+    overwrite,
+    tags,
+    tensorboard,
+    as_json,
+):
     """Rewrite MODEL's embedding tables onto EmbeddingVariables and write the model to OUTPUT.
 
     A Keras 3 ``.keras`` file is converted to a ``.keras`` file whose Embedding layers are
@@ -72,9 +107,11 @@ def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, veri
     """
     if _is_keras_file(model):
         if target != "ev" or verify or tensorboard or include or exclude or min_rows or collisionless:
-            raise GraphoptError("a .keras rewrite converts every Embedding layer; --target stock, --verify, "
-                                "--collisionless, --tensorboard, --include/--exclude and --min-rows apply to "
-                                "SavedModels only")
+            raise GraphoptError(
+                "a .keras rewrite converts every Embedding layer; --target stock, --verify, "
+                "--collisionless, --tensorboard, --include/--exclude and --min-rows apply to "
+                "SavedModels only"
+            )
         return _rewrite_keras_file(model, out, dry_run, overwrite, as_json)
     from graphopt.rewrite import rewrite_model
 
@@ -91,8 +128,9 @@ def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, veri
         # the converter iterates over (checkpoint conversions), not an EmbeddingTable.
         nonlocal bar
         if bar is None:
-            bar = click.progressbar(length=len(planned), label="converting tables",
-                                    item_show_func=lambda name: name or "")
+            bar = click.progressbar(
+                length=len(planned), label="converting tables", item_show_func=lambda name: name or ""
+            )
             bar.__enter__()
         bar.update(1, planned[done - 1].name if 0 < done <= len(planned) else None)
 
@@ -104,15 +142,31 @@ def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, veri
         validation.rewritten = out
         return validation
 
-    if verify and not any(os.path.isfile(os.path.join(model, f)) for f in ("saved_model.pb", "saved_model.pbtxt")):
-        raise GraphoptError(f"--verify validates SavedModels and {model} is not one; "
-                            "run without --verify (or validate a SavedModel export of it)")
+    if verify and not any(
+        os.path.isfile(os.path.join(model, f)) for f in ("saved_model.pb", "saved_model.pbtxt")
+    ):
+        raise GraphoptError(
+            f"--verify validates SavedModels and {model} is not one; "
+            "run without --verify (or validate a SavedModel export of it)"
+        )
     try:
-        report = rewrite_model(model, out, include=include, exclude=exclude, min_rows=min_rows,
-                               dry_run=dry_run, overwrite=overwrite, tags=tags, tensorboard=tensorboard,
-                               progress=None if as_json else progress, debug=debug, on_plan=on_plan,
-                               target=target, verify=verify_output if verify else None,
-                               collisionless=collisionless)
+        report = rewrite_model(
+            model,
+            out,
+            include=include,
+            exclude=exclude,
+            min_rows=min_rows,
+            dry_run=dry_run,
+            overwrite=overwrite,
+            tags=tags,
+            tensorboard=tensorboard,
+            progress=None if as_json else progress,
+            debug=debug,
+            on_plan=on_plan,
+            target=target,
+            verify=verify_output if verify else None,
+            collisionless=collisionless,
+        )
     finally:
         if bar is not None:  # ends the bar's line, also when the run fails or is interrupted
             bar.__exit__(None, None, None)
@@ -129,7 +183,6 @@ def rewrite(model, out, include, exclude, min_rows, dry_run, debug, target, veri
             click.echo(validation.format())
     if validation is not None and not validation.passed:
         raise click.exceptions.Exit(1)
-
 
 
 def _is_keras_file(path) -> bool:
@@ -149,10 +202,18 @@ def _rewrite_keras_file(model, out, dry_run, overwrite, as_json):
     for warning in report.warnings():
         click.echo(warning, err=True)
     if as_json:
-        click.echo(json.dumps({"tables": [{"name": n, "rows": r, "dim": d, "slots": list(s)}
-                                          for n, r, d, s in report.tables],
-                               "custom_layers": [{"name": n, "class": c} for n, c in report.custom_layers],
-                               "output": None if dry_run else out}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "tables": [
+                        {"name": n, "rows": r, "dim": d, "slots": list(s)} for n, r, d, s in report.tables
+                    ],
+                    "custom_layers": [{"name": n, "class": c} for n, c in report.custom_layers],
+                    "output": None if dry_run else out,
+                },
+                indent=2,
+            )
+        )
     else:
         click.echo(report.format())
         click.echo("dry run: nothing written" if dry_run else f"wrote {out}")

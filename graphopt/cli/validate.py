@@ -34,32 +34,92 @@ def _tolerance(ctx, param, value):
 @click.command("validate")
 @click.argument("original", type=click.Path())
 @click.argument("rewritten", type=click.Path())
-@click.option("--signature", "signatures", multiple=True, metavar="NAME",
-              help="Signature to run (repeatable); default: all of the original's.")
-@click.option("--batches", type=click.IntRange(min=0), default=4, show_default=True,
-              help="Random batches to generate (with --data: the most batches to read, 0 for all).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Rows per batch.")
-@click.option("--data", type=click.Path(),
-              help="Inputs from a CSV (a column per signature input) or an .npz, instead of generated ones.")
-@click.option("--atol", type=float, default=0.0, show_default=True, callback=_tolerance,
-              help="Absolute tolerance (0: exact).")
-@click.option("--rtol", type=float, default=0.0, show_default=True, callback=_tolerance,
-              help="Relative tolerance (0: exact).")
-@click.option("--loader", type=click.Choice(["tf2", "session", "both"]), default="both", show_default=True,
-              help="tf2: tf.saved_model.load; session: the TF Serving way (Session, saver restore, init op).")
-@click.option("--id-range", "id_ranges", multiple=True, metavar="INPUT=ROWS",
-              help="Valid ids of an integer input, when the model's tables do not tell (repeatable).")
+@click.option(
+    "--signature",
+    "signatures",
+    multiple=True,
+    metavar="NAME",
+    help="Signature to run (repeatable); default: all of the original's.",
+)
+@click.option(
+    "--batches",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Random batches to generate (with --data: the most batches to read, 0 for all).",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Rows per batch."
+)
+@click.option(
+    "--data",
+    type=click.Path(),
+    help="Inputs from a CSV (a column per signature input) or an .npz, instead of generated ones.",
+)
+@click.option(
+    "--atol",
+    type=float,
+    default=0.0,
+    show_default=True,
+    callback=_tolerance,
+    help="Absolute tolerance (0: exact).",
+)
+@click.option(
+    "--rtol",
+    type=float,
+    default=0.0,
+    show_default=True,
+    callback=_tolerance,
+    help="Relative tolerance (0: exact).",
+)
+@click.option(
+    "--loader",
+    type=click.Choice(["tf2", "session", "both"]),
+    default="both",
+    show_default=True,
+    help="tf2: tf.saved_model.load; session: the TF Serving way (Session, saver restore, init op).",
+)
+@click.option(
+    "--id-range",
+    "id_ranges",
+    multiple=True,
+    metavar="INPUT=ROWS",
+    help="Valid ids of an integer input, when the model's tables do not tell (repeatable).",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the generated inputs.")
-@click.option("--train", is_flag=True,
-              help="TF1 training graphs: ORIGINAL is the .meta, REWRITTEN the rewrite's output; run the "
-                   "train op of both on the same batch, compare losses, rows and slots (docs/training.md).")
-@click.option("--steps", "steps", multiple=True, type=click.IntRange(min=1), metavar="N",
-              help="With --train: training steps per run (repeatable); default: 1 and 10.")
+@click.option(
+    "--train",
+    is_flag=True,
+    help="TF1 training graphs: ORIGINAL is the .meta, REWRITTEN the rewrite's output; run the "
+    "train op of both on the same batch, compare losses, rows and slots (docs/training.md).",
+)
+@click.option(
+    "--steps",
+    "steps",
+    multiple=True,
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --train: training steps per run (repeatable); default: 1 and 10.",
+)
 @click.option("--loss", default="loss", show_default=True, help="With --train: the loss tensor's name.")
 @json_option
-def validate(original, rewritten, signatures, batches, batch_size, data, atol, rtol, loader, id_ranges, seed,
-             train, steps, loss, as_json):
+def validate(
+    original,
+    rewritten,
+    signatures,
+    batches,
+    batch_size,
+    data,
+    atol,
+    rtol,
+    loader,
+    id_ranges,
+    seed,
+    train,
+    steps,
+    loss,
+    as_json,
+):
     """Check that REWRITTEN computes what ORIGINAL computes.
 
     Structure (edges, ops, signatures, restore, checkpoint rows), then both models run on the
@@ -71,13 +131,23 @@ def validate(original, rewritten, signatures, batches, batch_size, data, atol, r
         return
     ranges = _parse_id_ranges(id_ranges)
     if batches == 0 and data is None:
-        raise ArgumentError("--batches 0 generates no random batch; give at least 1 "
-                            "(0 means every batch only with --data)")
+        raise ArgumentError(
+            "--batches 0 generates no random batch; give at least 1 (0 means every batch only with --data)"
+        )
     from graphopt.validate import validate_models  # loaded when the command runs, after its options parse
 
     report = validate_models(
-        original, rewritten, signatures=list(signatures) or None, batches=batches, batch_size=batch_size,
-        data=data, atol=atol, rtol=rtol, loader=loader, id_ranges=ranges, seed=seed,
+        original,
+        rewritten,
+        signatures=list(signatures) or None,
+        batches=batches,
+        batch_size=batch_size,
+        data=data,
+        atol=atol,
+        rtol=rtol,
+        loader=loader,
+        id_ranges=ranges,
+        seed=seed,
     )
     click.echo(report.to_json() if as_json else report.format())
     if not report.passed:

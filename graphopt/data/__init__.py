@@ -15,6 +15,15 @@ from graphopt.data.samples import (
 from graphopt.data.synthetic import generate_samples
 
 __all__ = [
-    "EMBEDDING_DIM", "GENRE_FEATURES", "GENRE_VOCAB", "ID_FEATURES", "LABEL", "NUMERIC_FEATURES",
-    "TIMESTAMP", "Samples", "generate_samples", "read_samples", "time_split",
+    "EMBEDDING_DIM",
+    "GENRE_FEATURES",
+    "GENRE_VOCAB",
+    "ID_FEATURES",
+    "LABEL",
+    "NUMERIC_FEATURES",
+    "TIMESTAMP",
+    "Samples",
+    "generate_samples",
+    "read_samples",
+    "time_split",
 ]

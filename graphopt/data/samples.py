@@ -14,20 +14,47 @@ from graphopt.errors import DataError
 
 # The course's genre vocabulary (SparrowRecSys EmbeddingMLP.py), in the course's order.
 GENRE_VOCAB = (
-    "Film-Noir", "Action", "Adventure", "Horror", "Romance", "War", "Comedy", "Western",
-    "Documentary", "Sci-Fi", "Drama", "Thriller", "Crime", "Fantasy", "Animation", "IMAX",
-    "Mystery", "Children", "Musical",
+    "Film-Noir",
+    "Action",
+    "Adventure",
+    "Horror",
+    "Romance",
+    "War",
+    "Comedy",
+    "Western",
+    "Documentary",
+    "Sci-Fi",
+    "Drama",
+    "Thriller",
+    "Crime",
+    "Fantasy",
+    "Animation",
+    "IMAX",
+    "Mystery",
+    "Children",
+    "Musical",
 )
 
 # Identity-bucketed id features: name -> number of buckets (valid ids are 0 .. buckets-1).
 ID_FEATURES = {"movieId": 1001, "userId": 30001}
 GENRE_FEATURES = (
-    "userGenre1", "userGenre2", "userGenre3", "userGenre4", "userGenre5",
-    "movieGenre1", "movieGenre2", "movieGenre3",
+    "userGenre1",
+    "userGenre2",
+    "userGenre3",
+    "userGenre4",
+    "userGenre5",
+    "movieGenre1",
+    "movieGenre2",
+    "movieGenre3",
 )
 NUMERIC_FEATURES = (
-    "releaseYear", "movieRatingCount", "movieAvgRating", "movieRatingStddev",
-    "userRatingCount", "userAvgRating", "userRatingStddev",
+    "releaseYear",
+    "movieRatingCount",
+    "movieAvgRating",
+    "movieRatingStddev",
+    "userRatingCount",
+    "userAvgRating",
+    "userRatingStddev",
 )
 LABEL = "label"
 TIMESTAMP = "timestamp"

@@ -8,7 +8,7 @@ The rest of ``graphopt.graph`` edits what is read here: ``nodes`` (NodeDefs and 
 import dataclasses
 import os
 import shutil
-from typing import Any, Optional
+from typing import Any
 
 from google.protobuf import message, text_format
 
@@ -46,7 +46,7 @@ class ModelSource:
     path: str
     kind: str  # "saved_model" or "meta_graph"
     meta_graph: Any  # MetaGraphDef
-    checkpoint_prefix: Optional[str]
+    checkpoint_prefix: str | None
     saved_model: Any = None  # the whole SavedModel proto (kind == "saved_model")
     meta_graph_index: int = 0
     text: bool = False  # meta graph was a .pbtxt
@@ -64,7 +64,8 @@ def _parse(proto, data, path, text):
             proto.ParseFromString(data)
     except (message.DecodeError, text_format.ParseError, UnicodeDecodeError, RuntimeWarning) as exc:
         raise ModelError(
-            f"{path} is truncated or corrupted ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            f"{path} is truncated or corrupted "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
             "export the model again"
         ) from None
     return proto
@@ -75,8 +76,9 @@ def _read_bytes(path):
         with open(path, "rb") as f:
             return f.read()
     except OSError as exc:
-        raise ModelError(f"cannot read {path} ({exc.strerror}); "
-                         "pass a readable SavedModel directory or .meta/.pbtxt file") from None
+        raise ModelError(
+            f"cannot read {path} ({exc.strerror}); pass a readable SavedModel directory or .meta/.pbtxt file"
+        ) from None
 
 
 def read_model(path, tags=None, check_integrity=True) -> ModelSource:
@@ -148,12 +150,15 @@ def _check_fingerprint(root, pb_path):
     try:
         recorded = fingerprint_pb2.FingerprintDef.FromString(_read_bytes(path)).saved_model_checksum
         actual = fingerprint_pb2.FingerprintDef.FromString(
-            fingerprinting.CreateFingerprintDef(root)).saved_model_checksum
+            fingerprinting.CreateFingerprintDef(root)
+        ).saved_model_checksum
     except (message.DecodeError, fingerprinting.FingerprintException, RuntimeError, ValueError):
         return  # a damaged fingerprint.pb says nothing about saved_model.pb, which parsed
     if recorded and recorded != actual:
-        raise ModelError(f"{pb_path} does not match the checksum in {path}: it was changed or corrupted after "
-                         "export; export the model again (or delete fingerprint.pb if you changed it on purpose)")
+        raise ModelError(
+            f"{pb_path} does not match the checksum in {path}: it was changed or corrupted after "
+            "export; export the model again (or delete fingerprint.pb if you changed it on purpose)"
+        )
 
 
 def _check_graph(meta_graph, path):
@@ -186,7 +191,8 @@ def _read_meta_graph_file(path, check_integrity=True):
         latest = tf.train.latest_checkpoint(os.path.dirname(path) or ".")
         if latest is None or not os.path.exists(latest + ".index"):
             raise ModelError(
-                f"no checkpoint beside {path} (looked for {prefix}.index); keep the .meta next to its checkpoint"
+                f"no checkpoint beside {path} (looked for {prefix}.index); "
+                "keep the .meta next to its checkpoint"
             )
         prefix = latest
     if check_integrity:
@@ -236,8 +242,9 @@ def write_meta_graph(meta_graph, path, as_text=False):
 def write_checkpoint_state(directory, prefix_basename):
     """Writes the `checkpoint` file that tf.train.latest_checkpoint reads."""
     with open(os.path.join(directory, "checkpoint"), "w") as f:
-        f.write(f'model_checkpoint_path: "{prefix_basename}"\n'
-                f'all_model_checkpoint_paths: "{prefix_basename}"\n')
+        f.write(
+            f'model_checkpoint_path: "{prefix_basename}"\nall_model_checkpoint_paths: "{prefix_basename}"\n'
+        )
 
 
 def write_graph_events(logdir, meta_graph, run_name):

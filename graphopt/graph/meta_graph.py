@@ -3,7 +3,7 @@
 These work on the MetaGraphDef a ``graph.model.ModelGraph`` wraps (``model.meta_graph``).
 """
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from google.protobuf import message
 
@@ -37,8 +37,11 @@ def drop_variables(meta_graph, variable_names: Iterable[str]):
         defs = variable_defs(meta_graph, key)
         if not defs:
             continue
-        keep = [raw for (vd, _), raw in zip(defs, col.bytes_list.value)
-                if vd.variable_name.split(":")[0] not in names]
+        keep = [
+            raw
+            for (vd, _), raw in zip(defs, col.bytes_list.value, strict=False)
+            if vd.variable_name.split(":")[0] not in names
+        ]
         if len(keep) != len(col.bytes_list.value):
             del col.bytes_list.value[:]
             col.bytes_list.value.extend(keep)
@@ -52,8 +55,7 @@ def collection_node_names(meta_graph):
             out.update(v.split(":")[0].lstrip("^") for v in col.node_list.value)
         elif col.HasField("bytes_list"):
             for vd, _ in variable_defs(meta_graph, key):
-                for field in (vd.variable_name, vd.initializer_name, vd.snapshot_name,
-                              vd.initial_value_name):
+                for field in (vd.variable_name, vd.initializer_name, vd.snapshot_name, vd.initial_value_name):
                     if field:
                         out.add(field.split(":")[0])
     return out
@@ -86,8 +88,10 @@ def signature_input_specs(meta_graph):
     out = {}
     for sig_name, sig in meta_graph.signature_def.items():
         out[sig_name] = {
-            key: (dtype_name(info.dtype) if info.dtype else None,
-                  shape_list(info.tensor_shape) if info.HasField("tensor_shape") else None)
+            key: (
+                dtype_name(info.dtype) if info.dtype else None,
+                shape_list(info.tensor_shape) if info.HasField("tensor_shape") else None,
+            )
             for key, info in sig.inputs.items()
         }
     return out

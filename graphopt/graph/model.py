@@ -10,7 +10,7 @@ the model so that calls chain, in the spirit of ONNX-GraphSurgeon::
 
 import dataclasses
 import re
-from typing import Dict, Iterator, List, Optional, Tuple
+from collections.abc import Iterator
 
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph import nodes as nd
@@ -36,7 +36,7 @@ class TensorRef:
     """One input reference: ``node:idx`` in graphs, ``node:out_arg:idx`` in function bodies, ``^node``."""
 
     node: str
-    output: Optional[str] = None  # output arg name (function bodies only)
+    output: str | None = None  # output arg name (function bodies only)
     index: int = 0
     control: bool = False
 
@@ -76,8 +76,8 @@ class Body:
         self.name = name
         self._nodes = nodes  # the repeated NodeDef field, edited in place
         self.function = function  # FunctionDef or None
-        self._by_name: Optional[Dict[str, object]] = None
-        self._consumers: Optional[Dict[str, List[Use]]] = None
+        self._by_name: dict[str, object] | None = None
+        self._consumers: dict[str, list[Use]] | None = None
 
     # ----- reading
     @property
@@ -85,7 +85,7 @@ class Body:
         return self.function is not None
 
     @property
-    def args(self) -> List[str]:
+    def args(self) -> list[str]:
         """Input arg names (function bodies); the top-level graph has none."""
         return [a.name for a in self.function.signature.input_arg] if self.function else []
 
@@ -96,7 +96,7 @@ class Body:
         return None
 
     @property
-    def returns(self) -> Dict[str, str]:
+    def returns(self) -> dict[str, str]:
         """Output arg name -> tensor reference (function bodies)."""
         return dict(self.function.ret) if self.function else {}
 
@@ -118,17 +118,18 @@ class Body:
             self._by_name = {n.name: n for n in self._nodes}
         return self._by_name
 
-    def inputs(self, node) -> List[TensorRef]:
+    def inputs(self, node) -> list[TensorRef]:
         return [TensorRef.parse(s) for s in node.input]
 
-    def data_inputs(self, node) -> List[TensorRef]:
+    def data_inputs(self, node) -> list[TensorRef]:
         return [r for r in self.inputs(node) if not r.control]
 
-    def consumers(self, name: str, output: Optional[Tuple[Optional[str], int]] = None,
-                  control: bool = False) -> List[Use]:
+    def consumers(
+        self, name: str, output: tuple[str | None, int] | None = None, control: bool = False
+    ) -> list[Use]:
         """Edges reading node (or arg) ``name``; data edges only unless ``control``; one output if given."""
         if self._consumers is None:
-            cons: Dict[str, List[Use]] = {}
+            cons: dict[str, list[Use]] = {}
             for n in self._nodes:
                 for pos, s in enumerate(n.input):
                     ref = TensorRef.parse(s)
@@ -143,7 +144,7 @@ class Body:
             out.append(use)
         return out
 
-    def return_uses(self, name: str) -> List[str]:
+    def return_uses(self, name: str) -> list[str]:
         """Output args of the function returning a tensor of ``name``."""
         return [k for k, v in self.returns.items() if TensorRef.parse(v).node == name]
 
@@ -163,17 +164,17 @@ class Body:
         return TensorRef(node_name, nd.output_arg_names(self.node(node_name).op)[index], 0)
 
     @property
-    def output_args(self) -> List[str]:
+    def output_args(self) -> list[str]:
         """Output arg names (function bodies); the top-level graph has none."""
         return [a.name for a in self.function.signature.output_arg] if self.function else []
 
     @property
-    def declared_control_outputs(self) -> List[str]:
+    def declared_control_outputs(self) -> list[str]:
         """Control output names the function's signature declares."""
         return list(self.function.signature.control_output) if self.function else []
 
     @property
-    def control_outputs(self) -> Dict[str, str]:
+    def control_outputs(self) -> dict[str, str]:
         """Control output name -> node (function bodies); the top-level graph has none."""
         return dict(self.function.control_ret) if self.function else {}
 
@@ -372,7 +373,7 @@ class ModelGraph:
 
     def __init__(self, meta_graph):
         self.meta_graph = meta_graph
-        self.bodies: Dict[str, Body] = {TOP: Body(TOP, meta_graph.graph_def.node)}
+        self.bodies: dict[str, Body] = {TOP: Body(TOP, meta_graph.graph_def.node)}
         for f in meta_graph.graph_def.library.function:
             self.bodies[f.signature.name] = Body(f.signature.name, f.node_def, f)
         self._calls = None
@@ -382,14 +383,14 @@ class ModelGraph:
     def graph(self) -> Body:
         return self.bodies[TOP]
 
-    def functions(self) -> List[Body]:
+    def functions(self) -> list[Body]:
         return [b for n, b in self.bodies.items() if n != TOP]
 
     def body(self, name) -> Body:
         return self.bodies[name]
 
     # ----- call edges
-    def calls_of(self, body: Body, node) -> List[CallEdge]:
+    def calls_of(self, body: Body, node) -> list[CallEdge]:
         """Call edges out of one node: call ops, control flow, and direct calls of library functions."""
         if node.op in CALL_OPS:
             return [CallEdge(body.name, node.name, nd.attr_value(node, "f"), 0)]
@@ -398,7 +399,7 @@ class ModelGraph:
             edges = []
             for a in attrs:
                 v = nd.attr_value(node, a)
-                for fname in (v if isinstance(v, list) else [v]):
+                for fname in v if isinstance(v, list) else [v]:
                     if fname:
                         edges.append(CallEdge(body.name, node.name, fname, first))
             return edges
@@ -406,23 +407,24 @@ class ModelGraph:
             return [CallEdge(body.name, node.name, node.op, 0)]
         return []
 
-    def call_edges(self) -> List[CallEdge]:
+    def call_edges(self) -> list[CallEdge]:
         if self._calls is None:
             self._calls = [e for b in self.bodies.values() for n in b.nodes() for e in self.calls_of(b, n)]
         return self._calls
 
-    def callers_of(self, function: str) -> List[CallEdge]:
+    def callers_of(self, function: str) -> list[CallEdge]:
         return [e for e in self.call_edges() if e.function == function]
 
-    def other_function_refs(self, body: Body, node) -> List[str]:
+    def other_function_refs(self, body: Body, node) -> list[str]:
         """Function-valued attrs of a node that are not understood call edges (datasets, etc.)."""
         known = {e.function for e in self.calls_of(body, node)}
         out = []
         for a in node.attr:
             v = nd.attr_value(node, a)
             if node.attr[a].WhichOneof("value") == "func" or (
-                    node.attr[a].WhichOneof("value") == "list" and len(node.attr[a].list.func)):
-                for f in (v if isinstance(v, list) else [v]):
+                node.attr[a].WhichOneof("value") == "list" and len(node.attr[a].list.func)
+            ):
+                for f in v if isinstance(v, list) else [v]:
                     if f and f not in known:
                         out.append(f)
         return out
@@ -503,7 +505,7 @@ class ModelGraph:
             if body is not None and position < len(body.args):
                 yield from self.trace_resource(function, body.args[position], None, visited=seen)
 
-    def trace_back(self, body_name: str, ref: TensorRef, stop_ops=("Placeholder",)) -> List[Place]:
+    def trace_back(self, body_name: str, ref: TensorRef, stop_ops=("Placeholder",)) -> list[Place]:
         """Walks a tensor back to its sources: top-level placeholders reached through data edges and calls."""
         out, seen = [], set()
         stack = [(body_name, ref.node)]
@@ -538,7 +540,7 @@ class ModelGraph:
         return out
 
     # ----- integrity
-    def check(self) -> List[str]:
+    def check(self) -> list[str]:
         """Problems that make the model unloadable, one line each; empty when there are none.
 
         Every node input, function return and control return resolves (in function bodies also
@@ -562,23 +564,33 @@ class ModelGraph:
                         problems.append(f"{node_where} ({n.op}): input {text!r} {why}")
                 for attr, fn in nd.function_attrs(n):
                     if fn not in self.bodies or fn == TOP:
-                        problems.append(f"{node_where}: attr {attr!r} calls function {fn!r}, not in the library")
+                        problems.append(
+                            f"{node_where}: attr {attr!r} calls function {fn!r}, not in the library"
+                        )
             if body.is_function:
                 problems += self._function_problems(body, where)
         for sig_name, entry in mg_lib.signature_tensors(self.meta_graph).items():
             for part in ("inputs", "outputs"):
                 for key, tensor in entry[part].items():
                     if tensor and tensor.split(":")[0] not in self.graph:
-                        problems.append(f"signature {sig_name!r} {part[:-1]} {key!r}: tensor {tensor!r} names no node")
+                        problems.append(
+                            f"signature {sig_name!r} {part[:-1]} {key!r}: tensor {tensor!r} names no node"
+                        )
         for fn in og_lib.concrete_function_names(self.meta_graph):
             if fn not in self.bodies or fn == TOP:
-                problems.append(f"saved object graph: concrete function {fn!r} is not in the function library")
+                problems.append(
+                    f"saved object graph: concrete function {fn!r} is not in the function library"
+                )
         return problems
 
-    def _unresolved(self, body: Body, text: str) -> Optional[str]:
+    def _unresolved(self, body: Body, text: str) -> str | None:
         """Why input reference ``text`` of a node of ``body`` does not resolve; None when it does."""
         if text.startswith("^"):
-            return None if text[1:] in body else f"names no node of the {'body' if body.is_function else 'graph'}"
+            return (
+                None
+                if text[1:] in body
+                else f"names no node of the {'body' if body.is_function else 'graph'}"
+            )
         if not body.is_function:
             return None if text.split(":")[0] in body else "names no node"
         parts = text.split(":")
@@ -592,7 +604,7 @@ class ModelGraph:
             return f"{node.op} has no output {parts[1]!r}"
         return None
 
-    def _function_problems(self, body: Body, where: str) -> List[str]:
+    def _function_problems(self, body: Body, where: str) -> list[str]:
         problems = []
         returns = body.returns
         for out in body.output_args:
@@ -611,25 +623,28 @@ class ModelGraph:
                 problems.append(f"{where}: control output {key!r} has no control return")
         return problems
 
-    def output_arg_names(self, op_type) -> Optional[List[str]]:
+    def output_arg_names(self, op_type) -> list[str] | None:
         """Output arg names of a library function or registered op; None when neither knows it."""
         if op_type in self.bodies and op_type != TOP:
             return self.bodies[op_type].output_args
         od = nd.op_def(op_type)
         return None if od is None else [a.name for a in od.output_arg]
 
-    def op_uses(self) -> Dict[str, str]:
+    def op_uses(self) -> dict[str, str]:
         """{op type: where it is first used} for every op type of the graph and the function
         bodies, graph first; calls of library functions by op type are left out."""
-        first_use: Dict[str, str] = {}
+        first_use: dict[str, str] = {}
         for body in self.bodies.values():
             for n in body.nodes():
-                where = (f"graph node {n.name!r}" if body.name == TOP
-                         else f"function {body.name!r}, node {n.name!r}")
+                where = (
+                    f"graph node {n.name!r}"
+                    if body.name == TOP
+                    else f"function {body.name!r}, node {n.name!r}"
+                )
                 first_use.setdefault(n.op, where)
         return {op: w for op, w in first_use.items() if op not in self.bodies or op == TOP}
 
-    def unregistered_ops(self) -> List[str]:
+    def unregistered_ops(self) -> list[str]:
         """Op types used anywhere that neither TensorFlow nor a loaded library nor the library defines."""
         return sorted(op for op in self.op_uses() if nd.op_def(op) is None)
 

@@ -16,9 +16,8 @@ def _tf():
 
 def read_object_graph(prefix):
     """The checkpoint's TrackableObjectGraph, or None for a name-based (TF1) checkpoint."""
-    from tensorflow.core.protobuf import trackable_object_graph_pb2
-
     from google.protobuf import message
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
 
     tf = _tf()
     try:
@@ -29,9 +28,11 @@ def read_object_graph(prefix):
         graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
     except (tf.errors.OpError, ValueError, IndexError, message.DecodeError) as exc:
         # TensorFlow's reader raises IndexError on a truncated data file, OpError on a bad checksum.
-        raise ModelError(f"cannot read the object graph of checkpoint {prefix} "
-                         f"({(str(exc).strip() or type(exc).__name__).splitlines()[0]}); "
-                         "the variables files are corrupted, copy them again") from None
+        raise ModelError(
+            f"cannot read the object graph of checkpoint {prefix} "
+            f"({(str(exc).strip() or type(exc).__name__).splitlines()[0]}); "
+            "the variables files are corrupted, copy them again"
+        ) from None
     return graph
 
 
@@ -156,8 +157,11 @@ def subtree(object_graph, root: int) -> list:
 
 def objects_saved_under(ckpt_graph, checkpoint_key) -> set:
     """Ids of the checkpoint objects with an attribute saved under ``checkpoint_key``."""
-    return {i for i, node in enumerate(ckpt_graph.nodes)
-            if any(a.checkpoint_key == checkpoint_key for a in node.attributes)}
+    return {
+        i
+        for i, node in enumerate(ckpt_graph.nodes)
+        if any(a.checkpoint_key == checkpoint_key for a in node.attributes)
+    }
 
 
 def captured_object_inputs(meta_graph, top_level_calls) -> list:
@@ -173,7 +177,7 @@ def captured_object_inputs(meta_graph, top_level_calls) -> list:
         if function not in concrete:
             continue
         bound = list(concrete[function].bound_inputs)
-        out += zip(bound, inputs[len(inputs) - len(bound):])
+        out += zip(bound, inputs[len(inputs) - len(bound) :], strict=False)
     return out
 
 

@@ -10,14 +10,15 @@ live in the table's rows, with feature admission (``min_count``) and eviction.
 import numbers
 
 import numpy as np
-
 import tensorflow as tf
+from tensorflow.python.checkpoint import saveable_compat
 from tensorflow.python.eager import context
 from tensorflow.python.framework import ops
-from tensorflow.python.training.saving import saveable_object
 from tensorflow.python.trackable import resource
-from tensorflow.python.training.saving import saveable_object_util  # noqa: F401  (registers SaveSpec users)
-from tensorflow.python.checkpoint import saveable_compat
+from tensorflow.python.training.saving import (
+    saveable_object,
+    saveable_object_util,  # noqa: F401  (registers SaveSpec users)
+)
 
 from graphopt.ops import optimizers as sparse_optimizers
 from graphopt.ops.library import load_library
@@ -48,18 +49,21 @@ def initializer_attrs(initializer) -> dict:
         return {"initializer": "uniform", "init_minval": -0.05, "init_maxval": 0.05}
     if isinstance(initializer, str):
         if initializer not in _INITIALIZER_NAMES:
-            raise _invalid(f"initializer must be one of {', '.join(_INITIALIZER_NAMES)} or a "
-                           f"tf.keras.initializers object, got '{initializer}'")
+            raise _invalid(
+                f"initializer must be one of {', '.join(_INITIALIZER_NAMES)} or a "
+                f"tf.keras.initializers object, got '{initializer}'"
+            )
         if initializer == "ones":
             return {"initializer": "constant", "init_value": 1.0}
         return {"initializer": initializer}
     kind = type(initializer).__name__
     if kind not in _INITIALIZER_CONFIG:
-        raise _invalid(f"unsupported initializer {kind}; use one of "
-                       f"{', '.join(sorted(_INITIALIZER_CONFIG))} or a name")
+        raise _invalid(
+            f"unsupported initializer {kind}; use one of {', '.join(sorted(_INITIALIZER_CONFIG))} or a name"
+        )
     name, fields = _INITIALIZER_CONFIG[kind]
     config = initializer.get_config() if hasattr(initializer, "get_config") else {}
-    attrs = {"initializer": name}
+    attrs: dict[str, str | float | int] = {"initializer": name}
     if kind == "Ones":
         attrs["init_value"] = 1.0
     for field, attr in fields.items():
@@ -112,10 +116,24 @@ class EmbeddingVariable(resource.TrackableResource):
     the table (``evict_policy`` lru | lfu | refuse).
     """
 
-    def __init__(self, dim, key_dtype=tf.int64, initializer=None, default_value=None,
-                 seed=0, name="embedding_variable", shared_name=None, container="",
-                 optimizer=None, min_count=0, max_rows=0, evict_policy="lru",
-                 admission="counter", bloom_counters=1 << 20, bloom_hashes=3):
+    def __init__(
+        self,
+        dim,
+        key_dtype=tf.int64,
+        initializer=None,
+        default_value=None,
+        seed=0,
+        name="embedding_variable",
+        shared_name=None,
+        container="",
+        optimizer=None,
+        min_count=0,
+        max_rows=0,
+        evict_policy="lru",
+        admission="counter",
+        bloom_counters=1 << 20,
+        bloom_hashes=3,
+    ):
         lib = load_library()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise _invalid(f"dim must be a positive int, got {dim!r}")
@@ -136,21 +154,26 @@ class EmbeddingVariable(resource.TrackableResource):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise _invalid(f"{label} must be an int >= 0, got {value!r}")
         if 0 < max_rows < 64:
-            raise _invalid(f"max_rows must be 0 (no cap) or at least 64 (the cap is split over "
-                           f"64 shards), got {max_rows}")
+            raise _invalid(
+                f"max_rows must be 0 (no cap) or at least 64 (the cap is split over "
+                f"64 shards), got {max_rows}"
+            )
         if evict_policy not in EVICT_POLICIES:
-            raise _invalid(f"evict_policy must be one of {', '.join(EVICT_POLICIES)}, "
-                           f"got {evict_policy!r}")
+            raise _invalid(f"evict_policy must be one of {', '.join(EVICT_POLICIES)}, got {evict_policy!r}")
         if admission not in ADMISSIONS:
             raise _invalid(f"admission must be one of {', '.join(ADMISSIONS)}, got {admission!r}")
         if admission == "bloom":
-            for label, value, low, high in (("min_count", min_count, 2, 255),
-                                            ("bloom_counters", bloom_counters, 64, 1 << 40),
-                                            ("bloom_hashes", bloom_hashes, 1, 16)):
-                if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-                        or not low <= value <= high):
-                    raise _invalid(f"admission='bloom' needs {label} in [{low}, {high}], "
-                                   f"got {value!r}")
+            for label, value, low, high in (
+                ("min_count", min_count, 2, 255),
+                ("bloom_counters", bloom_counters, 64, 1 << 40),
+                ("bloom_hashes", bloom_hashes, 1, 16),
+            ):
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, numbers.Integral)
+                    or not low <= value <= high
+                ):
+                    raise _invalid(f"admission='bloom' needs {label} in [{low}, {high}], got {value!r}")
         self._admission = admission
         self._bloom_counters, self._bloom_hashes = int(bloom_counters), int(bloom_hashes)
         self._min_count, self._max_rows = int(min_count), int(max_rows)
@@ -167,19 +190,29 @@ class EmbeddingVariable(resource.TrackableResource):
         self._resource_handle = self._create_resource()
         if not context.executing_eagerly():
             self._checkpoint_name = self._resource_handle.op.name
-            ops.add_to_collection(ops.GraphKeys.SAVEABLE_OBJECTS,
-                                  _EmbeddingVariableSaveable(self, self._checkpoint_name))
+            ops.add_to_collection(
+                ops.GraphKeys.SAVEABLE_OBJECTS, _EmbeddingVariableSaveable(self, self._checkpoint_name)
+            )
 
     # --- TrackableResource -------------------------------------------------------------
     def _create_resource(self):
         return self._ops.graphopt_ev_handle_op(
-            container=self._container, shared_name=self._shared_name, dim=self._dim,
-            key_dtype=self._key_dtype, default_value=self._default_value, name=self._name,
+            container=self._container,
+            shared_name=self._shared_name,
+            dim=self._dim,
+            key_dtype=self._key_dtype,
+            default_value=self._default_value,
+            name=self._name,
             optimizer=self._optimizer.name if self._optimizer else "",
             slot_init=self._optimizer.slot_init() if self._optimizer else [],
-            min_count=self._min_count, max_rows=self._max_rows,
-            evict_policy=self._evict_policy, admission=self._admission,
-            bloom_counters=self._bloom_counters, bloom_hashes=self._bloom_hashes, **self._attrs)
+            min_count=self._min_count,
+            max_rows=self._max_rows,
+            evict_policy=self._evict_policy,
+            admission=self._admission,
+            bloom_counters=self._bloom_counters,
+            bloom_hashes=self._bloom_hashes,
+            **self._attrs,
+        )
 
     def _destroy_resource(self):
         if self._anonymous:
@@ -226,7 +259,8 @@ class EmbeddingVariable(resource.TrackableResource):
     # --- ops -----------------------------------------------------------------------------
     def _keys(self, keys, what="ids"):
         if not isinstance(keys, (tf.Tensor, tf.SparseTensor, tf.RaggedTensor)) and not (
-                hasattr(keys, "dtype") and tf.as_dtype(keys.dtype).is_integer):
+            hasattr(keys, "dtype") and tf.as_dtype(keys.dtype).is_integer
+        ):
             try:
                 keys = tf.convert_to_tensor(keys, dtype=self._key_dtype)
             except (TypeError, ValueError):
@@ -247,8 +281,7 @@ class EmbeddingVariable(resource.TrackableResource):
         with ops.name_scope(name, f"{self._name}_lookup"):
             if insert_missing:
                 step = tf.constant(0, tf.int64) if step is None else _integer(step, "step")
-                return self._ops.graphopt_ev_find_or_insert(self.resource_handle, ids, step,
-                                                            dim=self._dim)
+                return self._ops.graphopt_ev_find_or_insert(self.resource_handle, ids, step, dim=self._dim)
             return self._ops.graphopt_ev_find(self.resource_handle, ids, dim=self._dim)
 
     def insert(self, keys, values, name=None):
@@ -257,8 +290,7 @@ class EmbeddingVariable(resource.TrackableResource):
         values = tf.convert_to_tensor(values, tf.float32)
         expected = keys.shape.concatenate([self._dim])
         if not values.shape.is_compatible_with(expected):
-            raise _invalid(f"values must have shape keys.shape + [dim] = {expected}, "
-                           f"got {values.shape}")
+            raise _invalid(f"values must have shape keys.shape + [dim] = {expected}, got {values.shape}")
         with ops.name_scope(name, f"{self._name}_insert"):
             return self._ops.graphopt_ev_insert(self.resource_handle, keys, values, dim=self._dim)
 
@@ -281,13 +313,19 @@ class EmbeddingVariable(resource.TrackableResource):
         admission='bloom' the filter: a header (bloom_counters, bloom_hashes), then
         (counter index, value) per nonzero counter)."""
         with ops.name_scope(name, f"{self._name}_export"):
-            out = self._ops.graphopt_ev_export_with_slots(self.resource_handle, dim=self._dim,
-                                                          num_slots=len(self.slot_names))
-        return (out.keys, out.values, out.freqs, out.versions,
-                dict(zip(self.slot_names, out.slots)), (out.pending_keys, out.pending_counts))
+            out = self._ops.graphopt_ev_export_with_slots(
+                self.resource_handle, dim=self._dim, num_slots=len(self.slot_names)
+            )
+        return (
+            out.keys,
+            out.values,
+            out.freqs,
+            out.versions,
+            dict(zip(self.slot_names, out.slots, strict=False)),
+            (out.pending_keys, out.pending_counts),
+        )
 
-    def import_(self, keys, values, freqs=None, versions=None, slots=None, pending=None,
-                name=None):
+    def import_(self, keys, values, freqs=None, versions=None, slots=None, pending=None, name=None):
         """Replaces the whole content; freqs and versions default to zeros; slots
         ({name: [n, dim]}) default to the optimizer's initial values; pending (keys,
         counts) restores the admission counters of keys without a row (admission='bloom':
@@ -299,22 +337,31 @@ class EmbeddingVariable(resource.TrackableResource):
         versions = zeros if versions is None else tf.convert_to_tensor(versions, tf.int64)
         slots = slots or {}
         if slots and set(slots) != set(self.slot_names):
-            raise _invalid(f"slots {sorted(slots)} do not match the slots "
-                           f"{list(self.slot_names)} of optimizer "
-                           f"'{self._optimizer.name if self._optimizer else ''}'")
-        slot_values = [tf.convert_to_tensor(slots[n], tf.float32) for n in self.slot_names
-                       ] if slots else []
+            raise _invalid(
+                f"slots {sorted(slots)} do not match the slots "
+                f"{list(self.slot_names)} of optimizer "
+                f"'{self._optimizer.name if self._optimizer else ''}'"
+            )
+        slot_values = [tf.convert_to_tensor(slots[n], tf.float32) for n in self.slot_names] if slots else []
         with ops.name_scope(name, f"{self._name}_import"):
             if not slot_values and pending is None:
-                return self._ops.graphopt_ev_import(self.resource_handle, keys, values, freqs,
-                                                    versions, dim=self._dim)
+                return self._ops.graphopt_ev_import(
+                    self.resource_handle, keys, values, freqs, versions, dim=self._dim
+                )
             empty = tf.zeros([0], tf.int64)
             pending_keys, pending_counts = (empty, empty) if pending is None else pending
             return self._ops.graphopt_ev_import_with_slots(
-                self.resource_handle, keys, values, freqs, versions, slot_values,
+                self.resource_handle,
+                keys,
+                values,
+                freqs,
+                versions,
+                slot_values,
                 tf.convert_to_tensor(pending_keys, tf.int64),
-                tf.convert_to_tensor(pending_counts, tf.int64), dim=self._dim,
-                optimizer=self._optimizer.name if slot_values else "")
+                tf.convert_to_tensor(pending_counts, tf.int64),
+                dim=self._dim,
+                optimizer=self._optimizer.name if slot_values else "",
+            )
 
     def restore_from(self, checkpoint, key, name=None):
         """Imports the table saved under checkpoint ``key`` (e.g. ``emb/.ATTRIBUTES/table``
@@ -326,16 +373,27 @@ class EmbeddingVariable(resource.TrackableResource):
         reader = tf.train.load_checkpoint(checkpoint)
         if not reader.has_tensor(f"{key}-keys"):
             raise _invalid(f"checkpoint {checkpoint} holds no table '{key}' ({key}-keys missing)")
-        saved = sorted(k[len(f"{key}-slot-"):] for k in reader.get_variable_to_shape_map()
-                       if k.startswith(f"{key}-slot-"))
+        saved = sorted(
+            k[len(f"{key}-slot-") :]
+            for k in reader.get_variable_to_shape_map()
+            if k.startswith(f"{key}-slot-")
+        )
         if saved and saved != sorted(self.slot_names):
-            raise _invalid(f"checkpoint table '{key}' holds slots {saved}, but this table's "
-                           f"optimizer keeps {list(self.slot_names)}; restore it into a table "
-                           "with the same optimizer")
+            raise _invalid(
+                f"checkpoint table '{key}' holds slots {saved}, but this table's "
+                f"optimizer keeps {list(self.slot_names)}; restore it into a table "
+                "with the same optimizer"
+            )
         get = reader.get_tensor
         slots = {n: get(f"{key}-slot-{n}") for n in self.slot_names} if saved else None
-        return self.import_(get(f"{key}-keys"), get(f"{key}-values"), get(f"{key}-freqs"),
-                            get(f"{key}-versions"), slots=slots, name=name)
+        return self.import_(
+            get(f"{key}-keys"),
+            get(f"{key}-values"),
+            get(f"{key}-freqs"),
+            get(f"{key}-versions"),
+            slots=slots,
+            name=name,
+        )
 
     def apply_gradients(self, keys_or_slices, grads=None, step=None, name=None):
         """One sparse optimizer step with the table's optimizer.
@@ -347,8 +405,10 @@ class EmbeddingVariable(resource.TrackableResource):
         by Adam (1-based, bias correction) and by a learning-rate schedule.
         """
         if self._optimizer is None:
-            raise _invalid(f"EmbeddingVariable '{self._name}' was created without an optimizer; "
-                           "pass optimizer= ('sgd', 'adagrad', 'adam', 'ftrl' or a config)")
+            raise _invalid(
+                f"EmbeddingVariable '{self._name}' was created without an optimizer; "
+                "pass optimizer= ('sgd', 'adagrad', 'adam', 'ftrl' or a config)"
+            )
         if isinstance(keys_or_slices, tf.IndexedSlices):
             if grads is not None:
                 raise _invalid("pass either IndexedSlices or keys and grads, not both")
@@ -363,14 +423,18 @@ class EmbeddingVariable(resource.TrackableResource):
             raise _invalid(f"grads must be float32, got {grads.dtype.name}")
         expected = keys.shape.concatenate([self._dim])
         if not grads.shape.is_compatible_with(expected):
-            raise _invalid(f"grads must have shape keys.shape + [dim] = {expected}, "
-                           f"got {grads.shape}")
+            raise _invalid(f"grads must have shape keys.shape + [dim] = {expected}, got {grads.shape}")
         if step is not None:
             step = _integer(step, "step")
         with ops.name_scope(name, f"{self._name}_apply"):
-            return self._optimizer.apply(self._ops, self.resource_handle,
-                                         tf.reshape(keys, [-1]),
-                                         tf.reshape(grads, [-1, self._dim]), self._dim, step)
+            return self._optimizer.apply(
+                self._ops,
+                self.resource_handle,
+                tf.reshape(keys, [-1]),
+                tf.reshape(grads, [-1, self._dim]),
+                self._dim,
+                step,
+            )
 
     def evict(self, step=0, ttl=0, min_freq=0, max_rows=0, policy=None, name=None):
         """Removes rows last used more than ``ttl`` steps before ``step``, rows seen fewer
@@ -380,8 +444,10 @@ class EmbeddingVariable(resource.TrackableResource):
         policy = policy or ("lfu" if self._evict_policy == "lfu" else "lru")
         if policy not in ("lru", "lfu"):
             raise _invalid(f"policy must be 'lru' or 'lfu', got {policy!r}")
-        args = [_integer(v, label) for v, label in
-                ((step, "step"), (ttl, "ttl"), (min_freq, "min_freq"), (max_rows, "max_rows"))]
+        args = [
+            _integer(v, label)
+            for v, label in ((step, "step"), (ttl, "ttl"), (min_freq, "min_freq"), (max_rows, "max_rows"))
+        ]
         with ops.name_scope(name, f"{self._name}_evict"):
             return self._ops.graphopt_ev_evict(self.resource_handle, *args, policy=policy)
 
@@ -391,8 +457,13 @@ class EmbeddingVariable(resource.TrackableResource):
         but not admitted yet (admission='bloom': the filter's estimate of the distinct keys
         it counted), bytes held (the filter's included)."""
         out = self._ops.graphopt_ev_stats(self.resource_handle, name=name)
-        return {"size": out.size, "admitted": out.admitted, "evicted": out.evicted,
-                "pending": out.pending, "bytes": out.bytes_used}
+        return {
+            "size": out.size,
+            "admitted": out.admitted,
+            "evicted": out.evicted,
+            "pending": out.pending,
+            "bytes": out.bytes_used,
+        }
 
     def size(self, name=None):
         """Number of keys (int64 scalar)."""
@@ -415,19 +486,33 @@ def checkpoint_tensors(variable) -> dict:
     tensors = {"-keys": keys, "-values": values, "-freqs": freqs, "-versions": versions}
     tensors.update({f"-slot-{n}": t for n, t in slots.items()})
     if variable._min_count > 1:
-        names = ("-bloom-index", "-bloom-counts") if variable._admission == "bloom" else (
-            "-pending-keys", "-pending-counts")
+        names = (
+            ("-bloom-index", "-bloom-counts")
+            if variable._admission == "bloom"
+            else ("-pending-keys", "-pending-counts")
+        )
         tensors.update(dict(zip(names, pending, strict=True)))
     return tensors
 
 
 def restore_checkpoint_tensors(variable, tensors: dict):
     slots = {n: tensors[f"-slot-{n}"] for n in variable.slot_names if f"-slot-{n}" in tensors}
-    pending = next(((tensors[a], tensors[b]) for a, b in (("-pending-keys", "-pending-counts"),
-                                                           ("-bloom-index", "-bloom-counts"))
-                    if a in tensors), None)
-    return variable.import_(tensors["-keys"], tensors["-values"], tensors["-freqs"],
-                            tensors["-versions"], slots=slots or None, pending=pending)
+    pending = next(
+        (
+            (tensors[a], tensors[b])
+            for a, b in (("-pending-keys", "-pending-counts"), ("-bloom-index", "-bloom-counts"))
+            if a in tensors
+        ),
+        None,
+    )
+    return variable.import_(
+        tensors["-keys"],
+        tensors["-values"],
+        tensors["-freqs"],
+        tensors["-versions"],
+        slots=slots or None,
+        pending=pending,
+    )
 
 
 class _EmbeddingVariableSaveable(saveable_object.SaveableObject):
@@ -437,15 +522,15 @@ class _EmbeddingVariableSaveable(saveable_object.SaveableObject):
     def __init__(self, variable, name):
         tensors = checkpoint_tensors(variable)
         self._suffixes = list(tensors)
-        specs = [saveable_object.SaveSpec(t, "", f"{name}{suffix}")
-                 for suffix, t in tensors.items()]
+        specs = [saveable_object.SaveSpec(t, "", f"{name}{suffix}") for suffix, t in tensors.items()]
         super().__init__(variable, specs, name)
 
     def restore(self, restored_tensors, restored_shapes):
         del restored_shapes
         with ops.colocate_with(self.op.resource_handle):
-            return restore_checkpoint_tensors(self.op,
-                                              dict(zip(self._suffixes, restored_tensors)))
+            return restore_checkpoint_tensors(
+                self.op, dict(zip(self._suffixes, restored_tensors, strict=False))
+            )
 
 
 @ops.RegisterGradient("GraphoptEvFind")

@@ -82,8 +82,7 @@ class Adagrad(SparseOptimizer):
             raise _invalid(f"rsqrt=True is v1 Adagrad, which has no epsilon: give epsilon=0, got {epsilon}")
         self.rsqrt = bool(rsqrt)
         if not initial_accumulator_value >= 0:
-            raise _invalid(f"initial_accumulator_value must be >= 0, got "
-                           f"{initial_accumulator_value}")
+            raise _invalid(f"initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
         if not epsilon >= 0:
             raise _invalid(f"epsilon must be >= 0, got {epsilon}")
         self.initial_accumulator_value = float(initial_accumulator_value)
@@ -93,9 +92,15 @@ class Adagrad(SparseOptimizer):
         return [self.initial_accumulator_value]
 
     def apply(self, ops, handle, keys, grads, dim, step):
-        return ops.graphopt_ev_apply_adagrad(handle, keys, grads, self.lr(step),
-                                             tf.constant(self.epsilon, tf.float32), dim=dim,
-                                             rsqrt=self.rsqrt)
+        return ops.graphopt_ev_apply_adagrad(
+            handle,
+            keys,
+            grads,
+            self.lr(step),
+            tf.constant(self.epsilon, tf.float32),
+            dim=dim,
+            rsqrt=self.rsqrt,
+        )
 
 
 class Adam(SparseOptimizer):
@@ -119,14 +124,24 @@ class Adam(SparseOptimizer):
 
     def apply(self, ops, handle, keys, grads, dim, step):
         if step is None:
-            raise _invalid("Adam needs apply_gradients(..., step=) (the 1-based training step) "
-                           "for its bias correction")
+            raise _invalid(
+                "Adam needs apply_gradients(..., step=) (the 1-based training step) for its bias correction"
+            )
         t = tf.cast(step, tf.float32)
         beta_1 = tf.constant(self.beta_1, tf.float32)
         beta_2 = tf.constant(self.beta_2, tf.float32)
-        return ops.graphopt_ev_apply_adam(handle, keys, grads, self.lr(step), beta_1, beta_2,
-                                          tf.constant(self.epsilon, tf.float32),
-                                          tf.pow(beta_1, t), tf.pow(beta_2, t), dim=dim)
+        return ops.graphopt_ev_apply_adam(
+            handle,
+            keys,
+            grads,
+            self.lr(step),
+            beta_1,
+            beta_2,
+            tf.constant(self.epsilon, tf.float32),
+            tf.pow(beta_1, t),
+            tf.pow(beta_2, t),
+            dim=dim,
+        )
 
 
 class Ftrl(SparseOptimizer):
@@ -135,15 +150,19 @@ class Ftrl(SparseOptimizer):
     name = "ftrl"
     slot_names = ("accumulator", "linear")
 
-    def __init__(self, learning_rate=0.001, learning_rate_power=-0.5,
-                 initial_accumulator_value=0.1, l1_regularization_strength=0.0,
-                 l2_regularization_strength=0.0):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        learning_rate_power=-0.5,
+        initial_accumulator_value=0.1,
+        l1_regularization_strength=0.0,
+        l2_regularization_strength=0.0,
+    ):
         super().__init__(learning_rate)
         if not learning_rate_power <= 0:
             raise _invalid(f"learning_rate_power must be <= 0, got {learning_rate_power}")
         if not initial_accumulator_value >= 0:
-            raise _invalid(f"initial_accumulator_value must be >= 0, got "
-                           f"{initial_accumulator_value}")
+            raise _invalid(f"initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
         if not (l1_regularization_strength >= 0 and l2_regularization_strength >= 0):
             raise _invalid("l1/l2_regularization_strength must be >= 0")
         self.learning_rate_power = float(learning_rate_power)
@@ -156,10 +175,16 @@ class Ftrl(SparseOptimizer):
 
     def apply(self, ops, handle, keys, grads, dim, step):
         f = lambda v: tf.constant(v, tf.float32)  # noqa: E731
-        return ops.graphopt_ev_apply_ftrl(handle, keys, grads, self.lr(step),
-                                          f(self.l1_regularization_strength),
-                                          f(self.l2_regularization_strength),
-                                          f(self.learning_rate_power), dim=dim)
+        return ops.graphopt_ev_apply_ftrl(
+            handle,
+            keys,
+            grads,
+            self.lr(step),
+            f(self.l1_regularization_strength),
+            f(self.l2_regularization_strength),
+            f(self.learning_rate_power),
+            dim=dim,
+        )
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Adagrad, Adam, Ftrl)}
@@ -171,5 +196,7 @@ def get(optimizer):
         return optimizer
     if isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:
         return OPTIMIZERS[optimizer.lower()]()
-    raise _invalid(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)} or a "
-                   "graphopt.ops.optimizers config (SGD, Adagrad, Adam, Ftrl)")
+    raise _invalid(
+        f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)} or a "
+        "graphopt.ops.optimizers config (SGD, Adagrad, Adam, Ftrl)"
+    )

@@ -14,7 +14,18 @@ from graphopt.rewrite.rewriter import RewriteReport, rewrite_model
 from graphopt.rewrite.tensorboard import write_tensorboard
 
 __all__ = [
-    "EmbeddingTable", "GatherLeftAlone", "LookupSite", "ModelInspection", "PassResult", "RewriteContext",
-    "RewritePlan", "RewriteReport", "default_passes", "detect", "inspect_model", "rewrite_model",
-    "run_passes", "write_tensorboard",
+    "EmbeddingTable",
+    "GatherLeftAlone",
+    "LookupSite",
+    "ModelInspection",
+    "PassResult",
+    "RewriteContext",
+    "RewritePlan",
+    "RewriteReport",
+    "default_passes",
+    "detect",
+    "inspect_model",
+    "rewrite_model",
+    "run_passes",
+    "write_tensorboard",
 ]

@@ -8,11 +8,11 @@ variable, and its gathers are reported as left alone with the reason.
 
 import dataclasses
 import re
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from graphopt.graph import meta_graph as mg_lib, nodes
+from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import nodes
 from graphopt.graph.model import TOP, Body, ModelGraph, TensorRef, live_nodes
 from graphopt.rewrite import training as v1_training
 
@@ -36,9 +36,9 @@ class LookupSite:
     op: str
     ids: str  # input reference of the ids, in the body's spelling
     ids_dtype: int  # DataType enum of the ids
-    read: Optional[str] = None  # the ReadVariableOp a GatherV2 reads the table through
-    part_gathers: List[str] = dataclasses.field(default_factory=list)  # partitioned: gather per part
-    signature_inputs: List[str] = dataclasses.field(default_factory=list)
+    read: str | None = None  # the ReadVariableOp a GatherV2 reads the table through
+    part_gathers: list[str] = dataclasses.field(default_factory=list)  # partitioned: gather per part
+    signature_inputs: list[str] = dataclasses.field(default_factory=list)
     training: bool = False  # an optimizer update's gradients come from it: find-or-insert
 
     @property
@@ -54,10 +54,10 @@ class VariableUse:
     body: str
     node: str  # the consuming node (ReadVariableOp for save/dead, AssignVariableOp for restore/init)
     part: int = 0
-    save_node: Optional[str] = None  # SaveV2 the read feeds
-    save_entry: Optional[int] = None
-    restore_node: Optional[str] = None  # RestoreV2 the assign takes its value from
-    restore_entry: Optional[int] = None
+    save_node: str | None = None  # SaveV2 the read feeds
+    save_entry: int | None = None
+    restore_node: str | None = None  # RestoreV2 the assign takes its value from
+    restore_entry: int | None = None
 
 
 @dataclasses.dataclass
@@ -65,24 +65,24 @@ class EmbeddingTable:
     """A variable (or a partitioned variable) whose rows are only ever gathered."""
 
     name: str
-    handles: List[str]  # top-level VarHandleOp names, in partition order
+    handles: list[str]  # top-level VarHandleOp names, in partition order
     rows: int
     dim: int
     dtype: str
-    sites: List[LookupSite]
-    uses: List[VariableUse]
-    checkpoint_key: Optional[str]
-    partition_strategy: Optional[str] = None  # None, "mod" or "div"
-    partition_rows: List[int] = dataclasses.field(default_factory=list)
+    sites: list[LookupSite]
+    uses: list[VariableUse]
+    checkpoint_key: str | None
+    partition_strategy: str | None = None  # None, "mod" or "div"
+    partition_rows: list[int] = dataclasses.field(default_factory=list)
     # Handles of other tables passed through the same function argument: rewrite them together.
-    shares_arguments_with: List[str] = dataclasses.field(default_factory=list)
+    shares_arguments_with: list[str] = dataclasses.field(default_factory=list)
     # TF1 training graphs: the optimizer update the rewrite turns into an apply op, or why the
     # table keeps its dense variable (graphopt.rewrite.training).
     training: v1_training.TrainingUpdate | None = None
     training_left: str | None = None
 
     @property
-    def shape(self) -> Tuple[int, int]:
+    def shape(self) -> tuple[int, int]:
         return (self.rows, self.dim)
 
     @property
@@ -90,7 +90,7 @@ class EmbeddingTable:
         return self.rows * self.dim * np.dtype(self.dtype).itemsize
 
     @property
-    def signature_inputs(self) -> List[str]:
+    def signature_inputs(self) -> list[str]:
         return sorted({s for site in self.sites for s in site.signature_inputs})
 
     def row_ids(self, stored_rows: int) -> np.ndarray:
@@ -103,11 +103,17 @@ class EmbeddingTable:
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "shape": list(self.shape), "dtype": self.dtype, "bytes": self.nbytes,
-            "handles": self.handles, "checkpoint_key": self.checkpoint_key,
-            "partitions": len(self.handles), "partition_strategy": self.partition_strategy,
-            "lookup_sites": [{"where": s.where, "op": s.op, "signature_inputs": s.signature_inputs}
-                             for s in self.sites],
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "bytes": self.nbytes,
+            "handles": self.handles,
+            "checkpoint_key": self.checkpoint_key,
+            "partitions": len(self.handles),
+            "partition_strategy": self.partition_strategy,
+            "lookup_sites": [
+                {"where": s.where, "op": s.op, "signature_inputs": s.signature_inputs} for s in self.sites
+            ],
             "signature_inputs": self.signature_inputs,
             **({"training": self.training.to_dict()} if self.training else {}),
         }
@@ -133,10 +139,10 @@ class GatherLeftAlone:
 @dataclasses.dataclass
 class _VariableScan:
     handle: str
-    sites: List[LookupSite]
-    uses: List[VariableUse]
-    problems: List[str]
-    gathers: List[Tuple[str, str]]  # (body, gather node) of every gather reading this variable
+    sites: list[LookupSite]
+    uses: list[VariableUse]
+    problems: list[str]
+    gathers: list[tuple[str, str]]  # (body, gather node) of every gather reading this variable
 
 
 def _const(body: Body, ref: TensorRef):
@@ -178,7 +184,7 @@ def _reads_dead(body: Body, name: str, live: set) -> bool:
     return not (body.dead_cone([name]) & live)
 
 
-def _gather_problem(body: Body, node, params_position=0) -> Optional[str]:
+def _gather_problem(body: Body, node, params_position=0) -> str | None:
     if node.op == "ResourceGather" or node.op == "GatherV2":
         bd = nodes.attr_value(node, "batch_dims") or 0
         if bd != 0:
@@ -196,7 +202,9 @@ def _gather_problem(body: Body, node, params_position=0) -> Optional[str]:
 
 def _site(body: Body, gather, read=None) -> LookupSite:
     ids = body.data_inputs(gather)[1]
-    return LookupSite(body.name, gather.name, gather.op, str(ids), nodes.attr_value(gather, "Tindices"), read=read)
+    return LookupSite(
+        body.name, gather.name, gather.op, str(ids), nodes.attr_value(gather, "Tindices"), read=read
+    )
 
 
 def _restore_source(body: Body, ref: TensorRef):
@@ -223,8 +231,11 @@ def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
             # Before the liveness test: a train op is fetched by name, often from no collection.
             scan.uses.append(VariableUse("train", body.name, node.name))
             continue
-        if not body.is_function and node.name not in live and node.op not in (
-                ASSIGN_OPS + READ_OPS + ("ResourceGather", "Identity")):
+        if (
+            not body.is_function
+            and node.name not in live
+            and node.op not in (ASSIGN_OPS + READ_OPS + ("ResourceGather", "Identity"))
+        ):
             if _reads_dead(body, node.name, live):
                 scan.uses.append(VariableUse("dead", body.name, node.name))
                 continue
@@ -238,22 +249,25 @@ def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
         elif node.op in READ_OPS or (is_ref and node.op == "Identity"):
             _scan_read(body, node, live, scan)
         elif is_ref and node.op in SAVE_OPS and use.position >= 3:
-            scan.uses.append(VariableUse("save", body.name, handle, save_node=node.name,
-                                         save_entry=use.position - 3))
+            scan.uses.append(
+                VariableUse("save", body.name, handle, save_node=node.name, save_entry=use.position - 3)
+            )
         elif node.op in ASSIGN_OPS and use.position == 0:
             if node.op == "Assign" and body.consumers(node.name):
                 scan.problems.append(f"{body.name or 'graph'}:{node.name} uses the value it assigns")
                 continue
             src = _restore_source(body, body.data_inputs(node)[1])
             if src is not None:
-                scan.uses.append(VariableUse("restore", body.name, node.name, restore_node=src[0],
-                                             restore_entry=src[1]))
+                scan.uses.append(
+                    VariableUse("restore", body.name, node.name, restore_node=src[0], restore_entry=src[1])
+                )
             elif body.is_function:
                 scan.problems.append(f"{body.name}:{node.name} assigns it")
             else:
                 scan.uses.append(VariableUse("init", body.name, node.name))
         elif node.op in ("DisableCopyOnRead", "VarIsInitializedOp", "IsVariableInitialized") and _reads_dead(
-                body, node.name, live):
+            body, node.name, live
+        ):
             scan.uses.append(VariableUse("dead", body.name, node.name))
         else:
             scan.problems.append(f"{body.name or 'graph'}:{node.name} ({node.op}) uses it")
@@ -274,8 +288,9 @@ def _scan_read(body: Body, read, live: set, scan: _VariableScan):
                 scan.sites.append(_site(body, node, read=read.name))
         elif node.op in SAVE_OPS and pos >= 3:
             used = True
-            scan.uses.append(VariableUse("save", body.name, read.name, save_node=node.name,
-                                         save_entry=pos - 3))
+            scan.uses.append(
+                VariableUse("save", body.name, read.name, save_node=node.name, save_entry=pos - 3)
+            )
         elif body.is_function or node.name in live or not _reads_dead(body, node.name, live):
             scan.problems.append(f"{body.name or 'graph'}:{node.name} ({node.op}) reads it whole")
             used = True
@@ -291,13 +306,13 @@ def _scan_read(body: Body, read, live: set, scan: _VariableScan):
 class _PartitionGroup:
     stitch: str
     body: str
-    handles: List[str]
-    gathers: List[str]
+    handles: list[str]
+    gathers: list[str]
     strategy: str
     flat_ids: TensorRef
 
 
-def _partition_group(model: ModelGraph, body: Body, stitch, gather_handle: Dict[Tuple[str, str], str]):
+def _partition_group(model: ModelGraph, body: Body, stitch, gather_handle: dict[tuple[str, str], str]):
     """Matches ``ParallelDynamicStitch(DynamicPartition(Range(Size(ids))), gathers of the parts)``."""
     n = nodes.attr_value(stitch, "N")
     data = body.data_inputs(stitch)
@@ -340,19 +355,19 @@ def _partition_group(model: ModelGraph, body: Body, stitch, gather_handle: Dict[
 class Detection:
     """Everything detection found in one model graph."""
 
-    tables: List[EmbeddingTable]
-    left_alone: List[GatherLeftAlone]
+    tables: list[EmbeddingTable]
+    left_alone: list[GatherLeftAlone]
 
 
-def _placeholder_inputs(meta_graph) -> Dict[str, List[str]]:
-    out: Dict[str, List[str]] = {}
+def _placeholder_inputs(meta_graph) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
     for sig_name, sig in mg_lib.signature_tensors(meta_graph).items():
         for key, tensor in sig["inputs"].items():
             out.setdefault(TensorRef.parse(tensor).node, []).append(f"{sig_name}:{key}")
     return out
 
 
-def _checkpoint_key(model: ModelGraph, uses: List[VariableUse]) -> Optional[str]:
+def _checkpoint_key(model: ModelGraph, uses: list[VariableUse]) -> str | None:
     for u in uses:
         if u.kind == "restore":
             body = model.body(u.body)
@@ -371,11 +386,15 @@ def _drop_tables_sharing_arguments(tables, args_of, arg_sources, rejected):
         changed = False
         handles = {h for t in tables for h in t.handles}
         for t in list(tables):
-            others = {o for h in t.handles for a in args_of.get(h, ()) for o in arg_sources[a]} - set(t.handles)
+            others = {o for h in t.handles for a in args_of.get(h, ()) for o in arg_sources[a]} - set(
+                t.handles
+            )
             if others - handles:
                 tables.remove(t)
                 for h in t.handles:
-                    rejected[h] = f"a function argument it reaches also receives {sorted(others - handles)[0]}"
+                    rejected[h] = (
+                        f"a function argument it reaches also receives {sorted(others - handles)[0]}"
+                    )
                 changed = True
             else:
                 t.shares_arguments_with = sorted(others)
@@ -385,8 +404,7 @@ def detect(model: ModelGraph) -> Detection:
     """Finds the embedding tables of a model graph and the gathers left alone."""
     live = live_nodes(model)
     graph = model.graph
-    scans = {n.name: _scan_variable(model, live, n.name)
-             for n in graph.nodes() if n.op in VARIABLE_OPS}
+    scans = {n.name: _scan_variable(model, live, n.name) for n in graph.nodes() if n.op in VARIABLE_OPS}
     gather_handle = {}
     for h, scan in scans.items():
         for site in scan.sites:
@@ -400,14 +418,14 @@ def detect(model: ModelGraph) -> Detection:
                 g = _partition_group(model, body, node, gather_handle)
                 if g is not None:
                     groups.append(g)
-    part_of: Dict[str, list] = {}
+    part_of: dict[str, list] = {}
     for g in groups:
         for h in g.handles:
             part_of.setdefault(h, []).append(g)
 
     # Function arguments that receive several variables: one body serves them all.
     args_of = {h: model.resource_args(TOP, h) for h in scans if graph.node(h).op != "VariableV2"}
-    arg_sources: Dict[tuple, set] = {}
+    arg_sources: dict[tuple, set] = {}
     for h, args in args_of.items():
         for arg in args:
             arg_sources.setdefault(arg, set()).add(h)
@@ -415,7 +433,7 @@ def detect(model: ModelGraph) -> Detection:
     placeholders = _placeholder_inputs(model.meta_graph)
     tables, rejected = [], {}
     done = set()
-    for h, scan in scans.items():
+    for h in scans:
         if h in done:
             continue
         handle_node = graph.node(h)
@@ -427,8 +445,10 @@ def detect(model: ModelGraph) -> Detection:
             members = group_list[0].handles
             if any(g.handles != members for g in group_list):
                 problem = "its parts are looked up in different groupings"
-            elif any({(s.body, s.node) for s in scans[m].sites}
-                     - {(g.body, g.gathers[p]) for g in group_list} for p, m in enumerate(members)):
+            elif any(
+                {(s.body, s.node) for s in scans[m].sites} - {(g.body, g.gathers[p]) for g in group_list}
+                for p, m in enumerate(members)
+            ):
                 problem = "a part is also gathered outside the partitioned lookup"
             for m in members:
                 done.add(m)
@@ -468,9 +488,16 @@ def detect(model: ModelGraph) -> Detection:
             for g in group_list:
                 body = model.body(g.body)
                 stitch = body.node(g.stitch)
-                sites.append(LookupSite(g.body, g.stitch, stitch.op, str(g.flat_ids),
-                                        nodes.attr_value(body.node(g.gathers[0]), "Tindices"),
-                                        part_gathers=g.gathers))
+                sites.append(
+                    LookupSite(
+                        g.body,
+                        g.stitch,
+                        stitch.op,
+                        str(g.flat_ids),
+                        nodes.attr_value(body.node(g.gathers[0]), "Tindices"),
+                        part_gathers=g.gathers,
+                    )
+                )
             strategy = group_list[0].strategy
         else:
             sites, strategy = scans[h].sites, None
@@ -480,12 +507,22 @@ def detect(model: ModelGraph) -> Detection:
         for site in sites:
             srcs = model.trace_back(site.body, TensorRef.parse(site.ids))
             site.signature_inputs = sorted({k for p in srcs for k in placeholders.get(p.ref.node, [])})
-        tables.append(EmbeddingTable(
-            name=_PART_SUFFIX.sub("", h), handles=table_handles,
-            rows=sum(s[0] for s in shapes), dim=shapes[0][1], dtype=dtype, sites=sites, uses=uses,
-            checkpoint_key=key, partition_strategy=strategy,
-            partition_rows=[s[0] for s in shapes] if group_list else [],
-            training=update, training_left=training_left))
+        tables.append(
+            EmbeddingTable(
+                name=_PART_SUFFIX.sub("", h),
+                handles=table_handles,
+                rows=sum(s[0] for s in shapes),
+                dim=shapes[0][1],
+                dtype=dtype,
+                sites=sites,
+                uses=uses,
+                checkpoint_key=key,
+                partition_strategy=strategy,
+                partition_rows=[s[0] for s in shapes] if group_list else [],
+                training=update,
+                training_left=training_left,
+            )
+        )
 
     _drop_tables_sharing_arguments(tables, args_of, arg_sources, rejected)
     table_gathers = {(s.body, g) for t in tables for s in t.sites for g in (s.part_gathers or [s.node])}

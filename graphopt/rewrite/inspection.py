@@ -1,9 +1,9 @@
 """``inspect_model``: what a model holds (signatures, tables, gathers left alone), without changing it."""
 
 import dataclasses
-from typing import Dict, List, Optional
 
-from graphopt.graph import io, meta_graph as mg_lib
+from graphopt.graph import io
+from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite.collisionless import TableMigration, plan_migrations
 from graphopt.rewrite.detect import EmbeddingTable, GatherLeftAlone, detect
@@ -15,15 +15,15 @@ class ModelInspection:
 
     path: str
     kind: str  # "saved_model" or "meta_graph"
-    tags: List[str]
-    signatures: Dict[str, dict]  # name -> {"inputs": {key: {dtype, shape}}, "outputs": [keys], "method"}
-    tables: List[EmbeddingTable]
-    left_alone: List[GatherLeftAlone]
-    nodes: Dict[str, int]  # body name ("graph" for the top level) -> node count
+    tags: list[str]
+    signatures: dict[str, dict]  # name -> {"inputs": {key: {dtype, shape}}, "outputs": [keys], "method"}
+    tables: list[EmbeddingTable]
+    left_alone: list[GatherLeftAlone]
+    nodes: dict[str, int]  # body name ("graph" for the top level) -> node count
     # Per table: its id-mapping chain and whether collisionless migration is possible.
     migrations: list[TableMigration] = dataclasses.field(default_factory=list)
 
-    def table(self, name: str) -> Optional[EmbeddingTable]:
+    def table(self, name: str) -> EmbeddingTable | None:
         return next((t for t in self.tables if t.name == name), None)
 
     def migration(self, name: str) -> TableMigration | None:
@@ -31,7 +31,10 @@ class ModelInspection:
 
     def to_dict(self) -> dict:
         return {
-            "path": self.path, "kind": self.kind, "tags": self.tags, "signatures": self.signatures,
+            "path": self.path,
+            "kind": self.kind,
+            "tags": self.tags,
+            "signatures": self.signatures,
             "tables": [t.to_dict() for t in self.tables],
             "gathers_left_alone": [g.to_dict() for g in self.left_alone],
             "nodes": self.nodes,
@@ -39,11 +42,11 @@ class ModelInspection:
         }
 
 
-def node_counts(model: ModelGraph) -> Dict[str, int]:
+def node_counts(model: ModelGraph) -> dict[str, int]:
     return {(name or "graph"): len(body) for name, body in model.bodies.items()}
 
 
-def signatures_of(meta_graph) -> Dict[str, dict]:
+def signatures_of(meta_graph) -> dict[str, dict]:
     specs = mg_lib.signature_input_specs(meta_graph)
     out = {}
     for name, sig in mg_lib.signature_tensors(meta_graph).items():
@@ -51,8 +54,13 @@ def signatures_of(meta_graph) -> Dict[str, dict]:
             continue
         out[name] = {
             "method": sig["method"],
-            "inputs": {k: {"dtype": specs[name].get(k, (None, None))[0],
-                           "shape": specs[name].get(k, (None, None))[1]} for k in sig["inputs"]},
+            "inputs": {
+                k: {
+                    "dtype": specs[name].get(k, (None, None))[0],
+                    "shape": specs[name].get(k, (None, None))[1],
+                }
+                for k in sig["inputs"]
+            },
             "outputs": sorted(sig["outputs"]),
         }
     return out
@@ -64,6 +72,14 @@ def inspect_model(path, tags=None) -> ModelInspection:
     model = ModelGraph(source.meta_graph)
     found = detect(model)
     return ModelInspection(
-        path=str(path), kind=source.kind, tags=source.tags, signatures=signatures_of(source.meta_graph),
-        tables=found.tables, left_alone=found.left_alone, nodes=node_counts(model),
-        migrations=plan_migrations(model, found.tables, source.path if source.kind == "saved_model" else None))
+        path=str(path),
+        kind=source.kind,
+        tags=source.tags,
+        signatures=signatures_of(source.meta_graph),
+        tables=found.tables,
+        left_alone=found.left_alone,
+        nodes=node_counts(model),
+        migrations=plan_migrations(
+            model, found.tables, source.path if source.kind == "saved_model" else None
+        ),
+    )

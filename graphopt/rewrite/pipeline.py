@@ -5,8 +5,6 @@ an ``apply`` step (edit, say whether the graph changed). A target (``passes/<tar
 its passes in order; ``default_passes`` are those of the EmbeddingVariable target.
 """
 
-from typing import List
-
 from graphopt.errors import GraphoptError
 from graphopt.rewrite.passes import PassResult
 from graphopt.rewrite.plan import RewriteContext
@@ -18,14 +16,14 @@ class RewriteIntegrityError(GraphoptError):
     """A pass left the graph inconsistent (a bug in graphopt; the input model is untouched)."""
 
 
-def default_passes() -> List:
+def default_passes() -> list:
     """The serving rewrite onto EmbeddingVariables, in order."""
     from graphopt.rewrite.targets import TARGETS
 
     return TARGETS["ev"].passes()
 
 
-def run_passes(ctx: RewriteContext, passes=None, debug: bool = False) -> List[PassResult]:
+def run_passes(ctx: RewriteContext, passes=None, debug: bool = False) -> list[PassResult]:
     """Runs the passes in order.
 
     In debug mode, after each pass: the graph model's own checks, and what every pass run so
@@ -40,5 +38,6 @@ def run_passes(ctx: RewriteContext, passes=None, debug: bool = False) -> List[Pa
             if problems:
                 raise RewriteIntegrityError(
                     f"pass {p.name} broke the graph: {problems[0]} (and {len(problems) - 1} more); "
-                    "please report this with the model")
+                    "please report this with the model"
+                )
     return results

@@ -2,7 +2,6 @@
 
 import dataclasses
 import re
-from typing import List, Optional, Set, Tuple
 
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite.detect import EmbeddingTable
@@ -12,8 +11,8 @@ from graphopt.rewrite.detect import EmbeddingTable
 class RewritePlan:
     """The tables to convert (and those skipped, with the reason)."""
 
-    tables: List[EmbeddingTable]
-    skipped: List[Tuple[EmbeddingTable, str]]
+    tables: list[EmbeddingTable]
+    skipped: list[tuple[EmbeddingTable, str]]
     # Collisionless migration (rewrite --collisionless): one TableMigration per chosen table;
     # empty when not asked for. Only tables whose migration is possible are migrated.
     migrations: list = dataclasses.field(default_factory=list)
@@ -21,8 +20,13 @@ class RewritePlan:
     notes: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def select(cls, tables: List[EmbeddingTable], include: Optional[str] = None,
-               exclude: Optional[str] = None, min_rows: int = 0) -> "RewritePlan":
+    def select(
+        cls,
+        tables: list[EmbeddingTable],
+        include: str | None = None,
+        exclude: str | None = None,
+        min_rows: int = 0,
+    ) -> "RewritePlan":
         """Applies --include / --exclude (regexes searched in the table name) and --min-rows."""
         chosen, skipped = [], []
         for t in tables:
@@ -45,13 +49,17 @@ class RewritePlan:
                 missing = sorted(set(t.shares_arguments_with) - handles)
                 if missing:
                     chosen.remove(t)
-                    skipped.append((t, f"shares a function argument with {missing[0]}, which is not selected"))
+                    skipped.append(
+                        (t, f"shares a function argument with {missing[0]}, which is not selected")
+                    )
                     changed = True
         return cls(chosen, skipped)
 
     def to_dict(self) -> dict:
-        out: dict = {"tables": [t.to_dict() for t in self.tables],
-               "skipped": [{"name": t.name, "reason": r} for t, r in self.skipped]}
+        out: dict = {
+            "tables": [t.to_dict() for t in self.tables],
+            "skipped": [{"name": t.name, "reason": r} for t, r in self.skipped],
+        }
         if self.notes:
             out["notes"] = list(self.notes)
         if self.migrations:
@@ -66,15 +74,19 @@ class Replacement:
     body: str
     old_name: str
     old_op: str
-    new_name: Optional[str]
-    new_op: Optional[str]
+    new_name: str | None
+    new_op: str | None
     table: str
     pass_name: str
 
     def to_dict(self) -> dict:
-        return {"function": self.body or None, "old": {"name": self.old_name, "op": self.old_op},
-                "new": {"name": self.new_name, "op": self.new_op} if self.new_name else None,
-                "table": self.table, "pass": self.pass_name}
+        return {
+            "function": self.body or None,
+            "old": {"name": self.old_name, "op": self.old_op},
+            "new": {"name": self.new_name, "op": self.new_op} if self.new_name else None,
+            "table": self.table,
+            "pass": self.pass_name,
+        }
 
 
 @dataclasses.dataclass
@@ -83,11 +95,19 @@ class RewriteContext:
 
     model: ModelGraph
     plan: RewritePlan
-    replacements: List[Replacement] = dataclasses.field(default_factory=list)
-    disconnected: Set[Tuple[str, str]] = dataclasses.field(default_factory=set)  # (body, node) to clean
+    replacements: list[Replacement] = dataclasses.field(default_factory=list)
+    disconnected: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # (body, node) to clean
 
     def replaced(self, body, old, new, table, pass_name):
         """Records that node ``old`` (a NodeDef before the edit) became ``new`` (a NodeDef or None)."""
-        self.replacements.append(Replacement(
-            body, old.name, old.op, new.name if new is not None else None,
-            new.op if new is not None else None, table.name, pass_name))
+        self.replacements.append(
+            Replacement(
+                body,
+                old.name,
+                old.op,
+                new.name if new is not None else None,
+                new.op if new is not None else None,
+                table.name,
+                pass_name,
+            )
+        )

@@ -4,11 +4,14 @@ import concurrent.futures
 import dataclasses
 import json
 import os
-from typing import Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 from graphopt import checkpoint
 from graphopt.errors import ModelError
-from graphopt.graph import io, keras_metadata, meta_graph as mg_lib, nodes, object_graph as og_lib
+from graphopt.graph import io, keras_metadata, nodes
+from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import object_graph as og_lib
 from graphopt.graph.model import ModelGraph
 from graphopt.output import check_output_dir, staged_output
 from graphopt.rewrite.collisionless import plan_migrations
@@ -28,17 +31,17 @@ class RewriteReport:
     """What a rewrite did (or, with dry_run, would do)."""
 
     source: str
-    output: Optional[str]
+    output: str | None
     plan: RewritePlan
-    passes: List[PassResult]
-    nodes_before: Dict[str, int]
-    nodes_after: Dict[str, int]
+    passes: list[PassResult]
+    nodes_before: dict[str, int]
+    nodes_after: dict[str, int]
     bytes_converted: int = 0
     wrote: bool = False
     dry_run: bool = False
-    verification: object = None  # what ``verify`` returned for the staged output, when given
-    manifest: List[dict] = dataclasses.field(default_factory=list)
-    tensorboard: List[str] = dataclasses.field(default_factory=list)
+    verification: Any = None  # what ``verify`` returned for the staged output, when given
+    manifest: list[dict] = dataclasses.field(default_factory=list)
+    tensorboard: list[str] = dataclasses.field(default_factory=list)
     revived_layers: list[str] = dataclasses.field(default_factory=list)  # tf_keras layers without config
 
     @property
@@ -57,12 +60,17 @@ class RewriteReport:
 
     def to_dict(self) -> dict:
         return {
-            "source": self.source, "output": self.output if self.wrote else None,
-            "wrote": self.wrote, "dry_run": self.dry_run, "message": self.message,
+            "source": self.source,
+            "output": self.output if self.wrote else None,
+            "wrote": self.wrote,
+            "dry_run": self.dry_run,
+            "message": self.message,
             "plan": self.plan.to_dict(),
             "passes": [dataclasses.asdict(p) for p in self.passes],
-            "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
-            "tables_converted": self.tables_converted, "bytes_converted": self.bytes_converted,
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "tables_converted": self.tables_converted,
+            "bytes_converted": self.bytes_converted,
             "tensorboard": self.tensorboard,
         }
 
@@ -75,11 +83,23 @@ def _check_output(src, out, overwrite):
     check_output_dir(out, overwrite)
 
 
-def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str] = None,
-                  min_rows: int = 0, dry_run: bool = False, overwrite: bool = False, tags=None,
-                  tensorboard: Optional[str] = None, progress: Optional[Callable] = None,
-                  debug: bool = False, on_plan: Optional[Callable] = None, target: str = "ev",
-                  verify: Optional[Callable] = None, collisionless: bool = False) -> RewriteReport:
+def rewrite_model(
+    src,
+    out,
+    include: str | None = None,
+    exclude: str | None = None,
+    min_rows: int = 0,
+    dry_run: bool = False,
+    overwrite: bool = False,
+    tags=None,
+    tensorboard: str | None = None,
+    progress: Callable | None = None,
+    debug: bool = False,
+    on_plan: Callable | None = None,
+    target: str = "ev",
+    verify: Callable | None = None,
+    collisionless: bool = False,
+) -> RewriteReport:
     """Rewrites the embedding tables of model ``src`` onto EmbeddingVariables and writes ``out``.
 
     ``target="stock"`` keeps the rows dense and maps keys to rows with TensorFlow's built-in hash
@@ -99,8 +119,10 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
         raise ModelError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     spec = TARGETS[target]
     if collisionless and not any(p.name == MigrateCollisionless.name for p in spec.passes()):
-        raise ModelError(f"--collisionless needs a target whose tables take new keys (ev); --target {target} "
-                         "keeps the model's own id mapping: drop --collisionless or use --target ev")
+        raise ModelError(
+            f"--collisionless needs a target whose tables take new keys (ev); --target {target} "
+            "keeps the model's own id mapping: drop --collisionless or use --target ev"
+        )
     spec.load_ops()
     src, out = os.fspath(src), os.fspath(out) if out is not None else None
     source = io.read_model(src, tags)
@@ -128,8 +150,10 @@ def rewrite_model(src, out, include: Optional[str] = None, exclude: Optional[str
     report.nodes_after = node_counts(model)
     report.manifest = [r.to_dict() for r in ctx.replacements]
     if tensorboard:
-        report.tensorboard = [write_tensorboard(source.meta_graph, tensorboard, run_name="before"),
-                              write_tensorboard(model.meta_graph, tensorboard, run_name="after")]
+        report.tensorboard = [
+            write_tensorboard(source.meta_graph, tensorboard, run_name="before"),
+            write_tensorboard(model.meta_graph, tensorboard, run_name="after"),
+        ]
     if dry_run:
         return report
     try:
@@ -149,9 +173,12 @@ def _tf_keras_notes(source, plan) -> list[str]:
         return []
     ids = [i for t in plan.tables for i in og_lib.objects_saved_under(ckpt, t.checkpoint_key)]
     layers = keras_metadata.layer_names(source.path, keras_metadata.layers_owning(source.meta_graph, ids))
-    return [f"tf_keras layer {name}: not trainable after tf_keras.models.load_model; its table is an "
-            "EmbeddingVariable (a resource, not a tf.Variable), which tf_keras optimizers do not update, "
-            "so fit trains the other layers and looks this one up find-only" for name in layers]
+    return [
+        f"tf_keras layer {name}: not trainable after tf_keras.models.load_model; its table is an "
+        "EmbeddingVariable (a resource, not a tf.Variable), which tf_keras optimizers do not update, "
+        "so fit trains the other layers and looks this one up find-only"
+        for name in layers
+    ]
 
 
 class _VerificationFailed(Exception):
@@ -185,8 +212,9 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
             object_graph = None
             if source.kind == "saved_model" and spec.keeps_object_graph:
                 # Scratch files go in the stage folder, so they share the output's fate.
-                object_graph = pool.submit(_rewritten_object_graph, spec, source, meta_graph, plan,
-                                           os.path.dirname(tmp))
+                object_graph = pool.submit(
+                    _rewritten_object_graph, spec, source, meta_graph, plan, os.path.dirname(tmp)
+                )
             if source.kind == "saved_model":
                 dst_prefix = os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
             else:
@@ -194,9 +222,16 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
                 dst_prefix = os.path.join(tmp, base)
             layout = spec.checkpoint_layout(plan.tables)
             converted = checkpoint.convert_checkpoint(
-                source.checkpoint_prefix, dst_prefix, layout.conversions, progress,
-                object_graph=(lambda: (object_graph.result() or (None,))[0]) if object_graph is not None else None,
-                added=layout.added, renamed=layout.renamed)
+                source.checkpoint_prefix,
+                dst_prefix,
+                layout.conversions,
+                progress,
+                object_graph=(lambda: (object_graph.result() or (None,))[0])
+                if object_graph is not None
+                else None,
+                added=layout.added,
+                renamed=layout.renamed,
+            )
             if not layout.conversions and progress is not None:
                 # A target that converts no table's rows (stock) still shows each table done.
                 for i, table in enumerate(plan.tables):
@@ -207,13 +242,21 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
                 io.write_saved_model(source, meta_graph, tmp, keep_object_graph=keep)
                 if keep:  # tf_keras models: load_model revives the table layers from the SavedModel
                     report.revived_layers = keras_metadata.write_without_configs(
-                        source.path, tmp, object_graph.result()[1])
+                        source.path, tmp, object_graph.result()[1]
+                    )
             else:
                 io.write_meta_graph(meta_graph, os.path.join(tmp, os.path.basename(source.path)), source.text)
                 io.write_checkpoint_state(tmp, base)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
-            json.dump({"source": os.path.abspath(source.path), "tables": [t.to_dict() for t in plan.tables],
-                       "replaced": report.manifest}, f, indent=1)
+            json.dump(
+                {
+                    "source": os.path.abspath(source.path),
+                    "tables": [t.to_dict() for t in plan.tables],
+                    "replaced": report.manifest,
+                },
+                f,
+                indent=1,
+            )
         if verify is not None:
             report.verification = verify(tmp)
             if not report.verification.passed:

@@ -231,7 +231,13 @@ def match_update(body: Body, node, scans) -> TrainingUpdate | str:
             return f"{node.op} {node.name} adds something other than -gradient * learning rate"
         # v1 SGD scatters -g * lr once per occurrence of an id, in batch order: so does the op.
         return TrainingUpdate(
-            "sgd", node.name, node.op, ins[1], str(_ins(body, neg)[0]), [str(_ins(body, mul)[1])], [],
+            "sgd",
+            node.name,
+            node.op,
+            ins[1],
+            str(_ins(body, neg)[0]),
+            [str(_ins(body, mul)[1])],
+            [],
             exact_attrs={"sum_duplicates": (False, "b")},
         )
     if node.op in ("ResourceSparseApplyAdagrad", "ResourceSparseApplyAdagradV2"):

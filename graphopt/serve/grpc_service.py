@@ -47,14 +47,22 @@ def _requested_version(repository, model_spec):
 # Where a TensorProto keeps its values for each dtype a request can carry, and how many numbers
 # make one element (complex numbers are stored as pairs).
 _VALUE_FIELDS = {
-    types_pb2.DT_FLOAT: ("float_val", 1), types_pb2.DT_DOUBLE: ("double_val", 1),
-    types_pb2.DT_INT32: ("int_val", 1), types_pb2.DT_INT16: ("int_val", 1),
-    types_pb2.DT_INT8: ("int_val", 1), types_pb2.DT_UINT8: ("int_val", 1),
-    types_pb2.DT_UINT16: ("int_val", 1), types_pb2.DT_INT64: ("int64_val", 1),
-    types_pb2.DT_UINT32: ("uint32_val", 1), types_pb2.DT_UINT64: ("uint64_val", 1),
-    types_pb2.DT_BOOL: ("bool_val", 1), types_pb2.DT_STRING: ("string_val", 1),
-    types_pb2.DT_HALF: ("half_val", 1), types_pb2.DT_BFLOAT16: ("half_val", 1),
-    types_pb2.DT_COMPLEX64: ("scomplex_val", 2), types_pb2.DT_COMPLEX128: ("dcomplex_val", 2),
+    types_pb2.DT_FLOAT: ("float_val", 1),
+    types_pb2.DT_DOUBLE: ("double_val", 1),
+    types_pb2.DT_INT32: ("int_val", 1),
+    types_pb2.DT_INT16: ("int_val", 1),
+    types_pb2.DT_INT8: ("int_val", 1),
+    types_pb2.DT_UINT8: ("int_val", 1),
+    types_pb2.DT_UINT16: ("int_val", 1),
+    types_pb2.DT_INT64: ("int64_val", 1),
+    types_pb2.DT_UINT32: ("uint32_val", 1),
+    types_pb2.DT_UINT64: ("uint64_val", 1),
+    types_pb2.DT_BOOL: ("bool_val", 1),
+    types_pb2.DT_STRING: ("string_val", 1),
+    types_pb2.DT_HALF: ("half_val", 1),
+    types_pb2.DT_BFLOAT16: ("half_val", 1),
+    types_pb2.DT_COMPLEX64: ("scomplex_val", 2),
+    types_pb2.DT_COMPLEX128: ("dcomplex_val", 2),
 }
 _ALL_VALUE_FIELDS = {field for field, _ in _VALUE_FIELDS.values()}
 
@@ -69,12 +77,19 @@ def input_arrays(signature, tensors, budget):
     where TensorFlow would silently drop the extras.
     """
     signature.check_names(tensors)
-    return {key: _tensor_array(key, proto, signature.inputs[key], budget) for key, proto in sorted(tensors.items())}
+    return {
+        key: _tensor_array(key, proto, signature.inputs[key], budget)
+        for key, proto in sorted(tensors.items())
+    }
 
 
 def _tensor_array(key, proto, spec, budget):
     if proto.dtype != spec.dtype.as_datatype_enum:
-        sent = types_pb2.DataType.Name(proto.dtype) if proto.dtype in types_pb2.DataType.values() else proto.dtype
+        sent = (
+            types_pb2.DataType.Name(proto.dtype)
+            if proto.dtype in types_pb2.DataType.values()
+            else proto.dtype
+        )
         raise BadRequest(f"input {key!r} has dtype {sent}, the signature expects {dtype_name(spec.dtype)}")
     if proto.dtype not in _VALUE_FIELDS:
         raise BadRequest(f"input {key!r} has dtype {dtype_name(spec.dtype)}, which a request cannot carry")
@@ -88,7 +103,9 @@ def _tensor_array(key, proto, spec, budget):
     field, per_element = _VALUE_FIELDS[proto.dtype]
     stray = sorted(f.name for f, _ in proto.ListFields() if f.name in _ALL_VALUE_FIELDS - {field})
     if stray:
-        raise BadRequest(f"input {key!r} is {dtype_name(spec.dtype)} but has values in {stray[0]}; use {field}")
+        raise BadRequest(
+            f"input {key!r} is {dtype_name(spec.dtype)} but has values in {stray[0]}; use {field}"
+        )
     if proto.tensor_content:
         itemsize = np.dtype(spec.dtype.as_numpy_dtype).itemsize
         if proto.dtype == types_pb2.DT_STRING or len(proto.tensor_content) != count * itemsize:
@@ -99,7 +116,9 @@ def _tensor_array(key, proto, spec, budget):
     else:
         values = len(getattr(proto, field)) // per_element
         if values > count:
-            raise BadRequest(f"input {key!r} has {values} values, more than the {count} its shape {shape} holds")
+            raise BadRequest(
+                f"input {key!r} has {values} values, more than the {count} its shape {shape} holds"
+            )
     try:
         return tf.make_ndarray(proto)
     except (TypeError, ValueError) as exc:
@@ -153,8 +172,14 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return self.repository.status_response(spec.version.value if spec.HasField("version") else None)
 
 
-def grpc_server(repository, host, port, max_message_bytes, max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS,
-                workers=DEFAULT_WORKERS):
+def grpc_server(
+    repository,
+    host,
+    port,
+    max_message_bytes,
+    max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS,
+    workers=DEFAULT_WORKERS,
+):
     """A started-ready (not yet started) grpc.Server with both services, and the port it bound."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="graphopt-grpc"),
@@ -166,7 +191,8 @@ def grpc_server(repository, host, port, max_message_bytes, max_request_elements=
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(repository, max_request_elements), server)
+        PredictionServicer(repository, max_request_elements), server
+    )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(repository), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     # gRPC's core logs a failed bind on stderr before Python hears of it: try the port first
@@ -174,7 +200,8 @@ def grpc_server(repository, host, port, max_message_bytes, max_request_elements=
     bound = 0 if refusal else _add_port(server, address)
     if bound == 0:
         raise GraphoptError(
-            f"cannot listen for gRPC on {address}: {refusal or 'the port is in use'}; choose another with --grpc-port"
+            f"cannot listen for gRPC on {address}: {refusal or 'the port is in use'}; "
+            "choose another with --grpc-port"
         )
     return server, bound
 

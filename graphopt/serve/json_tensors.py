@@ -65,7 +65,9 @@ def decode_inputs(body, signature, max_elements):
         return _decode_rows(body.payload, signature, names, budget)
     payload = body.payload
     if isinstance(payload, dict) and not _is_b64(payload):
-        return {key: _to_array(key, value, signature.inputs.get(key), budget) for key, value in payload.items()}
+        return {
+            key: _to_array(key, value, signature.inputs.get(key), budget) for key, value in payload.items()
+        }
     if len(names) != 1:
         raise BadRequest(
             f"signature {signature.name!r} has {len(names)} inputs ({', '.join(names)}); "
@@ -86,7 +88,9 @@ def _decode_rows(instances, signature, names, budget):
         for key in sorted(keys):
             for index, item in enumerate(instances):
                 if key not in item:
-                    raise BadRequest(f"instance {index} lacks input {key!r}; every instance needs every input")
+                    raise BadRequest(
+                        f"instance {index} lacks input {key!r}; every instance needs every input"
+                    )
             arrays[key] = _to_array(key, [item[key] for item in instances], signature.inputs.get(key), budget)
         return arrays
     if any(named):
@@ -130,13 +134,14 @@ def _to_array(name, value, spec, budget):
     elif spec.dtype.is_floating:
         accepted = kind in "iuf"
     else:
-        raise BadRequest(f"input {name!r} has dtype {dtype_name(spec.dtype)}, which the REST API does not carry")
+        raise BadRequest(
+            f"input {name!r} has dtype {dtype_name(spec.dtype)}, which the REST API does not carry"
+        )
     if not accepted:
         wanted = {"b": "true/false", "i": "whole numbers", "f": "numbers"}
         key = "b" if spec.dtype.is_bool else "i" if spec.dtype.is_integer else "f"
         raise BadRequest(
-            f"input {name!r} expects {dtype_name(spec.dtype)} ({wanted[key]}), "
-            f"got {_json_kind(array)}"
+            f"input {name!r} expects {dtype_name(spec.dtype)} ({wanted[key]}), got {_json_kind(array)}"
         )
     if spec.dtype.is_integer:
         info = np.iinfo(target)
@@ -146,8 +151,14 @@ def _to_array(name, value, spec, budget):
 
 
 def _json_kind(array):
-    kinds = {"b": "true/false", "i": "whole numbers", "u": "whole numbers", "f": "fractional numbers",
-             "U": "strings", "O": "mixed or out-of-range values"}
+    kinds = {
+        "b": "true/false",
+        "i": "whole numbers",
+        "u": "whole numbers",
+        "f": "fractional numbers",
+        "U": "strings",
+        "O": "mixed or out-of-range values",
+    }
     return kinds.get(array.dtype.kind, f"values of numpy kind {array.dtype.kind!r}")
 
 
@@ -197,7 +208,7 @@ def _flatten_strings(name, value, out):
             raise BadRequest(f"input {name!r} has a b64 value that is not valid base64") from None
     else:
         raise BadRequest(
-            f"input {name!r} expects DT_STRING (strings or {{\"b64\": ...}}), got {type(value).__name__} values"
+            f'input {name!r} expects DT_STRING (strings or {{"b64": ...}}), got {type(value).__name__} values'
         )
 
 
@@ -208,7 +219,9 @@ def encode_outputs(outputs, row_format):
         return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
     for key, array in outputs.items():
         if array.ndim == 0:
-            raise BadRequest(f"output {key!r} is a scalar, not one row per example; use the columnar \"inputs\" format")
+            raise BadRequest(
+                f'output {key!r} is a scalar, not one row per example; use the columnar "inputs" format'
+            )
     if len(values) == 1:
         return {"predictions": next(iter(values.values()))}
     rows = {len(value) for value in values.values()}

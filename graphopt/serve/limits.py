@@ -52,4 +52,6 @@ def check_json_depth(body, limit=MAX_JSON_DEPTH):
     steps = opens[brackets].astype(np.int32) * 2 - 1
     depth = int(np.cumsum(steps, dtype=np.int32).max(initial=0))
     if depth > limit:
-        raise BadRequest(f"the JSON body nests {depth} levels deep, more than the {limit} accepted; flatten it")
+        raise BadRequest(
+            f"the JSON body nests {depth} levels deep, more than the {limit} accepted; flatten it"
+        )

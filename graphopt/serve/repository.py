@@ -73,8 +73,11 @@ def load_version(path, version):
             ) from None
         raise
     # "__saved_model_init_op" (a stock rewrite's hash-table initializer) is no signature to call
-    signatures = {name: PredictSignature(name, fn) for name, fn in loaded.signatures.items()
-                  if not name.startswith("__")}
+    signatures = {
+        name: PredictSignature(name, fn)
+        for name, fn in loaded.signatures.items()
+        if not name.startswith("__")
+    }
     if not signatures:
         raise ModelError(f"{path} has no serving signatures; export it with a serving_default signature")
     for signature in signatures.values():
@@ -214,8 +217,13 @@ class ModelRepository:
             entry.status.error_message = status.error_message
             # TF Serving's schema has no field for it: an available version's OK status message
             # names the last delta applied ("" without deltas, as TF Serving sends).
-            if current is not None and current.version == status.version and current.deltas is not None \
-                    and status.state == State.AVAILABLE and not status.error_message:
+            if (
+                current is not None
+                and current.version == status.version
+                and current.deltas is not None
+                and status.state == State.AVAILABLE
+                and not status.error_message
+            ):
                 entry.status.error_message = current.deltas.status_line()
         return response
 
@@ -236,8 +244,7 @@ class ModelRepository:
         """Look at the base path once and swap in the version it should serve; True if it swapped."""
         versions = version_dirs(self.base_path)
         candidates = [
-            v for v in versions
-            if v not in self._failed or self._failed[v] != _fingerprint(versions[v])
+            v for v in versions if v not in self._failed or self._failed[v] != _fingerprint(versions[v])
         ]
         if not candidates:
             return False

@@ -95,8 +95,13 @@ class RestApi:
                 raise BadRequest(f"version {match['version']!r} is not a whole number")
             version = int(match["version"])
         tail = match["tail"] or ""
-        allowed = {"": ("GET", "status"), "/metadata": ("GET", "metadata"), ":predict": ("POST", "predict"),
-                   ":classify": ("POST", None), ":regress": ("POST", None)}.get(tail)
+        allowed = {
+            "": ("GET", "status"),
+            "/metadata": ("GET", "metadata"),
+            ":predict": ("POST", "predict"),
+            ":classify": ("POST", None),
+            ":regress": ("POST", None),
+        }.get(tail)
         if allowed is None:
             raise NotFound(f"no such endpoint: {method} {path}")
         allowed_method, action = allowed
@@ -135,7 +140,7 @@ def _gathered(buffer, max_body_bytes):
     end = _HEAD_END.search(buffer, 0, MAX_HEAD_BYTES + 4)
     if end is None:
         return len(buffer) > MAX_HEAD_BYTES
-    head = buffer[:end.start()]
+    head = buffer[: end.start()]
     if _WORKER_FRAMES.search(head):
         return True
     length = _CONTENT_LENGTH.search(head)
@@ -226,11 +231,11 @@ class _Connection:
         """The request line and headers, or None when the client closed before sending any."""
         while True:
             if self.buffer[:1] in (b"\r", b"\n"):  # blank lines before a request are allowed
-                del self.buffer[:len(self.buffer) - len(self.buffer.lstrip(b"\r\n"))]
+                del self.buffer[: len(self.buffer) - len(self.buffer.lstrip(b"\r\n"))]
             end = _HEAD_END.search(self.buffer, 0, MAX_HEAD_BYTES + 4)
             if end is not None:
-                head = bytes(self.buffer[:end.start()])
-                del self.buffer[:end.end()]
+                head = bytes(self.buffer[: end.start()])
+                del self.buffer[: end.end()]
                 return head
             if len(self.buffer) > MAX_HEAD_BYTES:
                 raise HeadersTooLarge(f"request line and headers exceed {MAX_HEAD_BYTES} bytes")
@@ -265,9 +270,14 @@ class _Connection:
 
 def _response(status, document, headers=(), close=False, head_only=False):
     payload = json.dumps(document, separators=(",", ":")).encode("utf-8")
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Server: graphopt-serve",
-             f"Date: {email.utils.formatdate(usegmt=True)}", "Content-Type: application/json",
-             f"Content-Length: {len(payload)}", *(f"{name}: {value}" for name, value in headers)]
+    lines = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        "Server: graphopt-serve",
+        f"Date: {email.utils.formatdate(usegmt=True)}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        *(f"{name}: {value}" for name, value in headers),
+    ]
     if close:
         lines.append("Connection: close")
     return "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + (b"" if head_only else payload)
@@ -276,9 +286,17 @@ def _response(status, document, headers=(), close=False, head_only=False):
 class RestServer:
     """The HTTP side: a listening socket, a selector thread for waiting connections, worker threads."""
 
-    def __init__(self, repository, host, port, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
-                 max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS, read_timeout=DEFAULT_READ_TIMEOUT_SECONDS,
-                 max_connections=DEFAULT_MAX_CONNECTIONS, workers=DEFAULT_WORKERS):
+    def __init__(
+        self,
+        repository,
+        host,
+        port,
+        max_body_bytes=DEFAULT_MAX_BODY_BYTES,
+        max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS,
+        read_timeout=DEFAULT_READ_TIMEOUT_SECONDS,
+        max_connections=DEFAULT_MAX_CONNECTIONS,
+        workers=DEFAULT_WORKERS,
+    ):
         self.api = RestApi(repository, max_request_elements)
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
@@ -300,8 +318,10 @@ class RestServer:
         self._draining = {}
         self._open = 0
         self._thread = None
-        self._workers = [threading.Thread(target=self._work, name=f"graphopt-rest-{i}", daemon=True)
-                         for i in range(workers)]
+        self._workers = [
+            threading.Thread(target=self._work, name=f"graphopt-rest-{i}", daemon=True)
+            for i in range(workers)
+        ]
 
     @property
     def port(self):
@@ -517,8 +537,9 @@ class RestServer:
         status, document, headers, close = self._respond(conn, request, deadline)
         close = close or not request.keep_alive or self.stopping
         log.debug("%s - %s %s %d", conn.address[0], request.method, request.path, status)
-        conn.send(_response(status, document, headers, close, head_only=request.method == "HEAD"),
-                  self.read_timeout)
+        conn.send(
+            _response(status, document, headers, close, head_only=request.method == "HEAD"), self.read_timeout
+        )
         return not close
 
     def _respond(self, conn, request, deadline):
@@ -533,7 +554,8 @@ class RestServer:
                 action, version = self.api.route(request.method, request.path)
                 if length > self.max_body_bytes:
                     raise PayloadTooLarge(
-                        f"request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes")
+                        f"request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes"
+                    )
             except RequestError:
                 # An unread body would be taken for the next request: read a moderately large one
                 # away; close when it is huge or the client waits for "100 Continue" to send it.

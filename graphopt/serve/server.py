@@ -13,8 +13,8 @@ import urllib.request
 from graphopt.errors import GraphoptError
 from graphopt.serve.grpc_service import grpc_server
 from graphopt.serve.json_tensors import encode_outputs
-from graphopt.serve.repository import ModelRepository
 from graphopt.serve.limits import DEFAULT_MAX_REQUEST_ELEMENTS
+from graphopt.serve.repository import ModelRepository
 from graphopt.serve.rest import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS,
@@ -27,22 +27,41 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 5.0
 
 # The line `graphopt serve` prints once it answers requests; scripts that start it read it.
-READY_LINE = re.compile(r"REST (?P<rest_url>http://\S+?)/v1/models/(?P<name>[^/\s,]+), gRPC (?P<grpc_target>\S+)$")
+READY_LINE = re.compile(
+    r"REST (?P<rest_url>http://\S+?)/v1/models/(?P<name>[^/\s,]+), gRPC (?P<grpc_target>\S+)$"
+)
 
 
 class ModelServer:
     """Serves MODEL_BASE/<version>/ under one model name on a REST and a gRPC port (0: any free port)."""
 
-    def __init__(self, base_path, model_name=None, host="127.0.0.1", rest_port=8501, grpc_port=8500,
-                 poll_seconds=1.0, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
-                 max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS, read_timeout=DEFAULT_READ_TIMEOUT_SECONDS,
-                 max_connections=DEFAULT_MAX_CONNECTIONS, delta_poll_seconds=0.2):
+    def __init__(
+        self,
+        base_path,
+        model_name=None,
+        host="127.0.0.1",
+        rest_port=8501,
+        grpc_port=8500,
+        poll_seconds=1.0,
+        max_body_bytes=DEFAULT_MAX_BODY_BYTES,
+        max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS,
+        read_timeout=DEFAULT_READ_TIMEOUT_SECONDS,
+        max_connections=DEFAULT_MAX_CONNECTIONS,
+        delta_poll_seconds=0.2,
+    ):
         for flag, port in (("--rest-port", rest_port), ("--grpc-port", grpc_port)):
             if not 0 <= port <= 65535:
-                raise GraphoptError(f"{flag} {port} is not a port number; choose one from 0 (any free port) to 65535")
-        for flag, value in (("--max-body-bytes", max_body_bytes), ("--max-request-elements", max_request_elements),
-                            ("--read-timeout-seconds", read_timeout), ("--max-connections", max_connections),
-                            ("--poll-seconds", poll_seconds), ("--delta-poll-seconds", delta_poll_seconds)):
+                raise GraphoptError(
+                    f"{flag} {port} is not a port number; choose one from 0 (any free port) to 65535"
+                )
+        for flag, value in (
+            ("--max-body-bytes", max_body_bytes),
+            ("--max-request-elements", max_request_elements),
+            ("--read-timeout-seconds", read_timeout),
+            ("--max-connections", max_connections),
+            ("--poll-seconds", poll_seconds),
+            ("--delta-poll-seconds", delta_poll_seconds),
+        ):
             if not value > 0:
                 raise GraphoptError(f"{flag} {value} must be greater than 0")
         name = model_name or os.path.basename(os.path.normpath(os.path.abspath(base_path)))
@@ -83,18 +102,29 @@ class ModelServer:
         try:
             socket.getaddrinfo(self.host, None)
         except socket.gaierror as exc:
-            raise GraphoptError(f"cannot listen on host {self.host!r}: {exc.strerror}; pass an address with --host") from None
+            raise GraphoptError(
+                f"cannot listen on host {self.host!r}: {exc.strerror}; pass an address with --host"
+            ) from None
         try:
-            self.rest = RestServer(self.repository, self.host, rest_port, self._max_body_bytes,
-                                   self._max_request_elements, self._read_timeout, self._max_connections)
+            self.rest = RestServer(
+                self.repository,
+                self.host,
+                rest_port,
+                self._max_body_bytes,
+                self._max_request_elements,
+                self._read_timeout,
+                self._max_connections,
+            )
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise GraphoptError(
-                f"cannot listen for REST on {self.host}:{rest_port}: {reason}; choose another with --rest-port"
+                f"cannot listen for REST on {self.host}:{rest_port}: {reason}; "
+                "choose another with --rest-port"
             ) from None
         try:
-            self.grpc, self.grpc_port = grpc_server(self.repository, self.host, grpc_port, self._max_body_bytes,
-                                                    self._max_request_elements)
+            self.grpc, self.grpc_port = grpc_server(
+                self.repository, self.host, grpc_port, self._max_body_bytes, self._max_request_elements
+            )
         except GraphoptError:
             self.rest.server_close()
             self.rest = None
@@ -164,7 +194,9 @@ def one_prediction(server, body=None):
         with urllib.request.urlopen(request, timeout=30) as reply:
             return body, json.load(reply)
     except urllib.error.HTTPError as exc:
-        raise GraphoptError(f"the server refused the demo request: {exc.read().decode('utf-8', 'replace')}") from None
+        raise GraphoptError(
+            f"the server refused the demo request: {exc.read().decode('utf-8', 'replace')}"
+        ) from None
 
 
 def demo_prediction(base_path, model_name=None, host="127.0.0.1", request_json=None, **limits):

@@ -59,7 +59,7 @@ class PredictSignature:
             )
 
     def check(self, arrays):
-        """Raise BadRequest unless ``arrays`` names exactly this signature's inputs, with their dtypes and shapes."""
+        """Raise BadRequest unless ``arrays`` names exactly this signature's inputs, dtypes and shapes."""
         self.check_names(arrays)
         for key, spec in self.inputs.items():
             array = arrays[key]
@@ -88,8 +88,7 @@ class PredictSignature:
         unknown = sorted(set(output_filter) - set(self.outputs))
         if unknown:
             raise BadRequest(
-                f"unknown output {unknown[0]!r} in output_filter; "
-                f"the outputs are: {', '.join(self.outputs)}"
+                f"unknown output {unknown[0]!r} in output_filter; the outputs are: {', '.join(self.outputs)}"
             )
         try:
             result = self._function(**arrays)

@@ -74,10 +74,13 @@ class OutputComparison:
         self.original_dtype = self.original_dtype or _dtype_name(original)
         self.rewritten_dtype = self.rewritten_dtype or _dtype_name(rewritten)
         if _dtype_name(original) != _dtype_name(rewritten):
-            self._problem(f"dtype differs: original {_dtype_name(original)}, rewritten {_dtype_name(rewritten)}")
+            self._problem(
+                f"dtype differs: original {_dtype_name(original)}, rewritten {_dtype_name(rewritten)}"
+            )
         if original.shape != rewritten.shape:
             self._problem(
-                f"case {case}: shape differs: original {list(original.shape)}, rewritten {list(rewritten.shape)}"
+                f"case {case}: shape differs: original {list(original.shape)}, "
+                f"rewritten {list(rewritten.shape)}"
             )
             return
         self.elements += original.size
@@ -103,7 +106,9 @@ class OutputComparison:
             magnitude = np.abs(a)
             rel_diff = np.where(abs_diff == 0, 0.0, abs_diff / magnitude)
             rel_diff = np.where(np.isnan(rel_diff), np.inf, rel_diff)
-            allowed = self.tolerance.atol + self.tolerance.rtol * np.where(np.isfinite(magnitude), magnitude, 0)
+            allowed = self.tolerance.atol + self.tolerance.rtol * np.where(
+                np.isfinite(magnitude), magnitude, 0
+            )
             bad = ~same if self.tolerance.exact else ~same & ~(abs_diff <= allowed)
         self._count(case, original, rewritten, bad, abs_diff, rel_diff)
 
@@ -128,7 +133,9 @@ class OutputComparison:
         key = (mismatch, diff or 0.0)
         if self.worst is None or key > (self.worst.mismatch, self.worst.abs_diff or 0.0):
             index = _index(np.unravel_index(flat, bad.shape))
-            self.worst = WorstElement(case, index, _item(original[index]), _item(rewritten[index]), diff, mismatch)
+            self.worst = WorstElement(
+                case, index, _item(original[index]), _item(rewritten[index]), diff, mismatch
+            )
 
     def _problem(self, text):
         if text not in self.problems:
@@ -152,7 +159,9 @@ class OutputComparison:
             "mean_rel_diff": _json_float(self.mean_rel_diff),
             "min_atol_to_pass": _json_float(self.max_abs_diff),
             "min_rtol_to_pass": _json_float(self.max_rel_diff),
-            "worst": None if self.worst is None else {
+            "worst": None
+            if self.worst is None
+            else {
                 "case": self.worst.case,
                 "index": list(self.worst.index),
                 "original": _json_value(self.worst.original),

@@ -17,27 +17,59 @@ from graphopt.graph.model import ModelGraph, TensorRef
 from graphopt.validate.vocabulary import TABLE_INIT_OPS, TEXT_FILE_INIT_OPS, table_keys
 
 # Op -> index of its segment-ids input.
-SEGMENT_OPS = {"SparseSegmentSum": 2, "SparseSegmentMean": 2, "SparseSegmentSqrtN": 2,
-               "SparseSegmentSumWithNumSegments": 2, "SparseSegmentMeanWithNumSegments": 2,
-               "SparseSegmentSqrtNWithNumSegments": 2, "SegmentSum": 1, "SegmentMean": 1, "SegmentMax": 1,
-               "SegmentMin": 1, "SegmentProd": 1}
+SEGMENT_OPS = {
+    "SparseSegmentSum": 2,
+    "SparseSegmentMean": 2,
+    "SparseSegmentSqrtN": 2,
+    "SparseSegmentSumWithNumSegments": 2,
+    "SparseSegmentMeanWithNumSegments": 2,
+    "SparseSegmentSqrtNWithNumSegments": 2,
+    "SegmentSum": 1,
+    "SegmentMean": 1,
+    "SegmentMax": 1,
+    "SegmentMin": 1,
+    "SegmentProd": 1,
+}
 # Op -> index of its dense-shape input.
-DENSE_SHAPE_OPS = {"SparseFillEmptyRows": 2, "SparseReshape": 1, "SparseToDense": 1, "SparseReorder": 2,
-                   "SparseTensorDenseMatMul": 2, "SerializeSparse": 2}
+DENSE_SHAPE_OPS = {
+    "SparseFillEmptyRows": 2,
+    "SparseReshape": 1,
+    "SparseToDense": 1,
+    "SparseReorder": 2,
+    "SparseTensorDenseMatMul": 2,
+    "SerializeSparse": 2,
+}
 # Op -> the attr counting its leading row-splits inputs (one per ragged dimension).
-RAGGED_SPLITS_OPS = {"RaggedTensorToSparse": "RAGGED_RANK", "RaggedTensorToVariant": "RAGGED_RANK",
-                     "RaggedGather": "PARAMS_RAGGED_RANK"}
+RAGGED_SPLITS_OPS = {
+    "RaggedTensorToSparse": "RAGGED_RANK",
+    "RaggedTensorToVariant": "RAGGED_RANK",
+    "RaggedGather": "PARAMS_RAGGED_RANK",
+}
 # Ragged ops built in Python (tf.RaggedTensor.from_row_splits, value_rowids, ragged reductions) leave
 # no op of their own: only these name scopes mark the nodes that read a RaggedTensor's row splits.
 RAGGED_SPLITS_SCOPES = ("RowPartitionFromRowSplits/", "RaggedSplitsToSegmentIds/")
-TABLE_OPS = ("HashTableV2", "HashTable", "MutableHashTableV2", "MutableHashTableOfTensorsV2",
-             "MutableDenseHashTableV2", "Placeholder")
+TABLE_OPS = (
+    "HashTableV2",
+    "HashTable",
+    "MutableHashTableV2",
+    "MutableHashTableOfTensorsV2",
+    "MutableDenseHashTableV2",
+    "Placeholder",
+)
 FIND_OPS = ("LookupTableFindV2", "LookupTableFind")
 HASH_OPS = ("StringToHashBucketFast", "StringToHashBucketStrong", "StringToHashBucket")
 # Ops that hand a signature input on unchanged in value (or a slice of it): segment ids and dense
 # shapes computed from an input (Where, Shape, ...) say nothing about the input itself.
-PASS_THROUGH = {"Identity", "Cast", "StridedSlice", "Reshape", "ExpandDims", "Squeeze",
-                "StatefulPartitionedCall", "PartitionedCall"}
+PASS_THROUGH = {
+    "Identity",
+    "Cast",
+    "StridedSlice",
+    "Reshape",
+    "ExpandDims",
+    "Squeeze",
+    "StatefulPartitionedCall",
+    "PartitionedCall",
+}
 
 
 class _AnyOpBut:
@@ -63,8 +95,11 @@ def _placeholders(model, body, ref, stop_ops=("Placeholder",)):
 
 def _passed_on(model, body, ref):
     """The top-level placeholders whose values reach ``ref`` unchanged."""
-    return {p.ref.node for p in model.trace_back(body.name, ref, _AnyOpBut())
-            if p.body == "" and model.graph.node(p.ref.node).op == "Placeholder"}
+    return {
+        p.ref.node
+        for p in model.trace_back(body.name, ref, _AnyOpBut())
+        if p.body == "" and model.graph.node(p.ref.node).op == "Placeholder"
+    }
 
 
 def _row_splits_inputs(node, inputs):
@@ -72,8 +107,10 @@ def _row_splits_inputs(node, inputs):
     if node.op in RAGGED_SPLITS_OPS:
         return inputs[: nd.attr_value(node, RAGGED_SPLITS_OPS[node.op]) or 0]
     if node.op == "RaggedTensorToTensor":
-        kinds = [k.decode() if isinstance(k, bytes) else k
-                 for k in nd.attr_value(node, "row_partition_types") or ()]
+        kinds = [
+            k.decode() if isinstance(k, bytes) else k
+            for k in nd.attr_value(node, "row_partition_types") or ()
+        ]
         return [ref for ref, kind in zip(inputs[3:], kinds, strict=False) if kind == "ROW_SPLITS"]
     if any(scope in node.name for scope in RAGGED_SPLITS_SCOPES):
         return inputs
@@ -127,10 +164,18 @@ def input_uses(meta_graph, model_dir=None) -> dict:
         # A SparseTensor's dense shape is often read by no op (embedding_lookup_sparse only needs
         # its indices and values): an integer input of static shape [k] beside sorted [?, k]
         # coordinates is their dense shape.
-        ranks = {shape[1] for key, (_, shape) in specs[name].items()
-                 if getattr(out[name].get(key), "role", "") == "sorted" and shape and len(shape) == 2}
+        ranks = {
+            shape[1]
+            for key, (_, shape) in specs[name].items()
+            if getattr(out[name].get(key), "role", "") == "sorted" and shape and len(shape) == 2
+        }
         for key, (dtype, shape) in specs[name].items():
-            if key not in out[name] and shape and len(shape) == 1 and shape[0] in ranks and \
-                    dtype in ("int32", "int64"):
+            if (
+                key not in out[name]
+                and shape
+                and len(shape) == 1
+                and shape[0] in ranks
+                and dtype in ("int32", "int64")
+            ):
                 out[name][key] = InputUse(role="dense-shape")
     return out

@@ -100,7 +100,9 @@ def resolve_id_ranges(spec, id_ranges=None, learned=None, uses=None):
             low, high = r
             resolved[name] = IdRange(int(low), int(high), "given")
         if resolved[name].size <= 0:
-            raise DataError(f"input {name!r}: empty id range {resolved[name].describe()}; give a positive row count")
+            raise DataError(
+                f"input {name!r}: empty id range {resolved[name].describe()}; give a positive row count"
+            )
     return resolved
 
 
@@ -165,8 +167,11 @@ def _values(rng, s, rows, id_range, vocabulary, mode, role=""):
         return flat.astype(dtype).reshape(shape)
     if s.dtype == "string":
         words = vocabulary or _STRING_TOKENS
-        picks = (np.resize(rng.permutation(len(words)), n) if mode == "cover"
-                 else rng.integers(0, len(words), size=n))
+        picks = (
+            np.resize(rng.permutation(len(words)), n)
+            if mode == "cover"
+            else rng.integers(0, len(words), size=n)
+        )
         return np.array([words[i].encode() for i in picks], dtype=object).reshape(shape)
     if s.dtype == "bool":
         return rng.integers(0, 2, size=n).astype(bool).reshape(shape)
@@ -183,8 +188,11 @@ def _feeds(rng, spec, rows, ranges, vocabularies, uses, mode):
     each RaggedTensor's row splits from the number of values beside them."""
     role = {k: getattr(uses.get(k), "role", "") for k in spec.inputs}
     derived = ("dense-shape", "row-splits")
-    feeds = {k: _values(rng, s, rows, ranges.get(k), tuple(vocabularies.get(k, ())), mode, role[k])
-             for k, s in spec.inputs.items() if role[k] not in derived}
+    feeds = {
+        k: _values(rng, s, rows, ranges.get(k), tuple(vocabularies.get(k, ())), mode, role[k])
+        for k, s in spec.inputs.items()
+        if role[k] not in derived
+    }
     # Every free input has ``rows`` along its leading dimension: the ragged values the splits cut.
     # A tf.RaggedTensorSpec argument NAME is flattened to NAME (values), NAME_1 (outermost splits),
     # NAME_2, ...: each splits tensor cuts the rows of the next inner one, so they are made inside out.
@@ -201,7 +209,9 @@ def _feeds(rng, spec, rows, ranges, vocabularies, uses, mode):
     for k, s in spec.inputs.items():
         if role[k] == "dense-shape":
             rank = (s.shape or [2])[0] or 2
-            coords = [v for j, v in feeds.items() if role[j] == "sorted" and v.ndim == 2 and v.shape[1] == rank]
+            coords = [
+                v for j, v in feeds.items() if role[j] == "sorted" and v.ndim == 2 and v.shape[1] == rank
+            ]
             high = np.max(np.concatenate(coords), axis=0) + 1 if coords and sum(map(len, coords)) else 1
             feeds[k] = np.maximum(np.ones(rank, np.int64), high).astype(numpy_dtype(s.dtype))
     return {k: feeds[k] for k in spec.inputs}
@@ -219,8 +229,11 @@ def generate_cases(spec, id_ranges, vocabularies=None, batches=4, batch_size=64,
     batched = is_batched(spec, uses)
 
     def case(name, rows, mode="random"):
-        cases.append(InputCase(name, rows if batched else None,
-                               _feeds(rng, spec, rows, ranges, vocabularies, uses, mode)))
+        cases.append(
+            InputCase(
+                name, rows if batched else None, _feeds(rng, spec, rows, ranges, vocabularies, uses, mode)
+            )
+        )
 
     for i in range(batches):
         case(f"random-{i}", batch_size)
@@ -231,16 +244,21 @@ def generate_cases(spec, id_ranges, vocabularies=None, batches=4, batch_size=64,
         large = min(max(4 * batch_size, largest), MAX_LARGE_BATCH)
         case("large", large, mode="cover")
         case("empty", 0)
-    described = {k: f"{s.describe()}: {_describe_values(s, ranges.get(k), vocabularies.get(k), large, uses.get(k))}"
-                 for k, s in spec.inputs.items()}
+    described = {
+        k: f"{s.describe()}: {_describe_values(s, ranges.get(k), vocabularies.get(k), large, uses.get(k))}"
+        for k, s in spec.inputs.items()
+    }
     return cases, InputPlan("generated", described, ranges)
 
 
 def _describe_values(s, id_range, vocabulary, large, use=None):
     role = getattr(use, "role", "")
     if role == "sorted":
-        return ("sorted segment ids" if s.shape is not None and len(s.shape) == 1
-                else "SparseTensor indices: unique coordinates in row-major order")
+        return (
+            "sorted segment ids"
+            if s.shape is not None and len(s.shape) == 1
+            else "SparseTensor indices: unique coordinates in row-major order"
+        )
     if role == "dense-shape":
         return "SparseTensor dense shape: one past the largest index in each dimension"
     if role == "row-splits":
@@ -262,7 +280,9 @@ def _describe_values(s, id_range, vocabulary, large, use=None):
         text = f"words from a {len(vocabulary) - unknown - hashed}-word vocabulary"
         text += f" and {unknown} unknown word" if unknown else ""
         buckets = getattr(use, "hash_buckets", 0)
-        return text + (f" and {hashed} distinct made-up words for its {buckets} hash buckets" if hashed else "")
+        return text + (
+            f" and {hashed} distinct made-up words for its {buckets} hash buckets" if hashed else ""
+        )
     if s.dtype == "bool":
         return "random booleans"
     return "standard normal values"
@@ -272,7 +292,9 @@ def one_row_feeds(spec, id_ranges, vocabularies=None, seed=0, uses=None):
     """A valid one-row batch: the base the out-of-vocabulary probes vary one input of."""
     uses = uses or {}
     rng = np.random.default_rng(seed)
-    return _feeds(rng, spec, 1, resolve_id_ranges(spec, id_ranges, uses=uses), vocabularies or {}, uses, "random")
+    return _feeds(
+        rng, spec, 1, resolve_id_ranges(spec, id_ranges, uses=uses), vocabularies or {}, uses, "random"
+    )
 
 
 def read_data_cases(path, spec, batches=None, batch_size=64, uses=None):
@@ -300,8 +322,9 @@ def read_data_cases(path, spec, batches=None, batch_size=64, uses=None):
     if path.endswith(".npz") and (len(lengths) != 1 or ragged or not is_batched(spec, uses)):
         feeds = {k: _as_given(path, columns[k], s) for k, s in spec.inputs.items()}
         described = {k: f"{s.describe()}: array {k!r} as given" for k, s in spec.inputs.items()}
-        return [InputCase("data-0", None, feeds)], InputPlan(path + " (one batch as the signature takes it)",
-                                                             described, {})
+        return [InputCase("data-0", None, feeds)], InputPlan(
+            path + " (one batch as the signature takes it)", described, {}
+        )
     if len(lengths) != 1:
         raise DataError(f"{path}: the input columns have different lengths {sorted(lengths)}")
     total = lengths.pop()
@@ -321,10 +344,14 @@ def read_data_cases(path, spec, batches=None, batch_size=64, uses=None):
 def _as_given(path, array, s):
     """An .npz array fed as it is: the signature's dtype, and its rank and static dimensions."""
     values = _shape_column(path, array, dataclasses.replace(s, shape=None))
-    if s.shape is not None and (values.ndim != len(s.shape)
-                                or any(d is not None and d != v for d, v in zip(s.shape, values.shape))):
-        raise DataError(f"{path}: array {s.name!r} has shape {list(values.shape)}, the signature wants "
-                        f"{s.describe()}; store it as the signature takes it")
+    if s.shape is not None and (
+        values.ndim != len(s.shape)
+        or any(d is not None and d != v for d, v in zip(s.shape, values.shape, strict=False))
+    ):
+        raise DataError(
+            f"{path}: array {s.name!r} has shape {list(values.shape)}, the signature wants "
+            f"{s.describe()}; store it as the signature takes it"
+        )
     return values
 
 
@@ -332,8 +359,9 @@ def _shape_column(path, column, s):
     dtype = numpy_dtype(s.dtype)
     try:
         if s.dtype == "string":
-            values = np.array([v if isinstance(v, bytes) else str(v).encode() for v in column.ravel()],
-                              dtype=object).reshape(column.shape)
+            values = np.array(
+                [v if isinstance(v, bytes) else str(v).encode() for v in column.ravel()], dtype=object
+            ).reshape(column.shape)
         else:
             values = column.astype(dtype)
     except (ValueError, TypeError) as exc:

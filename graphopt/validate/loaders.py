@@ -86,8 +86,14 @@ def _quiet_tensorflow():
 def describe_failure(exc):
     """One line naming the exception and its cause, without TensorFlow's traceback block."""
     text = getattr(exc, "message", None) or str(exc)
-    banner = ("Graph execution error", "Detected at node", "<stack traces unavailable>", "[[",
-              "Original stack trace", "Traceback")
+    banner = (
+        "Graph execution error",
+        "Detected at node",
+        "<stack traces unavailable>",
+        "[[",
+        "Original stack trace",
+        "Traceback",
+    )
     in_frame = False
     for line in text.splitlines():
         line = line.strip()

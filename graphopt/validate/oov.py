@@ -29,8 +29,10 @@ def _outcome(model, signature, feeds):
 def _same(a, b):
     if a is None or b is None or a.keys() != b.keys():
         return False
-    return all(np.array_equal(np.asarray(a[k]), np.asarray(b[k]),
-                              equal_nan=np.asarray(a[k]).dtype.kind in "fc") for k in a)
+    return all(
+        np.array_equal(np.asarray(a[k]), np.asarray(b[k]), equal_nan=np.asarray(a[k]).dtype.kind in "fc")
+        for k in a
+    )
 
 
 def _with_id(feeds, name, value):
@@ -69,11 +71,22 @@ def probe_oov(original, rewritten, spec, base_feeds, id_ranges, rewritten_defaul
         if id_range.source == "default" or id_range == FOLDED_IDS:  # no id is outside a folded input
             continue  # without the table size there is no "outside"
         for oov_id in probe_ids(id_range):
-            original_text, a = describe_behaviour(original, spec.name, base_feeds, name, oov_id, id_range,
-                                                  "values that no valid id gives (zeros, or another fill)")
-            rewritten_text, b = describe_behaviour(rewritten, spec.name, base_feeds, name, oov_id, id_range,
-                                                   rewritten_default)
+            original_text, a = describe_behaviour(
+                original,
+                spec.name,
+                base_feeds,
+                name,
+                oov_id,
+                id_range,
+                "values that no valid id gives (zeros, or another fill)",
+            )
+            rewritten_text, b = describe_behaviour(
+                rewritten, spec.name, base_feeds, name, oov_id, id_range, rewritten_default
+            )
             same = original_text == rewritten_text or (a is not None and _same(a, b))
-            probes.append(OovProbe(spec.name, name, int(oov_id), id_range.describe(),
-                                   original_text, rewritten_text, same))
+            probes.append(
+                OovProbe(
+                    spec.name, name, int(oov_id), id_range.describe(), original_text, rewritten_text, same
+                )
+            )
     return probes

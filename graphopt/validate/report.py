@@ -75,14 +75,15 @@ class ValidationReport:
     inputs: dict = dataclasses.field(default_factory=dict)  # signature -> InputPlan
     checks: list = dataclasses.field(default_factory=list)
     runs: list = dataclasses.field(default_factory=list)
-    problems: list = dataclasses.field(default_factory=list)  # e.g. a loader that cannot load the rewritten model
+    problems: list = dataclasses.field(
+        default_factory=list
+    )  # e.g. a loader that cannot load the rewritten model
     oov: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
 
     @property
     def passed(self):
-        return (not self.problems and all(c.passed for c in self.checks)
-                and all(r.passed for r in self.runs))
+        return not self.problems and all(c.passed for c in self.checks) and all(r.passed for r in self.runs)
 
     def failures(self):
         """One line per failed check, output or problem: the causes, for a short summary."""
@@ -97,8 +98,10 @@ class ValidationReport:
                 if not o.passed:
                     lines += [f"{where} output {o.name!r}: {p}" for p in o.problems]
                     if o.mismatches:
-                        lines.append(f"{where} output {o.name!r}: {o.mismatches} of {o.elements} elements "
-                                     f"differ{_worst_text(o)}")
+                        lines.append(
+                            f"{where} output {o.name!r}: {o.mismatches} of {o.elements} elements "
+                            f"differ{_worst_text(o)}"
+                        )
         return lines
 
     def to_dict(self):
@@ -106,8 +109,12 @@ class ValidationReport:
             "passed": self.passed,
             "original": self.original,
             "rewritten": self.rewritten,
-            "tolerance": {"atol": self.tolerance.atol, "rtol": self.tolerance.rtol,
-                          "exact": self.tolerance.exact, "rule": self.tolerance.describe()},
+            "tolerance": {
+                "atol": self.tolerance.atol,
+                "rtol": self.tolerance.rtol,
+                "exact": self.tolerance.exact,
+                "rule": self.tolerance.describe(),
+            },
             "loaders": list(self.loaders),
             "inputs": {name: _plan_dict(plan) for name, plan in self.inputs.items()},
             "structure": [c.to_dict() for c in self.checks],
@@ -141,7 +148,9 @@ class ValidationReport:
             out += ["", "Inputs"]
             shown = {}  # signatures whose inputs are described the same way are listed once
             for name, plan in self.inputs.items():
-                source = "generated from the signature" if plan.source == "generated" else f"rows of {plan.source}"
+                source = (
+                    "generated from the signature" if plan.source == "generated" else f"rows of {plan.source}"
+                )
                 key = (source, tuple(plan.inputs.items()))
                 if key in shown:
                     out.append(f"  {name}: the same inputs as {shown[key]}")
@@ -178,8 +187,10 @@ class ValidationReport:
         outputs = [o for r in self.runs for o in r.outputs]
         n_checks = sum(c.passed for c in self.checks)
         n_outputs = sum(o.passed for o in outputs)
-        counts = (f"{n_checks}/{len(self.checks)} structural checks, {n_outputs}/{len(outputs)} outputs "
-                  f"within tolerance ({self.tolerance.describe().split(' (')[0]})")
+        counts = (
+            f"{n_checks}/{len(self.checks)} structural checks, {n_outputs}/{len(outputs)} outputs "
+            f"within tolerance ({self.tolerance.describe().split(' (')[0]})"
+        )
         if self.passed:
             return f"PASSED: {counts}"
         return f"FAILED: {counts}; {len(self.failures())} failure(s) listed above"
@@ -202,12 +213,18 @@ def _worst_text(o):
     if w is None:
         return ""
     diff = "" if w.abs_diff is None else f", |diff| {_fmt(w.abs_diff)}"
-    return (f"; worst at case {w.case} index {list(w.index)}: original {_fmt(w.original)}, "
-            f"rewritten {_fmt(w.rewritten)}{diff}")
+    return (
+        f"; worst at case {w.case} index {list(w.index)}: original {_fmt(w.original)}, "
+        f"rewritten {_fmt(w.rewritten)}{diff}"
+    )
 
 
 def _output_lines(o):
-    dtype = o.original_dtype if o.original_dtype == o.rewritten_dtype else f"{o.original_dtype} vs {o.rewritten_dtype}"
+    dtype = (
+        o.original_dtype
+        if o.original_dtype == o.rewritten_dtype
+        else f"{o.original_dtype} vs {o.rewritten_dtype}"
+    )
     head = f"    [{_verdict(o.passed)}] {o.name}"
     if o.cases:
         head += f"  {dtype}, {o.elements} elements"
@@ -223,19 +240,24 @@ def _output_lines(o):
         rate = 100.0 * o.mismatches / o.elements if o.elements else 0.0
         lines.append(f"        mismatches: {o.mismatches} of {o.elements} elements ({rate:.3g}%)")
         if o.original_dtype != "string":
-            lines.append(f"        abs diff: max {_fmt(o.max_abs_diff)}, mean {_fmt(o.mean_abs_diff)};  "
-                         f"rel diff: max {_fmt(o.max_rel_diff)}, mean {_fmt(o.mean_rel_diff)}")
-        lines.append(f"        worst{_worst_text(o)[len('; worst'):]}")
+            lines.append(
+                f"        abs diff: max {_fmt(o.max_abs_diff)}, mean {_fmt(o.mean_abs_diff)};  "
+                f"rel diff: max {_fmt(o.max_rel_diff)}, mean {_fmt(o.mean_rel_diff)}"
+            )
+        lines.append(f"        worst{_worst_text(o)[len('; worst') :]}")
         if o.original_dtype != "string":
-            lines.append(f"        would pass with: atol >= {_fmt(o.max_abs_diff)} (rtol=0) "
-                         f"or rtol >= {_fmt(o.max_rel_diff)} (atol=0)")
+            lines.append(
+                f"        would pass with: atol >= {_fmt(o.max_abs_diff)} (rtol=0) "
+                f"or rtol >= {_fmt(o.max_rel_diff)} (atol=0)"
+            )
     return lines
 
 
 def _plan_dict(plan):
     return {
         "source": plan.source,
-        "id_ranges": {k: {"low": r.low, "high": r.high, "source": r.source} for k, r in plan.id_ranges.items()},
+        "id_ranges": {
+            k: {"low": r.low, "high": r.high, "source": r.source} for k, r in plan.id_ranges.items()
+        },
         "inputs": dict(plan.inputs),
     }
-

@@ -47,8 +47,10 @@ def check_node_inputs(meta_graph):
     model = ModelGraph(meta_graph)
     findings = model.check()
     functions = model.functions()
-    summary = (f"{len(model.graph)} graph nodes, {len(functions)} functions with "
-               f"{sum(len(b) for b in functions)} nodes")
+    summary = (
+        f"{len(model.graph)} graph nodes, {len(functions)} functions with "
+        f"{sum(len(b) for b in functions)} nodes"
+    )
     return CheckResult("node-inputs", "every node input resolves", not findings, summary, _truncate(findings))
 
 
@@ -93,7 +95,9 @@ def check_signatures(original_meta, rewritten_meta):
             for key in sorted(set(x) - set(y)):
                 extra = sorted(set(y) - set(x))
                 hint = f" (the rewritten model has {', '.join(map(repr, extra))} instead)" if extra else ""
-                findings.append(f"signature {name!r}: {kind} {key!r} is missing from the rewritten model{hint}")
+                findings.append(
+                    f"signature {name!r}: {kind} {key!r} is missing from the rewritten model{hint}"
+                )
             for key in sorted(set(y) - set(x)):
                 findings.append(f"signature {name!r}: {kind} {key!r} is new in the rewritten model")
             for key in sorted(set(x) & set(y)):
@@ -102,9 +106,13 @@ def check_signatures(original_meta, rewritten_meta):
                         f"signature {name!r}: {kind} {key!r} is {y[key].describe()}, "
                         f"the original's is {x[key].describe()}"
                     )
-    summary = "; ".join(
-        f"{n} ({_count(len(s.inputs), 'input')}, {_count(len(s.outputs), 'output')})" for n, s in original.items()
-    ) or "no serving signatures"
+    summary = (
+        "; ".join(
+            f"{n} ({_count(len(s.inputs), 'input')}, {_count(len(s.outputs), 'output')})"
+            for n, s in original.items()
+        )
+        or "no serving signatures"
+    )
     return CheckResult("signatures", "signatures match", not findings, summary, _truncate(findings))
 
 
@@ -114,15 +122,23 @@ def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=(
     try:
         model = SessionModel(rewritten, tags)
     except load_failures() as exc:
-        return CheckResult("restore", "the saver's restore runs", False, "",
-                           [f"loading in a Session (restore op, then init op) failed: {describe_failure(exc)}"])
+        return CheckResult(
+            "restore",
+            "the saver's restore runs",
+            False,
+            "",
+            [f"loading in a Session (restore op, then init op) failed: {describe_failure(exc)}"],
+        )
     try:
         findings, restored = _restored_tables(model, original, original_tables)
     finally:
         model.close()
     saver = model.meta_graph.saver_def
-    summary = f"restore op {saver.restore_op_name!r} and the init op ran" if saver.restore_op_name else (
-        "the model has no saver (no variables to restore)")
+    summary = (
+        f"restore op {saver.restore_op_name!r} and the init op ran"
+        if saver.restore_op_name
+        else ("the model has no saver (no variables to restore)")
+    )
     if restored:
         summary += f"; {_count(restored, 'restored EmbeddingVariable')} holding exactly the original rows"
     return CheckResult("restore", "the saver's restore runs", not findings, summary, _truncate(findings))
@@ -132,21 +148,28 @@ def _restored_tables(model, original, original_tables):
     """Exports each table's EmbeddingVariable from the restored session and compares its rows."""
     reader = _checkpoint(original) if original is not None else None
     handles = {n.name: n for n in model.meta_graph.graph_def.node if n.op == "GraphoptEvHandleOp"}
-    tables = [t for t in original_tables
-              if len(t.handles) == 1 and t.handles[0] in handles and t.checkpoint_key]
+    tables = [
+        t for t in original_tables if len(t.handles) == 1 and t.handles[0] in handles and t.checkpoint_key
+    ]
     if reader is None or not tables:
         return [], 0
     from graphopt.ops.library import load_library
 
     lib, findings = load_library(), []
     with model.graph.as_default():
-        exports = {t.name: lib.graphopt_ev_export(model.graph.get_tensor_by_name(f"{t.handles[0]}:0"), dim=t.dim)
-                   for t in tables}
+        exports = {
+            t.name: lib.graphopt_ev_export(model.graph.get_tensor_by_name(f"{t.handles[0]}:0"), dim=t.dim)
+            for t in tables
+        }
     held = model.session.run({name: (keys, values) for name, (keys, values, _, _) in exports.items()})
     for t in tables:
         keys, values = held[t.name]
-        findings += [f"after the Session restore, {f}" for f in compare_table_rows(
-            t.name, reader.get_tensor(t.checkpoint_key), keys, values, t.row_ids(t.rows))]
+        findings += [
+            f"after the Session restore, {f}"
+            for f in compare_table_rows(
+                t.name, reader.get_tensor(t.checkpoint_key), keys, values, t.row_ids(t.rows)
+            )
+        ]
     return findings, len(tables)
 
 
@@ -156,8 +179,11 @@ def check_lookup_wiring(original_tables, rewritten_meta):
 
     model = ModelGraph(rewritten_meta)
     graph = model.graph
-    converted = [t for t in original_tables
-                 if graph.node(t.handles[0]) is not None and graph.node(t.handles[0]).op == "GraphoptEvHandleOp"]
+    converted = [
+        t
+        for t in original_tables
+        if graph.node(t.handles[0]) is not None and graph.node(t.handles[0]).op == "GraphoptEvHandleOp"
+    ]
     reads = {}  # (body, node) of each GraphoptEvFind* -> the tables whose handle reaches it
     for table in converted:
         for body, use in model.trace_variable(table.handles[0]):
@@ -172,20 +198,29 @@ def check_lookup_wiring(original_tables, rewritten_meta):
             if got == [table.name]:
                 continue
             if got:
-                findings.append(f"lookup {site.where} read table {table.name!r} in the original; in the "
-                                f"rewritten model it reads {', '.join(map(repr, got))}")
+                findings.append(
+                    f"lookup {site.where} read table {table.name!r} in the original; in the "
+                    f"rewritten model it reads {', '.join(map(repr, got))}"
+                )
                 continue
             node = model.bodies.get(site.body) and model.body(site.body).node(site.node)
             what = "is gone" if node is None else f"is a {node.op} that reads no EmbeddingVariable"
             findings.append(f"lookup {site.where} of table {table.name!r} {what} in the rewritten model")
     for (body, node), names in sorted(reads.items()):
         if (body, node) not in expected:
-            findings.append(f"{body or 'graph'}:{node} reads {', '.join(map(repr, names))} where the "
-                            "original gathered from no table")
+            findings.append(
+                f"{body or 'graph'}:{node} reads {', '.join(map(repr, names))} where the "
+                "original gathered from no table"
+            )
     sites = sum(len(t.sites) for t in converted)
     summary = f"{_count(sites, 'lookup')} of {_count(len(converted), 'converted table')}"
-    return CheckResult("lookup-wiring", "each lookup reads the table it read before", not findings, summary,
-                       _truncate(findings))
+    return CheckResult(
+        "lookup-wiring",
+        "each lookup reads the table it read before",
+        not findings,
+        summary,
+        _truncate(findings),
+    )
 
 
 def _checkpoint(path):
@@ -209,12 +244,23 @@ def check_checkpoint(original, rewritten, original_tables=()):
     title = "checkpoint tensors and embedding tables hold the original values"
     if reader_a is None:
         ok = reader_b is None
-        return CheckResult("checkpoint", title, ok, "neither model has variables" if ok else "",
-                           [] if ok else ["the rewritten model has variables, the original none"])
+        return CheckResult(
+            "checkpoint",
+            title,
+            ok,
+            "neither model has variables" if ok else "",
+            [] if ok else ["the rewritten model has variables, the original none"],
+        )
     if reader_b is None:
-        return CheckResult("checkpoint", title, False, "", ["the rewritten model has no variables/ checkpoint"])
-    shapes_a = {k: v for k, v in reader_a.get_variable_to_shape_map().items() if k not in _CHECKPOINT_METADATA}
-    shapes_b = {k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in _CHECKPOINT_METADATA}
+        return CheckResult(
+            "checkpoint", title, False, "", ["the rewritten model has no variables/ checkpoint"]
+        )
+    shapes_a = {
+        k: v for k, v in reader_a.get_variable_to_shape_map().items() if k not in _CHECKPOINT_METADATA
+    }
+    shapes_b = {
+        k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in _CHECKPOINT_METADATA
+    }
     tables = {k[: -len("-keys")] for k in shapes_b if k.endswith("-keys") and k[:-5] + "-values" in shapes_b}
     table_parts = {t + s for t in tables for s in EV_SUFFIXES}
     findings, same, rows, exact, missing, differs = [], 0, 0, 0, [], {}
@@ -222,8 +268,9 @@ def check_checkpoint(original, rewritten, original_tables=()):
         value = reader_a.get_tensor(key)
         if key in tables:
             ids = row_ids[key](value.shape[0]) if key in row_ids and value.ndim == 2 else None
-            found = compare_table_rows(key, value, reader_b.get_tensor(key + "-keys"),
-                                       reader_b.get_tensor(key + "-values"), ids)
+            found = compare_table_rows(
+                key, value, reader_b.get_tensor(key + "-keys"), reader_b.get_tensor(key + "-values"), ids
+            )
             findings += found
             rows += value.shape[0] if value.ndim else 0
             exact += not found
@@ -243,11 +290,29 @@ def check_checkpoint(original, rewritten, original_tables=()):
     n_tables, moved, used = len(set(tables) & set(shapes_a)), 0, set()
     for key in missing:
         value = reader_a.get_tensor(key)
-        match = next((k for k in unclaimed if list(shapes_b[k]) == list(value.shape)
-                      and not _compare_tensor(key, value, reader_b.get_tensor(k))), None)
-        table = None if match or value.ndim != 2 else next(
-            (t for t in free_tables if not compare_table_rows(
-                key, value, reader_b.get_tensor(t + "-keys"), reader_b.get_tensor(t + "-values"))), None)
+        match = next(
+            (
+                k
+                for k in unclaimed
+                if list(shapes_b[k]) == list(value.shape)
+                and not _compare_tensor(key, value, reader_b.get_tensor(k))
+            ),
+            None,
+        )
+        table = (
+            None
+            if match or value.ndim != 2
+            else next(
+                (
+                    t
+                    for t in free_tables
+                    if not compare_table_rows(
+                        key, value, reader_b.get_tensor(t + "-keys"), reader_b.get_tensor(t + "-values")
+                    )
+                ),
+                None,
+            )
+        )
         if match:
             unclaimed.remove(match)
             same, moved = same + 1, moved + 1
@@ -257,8 +322,10 @@ def check_checkpoint(original, rewritten, original_tables=()):
         elif key in differs:
             findings += differs[key]
         else:
-            findings.append(f"checkpoint tensor {key!r} {list(value.shape)} is missing from the rewritten "
-                            "checkpoint (neither kept nor converted to an EmbeddingVariable)")
+            findings.append(
+                f"checkpoint tensor {key!r} {list(value.shape)} is missing from the rewritten "
+                "checkpoint (neither kept nor converted to an EmbeddingVariable)"
+            )
     for key in sorted(set(free_tables) - used):
         n_tables += 1
         findings.append(f"EmbeddingVariable {key!r} replaces no tensor of the original checkpoint")
@@ -267,8 +334,9 @@ def check_checkpoint(original, rewritten, original_tables=()):
     if n_tables and exact == n_tables:
         summary += f", {_count(n_tables, 'embedding table')} holding all {rows} rows"
     elif n_tables:
-        summary += (f", {exact} of {_count(n_tables, 'embedding table')} ({rows} rows) "
-                    "holding exactly their rows")
+        summary += (
+            f", {exact} of {_count(n_tables, 'embedding table')} ({rows} rows) holding exactly their rows"
+        )
     if extra:
         summary += f"; {len(extra)} new tensors ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"
     return CheckResult("checkpoint", title, not findings, summary, _truncate(findings))
@@ -285,15 +353,19 @@ def compare_table_rows(name, table, keys, values, row_ids=None):
     if table.ndim != 2:
         return [f"{where}: the original tensor is {list(table.shape)}, not a [rows, dim] table"]
     if values.ndim != 2 or values.shape[1] != table.shape[1] or values.shape[0] != keys.shape[0]:
-        return [f"{where}: holds values {list(values.shape)} for {keys.shape[0]} keys; "
-                f"the table is {list(table.shape)}"]
+        return [
+            f"{where}: holds values {list(values.shape)} for {keys.shape[0]} keys; "
+            f"the table is {list(table.shape)}"
+        ]
     ids = np.arange(table.shape[0], dtype=np.int64) if row_ids is None else np.asarray(row_ids, np.int64)
     findings = []
     missing = np.setdiff1d(ids, keys)
     extra = np.setdiff1d(keys, ids)
     if missing.size:
-        findings.append(f"{where}: {missing.size} of the table's {table.shape[0]} ids are missing "
-                        f"(first: {_few(missing)})")
+        findings.append(
+            f"{where}: {missing.size} of the table's {table.shape[0]} ids are missing "
+            f"(first: {_few(missing)})"
+        )
     if extra.size:
         findings.append(f"{where}: {extra.size} keys are not ids of the table (first: {_few(extra)})")
     unique, counts = np.unique(keys, return_counts=True)
@@ -317,7 +389,10 @@ def compare_table_rows(name, table, keys, values, row_ids=None):
 
 def _compare_tensor(key, a, b):
     if a.dtype != b.dtype or a.shape != b.shape:
-        return [f"checkpoint tensor {key!r}: rewritten is {b.dtype}{list(b.shape)}, original {a.dtype}{list(a.shape)}"]
+        return [
+            f"checkpoint tensor {key!r}: rewritten is {b.dtype}{list(b.shape)}, "
+            f"original {a.dtype}{list(a.shape)}"
+        ]
     if a.dtype.kind in "fc":
         differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
     else:
@@ -325,8 +400,10 @@ def _compare_tensor(key, a, b):
     if not np.any(differ):
         return []
     index = tuple(int(i) for i in np.unravel_index(int(np.argmax(differ)), np.shape(differ)))
-    return [f"checkpoint tensor {key!r}: {int(np.sum(differ))} of {a.size} elements differ "
-            f"(first at {list(index)}: original {_scalar(a[index])}, rewritten {_scalar(b[index])})"]
+    return [
+        f"checkpoint tensor {key!r}: {int(np.sum(differ))} of {a.size} elements differ "
+        f"(first at {list(index)}: original {_scalar(a[index])}, rewritten {_scalar(b[index])})"
+    ]
 
 
 def _scalar(x):
@@ -341,8 +418,9 @@ def _few(ids, n=5):
     return ", ".join(str(int(i)) for i in ids[:n]) + (", ..." if len(ids) > n else "")
 
 
-def run_structural_checks(original, rewritten, original_meta, rewritten_meta, original_tables=(),
-                          tags=DEFAULT_TAGS):
+def run_structural_checks(
+    original, rewritten, original_meta, rewritten_meta, original_tables=(), tags=DEFAULT_TAGS
+):
     """All structural checks of ``rewritten`` against ``original``, in report order."""
     return [
         check_node_inputs(rewritten_meta),
@@ -351,4 +429,3 @@ def run_structural_checks(original, rewritten, original_meta, rewritten_meta, or
         check_restore(rewritten, tags, original, original_tables),
         check_checkpoint(original, rewritten, original_tables),
     ] + ([check_lookup_wiring(original_tables, rewritten_meta)] if graphopt_ops(rewritten_meta) else [])
-

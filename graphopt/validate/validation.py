@@ -29,16 +29,29 @@ from graphopt.validate.loaders import (
 )
 from graphopt.validate.oov import probe_oov
 from graphopt.validate.report import SignatureRun, ValidationReport
-from graphopt.validate.vocabulary import UNKNOWN_WORDS, string_vocabulary
 from graphopt.validate.structure import graphopt_ops, read_meta_graph, run_structural_checks
+from graphopt.validate.vocabulary import UNKNOWN_WORDS, string_vocabulary
 
 DEFAULT_BATCHES = 4
 DEFAULT_BATCH_SIZE = 64
 
 
-def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHES,
-                    batch_size=DEFAULT_BATCH_SIZE, data=None, atol=0.0, rtol=0.0, loader="both",
-                    id_ranges=None, vocabularies=None, seed=0, tags=DEFAULT_TAGS, oov=True):
+def validate_models(
+    original,
+    rewritten,
+    signatures=None,
+    batches=DEFAULT_BATCHES,
+    batch_size=DEFAULT_BATCH_SIZE,
+    data=None,
+    atol=0.0,
+    rtol=0.0,
+    loader="both",
+    id_ranges=None,
+    vocabularies=None,
+    seed=0,
+    tags=DEFAULT_TAGS,
+    oov=True,
+):
     """Check ``rewritten`` against ``original``; returns a ValidationReport (see ``.passed``).
 
     A problem with the rewritten model is a finding in the report; a problem with the
@@ -52,7 +65,9 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
     if loader not in (*LOADERS, "both"):
         raise GraphoptError(f"unknown loader {loader!r}; use tf2, session or both")
     if batches < 0 or batch_size < 1:
-        raise GraphoptError(f"batches={batches}, batch_size={batch_size}: give batches >= 0 and batch size >= 1")
+        raise GraphoptError(
+            f"batches={batches}, batch_size={batch_size}: give batches >= 0 and batch size >= 1"
+        )
     loaders = list(LOADERS) if loader == "both" else [loader]
     # A path that is not a SavedModel at all is a usage mistake; a SavedModel that is broken
     # inside is what validation exists to report.
@@ -76,15 +91,22 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
     # A TF1-format rewrite of a TF2-native original (stock target, partitioned tables) loads through
     # TensorFlow's TF1 path, where Grappler optimizes differently from the object-graph path; the
     # tf2 loader then reads the original through the same TF1 path, so the comparison is like with like.
-    v1_original = (original_meta.HasField("object_graph_def") and not rewritten_meta.HasField("object_graph_def")
-                   and "tf2" in loaders)
+    v1_original = (
+        original_meta.HasField("object_graph_def")
+        and not rewritten_meta.HasField("object_graph_def")
+        and "tf2" in loaders
+    )
     if v1_original:
         report.notes.append(
             "tf2 loader: the rewritten model has no object graph, so tf.saved_model.load reads it through "
             "TensorFlow's TF1 path; the original was loaded without its object graph too (the same path), "
-            "because Grappler optimizes the two paths differently and the last bit of a float may move")
-    rewritten_default = ("the default row (values that no valid id gives)" if graphopt_ops(rewritten_meta)
-                         else "values that no valid id gives (zeros, or another fill)")
+            "because Grappler optimizes the two paths differently and the last bit of a float may move"
+        )
+    rewritten_default = (
+        "the default row (values that no valid id gives)"
+        if graphopt_ops(rewritten_meta)
+        else "values that no valid id gives (zeros, or another fill)"
+    )
     inputs = {}  # signature -> SignatureInputs: the same inputs for every loader
     probed = {}  # input specs -> the signature already probed with them
 
@@ -101,20 +123,30 @@ def validate_models(original, rewritten, signatures=None, batches=DEFAULT_BATCHE
                 spec = original_model.signatures[sig]
                 uses = all_uses.get(sig, {})
                 if sig not in inputs:
-                    inputs[sig] = _signature_inputs(spec, data, batches, batch_size,
-                                                    resolve_id_ranges(spec, id_ranges, learned.get(sig), uses),
-                                                    _words(spec, vocabularies, model_words, uses), seed, uses)
+                    inputs[sig] = _signature_inputs(
+                        spec,
+                        data,
+                        batches,
+                        batch_size,
+                        resolve_id_ranges(spec, id_ranges, learned.get(sig), uses),
+                        _words(spec, vocabularies, model_words, uses),
+                        seed,
+                        uses,
+                    )
                     report.inputs[sig] = inputs[sig].plan
                 chosen = inputs[sig]
-                report.runs.append(run_signature(original_model, rewritten_model, spec, chosen.cases, tolerance))
+                report.runs.append(
+                    run_signature(original_model, rewritten_model, spec, chosen.cases, tolerance)
+                )
                 key = tuple(sorted(spec.inputs.items()))
                 if oov and key not in probed and sig in rewritten_model.signatures and is_batched(spec, uses):
                     # Signatures taking the same inputs (Keras exports "serve" and
                     # "serving_default") would repeat the same probes.
                     probed[key] = sig
                     one_row = one_row_feeds(spec, chosen.ranges, chosen.words, seed, uses)
-                    report.oov += probe_oov(original_model, rewritten_model, spec, one_row, chosen.ranges,
-                                            rewritten_default)
+                    report.oov += probe_oov(
+                        original_model, rewritten_model, spec, one_row, chosen.ranges, rewritten_default
+                    )
         finally:
             original_model.close()
             rewritten_model.close()
@@ -167,7 +199,8 @@ def _signature_names(model, wanted):
     unknown = [s for s in wanted if s not in model.signatures]
     if unknown:
         raise GraphoptError(
-            f"signature(s) {', '.join(unknown)} not in the original model; it has {', '.join(sorted(model.signatures))}"
+            f"signature(s) {', '.join(unknown)} not in the original model; "
+            f"it has {', '.join(sorted(model.signatures))}"
         )
     return list(dict.fromkeys(wanted))
 
@@ -182,8 +215,10 @@ def _original_tables(original, tags, report):
         inspection = inspect_model(original, tags)
         return inspection.tables, folded_inputs(inspection.migrations)
     except GraphoptError as exc:
-        report.notes.append(f"the original's embedding tables could not be read ({exc}); "
-                            "integer inputs use given or default id ranges")
+        report.notes.append(
+            f"the original's embedding tables could not be read ({exc}); "
+            "integer inputs use given or default id ranges"
+        )
         return [], set()
 
 
@@ -250,8 +285,9 @@ def run_signature(original, rewritten, spec, cases, tolerance):
         if error_a and error_b:
             run.notes.append(f"case {case.name}: both models raise ({error_a})")
         elif error_a:
-            run.problems.append(f"case {case.name}: the original raises ({error_a}) but the rewritten "
-                                "model returns outputs")
+            run.problems.append(
+                f"case {case.name}: the original raises ({error_a}) but the rewritten model returns outputs"
+            )
         elif error_b:
             run.problems.append(f"case {case.name}: the rewritten model raises: {error_b}")
         else:
@@ -263,7 +299,8 @@ def run_signature(original, rewritten, spec, cases, tolerance):
     filled = [c for c in cases if c.rows != 0]
     if filled and original_failures == len(filled):
         raise DataError(
-            f"the original model raises on every non-empty input case of signature {sig!r} ({loader} loader), "
+            f"the original model raises on every non-empty input case of signature {sig!r} "
+            f"({loader} loader), "
             f"e.g. {_outcome(original, sig, filled[0].feeds)[0]}; give the valid id ranges "
             "(--id-range INPUT=ROWS) or real inputs (--data)"
         )

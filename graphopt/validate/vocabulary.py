@@ -44,8 +44,10 @@ def string_constant(model, body, ref, depth=0):
     if node.op == "Identity":
         return string_constant(model, body, body.data_inputs(node)[0], depth)
     if node.op == "Const" and nodes.attr_value(node, "dtype") == nodes.dtype_enum("string"):
-        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                for v in nodes.const_value(node).ravel()]
+        return [
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+            for v in nodes.const_value(node).ravel()
+        ]
     return None
 
 

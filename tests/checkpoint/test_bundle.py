@@ -16,11 +16,14 @@ def test_masked_crc_is_leveldbs_rotation_plus_delta():
     assert bundle.masked_crc(b"abc") == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-@pytest.mark.parametrize("entries", [
-    [],
-    [(b"", b"header")],
-    [(b"", b"h"), (b"a", b"1"), (b"a/b", b"x" * 300), (b"b" * 200, b"")],
-])
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [],
+        [(b"", b"header")],
+        [(b"", b"h"), (b"a", b"1"), (b"a/b", b"x" * 300), (b"b" * 200, b"")],
+    ],
+)
 def test_index_round_trip(tmp_path, entries):
     path = str(tmp_path / "ckpt.index")
     bundle.write_index(path, entries)

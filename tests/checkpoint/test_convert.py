@@ -14,13 +14,13 @@ from graphopt.graph import io
 from tests.rewrite import cases
 
 
-
 def test_crc32c_is_tensorflows_and_extends_in_pieces():
     assert bundle.native_crc32c() is not None  # the pure-Python fallback would make copies crawl
     data = bytes(range(256)) * 1000
     assert bundle.crc32c_extend(0, b"123456789") == 0xE3069283  # the CRC-32C check value
-    assert bundle.crc32c_extend(bundle.crc32c_extend(0, data[:777]), memoryview(bytearray(data))[777:]) == \
-        bundle.py_crc32c_extend(0, data)
+    assert bundle.crc32c_extend(
+        bundle.crc32c_extend(0, data[:777]), memoryview(bytearray(data))[777:]
+    ) == bundle.py_crc32c_extend(0, data)
 
 
 @pytest.fixture(scope="module")
@@ -68,21 +68,26 @@ def _entries(prefix):
 
 
 @pytest.mark.parametrize("tensor", ["emb", "w"])
-def test_a_flipped_bit_in_a_tensor_is_refused_naming_file_and_tensor(tf1_checkpoint, tmp_path, monkeypatch, tensor):
+def test_a_flipped_bit_in_a_tensor_is_refused_naming_file_and_tensor(
+    tf1_checkpoint, tmp_path, monkeypatch, tensor
+):
     monkeypatch.setattr(convert, "COPY_CHUNK", 64)
     src = _copy_prefix(tf1_checkpoint, tmp_path)
     entry = _entries(src)[tensor.encode()]
     _flip(_data_file(src), entry.offset + entry.size - 1)  # its last byte, in a later chunk than its first
     with pytest.raises(ModelError) as err:
         convert.convert_checkpoint(src, str(tmp_path / "out" / "ck"), _tables(src))
-    assert str(err.value) == (f"checkpoint data file {_data_file(src)} is corrupted: tensor '{tensor}' fails its "
-                              "CRC32C check; copy the variables files again or export the model again")
+    assert str(err.value) == (
+        f"checkpoint data file {_data_file(src)} is corrupted: tensor '{tensor}' fails its "
+        "CRC32C check; copy the variables files again or export the model again"
+    )
 
 
 def test_a_flipped_bit_in_a_string_tensor_is_refused(tmp_path):
     # TF2 checkpoints hold their object graph as a string tensor, hashed in TensorFlow's own layout.
-    src = _copy_prefix(io.read_model(cases.module_lookup_sparse(str(tmp_path / "m")).path).checkpoint_prefix,
-                       tmp_path)
+    src = _copy_prefix(
+        io.read_model(cases.module_lookup_sparse(str(tmp_path / "m")).path).checkpoint_prefix, tmp_path
+    )
     convert.copy_checkpoint(src, str(tmp_path / "clean" / "variables"))
     entry = _entries(src)[convert.OBJECT_GRAPH_KEY.encode()]
     _flip(_data_file(src), entry.offset + entry.size - 3)
@@ -96,8 +101,11 @@ def test_a_truncated_data_file_is_refused_before_anything_is_copied(tf1_checkpoi
     size = os.path.getsize(data)
     os.truncate(data, size // 2)
     out = tmp_path / "out"
-    with pytest.raises(ModelError, match=f"checkpoint data file {data} is truncated \\({size // 2} bytes; tensor "
-                                         f"'.*' ends at byte {size}\\); copy the variables files again"):
+    with pytest.raises(
+        ModelError,
+        match=f"checkpoint data file {data} is truncated \\({size // 2} bytes; tensor "
+        f"'.*' ends at byte {size}\\); copy the variables files again",
+    ):
         convert.convert_checkpoint(src, str(out / "ck"), _tables(src))
     assert not out.exists()
 
@@ -138,7 +146,9 @@ def test_an_index_naming_a_data_file_it_does_not_count_is_refused(tf1_checkpoint
     src = _copy_prefix(tf1_checkpoint, tmp_path)
     header, entries = convert.read_bundle_index(src)
     entries[b"w"].shard_id = 3
-    bundle.write_index(src + ".index", [(b"", header.SerializeToString())]
-                    + sorted((k, v.SerializeToString()) for k, v in entries.items()))
+    bundle.write_index(
+        src + ".index",
+        [(b"", header.SerializeToString())] + sorted((k, v.SerializeToString()) for k, v in entries.items()),
+    )
     with pytest.raises(ModelError, match="names data file 3 for tensor 'w', it has 1"):
         convert.convert_checkpoint(src, str(tmp_path / "out" / "ck"), _tables(src))

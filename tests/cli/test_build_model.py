@@ -40,17 +40,23 @@ def test_build_model_json_report_and_overwrite(tmp_path):
 
     again = run("build-model", str(out), "--form", "tf1", "--epochs", "1")
     assert again.returncode == 2
-    assert again.stderr.strip() == f"graphopt: error: {out} already exists; pass --overwrite to replace it or choose another path"
+    assert (
+        again.stderr.strip()
+        == f"graphopt: error: {out} already exists; pass --overwrite to replace it or choose another path"
+    )
     assert run("build-model", str(out), "--form", "tf1", "--epochs", "1", "--overwrite").returncode == 0
     leftovers = [p for p in os.listdir(tmp_path) if p != "model"]
     assert leftovers == [], "staging directories must not be left behind"
 
 
-@pytest.mark.parametrize("content,expected", [
-    (None, "no such file"),
-    ("", "the file is empty"),
-    ("movieId,userId\n1,2\n", "line 1: missing column(s)"),
-])
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (None, "no such file"),
+        ("", "the file is empty"),
+        ("movieId,userId\n1,2\n", "line 1: missing column(s)"),
+    ],
+)
 def test_bad_csv_is_one_line_exit_2_and_writes_nothing(tmp_path, content, expected):
     data = tmp_path / "bad.csv"
     if content is not None:

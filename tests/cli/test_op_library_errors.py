@@ -1,4 +1,4 @@
-"""A broken op library reaches a CLI user as one line with exit code 2, and a library user as OpLibraryError."""
+"""A broken op library reaches a CLI user as one line with exit code 2, a library user as OpLibraryError."""
 
 import json
 import os
@@ -25,8 +25,10 @@ def _run(args, lib):
 
 def test_cli_with_a_library_for_another_tensorflow(tmp_path):
     # The library loads when a command that needs it runs; the CLI's one handler gives the message.
-    result = _run(["-m", "graphopt", "rewrite", str(tmp_path), "-o", str(tmp_path / "out")],
-                  _library_built_for(tmp_path, "2.20.0"))
+    result = _run(
+        ["-m", "graphopt", "rewrite", str(tmp_path), "-o", str(tmp_path / "out")],
+        _library_built_for(tmp_path, "2.20.0"),
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
@@ -42,7 +44,11 @@ def test_help_and_version_work_with_a_broken_library(tmp_path):
 
 
 def test_import_raises_op_library_error(tmp_path):
-    result = _run(["-c", "import graphopt; from graphopt import EmbeddingVariable"],
-                  _library_built_for(tmp_path, "2.20.0"))
+    result = _run(
+        ["-c", "import graphopt; from graphopt import EmbeddingVariable"],
+        _library_built_for(tmp_path, "2.20.0"),
+    )
     assert result.returncode == 1
-    assert "graphopt.errors.OpLibraryError" in result.stderr and "built for TensorFlow 2.20.0" in result.stderr
+    assert (
+        "graphopt.errors.OpLibraryError" in result.stderr and "built for TensorFlow 2.20.0" in result.stderr
+    )

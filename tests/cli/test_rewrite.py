@@ -31,7 +31,10 @@ def test_inspect_lists_tables_sites_inputs_and_gathers_left_alone(tf1_model, tmp
     result = invoke("inspect", tf1_model, "--tensorboard", str(tmp_path / "tb"))
     assert result.exit_code == 0
     assert "pemb: [23, 4] float32" in result.output and "3 parts (mod)" in result.output
-    assert "fed by: serving_default:ids" in result.output and "gathered at graph:embedding_lookup" in result.output
+    assert (
+        "fed by: serving_default:ids" in result.output
+        and "gathered at graph:embedding_lookup" in result.output
+    )
     assert os.listdir(tmp_path / "tb" / "before")  # an event file for TensorBoard's graph view
     data = json.loads(invoke("inspect", tf1_model, "--json").output)
     assert {t["name"] for t in data["tables"]} == {"emb", "pemb"}
@@ -40,9 +43,13 @@ def test_inspect_lists_tables_sites_inputs_and_gathers_left_alone(tf1_model, tmp
 
 def test_rewrite_prints_plan_summary_and_writes_manifest(tf1_model, tmp_path):
     out = str(tmp_path / "out")
-    result = invoke("rewrite", tf1_model, "-o", out, "--exclude", "^emb$", "--tensorboard", str(tmp_path / "tb"))
+    result = invoke(
+        "rewrite", tf1_model, "-o", out, "--exclude", "^emb$", "--tensorboard", str(tmp_path / "tb")
+    )
     assert result.exit_code == 0, result.output
-    assert "plan: 1 table(s) to rewrite" in result.output and "skip emb: name matches --exclude" in result.output
+    assert (
+        "plan: 1 table(s) to rewrite" in result.output and "skip emb: name matches --exclude" in result.output
+    )
     assert "graph: " in result.output and "tables converted: 1" in result.output
     assert sorted(os.listdir(tmp_path / "tb")) == ["after", "before"]
     manifest = json.load(open(os.path.join(out, "graphopt_manifest.json")))
@@ -103,7 +110,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tf1_model, tmp_path,
     elif breakage == "truncated":
         pb = os.path.join(model, "saved_model.pb")
         data = open(pb, "rb").read()
-        open(pb, "wb").write(data[:-len(data) // 4])
+        open(pb, "wb").write(data[: -len(data) // 4])
     elif breakage == "unknown_tags":
         extra = ["--tags", "train"]
     elif breakage == "output_exists":

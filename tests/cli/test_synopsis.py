@@ -12,10 +12,10 @@ from tests.conftest import REPO
 def readme_synopsis():
     """command -> the option names its synopsis lines (continuation lines included) mention."""
     text = open(os.path.join(REPO, "README.md")).read()
-    section = text[text.index("## Command line"):]
-    block = section[section.index("```\n") + 4:]
+    section = text[text.index("## Command line") :]
+    block = section[section.index("```\n") + 4 :]
     synopsis, command = {}, None
-    for line in block[:block.index("```")].splitlines():
+    for line in block[: block.index("```")].splitlines():
         words = line.split()
         if words[:1] == ["graphopt"] and not words[1].startswith("-"):
             command, words = words[1], words[2:]

@@ -2,17 +2,30 @@ import numpy as np
 import pytest
 
 from graphopt.data import (
-    GENRE_FEATURES, GENRE_VOCAB, ID_FEATURES, NUMERIC_FEATURES, generate_samples, read_samples, time_split,
+    GENRE_FEATURES,
+    GENRE_VOCAB,
+    ID_FEATURES,
+    NUMERIC_FEATURES,
+    generate_samples,
+    read_samples,
+    time_split,
 )
 from graphopt.errors import DataError
 
-HEADER = ("movieId,userId,rating,timestamp,label,releaseYear,movieGenre1,movieGenre2,movieGenre3,"
-          "movieRatingCount,movieAvgRating,movieRatingStddev,userRatedMovie1,userRatedMovie2,userRatedMovie3,"
-          "userRatedMovie4,userRatedMovie5,userRatingCount,userAvgReleaseYear,userReleaseYearStddev,"
-          "userAvgRating,userRatingStddev,userGenre1,userGenre2,userGenre3,userGenre4,userGenre5")
-ROW = ('1,14887,3.0,830155608,0,1995,Adventure,Animation,Children,10759,3.91,0.89,349,590,150,592,"",6,'
-       "1992,2.64,3.67,0.52,Drama,Action,Thriller,Adventure,Crime")
-ROW_EMPTY_GENRES = '135,27108,5.0,865275107,1,1996,Comedy,"","",1390,3.00,1.06,802,104,653,494,260,25,1994,3.76,3.52,1.33,,,,,'
+HEADER = (
+    "movieId,userId,rating,timestamp,label,releaseYear,movieGenre1,movieGenre2,movieGenre3,"
+    "movieRatingCount,movieAvgRating,movieRatingStddev,userRatedMovie1,userRatedMovie2,userRatedMovie3,"
+    "userRatedMovie4,userRatedMovie5,userRatingCount,userAvgReleaseYear,userReleaseYearStddev,"
+    "userAvgRating,userRatingStddev,userGenre1,userGenre2,userGenre3,userGenre4,userGenre5"
+)
+ROW = (
+    '1,14887,3.0,830155608,0,1995,Adventure,Animation,Children,10759,3.91,0.89,349,590,150,592,"",6,'
+    "1992,2.64,3.67,0.52,Drama,Action,Thriller,Adventure,Crime"
+)
+ROW_EMPTY_GENRES = (
+    '135,27108,5.0,865275107,1,1996,Comedy,"","",1390,3.00,1.06,802,104,653,494,260,25,1994,'
+    "3.76,3.52,1.33,,,,,"
+)
 
 
 def write(tmp_path, text):
@@ -44,10 +57,26 @@ BAD_FILES = [
     ("missing", None, "no such file"),
     ("empty", "", "empty"),
     ("header only", HEADER + "\n", "no rows"),
-    ("missing column", HEADER.replace(",movieAvgRating", "") + "\n" + ROW + "\n", "line 1: missing column(s) movieAvgRating"),
-    ("text in numeric", HEADER + "\n" + ROW + "\n" + ROW.replace("3.91", "high") + "\n", "line 3, column movieAvgRating: 'high' is not a number"),
-    ("fractional id", HEADER + "\n" + ROW.replace("14887", "14887.5") + "\n", "line 2, column userId: '14887.5' is not an integer"),
-    ("id out of range", HEADER + "\n" + ROW.replace("14887", "30001") + "\n", "line 2, column userId: id 30001 is outside 0..30000"),
+    (
+        "missing column",
+        HEADER.replace(",movieAvgRating", "") + "\n" + ROW + "\n",
+        "line 1: missing column(s) movieAvgRating",
+    ),
+    (
+        "text in numeric",
+        HEADER + "\n" + ROW + "\n" + ROW.replace("3.91", "high") + "\n",
+        "line 3, column movieAvgRating: 'high' is not a number",
+    ),
+    (
+        "fractional id",
+        HEADER + "\n" + ROW.replace("14887", "14887.5") + "\n",
+        "line 2, column userId: '14887.5' is not an integer",
+    ),
+    (
+        "id out of range",
+        HEADER + "\n" + ROW.replace("14887", "30001") + "\n",
+        "line 2, column userId: id 30001 is outside 0..30000",
+    ),
     ("truncated row", HEADER + "\n" + ROW + "\n1,2,3\n", "line 3: 3 cells"),
 ]
 

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from graphopt.errors import ModelError
 from graphopt.checkpoint import checkpoint_tensors
+from graphopt.errors import ModelError
 from graphopt.graph import io
 from tests.rewrite import cases
 
@@ -29,13 +29,16 @@ def test_reads_saved_model_and_its_variables(saved_model):
     assert "emb/.ATTRIBUTES/VARIABLE_VALUE" in checkpoint_tensors(source.checkpoint_prefix)
 
 
-@pytest.mark.parametrize("breakage,expected", [
-    ("missing", "does not exist"),
-    ("not_a_model", "holds no saved_model.pb"),
-    ("truncated", "truncated or corrupted"),
-    ("garbage", "truncated or corrupted"),
-    ("no_variables", "variables/variables.index is missing"),
-])
+@pytest.mark.parametrize(
+    "breakage,expected",
+    [
+        ("missing", "does not exist"),
+        ("not_a_model", "holds no saved_model.pb"),
+        ("truncated", "truncated or corrupted"),
+        ("garbage", "truncated or corrupted"),
+        ("no_variables", "variables/variables.index is missing"),
+    ],
+)
 def test_bad_input_is_one_line_model_error(saved_model, tmp_path, breakage, expected):
     path = _copy(saved_model, tmp_path)
     pb = os.path.join(path, "saved_model.pb")

@@ -7,13 +7,16 @@ from graphopt.graph.model import TOP, ModelGraph, TensorRef, live_nodes
 from tests.rewrite import cases
 
 
-@pytest.mark.parametrize("text,ref", [
-    ("a", TensorRef("a")),
-    ("a:2", TensorRef("a", None, 2)),
-    ("^a/b", TensorRef("a/b", control=True)),
-    ("f/g:output:0", TensorRef("f/g", "output", 0)),
-    ("RestoreV2:tensors:3", TensorRef("RestoreV2", "tensors", 3)),
-])
+@pytest.mark.parametrize(
+    "text,ref",
+    [
+        ("a", TensorRef("a")),
+        ("a:2", TensorRef("a", None, 2)),
+        ("^a/b", TensorRef("a/b", control=True)),
+        ("f/g:output:0", TensorRef("f/g", "output", 0)),
+        ("RestoreV2:tensors:3", TensorRef("RestoreV2", "tensors", 3)),
+    ],
+)
 def test_tensor_ref_round_trip(text, ref):
     assert TensorRef.parse(text) == ref and str(ref) == text
 
@@ -34,15 +37,19 @@ def test_call_edges_reach_the_function_holding_the_gather(keras_model):
 
 def test_resource_is_traced_through_two_call_levels_to_its_reads(keras_model):
     _, model = keras_model
-    handle = next(n.name for n in model.graph.nodes()
-                  if n.op == "VarHandleOp" and n.name.startswith("shared/embeddings_"))
+    handle = next(
+        n.name
+        for n in model.graph.nodes()
+        if n.op == "VarHandleOp" and n.name.startswith("shared/embeddings_")
+    )
     uses = [(b.name, b.node(u.node).op) for b, u in model.trace_resource(TOP, handle)]
     call_reads = [op for body, op in uses if body.startswith("__inference___call__")]
     assert "ReadVariableOp" in call_reads  # read inside the function two calls down
     assert any(op == "AssignVariableOp" for body, op in uses if "traced_restore" in body)
     args = model.resource_args(TOP, handle)
     assert {f for f, _ in args if f.startswith("__inference___call__")} and all(
-        a in model.body(f).args for f, a in args)
+        a in model.body(f).args for f, a in args
+    )
 
 
 def test_trace_back_finds_the_signature_placeholders(keras_model):
@@ -59,7 +66,9 @@ def test_mutators_chain_and_keep_consumers_consistent(keras_model):
     model = ModelGraph(io.read_model(case.path).meta_graph)
     body = next(b for b in model.functions() if b.name.startswith("__inference___call__"))
     gather = next(n for n in body.nodes() if n.op == "GatherV2" and "shared" in n.name)
-    identity = nodes.new_node("Identity", body.unique_name(gather.name + "/copy"), [f"{gather.name}:output:0"])
+    identity = nodes.new_node(
+        "Identity", body.unique_name(gather.name + "/copy"), [f"{gather.name}:output:0"]
+    )
     nodes.set_attr(identity, "T", nodes.dtype_enum("float32"), "type")
     old, new = TensorRef(gather.name, "output", 0), TensorRef(identity.name, "output", 0)
     consumers = [u.node for u in body.consumers(gather.name)]

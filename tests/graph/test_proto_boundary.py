@@ -14,16 +14,47 @@ import os
 
 import pytest
 
-PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "graphopt")
+PACKAGE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "graphopt"
+)
 PROTO_PACKAGES = ("graph", "checkpoint")
 PROTO_FIELDS = {
-    "attr", "input", "node_def", "graph_def", "library", "gradient", "collection_def",
-    "signature_def", "object_graph_def", "saver_def", "meta_info_def", "stripped_op_list",
-    "concrete_functions", "control_ret", "ret", "bound_inputs", "saveable_objects", "input_arg",
-    "output_arg", "control_output", "bytes_list", "node_list", "tensor_shape", "coo_sparse",
+    "attr",
+    "input",
+    "node_def",
+    "graph_def",
+    "library",
+    "gradient",
+    "collection_def",
+    "signature_def",
+    "object_graph_def",
+    "saver_def",
+    "meta_info_def",
+    "stripped_op_list",
+    "concrete_functions",
+    "control_ret",
+    "ret",
+    "bound_inputs",
+    "saveable_objects",
+    "input_arg",
+    "output_arg",
+    "control_output",
+    "bytes_list",
+    "node_list",
+    "tensor_shape",
+    "coo_sparse",
 }
-PROTO_METHODS = {"CopyFrom", "MergeFrom", "ClearField", "HasField", "WhichOneof", "ParseFromString",
-                 "SerializeToString", "FromString", "SetInParent"}
+PROTO_METHODS = {
+    "CopyFrom",
+    "MergeFrom",
+    "ClearField",
+    "HasField",
+    "WhichOneof",
+    "ParseFromString",
+    "SerializeToString",
+    "FromString",
+    "SetInParent",
+}
 # Fields a word as common as "input" stands for only when used as a container.
 CONTAINER_ONLY = {"input"}
 # Modules that handle protos of their own: TF Serving's API messages, not graph protos.
@@ -74,8 +105,13 @@ def proto_accesses(source: str):
                 found.append((node.lineno, f".{node.attr}"))
             elif node.attr in PROTO_METHODS:
                 found.append((node.lineno, f".{node.attr}()"))
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add"
-                and not node.args and not node.keywords):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add"
+            and not node.args
+            and not node.keywords
+        ):
             found.append((node.lineno, ".add()"))
     return sorted(set(found))
 
@@ -86,25 +122,35 @@ def test_no_module_outside_graph_and_checkpoint_touches_proto_fields():
         if rel in ALLOWED_MODULES:
             continue
         with open(os.path.join(PACKAGE, rel)) as f:
-            offenders += [f"graphopt/{rel}:{line}: {what}" for line, what in proto_accesses(f.read())
-                          if (rel, what) not in ALLOWED_ACCESSES]
-    assert not offenders, "direct proto access outside graphopt.graph / graphopt.checkpoint:\n" + "\n".join(offenders)
+            offenders += [
+                f"graphopt/{rel}:{line}: {what}"
+                for line, what in proto_accesses(f.read())
+                if (rel, what) not in ALLOWED_ACCESSES
+            ]
+    assert not offenders, "direct proto access outside graphopt.graph / graphopt.checkpoint:\n" + "\n".join(
+        offenders
+    )
 
 
-@pytest.mark.parametrize("source, what", [
-    ("from tensorflow.core.framework import node_def_pb2", "imports tensorflow.core.framework"),
-    ("import saved_model_pb2", "imports saved_model_pb2"),
-    ("x = node.attr['T'].type", ".attr"),
-    ("del node.input[:]", ".input"),
-    ("node.input.append('^x')", ".input"),
-    ("meta.ClearField('object_graph_def')", ".ClearField()"),
-    ("lib.function.add()", ".add()"),
-])
+@pytest.mark.parametrize(
+    "source, what",
+    [
+        ("from tensorflow.core.framework import node_def_pb2", "imports tensorflow.core.framework"),
+        ("import saved_model_pb2", "imports saved_model_pb2"),
+        ("x = node.attr['T'].type", ".attr"),
+        ("del node.input[:]", ".input"),
+        ("node.input.append('^x')", ".input"),
+        ("meta.ClearField('object_graph_def')", ".ClearField()"),
+        ("lib.function.add()", ".add()"),
+    ],
+)
 def test_the_check_sees_each_kind_of_access(source, what):
     assert any(w == what for _, w in proto_accesses(source)), proto_accesses(source)
 
 
 def test_the_check_allows_the_graph_api():
-    source = ("body.add_op('Const', 'c', [], {})\nname = node.name\nop = node.op\n"
-              "ref = body.op_output(name)\nprint(problem.input)\n")
+    source = (
+        "body.add_op('Const', 'c', [], {})\nname = node.name\nop = node.op\n"
+        "ref = body.op_output(name)\nprint(problem.input)\n"
+    )
     assert proto_accesses(source) == []

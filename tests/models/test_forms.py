@@ -94,8 +94,13 @@ def test_training_reports_each_epoch(form, tmp_path):
     from graphopt_models import build_model
 
     epochs = []
-    build_model(str(tmp_path / "m"), form=form, epochs=2, seed=3,
-                on_epoch=lambda epoch, loss: epochs.append((epoch, loss)))
+    build_model(
+        str(tmp_path / "m"),
+        form=form,
+        epochs=2,
+        seed=3,
+        on_epoch=lambda epoch, loss: epochs.append((epoch, loss)),
+    )
     assert [e for e, _ in epochs] == [1, 2]
     assert all(0 < loss < 1 for _, loss in epochs), epochs  # binary cross-entropy of a learning model
 
@@ -106,6 +111,6 @@ def test_keras_form_uses_embedding_layers(course_models):
     from graphopt_models.features import Normalization
 
     model = keras_form.build(Normalization.fit(generate_samples(100)))
-    embeddings = [l for l in model.layers if isinstance(l, tf.keras.layers.Embedding)]
-    assert sorted(l.input_dim for l in embeddings) == [20] * 8 + [1001, 30001]
-    assert all(l.output_dim == 10 for l in embeddings)
+    embeddings = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.Embedding)]
+    assert sorted(layer.input_dim for layer in embeddings) == [20] * 8 + [1001, 30001]
+    assert all(layer.output_dim == 10 for layer in embeddings)

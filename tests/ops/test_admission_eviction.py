@@ -29,15 +29,13 @@ def test_admission_after_min_count_occurrences():
     ev = graphopt.EmbeddingVariable(4, optimizer="sgd", min_count=3, seed=9, default_value=-1.0)
     reference = graphopt.EmbeddingVariable(4, seed=9).lookup([7, 8], insert_missing=True).numpy()
     for step in (1, 2):  # seen once, twice: default row, no row, gradient dropped
-        np.testing.assert_array_equal(ev.lookup([7], insert_missing=True, step=step).numpy(),
-                                      [[-1.0] * 4])
+        np.testing.assert_array_equal(ev.lookup([7], insert_missing=True, step=step).numpy(), [[-1.0] * 4])
         ev.apply_gradients([7], np.ones((1, 4), np.float32))
         assert int(ev.size()) == 0
     stats = {k: int(v) for k, v in ev.stats().items()}
     assert stats["pending"] == 1 and stats["admitted"] == 0
     # the third occurrence admits it with its initializer row
-    np.testing.assert_array_equal(ev.lookup([7], insert_missing=True, step=3).numpy(),
-                                  reference[:1])
+    np.testing.assert_array_equal(ev.lookup([7], insert_missing=True, step=3).numpy(), reference[:1])
     _, _, freqs, versions = ev.export()
     assert freqs.numpy().tolist() == [3] and versions.numpy().tolist() == [3]
     # within one batch: the third occurrence gets the row, later ones read it
@@ -48,8 +46,7 @@ def test_admission_after_min_count_occurrences():
     # min_count 0 and 1 admit at once
     for count in (0, 1):
         ev = graphopt.EmbeddingVariable(4, min_count=count, seed=9)
-        np.testing.assert_array_equal(ev.lookup([7], insert_missing=True).numpy(),
-                                      reference[:1])
+        np.testing.assert_array_equal(ev.lookup([7], insert_missing=True).numpy(), reference[:1])
 
 
 def test_evict_by_ttl_and_min_freq_returns_the_keys():
@@ -57,7 +54,7 @@ def test_evict_by_ttl_and_min_freq_returns_the_keys():
     for step, keys in enumerate([[1, 2, 3], [2, 3], [3], [4]], start=1):
         ev.lookup(keys, insert_missing=True, step=step)
     # last steps: 1->1, 2->2, 3->3, 4->4; freqs 1, 2, 3, 1
-    assert sorted(ev.evict(step=4, ttl=2).numpy().tolist()) == [1]       # 4 - 1 > 2
+    assert sorted(ev.evict(step=4, ttl=2).numpy().tolist()) == [1]  # 4 - 1 > 2
     assert sorted(ev.evict(min_freq=2).numpy().tolist()) == [4]
     assert sorted(ev.export()[0].numpy().tolist()) == [2, 3]
     assert int(ev.stats()["evicted"]) == 2
@@ -68,7 +65,7 @@ def test_evict_by_ttl_and_min_freq_returns_the_keys():
 def test_evict_down_to_max_rows(policy):
     ev = graphopt.EmbeddingVariable(2, initializer="zeros")
     keys = np.arange(100)
-    for step, key in enumerate(keys, start=1):   # key k: last step k + 1, frequency 100 - k
+    for step, key in enumerate(keys, start=1):  # key k: last step k + 1, frequency 100 - k
         ev.lookup(np.full(100 - key, key), insert_missing=True, step=step)
     evicted = ev.evict(max_rows=90, policy=policy).numpy()
     # lru: the 10 least recently used (keys 0..9); lfu: the 10 least frequent (90..99)
@@ -97,9 +94,9 @@ def test_row_cap_keeps_each_shards_most_recent_keys():
 @pytest.mark.parametrize("policy, survivor", [("lfu", 0), ("lru", 1)])
 def test_full_shard_evicts_by_its_policy(policy, survivor):
     ev = graphopt.EmbeddingVariable(2, max_rows=128, evict_policy=policy, initializer="zeros")
-    hot = [k for k in range(10_000) if shard_of(k) == 5][:3]   # two rows fit in the shard
+    hot = [k for k in range(10_000) if shard_of(k) == 5][:3]  # two rows fit in the shard
     ev.lookup(np.repeat(hot[0], 5), insert_missing=True, step=1)  # frequent, least recent
-    ev.lookup([hot[1]], insert_missing=True, step=2)              # rare, more recent
+    ev.lookup([hot[1]], insert_missing=True, step=2)  # rare, more recent
     ev.lookup([hot[2]], insert_missing=True, step=3)
     assert set(ev.export()[0].numpy().tolist()) == {hot[survivor], hot[2]}
 
@@ -132,29 +129,39 @@ try:  # small batches: the growing row chunks, not per-batch scratch, hit the li
 except tf.errors.ResourceExhaustedError as e:
     print("EXHAUSTED", e.message)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert out.stdout.startswith("EXHAUSTED"), out.stderr[-2000:]
     assert "out of memory growing an EmbeddingVariable" in out.stdout
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"max_rows": 10}, "at least 64"),
-    ({"max_rows": -1}, "max_rows must be"),
-    ({"min_count": -2}, "min_count must be"),
-    ({"evict_policy": "fifo"}, "evict_policy"),
-    ({"optimizer": "adadelta"}, "unknown optimizer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_rows": 10}, "at least 64"),
+        ({"max_rows": -1}, "max_rows must be"),
+        ({"min_count": -2}, "min_count must be"),
+        ({"evict_policy": "fifo"}, "evict_policy"),
+        ({"optimizer": "adadelta"}, "unknown optimizer"),
+    ],
+)
 def test_bad_table_options(kwargs, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         graphopt.EmbeddingVariable(2, **kwargs)
 
 
 def test_handle_op_refuses_bad_options(lib):
-    for attrs, message in [({"optimizer": "adadelta"}, "optimizer must be one of"),
-                           ({"optimizer": "adam", "slot_init": [0.0]}, "slot_init must hold 2"),
-                           ({"max_rows": 5}, "at least 64"),
-                           ({"evict_policy": "x"}, "evict_policy")]:
+    for attrs, message in [
+        ({"optimizer": "adadelta"}, "optimizer must be one of"),
+        ({"optimizer": "adam", "slot_init": [0.0]}, "slot_init must hold 2"),
+        ({"max_rows": 5}, "at least 64"),
+        ({"evict_policy": "x"}, "evict_policy"),
+    ]:
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             lib.graphopt_ev_handle_op(dim=2, shared_name="bad_options", **attrs)
 
@@ -172,20 +179,20 @@ def test_admission_counters_of_many_keys():
     and exported: every count stays with its key."""
     ev = graphopt.EmbeddingVariable(2, min_count=3, initializer="zeros")
     keys = np.random.default_rng(3).permutation(40_000).astype(np.int64) - 20_000
-    ev.lookup(keys, insert_missing=True)               # every key counted once
-    ev.lookup(keys[::2], insert_missing=True)          # half of them twice
-    ev.lookup(keys[::4], insert_missing=True)          # a quarter admitted (3rd occurrence)
+    ev.lookup(keys, insert_missing=True)  # every key counted once
+    ev.lookup(keys[::2], insert_missing=True)  # half of them twice
+    ev.lookup(keys[::4], insert_missing=True)  # a quarter admitted (3rd occurrence)
     stats = {k: int(v) for k, v in ev.stats().items()}
     assert stats["size"] == 10_000 and stats["pending"] == 30_000
     assert set(ev.export()[0].numpy().tolist()) == set(keys[::4].tolist())
     _, _, _, _, _, (pending_keys, pending_counts) = ev._snapshot()
-    counts = dict(zip(pending_keys.numpy().tolist(), pending_counts.numpy().tolist()))
+    counts = dict(zip(pending_keys.numpy().tolist(), pending_counts.numpy().tolist(), strict=False))
     expected = {k: 2 for k in keys[::2].tolist()}
     expected.update({k: 1 for k in keys[1::2].tolist()})
     for k in keys[::4].tolist():
         del expected[k]
     assert counts == expected
-    ev.lookup(keys[2::4], insert_missing=True)          # the other twice-seen keys admitted
+    ev.lookup(keys[2::4], insert_missing=True)  # the other twice-seen keys admitted
     assert int(ev.stats()["pending"]) == 20_000 and int(ev.size()) == 20_000
 
 
@@ -197,7 +204,7 @@ def test_evict_and_stats_in_tf_function_and_tf1_graph():
         ev.lookup(ids, insert_missing=True, step=t)
         return ev.evict(step=t, ttl=1), ev.stats()["pending"]
 
-    step(tf.constant([1, 1, 2], tf.int64), tf.constant(1, tf.int64))   # 1 admitted, 2 pending
+    step(tf.constant([1, 1, 2], tf.int64), tf.constant(1, tf.int64))  # 1 admitted, 2 pending
     evicted, pending = step(tf.constant([3, 3], tf.int64), tf.constant(5, tf.int64))
     assert evicted.numpy().tolist() == [1] and int(pending) == 1
     with tf.Graph().as_default():

@@ -29,8 +29,8 @@ def _assert_rows_whole(keys, rows, generations):
 
 def test_threads_find_insert_export_concurrently():
     ev = EmbeddingVariable(DIM, initializer="zeros")
-    stable = np.arange(0, 40_000, dtype=np.int64) * 3      # present from the start
-    fresh = np.arange(0, 40_000, dtype=np.int64) * 3 + 1   # inserted while others read
+    stable = np.arange(0, 40_000, dtype=np.int64) * 3  # present from the start
+    fresh = np.arange(0, 40_000, dtype=np.int64) * 3 + 1  # inserted while others read
     ev.insert(stable, _row_of(stable, 1))
     errors = []
     rng = np.random.default_rng(0)
@@ -41,6 +41,7 @@ def test_threads_find_insert_export_concurrently():
                 fn()
             except Exception as e:  # noqa: BLE001  (reported by the main thread)
                 errors.append(e)
+
         return threading.Thread(target=run)
 
     def reader():
@@ -88,17 +89,19 @@ def test_inter_op_parallel_graph_find_or_insert_same_keys():
 
     @tf.function
     def train():
-        return [ev.lookup(tf.constant(b, tf.int64), insert_missing=True, step=i + 1)
-                for i, b in enumerate(batches)]
+        return [
+            ev.lookup(tf.constant(b, tf.int64), insert_missing=True, step=i + 1)
+            for i, b in enumerate(batches)
+        ]
 
     outs = [o.numpy() for o in train()]
     all_ids = np.concatenate(batches)
     keys, values, freqs, versions = (t.numpy() for t in ev.export())
     assert len(keys) == len(np.unique(all_ids))
-    counts = dict(zip(*np.unique(all_ids, return_counts=True)))
+    counts = dict(zip(*np.unique(all_ids, return_counts=True), strict=False))
     assert [counts[k] for k in keys] == freqs.tolist()
-    row_of = dict(zip(keys.tolist(), values))
-    for ids, out in zip(batches, outs):  # every op returned the one stored (deterministic) row
+    row_of = dict(zip(keys.tolist(), values, strict=False))
+    for ids, out in zip(batches, outs, strict=False):  # every op returned the one stored (deterministic) row
         np.testing.assert_array_equal(out, np.stack([row_of[k] for k in ids.tolist()]))
     fresh = EmbeddingVariable(DIM, seed=5)
     np.testing.assert_array_equal(fresh.lookup(keys, insert_missing=True).numpy(), values)
@@ -126,8 +129,9 @@ for _ in range(10):
 for t in threads: t.join()
 assert int(ev.size()) == len(keys)
 """
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    )
 
 
 def test_threads_apply_find_export_concurrently():
@@ -148,13 +152,14 @@ def test_threads_apply_find_export_concurrently():
                 fn()
             except Exception as e:  # noqa: BLE001  (reported by the main thread)
                 errors.append(e)
+
         return threading.Thread(target=run)
 
     def applier():
         for _ in range(rounds):
             ones = np.ones((len(keys), dim), np.float32)
             ev.apply_gradients(keys, ones)
-            sgd.apply_gradients(keys, ones)   # -0.5 per round, exact in float32
+            sgd.apply_gradients(keys, ones)  # -0.5 per round, exact in float32
 
     def finder():
         for _ in range(10):
@@ -181,8 +186,9 @@ def test_threads_apply_find_export_concurrently():
     assert not any(t.is_alive() for t in threads), "deadlock: threads still running after 180 s"
     assert not errors, errors
     total = rounds * appliers
-    np.testing.assert_array_equal(sgd.lookup(keys).numpy(),
-                                  np.full((len(keys), dim), -lr * total, np.float32))
+    np.testing.assert_array_equal(
+        sgd.lookup(keys).numpy(), np.full((len(keys), dim), -lr * total, np.float32)
+    )
     acc = ev.export_with_slots()[4]["accumulator"].numpy()
     assert int(ev.size()) == 55_000
     updated = np.float32(0.1)

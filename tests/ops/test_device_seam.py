@@ -7,9 +7,8 @@ leave a reference to CPU code (a CPUDevice functor, a row-touching EmbeddingTabl
 among the object's undefined symbols, which is what a GPU build adding a .cu.cc would hit.
 """
 
-import re
-
 import os
+import re
 import shutil
 import subprocess
 
@@ -79,15 +78,30 @@ def test_every_kernel_compiles_for_another_device(tmp_path):
     source = tmp_path / "other_device.cc"
     source.write_text(SOURCE)
     obj = tmp_path / "other_device.o"
-    cmd = ([os.environ.get("CXX", "g++"), "-std=c++17", "-c", "-O0", "-fPIC", "-Wall",
-            "-Wno-sign-compare", "-Wno-deprecated-declarations",
-            f"-I{os.path.join(ROOT, 'custom_ops')}"]
-           + tf.sysconfig.get_compile_flags() + [str(source), "-o", str(obj)])
+    cmd = (
+        [
+            os.environ.get("CXX", "g++"),
+            "-std=c++17",
+            "-c",
+            "-O0",
+            "-fPIC",
+            "-Wall",
+            "-Wno-sign-compare",
+            "-Wno-deprecated-declarations",
+            f"-I{os.path.join(ROOT, 'custom_ops')}",
+        ]
+        + tf.sysconfig.get_compile_flags()
+        + [str(source), "-o", str(obj)]
+    )
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
-    undefined = subprocess.run(["nm", "-C", "--undefined-only", str(obj)], capture_output=True,
-                               text=True, check=True).stdout
-    leaks = re.findall(r"graphopt::\w+Functor<Eigen::ThreadPoolDevice[^\n]*|"
-                       r"graphopt::EmbeddingTable::(?:Find|FindOrInsert|Insert|Remove|Import|"
-                       r"Export|Apply|Evict)\b[^\n]*", undefined)
+    undefined = subprocess.run(
+        ["nm", "-C", "--undefined-only", str(obj)], capture_output=True, text=True, check=True
+    ).stdout
+    leaks = re.findall(
+        r"graphopt::\w+Functor<Eigen::ThreadPoolDevice[^\n]*|"
+        r"graphopt::EmbeddingTable::(?:Find|FindOrInsert|Insert|Remove|Import|"
+        r"Export|Apply|Evict)\b[^\n]*",
+        undefined,
+    )
     assert not leaks, leaks

@@ -20,8 +20,9 @@ def _filled(dim, keys, seed=0):
 @pytest.mark.parametrize("n", [5, 300, 5000])  # per-key locks, one block, several blocks
 def test_find_matches_gather(lib, key_dtype, n):
     rng = np.random.default_rng(n)
-    vocab = np.unique(rng.integers(np.iinfo(key_dtype).min, np.iinfo(key_dtype).max,
-                                   size=2000, dtype=key_dtype))
+    vocab = np.unique(
+        rng.integers(np.iinfo(key_dtype).min, np.iinfo(key_dtype).max, size=2000, dtype=key_dtype)
+    )
     ev, rows = _filled(16, vocab)
     pick = rng.integers(0, len(vocab), size=n)
     ids = tf.constant(vocab[pick].reshape(-1, 1 if n % 2 else 5) if n != 5 else vocab[pick])
@@ -43,8 +44,9 @@ def test_extreme_keys_are_ordinary_keys(lib):
 
 def test_default_rows(lib):
     assert not EmbeddingVariable(3).lookup([4]).numpy().any()
-    np.testing.assert_array_equal(EmbeddingVariable(3, default_value=2.5).lookup([4, 5]).numpy(),
-                                  np.full((2, 3), 2.5, np.float32))
+    np.testing.assert_array_equal(
+        EmbeddingVariable(3, default_value=2.5).lookup([4, 5]).numpy(), np.full((2, 3), 2.5, np.float32)
+    )
     ev = EmbeddingVariable(3, default_value=[1.0, 2.0, 3.0])
     ev.insert([7], [[9.0, 9.0, 9.0]])
     np.testing.assert_array_equal(ev.lookup([4, 7]).numpy(), [[1, 2, 3], [9, 9, 9]])
@@ -68,16 +70,18 @@ def test_find_or_insert_is_deterministic_per_seed_and_key(lib):
     np.testing.assert_array_equal(a.lookup(keys).numpy(), rows_a)  # they were stored
 
 
-@pytest.mark.parametrize("initializer, check", [
-    ("zeros", lambda r: not r.any()),
-    ("ones", lambda r: (r == 1).all()),
-    (tf.keras.initializers.Constant(0.25), lambda r: (r == 0.25).all()),
-    (tf.keras.initializers.RandomUniform(2.0, 3.0), lambda r: r.min() >= 2 and r.max() < 3),
-    (tf.random_normal_initializer(5.0, 0.1), lambda r: abs(r.mean() - 5) < 0.05),
-])
+@pytest.mark.parametrize(
+    "initializer, check",
+    [
+        ("zeros", lambda r: not r.any()),
+        ("ones", lambda r: (r == 1).all()),
+        (tf.keras.initializers.Constant(0.25), lambda r: (r == 0.25).all()),
+        (tf.keras.initializers.RandomUniform(2.0, 3.0), lambda r: r.min() >= 2 and r.max() < 3),
+        (tf.random_normal_initializer(5.0, 0.1), lambda r: abs(r.mean() - 5) < 0.05),
+    ],
+)
 def test_initializers(initializer, check):
-    rows = EmbeddingVariable(16, initializer=initializer).lookup(
-        np.arange(200), insert_missing=True).numpy()
+    rows = EmbeddingVariable(16, initializer=initializer).lookup(np.arange(200), insert_missing=True).numpy()
     assert check(rows)
 
 
@@ -89,7 +93,7 @@ def test_freqs_and_versions(lib):
     ev.lookup([1, 2, 3, 99])  # find counts nothing
     ev.insert([4], [[0.0] * 4])
     keys, _, freqs, versions = (t.numpy() for t in ev.export())
-    got = {k: (f, v) for k, f, v in zip(keys, freqs, versions)}
+    got = {k: (f, v) for k, f, v in zip(keys, freqs, versions, strict=False)}
     assert got == {1: (3, 9), 2: (2, 5), 3: (1, 9), 4: (0, 0)}
 
 
@@ -145,8 +149,9 @@ def test_shape_functions(lib):
         with pytest.raises(ValueError, match="must be equal|incompatible|Dimension"):
             lib.graphopt_ev_insert(handle, tf.constant([1, 2], tf.int64), tf.zeros([2, 5]), dim=4)
         with pytest.raises(ValueError, match="rank"):
-            lib.graphopt_ev_find_or_insert(handle, tf.constant([1], tf.int64),
-                                           tf.constant([1, 2], tf.int64), dim=4)
+            lib.graphopt_ev_find_or_insert(
+                handle, tf.constant([1], tf.int64), tf.constant([1, 2], tf.int64), dim=4
+            )
 
 
 def test_invalid_arguments_raise_invalid_argument(lib):
@@ -166,17 +171,34 @@ def test_invalid_arguments_raise_invalid_argument(lib):
     with pytest.raises(bad, match=r"keys.shape \+ \[dim\]"):
         ev.insert([1, 2], np.zeros((2, 3), np.float32))
     with pytest.raises(bad, match="keys must be 1-D"):
-        lib.graphopt_ev_import(h, tf.zeros([2, 2], tf.int64), tf.zeros([4, 4]),
-                               tf.zeros([4], tf.int64), tf.zeros([4], tf.int64), dim=4)
+        lib.graphopt_ev_import(
+            h,
+            tf.zeros([2, 2], tf.int64),
+            tf.zeros([4, 4]),
+            tf.zeros([4], tf.int64),
+            tf.zeros([4], tf.int64),
+            dim=4,
+        )
     with pytest.raises(bad, match="to match 2 keys"):
-        lib.graphopt_ev_import(h, tf.constant([1, 2], tf.int64), tf.zeros([3, 4]),
-                               tf.zeros([2], tf.int64), tf.zeros([2], tf.int64), dim=4)
+        lib.graphopt_ev_import(
+            h,
+            tf.constant([1, 2], tf.int64),
+            tf.zeros([3, 4]),
+            tf.zeros([2], tf.int64),
+            tf.zeros([2], tf.int64),
+            dim=4,
+        )
     with pytest.raises(bad, match="freqs must have shape"):
-        lib.graphopt_ev_import(h, tf.constant([1, 2], tf.int64), tf.zeros([2, 4]),
-                               tf.zeros([3], tf.int64), tf.zeros([2], tf.int64), dim=4)
+        lib.graphopt_ev_import(
+            h,
+            tf.constant([1, 2], tf.int64),
+            tf.zeros([2, 4]),
+            tf.zeros([3], tf.int64),
+            tf.zeros([2], tf.int64),
+            dim=4,
+        )
     with pytest.raises(bad, match="step must be a scalar"):
-        lib.graphopt_ev_find_or_insert(h, tf.constant([1], tf.int64),
-                                       tf.constant([1, 2], tf.int64), dim=4)
+        lib.graphopt_ev_find_or_insert(h, tf.constant([1], tf.int64), tf.constant([1, 2], tf.int64), dim=4)
     with pytest.raises(bad, match="scalar resource handle"):
         lib.graphopt_ev_size(tf.stack([h, h]))
     with pytest.raises(bad, match="default_value must hold"):
@@ -222,8 +244,7 @@ def test_apply_ops_refuse_bad_input(lib):
     with pytest.raises(bad, match="epsilon must be >= 0"):
         lib.graphopt_ev_apply_adagrad(h, keys, grads, one, tf.constant(-1e-7), dim=4)
     with pytest.raises(bad, match="lr must be finite"):
-        lib.graphopt_ev_apply_adagrad(h, keys, grads, tf.constant(np.nan, tf.float32), one,
-                                      dim=4)
+        lib.graphopt_ev_apply_adagrad(h, keys, grads, tf.constant(np.nan, tf.float32), one, dim=4)
     with pytest.raises(bad, match="lr must be a scalar"):
         lib.graphopt_ev_apply_adagrad(h, keys, grads, tf.constant([0.1]), one, dim=4)
     with pytest.raises(bad, match="created for optimizer 'adagrad'"):
@@ -234,18 +255,16 @@ def test_apply_ops_refuse_bad_input(lib):
         lib.graphopt_ev_apply_adagrad(h, keys, tf.zeros([2, 4], tf.float64), one, one, dim=4)
     adam = EmbeddingVariable(4, optimizer="adam")
     with pytest.raises(bad, match=r"beta1 and beta2 must be in \[0, 1\)"):
-        lib.graphopt_ev_apply_adam(adam.handle, keys, grads, one, tf.constant(1.0), one, one,
-                                   one, one, dim=4)
+        lib.graphopt_ev_apply_adam(adam.handle, keys, grads, one, tf.constant(1.0), one, one, one, one, dim=4)
     with pytest.raises(bad, match="beta1_power and beta2_power"):
-        lib.graphopt_ev_apply_adam(adam.handle, keys, grads, one, one, one, one,
-                                   tf.constant(1.0), one, dim=4)
+        lib.graphopt_ev_apply_adam(adam.handle, keys, grads, one, one, one, one, tf.constant(1.0), one, dim=4)
     ftrl = EmbeddingVariable(4, optimizer="ftrl")
     with pytest.raises(bad, match="lr_power must be <= 0"):
-        lib.graphopt_ev_apply_ftrl(ftrl.handle, keys, grads, one, one, one, tf.constant(0.5),
-                                   dim=4)
+        lib.graphopt_ev_apply_ftrl(ftrl.handle, keys, grads, one, one, one, tf.constant(0.5), dim=4)
     with pytest.raises(bad, match="FTRL's lr must be > 0"):
-        lib.graphopt_ev_apply_ftrl(ftrl.handle, keys, grads, tf.constant(0.0), one, one,
-                                   tf.constant(-0.5), dim=4)
+        lib.graphopt_ev_apply_ftrl(
+            ftrl.handle, keys, grads, tf.constant(0.0), one, one, tf.constant(-0.5), dim=4
+        )
     # the Python API says the same before building an op
     with pytest.raises(bad, match="grads must be float32, got float64"):
         ev.apply_gradients([1, 2], np.zeros((2, 4)))
@@ -292,5 +311,4 @@ def test_export_sees_keys_inserted_after_shard_rehashes(lib):
     assert int(ev.memory()[1]) > 100 * capacity  # the indexes grew
     ev.remove(np.arange(0, 200_000, 3))
     keys = np.sort(ev.export()[0].numpy())
-    np.testing.assert_array_equal(keys, np.setdiff1d(np.arange(200_000),
-                                                     np.arange(0, 200_000, 3)))
+    np.testing.assert_array_equal(keys, np.setdiff1d(np.arange(200_000), np.arange(0, 200_000, 3)))

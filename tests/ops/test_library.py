@@ -24,11 +24,14 @@ def test_missing_library_says_how_to_rebuild(monkeypatch, tmp_path):
         _load_uncached(monkeypatch, str(tmp_path / "_graphopt_ops.so"))
 
 
-@pytest.mark.parametrize("info, message", [
-    ({"tensorflow_version": "2.15.0"}, "built for TensorFlow 2.15.0 but TensorFlow 2"),
-    ({"tensorflow_version": "__current__", "sanitize": "address"}, "LD_PRELOAD"),
-    (None, "_build_info.json is missing"),
-])
+@pytest.mark.parametrize(
+    "info, message",
+    [
+        ({"tensorflow_version": "2.15.0"}, "built for TensorFlow 2.15.0 but TensorFlow 2"),
+        ({"tensorflow_version": "__current__", "sanitize": "address"}, "LD_PRELOAD"),
+        (None, "_build_info.json is missing"),
+    ],
+)
 def test_unusable_build_is_refused_before_loading(monkeypatch, tmp_path, info, message):
     import tensorflow as tf
 

@@ -11,14 +11,19 @@ DIM = 4
 
 def test_export_import_round_trip_of_a_million_random_keys():
     rng = np.random.default_rng(2026)
-    keys = np.unique(np.concatenate([
-        rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=N, dtype=np.int64,
-                     endpoint=True),
-        EXTREME_KEYS]))
+    keys = np.unique(
+        np.concatenate(
+            [
+                rng.integers(
+                    np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=N, dtype=np.int64, endpoint=True
+                ),
+                EXTREME_KEYS,
+            ]
+        )
+    )
     values = rng.standard_normal((len(keys), DIM)).astype(np.float32)
     freqs = rng.integers(0, 1 << 32, size=len(keys), dtype=np.int64)
-    versions = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=len(keys),
-                            dtype=np.int64)
+    versions = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=len(keys), dtype=np.int64)
     source = EmbeddingVariable(DIM)
     source.import_(keys, values, freqs, versions)
     assert int(source.size()) == len(keys)
@@ -36,5 +41,6 @@ def test_export_import_round_trip_of_a_million_random_keys():
     np.testing.assert_array_equal(got_versions[order], versions)
     # and every key is found at its row
     np.testing.assert_array_equal(target.lookup(keys[::97]).numpy(), values[::97])
-    np.testing.assert_array_equal(target.lookup(EXTREME_KEYS).numpy(),
-                                  values[np.searchsorted(keys, EXTREME_KEYS)])
+    np.testing.assert_array_equal(
+        target.lookup(EXTREME_KEYS).numpy(), values[np.searchsorted(keys, EXTREME_KEYS)]
+    )

@@ -40,8 +40,13 @@ print("DIGEST", digest.hexdigest(), len(order))
 
 
 def _run(*args):
-    out = subprocess.run([sys.executable, "-c", TRAIN, *args], capture_output=True, text=True,
-                         timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    out = subprocess.run(
+        [sys.executable, "-c", TRAIN, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return next(line for line in out.stdout.splitlines() if line.startswith("DIGEST"))
 
@@ -65,12 +70,13 @@ def _state(ev):
     keys, values, freqs, versions, slots = ev.export_with_slots()
     order = np.argsort(keys.numpy())
     return [t.numpy()[order] for t in (keys, values, freqs, versions)] + [
-        slots[n].numpy()[order] for n in ev.slot_names]
+        slots[n].numpy()[order] for n in ev.slot_names
+    ]
 
 
 def _assert_same(a, b):
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         np.testing.assert_array_equal(x, y)
 
 
@@ -106,7 +112,7 @@ def test_tf1_saver_carries_slots(tmp_path):
         with tf.compat.v1.Session() as sess:
             saver.restore(sess, prefix)
             restored = sess.run(export)
-    for got, want in zip(restored[:4], saved[:4]):
+    for got, want in zip(restored[:4], saved[:4], strict=False):
         np.testing.assert_array_equal(np.sort(got, axis=0), np.sort(want, axis=0))
     assert np.abs(saved[4]["m"]).sum() > 0
     np.testing.assert_array_equal(np.sort(restored[4]["m"], 0), np.sort(saved[4]["m"], 0))
@@ -126,11 +132,12 @@ def test_saved_model_carries_slots(tmp_path, lib):
 
 
 def test_checkpoint_without_slots_loads_with_fresh_slots(tmp_path):
-    old = graphopt.EmbeddingVariable(4, initializer="zeros")   # no optimizer: no slots saved
+    old = graphopt.EmbeddingVariable(4, initializer="zeros")  # no optimizer: no slots saved
     old.insert([1, 2], np.ones((2, 4), np.float32))
     path = tf.train.Checkpoint(emb=old).write(str(tmp_path / "old"))
-    ev = graphopt.EmbeddingVariable(4, optimizer=graphopt.ops.optimizers.Adagrad(
-        initial_accumulator_value=0.25))
+    ev = graphopt.EmbeddingVariable(
+        4, optimizer=graphopt.ops.optimizers.Adagrad(initial_accumulator_value=0.25)
+    )
     ev.restore_from(path, "emb/.ATTRIBUTES/table")
     state = _state(ev)
     np.testing.assert_array_equal(state[1], np.ones((2, 4)))
@@ -149,13 +156,31 @@ def test_slots_of_another_optimizer_are_refused(tmp_path, lib):
     keys, values = tf.constant([1], tf.int64), tf.zeros([1, 4])
     zeros = tf.zeros([1], tf.int64)
     with pytest.raises(tf.errors.InvalidArgumentError, match="belong to optimizer 'adam'"):
-        lib.graphopt_ev_import_with_slots(ftrl.handle, keys, values, zeros, zeros,
-                                          [tf.zeros([1, 4])] * 2, zeros[:0], zeros[:0], dim=4,
-                                          optimizer="adam")
+        lib.graphopt_ev_import_with_slots(
+            ftrl.handle,
+            keys,
+            values,
+            zeros,
+            zeros,
+            [tf.zeros([1, 4])] * 2,
+            zeros[:0],
+            zeros[:0],
+            dim=4,
+            optimizer="adam",
+        )
     with pytest.raises(tf.errors.InvalidArgumentError, match="importing 1 slots"):
-        lib.graphopt_ev_import_with_slots(ftrl.handle, keys, values, zeros, zeros,
-                                          [tf.zeros([1, 4])], zeros[:0], zeros[:0], dim=4,
-                                          optimizer="")
+        lib.graphopt_ev_import_with_slots(
+            ftrl.handle,
+            keys,
+            values,
+            zeros,
+            zeros,
+            [tf.zeros([1, 4])],
+            zeros[:0],
+            zeros[:0],
+            dim=4,
+            optimizer="",
+        )
     with pytest.raises(tf.errors.InvalidArgumentError, match="asks for 1 slots"):
         lib.graphopt_ev_export_with_slots(ftrl.handle, dim=4, num_slots=1)
     with pytest.raises(tf.errors.InvalidArgumentError, match="do not match the slots"):

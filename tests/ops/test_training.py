@@ -34,22 +34,42 @@ class DenseReference:
             self.var.scatter_sub(tf.IndexedSlices(summed * lr, unique))
         elif c.name == "adagrad":
             tf.raw_ops.ResourceSparseApplyAdagradV2(
-                var=self.var.handle, accum=self.slots[0].handle, lr=lr, epsilon=c.epsilon,
-                grad=summed, indices=unique)
+                var=self.var.handle,
+                accum=self.slots[0].handle,
+                lr=lr,
+                epsilon=c.epsilon,
+                grad=summed,
+                indices=unique,
+            )
         elif c.name == "ftrl":
             tf.raw_ops.ResourceSparseApplyFtrl(
-                var=self.var.handle, accum=self.slots[0].handle, linear=self.slots[1].handle,
-                grad=summed, indices=unique, lr=lr, l1=c.l1_regularization_strength,
-                l2=c.l2_regularization_strength, lr_power=c.learning_rate_power)
+                var=self.var.handle,
+                accum=self.slots[0].handle,
+                linear=self.slots[1].handle,
+                grad=summed,
+                indices=unique,
+                lr=lr,
+                l1=c.l1_regularization_strength,
+                l2=c.l2_regularization_strength,
+                lr_power=c.learning_rate_power,
+            )
         else:  # lazy Adam = dense Adam on the gathered rows, scattered back
             rows = [tf.Variable(tf.gather(t, unique)) for t in [self.var] + self.slots]
             b1, b2 = tf.constant(c.beta_1), tf.constant(c.beta_2)
             t = tf.cast(step, tf.float32)
             tf.raw_ops.ResourceApplyAdam(
-                var=rows[0].handle, m=rows[1].handle, v=rows[2].handle,
-                beta1_power=tf.pow(b1, t), beta2_power=tf.pow(b2, t), lr=lr, beta1=b1,
-                beta2=b2, epsilon=c.epsilon, grad=summed)
-            for full, part in zip([self.var] + self.slots, rows):
+                var=rows[0].handle,
+                m=rows[1].handle,
+                v=rows[2].handle,
+                beta1_power=tf.pow(b1, t),
+                beta2_power=tf.pow(b2, t),
+                lr=lr,
+                beta1=b1,
+                beta2=b2,
+                epsilon=c.epsilon,
+                grad=summed,
+            )
+            for full, part in zip([self.var] + self.slots, rows, strict=False):
                 full.scatter_update(tf.IndexedSlices(part, unique))
 
 
@@ -65,8 +85,9 @@ CONFIGS = [
     lambda: opt.SGD(0.05),
     lambda: opt.Adagrad(0.1, initial_accumulator_value=0.05, epsilon=1e-6),
     lambda: opt.Adam(0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-6),
-    lambda: opt.Ftrl(0.1, l1_regularization_strength=0.02, l2_regularization_strength=0.03,
-                     initial_accumulator_value=0.2),
+    lambda: opt.Ftrl(
+        0.1, l1_regularization_strength=0.02, l2_regularization_strength=0.03, initial_accumulator_value=0.2
+    ),
 ]
 
 
@@ -82,13 +103,13 @@ def test_each_optimizer_is_bit_identical_to_tf(make_config, dim):
     schedule = lambda step: 0.1 / tf.cast(step, tf.float32)  # noqa: E731  (an LR schedule)
     config.learning_rate = schedule
     for step in range(1, 6):
-        keys = rng.choice(VOCAB, 12)          # duplicates in every batch
+        keys = rng.choice(VOCAB, 12)  # duplicates in every batch
         grads = rng.standard_normal((12, dim)).astype(np.float32)
         ev.apply_gradients(keys, grads, step=step)
         ref.step(keys, grads, step, float(schedule(step)))
     values, slots = _table_state(ev)
     np.testing.assert_array_equal(values, ref.var.numpy())
-    for got, want in zip(slots, ref.slots):
+    for got, want in zip(slots, ref.slots, strict=False):
         np.testing.assert_array_equal(got, want.numpy())
 
 
@@ -96,8 +117,7 @@ def test_lazy_adam_leaves_absent_rows_alone_and_follows_the_formula():
     """Only rows in the batch move; against a float64 NumPy evaluation of the lazy rule
     the largest difference is a few float32 ulps (measured: below 1e-6 here)."""
     dim, lr, b1, b2, eps = 4, 0.01, 0.9, 0.999, 1e-7
-    ev = graphopt.EmbeddingVariable(dim, optimizer=opt.Adam(lr, b1, b2, eps),
-                                    initializer="zeros")
+    ev = graphopt.EmbeddingVariable(dim, optimizer=opt.Adam(lr, b1, b2, eps), initializer="zeros")
     ev.insert([1, 2], np.ones((2, dim), np.float32))
     g = np.array([[0.5, -1.0, 2.0, 0.25]], np.float32)
     m = v = np.zeros(dim)
@@ -222,7 +242,9 @@ def test_adagrad_rsqrt_is_v1_resource_sparse_apply_adagrad_bit_for_bit(dim):
         grads = rng.standard_normal((5, dim)).astype(np.float32)
         ev.apply_gradients(VOCAB[ids], grads)
         v2.apply_gradients(VOCAB[ids], grads)
-        tf.raw_ops.ResourceSparseApplyAdagrad(var=var.handle, accum=acc.handle, lr=lr, grad=grads, indices=ids)
+        tf.raw_ops.ResourceSparseApplyAdagrad(
+            var=var.handle, accum=acc.handle, lr=lr, grad=grads, indices=ids
+        )
     values, (accum,) = _table_state(ev)
     np.testing.assert_array_equal(values, var.numpy())
     np.testing.assert_array_equal(accum, acc.numpy())
@@ -236,4 +258,6 @@ def test_adagrad_rsqrt_needs_epsilon_zero():
     ev = graphopt.EmbeddingVariable(2, optimizer="adagrad", initializer="zeros")
     lib = graphopt.ops.library.load_library()
     with pytest.raises(tf.errors.InvalidArgumentError, match="epsilon must be 0"):
-        lib.graphopt_ev_apply_adagrad(ev.handle, [1], np.ones((1, 2), np.float32), 0.1, 1e-7, dim=2, rsqrt=True)
+        lib.graphopt_ev_apply_adagrad(
+            ev.handle, [1], np.ones((1, 2), np.float32), 0.1, 1e-7, dim=2, rsqrt=True
+        )

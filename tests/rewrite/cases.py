@@ -6,7 +6,7 @@ signature to call with which inputs, and how many tables detection must find.
 
 import dataclasses
 import os
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 import numpy as np
 
@@ -16,11 +16,11 @@ class Case:
     name: str
     path: str  # SavedModel directory or .meta/.pbtxt file
     signature: str
-    feeds: Dict[str, np.ndarray]
+    feeds: dict[str, np.ndarray]
     tables: int
     kind: str = "saved_model"
     left_alone: int = 0  # gathers that must stay
-    tags: List[str] = dataclasses.field(default_factory=lambda: ["serve"])
+    tags: list[str] = dataclasses.field(default_factory=lambda: ["serve"])
 
 
 def _tf():
@@ -74,17 +74,26 @@ def module_lookup_and_activation_gather(path) -> Case:
             self.emb = tf.Variable(tf.random.stateless_normal([30, 6], seed=[1, 2]), name="emb")
             self.w = tf.Variable(tf.random.stateless_normal([6, 6], seed=[3, 4]), name="w")
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="ids"),
-                                      tf.TensorSpec([2], tf.int32, name="cols")])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.int64, name="ids"),
+                tf.TensorSpec([2], tf.int32, name="cols"),
+            ]
+        )
         def __call__(self, ids, cols):
             h = tf.matmul(tf.nn.embedding_lookup(self.emb, ids), self.w)
             return {"out": tf.gather(h, cols, axis=1)}
 
     net = Net()
     tf.saved_model.save(net, path, signatures={"serving_default": net.__call__})
-    return Case("module_lookup_and_activation_gather", path, "serving_default",
-                {"ids": np.array([0, 29, 7, 7], np.int64), "cols": np.array([5, 0], np.int32)},
-                tables=1, left_alone=1)
+    return Case(
+        "module_lookup_and_activation_gather",
+        path,
+        "serving_default",
+        {"ids": np.array([0, 29, 7, 7], np.int64), "cols": np.array([5, 0], np.int32)},
+        tables=1,
+        left_alone=1,
+    )
 
 
 def module_lookup_sparse(path) -> Case:
@@ -96,17 +105,24 @@ def module_lookup_sparse(path) -> Case:
             super().__init__()
             self.emb = tf.Variable(tf.random.stateless_normal([20, 4], seed=[5, 6]), name="emb")
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.int64, name="indices"),
-                                      tf.TensorSpec([None], tf.int64, name="values"),
-                                      tf.TensorSpec([2], tf.int64, name="dense_shape")])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, 2], tf.int64, name="indices"),
+                tf.TensorSpec([None], tf.int64, name="values"),
+                tf.TensorSpec([2], tf.int64, name="dense_shape"),
+            ]
+        )
         def __call__(self, indices, values, dense_shape):
             sp = tf.SparseTensor(indices, values, dense_shape)
             return {"out": tf.nn.embedding_lookup_sparse(self.emb, sp, None, combiner="mean")}
 
     net = Net()
     tf.saved_model.save(net, path, signatures={"serving_default": net.__call__})
-    feeds = {"indices": np.array([[0, 0], [0, 1], [1, 0], [2, 0], [2, 1], [2, 2]], np.int64),
-             "values": np.array([3, 19, 0, 4, 4, 11], np.int64), "dense_shape": np.array([3, 3], np.int64)}
+    feeds = {
+        "indices": np.array([[0, 0], [0, 1], [1, 0], [2, 0], [2, 1], [2, 2]], np.int64),
+        "values": np.array([3, 19, 0, 4, 4, 11], np.int64),
+        "dense_shape": np.array([3, 3], np.int64),
+    }
     return Case("module_lookup_sparse", path, "serving_default", feeds, tables=1)
 
 
@@ -136,11 +152,17 @@ def _tf1_saved_model(path, partitioner, strategy, name, use_resource=True) -> Ca
         sess.run(v1.global_variables_initializer())
         builder = v1.saved_model.Builder(path)
         sig = v1.saved_model.predict_signature_def({"ids": ids}, {"out": out})
-        builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": sig},
-                                             main_op=v1.tables_initializer())
+        builder.add_meta_graph_and_variables(
+            sess, ["serve"], signature_def_map={"serving_default": sig}, main_op=v1.tables_initializer()
+        )
         builder.save()
-    return Case(name, path, "serving_default", {"ids": np.array([0, 39, 5, 22, 17, 11], np.int64)},
-                tables=2 if partitioner is not None else 1)
+    return Case(
+        name,
+        path,
+        "serving_default",
+        {"ids": np.array([0, 39, 5, 22, 17, 11], np.int64)},
+        tables=2 if partitioner is not None else 1,
+    )
 
 
 def tf1_builder(path) -> Case:
@@ -170,14 +192,25 @@ def _tf1_checkpoint(path, as_text, use_resource=True) -> Case:
         if as_text:
             saver.export_meta_graph(prefix + ".pbtxt", as_text=True)
     meta = prefix + (".pbtxt" if as_text else ".meta")
-    return Case("tf1_checkpoint_" + ("pbtxt" if as_text else "meta"), meta, "",
-                {"ids:0": np.array([0, 39, 5], np.int64)}, tables=1, kind="meta_graph")
+    return Case(
+        "tf1_checkpoint_" + ("pbtxt" if as_text else "meta"),
+        meta,
+        "",
+        {"ids:0": np.array([0, 39, 5], np.int64)},
+        tables=1,
+        kind="meta_graph",
+    )
 
 
 def tf1_ref_variables_partitioned(path) -> Case:
     """TF1 SavedModelBuilder with ref variables (VariableV2), one of them partitioned (mod)."""
-    return _tf1_saved_model(path, _tf().compat.v1.fixed_size_partitioner(2), "mod",
-                            "tf1_ref_variables_partitioned", use_resource=False)
+    return _tf1_saved_model(
+        path,
+        _tf().compat.v1.fixed_size_partitioner(2),
+        "mod",
+        "tf1_ref_variables_partitioned",
+        use_resource=False,
+    )
 
 
 def tf1_checkpoint_ref_variables(path) -> Case:
@@ -233,14 +266,25 @@ def module_shared_lookup_function(path) -> Case:
 
     net = Net()
     tf.saved_model.save(net, path, signatures={"serving_default": net.__call__})
-    return Case("module_shared_lookup_function", path, "serving_default",
-                {"ids": np.array([0, 3, 8], np.int64)}, tables=2)
+    return Case(
+        "module_shared_lookup_function",
+        path,
+        "serving_default",
+        {"ids": np.array([0, 3, 8], np.int64)},
+        tables=2,
+    )
 
 
-SAVED_MODEL_CASES: List[Callable] = [
-    keras_two_inputs, keras_string_lookup_masking, module_lookup_and_activation_gather,
-    module_lookup_sparse, tf1_builder, tf1_partitioned_mod, tf1_partitioned_div, tf1_ref_variables_partitioned,
+SAVED_MODEL_CASES: list[Callable] = [
+    keras_two_inputs,
+    keras_string_lookup_masking,
+    module_lookup_and_activation_gather,
+    module_lookup_sparse,
+    tf1_builder,
+    tf1_partitioned_mod,
+    tf1_partitioned_div,
+    tf1_ref_variables_partitioned,
     module_shared_lookup_function,
 ]
-CHECKPOINT_CASES: List[Callable] = [tf1_checkpoint_meta, tf1_checkpoint_pbtxt, tf1_checkpoint_ref_variables]
+CHECKPOINT_CASES: list[Callable] = [tf1_checkpoint_meta, tf1_checkpoint_pbtxt, tf1_checkpoint_ref_variables]
 ALL_CASES = SAVED_MODEL_CASES + CHECKPOINT_CASES

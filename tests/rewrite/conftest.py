@@ -4,8 +4,6 @@ import os
 
 import pytest
 
-from tests.rewrite import cases as case_builders
-
 
 @pytest.fixture(scope="session")
 def ev_ops():

@@ -45,7 +45,8 @@ def fingerprint(model_dir):
     manifest = json.load(open(os.path.join(model_dir, "graphopt_manifest.json")))
     replaced = collections.Counter(
         (bool(r["function"]), r["old"]["op"], r["new"]["op"] if r["new"] else None, r["pass"])
-        for r in manifest["replaced"])
+        for r in manifest["replaced"]
+    )
     return {
         "graph": _nodes(mg.graph_def.node),
         "functions": {k: sorted(v, key=json.dumps) for k, v in sorted(functions.items())},

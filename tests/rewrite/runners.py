@@ -24,8 +24,9 @@ def run_session(path, signature, feeds, tags=("serve",)):
     with tf.compat.v1.Session(graph=tf.Graph()) as sess:
         mg = tf.compat.v1.saved_model.loader.load(sess, list(tags), path)
         sig = mg.signature_def[signature]
-        return sess.run({k: v.name for k, v in sig.outputs.items()},
-                        {sig.inputs[k].name: v for k, v in feeds.items()})
+        return sess.run(
+            {k: v.name for k, v in sig.outputs.items()}, {sig.inputs[k].name: v for k, v in feeds.items()}
+        )
 
 
 def run_meta_graph(meta_path, feeds, fetch="out:0"):
@@ -47,4 +48,7 @@ def assert_identical(expected, actual):
         if a.dtype.kind == "f":
             same |= np.isnan(a.reshape(-1)) & np.isnan(b.reshape(-1))  # masked-out rows average to NaN
         diff = np.nonzero(~same)[0]
-        assert diff.size == 0, f"{k}: {diff.size} of {a.size} values differ, e.g. {a.reshape(-1)[diff[:3]]} vs {b.reshape(-1)[diff[:3]]}"
+        assert diff.size == 0, (
+            f"{k}: {diff.size} of {a.size} values differ, "
+            f"e.g. {a.reshape(-1)[diff[:3]]} vs {b.reshape(-1)[diff[:3]]}"
+        )

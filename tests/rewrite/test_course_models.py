@@ -48,7 +48,9 @@ def test_course_model_rewrites_every_table(rewritten_form, form):
 def test_course_model_session_loader_bit_identical(rewritten_form, form):
     model_dir, out, _ = rewritten_form(form)
     feeds = feature_arrays(generate_samples(64, seed=3))
-    assert_identical(run_session(model_dir, "serving_default", feeds), run_session(out, "serving_default", feeds))
+    assert_identical(
+        run_session(model_dir, "serving_default", feeds), run_session(out, "serving_default", feeds)
+    )
 
 
 @pytest.mark.slow

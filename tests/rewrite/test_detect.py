@@ -30,8 +30,12 @@ def test_table_reports_shape_bytes_sites_and_feeding_inputs(built_case):
     (table,) = report.tables
     assert table.shape == (50, 8) and table.dtype == "float32" and table.nbytes == 50 * 8 * 4
     assert len(table.sites) == 2  # user and items gather the same table
-    assert table.signature_inputs == ["serve:items", "serve:user", "serving_default:items",
-                                      "serving_default:user"]
+    assert table.signature_inputs == [
+        "serve:items",
+        "serve:user",
+        "serving_default:items",
+        "serving_default:user",
+    ]
     assert report.signatures["serving_default"]["inputs"]["items"] == {"dtype": "int64", "shape": [-1, 3]}
 
 
@@ -59,11 +63,14 @@ def test_mod_partition_row_ids_are_global_ids():
     np.testing.assert_array_equal(t.row_ids(7), np.arange(7))
 
 
-@pytest.mark.parametrize("body,reason", [
-    (lambda self, ids: tf_().gather(self.emb, ids) + tf_().reduce_sum(self.emb), "reads it whole"),
-    (lambda self, ids: tf_().gather(self.emb, tf_().cast(ids[:3], tf_().int32), axis=1), "axis=1"),
-    (lambda self, ids: tf_().gather(self.emb, tf_().reshape(ids, [-1, 1]), batch_dims=1), "batch_dims=1"),
-])
+@pytest.mark.parametrize(
+    "body,reason",
+    [
+        (lambda self, ids: tf_().gather(self.emb, ids) + tf_().reduce_sum(self.emb), "reads it whole"),
+        (lambda self, ids: tf_().gather(self.emb, tf_().cast(ids[:3], tf_().int32), axis=1), "axis=1"),
+        (lambda self, ids: tf_().gather(self.emb, tf_().reshape(ids, [-1, 1]), batch_dims=1), "batch_dims=1"),
+    ],
+)
 def test_variable_with_other_uses_is_not_a_table(tmp_path, body, reason):
     report = inspect_model(_module_with(str(tmp_path / "m"), body))
     assert report.tables == []
@@ -89,5 +96,7 @@ def test_tables_sharing_a_function_argument_go_together(built_case):
     assert sorted((t.name, t.shares_arguments_with) for t in tables) == [("a", ["b"]), ("b", ["a"])]
     assert tables[0].sites[0].node == tables[1].sites[0].node  # one traced body serves both
     plan = RewritePlan.select(tables, exclude="^a$")
-    assert plan.tables == [] and "shares a function argument with a" in dict(
-        (t.name, r) for t, r in plan.skipped)["b"]
+    assert (
+        plan.tables == []
+        and "shares a function argument with a" in dict((t.name, r) for t, r in plan.skipped)["b"]
+    )

@@ -24,9 +24,7 @@ def golden():
 @pytest.mark.slow
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("form", FORMS)
-def test_course_model_rewrite_matches_the_recorded_fingerprint(
-    course_models, golden, tmp_path, form, target
-):
+def test_course_model_rewrite_matches_the_recorded_fingerprint(course_models, golden, tmp_path, form, target):
     model_dir, _ = course_models(form)
     out = os.path.join(tmp_path, "out")
     rewrite_model(model_dir, out, target=target)

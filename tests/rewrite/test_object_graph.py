@@ -91,7 +91,9 @@ def test_model_whose_object_graph_has_saveable_functions(ev_ops, tmp_path):
     src, out = str(tmp_path / "net"), str(tmp_path / "out")
     tf.saved_model.save(net, src, signatures={"serving_default": net.__call__})
     meta = io.read_model(src).meta_graph
-    assert len(meta.object_graph_def.nodes) > len(object_graph.read_object_graph(f"{src}/variables/variables").nodes)
+    assert len(meta.object_graph_def.nodes) > len(
+        object_graph.read_object_graph(f"{src}/variables/variables").nodes
+    )
     report = rewrite_model(src, out)
     assert report.tables_converted == 1
     ids = tf.constant([0, 3, 7, 39, 3], tf.int64)

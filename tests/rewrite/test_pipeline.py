@@ -27,8 +27,11 @@ def test_a_gather_of_a_shared_table_left_unreplaced_is_caught(built_case, ev_ops
     case = built_case(cases.keras_two_inputs)  # one table, gathered by two inputs
     ctx = _context(case)
     assert len(ReplaceLookups().match(ctx)) == 2
-    with pytest.raises(RewriteIntegrityError, match=r"pass replace-lookups broke the graph: .* still reads "
-                                                    r"rows of table .*, which the rewrite replaced"):
+    with pytest.raises(
+        RewriteIntegrityError,
+        match=r"pass replace-lookups broke the graph: .* still reads "
+        r"rows of table .*, which the rewrite replaced",
+    ):
         run_passes(ctx, [SkipsLastSite()] + default_passes()[1:], debug=True)
 
 

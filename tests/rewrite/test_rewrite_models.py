@@ -11,8 +11,8 @@ import pytest
 
 from graphopt.graph import io
 from graphopt.graph.model import ModelGraph
-from graphopt.rewrite.passes.ev.object_graph import is_embedding_variable_function
 from graphopt.rewrite import detect, inspect_model
+from graphopt.rewrite.passes.ev.object_graph import is_embedding_variable_function
 from tests.rewrite import cases
 from tests.rewrite.conftest import rewritten_path
 from tests.rewrite.runners import assert_identical, run_meta_graph, run_session, run_tf2
@@ -30,8 +30,9 @@ def test_tf2_loader_outputs_bit_identical(rewritten_case, builder):
 @pytest.mark.parametrize("builder", SAVED, ids=ids)
 def test_session_loader_outputs_bit_identical(rewritten_case, builder):
     case, out, _ = rewritten_case(builder)
-    assert_identical(run_session(case.path, case.signature, case.feeds),
-                     run_session(out, case.signature, case.feeds))
+    assert_identical(
+        run_session(case.path, case.signature, case.feeds), run_session(out, case.signature, case.feeds)
+    )
 
 
 @pytest.mark.parametrize("builder", cases.CHECKPOINT_CASES, ids=ids)
@@ -44,8 +45,12 @@ def test_checkpoint_and_meta_graph_outputs_bit_identical(rewritten_case, builder
 
 def _op_counts(model):
     """Ops of the model's own graph and functions (the EmbeddingVariable objects' functions aside)."""
-    return collections.Counter(n.op for name, b in model.bodies.items() if not is_embedding_variable_function(name)
-                               for n in b.nodes())
+    return collections.Counter(
+        n.op
+        for name, b in model.bodies.items()
+        if not is_embedding_variable_function(name)
+        for n in b.nodes()
+    )
 
 
 @pytest.mark.parametrize("builder", cases.ALL_CASES, ids=ids)
@@ -68,7 +73,9 @@ def test_structure_after_rewrite(rewritten_case, builder):
     assert not [n for n in model.graph.nodes() if n.name in handles and n.op == "VarHandleOp"]
     if after_source.meta_graph.HasField("object_graph_def"):
         # A TF2 model keeps its object graph: every table's objects became EmbeddingVariables.
-        kinds = collections.Counter(n.WhichOneof("kind") for n in after_source.meta_graph.object_graph_def.nodes)
+        kinds = collections.Counter(
+            n.WhichOneof("kind") for n in after_source.meta_graph.object_graph_def.nodes
+        )
         assert kinds["resource"] >= case.tables
 
 
@@ -102,7 +109,7 @@ def test_partitioned_checkpoint_holds_global_ids(rewritten_case, builder):
     src = tf.train.load_checkpoint(os.path.join(case.path, "variables", "variables"))
     full = src.get_tensor("pemb")
     bounds = np.cumsum([0] + table.partition_rows)
-    parts = [full[bounds[p]:bounds[p + 1]] for p in range(len(table.partition_rows))]
+    parts = [full[bounds[p] : bounds[p + 1]] for p in range(len(table.partition_rows))]
     dst = tf.train.load_checkpoint(os.path.join(out, "variables", "variables"))
     keys, values = dst.get_tensor("pemb-keys"), dst.get_tensor("pemb-values")
     assert sorted(keys.tolist()) == list(range(table.rows))

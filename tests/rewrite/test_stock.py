@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from graphopt.data import generate_samples
 from graphopt.checkpoint import checkpoint_tensors, copy_checkpoint
+from graphopt.data import generate_samples
 from graphopt.graph import io, nodes
 from graphopt.graph.model import ModelGraph, TensorRef
 from graphopt.rewrite import inspect_model, rewrite_model
@@ -47,7 +47,8 @@ for job in jobs:
     ops = [n.op for n in mg.graph_def.node]
     ops += [n.op for f in mg.graph_def.library.function for n in f.node_def]
     seen[job["name"]] = sorted(set(ops))
-print(json.dumps({"graphopt_modules": sorted(m for m in sys.modules if m.split(".")[0] in ("graphopt", "graphopt_models")),
+ours = ("graphopt", "graphopt_models")
+print(json.dumps({"graphopt_modules": sorted(m for m in sys.modules if m.split(".")[0] in ours),
                   "ops": seen}))
 """
 
@@ -68,13 +69,19 @@ def _drop_object_graph(src, dst):
 
 @pytest.fixture(scope="module")
 def stock_models(built_case, course_models, tmp_path_factory):
-    """name -> (original dir, stock dir, signature, feeds, report) for the small cases and the course forms."""
+    """name -> (original dir, stock dir, signature, feeds, report): the small cases and the course forms."""
     base = tmp_path_factory.mktemp("stock")
     models = {}
-    for builder in (cases.tf1_builder, cases.tf1_partitioned_mod, cases.tf1_partitioned_div,
-                    cases.tf1_ref_variables_partitioned, cases.keras_two_inputs,
-                    cases.keras_string_lookup_masking, cases.module_lookup_sparse,
-                    cases.module_shared_lookup_function):
+    for builder in (
+        cases.tf1_builder,
+        cases.tf1_partitioned_mod,
+        cases.tf1_partitioned_div,
+        cases.tf1_ref_variables_partitioned,
+        cases.keras_two_inputs,
+        cases.keras_string_lookup_masking,
+        cases.module_lookup_sparse,
+        cases.module_shared_lookup_function,
+    ):
         case = built_case(builder)
         models[case.name] = (case.path, case.signature, case.feeds)
     for form in FORMS:
@@ -93,12 +100,26 @@ def plain_tf_runs(stock_models, tmp_path_factory):
     jobs = []
     for name, (_, dst, signature, feeds, _) in stock_models.items():
         np.savez(work / f"{name}_feeds.npz", **feeds)
-        jobs.append({"name": name, "path": dst, "signature": signature, "feeds": str(work / f"{name}_feeds.npz"),
-                     "session_out": str(work / f"{name}_session.npz"), "tf2_out": str(work / f"{name}_tf2.npz")})
+        jobs.append(
+            {
+                "name": name,
+                "path": dst,
+                "signature": signature,
+                "feeds": str(work / f"{name}_feeds.npz"),
+                "session_out": str(work / f"{name}_session.npz"),
+                "tf2_out": str(work / f"{name}_tf2.npz"),
+            }
+        )
     (work / "jobs.json").write_text(json.dumps(jobs))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-c", PLAIN_TF_RUNNER, str(work / "jobs.json")], cwd=str(work),
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", PLAIN_TF_RUNNER, str(work / "jobs.json")],
+        cwd=str(work),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -136,8 +157,9 @@ def test_stock_outputs_equal_the_originals_through_the_session_loader(stock_mode
 
 
 @pytest.mark.slow
-def test_stock_outputs_through_tf2_loader_equal_the_original_on_the_tf1_path(stock_models, plain_tf_runs,
-                                                                              tmp_path):
+def test_stock_outputs_through_tf2_loader_equal_the_original_on_the_tf1_path(
+    stock_models, plain_tf_runs, tmp_path
+):
     """TF1-format originals: exact against tf.saved_model.load of the original itself. TF2-format
     originals: exact against the original without its object graph (the same TF1 load path)."""
     _, outputs = plain_tf_runs
@@ -189,13 +211,15 @@ def test_every_lookup_of_a_table_goes_through_its_hash_table(stock_models):
         after = inspect_model(dst)
         model = ModelGraph(io.read_model(dst).meta_graph)
         # The rows are still the same dense variables, gathered at the row the hash table found.
-        assert sorted(t.checkpoint_key for t in after.tables) == sorted(t.checkpoint_key for t in before.tables)
+        assert sorted(t.checkpoint_key for t in after.tables) == sorted(
+            t.checkpoint_key for t in before.tables
+        )
         for t in after.tables:
             for s in t.sites:
                 assert _fed_by_find(model.body(s.body), TensorRef.parse(s.ids)), (name, s.where)
         # Every lookup site kept in the output (functions only the dropped object graph used are
         # gone) is the moved gather of a site of the original, and has exactly one find.
-        moved = {(s.body, s.node[:-len("/stock_gather")]) for t in after.tables for s in t.sites}
+        moved = {(s.body, s.node[: -len("/stock_gather")]) for t in after.tables for s in t.sites}
         assert all(s.node.endswith("/stock_gather") for t in after.tables for s in t.sites), name
         assert moved == {(b, n) for b, n in sites if b in model.bodies}, name
         assert _stock_finds(model) == len(moved), name
@@ -284,13 +308,20 @@ def test_cli_target_stock(built_case, tmp_path):
     from graphopt.cli import main
 
     out = str(tmp_path / "out")
-    result = CliRunner().invoke(main, ["rewrite", built_case(cases.tf1_builder).path, "-o", out, "--target", "stock"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["rewrite", built_case(cases.tf1_builder).path, "-o", out, "--target", "stock"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert "emb [40, 4] -> built-in hash table + dense rows" in result.output
-    assert not [op for op in _all_ops(out) if op.startswith("GraphoptEv")] and _stock_finds(
-        ModelGraph(io.read_model(out).meta_graph)) == 1
-    bad = CliRunner().invoke(main, ["rewrite", built_case(cases.tf1_builder).path, "-o", out + "2", "--target", "tfra"])
+    assert (
+        not [op for op in _all_ops(out) if op.startswith("GraphoptEv")]
+        and _stock_finds(ModelGraph(io.read_model(out).meta_graph)) == 1
+    )
+    bad = CliRunner().invoke(
+        main, ["rewrite", built_case(cases.tf1_builder).path, "-o", out + "2", "--target", "tfra"]
+    )
     assert bad.exit_code == 2 and "'tfra' is not one of 'ev', 'stock'" in bad.output
 
 

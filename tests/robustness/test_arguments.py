@@ -39,8 +39,12 @@ def place(tmp_path, model):
     shutil.copytree(model, tmp_path / "locked")
     shutil.copy(tmp_path / "data.csv", tmp_path / "locked.csv")
     shutil.copytree(model, tmp_path / "locked_pb")
-    for path, mode in (("readonly", 0o555), ("locked", 0o000), ("locked.csv", 0o000),
-                       ("locked_pb/saved_model.pb", 0o000)):
+    for path, mode in (
+        ("readonly", 0o555),
+        ("locked", 0o000),
+        ("locked.csv", 0o000),
+        ("locked_pb/saved_model.pb", 0o000),
+    ):
         os.chmod(tmp_path / path, mode)
     yield tmp_path
     for path in ("readonly", "locked", "locked.csv", "locked_pb/saved_model.pb"):
@@ -115,8 +119,13 @@ def test_refusals_come_before_any_work(place):
     """An output that cannot be written is refused before the plan is printed, not after."""
     for out in ("file/out", "readonly/out"):
         prefix = _without_root_override() if "readonly" in out else []
-        result = subprocess.run(prefix + GRAPHOPT + ["rewrite", str(place / "m"), "-o", out], cwd=place,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            prefix + GRAPHOPT + ["rewrite", str(place / "m"), "-o", out],
+            cwd=place,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 2 and result.stdout == "", result.stdout
 
 
@@ -126,8 +135,10 @@ def test_no_command_shows_the_help_not_an_error():
     assert "graphopt: error" not in result.stderr
 
 
-@pytest.mark.parametrize("command", [["build-model", "", "--overwrite", "--epochs", "1"],
-                                     ["rewrite", "{m}", "-o", "", "--overwrite"]])
+@pytest.mark.parametrize(
+    "command",
+    [["build-model", "", "--overwrite", "--epochs", "1"], ["rewrite", "{m}", "-o", "", "--overwrite"]],
+)
 def test_empty_output_path_never_replaces_the_working_directory(place, command):
     argv = [a.replace("{m}", str(place / "m")) for a in command]
     before = sorted(os.listdir(place))

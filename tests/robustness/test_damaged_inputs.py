@@ -28,6 +28,7 @@ DATA = os.path.join("variables", "variables.data-00000-of-*")  # the first data 
 def _truncate(fraction):
     def damage(path):
         os.truncate(path, int(os.path.getsize(path) * fraction))
+
     return damage
 
 
@@ -38,6 +39,7 @@ def _flip(fraction):
             byte = f.read(1)
             f.seek(-1, os.SEEK_CUR)
             f.write(bytes([byte[0] ^ 0x40]))
+
     return damage
 
 
@@ -126,7 +128,10 @@ def damaged_copy(course_models, tmp_path, form, file, damage):
 
 def invoke(*args):
     result = CliRunner().invoke(main, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), (result.exception, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        result.exception,
+        result.output,
+    )
     return result
 
 
@@ -205,8 +210,11 @@ def test_validate_reports_a_damaged_rewritten_model_as_a_failure(course_models, 
     target = damage_file(model, file, damage)
     result = invoke("validate", course_models("tf1")[0], model, "--loader", "session", "--batches", "1")
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"[FAILED] the rewritten model cannot be read: checkpoint {'index' if 'index' in case else 'data file'} " \
-           f"{target}" in result.stdout
+    assert (
+        "[FAILED] the rewritten model cannot be read: "
+        f"checkpoint {'index' if 'index' in case else 'data file'} "
+        f"{target}" in result.stdout
+    )
 
 
 def test_a_meta_graph_without_its_checkpoint(tmp_path):
@@ -225,8 +233,12 @@ def test_the_installed_command_refuses_it_too(course_models, tmp_path, case):
     # The real process (not click's runner): its stderr holds exactly the one line.
     _, file, damage, _ = next(d for d in DAMAGES if d[0] == case)
     model, target = damaged_copy(course_models, tmp_path, "keras", file, damage)
-    proc = subprocess.run([sys.executable, "-m", "graphopt", "rewrite", model, "-o", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "graphopt", "rewrite", model, "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and target in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()

@@ -60,7 +60,9 @@ def leftovers(parent, tmpdir):
 
 def start(args, tmpdir):
     env = dict(os.environ, TMPDIR=str(tmpdir))  # where tempfile would put EV templates
-    return subprocess.Popen(GRAPHOPT + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        GRAPHOPT + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def signal_when_staged(proc, parent, sig, timeout=300):
@@ -114,7 +116,7 @@ def test_build_model_killed_mid_training(tmp_path, sig, code):
 
 def test_stale_stage_is_removed_and_a_live_runs_stage_kept(tmp_path):
     # A killed run's stage: its lock file exists and nobody holds it.
-    dead = tmp_path / f".out.partial-{2 ** 22 + 1}-abc"
+    dead = tmp_path / f".out.partial-{2**22 + 1}-abc"
     dead.mkdir()
     (dead / LOCK_FILE).touch()
     (dead / "output").mkdir()
@@ -135,7 +137,8 @@ def test_stale_stage_is_removed_and_a_live_runs_stage_kept(tmp_path):
         with staged_output(str(tmp_path / "out"), overwrite=False) as stage:
             os.makedirs(stage)
             assert sorted(p for p in os.listdir(tmp_path) if p.startswith(".")) == sorted(
-                [".cache.partial", live.name, starting.name, os.path.basename(os.path.dirname(stage))])
+                [".cache.partial", live.name, starting.name, os.path.basename(os.path.dirname(stage))]
+            )
     finally:
         os.close(held)
     assert (tmp_path / "out").is_dir()

@@ -63,7 +63,9 @@ class Served:
         body = json.dumps({"inputs": {k: v.tolist() for k, v in inputs.items()}}).encode()
         status, _, reply = exchange(self.rest_port, _post(body))
         assert status == 200, reply
-        np.testing.assert_array_equal(np.asarray(json.loads(reply)["outputs"], np.float32), self.expected(inputs))
+        np.testing.assert_array_equal(
+            np.asarray(json.loads(reply)["outputs"], np.float32), self.expected(inputs)
+        )
         inputs = rec_inputs(2, seed=5000 + self.good_requests)
         response = self.stub.Predict(_predict_request(inputs), timeout=ANSWER_WITHIN)
         np.testing.assert_array_equal(tf.make_ndarray(response.outputs["output_0"]), self.expected(inputs))
@@ -74,10 +76,27 @@ def served(tmp_path_factory):
     base = tmp_path_factory.mktemp("fuzz") / "rec"
     export_recommender(str(base / "1"), seed=4)
     process = subprocess.Popen(
-        [sys.executable, "-m", "graphopt", "serve", str(base), "--rest-port", "0", "--grpc-port", "0",
-         "--read-timeout-seconds", str(READ_TIMEOUT), "--max-body-bytes", str(MAX_BODY),
-         "--max-connections", str(MAX_CONNECTIONS)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        [
+            sys.executable,
+            "-m",
+            "graphopt",
+            "serve",
+            str(base),
+            "--rest-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--read-timeout-seconds",
+            str(READ_TIMEOUT),
+            "--max-body-bytes",
+            str(MAX_BODY),
+            "--max-connections",
+            str(MAX_CONNECTIONS),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
     try:
         ready, _, _ = select.select([process.stdout], [], [], 180)
@@ -102,9 +121,12 @@ def served(tmp_path_factory):
 
 # ---- REST over raw sockets ------------------------------------------------------------------------
 
+
 def _post(body, path="/v1/models/rec:predict", headers=""):
-    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{headers}\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{headers}\r\n"
+    ).encode() + body
 
 
 def _read_reply(sock, head_only=False):
@@ -149,8 +171,19 @@ def _assert_client_error(status, headers, body, allowed=range(400, 500)):
 GOOD_BODY = json.dumps({"instances": [{"movieId": 1, "userId": 2, "numeric": [0.5, 0.25, 1.0]}]}).encode()
 
 MALFORMED_BODIES = [
-    b"", b"{", b'{"instances": [', b"\xff\xfe\x00", b"null", b"[]", b'"x"', b"1e999", b'{"instances": "x"}',
-    b'{"inputs": 5}', b'{"instances": []}', b'{"instances": [null]}', b'{"signature_name": 5, "inputs": {}}',
+    b"",
+    b"{",
+    b'{"instances": [',
+    b"\xff\xfe\x00",
+    b"null",
+    b"[]",
+    b'"x"',
+    b"1e999",
+    b'{"instances": "x"}',
+    b'{"inputs": 5}',
+    b'{"instances": []}',
+    b'{"instances": [null]}',
+    b'{"signature_name": 5, "inputs": {}}',
     b'{"instances": [{"movieId": "a", "userId": 1, "numeric": [1, 2, 3]}]}',
     b'{"instances": [{"movieId": true, "userId": 1, "numeric": [1, 2, 3]}]}',
     b'{"instances": [{"movieId": 1, "userId": 1, "numeric": [1, 2, {"b64": "AA=="}]}]}',
@@ -158,7 +191,8 @@ MALFORMED_BODIES = [
     b'{"instances": [{"movieId": 18446744073709551616, "userId": 1, "numeric": [1, 2, 3]}]}',
     b'{"instances": [{"movieId": 1, "userId": 1, "numeric": "\\ud800"}]}',
     b'{"inputs": {"movieId": [1], "userId": [1], "numeric": [[NaN, 1, 2]], "x": {}}}',
-    b"[" * 60_000, b'{"instances": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+    b"[" * 60_000,
+    b'{"instances": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
 ]
 
 
@@ -167,7 +201,7 @@ def _mutations(count, seed=7):
     rng = random.Random(seed)
     for _ in range(count):
         if rng.random() < 0.5:
-            yield GOOD_BODY[:rng.randrange(1, len(GOOD_BODY))]
+            yield GOOD_BODY[: rng.randrange(1, len(GOOD_BODY))]
         else:
             at = rng.randrange(len(GOOD_BODY))
             yield GOOD_BODY[:at] + rng.choice([b'"', b"{", b"]", b",", b"\x00", b"\\", b":"]) + GOOD_BODY[at:]
@@ -184,17 +218,35 @@ FRAMING = [
     ("garbage request line", b"GARBAGE\r\n\r\n", 400),
     ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
     ("header without colon", b"GET /v1/models/rec HTTP/1.1\r\nnocolon\r\n\r\n", 400),
-    ("Content-Length not a number", b"POST /v1/models/rec:predict HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400),
-    ("conflicting Content-Lengths",
-     b"POST /v1/models/rec:predict HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
-    ("chunked", b"POST /v1/models/rec:predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 400),
+    (
+        "Content-Length not a number",
+        b"POST /v1/models/rec:predict HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        400,
+    ),
+    (
+        "conflicting Content-Lengths",
+        b"POST /v1/models/rec:predict HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        400,
+    ),
+    (
+        "chunked",
+        b"POST /v1/models/rec:predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        400,
+    ),
     ("POST without Content-Length", b"POST /v1/models/rec:predict HTTP/1.1\r\n\r\n", 411),
     ("headers over 64 KiB", b"GET /v1/models/rec HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
     ("200 header lines", b"GET /v1/models/rec HTTP/1.1\r\n" + b"X-A: 1\r\n" * 200 + b"\r\n", 431),
-    ("claims a terabyte, sends nothing", b"POST /v1/models/rec:predict HTTP/1.1\r\nContent-Length: 1099511627776\r\n\r\n", 413),
+    (
+        "claims a terabyte, sends nothing",
+        b"POST /v1/models/rec:predict HTTP/1.1\r\nContent-Length: 1099511627776\r\n\r\n",
+        413,
+    ),
     ("oversized body sent whole", _post(b" " * (2 * MAX_BODY)), 413),
-    ("oversized, Expect: 100-continue",
-     b"POST /v1/models/rec:predict HTTP/1.1\r\nContent-Length: 999999\r\nExpect: 100-continue\r\n\r\n", 413),
+    (
+        "oversized, Expect: 100-continue",
+        b"POST /v1/models/rec:predict HTTP/1.1\r\nContent-Length: 999999\r\nExpect: 100-continue\r\n\r\n",
+        413,
+    ),
     ("unknown path", b"GET /v2/x HTTP/1.1\r\n\r\n", 404),
     ("unknown model", _post(GOOD_BODY, path="/v1/models/other:predict"), 404),
 ]
@@ -207,8 +259,14 @@ def test_bad_framing_gets_a_4xx(served, what, data, status):
 
 
 @pytest.mark.parametrize("method", ["HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "GET", "POST"])
-@pytest.mark.parametrize("path,allow", [("/v1/models/rec", "GET"), ("/v1/models/rec/versions/1/metadata", "GET"),
-                                        ("/v1/models/rec:predict", "POST")])
+@pytest.mark.parametrize(
+    "path,allow",
+    [
+        ("/v1/models/rec", "GET"),
+        ("/v1/models/rec/versions/1/metadata", "GET"),
+        ("/v1/models/rec:predict", "POST"),
+    ],
+)
 def test_unsupported_methods_get_405_with_allow(served, method, path, allow):
     if method == allow:
         return  # the supported method: covered by every good request
@@ -232,7 +290,7 @@ def test_unsupported_methods_get_405_with_allow(served, method, path, allow):
 STALLS = {
     "stalls in the request line": b"POST /v1/models/rec:pre",
     "stalls in the headers": b"POST /v1/models/rec:predict HTTP/1.1\r\nContent-Le",
-    "stalls mid-body": b"POST /v1/models/rec:predict HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{\"instances\": [",
+    "stalls mid-body": b'POST /v1/models/rec:predict HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{"instances": [',
 }
 
 
@@ -242,7 +300,9 @@ def test_stalled_requests_are_cut_off_by_the_read_timeout(served):
     sockets = {}
     for index in range(40):
         what = list(STALLS)[index % len(STALLS)]
-        sockets[f"{what} #{index}"] = socket.create_connection(("127.0.0.1", served.rest_port), timeout=ANSWER_WITHIN)
+        sockets[f"{what} #{index}"] = socket.create_connection(
+            ("127.0.0.1", served.rest_port), timeout=ANSWER_WITHIN
+        )
         sockets[f"{what} #{index}"].sendall(STALLS[what])
     try:
         served.assert_good_request_answered()
@@ -266,7 +326,7 @@ def test_a_trickling_sender_is_cut_off(served):
         for index in range(len(data)):
             if select.select([sock], [], [], 0.2)[0]:
                 break
-            sock.send(data[index:index + 1])
+            sock.send(data[index : index + 1])
         else:
             pytest.fail(f"the server read a {len(data)}-byte request sent over {0.2 * len(data):.0f} s")
         status, _, _ = _read_reply(sock)
@@ -276,13 +336,17 @@ def test_a_trickling_sender_is_cut_off(served):
 
 def test_many_idle_connections_hold_no_threads_and_are_closed(served):
     threads = served.proc_status("Threads")
-    idle = [socket.create_connection(("127.0.0.1", served.rest_port), timeout=ANSWER_WITHIN)
-            for _ in range(MAX_CONNECTIONS - 4)]
+    idle = [
+        socket.create_connection(("127.0.0.1", served.rest_port), timeout=ANSWER_WITHIN)
+        for _ in range(MAX_CONNECTIONS - 4)
+    ]
     try:
         served.assert_good_request_answered()  # a slot is left, and no worker is held by the idle ones
         assert served.proc_status("Threads") <= threads + 2
-        over = [socket.create_connection(("127.0.0.1", served.rest_port), timeout=ANSWER_WITHIN)
-                for _ in range(12)]
+        over = [
+            socket.create_connection(("127.0.0.1", served.rest_port), timeout=ANSWER_WITHIN)
+            for _ in range(12)
+        ]
         try:
             for sock in over:  # past --max-connections: 503 at once (or the connection closed)
                 status, headers, body = _read_reply(sock)
@@ -300,6 +364,7 @@ def test_many_idle_connections_hold_no_threads_and_are_closed(served):
 
 
 # ---- gRPC ---------------------------------------------------------------------------------------
+
 
 def _predict_request(inputs):
     request = predict_pb2.PredictRequest()
@@ -337,8 +402,11 @@ def _every_input_claims(rows):
     """34-byte-per-input requests that claim ``rows`` examples of every input, one value each."""
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "rec"
-    for key, dims, field in (("movieId", [rows], "int64_val"), ("userId", [rows], "int64_val"),
-                             ("numeric", [rows, 3], "float_val")):
+    for key, dims, field in (
+        ("movieId", [rows], "int64_val"),
+        ("userId", [rows], "int64_val"),
+        ("numeric", [rows, 3], "float_val"),
+    ):
         proto = request.inputs[key]
         proto.dtype = (tf.float32 if key == "numeric" else tf.int64).as_datatype_enum
         for size in dims:
@@ -353,7 +421,10 @@ GRPC_LIES = [
     ("2^40 claimed", lambda: _claim([2**40])),
     ("dims overflowing int64", lambda: _claim([2**31, 2**31, 2**31])),
     ("negative dim", lambda: _claim([-5])),
-    ("unknown rank", lambda: _edited(_claim([], values=()), lambda p: setattr(p.tensor_shape, "unknown_rank", True))),
+    (
+        "unknown rank",
+        lambda: _edited(_claim([], values=()), lambda p: setattr(p.tensor_shape, "unknown_rank", True)),
+    ),
     ("more values than shape", lambda: _claim([1], values=range(50))),
     ("tensor_content too short", lambda: _claim([4], values=(), content=b"\x00" * 8)),
     ("dtype float for int64", lambda: _claim([1], dtype=tf.float32, values=())),
@@ -394,6 +465,8 @@ def test_random_and_mutated_grpc_messages(served):
             codes.add("OK")
         except grpc.RpcError as exc:
             codes.add(exc.code().name)
-            assert exc.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED), exc.details()
+            assert exc.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED), (
+                exc.details()
+            )
     assert codes - {"OK"}, "no message was refused: the fuzz did not reach the checks"
     served.assert_good_request_answered()

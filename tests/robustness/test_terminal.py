@@ -74,22 +74,38 @@ def test_help_and_version_on_a_terminal_and_pipes(args):
 
 # (arguments with {keras}/{tf1}/{base}/{rewritten}/{out}, what a terminal shows, what a pipe shows)
 COMMANDS = {
-    "build-model": (["build-model", "{out}", "--form", "tf1", "--epochs", "2"],
-                    ["training", "2/2", "ROC AUC"], ["epoch 1/2: loss", "epoch 2/2: loss", "ROC AUC"]),
+    "build-model": (
+        ["build-model", "{out}", "--form", "tf1", "--epochs", "2"],
+        ["training", "2/2", "ROC AUC"],
+        ["epoch 1/2: loss", "epoch 2/2: loss", "ROC AUC"],
+    ),
     "inspect": (["inspect", "{keras}"], ["embedding tables: 10"], ["embedding tables: 10"]),
-    "rewrite": (["rewrite", "{keras}", "-o", "{out}"],
-                ["converting tables", "100%", "tables converted: 10"],
-                ["converting tables", "tables converted: 10"]),
-    "rewrite --dry-run": (["rewrite", "{tf1}", "-o", "{out}", "--dry-run"],
-                          ["would rewrite 10 table(s)"], ["would rewrite 10 table(s)"]),
-    "rewrite --target stock": (["rewrite", "{tf1}", "-o", "{out}", "--target", "stock"],
-                               ["converting tables", "100%", "tables converted: 10"],
-                               ["tables converted: 10"]),
-    "rewrite --verify": (["rewrite", "{tf1}", "-o", "{out}", "--verify"],
-                         ["converting tables", "100%", "PASSED"], ["converting tables", "PASSED"]),
+    "rewrite": (
+        ["rewrite", "{keras}", "-o", "{out}"],
+        ["converting tables", "100%", "tables converted: 10"],
+        ["converting tables", "tables converted: 10"],
+    ),
+    "rewrite --dry-run": (
+        ["rewrite", "{tf1}", "-o", "{out}", "--dry-run"],
+        ["would rewrite 10 table(s)"],
+        ["would rewrite 10 table(s)"],
+    ),
+    "rewrite --target stock": (
+        ["rewrite", "{tf1}", "-o", "{out}", "--target", "stock"],
+        ["converting tables", "100%", "tables converted: 10"],
+        ["tables converted: 10"],
+    ),
+    "rewrite --verify": (
+        ["rewrite", "{tf1}", "-o", "{out}", "--verify"],
+        ["converting tables", "100%", "PASSED"],
+        ["converting tables", "PASSED"],
+    ),
     "validate": (["validate", "{keras}", "{rewritten}", "--batches", "1"], ["PASSED"], ["PASSED"]),
-    "serve --once": (["serve", "{base}", "--once", "--rest-port", "0", "--grpc-port", "0"],
-                     ["predictions"], ["predictions"]),
+    "serve --once": (
+        ["serve", "{base}", "--once", "--rest-port", "0", "--grpc-port", "0"],
+        ["predictions"],
+        ["predictions"],
+    ),
 }
 
 

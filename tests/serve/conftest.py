@@ -14,8 +14,9 @@ def model_store(tmp_path_factory):
     export_recommender(str(root / "rec-v1"), seed=1)
     export_recommender(str(root / "rec-v2"), seed=2)
     tower = Tower()
-    tf.saved_model.save(tower, str(root / "tower"),
-                        signatures={"serving_default": tower.scores, "words": tower.words})
+    tf.saved_model.save(
+        tower, str(root / "tower"), signatures={"serving_default": tower.scores, "words": tower.words}
+    )
     return root
 
 
@@ -23,8 +24,9 @@ def model_store(tmp_path_factory):
 def rec_server(model_store, tmp_path_factory):
     """A started server for the recommender (model name "rec", version 3) on ephemeral ports."""
     base = make_base(model_store, tmp_path_factory.mktemp("rec"), {3: "rec-v1"})
-    with ModelServer(str(base), "rec", rest_port=0, grpc_port=0, poll_seconds=0.1,
-                     max_body_bytes=64 * 1024) as server:
+    with ModelServer(
+        str(base), "rec", rest_port=0, grpc_port=0, poll_seconds=0.1, max_body_bytes=64 * 1024
+    ) as server:
         yield server
 
 

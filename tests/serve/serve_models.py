@@ -20,11 +20,13 @@ def build_recommender(seed):
     movie = keras.Input(shape=(), dtype="int64", name="movieId")
     user = keras.Input(shape=(), dtype="int64", name="userId")
     numeric = keras.Input(shape=(3,), dtype="float32", name="numeric")
-    x = keras.layers.Concatenate()([
-        keras.layers.Embedding(MOVIES, 4)(movie),
-        keras.layers.Embedding(USERS, 4)(user),
-        numeric,
-    ])
+    x = keras.layers.Concatenate()(
+        [
+            keras.layers.Embedding(MOVIES, 4)(movie),
+            keras.layers.Embedding(USERS, 4)(user),
+            numeric,
+        ]
+    )
     x = keras.layers.Dense(8, activation="relu")(x)
     return keras.Model([movie, user, numeric], keras.layers.Dense(1, activation="sigmoid")(x))
 
@@ -69,7 +71,10 @@ def direct_call(path, inputs, signature="serving_default"):
     if key not in _LOADED:
         _LOADED[key] = tf.saved_model.load(path)
     function = _LOADED[key].signatures[signature]
-    return {name: value.numpy() for name, value in function(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+    return {
+        name: value.numpy()
+        for name, value in function(**{k: tf.constant(v) for k, v in inputs.items()}).items()
+    }
 
 
 def rest_columns(inputs):
@@ -100,4 +105,3 @@ def wait_for(condition, timeout=30.0, step=0.05):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(step)
-

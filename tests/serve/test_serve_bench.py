@@ -15,10 +15,34 @@ def test_bench_runs_both_models_and_prints_ratios(model_store, tmp_path):
     rewritten = make_base(model_store, tmp_path / "b", {1: "rec-v1"})
     out = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, BENCH, str(original), str(rewritten), "--protocol", "rest", "--concurrency", "1,2",
-         "--batch", "4", "--requests", "30", "--seconds", "2", "--rounds", "2", "--warmup", "2",
-         "--max-id", str(USERS), "--json", str(out)],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        [
+            sys.executable,
+            BENCH,
+            str(original),
+            str(rewritten),
+            "--protocol",
+            "rest",
+            "--concurrency",
+            "1,2",
+            "--batch",
+            "4",
+            "--requests",
+            "30",
+            "--seconds",
+            "2",
+            "--rounds",
+            "2",
+            "--warmup",
+            "2",
+            "--max-id",
+            str(USERS),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "rewritten / original" in run.stdout

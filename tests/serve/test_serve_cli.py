@@ -10,17 +10,21 @@ import sys
 
 import numpy as np
 import pytest
-from tests.serve.serve_models import direct_call, make_base
-from tests.serve.serve_rest_client import call
 
 from graphopt.serve.server import READY_LINE
-
+from tests.serve.serve_models import direct_call, make_base
+from tests.serve.serve_rest_client import call
 
 
 def _graphopt(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.Popen([sys.executable, "-m", "graphopt", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "graphopt", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _ready_line(process, timeout=120):
@@ -64,9 +68,15 @@ def test_once_prints_one_prediction(model_store, tmp_path):
     assert process.returncode == 0, err
     request_line, reply_line = out.strip().splitlines()
     assert request_line == f"POST /v1/models/base:predict {json.dumps(body)}"
-    inputs = {"movieId": np.array([3]), "userId": np.array([2]), "numeric": np.array([[0.5, 0.0, 1.0]], np.float32)}
-    np.testing.assert_array_equal(np.asarray(json.loads(reply_line)["predictions"], np.float32),
-                                  direct_call(str(base / "4"), inputs)["output_0"])
+    inputs = {
+        "movieId": np.array([3]),
+        "userId": np.array([2]),
+        "numeric": np.array([[0.5, 0.0, 1.0]], np.float32),
+    }
+    np.testing.assert_array_equal(
+        np.asarray(json.loads(reply_line)["predictions"], np.float32),
+        direct_call(str(base / "4"), inputs)["output_0"],
+    )
 
 
 def _one_line_exit_2(process, words):
@@ -84,18 +94,23 @@ def test_a_port_in_use_is_one_line_and_exit_2(model_store, tmp_path, flag):
         taken.listen()
         port = taken.getsockname()[1]
         other = "--grpc-port" if flag == "--rest-port" else "--rest-port"
-        _one_line_exit_2(_graphopt("serve", str(base), flag, str(port), other, "0"),
-                         f":{port}: Address already in use; choose another with {flag}")
+        _one_line_exit_2(
+            _graphopt("serve", str(base), flag, str(port), other, "0"),
+            f":{port}: Address already in use; choose another with {flag}",
+        )
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--rest-port", "70000"], "--rest-port 70000 is not a port number"),
-    (["--grpc-port", "-1"], "--grpc-port -1 is not a port number"),
-    (["--max-request-elements", "0"], "--max-request-elements 0 must be greater than 0"),
-    (["--read-timeout-seconds", "0"], "--read-timeout-seconds 0.0 must be greater than 0"),
-    (["--poll-seconds", "-1"], "--poll-seconds -1.0 must be greater than 0"),
-    (["--host", "no-such-host.invalid"], "cannot listen on host 'no-such-host.invalid'"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--rest-port", "70000"], "--rest-port 70000 is not a port number"),
+        (["--grpc-port", "-1"], "--grpc-port -1 is not a port number"),
+        (["--max-request-elements", "0"], "--max-request-elements 0 must be greater than 0"),
+        (["--read-timeout-seconds", "0"], "--read-timeout-seconds 0.0 must be greater than 0"),
+        (["--poll-seconds", "-1"], "--poll-seconds -1.0 must be greater than 0"),
+        (["--host", "no-such-host.invalid"], "cannot listen on host 'no-such-host.invalid'"),
+    ],
+)
 def test_bad_serving_options_are_one_line_and_exit_2(model_store, tmp_path, args, words):
     base = make_base(model_store, tmp_path, {1: "rec-v1"})
     _one_line_exit_2(_graphopt("serve", str(base), *args), words)

@@ -24,8 +24,10 @@ def test_course_model_predictions_equal_a_direct_call(course_models, tmp_path):
     (output,) = expected
 
     with ModelServer(str(base), "course", rest_port=0, grpc_port=0) as server:
-        instances = [{k: (v[i].decode() if isinstance(v[i], bytes) else v[i].item()) for k, v in inputs.items()}
-                     for i in range(16)]
+        instances = [
+            {k: (v[i].decode() if isinstance(v[i], bytes) else v[i].item()) for k, v in inputs.items()}
+            for i in range(16)
+        ]
         status, reply = predict(server, {"instances": instances})
         assert status == 200, reply
         np.testing.assert_array_equal(np.asarray(reply["predictions"], np.float32), expected[output])

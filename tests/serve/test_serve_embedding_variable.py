@@ -25,8 +25,10 @@ class HashedRecommender(tf.Module):
     def __init__(self):
         super().__init__()
         self.table = ops.EmbeddingVariable(4, initializer="normal", seed=3)
-        self.table.insert(tf.constant([5, 17, 123456789], tf.int64),
-                          tf.constant(np.arange(12, dtype=np.float32).reshape(3, 4) / 10))
+        self.table.insert(
+            tf.constant([5, 17, 123456789], tf.int64),
+            tf.constant(np.arange(12, dtype=np.float32).reshape(3, 4) / 10),
+        )
         self.kernel = tf.Variable(np.linspace(-1, 1, 4, dtype=np.float32).reshape(4, 1))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="movieId")])
@@ -58,8 +60,9 @@ def test_embedding_variable_model_serves_over_rest_and_grpc(tmp_path):
             ids = np.random.default_rng(seed).choice([5, 17, 123456789, 42, 7], size=4).astype(np.int64)
             status, reply = predict(server, {"instances": ids.tolist()})
             assert status == 200, reply
-            np.testing.assert_array_equal(np.asarray(reply["predictions"], np.float32),
-                                          direct_call(version, {"movieId": ids})["score"])
+            np.testing.assert_array_equal(
+                np.asarray(reply["predictions"], np.float32), direct_call(version, {"movieId": ids})["score"]
+            )
 
 
 def test_a_rewritten_model_serves_what_a_direct_call_of_it_answers(model_store, tmp_path):
@@ -78,8 +81,10 @@ def test_a_rewritten_model_serves_what_a_direct_call_of_it_answers(model_store, 
         inputs["movieId"][:2] = [0, MOVIES - 1]
         inputs["userId"][:2] = [USERS - 1, 0]
         requests.append(inputs)
-    with ModelServer(str(base), "rec", rest_port=0, grpc_port=0) as server, \
-            grpc.insecure_channel(server.grpc_target) as channel:
+    with (
+        ModelServer(str(base), "rec", rest_port=0, grpc_port=0) as server,
+        grpc.insecure_channel(server.grpc_target) as channel,
+    ):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         for index, inputs in enumerate(requests):
             expected = direct_call(rewritten, inputs)["output_0"]
@@ -87,7 +92,8 @@ def test_a_rewritten_model_serves_what_a_direct_call_of_it_answers(model_store, 
             status, reply = predict(server, rest_rows(inputs) if index % 2 else rest_columns(inputs))
             assert status == 200, reply
             np.testing.assert_array_equal(
-                np.asarray(reply["predictions" if index % 2 else "outputs"], np.float32), expected)
+                np.asarray(reply["predictions" if index % 2 else "outputs"], np.float32), expected
+            )
             request = predict_pb2.PredictRequest()
             request.model_spec.name = "rec"
             for key, value in inputs.items():
@@ -98,5 +104,6 @@ def test_a_rewritten_model_serves_what_a_direct_call_of_it_answers(model_store, 
         unseen = dict(requests[0], movieId=np.full(5, 10**9, np.int64))
         status, reply = predict(server, rest_columns(unseen))
         assert status == 200, reply
-        np.testing.assert_array_equal(np.asarray(reply["outputs"], np.float32),
-                                      direct_call(rewritten, unseen)["output_0"])
+        np.testing.assert_array_equal(
+            np.asarray(reply["outputs"], np.float32), direct_call(rewritten, unseen)["output_0"]
+        )

@@ -6,7 +6,6 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tests.serve.serve_models import direct_call, rec_inputs
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -14,6 +13,8 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+
+from tests.serve.serve_models import direct_call, rec_inputs
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,10 @@ def test_predict_equals_a_direct_call(rec_server, channel):
     assert response.model_spec.name == "rec"
     assert response.model_spec.version.value == 3
     assert response.model_spec.signature_name == "serving_default"
-    assert stub.Predict(_predict_request(inputs, version=3), timeout=30).outputs["output_0"] == response.outputs["output_0"]
+    assert (
+        stub.Predict(_predict_request(inputs, version=3), timeout=30).outputs["output_0"]
+        == response.outputs["output_0"]
+    )
 
 
 def test_metadata_and_status(channel):
@@ -65,18 +69,40 @@ def test_metadata_and_status(channel):
     assert status.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
 
 
-@pytest.mark.parametrize("change,code,words", [
-    (lambda r: setattr(r.model_spec, "name", "other"), grpc.StatusCode.NOT_FOUND, "'other' is not served"),
-    (lambda r: r.model_spec.version.__setattr__("value", 8), grpc.StatusCode.NOT_FOUND, "version 8"),
-    (lambda r: r.inputs["movieId"].CopyFrom(tf.make_tensor_proto(np.ones(2, np.float32))),
-     grpc.StatusCode.INVALID_ARGUMENT, "DT_FLOAT, the signature expects DT_INT64"),
-    (lambda r: r.inputs.pop("userId"), grpc.StatusCode.INVALID_ARGUMENT, "missing input 'userId'"),
-    (lambda r: r.inputs["extra"].CopyFrom(tf.make_tensor_proto([1])), grpc.StatusCode.INVALID_ARGUMENT, "unknown input"),
-    (lambda r: r.inputs["userId"].CopyFrom(tf.make_tensor_proto(np.ones(5, np.int64))),
-     grpc.StatusCode.INVALID_ARGUMENT, "different batch sizes"),
-    (lambda r: r.output_filter.append("nope"), grpc.StatusCode.INVALID_ARGUMENT, "unknown output 'nope'"),
-    (lambda r: r.model_spec.__setattr__("signature_name", "nope"), grpc.StatusCode.INVALID_ARGUMENT, "not found"),
-], ids=["model", "version", "dtype", "missing", "unknown", "batch", "output_filter", "signature"])
+@pytest.mark.parametrize(
+    "change,code,words",
+    [
+        (
+            lambda r: setattr(r.model_spec, "name", "other"),
+            grpc.StatusCode.NOT_FOUND,
+            "'other' is not served",
+        ),
+        (lambda r: r.model_spec.version.__setattr__("value", 8), grpc.StatusCode.NOT_FOUND, "version 8"),
+        (
+            lambda r: r.inputs["movieId"].CopyFrom(tf.make_tensor_proto(np.ones(2, np.float32))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "DT_FLOAT, the signature expects DT_INT64",
+        ),
+        (lambda r: r.inputs.pop("userId"), grpc.StatusCode.INVALID_ARGUMENT, "missing input 'userId'"),
+        (
+            lambda r: r.inputs["extra"].CopyFrom(tf.make_tensor_proto([1])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown input",
+        ),
+        (
+            lambda r: r.inputs["userId"].CopyFrom(tf.make_tensor_proto(np.ones(5, np.int64))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "different batch sizes",
+        ),
+        (lambda r: r.output_filter.append("nope"), grpc.StatusCode.INVALID_ARGUMENT, "unknown output 'nope'"),
+        (
+            lambda r: r.model_spec.__setattr__("signature_name", "nope"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "not found",
+        ),
+    ],
+    ids=["model", "version", "dtype", "missing", "unknown", "batch", "output_filter", "signature"],
+)
 def test_bad_predict_requests(rec_server, channel, change, code, words):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     request = _predict_request(rec_inputs(2))
@@ -87,8 +113,10 @@ def test_bad_predict_requests(rec_server, channel, change, code, words):
     assert words in caught.value.details()
     inputs = rec_inputs(3, seed=len(words))
     response = stub.Predict(_predict_request(inputs), timeout=30)
-    np.testing.assert_array_equal(tf.make_ndarray(response.outputs["output_0"]),
-                                  direct_call(os.path.join(rec_server.repository.base_path, "3"), inputs)["output_0"])
+    np.testing.assert_array_equal(
+        tf.make_ndarray(response.outputs["output_0"]),
+        direct_call(os.path.join(rec_server.repository.base_path, "3"), inputs)["output_0"],
+    )
 
 
 def test_distinct_requests_in_sequence_each_get_their_own_answer(rec_server, channel):
@@ -96,8 +124,10 @@ def test_distinct_requests_in_sequence_each_get_their_own_answer(rec_server, cha
     for seed in range(8):
         inputs = rec_inputs(4, seed=200 + seed)
         response = stub.Predict(_predict_request(inputs), timeout=30)
-        np.testing.assert_array_equal(tf.make_ndarray(response.outputs["output_0"]),
-                                      direct_call(os.path.join(rec_server.repository.base_path, "3"), inputs)["output_0"])
+        np.testing.assert_array_equal(
+            tf.make_ndarray(response.outputs["output_0"]),
+            direct_call(os.path.join(rec_server.repository.base_path, "3"), inputs)["output_0"],
+        )
 
 
 def test_oversized_message_is_refused(rec_server, channel):

@@ -1,4 +1,4 @@
-"""Request limits: the element cap (REST and gRPC), TensorProto checks before an array is built, JSON depth."""
+"""Request limits: the element cap (REST, gRPC), TensorProto checks before an array is built, JSON depth."""
 
 import grpc
 import numpy as np
@@ -41,11 +41,14 @@ def _refusal(server, request):
 def _answer_is_right(server, seed):
     inputs = rec_inputs(3, seed=seed)
     response = server.stub.Predict(_request(inputs), timeout=30)
-    np.testing.assert_array_equal(tf.make_ndarray(response.outputs["output_0"]),
-                                  direct_call(server.version_path, inputs)["output_0"])
+    np.testing.assert_array_equal(
+        tf.make_ndarray(response.outputs["output_0"]), direct_call(server.version_path, inputs)["output_0"]
+    )
 
 
-@pytest.mark.parametrize("rows,allowed", [(CAP // 5, True), (CAP // 5 + 1, False)], ids=["at-cap", "over-cap"])
+@pytest.mark.parametrize(
+    "rows,allowed", [(CAP // 5, True), (CAP // 5 + 1, False)], ids=["at-cap", "over-cap"]
+)
 def test_element_cap_on_both_protocols(capped, rows, allowed):
     inputs = rec_inputs(rows, seed=rows)
     status, reply = predict(capped, {"inputs": {k: v.tolist() for k, v in inputs.items()}})
@@ -80,7 +83,11 @@ TENSOR_LIES = [
     ("dims whose product overflows int64", lambda: _claiming([2**31] * 3), "--max-request-elements"),
     ("negative dim", lambda: _claiming([-1]), "every dim must be a size"),
     ("more values than the shape", lambda: _claiming([1], values=(1, 2, 3)), "more than the 1 its shape"),
-    ("dtype lie", lambda: _claiming([1], dtype=tf.float32, values=(1.0,)), "DT_FLOAT, the signature expects DT_INT64"),
+    (
+        "dtype lie",
+        lambda: _claiming([1], dtype=tf.float32, values=(1.0,)),
+        "DT_FLOAT, the signature expects DT_INT64",
+    ),
 ]
 
 
@@ -115,21 +122,28 @@ def test_short_value_lists_are_padded_like_tensorflow(capped):
     response = capped.stub.Predict(request, timeout=30)
     padded = dict(inputs, movieId=np.full(4, 7, np.int64), userId=np.zeros(4, np.int64))
     assert tf.make_ndarray(request.inputs["movieId"]).tolist() == [7, 7, 7, 7]  # what TF's own decoder makes
-    np.testing.assert_array_equal(tf.make_ndarray(response.outputs["output_0"]),
-                                  direct_call(capped.version_path, padded)["output_0"])
+    np.testing.assert_array_equal(
+        tf.make_ndarray(response.outputs["output_0"]), direct_call(capped.version_path, padded)["output_0"]
+    )
 
 
 def _nested(depth):
     return "[" * depth + "1" + "]" * depth
 
 
-@pytest.mark.parametrize("body,words", [
-    ('{"inputs": {"movieId": %s}}' % _nested(MAX_JSON_DEPTH - 2), "has shape"),  # 400 levels: parsed
-    ('{"inputs": {"movieId": %s}}' % _nested(MAX_JSON_DEPTH - 1), "nests 401 levels deep"),
-    (_nested(100_000), "nests 100000 levels deep"),
-    ('{"s": "%s", "inputs": 1}' % ("[" * 1000), "must be an object"),  # brackets in a string are not structure
-    ('{"s": "\\"%s", "inputs": 1}' % ("[" * 1000), "must be an object"),
-])
+@pytest.mark.parametrize(
+    "body,words",
+    [
+        (f'{{"inputs": {{"movieId": {_nested(MAX_JSON_DEPTH - 2)}}}}}', "has shape"),  # 400 levels: parsed
+        (f'{{"inputs": {{"movieId": {_nested(MAX_JSON_DEPTH - 1)}}}}}', "nests 401 levels deep"),
+        (_nested(100_000), "nests 100000 levels deep"),
+        (
+            '{"s": "%s", "inputs": 1}' % ("[" * 1000),
+            "must be an object",
+        ),  # brackets in a string are not structure
+        ('{"s": "\\"%s", "inputs": 1}' % ("[" * 1000), "must be an object"),
+    ],
+)
 def test_json_depth_limit(capped, body, words):
     status, reply = call(capped, "/v1/models/rec:predict", raw=body.encode())
     assert status == 400 and words in reply["error"], reply

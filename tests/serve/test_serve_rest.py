@@ -8,6 +8,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+
 from tests.serve.serve_models import direct_call, rec_inputs, rest_columns, rest_rows
 from tests.serve.serve_rest_client import assert_answers_correctly, call, predict
 
@@ -38,9 +39,11 @@ def test_columnar_format_and_versioned_path(rec_server):
 def test_model_status_and_metadata(rec_server):
     status, reply = call(rec_server, "/v1/models/rec")
     assert status == 200
-    assert reply == {"model_version_status": [
-        {"version": "3", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-    ]}
+    assert reply == {
+        "model_version_status": [
+            {"version": "3", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
     assert call(rec_server, "/v1/models/rec/versions/3")[1] == reply
     status, meta = call(rec_server, "/v1/models/rec/metadata")
     assert status == 200
@@ -78,21 +81,97 @@ BAD_REQUESTS = [
     ("malformed JSON", ":predict", b'{"instances": [', 400, "malformed JSON"),
     ("not an object", ":predict", b"[1, 2]", 400, "JSON object"),
     ("neither format", ":predict", b"{}", 400, "exactly one of"),
-    ("both formats", ":predict", json.dumps({"instances": [GOOD_ROW], "inputs": {}}).encode(), 400, "exactly one of"),
-    ("unknown input", ":predict", json.dumps({"instances": [dict(GOOD_ROW, genre=3)]}).encode(), 400, "unknown input 'genre'"),
-    ("missing input", ":predict", json.dumps({"inputs": {"movieId": [1], "userId": [2]}}).encode(), 400, "missing input 'numeric'"),
-    ("instance lacks input", ":predict",
-     json.dumps({"instances": [GOOD_ROW, {"movieId": 1, "userId": 2}]}).encode(), 400, "instance 1 lacks input 'numeric'"),
-    ("wrong dtype: float id", ":predict", json.dumps({"instances": [dict(GOOD_ROW, movieId=1.5)]}).encode(), 400, "DT_INT64"),
-    ("wrong dtype: string", ":predict", json.dumps({"instances": [dict(GOOD_ROW, numeric=["a", "b", "c"])]}).encode(), 400, "DT_FLOAT"),
-    ("wrong shape", ":predict", json.dumps({"instances": [dict(GOOD_ROW, numeric=[1.0, 2.0])]}).encode(), 400, "expects [?, 3]"),
-    ("ragged", ":predict", json.dumps({"inputs": {"movieId": [1], "userId": [2], "numeric": [[1.0, 2.0, 3.0], [1.0]]}}).encode(), 400, "rectangular"),
-    ("mismatched batch sizes", ":predict",
-     json.dumps({"inputs": {"movieId": [1, 2], "userId": [2, 3, 4], "numeric": [[0.0] * 3] * 2}}).encode(), 400, "different batch sizes"),
-    ("id beyond the table", ":predict", json.dumps({"instances": [dict(GOOD_ROW, movieId=10**6)]}).encode(), 400, "rejected the input"),
-    ("out of int64 range", ":predict", json.dumps({"instances": [dict(GOOD_ROW, movieId=2**70)]}).encode(), 400, "DT_INT64"),
-    ("unknown signature", ":predict", json.dumps({"signature_name": "nope", "instances": [GOOD_ROW]}).encode(), 400, "'nope' not found"),
-    ("oversized body", ":predict", json.dumps({"instances": [GOOD_ROW] * 2000}).encode(), 413, "exceeds the limit"),
+    (
+        "both formats",
+        ":predict",
+        json.dumps({"instances": [GOOD_ROW], "inputs": {}}).encode(),
+        400,
+        "exactly one of",
+    ),
+    (
+        "unknown input",
+        ":predict",
+        json.dumps({"instances": [dict(GOOD_ROW, genre=3)]}).encode(),
+        400,
+        "unknown input 'genre'",
+    ),
+    (
+        "missing input",
+        ":predict",
+        json.dumps({"inputs": {"movieId": [1], "userId": [2]}}).encode(),
+        400,
+        "missing input 'numeric'",
+    ),
+    (
+        "instance lacks input",
+        ":predict",
+        json.dumps({"instances": [GOOD_ROW, {"movieId": 1, "userId": 2}]}).encode(),
+        400,
+        "instance 1 lacks input 'numeric'",
+    ),
+    (
+        "wrong dtype: float id",
+        ":predict",
+        json.dumps({"instances": [dict(GOOD_ROW, movieId=1.5)]}).encode(),
+        400,
+        "DT_INT64",
+    ),
+    (
+        "wrong dtype: string",
+        ":predict",
+        json.dumps({"instances": [dict(GOOD_ROW, numeric=["a", "b", "c"])]}).encode(),
+        400,
+        "DT_FLOAT",
+    ),
+    (
+        "wrong shape",
+        ":predict",
+        json.dumps({"instances": [dict(GOOD_ROW, numeric=[1.0, 2.0])]}).encode(),
+        400,
+        "expects [?, 3]",
+    ),
+    (
+        "ragged",
+        ":predict",
+        json.dumps({"inputs": {"movieId": [1], "userId": [2], "numeric": [[1.0, 2.0, 3.0], [1.0]]}}).encode(),
+        400,
+        "rectangular",
+    ),
+    (
+        "mismatched batch sizes",
+        ":predict",
+        json.dumps({"inputs": {"movieId": [1, 2], "userId": [2, 3, 4], "numeric": [[0.0] * 3] * 2}}).encode(),
+        400,
+        "different batch sizes",
+    ),
+    (
+        "id beyond the table",
+        ":predict",
+        json.dumps({"instances": [dict(GOOD_ROW, movieId=10**6)]}).encode(),
+        400,
+        "rejected the input",
+    ),
+    (
+        "out of int64 range",
+        ":predict",
+        json.dumps({"instances": [dict(GOOD_ROW, movieId=2**70)]}).encode(),
+        400,
+        "DT_INT64",
+    ),
+    (
+        "unknown signature",
+        ":predict",
+        json.dumps({"signature_name": "nope", "instances": [GOOD_ROW]}).encode(),
+        400,
+        "'nope' not found",
+    ),
+    (
+        "oversized body",
+        ":predict",
+        json.dumps({"instances": [GOOD_ROW] * 2000}).encode(),
+        413,
+        "exceeds the limit",
+    ),
     ("unknown verb", ":classify", b"{}", 400, "use :predict"),
 ]
 
@@ -105,13 +184,16 @@ def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(rec_server, what, s
     assert_answers_correctly(rec_server, _version_path(rec_server), seed=sum(what.encode()))
 
 
-@pytest.mark.parametrize("path,words", [
-    ("/v1/models/other:predict", "'other' is not served"),
-    ("/v1/models/rec/versions/9:predict", "version 9"),
-    ("/v1/models/rec/versions/9", "version 9"),
-    ("/v1/models/rec/versions/9/metadata", "version 9"),
-    ("/v2/anything", "no such endpoint"),
-])
+@pytest.mark.parametrize(
+    "path,words",
+    [
+        ("/v1/models/other:predict", "'other' is not served"),
+        ("/v1/models/rec/versions/9:predict", "version 9"),
+        ("/v1/models/rec/versions/9", "version 9"),
+        ("/v1/models/rec/versions/9/metadata", "version 9"),
+        ("/v2/anything", "no such endpoint"),
+    ],
+)
 def test_unknown_model_version_or_path_is_404(rec_server, path, words):
     body = {"instances": [GOOD_ROW]} if path.endswith(":predict") else None
     status, reply = call(rec_server, path, body)
@@ -132,8 +214,10 @@ def test_keep_alive_connection_survives_an_oversized_body(rec_server):
         connection.request("POST", "/v1/models/rec:predict", json.dumps(rest_rows(inputs)))
         reply = connection.getresponse()
         assert reply.status == 200
-        np.testing.assert_array_equal(np.asarray(json.loads(reply.read())["predictions"], np.float32),
-                                      direct_call(_version_path(rec_server), inputs)["output_0"])
+        np.testing.assert_array_equal(
+            np.asarray(json.loads(reply.read())["predictions"], np.float32),
+            direct_call(_version_path(rec_server), inputs)["output_0"],
+        )
     finally:
         connection.close()
 
@@ -201,14 +285,21 @@ def test_a_port_in_use_is_a_clear_error(rec_server):
     assert_answers_correctly(rec_server, _version_path(rec_server), seed=31)
 
 
-@pytest.mark.parametrize("method,path,allow", [
-    ("PUT", "/v1/models/rec:predict", "POST"), ("DELETE", "/v1/models/rec", "GET"),
-    ("OPTIONS", "/v1/models/rec/metadata", "GET"), ("GET", "/v1/models/rec:predict", "POST"),
-    ("POST", "/v1/models/rec", "GET"), ("HEAD", "/v1/models/rec", "GET"),
-])
+@pytest.mark.parametrize(
+    "method,path,allow",
+    [
+        ("PUT", "/v1/models/rec:predict", "POST"),
+        ("DELETE", "/v1/models/rec", "GET"),
+        ("OPTIONS", "/v1/models/rec/metadata", "GET"),
+        ("GET", "/v1/models/rec:predict", "POST"),
+        ("POST", "/v1/models/rec", "GET"),
+        ("HEAD", "/v1/models/rec", "GET"),
+    ],
+)
 def test_unsupported_method_is_405_with_allow(rec_server, method, path, allow):
-    request = urllib.request.Request(rec_server.rest_url + path, method=method,
-                                     data=b"{}" if method in ("PUT", "POST") else None)
+    request = urllib.request.Request(
+        rec_server.rest_url + path, method=method, data=b"{}" if method in ("PUT", "POST") else None
+    )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=30)
     reply = caught.value

@@ -1,4 +1,4 @@
-"""Version handling: a new version is swapped in under load without a failed request; broken ones are skipped."""
+"""Versions: a new version is swapped in under load without a failed request; broken ones are skipped."""
 
 import shutil
 import threading
@@ -7,19 +7,21 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tests.serve.serve_models import direct_call, make_base, rec_inputs, rest_columns, wait_for
-from tests.serve.serve_rest_client import assert_answers_correctly, call, predict
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from graphopt.errors import ModelError
 from graphopt.serve import ModelServer
+from tests.serve.serve_models import direct_call, make_base, rec_inputs, rest_columns, wait_for
+from tests.serve.serve_rest_client import assert_answers_correctly, call, predict
 
 
 def test_new_version_swaps_in_under_load_without_a_failed_request(model_store, tmp_path):
     base = make_base(model_store, tmp_path, {1: "rec-v1"})
     inputs = rec_inputs(8, seed=11)
-    expected = {1: direct_call(str(model_store / "rec-v1"), inputs)["output_0"],
-                2: direct_call(str(model_store / "rec-v2"), inputs)["output_0"]}
+    expected = {
+        1: direct_call(str(model_store / "rec-v1"), inputs)["output_0"],
+        2: direct_call(str(model_store / "rec-v2"), inputs)["output_0"],
+    }
     assert not np.array_equal(expected[1], expected[2])
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "rec"
@@ -29,11 +31,14 @@ def test_new_version_swaps_in_under_load_without_a_failed_request(model_store, t
     # the same shape, and its answer must be that set's answer of version 1 or of version 2 -
     # which tells the version (a stale answer of another set matches neither).
     sets = [rec_inputs(8, seed=40 + i) for i in range(4)]
-    set_answers = [{v: direct_call(str(model_store / f"rec-v{v}"), x)["output_0"] for v in (1, 2)} for x in sets]
+    set_answers = [
+        {v: direct_call(str(model_store / f"rec-v{v}"), x)["output_0"] for v in (1, 2)} for x in sets
+    ]
     failures, grpc_versions, rest_versions = [], [], [[], []]
     stop = threading.Event()
 
     with ModelServer(str(base), "rec", rest_port=0, grpc_port=0, poll_seconds=0.05) as server:
+
         def grpc_client():
             with grpc.insecure_channel(server.grpc_target) as channel:
                 stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -58,7 +63,9 @@ def test_new_version_swaps_in_under_load_without_a_failed_request(model_store, t
                     failures.append(f"rest: {status} {reply}")
                     continue
                 answer = np.asarray(reply["outputs"], np.float32)
-                version = next((v for v, want in set_answers[k].items() if np.array_equal(answer, want)), None)
+                version = next(
+                    (v for v, want in set_answers[k].items() if np.array_equal(answer, want)), None
+                )
                 if version is None:
                     failures.append(f"rest: request {n} got an answer of neither version for its inputs")
                 versions.append(version)
@@ -74,12 +81,16 @@ def test_new_version_swaps_in_under_load_without_a_failed_request(model_store, t
             assert wait_for(lambda: grpc_versions[-1] == 2, timeout=60)
             seen = len(grpc_versions)
             assert wait_for(lambda: len(grpc_versions) > seen + 20)
-            assert wait_for(lambda: all(versions and versions[-1] == 2 for versions in rest_versions), timeout=60)
+            assert wait_for(
+                lambda: all(versions and versions[-1] == 2 for versions in rest_versions), timeout=60
+            )
         finally:
             stop.set()
             for client in clients:
                 client.join()
-        statuses = {s["version"]: s["state"] for s in call(server, "/v1/models/rec")[1]["model_version_status"]}
+        statuses = {
+            s["version"]: s["state"] for s in call(server, "/v1/models/rec")[1]["model_version_status"]
+        }
 
     assert failures == []
     first_two = grpc_versions.index(2)
@@ -94,8 +105,14 @@ def test_broken_version_is_reported_and_skipped_until_fixed(model_store, tmp_pat
     with ModelServer(str(base), "rec", rest_port=0, grpc_port=0, poll_seconds=0.05) as server:
         (base / "5").mkdir()
         (base / "5" / "saved_model.pb").write_bytes(b"not a SavedModel")
-        status_of_5 = lambda: [s for s in call(server, "/v1/models/rec")[1]["model_version_status"]  # noqa: E731
-                               if s["version"] == "5" and s["state"] == "END"]
+
+        def status_of_5():
+            return [
+                s
+                for s in call(server, "/v1/models/rec")[1]["model_version_status"]  # noqa: E731
+                if s["version"] == "5" and s["state"] == "END"
+            ]
+
         (failed,) = wait_for(status_of_5)
         assert failed["status"]["error_code"] != "OK" and failed["status"]["error_message"]
         assert server.repository.get().version == 1

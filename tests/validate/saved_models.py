@@ -24,8 +24,12 @@ def build_keras(path):
     genre = keras.Input(shape=(1,), dtype="string", name="genre")
     numbers = keras.Input(shape=(2,), dtype="float32", name="numbers")
     embedded = keras.layers.Flatten()(keras.layers.Embedding(ITEMS, DIM, name="movie_embedding")(movie))
-    one_hot = keras.layers.Flatten()(keras.layers.StringLookup(vocabulary=list(GENRES), output_mode="one_hot")(genre))
-    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([embedded, one_hot, numbers]))
+    one_hot = keras.layers.Flatten()(
+        keras.layers.StringLookup(vocabulary=list(GENRES), output_mode="one_hot")(genre)
+    )
+    hidden = keras.layers.Dense(8, activation="relu")(
+        keras.layers.Concatenate()([embedded, one_hot, numbers])
+    )
     score = keras.layers.Dense(1, activation="sigmoid", name="score")(hidden)
     model = keras.Model([movie, genre, numbers], [score, embedded])
     model.export(path, verbose=False)
@@ -39,8 +43,12 @@ class _TwoTables(tf.Module):
         self.items = tf.Variable(rng.standard_normal((ITEMS, DIM)).astype(np.float32), name="items")
         self.users = tf.Variable(rng.standard_normal((USERS, DIM)).astype(np.float32), name="users")
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="item"),
-                                  tf.TensorSpec([None], tf.int64, name="user")])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.int64, name="item"),
+            tf.TensorSpec([None], tf.int64, name="user"),
+        ]
+    )
     def score(self, item, user):
         i = tf.nn.embedding_lookup(self.items, item)
         u = tf.nn.embedding_lookup(self.users, user)
@@ -57,8 +65,9 @@ def build_module(path):
 class _RaggedBag(tf.Module):
     def __init__(self):
         super().__init__()
-        self.items = tf.Variable(np.random.default_rng(4).standard_normal((ITEMS, DIM)).astype(np.float32),
-                                 name="items")
+        self.items = tf.Variable(
+            np.random.default_rng(4).standard_normal((ITEMS, DIM)).astype(np.float32), name="items"
+        )
 
     @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.int64, ragged_rank=1)])
     def ragged(self, ids):
@@ -66,8 +75,12 @@ class _RaggedBag(tf.Module):
         rows = tf.nn.embedding_lookup(self.items, ids.values)
         return {"mean": tf.math.segment_mean(rows, ids.value_rowids())}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="values"),
-                                  tf.TensorSpec([None], tf.int64, name="row_splits")])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.int64, name="values"),
+            tf.TensorSpec([None], tf.int64, name="row_splits"),
+        ]
+    )
     def split(self, values, row_splits):
         """Separate components rebuilt with from_row_splits (which checks them), a ragged reduction."""
         bags = tf.RaggedTensor.from_row_splits(values, row_splits)
@@ -79,7 +92,6 @@ class _RaggedBag(tf.Module):
         """Padded to a dense batch (RaggedTensorToTensor, id 0 as padding) before the lookup."""
         return {"sum": tf.reduce_sum(tf.nn.embedding_lookup(self.items, ids.to_tensor()), axis=1)}
 
-
     @tf.function(input_signature=[tf.RaggedTensorSpec([None, None, None], tf.int64, ragged_rank=2)])
     def nested(self, ids):
         """Two ragged dimensions: values ``ids``, outer splits ``ids_1``, inner splits ``ids_2``."""
@@ -90,8 +102,12 @@ class _RaggedBag(tf.Module):
 def build_ragged(path):
     """``tf.Module`` taking RaggedTensor components into an embedding lookup with a mean combiner."""
     module = _RaggedBag()
-    signatures = {"serving_default": module.ragged, "split": module.split, "padded": module.padded,
-                  "nested": module.nested}
+    signatures = {
+        "serving_default": module.ragged,
+        "split": module.split,
+        "padded": module.padded,
+        "nested": module.nested,
+    }
     tf.saved_model.save(module, path, signatures=signatures)
     return path
 
@@ -103,17 +119,22 @@ def build_tf1(path):
         ids = tf.compat.v1.placeholder(tf.int64, [None], name="ids")
         weights = tf.compat.v1.placeholder(tf.float32, [None], name="weights")
         table = tf.compat.v1.get_variable(
-            "item_table", [ITEMS, DIM], initializer=tf.compat.v1.random_normal_initializer(seed=3),
-            use_resource=True)
+            "item_table",
+            [ITEMS, DIM],
+            initializer=tf.compat.v1.random_normal_initializer(seed=3),
+            use_resource=True,
+        )
         rows = tf.nn.embedding_lookup(table, ids)
         out = tf.identity(tf.reduce_sum(rows, axis=1) * weights, name="out")
         with tf.compat.v1.Session(graph=graph) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             builder = tf.compat.v1.saved_model.Builder(path)
             signature = tf.compat.v1.saved_model.predict_signature_def(
-                inputs={"ids": ids, "weights": weights}, outputs={"out": out})
+                inputs={"ids": ids, "weights": weights}, outputs={"out": out}
+            )
             builder.add_meta_graph_and_variables(
-                sess, ["serve"], signature_def_map={"serving_default": signature}, strip_default_attrs=True)
+                sess, ["serve"], signature_def_map={"serving_default": signature}, strip_default_attrs=True
+            )
             builder.save()
     return path
 
@@ -124,6 +145,7 @@ def copy_model(src, dst):
 
 
 # --- breakers -----------------------------------------------------------------------------
+
 
 def _edit_saved_model(path, edit):
     pb = os.path.join(path, "saved_model.pb")
@@ -145,8 +167,12 @@ def _edit_checkpoint(path, edit):
     tensors = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
     edit(tensors)
     names = sorted(tensors)
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tf.constant(tensors[n]) for n in names])
+    tf.raw_ops.SaveV2(
+        prefix=prefix,
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.constant(tensors[n]) for n in names],
+    )
 
 
 def change_checkpoint_value(path, keys, index, delta=0.5):
@@ -206,8 +232,12 @@ def rewire_gather(path, op="ResourceGather"):
         for fdef in meta_graph.graph_def.library.function:
             gathers = [n for n in fdef.node_def if n.op == op]
             if len(gathers) >= 2:
-                found.update(function=fdef.signature.name, node=gathers[1].name,
-                             table=gathers[0].input[0], was=gathers[1].input[0])
+                found.update(
+                    function=fdef.signature.name,
+                    node=gathers[1].name,
+                    table=gathers[0].input[0],
+                    was=gathers[1].input[0],
+                )
                 gathers[1].input[0] = gathers[0].input[0]
                 return
         raise AssertionError(f"no function body with two {op} nodes")
@@ -229,6 +259,7 @@ def replace_op(path, old_op, new_op):
 
 
 # --- vocabularies in files ------------------------------------------------------------------
+
 
 def write_vocabulary(path, words, columns=False):
     """One word a line; with ``columns``, ``word<TAB>id`` lines (a TextFileInitializer's key_index 0)."""
@@ -255,8 +286,9 @@ class _TextFileTable(tf.Module):
         super().__init__()
         init = tf.lookup.TextFileInitializer(vocabulary, tf.string, 0, tf.int64, 1, delimiter="\t")
         self.table = tf.lookup.StaticHashTable(init, default_value=-1)
-        self.tags = tf.Variable(np.random.default_rng(6).standard_normal((size + 1, DIM)).astype(np.float32),
-                                name="tags")
+        self.tags = tf.Variable(
+            np.random.default_rng(6).standard_normal((size + 1, DIM)).astype(np.float32), name="tags"
+        )
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tag")])
     def __call__(self, tag):

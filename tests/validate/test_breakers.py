@@ -7,6 +7,7 @@ the failure lines name what was broken.
 import re
 
 import saved_models
+
 from graphopt.validate import validate_models
 
 
@@ -44,8 +45,11 @@ def test_a_node_removed_from_a_function_body(keras_model, copy_of):
     report = validate_models(keras_model, broken)
     text = _failures(report)
     # Keras numbers its node names per process, so the consumer's name is not fixed: match around it.
-    assert re.search(rf"node-inputs: function {re.escape(repr(removed['function']))}, node '[^']+' \(\w+\): "
-                     rf"input '{re.escape(removed['node'])}:output:0' names no node of the body", text), text
+    assert re.search(
+        rf"node-inputs: function {re.escape(repr(removed['function']))}, node '[^']+' \(\w+\): "
+        rf"input '{re.escape(removed['node'])}:output:0' names no node of the body",
+        text,
+    ), text
     assert "restore: loading in a Session (restore op, then init op) failed" in text
     assert "tf2 loader: the rewritten model does not load" in text
 
@@ -54,8 +58,10 @@ def test_a_renamed_signature_output(keras_model, copy_of):
     broken = copy_of(keras_model)
     saved_models.rename_signature_output(broken, "serving_default", "output_0", "score")
     text = _failures(validate_models(keras_model, broken, loader="session", oov=False))
-    assert ("signatures: signature 'serving_default': output 'output_0' is missing from the rewritten model "
-            "(the rewritten model has 'score' instead)") in text
+    assert (
+        "signatures: signature 'serving_default': output 'output_0' is missing from the rewritten model "
+        "(the rewritten model has 'score' instead)"
+    ) in text
     assert "session serving_default output 'output_0': missing from the rewritten model's outputs" in text
 
 
@@ -84,7 +90,6 @@ def test_a_tolerance_lets_a_small_difference_through_and_says_what_was_needed(tf
     report = validate_models(tf1_model, broken, loader="tf2", oov=False)
     needed = report.runs[0].outputs[0].max_abs_diff
     assert 0 < needed < 1e-2
-    loose = validate_models(tf1_model, broken, loader="tf2", oov=False,
-                            atol=needed)
+    loose = validate_models(tf1_model, broken, loader="tf2", oov=False, atol=needed)
     assert loose.runs[0].passed and "atol=" in loose.format()
     assert not loose.passed  # the checkpoint check stays exact: a table row is not an output

@@ -2,9 +2,9 @@ import json
 import os
 
 import pytest
+import saved_models
 from click.testing import CliRunner
 
-import saved_models
 from graphopt.cli import main
 
 
@@ -13,7 +13,9 @@ def run(*args):
 
 
 def test_passed_is_exit_0_with_the_human_report(tf1_model, copy_of):
-    result = run(tf1_model, copy_of(tf1_model), "--id-range", "ids=50", "--loader", "session", "--batches", "1")
+    result = run(
+        tf1_model, copy_of(tf1_model), "--id-range", "ids=50", "--loader", "session", "--batches", "1"
+    )
     assert result.exit_code == 0, result.output
     assert "tolerance: exact" in result.output and "[PASSED] out" in result.output
     assert result.output.rstrip().splitlines()[-1].startswith("PASSED:")
@@ -35,7 +37,8 @@ def test_bad_input_is_exit_2_with_one_line(tf1_model, tmp_path):
     result = run(tf1_model, str(tmp_path / "missing"))
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        f"graphopt: error: {tmp_path / 'missing'}: no such directory; give a SavedModel directory"]
+        f"graphopt: error: {tmp_path / 'missing'}: no such directory; give a SavedModel directory"
+    ]
     result = run(tf1_model, tf1_model, "--id-range", "ids")
     assert result.exit_code == 2 and "write INPUT=ROWS" in result.output
     result = run(tf1_model, tf1_model, "--signature", "nope")
@@ -58,10 +61,14 @@ def test_rewrite_verify_passes_on_every_course_form_and_target(course_models, tm
     # with the original read through the same TF1 path (it failed by a last bit before).
     original, _ = course_models(form)
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["rewrite", original, "-o", str(out), "--target", target, "--verify", "--json"])
+    result = CliRunner().invoke(
+        main, ["rewrite", original, "-o", str(out), "--target", target, "--verify", "--json"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["wrote"] is True and report["validation"]["passed"] is True, report["validation"]["failures"]
+    assert report["wrote"] is True and report["validation"]["passed"] is True, report["validation"][
+        "failures"
+    ]
     assert sorted({r["loader"] for r in report["validation"]["numerics"]}) == ["session", "tf2"]
     assert out.is_dir()
 
@@ -93,4 +100,5 @@ def test_verify_of_a_meta_graph_input_is_refused_up_front(tmp_path):
     assert result.exit_code == 2 and not (tmp_path / "out").exists()
     assert result.output.strip().splitlines() == [
         f"graphopt: error: --verify validates SavedModels and {meta} is not one; run without --verify "
-        "(or validate a SavedModel export of it)"]
+        "(or validate a SavedModel export of it)"
+    ]

@@ -3,8 +3,8 @@ import numpy as np
 from graphopt.validate.compare import OutputComparison, Tolerance
 
 
-def compare(a, b, tolerance=Tolerance(), case="c"):
-    c = OutputComparison("out", tolerance)
+def compare(a, b, tolerance=None, case="c"):
+    c = OutputComparison("out", tolerance if tolerance is not None else Tolerance())
     c.add(case, np.asarray(a), np.asarray(b))
     return c
 

@@ -36,11 +36,20 @@ def test_sparse_tensor_components_are_generated_as_the_ops_need_them(sparse_pair
     report = validate_models(*sparse_pair, loader="session", oov=False)
     assert report.passed, report.format()
     (run,) = report.runs
-    assert [name for name, _ in run.cases] == ["random-0", "random-1", "random-2", "random-3", "batch-1",
-                                               "large", "empty"]
+    assert [name for name, _ in run.cases] == [
+        "random-0",
+        "random-1",
+        "random-2",
+        "random-3",
+        "batch-1",
+        "large",
+        "empty",
+    ]
     plan = report.inputs["serving_default"].inputs
     assert plan["indices"].endswith("SparseTensor indices: unique coordinates in row-major order")
-    assert plan["dense_shape"].endswith("SparseTensor dense shape: one past the largest index in each dimension")
+    assert plan["dense_shape"].endswith(
+        "SparseTensor dense shape: one past the largest index in each dimension"
+    )
     assert "the large batch reads all 20" in plan["values"]
 
 
@@ -58,14 +67,24 @@ def test_generated_sparse_indices_are_sorted_unique_and_inside_the_dense_shape(s
 
 def test_npz_of_one_batch_as_the_signature_takes_it(sparse_pair, tmp_path):
     path = str(tmp_path / "batch.npz")
-    np.savez(path, indices=np.array([[0, 0], [0, 1], [2, 0]], np.int64), values=np.array([3, 19, 0], np.int64),
-             dense_shape=np.array([3, 2], np.int64))  # 3 coordinates, 3 values, a [2] shape: not row-aligned
+    np.savez(
+        path,
+        indices=np.array([[0, 0], [0, 1], [2, 0]], np.int64),
+        values=np.array([3, 19, 0], np.int64),
+        dense_shape=np.array([3, 2], np.int64),
+    )  # 3 coordinates, 3 values, a [2] shape: not row-aligned
     report = validate_models(*sparse_pair, data=path, loader="session", oov=False)
     assert report.passed, report.format()
     assert [name for name, _ in report.runs[0].cases] == ["data-0"]
-    np.savez(path, indices=np.array([0, 1, 2], np.int64), values=np.array([3, 19], np.int64),
-             dense_shape=np.array([3, 2], np.int64))
-    with pytest.raises(DataError, match="array 'indices' has shape \\[3\\], the signature wants int64\\[\\?, 2\\]"):
+    np.savez(
+        path,
+        indices=np.array([0, 1, 2], np.int64),
+        values=np.array([3, 19], np.int64),
+        dense_shape=np.array([3, 2], np.int64),
+    )
+    with pytest.raises(
+        DataError, match="array 'indices' has shape \\[3\\], the signature wants int64\\[\\?, 2\\]"
+    ):
         validate_models(*sparse_pair, data=path, loader="session", oov=False)
 
 
@@ -76,14 +95,20 @@ def string_model(tmp_path_factory):
     class Net(tf.Module):
         def __init__(self):
             super().__init__()
-            self.a = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-                tf.constant(VOCAB_A), tf.range(3, dtype=tf.int64)), default_value=-1)
-            self.b = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-                tf.constant(VOCAB_B), tf.range(4, dtype=tf.int64)), default_value=-1)
+            self.a = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(tf.constant(VOCAB_A), tf.range(3, dtype=tf.int64)),
+                default_value=-1,
+            )
+            self.b = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(tf.constant(VOCAB_B), tf.range(4, dtype=tf.int64)),
+                default_value=-1,
+            )
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=n) for n in ("a", "b", "h")])
         def __call__(self, a, b, h):
-            return {"out": self.a.lookup(a) * 10 + self.b.lookup(b) + tf.strings.to_hash_bucket_fast(h, BUCKETS)}
+            return {
+                "out": self.a.lookup(a) * 10 + self.b.lookup(b) + tf.strings.to_hash_bucket_fast(h, BUCKETS)
+            }
 
     net = Net()
     path = str(tmp_path_factory.mktemp("strings") / "m")
@@ -175,7 +200,13 @@ def test_npz_of_a_ragged_batch_is_fed_as_given(ragged_pair, tmp_path):
     # 4 values in 3 rows of 1, 0 and 3 values: as many splits as values, yet not rows to cut in batches.
     values, splits = np.array([0, 49, 7, 1], np.int64), np.array([0, 1, 1, 4], np.int64)
     np.savez(path, values=values, row_splits=splits, ids=values, ids_1=splits)
-    report = validate_models(*ragged_pair, signatures=["serving_default", "split", "padded"], data=path,
-                             batch_size=2, loader="session", oov=False)
+    report = validate_models(
+        *ragged_pair,
+        signatures=["serving_default", "split", "padded"],
+        data=path,
+        batch_size=2,
+        loader="session",
+        oov=False,
+    )
     assert report.passed, report.format()
     assert [[name for name, _ in run.cases] for run in report.runs] == [["data-0"]] * 3

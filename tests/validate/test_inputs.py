@@ -17,11 +17,16 @@ SPEC = SignatureSpec(
 
 
 def test_generated_cases_cover_batch_sizes_ranges_and_repeats():
-    cases, plan = generate_cases(SPEC, {"movieId": 1001}, {"genre": ["Drama", "Comedy"]}, batches=3, batch_size=64)
+    cases, plan = generate_cases(
+        SPEC, {"movieId": 1001}, {"genre": ["Drama", "Comedy"]}, batches=3, batch_size=64
+    )
     by_name = {c.name: c for c in cases}
     assert [c.name for c in cases] == ["random-0", "random-1", "random-2", "batch-1", "large", "empty"]
     assert by_name["batch-1"].feeds["movieId"].shape == (1, 1)
-    assert by_name["empty"].feeds["movieId"].shape == (0, 1) and by_name["empty"].feeds["rating"].shape == (0, 2)
+    assert by_name["empty"].feeds["movieId"].shape == (0, 1) and by_name["empty"].feeds["rating"].shape == (
+        0,
+        2,
+    )
     for c in cases:
         ids = c.feeds["movieId"]
         assert ids.dtype == np.int64 and ((ids >= 0) & (ids < 1001)).all()
@@ -52,7 +57,9 @@ def test_inputs_are_reproducible_and_ranges_validated():
 
 
 def test_unbatched_signature_keeps_fixed_shapes():
-    spec = SignatureSpec("s", {"x": TensorSpecInfo("x", "float32", (3,)), "k": TensorSpecInfo("k", "int32", ())}, {})
+    spec = SignatureSpec(
+        "s", {"x": TensorSpecInfo("x", "float32", (3,)), "k": TensorSpecInfo("k", "int32", ())}, {}
+    )
     cases, _ = generate_cases(spec, {"k": 4}, batches=2)
     assert [c.name for c in cases] == ["random-0", "random-1"]
     assert cases[0].feeds["x"].shape == (3,) and cases[0].feeds["k"].shape == () and cases[0].rows is None
@@ -99,12 +106,20 @@ def test_the_course_sample_csv_goes_through_its_own_reader(tmp_path):
     row = {**{k: "7" for k in header}, **{g: "Drama" for g in GENRE_FEATURES}, LABEL: "1"}
     path = tmp_path / "samples.csv"
     path.write_text(",".join(header) + "\n" + ",".join(row[k] for k in header) + "\n")
-    spec = SignatureSpec("s", {"movieId": TensorSpecInfo("movieId", "int64", (None,)),
-                               "userGenre1": TensorSpecInfo("userGenre1", "string", (None,)),
-                               "movieAvgRating": TensorSpecInfo("movieAvgRating", "float32", (None,))}, {})
+    spec = SignatureSpec(
+        "s",
+        {
+            "movieId": TensorSpecInfo("movieId", "int64", (None,)),
+            "userGenre1": TensorSpecInfo("userGenre1", "string", (None,)),
+            "movieAvgRating": TensorSpecInfo("movieAvgRating", "float32", (None,)),
+        },
+        {},
+    )
     cases, _ = read_data_cases(str(path), spec)
     assert cases[0].feeds["movieId"].tolist() == [7] and cases[0].feeds["userGenre1"].tolist() == [b"Drama"]
     # The course reader's range check applies: an id past the model's buckets is bad input.
-    path.write_text(",".join(header) + "\n" + ",".join("99999" if k == "movieId" else row[k] for k in header) + "\n")
+    path.write_text(
+        ",".join(header) + "\n" + ",".join("99999" if k == "movieId" else row[k] for k in header) + "\n"
+    )
     with pytest.raises(DataError, match="column movieId: id 99999 is outside 0..1000"):
         read_data_cases(str(path), spec)

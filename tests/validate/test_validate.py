@@ -4,17 +4,20 @@ import json
 
 import numpy as np
 import pytest
-
 import saved_models
+
 from graphopt.errors import DataError, GraphoptError, ModelError
 from graphopt.validate import validate_models
 
 
-@pytest.mark.parametrize("form, tables", [
-    ("keras_model", {"movieId": ("movie_embedding/embeddings_1", saved_models.ITEMS)}),
-    ("module_model", {"item": ("items", saved_models.ITEMS), "user": ("users", saved_models.USERS)}),
-    ("tf1_model", {"ids": ("item_table", saved_models.ITEMS)}),
-])
+@pytest.mark.parametrize(
+    "form, tables",
+    [
+        ("keras_model", {"movieId": ("movie_embedding/embeddings_1", saved_models.ITEMS)}),
+        ("module_model", {"item": ("items", saved_models.ITEMS), "user": ("users", saved_models.USERS)}),
+        ("tf1_model", {"ids": ("item_table", saved_models.ITEMS)}),
+    ],
+)
 def test_an_unchanged_copy_passes_on_both_loaders(request, copy_of, form, tables):
     original = request.getfixturevalue(form)
     report = validate_models(original, copy_of(original))
@@ -22,11 +25,26 @@ def test_an_unchanged_copy_passes_on_both_loaders(request, copy_of, form, tables
     # Id ranges come from the tables each input feeds (inspect_model), not from the caller.
     ranges = report.inputs["serving_default"].id_ranges
     assert {k: (r.source, r.high) for k, r in ranges.items()} == {
-        k: (f"table {name}", rows) for k, (name, rows) in tables.items()}
+        k: (f"table {name}", rows) for k, (name, rows) in tables.items()
+    }
     assert {r.loader for r in report.runs} == {"tf2", "session"}
-    assert [c.name for c in report.checks] == ["node-inputs", "ops-registered", "signatures", "restore", "checkpoint"]
+    assert [c.name for c in report.checks] == [
+        "node-inputs",
+        "ops-registered",
+        "signatures",
+        "restore",
+        "checkpoint",
+    ]
     for run in report.runs:
-        assert [n for n, _ in run.cases] == ["random-0", "random-1", "random-2", "random-3", "batch-1", "large", "empty"]
+        assert [n for n, _ in run.cases] == [
+            "random-0",
+            "random-1",
+            "random-2",
+            "random-3",
+            "batch-1",
+            "large",
+            "empty",
+        ]
         assert all(o.elements > 0 and o.mismatches == 0 for o in run.outputs)
     text = report.format()
     assert "tolerance: exact" in text and text.splitlines()[-1].startswith("PASSED: 5/5 structural checks")
@@ -58,7 +76,9 @@ def test_json_report_carries_everything(tf1_model, copy_of):
 def test_data_file_inputs(tf1_model, copy_of, tmp_path):
     data = tmp_path / "rows.npz"
     np.savez(data, ids=np.arange(50), weights=np.linspace(-1, 1, 50))
-    report = validate_models(tf1_model, copy_of(tf1_model), data=str(data), batch_size=16, loader="tf2", oov=False)
+    report = validate_models(
+        tf1_model, copy_of(tf1_model), data=str(data), batch_size=16, loader="tf2", oov=False
+    )
     assert report.passed
     assert [r for _, r in report.runs[0].cases] == [16, 16, 16, 2]
 
@@ -70,7 +90,9 @@ def test_bad_arguments_raise_graphopt_errors(tf1_model, tmp_path):
         validate_models(tf1_model, tf1_model, atol=-1)
     with pytest.raises(GraphoptError, match="unknown loader"):
         validate_models(tf1_model, tf1_model, loader="serving")
-    with pytest.raises(GraphoptError, match="signature\\(s\\) nope not in the original model; it has serving_default"):
+    with pytest.raises(
+        GraphoptError, match="signature\\(s\\) nope not in the original model; it has serving_default"
+    ):
         validate_models(tf1_model, tf1_model, signatures=["nope"], loader="tf2")
 
 
@@ -80,10 +102,14 @@ def test_original_failing_on_every_input_is_bad_input(tf1_model):
 
 
 def test_string_inputs_draw_from_the_models_lookup_vocabulary(keras_model, copy_of):
-    report = validate_models(keras_model, copy_of(keras_model), loader="tf2", batches=1, oov=False,
-                             signatures=["serving_default"])
+    report = validate_models(
+        keras_model, copy_of(keras_model), loader="tf2", batches=1, oov=False, signatures=["serving_default"]
+    )
     assert "genre" in report.inputs["serving_default"].inputs
-    assert "words from a 3-word vocabulary and 1 unknown word" in report.inputs["serving_default"].inputs["genre"]
+    assert (
+        "words from a 3-word vocabulary and 1 unknown word"
+        in report.inputs["serving_default"].inputs["genre"]
+    )
 
 
 def test_a_copy_without_object_graph_loads_through_the_tf1_path_and_is_noted(module_model, tmp_path):
@@ -97,5 +123,8 @@ def test_a_copy_without_object_graph_loads_through_the_tf1_path_and_is_noted(mod
     report = validate_models(module_model, dropped, oov=False, batches=1)
     assert report.passed, report.format()
     # The tf2 loader reads the original without its object graph too: both through the TF1 path.
-    assert any(n.startswith("tf2 loader: the rewritten model has no object graph") and
-               "the original was loaded without its object graph too" in n for n in report.notes)
+    assert any(
+        n.startswith("tf2 loader: the rewritten model has no object graph")
+        and "the original was loaded without its object graph too" in n
+        for n in report.notes
+    )

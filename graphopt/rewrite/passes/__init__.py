@@ -8,7 +8,7 @@ Targets (``ev/``, ``stock/``) list their passes in their ``TARGET`` (graphopt.re
 """
 
 import dataclasses
-from typing import Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,7 +27,7 @@ class Pass:
 
     name = ""
 
-    def match(self, ctx) -> List:
+    def match(self, ctx) -> list:
         """What this pass would change in ``ctx.model``; no edits."""
         raise NotImplementedError
 
@@ -35,7 +35,7 @@ class Pass:
         """Edits ``ctx.model`` for ``matches`` (from ``match``); whether the graph changed."""
         raise NotImplementedError
 
-    def check(self, ctx) -> List[str]:
+    def check(self, ctx) -> list[str]:
         """What this pass established that must still hold (debug mode checks it after this pass
         and every later one): one line per violation."""
         return []
@@ -59,8 +59,8 @@ class CheckpointLayout:
     ``renamed`` ({old: new}) keep their bytes under a new key (a trained table's slot variables).
     """
 
-    conversions: List = dataclasses.field(default_factory=list)
-    added: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    conversions: list = dataclasses.field(default_factory=list)
+    added: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     renamed: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -82,14 +82,14 @@ class Target:
 
     name: str  # the --target value
     description: str  # what a converted table becomes, for the plan listing
-    passes: Callable[[], List[Pass]]  # fresh pass instances, in the order they run
-    op_types: Tuple[str, ...]  # op types the output uses whose OpDefs go into its stripped op list
+    passes: Callable[[], list[Pass]]  # fresh pass instances, in the order they run
+    op_types: tuple[str, ...]  # op types the output uses whose OpDefs go into its stripped op list
     checkpoint_layout: Callable[[list], CheckpointLayout]  # of the plan's tables
     # (meta_graph, checkpoint object graph, tables) -> the rewritten checkpoint object graph, or
     # None: makes TF2 objects stand for the converted tables in a SavedModel's object graph
     # (edited in place). A target without one drops the object graph before its passes run, and
     # its output is TF1-format.
-    rewrite_object_graph: Optional[Callable] = None
+    rewrite_object_graph: Callable | None = None
     restrict_plan: Callable = _every_table  # drops the tables the target cannot convert
     # Registers the op library the target's ops come from (their OpDefs go into the output);
     # called before anything is read, so a missing library fails fast.

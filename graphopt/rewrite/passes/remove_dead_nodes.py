@@ -14,8 +14,17 @@ from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.plan import Replacement
 
 # Stateful ops that may go once dead: the leftovers of a table's old variable.
-TABLE_LEFTOVERS = {"ReadVariableOp", "ResourceGather", "DisableCopyOnRead", "VarIsInitializedOp",
-                   "AssignVariableOp", "VarHandleOp", "VariableV2", "Assign", "IsVariableInitialized"}
+TABLE_LEFTOVERS = {
+    "ReadVariableOp",
+    "ResourceGather",
+    "DisableCopyOnRead",
+    "VarIsInitializedOp",
+    "AssignVariableOp",
+    "VarHandleOp",
+    "VariableV2",
+    "Assign",
+    "IsVariableInitialized",
+}
 
 
 def _removable(node, table_handles):
@@ -72,4 +81,3 @@ class RemoveDeadNodes(Pass):
             model.body(bname).remove_nodes(names)
         model.keep_functions(reachable_functions(model))
         return any(removed.values())
-

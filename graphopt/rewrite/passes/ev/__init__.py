@@ -44,8 +44,13 @@ def checkpoint_layout(tables) -> CheckpointLayout:
     trained table's slot variables' tensors become KEY-slot-<name> (same rows, same order)."""
     return CheckpointLayout(
         conversions=[TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids) for t in tables],
-        renamed={s.checkpoint_key: f"{t.checkpoint_key}-slot-{s.name}"
-                 for t in tables if t.training is not None for s in t.training.slots})
+        renamed={
+            s.checkpoint_key: f"{t.checkpoint_key}-slot-{s.name}"
+            for t in tables
+            if t.training is not None
+            for s in t.training.slots
+        },
+    )
 
 
 def load_ops():

@@ -37,9 +37,13 @@ def _row_attrs(dim):
 
 
 def handle(name, shared_name, container, dim, device="", optimizer="", slot_init=()):
-    attrs = {"shared_name": (shared_name, "s"), "container": (container, "s"),
-             "key_dtype": (nodes.dtype_enum(INT64), "type"), "default_value": ([], "list(float)"),
-             **_row_attrs(dim)}
+    attrs = {
+        "shared_name": (shared_name, "s"),
+        "container": (container, "s"),
+        "key_dtype": (nodes.dtype_enum(INT64), "type"),
+        "default_value": ([], "list(float)"),
+        **_row_attrs(dim),
+    }
     if optimizer:  # a trained table keeps its optimizer's slots in each row
         attrs.update({"optimizer": (optimizer, "s"), "slot_init": (list(slot_init), "list(float)")})
     return nodes.make_node(HANDLE_OP, name, (), attrs, device)
@@ -50,8 +54,7 @@ def find(name, table_ref, ids_ref, ids_dtype, dim, device="", control=()):
     return nodes.make_node(FIND_OP, name, [table_ref, ids_ref], attrs, device, control)
 
 
-def find_with_fallback(name, table_ref, raw_ref, raw_dtype, ids_ref, ids_dtype, dim, device="",
-                       control=()):
+def find_with_fallback(name, table_ref, raw_ref, raw_dtype, ids_ref, ids_dtype, dim, device="", control=()):
     attrs = {"Tids": (raw_dtype, "type"), "Tfallback": (ids_dtype, "type"), **_row_attrs(dim)}
     return nodes.make_node(FALLBACK_FIND_OP, name, [table_ref, raw_ref, ids_ref], attrs, device, control)
 
@@ -61,8 +64,9 @@ def export(name, table_ref, dim, device=""):
 
 
 def import_(name, table_ref, keys, values, freqs, versions, dim, device="", control=()):
-    return nodes.make_node(IMPORT_OP, name, [table_ref, keys, values, freqs, versions],
-                           _row_attrs(dim), device, control)
+    return nodes.make_node(
+        IMPORT_OP, name, [table_ref, keys, values, freqs, versions], _row_attrs(dim), device, control
+    )
 
 
 def find_or_insert(name, table_ref, ids_ref, step_ref, ids_dtype, dim, device="", control=()):
@@ -81,8 +85,9 @@ def export_with_slots(name, table_ref, dim, num_slots, device=""):
     return nodes.make_node(EXPORT_SLOTS_OP, name, [table_ref], attrs, device)
 
 
-def import_with_slots(name, table_ref, keys, values, freqs, versions, slots, pending, dim, optimizer,
-                      device="", control=()):
+def import_with_slots(
+    name, table_ref, keys, values, freqs, versions, slots, pending, dim, optimizer, device="", control=()
+):
     attrs = {**_row_attrs(dim), "num_slots": (len(slots), "i"), "optimizer": (optimizer, "s")}
     inputs = [table_ref, keys, values, freqs, versions, *slots, *pending]
     return nodes.make_node(IMPORT_SLOTS_OP, name, inputs, attrs, device, control)

@@ -24,10 +24,11 @@ at the EmbeddingVariable). Template functions are renamed so they cannot clash w
 import os
 import tempfile
 import uuid
-from typing import Dict, List, Optional
 
 from graphopt.errors import ModelError
-from graphopt.graph import io, meta_graph as mg_lib, nodes, object_graph as og_lib
+from graphopt.graph import io, nodes
+from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import object_graph as og_lib
 
 TEMPLATE_ATTRIBUTE = "table"
 _FUNCTION_SUFFIX = "_graphopt_ev"
@@ -51,8 +52,9 @@ def _template(tables, scratch_dir=None) -> tuple:
     run = uuid.uuid4().hex[:12]
     module = tf.Module()
     for i, table in enumerate(tables):
-        ev = graphopt.EmbeddingVariable(table.dim, name=f"graphopt_table_{i}",
-                                        shared_name=f"graphopt_{run}_{i}")
+        ev = graphopt.EmbeddingVariable(
+            table.dim, name=f"graphopt_table_{i}", shared_name=f"graphopt_{run}_{i}"
+        )
         setattr(module, f"t{i}", ev)
     with tempfile.TemporaryDirectory(prefix="graphopt-ev-template-", dir=scratch_dir) as tmp:
         tf.saved_model.save(module, tmp)
@@ -62,7 +64,7 @@ def _template(tables, scratch_dir=None) -> tuple:
     return og_lib.saved_object_graph(mg), mg_lib.function_library(mg), ckpt_graph
 
 
-def table_objects(meta_graph, ckpt_graph, tables) -> Dict[str, List[int]]:
+def table_objects(meta_graph, ckpt_graph, tables) -> dict[str, list[int]]:
     """{table name: ids of the objects that stand for it}.
 
     A table can have several objects (Keras 3 exports track each weight twice, as
@@ -79,7 +81,7 @@ def table_objects(meta_graph, ckpt_graph, tables) -> Dict[str, List[int]]:
     return {name: sorted(ids) for name, ids in found.items()}
 
 
-def rewrite_object_graph(meta_graph, ckpt_graph, tables, scratch_dir=None) -> Optional[object]:
+def rewrite_object_graph(meta_graph, ckpt_graph, tables, scratch_dir=None) -> object | None:
     """Turns each table's variable object into an EmbeddingVariable object, in place.
 
     ``ckpt_graph`` is the checkpoint's TrackableObjectGraph; returns its rewritten copy, or None
@@ -90,14 +92,18 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables, scratch_dir=None) -> Op
         return None
     og = og_lib.saved_object_graph(meta_graph)
     if og_lib.size(ckpt_graph) > og_lib.size(og):
-        raise ModelError("the SavedModel's object graph does not match its checkpoint's "
-                         f"({og_lib.size(og)} vs {og_lib.size(ckpt_graph)} objects); "
-                         "export the model again")
+        raise ModelError(
+            "the SavedModel's object graph does not match its checkpoint's "
+            f"({og_lib.size(og)} vs {og_lib.size(ckpt_graph)} objects); "
+            "export the model again"
+        )
     objects = table_objects(meta_graph, ckpt_graph, tables)
     missing = [name for name, ids in objects.items() if not ids]
     if missing:
-        raise ModelError(f"no object in the SavedModel's object graph stands for table {missing[0]}; "
-                         "export the model again with tf.saved_model.save or model.export")
+        raise ModelError(
+            f"no object in the SavedModel's object graph stands for table {missing[0]}; "
+            "export the model again with tf.saved_model.save or model.export"
+        )
     t_og, t_library, t_ckpt = _template(tables, scratch_dir)
     ckpt_graph = nodes.clone(ckpt_graph)
     # Objects past the checkpoint's end (saveable functions of resources) have no checkpoint
@@ -122,8 +128,9 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables, scratch_dir=None) -> Op
             og_lib.graft_subtree(og, ckpt_graph, t_og, t_ckpt, root_children[f"t{i}"], target, renamed)
             # The EmbeddingVariable's saveable reads K-keys/-values/-freqs/-versions, which is
             # how the checkpoint conversion names a table saved under K.
-            og_lib.set_checkpoint_attribute(og_lib.checkpoint_object(ckpt_graph, target),
-                                            TEMPLATE_ATTRIBUTE, table.checkpoint_key)
+            og_lib.set_checkpoint_attribute(
+                og_lib.checkpoint_object(ckpt_graph, target), TEMPLATE_ATTRIBUTE, table.checkpoint_key
+            )
     return ckpt_graph
 
 

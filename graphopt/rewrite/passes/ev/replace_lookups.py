@@ -40,6 +40,7 @@ def _gathers_rows(body: Body, node) -> bool:
     GatherV2. Gathers nothing consumes (the parts of a replaced partitioned lookup, left for the
     cleanup) do not count.
     """
+
     def live(name):
         return bool(body.consumers(name)) or bool(body.return_uses(name))
 
@@ -72,8 +73,10 @@ class ReplaceLookups(Pass):
                 for body, use in ctx.model.trace_variable(handle):
                     node = body.node(use.node)
                     if _gathers_rows(body, node):
-                        problems.append(f"{body.name or 'graph'}: {node.name} ({node.op}) still reads rows "
-                                        f"of table {table.name}, which the rewrite replaced")
+                        problems.append(
+                            f"{body.name or 'graph'}: {node.name} ({node.op}) still reads rows "
+                            f"of table {table.name}, which the rewrite replaced"
+                        )
         return problems
 
     def apply(self, ctx, matches):
@@ -87,11 +90,26 @@ class ReplaceLookups(Pass):
             for g in site.part_gathers:
                 ctx.disconnected.add((body.name, g))
             if site.training:  # training inserts unseen ids; serving lookups only find
-                new = ev.find_or_insert(old.name, table_ref, site.ids, step_ref(body, old.device),
-                                        site.ids_dtype, table.dim, old.device, nodes.control_inputs(old))
+                new = ev.find_or_insert(
+                    old.name,
+                    table_ref,
+                    site.ids,
+                    step_ref(body, old.device),
+                    site.ids_dtype,
+                    table.dim,
+                    old.device,
+                    nodes.control_inputs(old),
+                )
             else:
-                new = ev.find(old.name, table_ref, site.ids, site.ids_dtype, table.dim, old.device,
-                              nodes.control_inputs(old))
+                new = ev.find(
+                    old.name,
+                    table_ref,
+                    site.ids,
+                    site.ids_dtype,
+                    table.dim,
+                    old.device,
+                    nodes.control_inputs(old),
+                )
             if body.is_function:
                 out_arg = nodes.output_arg_names(old.op)[0]
                 body.replace_uses(TensorRef(old.name, out_arg, 0), TensorRef(old.name, "values", 0))

@@ -22,10 +22,15 @@ class ReplaceVariableHandles(Pass):
         for table in matches:
             old = nodes.clone(body.node(table.handles[0]))
             update = table.training
-            new = ev.handle(old.name, nodes.attr_value(old, "shared_name") or old.name,
-                            nodes.attr_value(old, "container") or b"", table.dim, old.device,
-                            optimizer=update.optimizer if update else "",
-                            slot_init=[s.init_value for s in update.slots] if update else ())
+            new = ev.handle(
+                old.name,
+                nodes.attr_value(old, "shared_name") or old.name,
+                nodes.attr_value(old, "container") or b"",
+                table.dim,
+                old.device,
+                optimizer=update.optimizer if update else "",
+                slot_init=[s.init_value for s in update.slots] if update else (),
+            )
             body.replace_node(old.name, new)
             ctx.replaced(body.name, old, new, table, self.name)
             for part in table.handles[1:]:

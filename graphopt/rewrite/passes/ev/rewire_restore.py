@@ -59,14 +59,32 @@ class RewireRestore(Pass):
                         slices[slot.restore_entry] = ""
                     slot_outs = [body.output_ref(restore_name, s.restore_entry, "tensors") for s in slots]
                     # Admission counters: none in a converted dense table.
-                    pending = [body.add_const(f"{assign.name}/pending_{what}", np.zeros([0], np.int64),
-                                              assign.device) for what in ("keys", "counts")]
-                    new = ev.import_with_slots(assign.name, body.data_inputs(assign)[0], *outs, slot_outs,
-                                               pending, table.dim, table.training.optimizer, assign.device,
-                                               nodes.control_inputs(assign))
+                    pending = [
+                        body.add_const(
+                            f"{assign.name}/pending_{what}", np.zeros([0], np.int64), assign.device
+                        )
+                        for what in ("keys", "counts")
+                    ]
+                    new = ev.import_with_slots(
+                        assign.name,
+                        body.data_inputs(assign)[0],
+                        *outs,
+                        slot_outs,
+                        pending,
+                        table.dim,
+                        table.training.optimizer,
+                        assign.device,
+                        nodes.control_inputs(assign),
+                    )
                 else:
-                    new = ev.import_(assign.name, body.data_inputs(assign)[0], *outs, table.dim,
-                                     assign.device, nodes.control_inputs(assign))
+                    new = ev.import_(
+                        assign.name,
+                        body.data_inputs(assign)[0],
+                        *outs,
+                        table.dim,
+                        assign.device,
+                        nodes.control_inputs(assign),
+                    )
                 body.replace_node(assign.name, new)
                 first_import[table.name] = assign.name
                 ctx.replaced(body.name, assign, new, table, self.name)

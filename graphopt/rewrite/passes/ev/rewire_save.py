@@ -44,8 +44,9 @@ class RewireSave(Pass):
                     name = body.unique_name(f"{read.name}/GraphoptEvExportWithSlots")
                     export = ev.export_with_slots(name, handle, table.dim, len(slots), save.device)
                 else:
-                    export = ev.export(body.unique_name(f"{read.name}/GraphoptEvExport"),
-                                       handle, table.dim, save.device)
+                    export = ev.export(
+                        body.unique_name(f"{read.name}/GraphoptEvExport"), handle, table.dim, save.device
+                    )
                 body.add_node(export)
                 for k, slot in enumerate(slots):
                     s = slot.save_entry

@@ -16,16 +16,26 @@ from graphopt.rewrite.passes.ev import nodes as ev
 
 def _keys(body, table, base, device):
     def rng(start, limit, delta):
-        consts = [body.add_const(f"{base}/keys/{n}", np.int64(v), device)
-                  for n, v in (("start", start), ("limit", limit), ("delta", delta))]
-        return body.op_output(body.add_op("Range", f"{base}/keys/range", consts,
-                                          {"Tidx": (nodes.dtype_enum("int64"), "type")}, device))
+        consts = [
+            body.add_const(f"{base}/keys/{n}", np.int64(v), device)
+            for n, v in (("start", start), ("limit", limit), ("delta", delta))
+        ]
+        return body.op_output(
+            body.add_op(
+                "Range", f"{base}/keys/range", consts, {"Tidx": (nodes.dtype_enum("int64"), "type")}, device
+            )
+        )
 
     parts = len(table.handles)
     if table.partition_strategy != "mod" or parts == 1:
         return rng(0, table.rows, 1)
-    return _concat(body, [rng(k, table.rows, parts) for k in range(parts)], f"{base}/keys",
-                   nodes.dtype_enum("int64"), device)
+    return _concat(
+        body,
+        [rng(k, table.rows, parts) for k in range(parts)],
+        f"{base}/keys",
+        nodes.dtype_enum("int64"),
+        device,
+    )
 
 
 def _concat(body, refs, base, dtype, device):
@@ -67,12 +77,26 @@ class RewriteInitializers(Pass):
                     ctx.replaced(body.name, a, None, table, self.name)
                 continue
             base = f"{first.name}/GraphoptEv"
-            values = _concat(body, [body.data_inputs(a)[1] for a in assigns], f"{base}/values",
-                             nodes.dtype_enum("float32"), first.device)
+            values = _concat(
+                body,
+                [body.data_inputs(a)[1] for a in assigns],
+                f"{base}/values",
+                nodes.dtype_enum("float32"),
+                first.device,
+            )
             keys = _keys(body, table, base, first.device)
             zeros = _zeros(body, table.rows, base, first.device)
-            new = ev.import_(first.name, body.data_inputs(first)[0], keys, values, zeros, zeros,
-                             table.dim, first.device, nodes.control_inputs(first))
+            new = ev.import_(
+                first.name,
+                body.data_inputs(first)[0],
+                keys,
+                values,
+                zeros,
+                zeros,
+                table.dim,
+                first.device,
+                nodes.control_inputs(first),
+            )
             body.replace_node(first.name, new)
             ctx.replaced(body.name, first, new, table, self.name)
             for a in assigns[1:]:

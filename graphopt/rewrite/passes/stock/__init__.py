@@ -4,8 +4,6 @@ The output needs no op library (docs/rewrite.md, "Stock-ops output"). No TF2 obj
 hash table, so the output is TF1-format: its object graph, and the functions only it used, go.
 """
 
-from typing import Optional
-
 from graphopt.rewrite.passes import CheckpointLayout, Target
 from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
 from graphopt.rewrite.passes.stock.nodes import STOCK_OPS, StockTables, checkpoint_content, restrict_plan
@@ -14,7 +12,7 @@ from graphopt.rewrite.passes.stock.stock_restore import StockRestore
 from graphopt.rewrite.passes.stock.stock_save import StockSave
 
 
-def passes(tables: Optional[StockTables] = None):
+def passes(tables: StockTables | None = None):
     """The stock rewrite, in order; the passes share one StockTables (the hash tables' names)."""
     tables = tables or StockTables()
     return [StockLookups(tables), StockSave(tables), StockRestore(tables), RemoveDeadNodes()]

@@ -19,8 +19,18 @@ TABLE_FIND_OP = "LookupTableFindV2"
 TABLE_IMPORT_OP = "LookupTableImportV2"
 TABLE_EXPORT_OP = "LookupTableExportV2"
 # Every op type the stock passes add; none needs graphopt's library.
-STOCK_OPS = (HASH_TABLE_OP, TABLE_FIND_OP, TABLE_IMPORT_OP, TABLE_EXPORT_OP, "Cast", "Maximum",
-             "GreaterEqual", "ExpandDims", "SelectV2", "Const")
+STOCK_OPS = (
+    HASH_TABLE_OP,
+    TABLE_FIND_OP,
+    TABLE_IMPORT_OP,
+    TABLE_EXPORT_OP,
+    "Cast",
+    "Maximum",
+    "GreaterEqual",
+    "ExpandDims",
+    "SelectV2",
+    "Const",
+)
 # A table saved under key K gets K-stock_keys and K-stock_rows (int64 [n] each) beside K.
 STOCK_CHECKPOINT_SUFFIXES = ("stock_keys", "stock_rows")
 INT64 = "int64"
@@ -46,9 +56,13 @@ class StockTables:
         for node in body.nodes():
             if node.op == HASH_TABLE_OP and nodes.attr_value(node, "shared_name") == shared:
                 return body.op_output(node.name)
-        attrs = {"container": ("", "s"), "shared_name": (shared, "s"),
-                 "use_node_name_sharing": (False, "b"), "key_dtype": (nodes.dtype_enum(INT64), "type"),
-                 "value_dtype": (nodes.dtype_enum(INT64), "type")}
+        attrs = {
+            "container": ("", "s"),
+            "shared_name": (shared, "s"),
+            "use_node_name_sharing": (False, "b"),
+            "key_dtype": (nodes.dtype_enum(INT64), "type"),
+            "value_dtype": (nodes.dtype_enum(INT64), "type"),
+        }
         name = body.add_op(HASH_TABLE_OP, f"{table.name}/stock_table", (), attrs, device)
         return body.op_output(name)
 
@@ -94,8 +108,13 @@ def restrict_plan(plan):
         differ = sorted(n for n, o in others.items() if _key_map(o) != _key_map(t))
         if differ:
             plan.tables.remove(t)
-            plan.skipped.append((t, f"shares a lookup function with {differ[0]}, which has other rows; "
-                                    "the stock target can look up only one key -> row map there"))
+            plan.skipped.append(
+                (
+                    t,
+                    f"shares a lookup function with {differ[0]}, which has other rows; "
+                    "the stock target can look up only one key -> row map there",
+                )
+            )
     return plan
 
 

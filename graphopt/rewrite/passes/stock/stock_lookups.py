@@ -45,25 +45,36 @@ class StockLookups(Pass):
             ids = TensorRef.parse(site.ids)
             # Partitioned: the flat ids feed the partition assignment and the stitch's order;
             # every one of those reads must see the row instead.
-            id_uses = ([(u.node, u.position) for u in body.consumers(ids.node, (ids.output, ids.index))]
-                       if site.part_gathers else [(old.name, 1)])
+            id_uses = (
+                [(u.node, u.position) for u in body.consumers(ids.node, (ids.output, ids.index))]
+                if site.part_gathers
+                else [(old.name, 1)]
+            )
             base, dev = f"{old.name}/stock", old.device
 
-            def add(op, suffix, inputs, attrs):
+            def add(op, suffix, inputs, attrs, body=body, base=base, dev=dev):
                 return body.op_output(body.add_op(op, f"{base}/{suffix}", inputs, attrs, dev))
 
             keys = ids
             if site.ids_dtype != nodes.dtype_enum(sn.INT64):
-                keys = add("Cast", "keys", [ids], {"SrcT": (site.ids_dtype, "type"), "DstT": _int(sn.INT64),
-                                                   "Truncate": (False, "b")})
+                keys = add(
+                    "Cast",
+                    "keys",
+                    [ids],
+                    {"SrcT": (site.ids_dtype, "type"), "DstT": _int(sn.INT64), "Truncate": (False, "b")},
+                )
             handle = self.tables.handle(body, table, dev)
             missing = body.add_const(f"{base}/missing", np.int64(-1), dev)
             row = add(sn.TABLE_FIND_OP, "row", [handle, keys, missing], sn.table_types())
             zero = body.add_const(f"{base}/zero", np.int64(0), dev)
             safe = add("Maximum", "safe_row", [row, zero], {"T": _int(sn.INT64)})
             if site.ids_dtype != nodes.dtype_enum(sn.INT64):
-                safe = add("Cast", "safe_row_ids", [safe], {"SrcT": _int(sn.INT64), "DstT": (site.ids_dtype, "type"),
-                                                            "Truncate": (False, "b")})
+                safe = add(
+                    "Cast",
+                    "safe_row_ids",
+                    [safe],
+                    {"SrcT": _int(sn.INT64), "DstT": (site.ids_dtype, "type"), "Truncate": (False, "b")},
+                )
             for node_name, pos in id_uses:
                 body.set_input(node_name, pos, safe)
             sn.run_with(body, [site.read, *site.part_gathers], row.node)
@@ -74,8 +85,13 @@ class StockLookups(Pass):
 
             gather = nodes.renamed(body.node(old.name), body.unique_name(f"{base}_gather"))  # ids rewired
             body.add_node(gather)
-            select = nodes.make_node("SelectV2", old.name, [mask, body.op_output(gather.name), default],
-                                     {"T": (nodes.dtype_enum("float32"), "type")}, dev)
+            select = nodes.make_node(
+                "SelectV2",
+                old.name,
+                [mask, body.op_output(gather.name), default],
+                {"T": (nodes.dtype_enum("float32"), "type")},
+                dev,
+            )
             if body.is_function:
                 out_arg = nodes.output_arg_names(old.op)[0]
                 body.replace_uses(TensorRef(old.name, out_arg, 0), TensorRef(old.name, "output", 0))

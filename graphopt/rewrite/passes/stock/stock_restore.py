@@ -19,6 +19,11 @@ class StockRestore(AppendHashTableEntries):
     def add_entry(self, body, restore, table, use, first):
         handle = self.tables.handle(body, table, restore.device)
         keys, rows = (body.output_ref(restore.name, k, "tensors") for k in (first, first + 1))
-        imp = body.add_op(sn.TABLE_IMPORT_OP, f"{table.name}/stock_import", [handle, keys, rows],
-                          sn.table_types(), restore.device)
+        imp = body.add_op(
+            sn.TABLE_IMPORT_OP,
+            f"{table.name}/stock_import",
+            [handle, keys, rows],
+            sn.table_types(),
+            restore.device,
+        )
         sn.run_with(body, [use.node], imp)  # runs wherever the restore is waited for

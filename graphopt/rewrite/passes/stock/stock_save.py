@@ -18,8 +18,10 @@ class StockSave(AppendHashTableEntries):
 
     def add_entry(self, body, save, table, use, first):
         handle = self.tables.handle(body, table, save.device)
-        attrs = {"Tkeys": (nodes.dtype_enum(sn.INT64), "type"),
-                 "Tvalues": (nodes.dtype_enum(sn.INT64), "type")}
+        attrs = {
+            "Tkeys": (nodes.dtype_enum(sn.INT64), "type"),
+            "Tvalues": (nodes.dtype_enum(sn.INT64), "type"),
+        }
         export = body.add_op(sn.TABLE_EXPORT_OP, f"{table.name}/stock_export", [handle], attrs, save.device)
         # A NodeDef lists its data inputs before its control inputs: the new tensors go between.
         nodes.insert_inputs(save, 3 + first, [body.op_output(export, 0), body.op_output(export, 1)])

@@ -62,8 +62,12 @@ def test_rewire_save_saves_four_tensors_per_table():
     save = graph.node("save/SaveV2")
     assert _strings(graph, save, 1) == ["emb-keys", "emb-values", "emb-freqs", "emb-versions"]
     assert _strings(graph, save, 2) == [""] * 4
-    assert [nodes.dtype_name(t) for t in nodes.attr_value(save, "dtypes")] == ["int64", "float32", "int64",
-                                                                              "int64"]
+    assert [nodes.dtype_name(t) for t in nodes.attr_value(save, "dtypes")] == [
+        "int64",
+        "float32",
+        "int64",
+        "int64",
+    ]
     export = next(n.name for n in graph.nodes() if n.op == "GraphoptEvExport")
     assert [str(r) for r in graph.data_inputs(save)[3:]] == [export] + [f"{export}:{i}" for i in (1, 2, 3)]
 
@@ -76,8 +80,13 @@ def test_rewire_restore_imports_what_it_restores():
     after = op_counts(graph)
     assert after["AssignVariableOp"] == before["AssignVariableOp"] - 1 and after["GraphoptEvImport"] == 1
     imp = graph.node("save/Assign")
-    assert [str(r) for r in graph.data_inputs(imp)] == ["emb", "save/RestoreV2", "save/RestoreV2:1",
-                                                        "save/RestoreV2:2", "save/RestoreV2:3"]
+    assert [str(r) for r in graph.data_inputs(imp)] == [
+        "emb",
+        "save/RestoreV2",
+        "save/RestoreV2:1",
+        "save/RestoreV2:2",
+        "save/RestoreV2:3",
+    ]
     restore = graph.node("save/RestoreV2")
     assert _strings(graph, restore, 1) == ["emb-keys", "emb-values", "emb-freqs", "emb-versions"]
     assert len(nodes.attr_value(restore, "dtypes")) == 4
