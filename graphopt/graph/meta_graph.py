@@ -97,6 +97,34 @@ def signature_input_specs(meta_graph):
     return out
 
 
+def signature_tensor_infos(meta_graph) -> dict:
+    """{signature: {"method": method name, "inputs": {key: info}, "outputs": {key: info}}}, each
+    info a (tensor name, dtype enum, shape) triple: the name is empty unless the TensorInfo names
+    one tensor; the shape is a tuple with None for an unknown dimension, or None for unknown rank."""
+    out = {}
+    for sig_name, sig in meta_graph.signature_def.items():
+        entry: dict = {"method": sig.method_name}
+        for part in ("inputs", "outputs"):
+            infos = {}
+            for key, info in getattr(sig, part).items():
+                dims = info.tensor_shape
+                shape = None if dims.unknown_rank else tuple(None if d.size < 0 else d.size for d in dims.dim)
+                infos[key] = (info.name, info.dtype, shape)
+            entry[part] = infos
+        out[sig_name] = entry
+    return out
+
+
+def restore_op_name(meta_graph) -> str:
+    """The SaverDef's restore op, or "" where the model has no saver."""
+    return meta_graph.saver_def.restore_op_name
+
+
+def graph_nodes_of_op(meta_graph, op_type) -> list:
+    """Names of the nodes of the graph itself (not of function bodies) that run ``op_type``."""
+    return [n.name for n in meta_graph.graph_def.node if n.op == op_type]
+
+
 def asset_files(meta_graph) -> dict:
     """{node name: its file's name in ``assets/``} for each tensor the loader feeds an asset's path."""
     return {a.tensor_info.name.split(":")[0]: a.filename for a in meta_graph.asset_file_def}

@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from graphopt.errors import ModelError
+from graphopt.graph.meta_graph import signature_tensor_infos
 
 LOADERS = ("tf2", "session")
 DEFAULT_TAGS = ("serve",)
@@ -169,8 +170,11 @@ class SessionModel:
         self.meta_graph = meta_graph
         self.signatures = signature_specs(meta_graph)
         self._tensor_names = {
-            name: ({k: v.name for k, v in sig.inputs.items()}, {k: v.name for k, v in sig.outputs.items()})
-            for name, sig in meta_graph.signature_def.items()
+            name: (
+                {k: info[0] for k, info in sig["inputs"].items()},
+                {k: info[0] for k, info in sig["outputs"].items()},
+            )
+            for name, sig in signature_tensor_infos(meta_graph).items()
         }
 
     def run(self, signature, feeds):
@@ -188,12 +192,9 @@ def _spec_from_tensor_spec(name, spec):
 
 
 def spec_from_tensor_info(name, info):
-    tf = _tf()
-    if info.tensor_shape.unknown_rank:
-        shape = None
-    else:
-        shape = tuple(None if d.size < 0 else d.size for d in info.tensor_shape.dim)
-    return TensorSpecInfo(name, tf.as_dtype(info.dtype).name, shape)
+    """A TensorSpecInfo from a (tensor name, dtype enum, shape) triple of signature_tensor_infos."""
+    _, dtype, shape = info
+    return TensorSpecInfo(name, _tf().as_dtype(dtype).name, shape)
 
 
 def signature_specs(meta_graph):
@@ -201,10 +202,10 @@ def signature_specs(meta_graph):
     return {
         name: SignatureSpec(
             name,
-            {k: spec_from_tensor_info(k, v) for k, v in sorted(sig.inputs.items())},
-            {k: spec_from_tensor_info(k, v) for k, v in sorted(sig.outputs.items())},
+            {k: spec_from_tensor_info(k, v) for k, v in sorted(sig["inputs"].items())},
+            {k: spec_from_tensor_info(k, v) for k, v in sorted(sig["outputs"].items())},
         )
-        for name, sig in sorted(meta_graph.signature_def.items())
+        for name, sig in sorted(signature_tensor_infos(meta_graph).items())
         # __saved_model_init_op and the like are loader plumbing, not serving signatures.
         if not name.startswith("__")
     }

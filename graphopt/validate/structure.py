@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from graphopt.graph import meta_graph as mg_lib
 from graphopt.validate.loaders import (
     DEFAULT_TAGS,
     SessionModel,
@@ -88,7 +89,8 @@ def check_signatures(original_meta, rewritten_meta):
         findings.append(f"signature {name!r} is new in the rewritten model")
     for name in sorted(set(original) & set(rewritten)):
         a, b = original[name], rewritten[name]
-        m1, m2 = original_meta.signature_def[name].method_name, rewritten_meta.signature_def[name].method_name
+        m1 = mg_lib.signature_tensor_infos(original_meta)[name]["method"]
+        m2 = mg_lib.signature_tensor_infos(rewritten_meta)[name]["method"]
         if m1 != m2:
             findings.append(f"signature {name!r}: method {m2!r}, the original's is {m1!r}")
         for kind, x, y in (("input", a.inputs, b.inputs), ("output", a.outputs, b.outputs)):
@@ -133,10 +135,10 @@ def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=(
         findings, restored = _restored_tables(model, original, original_tables)
     finally:
         model.close()
-    saver = model.meta_graph.saver_def
+    restore_op = mg_lib.restore_op_name(model.meta_graph)
     summary = (
-        f"restore op {saver.restore_op_name!r} and the init op ran"
-        if saver.restore_op_name
+        f"restore op {restore_op!r} and the init op ran"
+        if restore_op
         else ("the model has no saver (no variables to restore)")
     )
     if restored:
@@ -147,7 +149,7 @@ def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=(
 def _restored_tables(model, original, original_tables):
     """Exports each table's EmbeddingVariable from the restored session and compares its rows."""
     reader = _checkpoint(original) if original is not None else None
-    handles = {n.name: n for n in model.meta_graph.graph_def.node if n.op == "GraphoptEvHandleOp"}
+    handles = set(mg_lib.graph_nodes_of_op(model.meta_graph, "GraphoptEvHandleOp"))
     tables = [
         t for t in original_tables if len(t.handles) == 1 and t.handles[0] in handles and t.checkpoint_key
     ]

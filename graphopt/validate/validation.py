@@ -6,6 +6,7 @@ import os
 import tempfile
 
 from graphopt.errors import DataError, GraphoptError, ModelError
+from graphopt.graph import meta_graph as mg_lib
 from graphopt.validate.compare import OutputComparison, Tolerance
 from graphopt.validate.consumers import input_uses
 from graphopt.validate.inputs import (
@@ -92,8 +93,8 @@ def validate_models(
     # TensorFlow's TF1 path, where Grappler optimizes differently from the object-graph path; the
     # tf2 loader then reads the original through the same TF1 path, so the comparison is like with like.
     v1_original = (
-        original_meta.HasField("object_graph_def")
-        and not rewritten_meta.HasField("object_graph_def")
+        mg_lib.has_object_graph(original_meta)
+        and not mg_lib.has_object_graph(rewritten_meta)
         and "tf2" in loaders
     )
     if v1_original:

@@ -63,16 +63,7 @@ ALLOWED_MODULES = {
     "serve/repository.py": "GetModelMetadata/Status replies (the SignatureDefMap is copied in)",
     "serve/signature.py": "the DataType enum of TensorProto conversions",
 }
-# Accesses left in validate/ when the proto boundary was drawn (issue #11), each to move behind
-# graphopt.graph's API by the owner of that code: (module, access) -> where it is.
-ALLOWED_ACCESSES = {
-    ("validate/loaders.py", ".signature_def"): "signature_specs / SessionModel read SignatureDefs",
-    ("validate/loaders.py", ".tensor_shape"): "spec_from_tensor_info reads a TensorInfo's shape",
-    ("validate/structure.py", ".signature_def"): "check_signatures compares method names",
-    ("validate/structure.py", ".saver_def"): "check_restore names the restore op",
-    ("validate/structure.py", ".graph_def"): "_restored_tables finds the EmbeddingVariable handles",
-    ("validate/validation.py", ".HasField()"): "the object-graph note",
-}
+ALLOWED_ACCESSES: dict = {}  # (module, access) -> why; none today
 
 
 def _modules():
