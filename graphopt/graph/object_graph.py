@@ -4,6 +4,8 @@ Reading them, and the proto-level edits the rewrite makes: copying (grafting) a 
 objects from one graph into another with ids and function names mapped.
 """
 
+import glob
+
 from graphopt.checkpoint.convert import OBJECT_GRAPH_KEY
 from graphopt.errors import ModelError
 
@@ -27,9 +29,11 @@ def read_object_graph(prefix):
         graph = trackable_object_graph_pb2.TrackableObjectGraph()
         graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
     except (tf.errors.OpError, ValueError, IndexError, message.DecodeError) as exc:
-        # TensorFlow's reader raises IndexError on a truncated data file, OpError on a bad checksum.
+        # TensorFlow's reader raises IndexError on a truncated data file, OpError on a bad checksum;
+        # the files are named, since the user has to replace them.
+        files = ", ".join(sorted(glob.glob(glob.escape(prefix) + ".data-*"))) or f"{prefix}.data-*"
         raise ModelError(
-            f"cannot read the object graph of checkpoint {prefix} "
+            f"cannot read the object graph of checkpoint {prefix} ({files}) "
             f"({(str(exc).strip() or type(exc).__name__).splitlines()[0]}); "
             "the variables files are corrupted, copy them again"
         ) from None

@@ -39,10 +39,12 @@ def test_columnar_format_and_versioned_path(rec_server):
 def test_model_status_and_metadata(rec_server):
     status, reply = call(rec_server, "/v1/models/rec")
     assert status == 200
+    # TF Serving's schema, plus graphopt's own key for the online deltas (docs/online.md).
     assert reply == {
         "model_version_status": [
             {"version": "3", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-        ]
+        ],
+        "graphopt": {"version": 3, "last_applied_delta": None, "refused_delta": None},
     }
     assert call(rec_server, "/v1/models/rec/versions/3")[1] == reply
     status, meta = call(rec_server, "/v1/models/rec/metadata")
