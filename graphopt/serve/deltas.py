@@ -22,8 +22,9 @@ from graphopt.online.tables import live_handles, rewrite_target, table_specs
 log = logging.getLogger(__name__)
 
 
-def _dir_state(path):
-    """Names, sizes and times of a delta directory's files: changes while it is being written."""
+def directory_state(path):
+    """Names, sizes and times of a directory's files: they change while it is being written or
+    copied (a delta, a model version)."""
     items = []
     for root, _, files in os.walk(path):
         for name in files:
@@ -127,7 +128,7 @@ class DeltaFeed:
             )
             return False
         path = os.path.join(delta_format.deltas_dir(self.version_dir), str(wanted))
-        state = _dir_state(path)
+        state = directory_state(path)
         if self._refused_state.get(wanted) == state:
             return False
         started = time.monotonic()

@@ -18,7 +18,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from graphopt.errors import ModelError
 from graphopt.graph import io
-from graphopt.serve.deltas import DeltaFeed
+from graphopt.serve.deltas import DeltaFeed, directory_state
 from graphopt.serve.errors import BadRequest, NotFound
 from graphopt.serve.signature import DEFAULT_SIGNATURE, PredictSignature
 
@@ -119,19 +119,6 @@ def version_dirs(base_path):
         ):
             found[int(entry)] = path
     return found
-
-
-def _fingerprint(path):
-    """Names, sizes and times of a directory's files: a half-copied version changes it as it grows."""
-    items = []
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                st = os.stat(os.path.join(root, name))
-            except FileNotFoundError:
-                continue
-            items.append((os.path.relpath(os.path.join(root, name), path), st.st_size, st.st_mtime_ns))
-    return tuple(sorted(items))
 
 
 class ModelRepository:
@@ -244,7 +231,7 @@ class ModelRepository:
         """Look at the base path once and swap in the version it should serve; True if it swapped."""
         versions = version_dirs(self.base_path)
         candidates = [
-            v for v in versions if v not in self._failed or self._failed[v] != _fingerprint(versions[v])
+            v for v in versions if v not in self._failed or self._failed[v] != directory_state(versions[v])
         ]
         if not candidates:
             return False
@@ -267,7 +254,7 @@ class ModelRepository:
             self._statuses[version] = VersionStatus(version, state, error_code, error_message)
 
     def _load_and_swap(self, version, path):
-        fingerprint = _fingerprint(path)
+        fingerprint = directory_state(path)
         self._set_status(version, State.LOADING)
         log.info("loading version %d of %s from %s", version, self.name, path)
         try:
