@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "embedding_variable/cc/kernels/key_hash.h"
 #include "embedding_variable/cc/kernels/row_initializer.h"
 
 namespace graphopt {
@@ -26,16 +27,7 @@ constexpr int kMaxDim = 1024;
 constexpr int64_t kEmptyKey = INT64_MAX;
 constexpr int64_t kTombstoneKey = INT64_MAX - 1;
 
-// The murmur3 fmix64 finalizer: EmbeddingTable::Hash (cc/kernels/embedding_table.h).
-GRAPHOPT_HOST_DEVICE inline uint64_t HashKey(int64_t key) {
-  uint64_t h = static_cast<uint64_t>(key);
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdULL;
-  h ^= h >> 33;
-  h *= 0xc4ceb9fe1a85ec53ULL;
-  h ^= h >> 33;
-  return h;
-}
+// HashKey (cc/kernels/key_hash.h) is the CPU table's hash too.
 
 // Home bucket: the high 64 bits of h * num_buckets (uniform over [0, num_buckets), no
 // modulo). The CPU table maps the low 32 bits inside a shard; the GPU table has one

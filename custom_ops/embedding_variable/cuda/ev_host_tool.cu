@@ -71,7 +71,7 @@ int Rows() {
 
 int Hash() {
   const int64_t n = ReadInt();
-  for (int64_t i = 0; i < n; ++i) printf("%" PRIu64 "\n", gpu::HashKey(ReadInt()));
+  for (int64_t i = 0; i < n; ++i) printf("%" PRIu64 "\n", graphopt::HashKey(ReadInt()));
   return 0;
 }
 
@@ -80,7 +80,7 @@ int Probe() {
   const int64_t attempts = ReadInt();
   const int64_t n = ReadInt();
   for (int64_t i = 0; i < n; ++i) {
-    const uint64_t home = gpu::HomeBucket(gpu::HashKey(ReadInt()), num_buckets);
+    const uint64_t home = gpu::HomeBucket(graphopt::HashKey(ReadInt()), num_buckets);
     for (int64_t a = 0; a < attempts; ++a) {
       printf(a ? " %" PRIu64 : "%" PRIu64, gpu::ProbeBucket(home, a, num_buckets));
     }

@@ -38,6 +38,7 @@
 #include "absl/synchronization/mutex.h"
 #include "embedding_variable/cc/kernels/admission_filter.h"
 #include "embedding_variable/cc/kernels/counter_map.h"
+#include "embedding_variable/cc/kernels/key_hash.h"
 #include "embedding_variable/cc/kernels/row_initializer.h"
 #include "embedding_variable/cc/kernels/sparse_optimizers.h"
 #include "tensorflow/core/framework/resource_base.h"
@@ -241,15 +242,7 @@ class EmbeddingTable : public tensorflow::ResourceBase {
     std::vector<Victim> victims;
   };
 
-  static uint64_t Hash(int64_t key) {
-    uint64_t h = static_cast<uint64_t>(key);
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
-  }
+  static uint64_t Hash(int64_t key) { return HashKey(key); }
   static int ShardOf(uint64_t h) { return static_cast<int>(h >> (64 - kShardBits)); }
   static uint32_t Home(uint64_t h, uint32_t capacity) {
     return static_cast<uint32_t>(((h & 0xffffffffULL) * capacity) >> 32);
