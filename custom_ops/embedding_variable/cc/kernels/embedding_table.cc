@@ -560,6 +560,12 @@ Status EmbeddingTable::FindOrInsert(const K* keys, int64_t n, int64_t step, floa
 template <typename K>
 Status EmbeddingTable::Insert(const K* keys, int64_t n, const float* values,
                               const IntraOpPool& pool) {
+  return WriteRows(keys, n, values, /*overwrite=*/true, pool);
+}
+
+template <typename K>
+Status EmbeddingTable::WriteRows(const K* keys, int64_t n, const float* values, bool overwrite,
+                                 const IntraOpPool& pool) {
   const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
   return ForEachShardGroup(
       keys, n, 50 + dim_, false, pool,
@@ -569,7 +575,9 @@ Status EmbeddingTable::Insert(const K* keys, int64_t n, const float* values,
           bool added;
           uint32_t row;
           TF_RETURN_IF_ERROR(FindOrAddSlot(s, key, Hash(key), &added, &row));
-          std::memcpy(RowValues(*s, row), values + *it * dim_, row_bytes);
+          // Under the shard's writer lock: without overwrite, a key inserted meanwhile keeps
+          // its row.
+          if (overwrite || added) std::memcpy(RowValues(*s, row), values + *it * dim_, row_bytes);
         }
         return Status();
       });
@@ -593,19 +601,7 @@ void EmbeddingTable::FindExisting(const int64_t* keys, int64_t n, float* out,
 
 Status EmbeddingTable::InsertMissing(const int64_t* keys, int64_t n, const float* values,
                                      const IntraOpPool& pool) {
-  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
-  return ForEachShardGroup(
-      keys, n, 50 + dim_, false, pool,
-      [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
-        for (const int64_t* it = begin; it != end; ++it) {
-          bool added;
-          uint32_t row;
-          TF_RETURN_IF_ERROR(FindOrAddSlot(s, keys[*it], Hash(keys[*it]), &added, &row));
-          // Under the shard's writer lock: a key inserted meanwhile keeps its row.
-          if (added) std::memcpy(RowValues(*s, row), values + *it * dim_, row_bytes);
-        }
-        return Status();
-      });
+  return WriteRows(keys, n, values, /*overwrite=*/false, pool);
 }
 
 template <typename K>

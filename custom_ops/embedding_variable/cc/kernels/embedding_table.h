@@ -263,6 +263,12 @@ class EmbeddingTable : public tensorflow::ResourceBase {
     return s.chunks[row >> chunk_shift_].versions[row & chunk_mask_];
   }
 
+  // Insert (overwrite) and InsertMissing (keep rows already present): rows of missing keys
+  // are added, each shard's keys written under its writer lock.
+  template <typename K>
+  tensorflow::Status WriteRows(const K* keys, int64_t n, const float* values, bool overwrite,
+                               const IntraOpPool& pool);
+
   // Writer-locked helpers.
   void ResetShard(Shard* s, uint32_t expected_keys);
   void Rehash(Shard* s, uint32_t new_capacity);
