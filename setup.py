@@ -249,8 +249,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # Every package under graphopt/ (a new target's passes/ folder needs no edit here).
-    packages=find_packages(include=["graphopt", "graphopt.*"]) + ["graphopt_models"],
-    package_dir={"graphopt_models": "models"},
+    packages=find_packages(include=["graphopt", "graphopt.*"]),
     package_data={"graphopt": ["_build_info.json", GPU_LIB_FILE]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": TensorFlowBuildExt},

@@ -22,7 +22,7 @@ def real_samples_path():
 @pytest.fixture(scope="session")
 def course_models(tmp_path_factory):
     """Builds the Embedding+MLP once per form on small synthetic data; maps form -> (dir, report)."""
-    from graphopt_models import build_model
+    from graphopt.course.models import build_model
 
     built = {}
 

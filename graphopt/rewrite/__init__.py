@@ -6,7 +6,7 @@ the records they return (``ModelInspection``, ``EmbeddingTable``, ``LookupSite``
 for callers that drive the pass pipeline themselves.
 """
 
-from graphopt.rewrite.detect import EmbeddingTable, GatherLeftAlone, LookupSite, detect
+from graphopt.analysis.tables import EmbeddingTable, GatherLeftAlone, LookupSite, detect
 from graphopt.rewrite.inspection import ModelInspection, inspect_model
 from graphopt.rewrite.pipeline import PassResult, default_passes, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan

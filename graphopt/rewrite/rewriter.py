@@ -8,19 +8,19 @@ from collections.abc import Callable
 from typing import Any
 
 from graphopt import checkpoint
+from graphopt.analysis.id_chains import plan_migrations
+from graphopt.analysis.tables import detect
 from graphopt.errors import ModelError
 from graphopt.graph import io, keras_metadata, nodes
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph import object_graph as og_lib
 from graphopt.graph.model import ModelGraph
 from graphopt.output import check_output_dir, staged_output
-from graphopt.rewrite.collisionless import plan_migrations
-from graphopt.rewrite.detect import detect
 from graphopt.rewrite.inspection import node_counts
-from graphopt.rewrite.passes.ev.migrate_collisionless import MigrateCollisionless
 from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
 from graphopt.rewrite.targets import TARGETS
+from graphopt.rewrite.targets.ev.migrate_collisionless import MigrateCollisionless
 from graphopt.rewrite.tensorboard import write_tensorboard
 
 MANIFEST = "graphopt_manifest.json"

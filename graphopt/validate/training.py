@@ -262,9 +262,9 @@ def generated_batch(original, batch_size: int, seed: int = 0) -> dict[str, np.nd
     table's lookup draws ids inside the table (the smallest, where it feeds several), other
     integers 0/1, floats uniform in [0, 1) (labels included), strings short tokens (mostly out
     of a vocabulary: give real ones with --data)."""
+    from graphopt.analysis.tables import detect
     from graphopt.graph import nodes
     from graphopt.graph.model import ModelGraph, TensorRef
-    from graphopt.rewrite.detect import detect
 
     model = ModelGraph(io.read_model(original).meta_graph)
     rows: dict[str, int] = {}

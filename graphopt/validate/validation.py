@@ -208,9 +208,9 @@ def _signature_names(model, wanted):
 
 def _original_tables(original, tags, report):
     """The original's embedding tables (inspect_model) and the inputs it hashes or folds itself
-    (graphopt.rewrite.collisionless.folded_inputs); none, and a note, if it cannot tell."""
+    (graphopt.analysis.id_chains.folded_inputs); none, and a note, if it cannot tell."""
+    from graphopt.analysis.id_chains import folded_inputs
     from graphopt.rewrite import inspect_model
-    from graphopt.rewrite.collisionless import folded_inputs
 
     try:
         inspection = inspect_model(original, tags)

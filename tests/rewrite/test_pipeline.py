@@ -2,12 +2,12 @@
 
 import pytest
 
+from graphopt.analysis.tables import detect
 from graphopt.graph import io, nodes
 from graphopt.graph.model import ModelGraph
-from graphopt.rewrite.detect import detect
-from graphopt.rewrite.passes.ev.replace_lookups import ReplaceLookups
 from graphopt.rewrite.pipeline import RewriteIntegrityError, default_passes, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
+from graphopt.rewrite.targets.ev.replace_lookups import ReplaceLookups
 from tests.rewrite import cases
 
 

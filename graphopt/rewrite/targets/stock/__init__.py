@@ -1,0 +1,33 @@
+"""The stock-ops target (``--target stock``): rows stay dense, keys go through built-in hash tables.
+
+The output needs no op library (docs/rewrite.md, "Stock-ops output"). No TF2 object stands for a
+hash table, so the output is TF1-format: its object graph, and the functions only it used, go.
+"""
+
+from graphopt.rewrite.passes import CheckpointLayout, Target
+from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
+from graphopt.rewrite.targets.stock.builders import STOCK_OPS, StockTables, checkpoint_content, restrict_plan
+from graphopt.rewrite.targets.stock.stock_lookups import StockLookups
+from graphopt.rewrite.targets.stock.stock_restore import StockRestore
+from graphopt.rewrite.targets.stock.stock_save import StockSave
+
+
+def passes(tables: StockTables | None = None):
+    """The stock rewrite, in order; the passes share one StockTables (the hash tables' names)."""
+    tables = tables or StockTables()
+    return [StockLookups(tables), StockSave(tables), StockRestore(tables), RemoveDeadNodes()]
+
+
+def checkpoint_layout(tables) -> CheckpointLayout:
+    """The dense tables stay; each table's key -> row map is added beside it."""
+    return CheckpointLayout(added=checkpoint_content(tables))
+
+
+TARGET = Target(
+    name="stock",
+    description="built-in hash table + dense rows",
+    passes=passes,
+    op_types=STOCK_OPS,
+    checkpoint_layout=checkpoint_layout,
+    restrict_plan=restrict_plan,
+)
