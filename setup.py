@@ -238,12 +238,19 @@ def _build_gpu_library(lib_dir, cflags, lflags, build_temp):
     return "built"
 
 
+def _version():
+    namespace: dict = {}
+    with open(os.path.join(HERE, "graphopt", "version.py")) as f:
+        exec(f.read(), namespace)
+    return namespace["__version__"]
+
+
 sources = _cpu_sources()
 ext_modules = [Extension(LIB_NAME, sources=sources)] if sources else []
 
 setup(
     name="graphopt",
-    version="0.1.0",
+    version=_version(),
     description="Rewrite trained TensorFlow recommendation models onto dynamic-hash EmbeddingVariables",
     long_description=open(os.path.join(HERE, "README.md")).read(),
     long_description_content_type="text/markdown",

@@ -33,3 +33,17 @@ def course_models(tmp_path_factory):
         return built[form]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def built_case(tmp_path_factory):
+    """Builds a case's model once per session; maps builder -> Case (tests/rewrite/cases.py)."""
+    built = {}
+
+    def get(builder):
+        if builder not in built:
+            root = tmp_path_factory.mktemp(builder.__name__)
+            built[builder] = builder(str(root / "model"))
+        return built[builder]
+
+    return get

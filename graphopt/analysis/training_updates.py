@@ -20,21 +20,13 @@ import dataclasses
 
 import numpy as np
 
+from graphopt.ev import contract
 from graphopt.graph import nodes
 from graphopt.graph.model import Body, TensorRef
 
 # Ops a v1 optimizer writes a variable with (position 0 is the variable).
 UPDATE_OPS = ("ResourceScatterAdd", "ResourceScatterSub", "AssignSubVariableOp", "AssignAddVariableOp")
 UPDATE_PREFIXES = ("ResourceSparseApply", "ResourceApply")
-# Default slot values of the EmbeddingVariable optimizers (TF's v1 defaults), where the slot
-# variable's initializer is not a constant graphopt can read.
-SLOT_NAMES = {"sgd": (), "adagrad": ("accumulator",), "adam": ("m", "v"), "ftrl": ("accumulator", "linear")}
-APPLY_OPS = {
-    "sgd": "GraphoptEvApplySgd",
-    "adagrad": "GraphoptEvApplyAdagrad",
-    "adam": "GraphoptEvApplyAdam",
-    "ftrl": "GraphoptEvApplyFtrl",
-}
 
 
 def is_update(node, position) -> bool:
@@ -75,7 +67,7 @@ class TrainingUpdate:
 
     @property
     def apply_op(self) -> str:
-        return APPLY_OPS[self.optimizer]
+        return contract.APPLY_OPS[self.optimizer]
 
     def to_dict(self) -> dict:
         return {
@@ -206,7 +198,9 @@ def _adam(body: Body, node, scans) -> TrainingUpdate | str:
     lr_t = _ins(body, lr_mul)[0]
     if beta1 is None or beta2 is None:
         return f"{node.op} {node.name} is not a v1 Adam update"
-    slots = _slots(body, [(m_handle, "m", 0.0), (v_handle, "v", 0.0)], scans)
+    slots = _slots(
+        body, zip((m_handle, v_handle), contract.SLOT_NAMES["adam"], (0.0, 0.0), strict=True), scans
+    )
     if isinstance(slots, str):
         return slots
     return TrainingUpdate(
@@ -244,7 +238,8 @@ def match_update(body: Body, node, scans) -> TrainingUpdate | str:
         if nodes.attr_value(node, "update_slots") is False:
             return f"{node.op} {node.name} does not update its accumulator"
         v2 = node.op.endswith("V2")
-        slot = _slot(body, ins[1], "accumulator", 0.1, scans)
+        (accumulator,) = contract.SLOT_NAMES["adagrad"]
+        slot = _slot(body, ins[1], accumulator, 0.1, scans)
         if isinstance(slot, str):
             return slot
         # V1 has no epsilon: the op gets a constant 0 and its rsqrt form (below).
@@ -256,7 +251,7 @@ def match_update(body: Body, node, scans) -> TrainingUpdate | str:
             "adagrad", node.name, node.op, ids, g, [ins[2], epsilon], [slot], exact_attrs=exact
         )
     if node.op == "ResourceSparseApplyFtrl":
-        slots = _slots(body, [(ins[1], "accumulator", 0.1), (ins[2], "linear", 0.0)], scans)
+        slots = _slots(body, zip(ins[1:3], contract.SLOT_NAMES["ftrl"], (0.1, 0.0), strict=True), scans)
         if isinstance(slots, str):
             return slots
         hyper: list[str | None] = [*ins[5:9]]  # lr, l1, l2 (v1 adds its beta term), lr_power

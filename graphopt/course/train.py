@@ -58,7 +58,9 @@ def main(argv=None):
     parser.add_argument("--new-users", action="store_true")
     args = parser.parse_args(argv)
     try:
-        import graphopt  # noqa: F401  (loads TensorFlow and the ops)
+        from graphopt.ops.library import load_library
+
+        load_library()  # TensorFlow and the ops, before the model is read
 
         continue_training(
             args.model,

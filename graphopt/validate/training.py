@@ -15,9 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from graphopt.errors import ModelError
+from graphopt.ev import contract
 from graphopt.graph import io
-
-MANIFEST = "graphopt_manifest.json"
 
 
 @dataclasses.dataclass
@@ -103,7 +102,7 @@ def _tf():
 
 
 def _trained_tables(rewritten_dir) -> list[dict]:
-    path = os.path.join(rewritten_dir, MANIFEST)
+    path = os.path.join(rewritten_dir, contract.MANIFEST)
     try:
         with open(path) as f:
             tables = json.load(f)["tables"]

@@ -1,12 +1,13 @@
-"""The EmbeddingVariable target (``--target ev``): each table becomes a GraphoptEv* hash table.
+"""The EmbeddingVariable target (``--target ev``): each table becomes an EmbeddingVariable hash table.
 
 Gathers become finds, the Saver saves and restores KEY-keys/-values/-freqs/-versions, TF1
 initializers become imports, and the table's variable handle becomes an EmbeddingVariable handle.
 """
 
 from graphopt.checkpoint import TableConversion
-from graphopt.rewrite.passes import CheckpointLayout, Target
+from graphopt.ev import contract
 from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
+from graphopt.rewrite.target import COLLISIONLESS, CheckpointLayout, Target
 from graphopt.rewrite.targets.ev.builders import EV_OPS
 from graphopt.rewrite.targets.ev.drop_slot_variables import DropSlotVariables
 from graphopt.rewrite.targets.ev.drop_table_variables import DropTableVariables
@@ -45,7 +46,7 @@ def checkpoint_layout(tables) -> CheckpointLayout:
     return CheckpointLayout(
         conversions=[TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids) for t in tables],
         renamed={
-            s.checkpoint_key: f"{t.checkpoint_key}-slot-{s.name}"
+            s.checkpoint_key: contract.slot_tensor_name(t.checkpoint_key, s.name)
             for t in tables
             if t.training is not None
             for s in t.training.slots
@@ -68,4 +69,5 @@ TARGET = Target(
     checkpoint_layout=checkpoint_layout,
     rewrite_object_graph=rewrite_object_graph,
     load_ops=load_ops,
+    supports=frozenset({COLLISIONLESS}),
 )

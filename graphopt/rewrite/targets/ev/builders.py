@@ -1,88 +1,80 @@
-"""The EmbeddingVariable target's ops: their names, checkpoint layout and NodeDef builders.
+"""The EmbeddingVariable target's NodeDef builders, one per op it writes.
 
-The op contract is in docs/design.md; the builders go through ``graphopt.graph.nodes.make_node``
-like every target's.
+The ops' names, attrs and checkpoint layout are the contract's (``graphopt.ev.contract``); the
+builders go through ``graphopt.graph.nodes.make_node`` like every target's.
 """
 
+import numpy as np
+
+from graphopt.ev import contract
 from graphopt.graph import nodes
+from graphopt.graph.model import TensorRef
 
-HANDLE_OP = "GraphoptEvHandleOp"
-FIND_OP = "GraphoptEvFind"
-EXPORT_OP = "GraphoptEvExport"
-IMPORT_OP = "GraphoptEvImport"
-# Collisionless migration (migrate_collisionless.py): find by raw id, else the bucket row.
-FALLBACK_FIND_OP = "GraphoptEvFindWithFallback"
-EV_OPS = (HANDLE_OP, FIND_OP, EXPORT_OP, IMPORT_OP)
-# What a rewritten TF1 training graph uses besides (added to the op list only where used).
-FIND_OR_INSERT_OP = "GraphoptEvFindOrInsert"
-EXPORT_SLOTS_OP = "GraphoptEvExportWithSlots"
-IMPORT_SLOTS_OP = "GraphoptEvImportWithSlots"
-# A table saved under key K is saved as K-keys, K-values, K-freqs, K-versions (the outputs of
-# GraphoptEvExport, in this order).
-CHECKPOINT_SUFFIXES = ("keys", "values", "freqs", "versions")
-EXPORT_OUTPUTS = CHECKPOINT_SUFFIXES
-INT64 = "int64"
-FLOAT = "float32"
-# The dtypes of the four checkpoint tensors.
-CHECKPOINT_DTYPES = (INT64, FLOAT, INT64, INT64)
-
-
-def checkpoint_names(table):
-    """The checkpoint tensors of a converted table: KEY-keys, -values, -freqs, -versions."""
-    return [f"{table.checkpoint_key}-{s}" for s in CHECKPOINT_SUFFIXES]
+# The ops the serving rewrite puts in every output (their OpDefs go into its stripped op list);
+# a TF1 training graph's and a collisionless rewrite's add theirs where used.
+EV_OPS = (contract.HANDLE.name, contract.FIND.name, contract.EXPORT.name, contract.IMPORT.name)
 
 
 def _row_attrs(dim):
-    return {"dim": (int(dim), "i"), "dtype": (nodes.dtype_enum(FLOAT), "type")}
+    return {"dim": (int(dim), "i"), "dtype": (nodes.dtype_enum(contract.ROW_DTYPE), "type")}
 
 
 def handle(name, shared_name, container, dim, device="", optimizer="", slot_init=()):
     attrs = {
         "shared_name": (shared_name, "s"),
         "container": (container, "s"),
-        "key_dtype": (nodes.dtype_enum(INT64), "type"),
+        "key_dtype": (nodes.dtype_enum(contract.KEY_DTYPE), "type"),
         "default_value": ([], "list(float)"),
         **_row_attrs(dim),
     }
     if optimizer:  # a trained table keeps its optimizer's slots in each row
         attrs.update({"optimizer": (optimizer, "s"), "slot_init": (list(slot_init), "list(float)")})
-    return nodes.make_node(HANDLE_OP, name, (), attrs, device)
+    return nodes.make_node(contract.HANDLE.name, name, (), attrs, device)
 
 
 def find(name, table_ref, ids_ref, ids_dtype, dim, device="", control=()):
     attrs = {"Tkeys": (ids_dtype, "type"), **_row_attrs(dim)}
-    return nodes.make_node(FIND_OP, name, [table_ref, ids_ref], attrs, device, control)
+    return nodes.make_node(contract.FIND.name, name, [table_ref, ids_ref], attrs, device, control)
 
 
 def find_with_fallback(name, table_ref, raw_ref, raw_dtype, ids_ref, ids_dtype, dim, device="", control=()):
     attrs = {"Tids": (raw_dtype, "type"), "Tfallback": (ids_dtype, "type"), **_row_attrs(dim)}
-    return nodes.make_node(FALLBACK_FIND_OP, name, [table_ref, raw_ref, ids_ref], attrs, device, control)
+    return nodes.make_node(
+        contract.FIND_WITH_FALLBACK.name, name, [table_ref, raw_ref, ids_ref], attrs, device, control
+    )
 
 
 def export(name, table_ref, dim, device=""):
-    return nodes.make_node(EXPORT_OP, name, [table_ref], _row_attrs(dim), device)
+    return nodes.make_node(contract.EXPORT.name, name, [table_ref], _row_attrs(dim), device)
 
 
 def import_(name, table_ref, keys, values, freqs, versions, dim, device="", control=()):
     return nodes.make_node(
-        IMPORT_OP, name, [table_ref, keys, values, freqs, versions], _row_attrs(dim), device, control
+        contract.IMPORT.name,
+        name,
+        [table_ref, keys, values, freqs, versions],
+        _row_attrs(dim),
+        device,
+        control,
     )
 
 
 def find_or_insert(name, table_ref, ids_ref, step_ref, ids_dtype, dim, device="", control=()):
     attrs = {"Tkeys": (ids_dtype, "type"), **_row_attrs(dim)}
-    return nodes.make_node(FIND_OR_INSERT_OP, name, [table_ref, ids_ref, step_ref], attrs, device, control)
+    return nodes.make_node(
+        contract.FIND_OR_INSERT.name, name, [table_ref, ids_ref, step_ref], attrs, device, control
+    )
 
 
 def apply(op, name, table_ref, keys, grads, hyper, ids_dtype, dim, device="", control=(), exact=None):
-    """GraphoptEvApply<Optimizer>(table, keys, grads, *hyperparameters); ``exact``: extra attrs."""
+    """The apply op ``op`` of an optimizer (table, keys, grads, *hyperparameters); ``exact``: extra attrs."""
     attrs = {"Tkeys": (ids_dtype, "type"), **_row_attrs(dim), **(exact or {})}
     return nodes.make_node(op, name, [table_ref, keys, grads, *hyper], attrs, device, control)
 
 
 def export_with_slots(name, table_ref, dim, num_slots, device=""):
     attrs = {**_row_attrs(dim), "num_slots": (int(num_slots), "i")}
-    return nodes.make_node(EXPORT_SLOTS_OP, name, [table_ref], attrs, device)
+    return nodes.make_node(contract.EXPORT_WITH_SLOTS.name, name, [table_ref], attrs, device)
 
 
 def import_with_slots(
@@ -90,4 +82,27 @@ def import_with_slots(
 ):
     attrs = {**_row_attrs(dim), "num_slots": (len(slots), "i"), "optimizer": (optimizer, "s")}
     inputs = [table_ref, keys, values, freqs, versions, *slots, *pending]
-    return nodes.make_node(IMPORT_SLOTS_OP, name, inputs, attrs, device, control)
+    return nodes.make_node(contract.IMPORT_WITH_SLOTS.name, name, inputs, attrs, device, control)
+
+
+def step_ref(body, device=""):
+    """The step find-or-insert records: the graph's int64 ``global_step`` where it has one, else 0."""
+    node = body.node("global_step")
+    if (
+        node is not None
+        and node.op == "VarHandleOp"
+        and nodes.attr_value(node, "dtype") == nodes.dtype_enum("int64")
+    ):
+        name = "global_step/graphopt_read"
+        if body.node(name) is None:
+            body.add_node(
+                nodes.make_node(
+                    "ReadVariableOp",
+                    name,
+                    ["global_step"],
+                    {"dtype": (nodes.dtype_enum("int64"), "type")},
+                    node.device,
+                )
+            )
+        return TensorRef(name, None, 0)
+    return body.add_const("graphopt/find_or_insert_step", np.int64(0), device)

@@ -8,6 +8,7 @@ time every lookup reads its old bucket's row: the outputs are the original's, bi
 find keeps its name, so control edges and the manifest stay as replace-lookups left them.
 """
 
+from graphopt.ev import contract
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph import nodes
 from graphopt.graph.model import TensorRef
@@ -27,10 +28,10 @@ class MigrateCollisionless(Pass):
         problems = []
         for table, chain in self.match(ctx):
             node = ctx.model.body(chain.site.body).node(chain.site.node)
-            if node is None or node.op != ev.FALLBACK_FIND_OP:
+            if node is None or node.op != contract.FIND_WITH_FALLBACK.name:
                 problems.append(
                     f"{chain.site.where} of migrated table {table.name} is "
-                    f"{node.op if node is not None else 'gone'}, not {ev.FALLBACK_FIND_OP}"
+                    f"{node.op if node is not None else 'gone'}, not {contract.FIND_WITH_FALLBACK.name}"
                 )
         return problems
 
@@ -52,5 +53,5 @@ class MigrateCollisionless(Pass):
             )
             body.replace_node(old.name, new)
             ctx.replaced(body.name, old, new, table, self.name)
-        mg_lib.add_op_defs(ctx.model.meta_graph, (ev.FALLBACK_FIND_OP,))
+        mg_lib.add_op_defs(ctx.model.meta_graph, (contract.FIND_WITH_FALLBACK.name,))
         return bool(matches)

@@ -16,7 +16,6 @@ from graphopt.graph.model import Body, TensorRef
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.lookup_sites import distinct_lookup_sites
 from graphopt.rewrite.targets.ev import builders as ev
-from graphopt.rewrite.targets.ev.replace_training_updates import step_ref
 
 
 def _table_ref(body: Body, gather) -> TensorRef:
@@ -94,7 +93,7 @@ class ReplaceLookups(Pass):
                     old.name,
                     table_ref,
                     site.ids,
-                    step_ref(body, old.device),
+                    ev.step_ref(body, old.device),
                     site.ids_dtype,
                     table.dim,
                     old.device,

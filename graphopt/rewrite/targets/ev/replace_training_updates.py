@@ -14,13 +14,17 @@ of the new m and v (``group_deps``) now wait for it too. The slot variables go i
 
 import numpy as np
 
+from graphopt.ev import contract
 from graphopt.graph import meta_graph, nodes
-from graphopt.graph.model import TensorRef
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.targets.ev import builders as ev
 
 # The ops a rewritten training graph adds beyond the serving ones.
-TRAINING_OPS = (ev.FIND_OR_INSERT_OP, ev.EXPORT_SLOTS_OP, ev.IMPORT_SLOTS_OP)
+TRAINING_OPS = (
+    contract.FIND_OR_INSERT.name,
+    contract.EXPORT_WITH_SLOTS.name,
+    contract.IMPORT_WITH_SLOTS.name,
+)
 
 
 class ReplaceTrainingUpdates(Pass):
@@ -76,26 +80,3 @@ class ReplaceTrainingUpdates(Pass):
             ctx.replaced(body.name, old, new, table, self.name)
             meta_graph.add_op_defs(ctx.model.meta_graph, (update.apply_op, *TRAINING_OPS))
         return bool(matches)
-
-
-def step_ref(body, device=""):
-    """The step find-or-insert records: the graph's int64 ``global_step`` where it has one, else 0."""
-    node = body.node("global_step")
-    if (
-        node is not None
-        and node.op == "VarHandleOp"
-        and nodes.attr_value(node, "dtype") == nodes.dtype_enum("int64")
-    ):
-        name = "global_step/graphopt_read"
-        if body.node(name) is None:
-            body.add_node(
-                nodes.make_node(
-                    "ReadVariableOp",
-                    name,
-                    ["global_step"],
-                    {"dtype": (nodes.dtype_enum("int64"), "type")},
-                    node.device,
-                )
-            )
-        return TensorRef(name, None, 0)
-    return body.add_const("graphopt/find_or_insert_step", np.int64(0), device)

@@ -12,6 +12,7 @@ KEY-slot-<name> (their assigns go in drop-slot-variables).
 
 import numpy as np
 
+from graphopt.ev import contract
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.saver_entries import entry_strings, saver_uses, set_entry_names
@@ -36,10 +37,10 @@ class RewireRestore(Pass):
                 j = use.restore_entry
                 assign = nodes.clone(body.node(use.node))
                 ctx.disconnected.add((body.name, body.data_inputs(assign)[1].node))
-                keys = ev.checkpoint_names(table)
+                keys = contract.table_tensor_names(table.checkpoint_key)
                 if use.part != 0:
                     # Keep the position of the output; nothing reads it once the assign is gone.
-                    names[j], slices[j], dtypes[j] = keys[2], "", nodes.dtype_enum(ev.INT64)
+                    names[j], slices[j], dtypes[j] = keys[2], "", nodes.dtype_enum(contract.KEY_DTYPE)
                     target = first_import.get(table.name)
                     if target:
                         body.redirect_control(assign.name, target)
@@ -47,15 +48,15 @@ class RewireRestore(Pass):
                     ctx.replaced(body.name, assign, None, table, self.name)
                     continue
                 n = len(names)
-                names[j], slices[j], dtypes[j] = keys[0], "", nodes.dtype_enum(ev.INT64)
+                names[j], slices[j], dtypes[j] = keys[0], "", nodes.dtype_enum(contract.KEY_DTYPE)
                 names += keys[1:]
                 slices += [""] * 3
-                dtypes += [nodes.dtype_enum(t) for t in ev.CHECKPOINT_DTYPES[1:]]
+                dtypes += [nodes.dtype_enum(t) for t in contract.TABLE_DTYPES[1:]]
                 outs = [body.output_ref(restore_name, k, "tensors") for k in (j, n, n + 1, n + 2)]
                 slots = table.training.slots if table.training else []
                 if slots:
                     for slot in slots:
-                        names[slot.restore_entry] = f"{table.checkpoint_key}-slot-{slot.name}"
+                        names[slot.restore_entry] = contract.slot_tensor_name(table.checkpoint_key, slot.name)
                         slices[slot.restore_entry] = ""
                     slot_outs = [body.output_ref(restore_name, s.restore_entry, "tensors") for s in slots]
                     # Admission counters: none in a converted dense table.

@@ -9,6 +9,7 @@ a partitioned table lose their SaveV2 entries. A trained table (TF1 training gra
 with GraphoptEvExportWithSlots, and each slot variable's entry becomes KEY-slot-<name>.
 """
 
+from graphopt.ev import contract
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.saver_entries import entry_strings, saver_uses, set_entry_names
@@ -41,22 +42,25 @@ class RewireSave(Pass):
                 handle = body.output_ref(read.name) if read.op == "VariableV2" else body.data_inputs(read)[0]
                 slots = table.training.slots if table.training else []
                 if slots:
-                    name = body.unique_name(f"{read.name}/GraphoptEvExportWithSlots")
+                    name = body.unique_name(f"{read.name}/{contract.EXPORT_WITH_SLOTS.name}")
                     export = ev.export_with_slots(name, handle, table.dim, len(slots), save.device)
                 else:
                     export = ev.export(
-                        body.unique_name(f"{read.name}/GraphoptEvExport"), handle, table.dim, save.device
+                        body.unique_name(f"{read.name}/{contract.EXPORT.name}"),
+                        handle,
+                        table.dim,
+                        save.device,
                     )
                 body.add_node(export)
                 for k, slot in enumerate(slots):
                     s = slot.save_entry
                     ctx.disconnected.add((body.name, data[3 + s].node))
-                    names[s], slices[s] = f"{table.checkpoint_key}-slot-{slot.name}", ""
+                    names[s], slices[s] = contract.slot_tensor_name(table.checkpoint_key, slot.name), ""
                     tensors[s] = str(body.op_output(export.name, 4 + k))
-                    dtypes[s] = nodes.dtype_enum(ev.FLOAT)
-                outs = [str(body.op_output(export.name, i)) for i in range(len(ev.EXPORT_OUTPUTS))]
-                keys = ev.checkpoint_names(table)
-                types = [nodes.dtype_enum(t) for t in ev.CHECKPOINT_DTYPES]
+                    dtypes[s] = nodes.dtype_enum(contract.ROW_DTYPE)
+                outs = [str(body.op_output(export.name, i)) for i in range(len(contract.EXPORT.outputs))]
+                keys = contract.table_tensor_names(table.checkpoint_key)
+                types = [nodes.dtype_enum(t) for t in contract.TABLE_DTYPES]
                 names[j], slices[j], tensors[j], dtypes[j] = keys[0], "", outs[0], types[0]
                 names += keys[1:]
                 slices += [""] * 3

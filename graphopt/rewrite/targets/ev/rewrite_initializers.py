@@ -9,6 +9,7 @@ the ids each part holds.
 
 import numpy as np
 
+from graphopt.ev import contract
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.targets.ev import builders as ev
@@ -76,7 +77,7 @@ class RewriteInitializers(Pass):
                     body.remove_nodes([a.name])
                     ctx.replaced(body.name, a, None, table, self.name)
                 continue
-            base = f"{first.name}/GraphoptEv"
+            base = f"{first.name}/{contract.OP_PREFIX}"
             values = _concat(
                 body,
                 [body.data_inputs(a)[1] for a in assigns],

@@ -47,14 +47,12 @@ def _template(tables, scratch_dir=None) -> tuple:
     """
     import tensorflow as tf
 
-    import graphopt
+    from graphopt.ops import EmbeddingVariable
 
     run = uuid.uuid4().hex[:12]
     module = tf.Module()
     for i, table in enumerate(tables):
-        ev = graphopt.EmbeddingVariable(
-            table.dim, name=f"graphopt_table_{i}", shared_name=f"graphopt_{run}_{i}"
-        )
+        ev = EmbeddingVariable(table.dim, name=f"graphopt_table_{i}", shared_name=f"graphopt_{run}_{i}")
         setattr(module, f"t{i}", ev)
     with tempfile.TemporaryDirectory(prefix="graphopt-ev-template-", dir=scratch_dir) as tmp:
         tf.saved_model.save(module, tmp)

@@ -92,32 +92,6 @@ def run_with(body, anchors, stateful):
         body.add_control_output(stateful)
 
 
-def _key_map(table):
-    return table.rows, table.partition_strategy, tuple(table.partition_rows)
-
-
-def restrict_plan(plan):
-    """Skips tables that share a lookup function with a table whose key -> row map differs.
-
-    A shared function body holds one lookup for all the tables passed through it, so it can only
-    consult one hash table; that is right only when all of them map the same keys to the same rows.
-    """
-    by_handle = {h: t for t in plan.tables for h in t.handles}
-    for t in list(plan.tables):
-        others = {by_handle[h].name: by_handle[h] for h in t.shares_arguments_with if h in by_handle}
-        differ = sorted(n for n, o in others.items() if _key_map(o) != _key_map(t))
-        if differ:
-            plan.tables.remove(t)
-            plan.skipped.append(
-                (
-                    t,
-                    f"shares a lookup function with {differ[0]}, which has other rows; "
-                    "the stock target can look up only one key -> row map there",
-                )
-            )
-    return plan
-
-
 def checkpoint_content(tables):
     """{tensor name: array}: each table's key -> row map (key i -> row i; partitioned: global ids)."""
     out = {}

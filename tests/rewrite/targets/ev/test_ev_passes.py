@@ -3,7 +3,8 @@
 import pytest
 
 from graphopt.graph import meta_graph, nodes
-from graphopt.rewrite.pipeline import default_passes, run_passes
+from graphopt.rewrite.pipeline import run_passes
+from graphopt.rewrite.targets import default_passes
 from graphopt.rewrite.targets.ev.drop_table_variables import DropTableVariables
 from graphopt.rewrite.targets.ev.remove_table_reads import RemoveTableReads
 from graphopt.rewrite.targets.ev.replace_lookups import ReplaceLookups
