@@ -134,6 +134,7 @@ def validate(
         raise ArgumentError(
             "--batches 0 generates no random batch; give at least 1 (0 means every batch only with --data)"
         )
+    from graphopt.course.data import samples_reader
     from graphopt.validate import validate_models  # loaded when the command runs, after its options parse
 
     report = validate_models(
@@ -143,6 +144,7 @@ def validate(
         batches=batches,
         batch_size=batch_size,
         data=data,
+        data_readers=(samples_reader,),
         atol=atol,
         rtol=rtol,
         loader=loader,

@@ -117,10 +117,10 @@ def _row_splits_inputs(node, inputs):
     return []
 
 
-def input_uses(meta_graph, model_dir=None) -> dict:
-    """{signature: {input key: InputUse}} for every signature of ``meta_graph``; ``model_dir``, the
+def input_uses(model: ModelGraph, model_dir=None) -> dict:
+    """{signature: {input key: InputUse}} for every signature of ``model``; ``model_dir``, the
     SavedModel directory, lets tables initialized from vocabulary files in its assets be read."""
-    model = ModelGraph(meta_graph)
+    meta_graph = model.meta_graph
     uses: dict = {}  # placeholder node -> InputUse
     table_words: dict = {}  # top-level table node -> words
     finds = []  # (body, find node)

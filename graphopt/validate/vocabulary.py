@@ -115,11 +115,10 @@ def table_keys(model, body, node, model_dir=None):
     return string_constant(model, body, inputs[1]) if len(inputs) > 1 else None
 
 
-def string_vocabulary(meta_graph, model_dir=None):
+def string_vocabulary(model: ModelGraph, model_dir=None):
     """Every word of the model's string lookup tables (those read from asset files when ``model_dir``
     is given), in first-seen order."""
-    model = ModelGraph(meta_graph)
-    words = {}
+    words: dict[str, None] = {}
     for body in model.bodies.values():
         for node in body.nodes():
             if node.op in TABLE_INIT_OPS + TEXT_FILE_INIT_OPS:
