@@ -20,8 +20,7 @@ import os
 import numpy as np
 
 from graphopt.analysis.tables import EmbeddingTable, LookupSite
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import nodes
+from graphopt.graph import meta_graphs, nodes
 from graphopt.graph.model import Body, ModelGraph, TensorRef
 
 # Mapping op -> (what it is, the position of its raw-id input).
@@ -344,7 +343,7 @@ def missing_assets(meta_graph, model_dir: str | None) -> list[str]:
     """Asset files the meta graph names that its SavedModel's assets/ folder lacks."""
     if model_dir is None or not os.path.isdir(model_dir):
         return []
-    names = mg_lib.asset_filenames(meta_graph)
+    names = meta_graphs.asset_filenames(meta_graph)
     return [n for n in names if not os.path.exists(os.path.join(model_dir, "assets", n))]
 
 

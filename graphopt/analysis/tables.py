@@ -12,8 +12,7 @@ import re
 import numpy as np
 
 from graphopt.analysis import training_updates as v1_training
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import nodes
+from graphopt.graph import meta_graphs, nodes
 from graphopt.graph.model import TOP, Body, ModelGraph, TensorRef, live_nodes
 
 VARIABLE_OPS = ("VarHandleOp", "VariableV2")
@@ -361,7 +360,7 @@ class Detection:
 
 def _placeholder_inputs(meta_graph) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for sig_name, sig in mg_lib.signature_tensors(meta_graph).items():
+    for sig_name, sig in meta_graphs.signature_tensors(meta_graph).items():
         for key, tensor in sig["inputs"].items():
             out.setdefault(TensorRef.parse(tensor).node, []).append(f"{sig_name}:{key}")
     return out

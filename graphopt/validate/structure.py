@@ -9,7 +9,7 @@ on — unchanged, or as an EmbeddingVariable holding exactly the replaced table'
 import numpy as np
 
 from graphopt.ev import contract
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import meta_graphs
 from graphopt.validate.loaders import (
     SessionModel,
     describe_failure,
@@ -73,8 +73,8 @@ def check_signatures(pair):
         findings.append(f"signature {name!r} is new in the rewritten model")
     for name in sorted(set(original) & set(rewritten)):
         a, b = original[name], rewritten[name]
-        m1 = mg_lib.signature_tensor_infos(original_meta)[name]["method"]
-        m2 = mg_lib.signature_tensor_infos(rewritten_meta)[name]["method"]
+        m1 = meta_graphs.signature_tensor_infos(original_meta)[name]["method"]
+        m2 = meta_graphs.signature_tensor_infos(rewritten_meta)[name]["method"]
         if m1 != m2:
             findings.append(f"signature {name!r}: method {m2!r}, the original's is {m1!r}")
         for kind, x, y in (("input", a.inputs, b.inputs), ("output", a.outputs, b.outputs)):
@@ -119,7 +119,7 @@ def check_restore(pair):
         findings, restored = _restored_tables(model, pair)
     finally:
         model.close()
-    restore_op = mg_lib.restore_op_name(model.meta_graph)
+    restore_op = meta_graphs.restore_op_name(model.meta_graph)
     summary = (
         f"restore op {restore_op!r} and the init op ran"
         if restore_op
@@ -133,7 +133,7 @@ def check_restore(pair):
 def _restored_tables(model, pair):
     """Exports each table's EmbeddingVariable from the restored session and compares its rows."""
     reader = _checkpoint(pair.original)
-    handles = set(mg_lib.graph_nodes_of_op(model.meta_graph, contract.HANDLE.name))
+    handles = set(meta_graphs.graph_nodes_of_op(model.meta_graph, contract.HANDLE.name))
     tables = [t for t in pair.tables if len(t.handles) == 1 and t.handles[0] in handles and t.checkpoint_key]
     if reader is None or not tables:
         return [], 0

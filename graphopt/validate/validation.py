@@ -7,8 +7,7 @@ import os
 import tempfile
 
 from graphopt.errors import DataError, GraphoptError, ModelError
-from graphopt.graph import io
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import io, meta_graphs
 from graphopt.validate.compare import OutputComparison, Tolerance
 from graphopt.validate.consumers import input_uses
 from graphopt.validate.inputs import (
@@ -105,8 +104,8 @@ def validate_models(
     # TensorFlow's TF1 path, where Grappler optimizes differently from the object-graph path; the
     # tf2 loader then reads the original through the same TF1 path, so the comparison is like with like.
     v1_original = (
-        mg_lib.has_object_graph(original_meta)
-        and not mg_lib.has_object_graph(rewritten_meta)
+        meta_graphs.has_object_graph(original_meta)
+        and not meta_graphs.has_object_graph(rewritten_meta)
         and "tf2" in loaders
     )
     if v1_original:
@@ -174,7 +173,7 @@ def validate_models(
 
 def _verify_variables(source):
     """Every tensor of the SavedModel's checkpoint passes its CRC32C check (ModelError otherwise)."""
-    from graphopt.checkpoint.convert import verify_checkpoint
+    from graphopt.checkpoint.conversion import verify_checkpoint
 
     if source.checkpoint_prefix is not None:
         verify_checkpoint(source.checkpoint_prefix)

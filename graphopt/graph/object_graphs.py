@@ -6,7 +6,7 @@ objects from one graph into another with ids and function names mapped.
 
 import glob
 
-from graphopt.checkpoint.convert import OBJECT_GRAPH_KEY
+from graphopt.checkpoint.conversion import OBJECT_GRAPH_KEY
 from graphopt.errors import ModelError
 
 
