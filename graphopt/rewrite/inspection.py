@@ -2,9 +2,10 @@
 
 import dataclasses
 
+from graphopt import model_io
 from graphopt.analysis.id_chains import TableMigration, plan_migrations
 from graphopt.analysis.tables import EmbeddingTable, GatherLeftAlone, detect
-from graphopt.graph import io, meta_graphs
+from graphopt.graph import meta_graphs
 from graphopt.graph.model import ModelGraph
 
 
@@ -67,7 +68,7 @@ def signatures_of(meta_graph) -> dict[str, dict]:
 
 def inspect_model(path, tags=None) -> ModelInspection:
     """Reads a model and reports its signatures, embedding tables and the gathers left alone."""
-    source = io.read_model(path, tags)
+    source = model_io.read_model(path, tags)
     model = ModelGraph(source.meta_graph)
     found = detect(model)
     return ModelInspection(

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from graphopt import checkpoint
+from graphopt import checkpoint, model_io
 from graphopt.analysis.id_chains import plan_migrations
 from graphopt.analysis.tables import detect
 from graphopt.errors import ModelError
@@ -122,7 +122,7 @@ def rewrite_model(
         )
     spec.load_ops()
     src, out = os.fspath(src), os.fspath(out) if out is not None else None
-    source = io.read_model(src, tags)
+    source = model_io.read_model(src, tags)
     if not dry_run and out is not None:
         _check_output(src, out, overwrite)  # before the plan and any work, once the input is known good
     model = ModelGraph(nodes.clone(source.meta_graph))

@@ -8,6 +8,7 @@ on — unchanged, or as an EmbeddingVariable holding exactly the replaced table'
 
 import numpy as np
 
+from graphopt.checkpoint import OBJECT_GRAPH_KEY
 from graphopt.ev import contract
 from graphopt.graph import meta_graphs
 from graphopt.validate.loaders import (
@@ -20,7 +21,7 @@ from graphopt.validate.loaders import (
 from graphopt.validate.report import CheckResult
 
 # Object-graph metadata: legitimately different after a rewrite, compared through the loaders.
-_CHECKPOINT_METADATA = ("_CHECKPOINTABLE_OBJECT_GRAPH",)
+_CHECKPOINT_METADATA = (OBJECT_GRAPH_KEY,)
 _MAX_FINDINGS = 8
 
 

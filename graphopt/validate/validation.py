@@ -6,6 +6,7 @@ import dataclasses
 import os
 import tempfile
 
+from graphopt import model_io
 from graphopt.errors import DataError, GraphoptError, ModelError
 from graphopt.graph import io, meta_graphs
 from graphopt.validate.compare import OutputComparison, Tolerance
@@ -80,11 +81,11 @@ def validate_models(
     check_saved_model_dir(original)
     check_saved_model_dir(rewritten)
     report = ValidationReport(original, rewritten, tolerance, loaders)
-    original_source = io.read_model(original, tags)
+    original_source = model_io.read_model(original, tags)
     _verify_variables(original_source)  # a damaged original is bad input, not a finding
     try:
         # The rewritten graph is compared, not trusted: an edit there is for the checks to find.
-        rewritten_source = io.read_model(rewritten, tags, check_integrity=False)
+        rewritten_source = model_io.read_model(rewritten, tags, check_integrity=False)
         _verify_variables(rewritten_source)
     except ModelError as exc:
         report.problems.append(f"the rewritten model cannot be read: {exc}")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from graphopt.checkpoint import bundle, conversion
+from graphopt import model_io
+from graphopt.checkpoint import bundle, conversion, index
 from graphopt.errors import ModelError
-from graphopt.graph import io
 from tests.rewrite import cases
 
 
@@ -26,7 +26,7 @@ def test_crc32c_is_tensorflows_and_extends_in_pieces():
 @pytest.fixture(scope="module")
 def tf1_checkpoint(tmp_path_factory):
     case = cases.tf1_checkpoint_meta(str(tmp_path_factory.mktemp("ck") / "ck"))
-    return io.read_model(case.path).checkpoint_prefix
+    return model_io.read_model(case.path).checkpoint_prefix
 
 
 def _copy_prefix(prefix, tmp_path):
@@ -36,7 +36,7 @@ def _copy_prefix(prefix, tmp_path):
 
 
 def _data_file(prefix):
-    (path,) = conversion._data_files(prefix)
+    (path,) = index.data_files(prefix)
     return path
 
 
@@ -64,7 +64,7 @@ def test_a_clean_checkpoint_converts_and_reads_back(tf1_checkpoint, tmp_path, mo
 
 
 def _entries(prefix):
-    return conversion.read_bundle_index(prefix)[1]
+    return index.read_bundle_index(prefix)[1]
 
 
 @pytest.mark.parametrize("tensor", ["emb", "w"])
@@ -86,12 +86,12 @@ def test_a_flipped_bit_in_a_tensor_is_refused_naming_file_and_tensor(
 def test_a_flipped_bit_in_a_string_tensor_is_refused(tmp_path):
     # TF2 checkpoints hold their object graph as a string tensor, hashed in TensorFlow's own layout.
     src = _copy_prefix(
-        io.read_model(cases.module_lookup_sparse(str(tmp_path / "m")).path).checkpoint_prefix, tmp_path
+        model_io.read_model(cases.module_lookup_sparse(str(tmp_path / "m")).path).checkpoint_prefix, tmp_path
     )
     conversion.copy_checkpoint(src, str(tmp_path / "clean" / "variables"))
-    entry = _entries(src)[conversion.OBJECT_GRAPH_KEY.encode()]
+    entry = _entries(src)[index.OBJECT_GRAPH_KEY.encode()]
     _flip(_data_file(src), entry.offset + entry.size - 3)
-    with pytest.raises(ModelError, match=f"tensor '{conversion.OBJECT_GRAPH_KEY}' fails its CRC32C check"):
+    with pytest.raises(ModelError, match=f"tensor '{index.OBJECT_GRAPH_KEY}' fails its CRC32C check"):
         conversion.copy_checkpoint(src, str(tmp_path / "copy" / "variables"))
 
 
@@ -122,7 +122,7 @@ def test_a_damaged_index_block_is_refused(tf1_checkpoint, tmp_path):
     src = _copy_prefix(tf1_checkpoint, tmp_path)
     _flip(src + ".index", 10)  # inside the data block: its CRC no longer matches
     with pytest.raises(ModelError, match=f"checkpoint index {src}.index is corrupted"):
-        conversion.read_bundle_index(src)
+        index.read_bundle_index(src)
 
 
 def test_a_table_the_checkpoint_lacks_is_refused(tf1_checkpoint, tmp_path):
@@ -144,7 +144,7 @@ def test_a_table_that_is_not_two_dimensional_is_refused(tf1_checkpoint, tmp_path
 
 def test_an_index_naming_a_data_file_it_does_not_count_is_refused(tf1_checkpoint, tmp_path):
     src = _copy_prefix(tf1_checkpoint, tmp_path)
-    header, entries = conversion.read_bundle_index(src)
+    header, entries = index.read_bundle_index(src)
     entries[b"w"].shard_id = 3
     bundle.write_index(
         src + ".index",

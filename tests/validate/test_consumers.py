@@ -6,9 +6,9 @@ import saved_models
 import tensorflow as tf
 from click.testing import CliRunner
 
+from graphopt import model_io
 from graphopt.cli import main
 from graphopt.errors import DataError
-from graphopt.graph import io
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite import rewrite_model
 from graphopt.validate import validate_models
@@ -55,7 +55,7 @@ def test_sparse_tensor_components_are_generated_as_the_ops_need_them(sparse_pair
 
 
 def test_generated_sparse_indices_are_sorted_unique_and_inside_the_dense_shape(sparse_pair):
-    meta = io.read_model(sparse_pair[0]).meta_graph
+    meta = model_io.read_model(sparse_pair[0]).meta_graph
     spec = signature_specs(meta)["serving_default"]
     generated, _ = generate_cases(spec, {"values": 20}, uses=input_uses(ModelGraph(meta))["serving_default"])
     for case in generated:
@@ -118,7 +118,7 @@ def string_model(tmp_path_factory):
 
 
 def test_each_string_input_gets_the_words_of_its_own_table(string_model):
-    meta = io.read_model(string_model).meta_graph
+    meta = model_io.read_model(string_model).meta_graph
     uses = input_uses(ModelGraph(meta))["serving_default"]
     assert set(uses["a"].words) == set(VOCAB_A) and set(uses["b"].words) == set(VOCAB_B)
     assert uses["h"].hash_buckets == BUCKETS and not uses["h"].words
@@ -129,7 +129,7 @@ def test_each_string_input_gets_the_words_of_its_own_table(string_model):
 
 
 def test_a_hashed_input_reaches_most_of_its_buckets(string_model):
-    meta = io.read_model(string_model).meta_graph
+    meta = model_io.read_model(string_model).meta_graph
     uses = input_uses(ModelGraph(meta))["serving_default"]
     spec = signature_specs(meta)["serving_default"]
     generated, plan = generate_cases(spec, {}, _words(spec, None, (), uses), uses=uses)
@@ -150,7 +150,7 @@ def ragged_pair(tmp_path_factory):
 
 
 def test_ragged_row_splits_are_found_from_the_ops_that_read_them(ragged_pair):
-    uses = input_uses(ModelGraph(io.read_model(ragged_pair[0]).meta_graph))
+    uses = input_uses(ModelGraph(model_io.read_model(ragged_pair[0]).meta_graph))
     assert {k: u.role for k, u in uses["serving_default"].items()} == {"ids_1": "row-splits"}
     assert {k: u.role for k, u in uses["split"].items()} == {"row_splits": "row-splits"}
     assert {k: u.role for k, u in uses["padded"].items()} == {"ids_1": "row-splits"}  # RaggedTensorToTensor
@@ -159,7 +159,7 @@ def test_ragged_row_splits_are_found_from_the_ops_that_read_them(ragged_pair):
 
 def test_ragged_inputs_are_generated_valid_and_validate_passes_exactly(ragged_pair):
     original, rewritten = ragged_pair
-    meta = io.read_model(original).meta_graph
+    meta = model_io.read_model(original).meta_graph
     spec = signature_specs(meta)["split"]
     generated, _ = generate_cases(
         spec, {"values": saved_models.ITEMS}, uses=input_uses(ModelGraph(meta))["split"]
@@ -191,7 +191,7 @@ def test_validate_cli_passes_on_the_rewritten_ragged_model(ragged_pair):
 def test_without_the_derivation_the_original_raises_on_generated_inputs(ragged_pair):
     # What validate fed before: row splits drawn like any integer input.
     loaded = tf.saved_model.load(ragged_pair[0])
-    meta = io.read_model(ragged_pair[0]).meta_graph
+    meta = model_io.read_model(ragged_pair[0]).meta_graph
     ranges = {"ids": saved_models.ITEMS, "values": saved_models.ITEMS}
     for name in ("serving_default", "split", "padded", "nested"):
         naive = generate_cases(signature_specs(meta)[name], ranges, batches=1)[0][0]

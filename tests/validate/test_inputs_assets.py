@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import saved_models
 
-from graphopt.graph import io
+from graphopt import model_io
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite import rewrite_model
 from graphopt.validate import validate_models
@@ -32,7 +32,7 @@ def vocabulary_model(request, tmp_path_factory):
 
 def test_the_vocabulary_file_is_read_for_its_own_input(vocabulary_model):
     path, key = vocabulary_model
-    meta = io.read_model(path).meta_graph
+    meta = model_io.read_model(path).meta_graph
     name = next(s for s, spec in signature_specs(meta).items() if key in spec.inputs)
     assert (
         input_uses(ModelGraph(meta), path)[name][key].words == WORDS
@@ -45,7 +45,7 @@ def test_the_vocabulary_file_is_read_for_its_own_input(vocabulary_model):
 
 def test_generated_inputs_reach_every_word_of_the_file(vocabulary_model):
     path, key = vocabulary_model
-    meta = io.read_model(path).meta_graph
+    meta = model_io.read_model(path).meta_graph
     name = next(s for s, spec in signature_specs(meta).items() if key in spec.inputs)
     spec, uses = signature_specs(meta)[name], input_uses(ModelGraph(meta), path)[name]
     generated, plan = generate_cases(

@@ -25,6 +25,7 @@ import os
 import tempfile
 import uuid
 
+from graphopt import model_io
 from graphopt.errors import ModelError
 from graphopt.graph import io, meta_graphs, nodes, object_graphs
 
@@ -54,7 +55,7 @@ def _template(tables, scratch_dir=None) -> tuple:
         setattr(module, f"t{i}", ev)
     with tempfile.TemporaryDirectory(prefix="graphopt-ev-template-", dir=scratch_dir) as tmp:
         tf.saved_model.save(module, tmp)
-        source = io.read_model(tmp)
+        source = model_io.read_model(tmp)
         ckpt_graph = object_graphs.read_object_graph(os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX))
     mg = source.meta_graph
     return object_graphs.saved_object_graph(mg), meta_graphs.function_library(mg), ckpt_graph
