@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from graphopt.analysis.tables import EmbeddingTable, LookupSite
+from graphopt.analysis.tables import LookupSite, TableCandidate
 from graphopt.graph import meta_graphs, nodes
 from graphopt.graph.model import Body, ModelGraph, TensorRef
 
@@ -113,7 +113,7 @@ class IdChain:
 class TableMigration:
     """Whether a table can be keyed by raw ids: possible only when every site's chain can migrate."""
 
-    table: EmbeddingTable
+    table: TableCandidate
     chains: list[IdChain]
     reason: str | None = None
 
@@ -348,7 +348,7 @@ def missing_assets(meta_graph, model_dir: str | None) -> list[str]:
 
 
 def plan_migrations(
-    model: ModelGraph, tables: list[EmbeddingTable], model_dir: str | None = None
+    model: ModelGraph, tables: list[TableCandidate], model_dir: str | None = None
 ) -> list[TableMigration]:
     """One TableMigration per table: the chain at each site, and whether the whole table migrates.
 

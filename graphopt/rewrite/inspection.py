@@ -4,7 +4,7 @@ import dataclasses
 
 from graphopt import model_io
 from graphopt.analysis.id_chains import TableMigration, plan_migrations
-from graphopt.analysis.tables import EmbeddingTable, GatherLeftAlone, detect
+from graphopt.analysis.tables import GatherLeftAlone, TableCandidate, detect
 from graphopt.graph import meta_graphs
 from graphopt.graph.model import ModelGraph
 
@@ -17,13 +17,13 @@ class ModelInspection:
     kind: str  # "saved_model" or "meta_graph"
     tags: list[str]
     signatures: dict[str, dict]  # name -> {"inputs": {key: {dtype, shape}}, "outputs": [keys], "method"}
-    tables: list[EmbeddingTable]
+    tables: list[TableCandidate]
     left_alone: list[GatherLeftAlone]
     nodes: dict[str, int]  # body name ("graph" for the top level) -> node count
     # Per table: its id-mapping chain and whether collisionless migration is possible.
     migrations: list[TableMigration] = dataclasses.field(default_factory=list)
 
-    def table(self, name: str) -> EmbeddingTable | None:
+    def table(self, name: str) -> TableCandidate | None:
         return next((t for t in self.tables if t.name == name), None)
 
     def migration(self, name: str) -> TableMigration | None:

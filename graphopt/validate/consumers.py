@@ -11,8 +11,7 @@ it reaches (each input its own words), or hashed into ``num_buckets`` buckets.
 
 import dataclasses
 
-from graphopt.graph import meta_graphs
-from graphopt.graph import nodes as nd
+from graphopt.graph import meta_graphs, nodes
 from graphopt.graph.model import ModelGraph, TensorRef
 from graphopt.validate.vocabulary import TABLE_INIT_OPS, TEXT_FILE_INIT_OPS, table_keys
 
@@ -105,11 +104,11 @@ def _passed_on(model, body, ref):
 def _row_splits_inputs(node, inputs):
     """The inputs of ``node`` that are a RaggedTensor's row splits."""
     if node.op in RAGGED_SPLITS_OPS:
-        return inputs[: nd.attr_value(node, RAGGED_SPLITS_OPS[node.op]) or 0]
+        return inputs[: nodes.attr_value(node, RAGGED_SPLITS_OPS[node.op]) or 0]
     if node.op == "RaggedTensorToTensor":
         kinds = [
             k.decode() if isinstance(k, bytes) else k
-            for k in nd.attr_value(node, "row_partition_types") or ()
+            for k in nodes.attr_value(node, "row_partition_types") or ()
         ]
         return [ref for ref, kind in zip(inputs[3:], kinds, strict=False) if kind == "ROW_SPLITS"]
     if any(scope in node.name for scope in RAGGED_SPLITS_SCOPES):
@@ -144,7 +143,7 @@ def input_uses(model: ModelGraph, model_dir=None) -> dict:
             elif node.op in FIND_OPS:
                 finds.append((body, node))
             elif node.op in HASH_OPS:
-                buckets = nd.attr_value(node, "num_buckets") or 0
+                buckets = nodes.attr_value(node, "num_buckets") or 0
                 for p in _placeholders(model, body, inputs[0]):
                     use = uses.setdefault(p, InputUse())
                     use.hash_buckets = max(use.hash_buckets, buckets)
@@ -159,8 +158,10 @@ def input_uses(model: ModelGraph, model_dir=None) -> dict:
     out = {}
     specs = meta_graphs.signature_input_specs(meta_graph)
     for name, sig in meta_graphs.signature_tensors(meta_graph).items():
-        nodes = {key: TensorRef.parse(t).node for key, t in sig["inputs"].items() if key in specs[name]}
-        out[name] = {key: uses[node] for key, node in nodes.items() if node in uses}
+        placeholders = {
+            key: TensorRef.parse(t).node for key, t in sig["inputs"].items() if key in specs[name]
+        }
+        out[name] = {key: uses[node] for key, node in placeholders.items() if node in uses}
         # A SparseTensor's dense shape is often read by no op (embedding_lookup_sparse only needs
         # its indices and values): an integer input of static shape [k] beside sorted [?, k]
         # coordinates is their dense shape.
