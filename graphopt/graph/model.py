@@ -231,6 +231,44 @@ class Body:
         self._changed()
         return self
 
+    # --- one node's attrs and inputs: read, or edited in place (the indexes follow) ---
+    def attr(self, node_name: str, key: str):
+        """The value of attr ``key`` of node ``node_name`` (``nodes.attr_value``; None when unset)."""
+        return nd.attr_value(self.node(node_name), key)
+
+    def control_inputs(self, node_name: str) -> list[str]:
+        """The control inputs ('^name') of node ``node_name``, in order."""
+        return nd.control_inputs(self.node(node_name))
+
+    def set_attr(self, node_name: str, key: str, value, kind=None) -> "Body":
+        """Sets attr ``key`` of node ``node_name`` (``kind`` as in ``nodes.set_attr``)."""
+        nd.set_attr(self.node(node_name), key, value, kind)
+        self._changed()
+        return self
+
+    def remove_attr(self, node_name: str, key: str) -> "Body":
+        nd.remove_attr(self.node(node_name), key)
+        self._changed()
+        return self
+
+    def set_inputs(self, node_name: str, inputs) -> "Body":
+        """Replaces every input of node ``node_name`` (data inputs first, then control inputs)."""
+        nd.set_inputs(self.node(node_name), inputs)
+        self._changed()
+        return self
+
+    def insert_inputs(self, node_name: str, position: int, refs) -> "Body":
+        """Inserts ``refs`` before input ``position`` of node ``node_name``."""
+        nd.insert_inputs(self.node(node_name), position, refs)
+        self._changed()
+        return self
+
+    def add_control_input(self, node_name: str, control: str) -> "Body":
+        """Makes node ``node_name`` wait for node ``control`` (once)."""
+        nd.add_control_input(self.node(node_name), control)
+        self._changed()
+        return self
+
     def set_input(self, node_name: str, position: int, ref) -> "Body":
         self.node(node_name).input[position] = str(ref)
         self._changed()

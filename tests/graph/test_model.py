@@ -80,6 +80,29 @@ def test_mutators_chain_and_keep_consumers_consistent(keras_model):
     assert model.check() == []
 
 
+def test_node_edits_through_the_body_keep_its_indexes(keras_model):
+    case, _ = keras_model
+    model = ModelGraph(model_io.read_model(case.path).meta_graph)
+    body = next(b for b in model.functions() if b.name.startswith("__inference___call__"))
+    gather = next(n for n in body.nodes() if n.op == "GatherV2" and "shared" in n.name)
+    identity = body.add_op("Identity", gather.name + "/copy", [f"{gather.name}:output:0"])
+    assert [u.node for u in body.consumers(gather.name)].count(identity) == 1  # indexed at once
+    other = next(n.name for n in body.nodes() if n.op == "Const")
+    body.set_attr(identity, "T", nodes.dtype_enum("float32"), "type").add_control_input(identity, other)
+    assert body.attr(identity, "T") == nodes.dtype_enum("float32")
+    assert body.control_inputs(identity) == ["^" + other]
+    assert identity in {u.node for u in body.consumers(other, control=True)}
+    body.set_inputs(identity, [f"{other}:output:0"])  # no control input any more
+    assert identity not in {u.node for u in body.consumers(gather.name)}
+    assert [u.ref.control for u in body.consumers(other) if u.node == identity] == [False]
+    body.insert_inputs(identity, 0, [f"{gather.name}:output:0"]).remove_attr(identity, "T")
+    assert [str(r) for r in body.data_inputs(body.node(identity))] == [
+        f"{gather.name}:output:0",
+        f"{other}:output:0",
+    ]
+    assert body.attr(identity, "T") is None
+
+
 def test_check_reports_dangling_inputs_and_lost_control_outputs(keras_model):
     case, _ = keras_model
     model = ModelGraph(model_io.read_model(case.path).meta_graph)
