@@ -232,6 +232,11 @@ class Body:
         return self
 
     # --- one node's attrs and inputs: read, or edited in place (the indexes follow) ---
+    def _edit(self, node_name: str, edit, *args) -> "Body":
+        edit(self.node(node_name), *args)
+        self._changed()
+        return self
+
     def attr(self, node_name: str, key: str):
         """The value of attr ``key`` of node ``node_name`` (``nodes.attr_value``; None when unset)."""
         return nd.attr_value(self.node(node_name), key)
@@ -242,32 +247,22 @@ class Body:
 
     def set_attr(self, node_name: str, key: str, value, kind=None) -> "Body":
         """Sets attr ``key`` of node ``node_name`` (``kind`` as in ``nodes.set_attr``)."""
-        nd.set_attr(self.node(node_name), key, value, kind)
-        self._changed()
-        return self
+        return self._edit(node_name, nd.set_attr, key, value, kind)
 
     def remove_attr(self, node_name: str, key: str) -> "Body":
-        nd.remove_attr(self.node(node_name), key)
-        self._changed()
-        return self
+        return self._edit(node_name, nd.remove_attr, key)
 
     def set_inputs(self, node_name: str, inputs) -> "Body":
         """Replaces every input of node ``node_name`` (data inputs first, then control inputs)."""
-        nd.set_inputs(self.node(node_name), inputs)
-        self._changed()
-        return self
+        return self._edit(node_name, nd.set_inputs, inputs)
 
     def insert_inputs(self, node_name: str, position: int, refs) -> "Body":
         """Inserts ``refs`` before input ``position`` of node ``node_name``."""
-        nd.insert_inputs(self.node(node_name), position, refs)
-        self._changed()
-        return self
+        return self._edit(node_name, nd.insert_inputs, position, refs)
 
     def add_control_input(self, node_name: str, control: str) -> "Body":
         """Makes node ``node_name`` wait for node ``control`` (once)."""
-        nd.add_control_input(self.node(node_name), control)
-        self._changed()
-        return self
+        return self._edit(node_name, nd.add_control_input, control)
 
     def set_input(self, node_name: str, position: int, ref) -> "Body":
         self.node(node_name).input[position] = str(ref)
