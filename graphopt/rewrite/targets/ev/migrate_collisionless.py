@@ -12,7 +12,7 @@ from graphopt.ev import contract
 from graphopt.graph import meta_graphs, nodes
 from graphopt.graph.model import TensorRef
 from graphopt.rewrite.passes import Pass
-from graphopt.rewrite.targets.ev import builders as ev
+from graphopt.rewrite.targets.ev import builders
 
 
 class MigrateCollisionless(Pass):
@@ -39,7 +39,7 @@ class MigrateCollisionless(Pass):
             body = ctx.model.body(chain.site.body)
             old = nodes.clone(body.node(chain.site.node))
             table_ref, ids_ref = body.data_inputs(old)[:2]
-            new = ev.find_with_fallback(
+            new = builders.find_with_fallback(
                 old.name,
                 table_ref,
                 TensorRef.parse(chain.raw),

@@ -13,7 +13,7 @@ from graphopt.ev import contract
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.saver_entries import entry_strings, saver_uses, set_entry_names
-from graphopt.rewrite.targets.ev import builders as ev
+from graphopt.rewrite.targets.ev import builders
 
 
 class RewireSave(Pass):
@@ -43,9 +43,9 @@ class RewireSave(Pass):
                 slots = table.training.slots if table.training else []
                 if slots:
                     name = body.unique_name(f"{read.name}/{contract.EXPORT_WITH_SLOTS.name}")
-                    export = ev.export_with_slots(name, handle, table.dim, len(slots), save.device)
+                    export = builders.export_with_slots(name, handle, table.dim, len(slots), save.device)
                 else:
-                    export = ev.export(
+                    export = builders.export(
                         body.unique_name(f"{read.name}/{contract.EXPORT.name}"),
                         handle,
                         table.dim,
