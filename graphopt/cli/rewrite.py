@@ -8,6 +8,8 @@ import click
 from graphopt.cli.options import json_option, overwrite_option, regex_option, tags_option, tensorboard_option
 from graphopt.errors import GraphoptError
 
+# The targets' --target names and descriptions, spelled here so that --help imports no TensorFlow;
+# tests/cli/test_rewrite.py checks them against graphopt.rewrite.targets.TARGETS.
 TARGET_NAMES = {"ev": "EmbeddingVariable", "stock": "built-in hash table + dense rows"}
 
 
@@ -63,7 +65,7 @@ def format_summary(report) -> str:
 @click.option("--debug", is_flag=True, help="Check graph integrity after every pass.")
 @click.option(
     "--target",
-    type=click.Choice(["ev", "stock"]),
+    type=click.Choice(list(TARGET_NAMES)),
     default="ev",
     show_default=True,
     help="ev: EmbeddingVariables (needs graphopt's ops); stock: dense rows behind TensorFlow's "

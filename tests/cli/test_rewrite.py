@@ -122,3 +122,10 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tf1_model, tmp_path,
     assert line.startswith("graphopt: error: ") and "Traceback" not in result.stderr
     assert not os.path.exists(out) or breakage == "output_exists"
     assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []
+
+
+def test_the_cli_names_the_targets_the_engine_has():
+    from graphopt.cli.rewrite import TARGET_NAMES
+    from graphopt.rewrite.targets import TARGETS
+
+    assert TARGET_NAMES == {name: t.description for name, t in TARGETS.items()}
