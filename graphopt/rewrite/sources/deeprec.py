@@ -1,0 +1,139 @@
+"""DeepRec's EmbeddingVariable (a TF 1.15 fork): its ops, as data.
+
+The attrs are those of DeepRec's ``tensorflow/core/ops/kv_variable_ops.cc``. An EV is a
+``KvVarHandleOp`` (``dtype``, ``shape = [dim]``, ``Tkeys``) created by ``InitializeKvVariableOp``
+(``filter_freq``: admission after that many lookups; ``steps_to_live``: rows unseen for that many
+steps are evicted; ``resource_primary``: a slot EV names the EV it belongs to). Lookups are
+``KvResourceGather`` / ``KvResourceGatherV1(resource, indices, default_value[, counts])``; the
+checkpoint holds ``NAME-keys``, ``-values``, ``-freqs``, ``-versions`` (graphopt's own layout) and
+``KvResourceImportV2(prefix, self, primary, value, tensor_names, empty_key)`` reads them itself;
+``KvResourceExport`` returns keys, values, versions, freqs (in that order). A partitioned EV is one
+EV per part (``NAME/part_K``), each saved under its own name.
+"""
+
+from graphopt.graph import nodes
+
+NAME = "deeprec"
+TITLE = "DeepRec EmbeddingVariable"
+HANDLE_OPS = ("KvVarHandleOp",)
+# op -> (role, the input position of the table that role applies to)
+ROLES = {
+    "KvVarHandleOp": ("handle", None),
+    "InitializeKvVariableOp": ("initialize", 0),
+    "KvResourceGather": ("find", 0),
+    "KvResourceGatherV1": ("find", 0),
+    "KvResourceImportV2": ("restore", 1),
+    "KvResourceExport": ("export", 0),
+    "KvVarIsInitializedOp": ("is_initialized", 0),
+}
+TRAIN_PREFIX = "KvResourceSparseApply"
+# A slot EV's init and import name the main EV as resource_primary (input 1 / 2): known, no action.
+PRIMARY_INPUT = {"InitializeKvVariableOp": 1, "KvResourceImportV2": 2}
+UNSUPPORTED = {
+    "KvResourceImport": "the v1 import (keys, values, versions inputs); re-save the model with "
+    "DeepRec's KvResourceImportV2 saver",
+    "KvResourceIncrImport": "incremental checkpoints are DeepRec's own format",
+    "ReadKvVariableOp": "reads the whole EV as a dense tensor; graphopt tables have no dense value",
+    "KvVariableShape": "the EV's dense shape; graphopt tables have none",
+    "KvResourceScatterAdd": "adds into rows in place; no graphopt op does that",
+    "EVGetFrequency": "per-key frequencies; graphopt exports them only with the whole table",
+    "EVGetVersion": "per-key versions; graphopt exports them only with the whole table",
+    "DestroyKvResourceOp": "destroys the EV; graphopt tables live as long as the session",
+    "KvResourceGeneratePartitionedTensor": "DeepRec's repartitioning on restore",
+}
+
+
+def owns(op: str) -> bool:
+    return op in ROLES or op in UNSUPPORTED or op.startswith(("Kv", "EVGet"))
+
+
+def role_of(node, position) -> str | None:
+    if node.op.startswith(TRAIN_PREFIX):
+        return "train"
+    if node.op in PRIMARY_INPUT and position == PRIMARY_INPUT[node.op]:
+        return "primary"
+    role, at = ROLES.get(node.op, (None, None))
+    if role is None or (position is not None and at is not None and position != at):
+        return None
+    return role
+
+
+def unknown_reason(node) -> str:
+    if node.op in UNSUPPORTED:
+        return UNSUPPORTED[node.op]
+    if owns(node.op):
+        return "a DeepRec op graphopt does not know (a newer DeepRec, or a storage type other than DRAM)"
+    return f"stock op {node.op} uses the EV's handle; graphopt cannot tell what it does with it"
+
+
+def table_of(handle):
+    from graphopt.rewrite.sources import SourceTable
+
+    shape = nodes.attr_value(handle, "shape") or []
+    dim = int(shape[-1]) if len(shape) == 1 and shape[-1] and shape[-1] > 0 else 0
+    table = SourceTable(
+        NAME,
+        handle.name,
+        dim,
+        nodes.dtype_name(nodes.attr_value(handle, "Tkeys")),
+        nodes.dtype_name(nodes.attr_value(handle, "dtype")),
+        handle.name,
+    )
+    if dim == 0:
+        table.problem = f"shape {shape} is not [dim]; only EVs of rows convert"
+    elif table.key_dtype not in ("int64", "int32"):
+        table.problem = (
+            f"it is keyed by {table.key_dtype}s; graphopt keys are int64: hash the ids to int64 "
+            "(as --collisionless keys string ids by their Fingerprint64) and re-key the table"
+        )
+    elif table.value_dtype != "float32":
+        table.problem = f"its values are {table.value_dtype}; graphopt rows are float32"
+    return table
+
+
+def default_input(body, node):
+    data = body.data_inputs(node)
+    return data[2] if len(data) > 2 else None
+
+
+def checkpoint_key_of(model, body, node, role):
+    """The name KvResourceImportV2 restores the EV from (its tensor_names Const)."""
+    if role != "restore":
+        return None
+    ref = body.data_inputs(node)[4]
+    src = body.node(ref.node)
+    if src is None or src.op != "Const":
+        return None
+    value = nodes.const_value(src).reshape(-1)
+    return value[0].decode() if value.size and isinstance(value[0], bytes) else None
+
+
+def guess_checkpoint_key(table, names):
+    return None
+
+
+def read_training_attrs(table, node, role):
+    if role == "initialize":
+        table.min_count = int(nodes.attr_value(node, "filter_freq") or 0)
+        table.ttl = int(nodes.attr_value(node, "steps_to_live") or 0)
+        inputs = [i for i in node.input if not i.startswith("^")]
+        primary = inputs[1].split(":")[0] if len(inputs) > 1 else ""
+        if primary and primary != table.name:
+            table.primary = primary
+
+
+# DeepRec names a slot EV after its variable and optimizer: emb/Adagrad (accumulator), emb/Adam(_1).
+SLOT_NAMES = {"Adagrad": ("adagrad", "accumulator"), "Adam": ("adam", "m"), "Adam_1": ("adam", "v")}
+
+
+def pair_slots(tables):
+    by_name = {t.name: t for t in tables}
+    for t in tables:
+        main = by_name.get(t.primary)
+        if main is None:
+            continue
+        last = t.name.rsplit("/", 1)[-1]
+        optimizer, slot = SLOT_NAMES.get(last, ("", last))
+        t.slot_of, t.slot_name = main.name, slot
+        main.slots.append(t)
+        main.optimizer = optimizer
