@@ -76,13 +76,15 @@ def build_keras(out):
         name="emb",
     )
     x = emb(ids)
-    x = tf_keras.layers.Flatten()(x) if len(x.shape) > 2 else x
+    x = tf_keras.layers.Flatten(name="lookup")(x) if len(x.shape) > 2 else x
     y = tf_keras.layers.Dense(1, activation="sigmoid", name="head")(x)
-    model = tf_keras.Model(ids, y)
+    # The lookup is an output too: validate compares it bit for bit, while the head's matmul may
+    # round differently in another TensorFlow version (docs/migration.md).
+    model = tf_keras.Model(ids, [y, x])
     opt = de.DynamicEmbeddingOptimizer(tf_keras.optimizers.Adagrad(0.1))
-    model.compile(optimizer=opt, loss="binary_crossentropy")
+    model.compile(optimizer=opt, loss=["binary_crossentropy", None])
     train = _ids(rng, 256)
-    model.fit(train, _labels(train), batch_size=32, epochs=2, verbose=0)
+    model.fit(train, [_labels(train), np.zeros([len(train), FIELDS * DIM], np.float32)], batch_size=32, epochs=2, verbose=0)
     path = os.path.join(out, "keras_embedding")
     model.save(path, options=tf.saved_model.SaveOptions(namespace_whitelist=["TFRA"]))
     loaded = tf.saved_model.load(path)
@@ -118,7 +120,7 @@ def _tf1_graph(optimizer):
     opt = de.DynamicEmbeddingOptimizer(optimizer)
     train_op = opt.minimize(loss, global_step=tf.compat.v1.train.get_or_create_global_step(), name="train")
     feeds = {"ids_indices": indices, "ids_values": values, "ids_dense_shape": dense_shape}
-    return feeds, labels, prob, loss, train_op
+    return feeds, labels, prob, emb, loss, train_op
 
 
 def _sparse_batch(ids):
@@ -133,7 +135,7 @@ def _sparse_batch(ids):
 
 def build_tf1(out, name, optimizer):
     rng = np.random.default_rng(SEED)
-    feeds, labels, prob, loss, train_op = _tf1_graph(optimizer)
+    feeds, labels, prob, emb, loss, train_op = _tf1_graph(optimizer)
     saver = tf.compat.v1.train.Saver()
     path = os.path.join(out, name)
     os.makedirs(path)
@@ -147,7 +149,7 @@ def build_tf1(out, name, optimizer):
         saver.save(sess, os.path.join(path, "model"), write_meta_graph=False)
     meta = saver.export_meta_graph()
     sig = tf.compat.v1.saved_model.predict_signature_def(
-        {k: v for k, v in feeds.items()}, {"prob": prob}
+        {k: v for k, v in feeds.items()}, {"prob": prob, "emb": emb}
     )
     meta.signature_def["serving_default"].CopyFrom(sig)
     with open(os.path.join(path, "model.meta"), "wb") as f:
@@ -158,7 +160,8 @@ def build_tf1(out, name, optimizer):
     with tf.compat.v1.Session() as sess:
         restorer = tf.compat.v1.train.import_meta_graph(os.path.join(path, "model.meta"))
         restorer.restore(sess, os.path.join(path, "model"))
-        outputs = [{"prob": sess.run("prob:0", {f"{k}:0": v for k, v in b.items()})} for b in batches]
+        names = {k: v.name for k, v in meta.signature_def["serving_default"].outputs.items()}
+        outputs = [sess.run(names, {f"{k}:0": v for k, v in b.items()}) for b in batches]
     _save_reference(os.path.join(path, "reference.npz"), "serving_default", batches, outputs)
 
 

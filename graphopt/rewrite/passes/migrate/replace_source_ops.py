@@ -46,7 +46,8 @@ class ReplaceSourceOps(Pass):
         out = []
         for table in ctx.plan.tables + ctx.plan.slots:
             for op in table.ops:
-                node = ctx.model.body(op.body).node(op.node)
+                body = ctx.model.bodies.get(op.body)
+                node = body.node(op.node) if body is not None else None
                 if node is not None and node.op == op.op and op.role not in ("primary", "train"):
                     out.append((table, op))
         return out

@@ -77,8 +77,8 @@ class RewireSourceSave(Pass):
         mg_lib.drop_collection_nodes(ctx.model.meta_graph, slot_handles)
         for table in ctx.plan.slots:
             for op in sorted(table.ops, key=lambda o: o.role == "handle"):
-                body = ctx.model.body(op.body)
-                node = body.node(op.node)
+                body = ctx.model.bodies.get(op.body)
+                node = body.node(op.node) if body is not None else None
                 if node is None or node.op.startswith("GraphoptEv"):
                     continue
                 old = nodes.clone(node)
