@@ -45,6 +45,12 @@ def inspect(model, tags, tensorboard, as_json):
     """List MODEL's signatures, embedding tables and the gathers left alone."""
     from graphopt.rewrite import inspect_model, write_tensorboard
 
+    from graphopt.cli.migrate import format_analysis, source_analysis
+
+    analysis = source_analysis(model, tags)
+    if analysis is not None:
+        click.echo(json.dumps(analysis.to_dict(), indent=2) if as_json else format_analysis(analysis))
+        return
     report = inspect_model(model, tags=tags)
     if tensorboard:
         write_tensorboard(model, tensorboard, tags=tags)
