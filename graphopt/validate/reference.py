@@ -54,7 +54,10 @@ class ReferenceReport:
 
     def format(self) -> str:
         env = ", ".join(f"{k} {v}" for k, v in self.environment.items()) or "unknown environment"
-        lines = [f"{self.rewritten} against {self.reference} (recorded with {env})"]
+        if self.reference:
+            lines = [f"{self.rewritten} against {self.reference} (recorded with {env})"]
+        else:
+            lines = [f"{self.rewritten}: tables against the original's checkpoint (no recorded outputs)"]
         lines += [c.line() for c in self.checks]
         lines.append("validation " + ("passed" if self.passed else "failed"))
         return "\n".join(lines)
@@ -116,9 +119,15 @@ class MetaGraphModel:
         source = io.read_model(path)
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph)
-        with self.graph.as_default():
-            saver = tf.compat.v1.train.import_meta_graph(source.meta_graph)
-            saver.restore(self.session, source.checkpoint_prefix)
+        from graphopt.validate.loaders import describe_failure, load_failures
+
+        try:
+            with self.graph.as_default():
+                saver = tf.compat.v1.train.import_meta_graph(source.meta_graph)
+                saver.restore(self.session, source.checkpoint_prefix)
+        except load_failures() as exc:
+            self.session.close()
+            raise ModelError(f"{path}: a Session cannot load it: {describe_failure(exc)}") from exc
         self._names = {
             name: ({k: i[0] for k, i in s["inputs"].items()}, {k: i[0] for k, i in s["outputs"].items()})
             for name, s in signature_tensor_infos(source.meta_graph).items()
@@ -237,11 +246,11 @@ def table_checks(original, rewritten_model, rewritten_prefix) -> list[Check]:
     return checks
 
 
-def validate_reference(rewritten, reference, original=None, loader="both", atol=0.0, rtol=0.0) -> ReferenceReport:
+def validate_reference(rewritten, reference=None, original=None, loader="both", atol=0.0, rtol=0.0) -> ReferenceReport:
     """Checks the migrated model ``rewritten`` against the outputs recorded in ``reference`` (and,
     with ``original``, its tables against the original's)."""
-    batches, env = read_reference(reference)
-    report = ReferenceReport(os.fspath(rewritten), os.fspath(reference), env)
+    batches, env = read_reference(reference) if reference is not None else ({}, {})
+    report = ReferenceReport(os.fspath(rewritten), os.fspath(reference) if reference else "", env)
     models = _models(os.fspath(rewritten), loader)
     try:
         for model in models:

@@ -147,6 +147,23 @@ def build_tf1(out, name, optimizer):
             feed[labels] = _labels(batch)
             sess.run(train_op, feed)
         saver.save(sess, os.path.join(path, "model"), write_meta_graph=False)
+        # One more step after the save, recorded: the migrated model's training must continue
+        # from the saved rows and slots to the same rows (tests/migrate/test_tfra.py).
+        batch = _ids(rng, 8)
+        feed = {feeds[k]: v for k, v in _sparse_batch(batch).items()}
+        feed[labels] = _labels(batch)
+        sess.run(train_op, feed)
+        step = {f"inputs/{k}": v for k, v in _sparse_batch(batch).items()}
+        step["labels"] = _labels(batch)
+        ids = np.unique(batch)
+        lookup = tf.compat.v1.get_default_graph().get_tensor_by_name(
+            "user_lookup/embedding_lookup/user_lookup/embedding_lookup/Read/"
+            "user_emb_mht_1of1_lookup_table_find/TFRA>CuckooHashTableFind:0"
+        )
+        unique = tf.compat.v1.get_default_graph().get_tensor_by_name("user_lookup/Unique:0")
+        rows, keys = sess.run([lookup, unique], {feeds["ids_values"]: ids})
+        step["after/keys"], step["after/values"] = keys, rows
+        np.savez(os.path.join(path, "next_step.npz"), **step)
     meta = saver.export_meta_graph()
     sig = tf.compat.v1.saved_model.predict_signature_def(
         {k: v for k, v in feeds.items()}, {"prob": prob, "emb": emb}

@@ -112,12 +112,12 @@ def guess_checkpoint_key(table, names):
     return None
 
 
-def read_training_attrs(table, node, role):
+def read_training_attrs(table, body, node, role):
     if role == "initialize":
         table.min_count = int(nodes.attr_value(node, "filter_freq") or 0)
         table.ttl = int(nodes.attr_value(node, "steps_to_live") or 0)
-        inputs = [i for i in node.input if not i.startswith("^")]
-        primary = inputs[1].split(":")[0] if len(inputs) > 1 else ""
+        inputs = body.data_inputs(node)
+        primary = inputs[1].node if len(inputs) > 1 else ""
         if primary and primary != table.name:
             table.primary = primary
 

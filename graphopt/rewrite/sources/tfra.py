@@ -126,7 +126,7 @@ def guess_checkpoint_key(table, names):
     return None
 
 
-def read_training_attrs(table, node, role):
+def read_training_attrs(table, body, node, role):
     pass
 
 
