@@ -16,6 +16,14 @@ from graphopt.errors import ModelError
 SLOT_INIT = {"accumulator": 0.1, "m": 0.0, "v": 0.0}
 
 
+def slot_init(slot) -> float:
+    """The value a slot row starts at: the slot table's own default (its find's constant) where
+    the graph shows it, else TF's default for the slot."""
+    if slot.default_value:
+        return float(slot.default_value[0])
+    return SLOT_INIT.get(slot.slot_name, 0.0)
+
+
 def check_table_tensors(prefix, infos, table):
     """(rows, dim) of a source table's K-keys / K-values; ModelError naming the table when they
     are missing or disagree."""
@@ -86,7 +94,7 @@ def migrate_checkpoint(src_prefix, dst_prefix, tables, progress=None) -> int:
                     main_keys,
                     reader.get_tensor(f"{slot.checkpoint_key}-keys"),
                     reader.get_tensor(f"{slot.checkpoint_key}-values"),
-                    SLOT_INIT.get(slot.slot_name, 0.0),
+                    slot_init(slot),
                     dim,
                 )
         if table.min_count > 1 and f"{k}-keys_filtered" in infos and f"{k}-freqs_filtered" in infos:

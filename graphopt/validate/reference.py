@@ -225,7 +225,7 @@ def table_checks(original, rewritten_model, rewritten_prefix) -> list[Check]:
             )
             checks.append(Check(f"table {table.name} rows ({where})", not len(bad), detail))
         for slot in table.slots:
-            from graphopt.checkpoint.migrate import SLOT_INIT, aligned_slot
+            from graphopt.checkpoint.migrate import aligned_slot, slot_init
 
             name = f"{k}-slot-{slot.slot_name}"
             main_keys = dst.get_tensor(f"{k}-keys")
@@ -233,7 +233,7 @@ def table_checks(original, rewritten_model, rewritten_prefix) -> list[Check]:
                 main_keys,
                 src.get_tensor(f"{slot.checkpoint_key}-keys"),
                 src.get_tensor(f"{slot.checkpoint_key}-values"),
-                SLOT_INIT.get(slot.slot_name, 0.0),
+                slot_init(slot),
                 table.dim,
             )
             try:
