@@ -11,6 +11,8 @@ checkpoint holds ``NAME-keys``, ``-values``, ``-freqs``, ``-versions`` (graphopt
 EV per part (``NAME/part_K``), each saved under its own name.
 """
 
+import numpy as np
+
 from graphopt.graph import nodes
 
 NAME = "deeprec"
@@ -118,6 +120,11 @@ def read_training_attrs(table, body, node, role):
         table.ttl = int(nodes.attr_value(node, "steps_to_live") or 0)
         inputs = body.data_inputs(node)
         primary = inputs[1].node if len(inputs) > 1 else ""
+        init = body.node(inputs[2].node) if len(inputs) > 2 else None
+        if table.default_value is None and init is not None and init.op == "Const":
+            value = nodes.const_value(init).reshape(-1)
+            if value.size in (1, table.dim):  # the EV's initial row (a slot's initial value)
+                table.default_value = [float(v) for v in np.broadcast_to(value, [table.dim])]
         if primary and primary != table.name:
             table.primary = primary
 
