@@ -60,12 +60,13 @@ def import_table(model, table, files, out, overwrite=False) -> dict:
     stale = tuple(n for n in infos if n.startswith(f"{key}-slot-") or n.startswith(f"{key}-pending-"))
     src_root = model if os.path.isdir(model) else os.path.dirname(model)
     with staged_output(out, overwrite=overwrite) as tmp:
-        ckpt_dir = os.path.dirname(source.checkpoint_prefix)
-        shutil.copytree(
-            src_root, tmp, ignore=lambda d, names: [n for n in names if os.path.join(d, n).startswith(source.checkpoint_prefix + ".")]
-        )
-        dst = os.path.join(tmp, os.path.relpath(source.checkpoint_prefix, src_root))
-        del ckpt_dir
+        prefix = source.checkpoint_prefix
+
+        def checkpoint_files(d, names):  # the checkpoint is written anew, not copied
+            return [n for n in names if os.path.join(d, n).startswith((prefix + ".index", prefix + ".data-"))]
+
+        shutil.copytree(src_root, tmp, ignore=checkpoint_files)
+        dst = os.path.join(tmp, os.path.relpath(prefix, src_root))
         convert_checkpoint(
             source.checkpoint_prefix,
             dst,
