@@ -44,12 +44,17 @@ def read_dump(files, table, dim):
     try:
         if kind == "npz":
             with np.load(keys_path) as f:
-                keys, values = f["keys"].astype(np.int64, copy=False), f["values"].astype(np.float32, copy=False)
+                keys, values = (
+                    f["keys"].astype(np.int64, copy=False),
+                    f["values"].astype(np.float32, copy=False),
+                )
         else:
             keys = np.fromfile(keys_path, dtype="<i8")
             values = np.fromfile(values_path, dtype="<f4")
     except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"table {table}: cannot read the dump {keys_path} ({exc}); give a complete dump") from None
+        raise DataError(
+            f"table {table}: cannot read the dump {keys_path} ({exc}); give a complete dump"
+        ) from None
     if kind == "npz" and values.ndim == 2 and values.shape[1] != dim:
         raise DataError(
             f"table {table}: the dump's rows have {values.shape[1]} floats, the table's dim is {dim}; "

@@ -43,9 +43,8 @@ def format_inspection(report) -> str:
 @json_option
 def inspect(model, tags, tensorboard, as_json):
     """List MODEL's signatures, embedding tables and the gathers left alone."""
-    from graphopt.rewrite import inspect_model, write_tensorboard
-
     from graphopt.cli.migrate import format_analysis, source_analysis
+    from graphopt.rewrite import inspect_model, write_tensorboard
 
     analysis = source_analysis(model, tags)
     if analysis is not None:

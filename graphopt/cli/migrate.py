@@ -57,7 +57,9 @@ def run_migration(model, out, dry_run, debug, overwrite, tags, as_json, refused)
         if not as_json:
             click.echo(format_analysis(analysis))
 
-    report = migrate_model(model, out, dry_run=dry_run, overwrite=overwrite, tags=tags, debug=debug, on_analysis=on_analysis)
+    report = migrate_model(
+        model, out, dry_run=dry_run, overwrite=overwrite, tags=tags, debug=debug, on_analysis=on_analysis
+    )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -72,7 +74,9 @@ def run_migration(model, out, dry_run, debug, overwrite, tags, as_json, refused)
 @click.argument("model", type=click.Path())
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--table", required=True, help="The EmbeddingVariable: its handle name or checkpoint key.")
-@click.option("-o", "--output", "out", required=True, type=click.Path(), help="Output directory (a new model).")
+@click.option(
+    "-o", "--output", "out", required=True, type=click.Path(), help="Output directory (a new model)."
+)
 @overwrite_option
 @json_option
 def import_table(model, files, table, out, overwrite, as_json):

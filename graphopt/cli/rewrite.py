@@ -117,10 +117,17 @@ def rewrite(
 
     if source_analysis(model, tags) is not None:
         given = {
-            "--include": include, "--exclude": exclude, "--min-rows": min_rows, "--verify": verify,
-            "--target stock": target != "ev", "--collisionless": collisionless, "--tensorboard": tensorboard,
+            "--include": include,
+            "--exclude": exclude,
+            "--min-rows": min_rows,
+            "--verify": verify,
+            "--target stock": target != "ev",
+            "--collisionless": collisionless,
+            "--tensorboard": tensorboard,
         }
-        return run_migration(model, out, dry_run, debug, overwrite, tags, as_json, [k for k, v in given.items() if v])
+        return run_migration(
+            model, out, dry_run, debug, overwrite, tags, as_json, [k for k, v in given.items() if v]
+        )
     from graphopt.rewrite import rewrite_model
 
     planned = []

@@ -134,16 +134,20 @@ def validate(
     same inputs through the chosen loaders, output by output, then what each does with ids
     outside the original tables. Exit code 0: passed; 1: validation failed; 2: bad input.
     """
-    from graphopt.cli.migrate import source_analysis
-
     import os
 
-    if reference is not None or (not train and os.path.exists(original) and source_analysis(original) is not None):
+    from graphopt.cli.migrate import source_analysis
+
+    if reference is not None or (
+        not train and os.path.exists(original) and source_analysis(original) is not None
+    ):
         # A TFRA/DeepRec original cannot run here: its outputs come from the file, its tables
         # from its checkpoint.
         from graphopt.validate.reference import validate_reference
 
-        result = validate_reference(rewritten, reference, original=original, loader=loader, atol=atol, rtol=rtol)
+        result = validate_reference(
+            rewritten, reference, original=original, loader=loader, atol=atol, rtol=rtol
+        )
         click.echo(result.to_json() if as_json else result.format())
         if not result.passed:
             raise click.exceptions.Exit(1)

@@ -54,13 +54,15 @@ def import_table(model, table, files, out, overwrite=False) -> dict:
             "(rewrite or migrate the model first)"
         )
     key, dim = tables[table]
+    if source.checkpoint_prefix is None:
+        raise ModelError(f"{model} has no checkpoint; pass the rewritten model with its variables")
     keys, values = read_dump(files, table, dim)
     check_output_dir(out, overwrite)
     infos = checkpoint_tensors(source.checkpoint_prefix)
     stale = tuple(n for n in infos if n.startswith(f"{key}-slot-") or n.startswith(f"{key}-pending-"))
     src_root = model if os.path.isdir(model) else os.path.dirname(model)
     with staged_output(out, overwrite=overwrite) as tmp:
-        prefix = source.checkpoint_prefix
+        prefix: str = source.checkpoint_prefix
 
         def checkpoint_files(d, names):  # the checkpoint is written anew, not copied
             return [n for n in names if os.path.join(d, n).startswith((prefix + ".index", prefix + ".data-"))]
@@ -78,4 +80,11 @@ def import_table(model, table, files, out, overwrite=False) -> dict:
             },
             dropped=(f"{key}-versions", *stale),
         )
-    return {"table": table, "checkpoint_key": key, "rows": int(len(keys)), "dim": dim, "output": out, "dropped": list(stale)}
+    return {
+        "table": table,
+        "checkpoint_key": key,
+        "rows": int(len(keys)),
+        "dim": dim,
+        "output": out,
+        "dropped": list(stale),
+    }

@@ -87,7 +87,9 @@ def is_source_model(meta_graph) -> bool:
     return system_of(ModelGraph(meta_graph)) is not None
 
 
-def migrate_model(src, out, dry_run=False, overwrite=False, tags=None, progress=None, debug=False, on_analysis=None):
+def migrate_model(
+    src, out, dry_run=False, overwrite=False, tags=None, progress=None, debug=False, on_analysis=None
+):
     """Migrates the TFRA / DeepRec model ``src`` into ``out`` (atomically; ``src`` untouched)."""
     from graphopt.checkpoint.convert import checkpoint_tensors
     from graphopt.ops.library import load_library
@@ -122,7 +124,9 @@ def migrate_model(src, out, dry_run=False, overwrite=False, tags=None, progress=
                 f"EmbeddingVariable.evict(step, ttl={t.ttl}) (GraphoptEvEvict) in training"
             )
         if t.min_count > 1:
-            plan.notes.append(f"table {t.name}: filter_freq {t.min_count} -> admission min_count={t.min_count}")
+            plan.notes.append(
+                f"table {t.name}: filter_freq {t.min_count} -> admission min_count={t.min_count}"
+            )
         if t.slots:
             plan.notes.append(
                 f"table {t.name}: {t.optimizer} slots "
@@ -154,7 +158,9 @@ def migrate_model(src, out, dry_run=False, overwrite=False, tags=None, progress=
         if source.kind == "saved_model":
             io.write_saved_model(source, model.meta_graph, tmp, keep_object_graph=False)
         else:
-            io.write_meta_graph(model.meta_graph, os.path.join(tmp, os.path.basename(source.path)), source.text)
+            io.write_meta_graph(
+                model.meta_graph, os.path.join(tmp, os.path.basename(source.path)), source.text
+            )
             io.write_checkpoint_state(tmp, base)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(

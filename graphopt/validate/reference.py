@@ -81,7 +81,9 @@ def read_reference(path):
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"--reference-outputs {path} cannot be read ({exc}); give the .npz the recording helper wrote") from None
+        raise DataError(
+            f"--reference-outputs {path} cannot be read ({exc}); give the .npz the recording helper wrote"
+        ) from None
     env = {}
     if "_environment" in arrays:
         try:
@@ -135,7 +137,9 @@ class MetaGraphModel:
 
     def run(self, signature, feeds):
         if signature not in self._names:
-            raise ModelError(f"the migrated model has no signature {signature!r}; it has {sorted(self._names)}")
+            raise ModelError(
+                f"the migrated model has no signature {signature!r}; it has {sorted(self._names)}"
+            )
         ins, outs = self._names[signature]
         return self.session.run(dict(outs), {ins[k]: v for k, v in feeds.items()})
 
@@ -214,7 +218,10 @@ def table_checks(original, rewritten_model, rewritten_prefix) -> list[Check]:
             if got_k.shape != want_k.shape or not np.array_equal(got_k, want_k):
                 extra = np.setdiff1d(got_k, want_k)[:3].tolist()
                 missing = np.setdiff1d(want_k, got_k)[:3].tolist()
-                detail = f"{len(got_k)} keys, the original {len(want_k)}; not in the original: {extra}, missing: {missing}"
+                detail = (
+                    f"{len(got_k)} keys, the original {len(want_k)}; "
+                    f"not in the original: {extra}, missing: {missing}"
+                )
                 checks.append(Check(f"table {table.name} keys ({where})", False, detail))
                 continue
             bad = np.flatnonzero(~np.all(got_v == want_v, axis=1))
@@ -242,11 +249,19 @@ def table_checks(original, rewritten_model, rewritten_prefix) -> list[Check]:
                 checks.append(Check(f"slot {name}", False, "missing from the migrated checkpoint"))
                 continue
             same = got.shape == want.shape and np.array_equal(got, want)
-            checks.append(Check(f"slot {name}", same, "bit-identical to " + slot.name if same else "differs from " + slot.name))
+            checks.append(
+                Check(
+                    f"slot {name}",
+                    same,
+                    "bit-identical to " + slot.name if same else "differs from " + slot.name,
+                )
+            )
     return checks
 
 
-def validate_reference(rewritten, reference=None, original=None, loader="both", atol=0.0, rtol=0.0) -> ReferenceReport:
+def validate_reference(
+    rewritten, reference=None, original=None, loader="both", atol=0.0, rtol=0.0
+) -> ReferenceReport:
     """Checks the migrated model ``rewritten`` against the outputs recorded in ``reference`` (and,
     with ``original``, its tables against the original's)."""
     batches, env = read_reference(reference) if reference is not None else ({}, {})
@@ -264,7 +279,9 @@ def validate_reference(rewritten, reference=None, original=None, loader="both", 
                         continue
                     for name, value in sorted(want.items()):
                         if name not in got:
-                            report.checks.append(Check(f"{model.loader} {sig}/{name} batch {i}", False, "no such output"))
+                            report.checks.append(
+                                Check(f"{model.loader} {sig}/{name} batch {i}", False, "no such output")
+                            )
                             continue
                         ok, detail = _compare(value, np.asarray(got[name]), atol, rtol)
                         report.checks.append(Check(f"{model.loader} {sig}/{name} batch {i}", ok, detail))

@@ -14,7 +14,13 @@ from tensorflow.core.framework import attr_value_pb2, graph_pb2, node_def_pb2, t
 from tensorflow.core.protobuf import meta_graph_pb2, saver_pb2
 
 DIM = 4
-F, I64, I32, STR, BOOL = types_pb2.DT_FLOAT, types_pb2.DT_INT64, types_pb2.DT_INT32, types_pb2.DT_STRING, types_pb2.DT_BOOL
+F, I64, I32, STR, BOOL = (
+    types_pb2.DT_FLOAT,
+    types_pb2.DT_INT64,
+    types_pb2.DT_INT32,
+    types_pb2.DT_STRING,
+    types_pb2.DT_BOOL,
+)
 
 
 def _attr(v):
@@ -53,28 +59,57 @@ class Graph:
 
     def const(self, name, value, dtype=None):
         value = np.asarray(value, dtype=dtype)
-        return self.node("Const", name, value=value, dtype=("type", tf.as_dtype(value.dtype).as_datatype_enum))
+        return self.node(
+            "Const", name, value=value, dtype=("type", tf.as_dtype(value.dtype).as_datatype_enum)
+        )
 
 
 def _ev(g, name, *, primary=None, filter_freq=0, steps_to_live=0, tkeys=I64):
-    g.node("KvVarHandleOp", name, dtype=("type", F), shape=("shape", [DIM]), Tkeys=("type", tkeys),
-           container="", shared_name=name)
+    g.node(
+        "KvVarHandleOp",
+        name,
+        dtype=("type", F),
+        shape=("shape", [DIM]),
+        Tkeys=("type", tkeys),
+        container="",
+        shared_name=name,
+    )
     init = g.const(f"{name}/initial_value", np.zeros([DIM], np.float32))
     empty = g.const(f"{name}/empty_key", np.array(-1, np.int64))
-    g.node("InitializeKvVariableOp", f"{name}/init", [name, primary or name, init, empty],
-           Tkeys=("type", tkeys), dtype=("type", F), shape=("shape", [DIM]), counter_type=("type", I64),
-           slot_num=1 if primary else 0, filter_freq=filter_freq, steps_to_live=steps_to_live,
-           emb_index=0, slot_index=1 if primary else 0, ht_partition_num=1000)
+    g.node(
+        "InitializeKvVariableOp",
+        f"{name}/init",
+        [name, primary or name, init, empty],
+        Tkeys=("type", tkeys),
+        dtype=("type", F),
+        shape=("shape", [DIM]),
+        counter_type=("type", I64),
+        slot_num=1 if primary else 0,
+        filter_freq=filter_freq,
+        steps_to_live=steps_to_live,
+        emb_index=0,
+        slot_index=1 if primary else 0,
+        ht_partition_num=1000,
+    )
     return name
 
 
 def _gather(g, ev, ids, name):
     default = g.const(f"{name}/default", np.zeros([DIM], np.float32))
-    return g.node("KvResourceGather", name, [ev, ids, default], dtype=("type", F), Tkeys=("type", I64),
-                  is_use_default_value_tensor=True, validate_indices=True)
+    return g.node(
+        "KvResourceGather",
+        name,
+        [ev, ids, default],
+        dtype=("type", F),
+        Tkeys=("type", I64),
+        is_use_default_value_tensor=True,
+        validate_indices=True,
+    )
 
 
-def build(path, tables, partitioned=False, slot=False, filter_freq=0, steps_to_live=0, extra_op=None, tkeys=I64):
+def build(
+    path, tables, partitioned=False, slot=False, filter_freq=0, steps_to_live=0, extra_op=None, tkeys=I64
+):
     """Writes PATH/model.meta + PATH/model.* for ``tables`` ({name: (keys, values, freqs, versions)}).
 
     The single EV is ``emb`` (with ``slot``: its Adagrad slot EV ``emb/Adagrad`` and a training op);
@@ -85,7 +120,9 @@ def build(path, tables, partitioned=False, slot=False, filter_freq=0, steps_to_l
     ids = g.node("Placeholder", "ids", dtype=("type", I64), shape=("shape", [-1]))
     names = []
     if partitioned:
-        evs = [_ev(g, f"part/part_{k}", filter_freq=filter_freq, steps_to_live=steps_to_live) for k in range(2)]
+        evs = [
+            _ev(g, f"part/part_{k}", filter_freq=filter_freq, steps_to_live=steps_to_live) for k in range(2)
+        ]
         two = g.const("part/num", np.array(2, np.int64))
         mod = g.node("FloorMod", "part/mod", [ids, two], T=("type", I64))
         p32 = g.node("Cast", "part/p", [mod], SrcT=("type", I64), DstT=("type", I32), Truncate=False)
@@ -107,28 +144,51 @@ def build(path, tables, partitioned=False, slot=False, filter_freq=0, steps_to_l
             lr = g.const("train/lr", np.array(0.1, np.float32))
             grad = g.node("Placeholder", "train/grad", dtype=("type", F), shape=("shape", [-1, DIM]))
             step = g.const("train/step", np.array(0, np.int64))
-            g.node("KvResourceSparseApplyAdagrad", "train/apply", [ev, acc, lr, grad, ids, step],
-                   T=("type", F), Tindices=("type", I64), Tstep=("type", I64), use_locking=False)
+            g.node(
+                "KvResourceSparseApplyAdagrad",
+                "train/apply",
+                [ev, acc, lr, grad, ids, step],
+                T=("type", F),
+                Tindices=("type", I64),
+                Tstep=("type", I64),
+                use_locking=False,
+            )
         if extra_op:
             g.node(extra_op, "emb/extra", [ev, ids], Tkeys=("type", I64), Tvalues=("type", F))
     # Saver: KvResourceExport -> SaveV2; KvResourceImportV2 reads the checkpoint itself.
-    prefix = g.node("PlaceholderWithDefault", "save/Const", [g.const("save/default", np.array(b"model", object))],
-                    dtype=("type", STR), shape=("shape", []))
+    prefix = g.node(
+        "PlaceholderWithDefault",
+        "save/Const",
+        [g.const("save/default", np.array(b"model", object))],
+        dtype=("type", STR),
+        shape=("shape", []),
+    )
     save_names, save_inputs, save_types, restores = [], [], [], []
     for name in names:
-        export = g.node("KvResourceExport", f"save/{name}/export", [name], Tkeys=("type", I64), Tvalues=("type", F))
+        export = g.node(
+            "KvResourceExport", f"save/{name}/export", [name], Tkeys=("type", I64), Tvalues=("type", F)
+        )
         for i, suffix in enumerate(("keys", "values", "versions", "freqs")):
             save_names.append(f"{name}-{suffix}")
             save_inputs.append(f"{export}:{i}")
             save_types.append([I64, F, I64, I64][i])
         tname = g.const(f"save/{name}/tensor_names", np.array(name.encode(), object))
         primary = name if not name.endswith("/Adagrad") else "emb"
-        restores.append(g.node(
-            "KvResourceImportV2", f"save/{name}/import",
-            [prefix, name, primary, f"{name}/initial_value", tname, f"{name}/empty_key"],
-            Tkeys=("type", I64), dtype=("type", F), shape=("shape", [DIM]), counter_type=("type", I64),
-            filter_freq=filter_freq, steps_to_live=steps_to_live, partition_id=0, partition_num=1,
-        ))
+        restores.append(
+            g.node(
+                "KvResourceImportV2",
+                f"save/{name}/import",
+                [prefix, name, primary, f"{name}/initial_value", tname, f"{name}/empty_key"],
+                Tkeys=("type", I64),
+                dtype=("type", F),
+                shape=("shape", [DIM]),
+                counter_type=("type", I64),
+                filter_freq=filter_freq,
+                steps_to_live=steps_to_live,
+                partition_id=0,
+                partition_num=1,
+            )
+        )
     n = g.const("save/tensor_names", np.array([s.encode() for s in save_names], object))
     sl = g.const("save/shape_and_slices", np.array([b""] * len(save_names), object))
     g.node("SaveV2", "save/SaveV2", [prefix, n, sl, *save_inputs], dtypes=("types", save_types))
@@ -138,9 +198,14 @@ def build(path, tables, partitioned=False, slot=False, filter_freq=0, steps_to_l
     mg = meta_graph_pb2.MetaGraphDef()
     mg.graph_def.CopyFrom(g.g)
     mg.meta_info_def.tags.append("serve")
-    mg.saver_def.CopyFrom(saver_pb2.SaverDef(
-        filename_tensor_name="save/Const:0", save_tensor_name="save/control_dependency:0",
-        restore_op_name="save/restore_all", version=saver_pb2.SaverDef.V2))
+    mg.saver_def.CopyFrom(
+        saver_pb2.SaverDef(
+            filename_tensor_name="save/Const:0",
+            save_tensor_name="save/control_dependency:0",
+            restore_op_name="save/restore_all",
+            version=saver_pb2.SaverDef.V2,
+        )
+    )
     mg.collection_def["table_initializer"].node_list.value.append("init")
     if slot:
         mg.collection_def["train_op"].node_list.value.append("train/apply")

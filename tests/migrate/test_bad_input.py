@@ -52,8 +52,13 @@ def test_unknown_tfra_op_variant(copy_of, tmp_path):
 
     _edit_meta(meta, variant)
     before = _files(model)
-    _refused(["rewrite", meta, "-o", str(tmp_path / "out")], str(tmp_path / "out"),
-                    "user_emb/user_emb_mht_1of1", "FindWithExists", "exists mask")
+    _refused(
+        ["rewrite", meta, "-o", str(tmp_path / "out")],
+        str(tmp_path / "out"),
+        "user_emb/user_emb_mht_1of1",
+        "FindWithExists",
+        "exists mask",
+    )
     assert _files(model) == before
     inspected = invoke("inspect", meta)
     assert "unknown (returns an exists mask" in inspected.output and "left alone" in inspected.output
@@ -69,8 +74,14 @@ def test_string_keyed_tfra_table(copy_of, tmp_path):
                 n.attr["key_dtype"].type = tf.string.as_datatype_enum
 
     _edit_meta(meta, strings)
-    _refused(["rewrite", meta, "-o", str(tmp_path / "out")], str(tmp_path / "out"),
-             "user_emb/user_emb_mht_1of1", "keyed by strings", "int64", "Fingerprint64")
+    _refused(
+        ["rewrite", meta, "-o", str(tmp_path / "out")],
+        str(tmp_path / "out"),
+        "user_emb/user_emb_mht_1of1",
+        "keyed by strings",
+        "int64",
+        "Fingerprint64",
+    )
 
 
 def test_keys_and_values_disagree_in_length(copy_of, tmp_path):
@@ -81,16 +92,27 @@ def test_keys_and_values_disagree_in_length(copy_of, tmp_path):
     tensors["user_emb/user_emb_mht_1of1-keys"] = tensors["user_emb/user_emb_mht_1of1-keys"][:-1]
     for suffix in (".index", ".data-00000-of-00001"):
         os.remove(prefix + suffix)
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=list(tensors), shape_and_slices=[""] * len(tensors),
-                      tensors=[tf.constant(v) for v in tensors.values()])
-    _refused(["rewrite", os.path.join(model, "model.meta"), "-o", str(tmp_path / "out")], str(tmp_path / "out"),
-             "table user_emb/user_emb_mht_1of1", "39 keys but", "40 rows")
+    tf.raw_ops.SaveV2(
+        prefix=prefix,
+        tensor_names=list(tensors),
+        shape_and_slices=[""] * len(tensors),
+        tensors=[tf.constant(v) for v in tensors.values()],
+    )
+    _refused(
+        ["rewrite", os.path.join(model, "model.meta"), "-o", str(tmp_path / "out")],
+        str(tmp_path / "out"),
+        "table user_emb/user_emb_mht_1of1",
+        "39 keys but",
+        "40 rows",
+    )
 
 
 def test_unknown_deeprec_op(tmp_path):
     keys = np.array([1, 2, 3], np.int64)
     meta = dg.build(str(tmp_path / "m"), {"emb": dg.table(keys)}, extra_op="EVGetFrequency")
-    _refused(["rewrite", meta, "-o", str(tmp_path / "out")], str(tmp_path / "out"), "table emb", "EVGetFrequency")
+    _refused(
+        ["rewrite", meta, "-o", str(tmp_path / "out")], str(tmp_path / "out"), "table emb", "EVGetFrequency"
+    )
 
 
 def test_wrong_dim_dump(migrated, tmp_path):
@@ -100,5 +122,18 @@ def test_wrong_dim_dump(migrated, tmp_path):
     np.arange(5, dtype="<i8").tofile(dump / "key")
     np.zeros(5 * 8, "<f4").tofile(dump / "emb_vector")  # dim 8, the table's is 4
     dst = str(tmp_path / "imported")
-    _refused(["import-table", os.path.join(out, "model.meta"), str(dump), "--table", "user_emb/user_emb_mht_1of1",
-              "-o", dst], dst, "table user_emb/user_emb_mht_1of1", "8 per key", "dim 4")
+    _refused(
+        [
+            "import-table",
+            os.path.join(out, "model.meta"),
+            str(dump),
+            "--table",
+            "user_emb/user_emb_mht_1of1",
+            "-o",
+            dst,
+        ],
+        dst,
+        "table user_emb/user_emb_mht_1of1",
+        "8 per key",
+        "dim 4",
+    )

@@ -23,7 +23,10 @@ def test_inspect_names_system_and_ops():
     assert "TFRA>CuckooHashTableFind at " in out and "-> GraphoptEvFind" in out
     assert "-> removed (rows -> in-row slot accumulator of emb-parameter_mht_1of1)" in out
     data = json.loads(invoke("inspect", fixture_path("keras_embedding"), "--json").output)
-    assert data["system"] == "tfra" and {t["slot_of"] for t in data["tables"]} == {None, "emb-parameter_mht_1of1"}
+    assert data["system"] == "tfra" and {t["slot_of"] for t in data["tables"]} == {
+        None,
+        "emb-parameter_mht_1of1",
+    }
 
 
 def test_rewrite_then_validate_against_recorded_outputs(tmp_path):
@@ -34,7 +37,13 @@ def test_rewrite_then_validate_against_recorded_outputs(tmp_path):
     assert "note: table emb-parameter_mht_1of1: adagrad slots" in result.output
     manifest = json.load(open(os.path.join(out, "graphopt_manifest.json")))
     assert manifest["system"] == "tfra" and manifest["replaced"]
-    args = ["validate", fixture_path("keras_embedding"), out, "--reference-outputs", reference_path("keras_embedding")]
+    args = [
+        "validate",
+        fixture_path("keras_embedding"),
+        out,
+        "--reference-outputs",
+        reference_path("keras_embedding"),
+    ]
     exact = invoke(*args)
     assert exact.exit_code == 1 and "lookup batch 0: bit-identical" in exact.output  # heads round differently
     within = invoke(*args, "--atol", "1e-6")

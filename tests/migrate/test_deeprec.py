@@ -29,7 +29,10 @@ def single(tmp_path_factory):
 @pytest.fixture(scope="module")
 def partitioned(tmp_path_factory):
     root = tmp_path_factory.mktemp("deeprec")
-    tables = {"part/part_0": dg.table(KEYS[KEYS % 2 == 0], 2), "part/part_1": dg.table(KEYS[KEYS % 2 == 1], 3)}
+    tables = {
+        "part/part_0": dg.table(KEYS[KEYS % 2 == 0], 2),
+        "part/part_1": dg.table(KEYS[KEYS % 2 == 1], 3),
+    }
     meta = dg.build(str(root / "part"), tables, partitioned=True)
     migrate_model(meta, str(root / "part_out"), debug=True)
     return meta, str(root / "part_out" / "model.meta"), tables
@@ -56,7 +59,9 @@ def test_filter_freq_and_steps_to_live_map_to_admission_and_ttl(single):
     (table,) = report.analysis.served
     assert (table.min_count, table.ttl) == (3, 500)
     manifest = json.load(open(os.path.join(os.path.dirname(out), "graphopt_manifest.json")))
-    assert any("ttl=500" in n for n in manifest["notes"]) and any("min_count=3" in n for n in manifest["notes"])
+    assert any("ttl=500" in n for n in manifest["notes"]) and any(
+        "min_count=3" in n for n in manifest["notes"]
+    )
     from graphopt.graph import io
     from graphopt.graph.model import ModelGraph
 
@@ -71,7 +76,9 @@ def test_freqs_versions_and_slot_carried(single):
     assert np.array_equal(reader.get_tensor("emb-freqs"), freqs)
     assert np.array_equal(reader.get_tensor("emb-versions"), versions)
     acc = reader.get_tensor("emb-slot-accumulator")
-    assert np.array_equal(acc[:3], tables["emb/Adagrad"][1]) and np.all(acc[3:] == 0.0)  # the slot's default row
+    assert np.array_equal(acc[:3], tables["emb/Adagrad"][1]) and np.all(
+        acc[3:] == 0.0
+    )  # the slot's default row
     report = validate_reference(out, None, original=meta)
     assert report.passed, report.format()
 
@@ -105,5 +112,9 @@ def test_planted_wrong_key_or_row_is_caught(single, tmp_path, plant):
     report = validate_reference(str(dst_dir / "model.meta"), None, original=meta)
     assert not report.passed
     failed = [c for c in report.checks if not c.passed]
-    assert {c.name for c in failed if c.name.startswith("table")} == {f"table emb {'rows' if plant == 'row' else 'keys'} ({w})" for w in ("checkpoint", "served table")}
-    assert ("first at key 1099511627776" if plant == "row" else "not in the original: [999]") in failed[0].detail
+    assert {c.name for c in failed if c.name.startswith("table")} == {
+        f"table emb {'rows' if plant == 'row' else 'keys'} ({w})" for w in ("checkpoint", "served table")
+    }
+    assert ("first at key 1099511627776" if plant == "row" else "not in the original: [999]") in failed[
+        0
+    ].detail

@@ -24,7 +24,10 @@ def _dump(tmp_path, kind, keys, values):
     if kind == "kv":
         keys.astype("<i8").tofile(d / "user_emb_mht_1of1_rank0_size1-keys")
         values.astype("<f4").tofile(d / "user_emb_mht_1of1_rank0_size1-values")
-        return [str(d / "user_emb_mht_1of1_rank0_size1-keys"), str(d / "user_emb_mht_1of1_rank0_size1-values")]
+        return [
+            str(d / "user_emb_mht_1of1_rank0_size1-keys"),
+            str(d / "user_emb_mht_1of1_rank0_size1-values"),
+        ]
     np.savez(d / "t.npz", keys=keys, values=values)
     return [str(d / "t.npz")]
 
@@ -37,8 +40,18 @@ def test_dump_serves_in_the_rewritten_model(migrated, tmp_path, kind):
     dst = str(tmp_path / "imported")
     before = sorted(os.listdir(out))
     result = CliRunner().invoke(
-        main, ["import-table", os.path.join(out, "model.meta"), *_dump(tmp_path, kind, keys, values), "--table", TABLE,
-               "-o", dst, "--json"], catch_exceptions=False,
+        main,
+        [
+            "import-table",
+            os.path.join(out, "model.meta"),
+            *_dump(tmp_path, kind, keys, values),
+            "--table",
+            TABLE,
+            "-o",
+            dst,
+            "--json",
+        ],
+        catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["rows"] == 3 and sorted(os.listdir(out)) == before

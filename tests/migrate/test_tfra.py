@@ -40,7 +40,9 @@ def test_migrated_model_has_only_graphopt_and_stock_ops(migrated, name):
 def test_matches_outputs_recorded_in_tfra(migrated, name):
     out, _ = migrated(name)
     original = os.path.join(FIXTURES, TFRA_MODELS[name])
-    report = validate_reference(output_model(out, name), reference_path(name), original=original, atol=HEAD_ATOL)
+    report = validate_reference(
+        output_model(out, name), reference_path(name), original=original, atol=HEAD_ATOL
+    )
     assert report.passed, report.format()
     assert report.environment["tfra"] == "0.8.1" and report.environment["tensorflow"].startswith("2.16")
     lookups = [c for c in report.checks if c.name.split("/")[-1].split(" ")[0] in LOOKUP_OUTPUTS]

@@ -52,7 +52,9 @@ def _labels(ids):
 
 
 def _environment():
-    return json.dumps({"tensorflow": tf.__version__, "tfra": tfra.__version__, "tf_keras": tf_keras.__version__})
+    return json.dumps(
+        {"tensorflow": tf.__version__, "tfra": tfra.__version__, "tf_keras": tf_keras.__version__}
+    )
 
 
 def _save_reference(path, signature, inputs: list[dict], outputs: list[dict]):
@@ -84,7 +86,13 @@ def build_keras(out):
     opt = de.DynamicEmbeddingOptimizer(tf_keras.optimizers.Adagrad(0.1))
     model.compile(optimizer=opt, loss=["binary_crossentropy", None])
     train = _ids(rng, 256)
-    model.fit(train, [_labels(train), np.zeros([len(train), FIELDS * DIM], np.float32)], batch_size=32, epochs=2, verbose=0)
+    model.fit(
+        train,
+        [_labels(train), np.zeros([len(train), FIELDS * DIM], np.float32)],
+        batch_size=32,
+        epochs=2,
+        verbose=0,
+    )
     path = os.path.join(out, "keras_embedding")
     model.save(path, options=tf.saved_model.SaveOptions(namespace_whitelist=["TFRA"]))
     loaded = tf.saved_model.load(path)
@@ -114,9 +122,7 @@ def _tf1_graph(optimizer):
     b = tf.compat.v1.get_variable("head/b", [1], initializer=tf.compat.v1.zeros_initializer())
     logits = tf.matmul(emb, w) + b
     prob = tf.sigmoid(logits, name="prob")
-    loss = tf.reduce_mean(
-        tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), name="loss"
-    )
+    loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), name="loss")
     opt = de.DynamicEmbeddingOptimizer(optimizer)
     train_op = opt.minimize(loss, global_step=tf.compat.v1.train.get_or_create_global_step(), name="train")
     feeds = {"ids_indices": indices, "ids_values": values, "ids_dense_shape": dense_shape}
@@ -209,4 +215,12 @@ if __name__ == "__main__":
         main(sys.argv)
         import subprocess
 
-        subprocess.run([sys.executable, __file__, sys.argv[1] if len(sys.argv) > 1 else "tests/migrate/fixtures/tfra", "--keras"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                sys.argv[1] if len(sys.argv) > 1 else "tests/migrate/fixtures/tfra",
+                "--keras",
+            ],
+            check=True,
+        )

@@ -208,7 +208,9 @@ def analyze(model: ModelGraph, checkpoint_names=None) -> SourceAnalysis:
                 table.checkpoint_key = key
             system.read_training_attrs(table, body, node, role)
         if checkpoint_names is not None and f"{table.checkpoint_key}-keys" not in checkpoint_names:
-            table.checkpoint_key = system.guess_checkpoint_key(table, checkpoint_names) or table.checkpoint_key
+            table.checkpoint_key = (
+                system.guess_checkpoint_key(table, checkpoint_names) or table.checkpoint_key
+            )
         out.tables.append(table)
     system.pair_slots(out.tables)
     for body in model.bodies.values():

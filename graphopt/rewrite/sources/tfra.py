@@ -70,7 +70,9 @@ def unknown_reason(node) -> str:
     if suffix in UNSUPPORTED:
         return UNSUPPORTED[suffix]
     if owns(node.op):
-        return "a TFRA op graphopt does not know (TFRA newer than 0.8.1, or a table type other than cuckoo/HKV)"
+        return (
+            "a TFRA op graphopt does not know (TFRA newer than 0.8.1, or a table type other than cuckoo/HKV)"
+        )
     return f"stock op {node.op} uses the table's handle; graphopt cannot tell what it does with it"
 
 

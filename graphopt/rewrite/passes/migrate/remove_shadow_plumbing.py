@@ -43,7 +43,8 @@ class RemoveShadowPlumbing(Pass):
                     if target != resource:
                         continue
                     feeds_find = any(
-                        u.position == 1 and _is_find(body.node(u.node), system) for u in body.consumers(read.name)
+                        u.position == 1 and _is_find(body.node(u.node), system)
+                        for u in body.consumers(read.name)
                     )
                     if _source_find(body, value, system) or feeds_find:
                         out.append((body.name, read.name, assign.name, value, resource))

@@ -1,7 +1,7 @@
 """Replace each op of a source table by the graphopt op of the same role.
 
 Pattern (graph or function body; T a TFRA / DeepRec table, K its checkpoint key):
-    TFRA>CuckooHashTableOfTensors / KvVarHandleOp          -> GraphoptEvHandleOp(dim, default_value, min_count)
+    TFRA>CuckooHashTableOfTensors / KvVarHandleOp  -> GraphoptEvHandleOp(dim, default_value, min_count)
     TFRA>…Find(T, keys, default) / KvResourceGather[V1](T, keys, default[, counts])
                                                            -> GraphoptEvFind(T, keys)
     TFRA>…Insert(T, keys, rows)                            -> GraphoptEvInsert(T, keys, rows)
@@ -96,7 +96,12 @@ class ReplaceSourceOps(Pass):
     def _find(self, ctx, body, table, old):
         data = body.data_inputs(old)
         new = ev.find(
-            old.name, data[0], data[1], nodes.dtype_enum(table.key_dtype), table.dim, old.device,
+            old.name,
+            data[0],
+            data[1],
+            nodes.dtype_enum(table.key_dtype),
+            table.dim,
+            old.device,
             nodes.control_inputs(old),
         )
         return self._put(body, old, new)
@@ -104,22 +109,32 @@ class ReplaceSourceOps(Pass):
     def _insert(self, ctx, body, table, old):
         data = body.data_inputs(old)
         new = nodes.make_node(
-            INSERT_OP, old.name, data[:3], {**_keys_attr(table), **_row_attrs(table.dim)}, old.device,
+            INSERT_OP,
+            old.name,
+            data[:3],
+            {**_keys_attr(table), **_row_attrs(table.dim)},
+            old.device,
             nodes.control_inputs(old),
         )
         return self._put(body, old, new)
 
     def _size(self, ctx, body, table, old):
-        new = nodes.make_node(SIZE_OP, old.name, body.data_inputs(old)[:1], {}, old.device, nodes.control_inputs(old))
+        new = nodes.make_node(
+            SIZE_OP, old.name, body.data_inputs(old)[:1], {}, old.device, nodes.control_inputs(old)
+        )
         return self._put(body, old, new)
 
     def _remove(self, ctx, body, table, old):
         data = body.data_inputs(old)
-        new = nodes.make_node(REMOVE_OP, old.name, data[:2], _keys_attr(table), old.device, nodes.control_inputs(old))
+        new = nodes.make_node(
+            REMOVE_OP, old.name, data[:2], _keys_attr(table), old.device, nodes.control_inputs(old)
+        )
         return self._put(body, old, new)
 
     def _initialize(self, ctx, body, table, old):
-        return self._put(body, old, nodes.make_node("NoOp", old.name, (), {}, old.device, nodes.control_inputs(old)))
+        return self._put(
+            body, old, nodes.make_node("NoOp", old.name, (), {}, old.device, nodes.control_inputs(old))
+        )
 
     def _is_initialized(self, ctx, body, table, old):
         new = nodes.const_node(old.name, np.array(True), old.device)
@@ -167,16 +182,26 @@ class ReplaceSourceOps(Pass):
             freqs = body.output_ref(restore.name, n, "tensors")
             versions = body.output_ref(restore.name, n + 1, "tensors")
         else:  # restored from a function's arguments: no freqs or versions to read
-            zeros = body.add_op("ZerosLike", f"{old.name}/zeros", [keys], {"T": (nodes.dtype_enum(ev.INT64), "type")})
-            freqs = versions = body.op_output(zeros, 0) if not body.is_function else body.output_ref(zeros, 0, "y")
-        new = ev.import_(old.name, data[0], keys, values, freqs, versions, table.dim, old.device, nodes.control_inputs(old))
+            zeros = body.add_op(
+                "ZerosLike", f"{old.name}/zeros", [keys], {"T": (nodes.dtype_enum(ev.INT64), "type")}
+            )
+            freqs = versions = (
+                body.op_output(zeros, 0) if not body.is_function else body.output_ref(zeros, 0, "y")
+            )
+        new = ev.import_(
+            old.name, data[0], keys, values, freqs, versions, table.dim, old.device, nodes.control_inputs(old)
+        )
         return self._put(body, old, new)
 
     def _restore(self, ctx, body, table, old):
         data = body.data_inputs(old)
         prefix, handle = data[0], data[1]
         key = table.checkpoint_key
-        names = body.add_const(f"{old.name}/tensor_names", np.array([f"{key}-{s}" for s in ev.CHECKPOINT_SUFFIXES], dtype=object), old.device)
+        names = body.add_const(
+            f"{old.name}/tensor_names",
+            np.array([f"{key}-{s}" for s in ev.CHECKPOINT_SUFFIXES], dtype=object),
+            old.device,
+        )
         slices = body.add_const(f"{old.name}/shape_and_slices", np.array([""] * 4, dtype=object), old.device)
         restore = body.add_op(
             "RestoreV2",

@@ -55,7 +55,10 @@ class RewireSourceSave(Pass):
                     extra = [str(body.op_output(producer.name, j)) for j in (2, 3)]
                 else:
                     zeros = body.add_op(
-                        "ZerosLike", f"{save_name}/{key}-freqs", [keys], {"T": (nodes.dtype_enum(ev.INT64), "type")}
+                        "ZerosLike",
+                        f"{save_name}/{key}-freqs",
+                        [keys],
+                        {"T": (nodes.dtype_enum(ev.INT64), "type")},
                     )
                     ref = body.output_ref(zeros, 0, "y") if body.is_function else body.op_output(zeros, 0)
                     extra = [str(ref)] * 2
