@@ -8,22 +8,21 @@ from collections.abc import Callable
 from typing import Any
 
 from graphopt import checkpoint
+from graphopt.analysis.id_chains import plan_migrations
+from graphopt.analysis.tables import detect
 from graphopt.errors import ModelError
+from graphopt.ev import contract
 from graphopt.graph import io, keras_metadata, nodes
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph import object_graph as og_lib
 from graphopt.graph.model import ModelGraph
 from graphopt.output import check_output_dir, staged_output
-from graphopt.rewrite.collisionless import plan_migrations
-from graphopt.rewrite.detect import detect
 from graphopt.rewrite.inspection import node_counts
-from graphopt.rewrite.passes.ev.migrate_collisionless import MigrateCollisionless
 from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
+from graphopt.rewrite.target import COLLISIONLESS
 from graphopt.rewrite.targets import TARGETS
 from graphopt.rewrite.tensorboard import write_tensorboard
-
-MANIFEST = "graphopt_manifest.json"
 
 
 @dataclasses.dataclass
@@ -118,7 +117,7 @@ def rewrite_model(
     if target not in TARGETS:
         raise ModelError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     spec = TARGETS[target]
-    if collisionless and not any(p.name == MigrateCollisionless.name for p in spec.passes()):
+    if collisionless and COLLISIONLESS not in spec.supports:
         raise ModelError(
             f"--collisionless needs a target whose tables take new keys (ev); --target {target} "
             "keeps the model's own id mapping: drop --collisionless or use --target ev"
@@ -247,7 +246,7 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
             else:
                 io.write_meta_graph(meta_graph, os.path.join(tmp, os.path.basename(source.path)), source.text)
                 io.write_checkpoint_state(tmp, base)
-        with open(os.path.join(tmp, MANIFEST), "w") as f:
+        with open(os.path.join(tmp, contract.MANIFEST), "w") as f:
             json.dump(
                 {
                     "source": os.path.abspath(source.path),
