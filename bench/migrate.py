@@ -52,7 +52,7 @@ MIGRATE = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 import graphopt
-from graphopt.rewrite.migrate import migrate_model
+from graphopt.rewrite.targets.ev.migrate import migrate_model
 t1 = time.perf_counter()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 report = migrate_model(sys.argv[1], sys.argv[2])
@@ -117,7 +117,8 @@ def main():
         print(f"  migrate_model        {migrate_s:.2f}s   ratio {migrate_s / copy_s:.2f}x of cp")
         print(f"  peak RSS             {peak / 1e9:.2f} GB   ratio {peak / table_bytes:.2f}x of the table")
         print(
-            f"  peak RSS - after import {(peak - base) / 1e9:.2f} GB   ratio {(peak - base) / table_bytes:.2f}x"
+            f"  peak RSS - after import {(peak - base) / 1e9:.2f} GB   "
+            f"ratio {(peak - base) / table_bytes:.2f}x"
         )
         print(
             f"migrate {args.rows} x {args.dim}: {migrate_s / copy_s:.2f}x the time of cp, "

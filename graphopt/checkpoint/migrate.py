@@ -68,7 +68,7 @@ def aligned_slot(main_keys, slot_keys, slot_values, init, dim):
 
 def migrate_checkpoint(src_prefix, dst_prefix, tables, progress=None) -> int:
     """Writes ``src_prefix``'s checkpoint at ``dst_prefix`` in graphopt's layout for ``tables``
-    (graphopt.rewrite.sources.SourceTable, the served ones; their ``slots`` folded in). Returns
+    (graphopt.analysis.sources.SourceTable, the served ones; their ``slots`` folded in). Returns
     the bytes of table rows migrated."""
     tf = _tf()
     infos = checkpoint_tensors(src_prefix)

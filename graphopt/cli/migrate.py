@@ -11,7 +11,7 @@ from graphopt.errors import GraphoptError
 
 def format_analysis(analysis) -> str:
     """What inspect and rewrite print about a source model: the system, its tables, every op."""
-    from graphopt.rewrite.sources import ROLE_TARGETS, SYSTEMS
+    from graphopt.analysis.sources import ROLE_TARGETS, SYSTEMS
 
     lines = [f"source system: {SYSTEMS[analysis.system].TITLE} ({analysis.system})"]
     for t in analysis.tables:
@@ -35,9 +35,9 @@ def format_analysis(analysis) -> str:
 
 def source_analysis(model, tags=None):
     """The SourceAnalysis of a TFRA / DeepRec model, or None for any other model."""
+    from graphopt.analysis.sources import analyze
     from graphopt.graph import io
     from graphopt.graph.model import ModelGraph
-    from graphopt.rewrite.sources import analyze
 
     source = io.read_model(model, tags)
     analysis = analyze(ModelGraph(source.meta_graph))
@@ -51,7 +51,7 @@ def run_migration(model, out, dry_run, debug, overwrite, tags, as_json, refused)
             f"{model} is a TFRA/DeepRec model, migrated table for table: {', '.join(refused)} "
             "apply to static tables only; drop them"
         )
-    from graphopt.rewrite.migrate import migrate_model
+    from graphopt.rewrite.targets.ev.migrate import migrate_model
 
     def on_analysis(analysis):
         if not as_json:

@@ -15,10 +15,10 @@ import numpy as np
 from graphopt.checkpoint.convert import checkpoint_tensors, convert_checkpoint
 from graphopt.checkpoint.dumps import read_dump
 from graphopt.errors import ModelError
+from graphopt.ev import contract
 from graphopt.graph import io, nodes
 from graphopt.graph.model import TOP, ModelGraph
 from graphopt.output import check_output_dir, staged_output
-from graphopt.rewrite.passes.ev import nodes as ev
 
 MANIFEST = "graphopt_manifest.json"
 
@@ -35,7 +35,7 @@ def _tables(path, source):
                     keys[t["name"]] = t["checkpoint_key"]
     out = {}
     for node in model.body(TOP).nodes():
-        if node.op == ev.HANDLE_OP:
+        if node.op == contract.HANDLE.name:
             key = keys.get(node.name, node.name)
             dim = int(nodes.attr_value(node, "dim"))
             out[node.name] = out[key] = (key, dim)

@@ -194,9 +194,9 @@ def _sorted_rows(keys, values):
 
 def table_checks(original, rewritten_model, rewritten_prefix) -> list[Check]:
     """The original's tables against the migrated model's, key by key (rows and slots)."""
+    from graphopt.analysis.sources import analyze
     from graphopt.graph import io
     from graphopt.graph.model import ModelGraph
-    from graphopt.rewrite.sources import analyze
 
     tf = _tf()
     source = io.read_model(original)

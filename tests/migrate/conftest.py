@@ -31,7 +31,7 @@ def output_model(out_dir, name):
 @pytest.fixture(scope="session")
 def migrated(tmp_path_factory):
     """name -> (output directory, MigrationReport); each fixture migrated once."""
-    from graphopt.rewrite.migrate import migrate_model
+    from graphopt.rewrite.targets.ev.migrate import migrate_model
 
     done = {}
 

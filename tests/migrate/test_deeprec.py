@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from graphopt.checkpoint.convert import convert_checkpoint
-from graphopt.rewrite.migrate import migrate_model
+from graphopt.rewrite.targets.ev.migrate import migrate_model
 from graphopt.validate.reference import MetaGraphModel, validate_reference
 from tests.migrate import deeprec_graphs as dg
 

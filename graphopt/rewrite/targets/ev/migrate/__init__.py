@@ -1,7 +1,7 @@
 """``migrate_model``: rewrite a TFRA or DeepRec model onto graphopt's EmbeddingVariables.
 
 The model is read as protos (its TFRA / DeepRec ops need not be registered), analysed
-(``graphopt.rewrite.sources``), its ops replaced by graphopt's (``rewrite/passes/migrate``), its
+(``graphopt.analysis.sources``), its ops replaced by graphopt's (the passes beside this module), its
 checkpoint converted to graphopt's layout (``graphopt.checkpoint.migrate``), and the output written
 atomically: a TF1-format SavedModel for a SavedModel, a .meta + checkpoint for a TF1 model. It loads
 in stock TensorFlow with only graphopt's op library. docs/migration.md.
@@ -11,16 +11,17 @@ import dataclasses
 import json
 import os
 
+from graphopt.analysis.sources import SYSTEMS, SourceAnalysis, analyze
 from graphopt.checkpoint.migrate import migrate_checkpoint
 from graphopt.errors import ModelError
+from graphopt.ev import contract
 from graphopt.graph import io, nodes
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph.model import ModelGraph
 from graphopt.output import staged_output
 from graphopt.rewrite.inspection import node_counts
-from graphopt.rewrite.passes.migrate import OP_TYPES, MigrationContext, MigrationPlan, passes
 from graphopt.rewrite.pipeline import PassResult, run_passes
-from graphopt.rewrite.sources import SYSTEMS, SourceAnalysis, analyze
+from graphopt.rewrite.targets.ev.migrate.plan import OP_TYPES, MigrationContext, MigrationPlan, passes
 
 MANIFEST = "graphopt_manifest.json"
 
@@ -82,7 +83,7 @@ def refuse_unconvertible(analysis: SourceAnalysis):
 
 
 def is_source_model(meta_graph) -> bool:
-    from graphopt.rewrite.sources import system_of
+    from graphopt.analysis.sources import system_of
 
     return system_of(ModelGraph(meta_graph)) is not None
 
@@ -121,7 +122,7 @@ def migrate_model(
         if t.ttl:
             plan.notes.append(
                 f"table {t.name}: steps_to_live {t.ttl} -> TTL eviction: call "
-                f"EmbeddingVariable.evict(step, ttl={t.ttl}) (GraphoptEvEvict) in training"
+                f"EmbeddingVariable.evict(step, ttl={t.ttl}) ({contract.EVICT.name}) in training"
             )
         if t.min_count > 1:
             plan.notes.append(

@@ -12,8 +12,9 @@ tables, ``TFRA>HkvHashTableOfTensors``, in a CPU export), keyed by int64 (or str
 
 import re
 
+from graphopt.analysis.sources.tables import SourceTable
+from graphopt.ev import contract
 from graphopt.graph import nodes
-from graphopt.rewrite.passes.saver_entries import entry_strings
 
 NAME = "tfra"
 TITLE = "TensorFlow Recommenders-Addons (TFRA) dynamic embedding"
@@ -31,7 +32,7 @@ ROLES = {
 }
 # Known TFRA ops graphopt has no equivalent for, and why.
 UNSUPPORTED = {
-    "FindWithExists": "returns an exists mask, which GraphoptEvFind has no output for",
+    "FindWithExists": f"returns an exists mask, which {contract.FIND.name} has no output for",
     "Accum": "accumulates into rows conditionally on an exists mask; no graphopt op does that",
     "Clear": "empties the table; graphopt has no clear op (import an empty table instead)",
     "ExportWithScores": "exports HKV scores, which graphopt tables do not keep",
@@ -77,8 +78,6 @@ def unknown_reason(node) -> str:
 
 
 def table_of(handle):
-    from graphopt.rewrite.sources import SourceTable
-
     shape = nodes.attr_value(handle, "value_shape") or []
     dim = int(shape[0]) if len(shape) == 1 and shape[0] and shape[0] > 0 else 0
     table = SourceTable(
@@ -118,7 +117,12 @@ def checkpoint_key_of(model, body, node, role):
         src = body.node(keys.node)
     if src is None or src.op != "RestoreV2":
         return None
-    names = entry_strings(body, body.data_inputs(src)[1])
+    names_node = body.node(body.data_inputs(src)[1].node)
+    if names_node is None or names_node.op != "Const":
+        return None
+    names = [
+        v.decode() if isinstance(v, bytes) else str(v) for v in nodes.const_value(names_node).reshape(-1)
+    ]
     index = keys.index if keys.index is not None else 0
     name = names[index] if index < len(names) else ""
     return name[: -len("-keys")] if name.endswith("-keys") else None

@@ -21,18 +21,17 @@ of the RestoreV2 moves); its rows reach the main table's in-row slots through th
 
 import numpy as np
 
+from graphopt.ev import contract
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
-from graphopt.rewrite.passes.ev import nodes as ev
 from graphopt.rewrite.passes.saver_entries import entry_strings, set_entry_names
+from graphopt.rewrite.targets.ev import builders as ev
 
-INSERT_OP = "GraphoptEvInsert"
-SIZE_OP = "GraphoptEvSize"
-REMOVE_OP = "GraphoptEvRemove"
+INSERT_OP, SIZE_OP, REMOVE_OP = contract.INSERT.name, contract.SIZE.name, contract.REMOVE.name
 
 
 def _row_attrs(dim):
-    return {"dim": (int(dim), "i"), "dtype": (nodes.dtype_enum(ev.FLOAT), "type")}
+    return {"dim": (int(dim), "i"), "dtype": (nodes.dtype_enum(contract.ROW_DTYPE), "type")}
 
 
 def _keys_attr(table):
@@ -145,11 +144,11 @@ class ReplaceSourceOps(Pass):
         if table.system == "tfra":  # keys, values: the same outputs of GraphoptEvExport
             return self._put(body, old, ev.export(old.name, table_ref, table.dim, old.device))
         # DeepRec: keys, values, versions, freqs -> graphopt's keys, values, freqs, versions.
-        new = ev.export(body.unique_name(f"{old.name}/GraphoptEvExport"), table_ref, table.dim, old.device)
+        new = ev.export(body.unique_name(f"{old.name}/{contract.EXPORT.name}"), table_ref, table.dim, old.device)
         body.add_node(new)
         names = ("keys", "values", "versions", "freqs")
         for i, arg in enumerate(names):
-            j = ev.EXPORT_OUTPUTS.index(arg)
+            j = contract.EXPORT.outputs.index(arg)
             src = body.output_ref(old.name, 0 if body.is_function else i, arg)
             body.replace_uses(src, body.op_output(new.name, j))
         body.remove_nodes([old.name])
@@ -178,12 +177,15 @@ class ReplaceSourceOps(Pass):
             n = len(names)
             names += [f"{table.checkpoint_key}-freqs", f"{table.checkpoint_key}-versions"]
             slices += ["", ""]
-            dtypes += [nodes.dtype_enum(ev.INT64)] * 2
+            dtypes += [nodes.dtype_enum(contract.KEY_DTYPE)] * 2
             freqs = body.output_ref(restore.name, n, "tensors")
             versions = body.output_ref(restore.name, n + 1, "tensors")
         else:  # restored from a function's arguments: no freqs or versions to read
             zeros = body.add_op(
-                "ZerosLike", f"{old.name}/zeros", [keys], {"T": (nodes.dtype_enum(ev.INT64), "type")}
+                "ZerosLike",
+                f"{old.name}/zeros",
+                [keys],
+                {"T": (nodes.dtype_enum(contract.KEY_DTYPE), "type")},
             )
             freqs = versions = (
                 body.op_output(zeros, 0) if not body.is_function else body.output_ref(zeros, 0, "y")
@@ -199,7 +201,7 @@ class ReplaceSourceOps(Pass):
         key = table.checkpoint_key
         names = body.add_const(
             f"{old.name}/tensor_names",
-            np.array([f"{key}-{s}" for s in ev.CHECKPOINT_SUFFIXES], dtype=object),
+            np.array([f"{key}-{s}" for s in contract.TABLE_TENSORS], dtype=object),
             old.device,
         )
         slices = body.add_const(f"{old.name}/shape_and_slices", np.array([""] * 4, dtype=object), old.device)
@@ -207,7 +209,7 @@ class ReplaceSourceOps(Pass):
             "RestoreV2",
             f"{old.name}/RestoreV2",
             [prefix, names, slices],
-            {"dtypes": ([nodes.dtype_enum(t) for t in ev.CHECKPOINT_DTYPES], "list(type)")},
+            {"dtypes": ([nodes.dtype_enum(t) for t in contract.TABLE_DTYPES], "list(type)")},
             old.device,
         )
         outs = [body.output_ref(restore, i, "tensors") for i in range(4)]

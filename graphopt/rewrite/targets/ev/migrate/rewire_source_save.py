@@ -10,11 +10,12 @@ TFRA table keeps neither). DeepRec's saves already name all four. The slot table
 handles go once nothing reads them; their rows stay in the checkpoint as K-slot-<name>.
 """
 
+from graphopt.ev import contract
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
-from graphopt.rewrite.passes.ev import nodes as ev
 from graphopt.rewrite.passes.saver_entries import entry_strings, set_entry_names
+from graphopt.rewrite.targets.ev import builders as ev
 
 
 class RewireSourceSave(Pass):
@@ -51,21 +52,21 @@ class RewireSourceSave(Pass):
             for key in sorted(add):
                 keys = data[3 + [*entry_strings(body, data[1])].index(f"{key}-keys")]
                 producer = body.node(keys.node)
-                if producer is not None and producer.op == ev.EXPORT_OP:
+                if producer is not None and producer.op == contract.EXPORT.name:
                     extra = [str(body.op_output(producer.name, j)) for j in (2, 3)]
                 else:
                     zeros = body.add_op(
                         "ZerosLike",
                         f"{save_name}/{key}-freqs",
                         [keys],
-                        {"T": (nodes.dtype_enum(ev.INT64), "type")},
+                        {"T": (nodes.dtype_enum(contract.KEY_DTYPE), "type")},
                     )
                     ref = body.output_ref(zeros, 0, "y") if body.is_function else body.op_output(zeros, 0)
                     extra = [str(ref)] * 2
                 names += [f"{key}-freqs", f"{key}-versions"]
                 slices += ["", ""]
                 tensors += extra
-                dtypes += [nodes.dtype_enum(ev.INT64)] * 2
+                dtypes += [nodes.dtype_enum(contract.KEY_DTYPE)] * 2
             save = body.node(save_name)
             head = [str(r) for r in body.data_inputs(save)[:3]]
             nodes.set_inputs(save, head + tensors + nodes.control_inputs(save))
@@ -82,7 +83,7 @@ class RewireSourceSave(Pass):
             for op in sorted(table.ops, key=lambda o: o.role == "handle"):
                 body = ctx.model.bodies.get(op.body)
                 node = body.node(op.node) if body is not None else None
-                if node is None or node.op.startswith("GraphoptEv"):
+                if node is None or contract.is_ev_op(node.op):
                     continue
                 old = nodes.clone(node)
                 if body.consumers(node.name) or body.return_uses(node.name):

@@ -26,7 +26,7 @@ class RemoveShadowPlumbing(Pass):
     name = "remove-shadow-plumbing"
 
     def match(self, ctx):
-        from graphopt.rewrite.sources import SYSTEMS
+        from graphopt.analysis.sources import SYSTEMS
 
         system = SYSTEMS[ctx.plan.analysis.system]
         out = []

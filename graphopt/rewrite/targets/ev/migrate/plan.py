@@ -1,7 +1,7 @@
 """The migration of a source system's tables (TFRA, DeepRec) onto graphopt's EmbeddingVariables.
 
 Not a ``--target``: the model's tables already are hash tables, so each of their ops becomes the
-graphopt op of the same role (``graphopt.rewrite.sources`` says which). The passes run in order:
+graphopt op of the same role (``graphopt.analysis.sources`` says which). The passes run in order:
 the training graph goes (the output serves; training continues from the migrated checkpoint), the
 TFRA ShadowVariable / TrainableWrapper plumbing is bypassed, the ops are replaced, the Saver's
 entries follow graphopt's checkpoint layout, and what is left dead is removed.
@@ -9,14 +9,15 @@ entries follow graphopt's checkpoint layout, and what is left dead is removed.
 
 import dataclasses
 
-from graphopt.rewrite.passes.ev import nodes as ev_nodes
+from graphopt.ev import contract
 from graphopt.rewrite.plan import RewriteContext
+from graphopt.rewrite.targets.ev import builders as ev_nodes
 
 OP_TYPES = (
     *ev_nodes.EV_OPS,
-    "GraphoptEvInsert",
-    "GraphoptEvSize",
-    "GraphoptEvRemove",
+    contract.INSERT.name,
+    contract.SIZE.name,
+    contract.REMOVE.name,
 )
 
 
@@ -24,7 +25,7 @@ OP_TYPES = (
 class MigrationPlan:
     """What the passes share besides the model: the analysis and the nodes they dropped."""
 
-    analysis: object  # graphopt.rewrite.sources.SourceAnalysis
+    analysis: object  # graphopt.analysis.sources.SourceAnalysis
     tables: list = dataclasses.field(default_factory=list)  # the served tables being rewritten
     slots: list = dataclasses.field(default_factory=list)  # slot tables folded into their main table
     variables: set = dataclasses.field(default_factory=set)  # TFRA shadow variables bypassed
@@ -39,10 +40,10 @@ class MigrationContext(RewriteContext):
 
 
 def passes() -> list:
-    from graphopt.rewrite.passes.migrate.drop_training import DropTraining
-    from graphopt.rewrite.passes.migrate.remove_shadow_plumbing import RemoveShadowPlumbing
-    from graphopt.rewrite.passes.migrate.replace_source_ops import ReplaceSourceOps
-    from graphopt.rewrite.passes.migrate.rewire_source_save import RewireSourceSave
     from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
+    from graphopt.rewrite.targets.ev.migrate.drop_training import DropTraining
+    from graphopt.rewrite.targets.ev.migrate.remove_shadow_plumbing import RemoveShadowPlumbing
+    from graphopt.rewrite.targets.ev.migrate.replace_source_ops import ReplaceSourceOps
+    from graphopt.rewrite.targets.ev.migrate.rewire_source_save import RewireSourceSave
 
     return [RemoveShadowPlumbing(), DropTraining(), ReplaceSourceOps(), RewireSourceSave(), RemoveDeadNodes()]

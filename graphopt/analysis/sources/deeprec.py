@@ -13,6 +13,7 @@ EV per part (``NAME/part_K``), each saved under its own name.
 
 import numpy as np
 
+from graphopt.analysis.sources.tables import SourceTable
 from graphopt.graph import nodes
 
 NAME = "deeprec"
@@ -69,8 +70,6 @@ def unknown_reason(node) -> str:
 
 
 def table_of(handle):
-    from graphopt.rewrite.sources import SourceTable
-
     shape = nodes.attr_value(handle, "shape") or []
     dim = int(shape[-1]) if len(shape) == 1 and shape[-1] and shape[-1] > 0 else 0
     table = SourceTable(

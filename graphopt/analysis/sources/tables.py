@@ -1,0 +1,130 @@
+"""What the analysis of a source model finds: its tables, the ops on them, what each becomes."""
+
+import dataclasses
+
+from graphopt.ev import contract
+
+# What each role becomes (docs/migration.md has the full table).
+ROLE_TARGETS = {
+    "handle": contract.HANDLE.name,
+    "find": contract.FIND.name,
+    "insert": contract.INSERT.name,
+    "export": contract.EXPORT.name,
+    "import": contract.IMPORT.name,
+    "restore": f"RestoreV2 + {contract.IMPORT.name}",
+    "size": contract.SIZE.name,
+    "remove": contract.REMOVE.name,
+    "initialize": "NoOp (the handle creates the table)",
+    "is_initialized": "Const true",
+    "primary": "(a slot EV naming this EV as its primary: folded into its in-row slots)",
+    "train": "dropped (training op: the output serves; see docs/migration.md)",
+}
+
+
+@dataclasses.dataclass
+class SourceOp:
+    """One op of a source system touching a table."""
+
+    body: str  # "" for the top-level graph
+    node: str
+    op: str
+    role: str | None  # None: not known to graphopt
+    reason: str = ""
+
+    @property
+    def where(self) -> str:
+        return f"{self.body or 'graph'}/{self.node}"
+
+    def to_dict(self) -> dict:
+        return {
+            "where": self.where,
+            "op": self.op,
+            "role": self.role,
+            "becomes": ROLE_TARGETS.get(self.role or "", None),
+            "reason": self.reason,
+        }
+
+
+@dataclasses.dataclass
+class SourceTable:
+    """A table of a source system: its handle node and what the rewrite needs to know."""
+
+    system: str
+    name: str  # the handle node (top-level graph)
+    dim: int
+    key_dtype: str
+    value_dtype: str
+    checkpoint_key: str  # the table's tensors are KEY-keys, KEY-values (and DeepRec's -freqs/-versions)
+    ops: list[SourceOp] = dataclasses.field(default_factory=list)
+    unknown: list[SourceOp] = dataclasses.field(default_factory=list)
+    slot_of: str | None = None  # name of the table whose optimizer slot this table holds
+    slot_name: str = ""  # graphopt's slot name (accumulator, m, v)
+    slots: list["SourceTable"] = dataclasses.field(default_factory=list)  # of a main table
+    optimizer: str = ""  # of a main table with slots: adagrad, adam
+    default_value: list[float] | None = None  # the find's constant default row; None: not constant
+    default_note: str = ""
+    min_count: int = 0  # DeepRec filter_freq
+    ttl: int = 0  # DeepRec steps_to_live
+    problem: str = ""  # why the table cannot be rewritten (bad input), empty when it can
+    primary: str = ""  # DeepRec: the handle named as resource_primary (a slot's main table)
+
+    @property
+    def handles(self) -> list[str]:
+        return [self.name]
+
+    @property
+    def left_alone(self) -> bool:
+        return bool(self.unknown)
+
+    @property
+    def reason(self) -> str:
+        if not self.unknown:
+            return ""
+        u = self.unknown[0]
+        return f"{u.op} at {u.where}: {u.reason}"
+
+    def to_dict(self) -> dict:
+        return {
+            "system": self.system,
+            "name": self.name,
+            "dim": self.dim,
+            "key_dtype": self.key_dtype,
+            "checkpoint_key": self.checkpoint_key,
+            "slot_of": self.slot_of,
+            "slot_name": self.slot_name,
+            "optimizer": self.optimizer,
+            "slots": [s.name for s in self.slots],
+            "default_value": self.default_value,
+            "min_count": self.min_count,
+            "ttl": self.ttl,
+            "ops": [o.to_dict() for o in self.ops],
+            "unknown_ops": [o.to_dict() for o in self.unknown],
+            "left_alone": self.left_alone,
+            "reason": self.reason,
+        }
+
+
+@dataclasses.dataclass
+class SourceAnalysis:
+    """What ``analyze`` found: the source system (None: none), its tables, ops it does not know."""
+
+    system: str | None
+    title: str | None = None  # the system's full name
+    tables: list[SourceTable] = dataclasses.field(default_factory=list)
+    unknown_ops: list[SourceOp] = dataclasses.field(default_factory=list)  # the system's, on no table
+
+    @property
+    def served(self) -> list[SourceTable]:
+        """The tables that are looked up (not optimizer slots)."""
+        return [t for t in self.tables if t.slot_of is None]
+
+    def table(self, name) -> SourceTable | None:
+        return next((t for t in self.tables if t.name == name), None)
+
+    def to_dict(self) -> dict:
+        return {
+            "system": self.system,
+            "system_name": self.title,
+            "tables": [t.to_dict() for t in self.tables],
+            "unknown_ops": [o.to_dict() for o in self.unknown_ops],
+        }
