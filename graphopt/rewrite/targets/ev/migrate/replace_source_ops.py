@@ -144,7 +144,8 @@ class ReplaceSourceOps(Pass):
         if table.system == "tfra":  # keys, values: the same outputs of GraphoptEvExport
             return self._put(body, old, ev.export(old.name, table_ref, table.dim, old.device))
         # DeepRec: keys, values, versions, freqs -> graphopt's keys, values, freqs, versions.
-        new = ev.export(body.unique_name(f"{old.name}/{contract.EXPORT.name}"), table_ref, table.dim, old.device)
+        name = body.unique_name(f"{old.name}/{contract.EXPORT.name}")
+        new = ev.export(name, table_ref, table.dim, old.device)
         body.add_node(new)
         names = ("keys", "values", "versions", "freqs")
         for i, arg in enumerate(names):
