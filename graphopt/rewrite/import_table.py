@@ -20,7 +20,7 @@ from graphopt.graph import io, nodes
 from graphopt.graph.model import TOP, ModelGraph
 from graphopt.output import check_output_dir, staged_output
 
-MANIFEST = "graphopt_manifest.json"
+MANIFEST = contract.MANIFEST
 
 
 def _tables(path, source):

@@ -23,7 +23,7 @@ from graphopt.rewrite.inspection import node_counts
 from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.targets.ev.migrate.plan import OP_TYPES, MigrationContext, MigrationPlan, passes
 
-MANIFEST = "graphopt_manifest.json"
+MANIFEST = contract.MANIFEST
 
 
 @dataclasses.dataclass
