@@ -35,7 +35,8 @@ def check_table_tensors(prefix, infos, table):
                 "not belong to this graph, pass the checkpoint its Saver wrote"
             )
     keys, values = infos[f"{k}-keys"], infos[f"{k}-values"]
-    if len(keys.shape) != 1 or keys.dtype != "int64":
+    want = "string" if getattr(table, "hashed", False) else "int64"
+    if len(keys.shape) != 1 or keys.dtype != want:
         raise ModelError(
             f"table {table.name}: checkpoint tensor {k}-keys is {keys.dtype}{keys.shape}, not int64 "
             "[n]; only int64-keyed tables convert (hash string keys to int64 first)"
@@ -66,10 +67,11 @@ def aligned_slot(main_keys, slot_keys, slot_values, init, dim):
     return out
 
 
-def migrate_checkpoint(src_prefix, dst_prefix, tables, progress=None) -> int:
+def migrate_checkpoint(src_prefix, dst_prefix, tables, progress=None, hash_keys=None) -> int:
     """Writes ``src_prefix``'s checkpoint at ``dst_prefix`` in graphopt's layout for ``tables``
     (graphopt.analysis.sources.SourceTable, the served ones; their ``slots`` folded in). Returns
-    the bytes of table rows migrated."""
+    the bytes of table rows migrated. ``hash_keys`` (strings -> int64 keys) keys the tables whose
+    ``hashed`` is set; two strings with one key are refused."""
     tf = _tf()
     infos = checkpoint_tensors(src_prefix)
     reader = None
@@ -79,6 +81,15 @@ def migrate_checkpoint(src_prefix, dst_prefix, tables, progress=None) -> int:
         rows, dim = check_table_tensors(src_prefix, infos, table)
         k = table.checkpoint_key
         total += rows * dim * 4
+        if table.hashed:
+            reader = reader or tf.train.load_checkpoint(src_prefix)
+            hashed = np.asarray(hash_keys(reader.get_tensor(f"{k}-keys")), np.int64)
+            if len(np.unique(hashed)) != len(hashed):
+                raise ModelError(
+                    f"table {table.name}: two of its string keys share a Fingerprint64; it cannot be "
+                    "keyed collisionless, re-key it in the original model"
+                )
+            added[f"{k}-keys"] = hashed
         if f"{k}-freqs" not in infos:
             # The bundle aliases K-versions to these bytes (convert_checkpoint: zeros serve both).
             added[f"{k}-freqs"] = np.zeros([rows], np.int64)

@@ -44,7 +44,7 @@ def source_analysis(model, tags=None):
     return analysis if analysis.system else None
 
 
-def run_migration(model, out, dry_run, debug, overwrite, tags, as_json, refused):
+def run_migration(model, out, dry_run, debug, overwrite, tags, as_json, refused, collisionless=False):
     """``graphopt rewrite`` of a TFRA / DeepRec model; ``refused``: options that do not apply."""
     if refused:
         raise GraphoptError(
@@ -58,7 +58,14 @@ def run_migration(model, out, dry_run, debug, overwrite, tags, as_json, refused)
             click.echo(format_analysis(analysis))
 
     report = migrate_model(
-        model, out, dry_run=dry_run, overwrite=overwrite, tags=tags, debug=debug, on_analysis=on_analysis
+        model,
+        out,
+        dry_run=dry_run,
+        overwrite=overwrite,
+        tags=tags,
+        debug=debug,
+        on_analysis=on_analysis,
+        collisionless=collisionless,
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

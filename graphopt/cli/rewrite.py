@@ -122,12 +122,10 @@ def rewrite(
             "--min-rows": min_rows,
             "--verify": verify,
             "--target stock": target != "ev",
-            "--collisionless": collisionless,
             "--tensorboard": tensorboard,
         }
-        return run_migration(
-            model, out, dry_run, debug, overwrite, tags, as_json, [k for k, v in given.items() if v]
-        )
+        refused = [k for k, v in given.items() if v]
+        return run_migration(model, out, dry_run, debug, overwrite, tags, as_json, refused, collisionless)
     from graphopt.rewrite import rewrite_model
 
     planned = []

@@ -209,7 +209,12 @@ def table_checks(original, rewritten_model, rewritten_prefix) -> list[Check]:
     checks = []
     for table in analysis.served:
         k = table.checkpoint_key
-        want_k, want_v = _sorted_rows(src.get_tensor(f"{k}-keys"), src.get_tensor(f"{k}-values"))
+        source_keys = src.get_tensor(f"{k}-keys")
+        if table.key_dtype == "string":  # migrated with --collisionless: keyed by collisionless keys
+            from graphopt.ops.fallback import collisionless_key
+
+            source_keys = collisionless_key(source_keys).numpy()
+        want_k, want_v = _sorted_rows(source_keys, src.get_tensor(f"{k}-values"))
         places = [("checkpoint", dst.get_tensor(f"{k}-keys"), dst.get_tensor(f"{k}-values"))]
         if table.name in live:
             places.append(("served table", *live[table.name]))

@@ -80,6 +80,7 @@ def test_string_keyed_tfra_table(copy_of, tmp_path):
         "user_emb/user_emb_mht_1of1",
         "keyed by strings",
         "int64",
+        "--collisionless",
         "Fingerprint64",
     )
 

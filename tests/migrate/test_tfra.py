@@ -106,3 +106,28 @@ def _rows(reader, table, keys):
     v = reader.get_tensor(f"{table.checkpoint_key}-values")
     pos = {int(x): i for i, x in enumerate(k)}
     return v[[pos[int(x)] for x in keys]]
+
+
+def test_string_keyed_table_migrates_with_collisionless_keys(tmp_path):
+    """A string-keyed TFRA table is refused without --collisionless and, with it, keyed by each
+    string's collisionless key (Fingerprint64), in the checkpoint and in front of the lookup."""
+    from graphopt.errors import ModelError
+    from graphopt.ops.fallback import collisionless_key
+    from graphopt.rewrite.targets.ev.migrate import migrate_model
+
+    src = os.path.join(FIXTURES, "tf1_strings", "model.meta")
+    with pytest.raises(ModelError, match="keyed by strings.*--collisionless"):
+        migrate_model(src, str(tmp_path / "refused"))
+    assert not os.path.exists(tmp_path / "refused")
+    out = str(tmp_path / "out")
+    report = migrate_model(src, out, collisionless=True, debug=True)
+    (table,) = report.analysis.served
+    assert table.hashed and any("collisionless key" in n for n in report.notes)
+    assert "GraphoptEvCollisionlessKey" in _ops(os.path.join(out, "model.meta"))
+    checked = validate_reference(os.path.join(out, "model.meta"), reference_path("tf1_strings"), original=src)
+    assert checked.passed, checked.format()  # the lookups, bit for bit, and the rows under hashed keys
+    reader = tf.train.load_checkpoint(os.path.join(out, "model"))
+    original = tf.train.load_checkpoint(os.path.join(FIXTURES, "tf1_strings", "model"))
+    keys = original.get_tensor(f"{table.checkpoint_key}-keys")
+    got = reader.get_tensor(f"{table.checkpoint_key}-keys")
+    assert got.dtype == np.int64 and np.array_equal(got, collisionless_key(keys).numpy())

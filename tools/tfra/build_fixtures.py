@@ -188,6 +188,45 @@ def build_tf1(out, name, optimizer):
     _save_reference(os.path.join(path, "reference.npz"), "serving_default", batches, outputs)
 
 
+def build_tf1_strings(out):
+    """A string-keyed table (``de.get_variable(key_dtype=tf.string)`` + ``de.embedding_lookup``)."""
+    tf.compat.v1.reset_default_graph()
+    tf.compat.v1.set_random_seed(SEED)
+    rng = np.random.default_rng(SEED)
+    words = np.array([f"item-{k}".encode() for k in KEYS[:20]], dtype=bytes)
+    ids = tf.compat.v1.placeholder(tf.string, [None], name="ids")
+    labels = tf.compat.v1.placeholder(tf.float32, [None, 1], name="labels")
+    table = de.get_variable(
+        "word_emb",
+        key_dtype=tf.string,
+        value_dtype=tf.float32,
+        dim=DIM,
+        initializer=tf.compat.v1.random_normal_initializer(stddev=0.1, seed=SEED),
+    )
+    emb = tf.identity(de.embedding_lookup(table, ids, name="word_lookup"), name="emb")
+    w = tf.compat.v1.get_variable("head/w", [DIM, 1], initializer=tf.compat.v1.ones_initializer())
+    logits = tf.matmul(emb, w)
+    loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+    train_op = de.DynamicEmbeddingOptimizer(tf.compat.v1.train.GradientDescentOptimizer(0.5)).minimize(loss)
+    saver = tf.compat.v1.train.Saver()
+    path = os.path.join(out, "tf1_strings")
+    os.makedirs(path)
+    with tf.compat.v1.Session() as sess:
+        sess.run(tf.compat.v1.global_variables_initializer())
+        for _ in range(4):
+            batch = rng.choice(words, size=32)
+            sess.run(train_op, {ids: batch, labels: (np.arange(32) % 2).astype(np.float32).reshape(-1, 1)})
+        saver.save(sess, os.path.join(path, "model"), write_meta_graph=False)
+        meta = saver.export_meta_graph()
+        sig = tf.compat.v1.saved_model.predict_signature_def({"ids": ids}, {"emb": emb})
+        meta.signature_def["serving_default"].CopyFrom(sig)
+        with open(os.path.join(path, "model.meta"), "wb") as f:
+            f.write(meta.SerializeToString())
+        batches = [{"ids": words[:8]}, {"ids": rng.choice(words, size=8)}]
+        outputs = [{"emb": sess.run(emb, {ids: b["ids"]})} for b in batches]
+    _save_reference(os.path.join(path, "reference.npz"), "serving_default", batches, outputs)
+
+
 def main(argv):
     out = argv[1] if len(argv) > 1 else "tests/migrate/fixtures/tfra"
     if os.path.exists(out):
@@ -196,6 +235,7 @@ def main(argv):
     tf.compat.v1.disable_eager_execution()
     build_tf1(out, "tf1_sparse", tf.compat.v1.train.GradientDescentOptimizer(0.5))
     build_tf1(out, "tf1_adagrad", tf.compat.v1.train.AdagradOptimizer(0.3))
+    build_tf1_strings(out)
     print(f"wrote {out}")
 
 

@@ -43,12 +43,9 @@ def _const_default(model, body_name, ref, dim):
     return None
 
 
-def analyze(model: ModelGraph, checkpoint_names=None) -> SourceAnalysis:
-    """The source system of ``model``, its tables and every op that touches them.
-
-    ``checkpoint_names`` (a set of the checkpoint's tensor names) lets the analysis find each
-    table's checkpoint key where the graph does not name it.
-    """
+def analyze(model: ModelGraph) -> SourceAnalysis:
+    """The source system of ``model``, its tables and every op that touches them (each table's
+    checkpoint key as its restore names it)."""
     name = system_of(model)
     if name is None:
         return SourceAnalysis(None)
@@ -83,10 +80,6 @@ def analyze(model: ModelGraph, checkpoint_names=None) -> SourceAnalysis:
             if key:
                 table.checkpoint_key = key
             system.read_training_attrs(table, body, node, role)
-        if checkpoint_names is not None and f"{table.checkpoint_key}-keys" not in checkpoint_names:
-            table.checkpoint_key = (
-                system.guess_checkpoint_key(table, checkpoint_names) or table.checkpoint_key
-            )
         out.tables.append(table)
     system.pair_slots(out.tables)
     for body in model.bodies.values():

@@ -13,7 +13,7 @@ EV per part (``NAME/part_K``), each saved under its own name.
 
 import numpy as np
 
-from graphopt.analysis.sources.tables import SourceTable
+from graphopt.analysis.sources.tables import table_from_handle, third_input
 from graphopt.graph import nodes
 
 NAME = "deeprec"
@@ -70,31 +70,10 @@ def unknown_reason(node) -> str:
 
 
 def table_of(handle):
-    shape = nodes.attr_value(handle, "shape") or []
-    dim = int(shape[-1]) if len(shape) == 1 and shape[-1] and shape[-1] > 0 else 0
-    table = SourceTable(
-        NAME,
-        handle.name,
-        dim,
-        nodes.dtype_name(nodes.attr_value(handle, "Tkeys")),
-        nodes.dtype_name(nodes.attr_value(handle, "dtype")),
-        handle.name,
-    )
-    if dim == 0:
-        table.problem = f"shape {shape} is not [dim]; only EVs of rows convert"
-    elif table.key_dtype not in ("int64", "int32"):
-        table.problem = (
-            f"it is keyed by {table.key_dtype}s; graphopt keys are int64: hash the ids to int64 "
-            "(as --collisionless keys string ids by their Fingerprint64) and re-key the table"
-        )
-    elif table.value_dtype != "float32":
-        table.problem = f"its values are {table.value_dtype}; graphopt rows are float32"
-    return table
+    return table_from_handle(NAME, handle, "shape", "Tkeys", "dtype")
 
 
-def default_input(body, node):
-    data = body.data_inputs(node)
-    return data[2] if len(data) > 2 else None
+default_input = third_input
 
 
 def checkpoint_key_of(model, body, node, role):
@@ -107,10 +86,6 @@ def checkpoint_key_of(model, body, node, role):
         return None
     value = nodes.const_value(src).reshape(-1)
     return value[0].decode() if value.size and isinstance(value[0], bytes) else None
-
-
-def guess_checkpoint_key(table, names):
-    return None
 
 
 def read_training_attrs(table, body, node, role):

@@ -3,6 +3,7 @@
 import dataclasses
 
 from graphopt.ev import contract
+from graphopt.graph import nodes
 
 # What each role becomes (docs/migration.md has the full table).
 ROLE_TARGETS = {
@@ -67,6 +68,7 @@ class SourceTable:
     ttl: int = 0  # DeepRec steps_to_live
     problem: str = ""  # why the table cannot be rewritten (bad input), empty when it can
     primary: str = ""  # DeepRec: the handle named as resource_primary (a slot's main table)
+    hashed: bool = False  # string keys keyed by their collisionless key (Fingerprint64) in graphopt
 
     @property
     def handles(self) -> list[str]:
@@ -96,6 +98,7 @@ class SourceTable:
             "slots": [s.name for s in self.slots],
             "default_value": self.default_value,
             "min_count": self.min_count,
+            "hashed": self.hashed,
             "ttl": self.ttl,
             "ops": [o.to_dict() for o in self.ops],
             "unknown_ops": [o.to_dict() for o in self.unknown],
@@ -128,3 +131,37 @@ class SourceAnalysis:
             "tables": [t.to_dict() for t in self.tables],
             "unknown_ops": [o.to_dict() for o in self.unknown_ops],
         }
+
+
+STRING_KEYS = (
+    "it is keyed by strings; graphopt keys are int64: rewrite with --collisionless, which keys each "
+    "string by its Fingerprint64 as graphopt's collisionless migration does (and hashes the ids the "
+    "model looks up the same way)"
+)
+
+
+def table_from_handle(system: str, handle, shape_attr: str, key_attr: str, value_attr: str) -> SourceTable:
+    """The SourceTable of a handle node whose ``shape_attr`` is the row shape ``[dim]``; its
+    ``problem`` says why it cannot convert (not rows, keys not integers, values not float32)."""
+    shape = nodes.attr_value(handle, shape_attr) or []
+    dim = int(shape[0]) if len(shape) == 1 and shape[0] and shape[0] > 0 else 0
+    key_dtype = nodes.dtype_name(nodes.attr_value(handle, key_attr))
+    value_dtype = nodes.dtype_name(nodes.attr_value(handle, value_attr))
+    table = SourceTable(system, handle.name, dim, key_dtype, value_dtype, handle.name)
+    if dim == 0:
+        table.problem = (
+            f"{shape_attr} {shape} is not [dim]; only tables of rows (a {shape_attr} [dim]) convert"
+        )
+    elif key_dtype == "string":
+        table.problem = STRING_KEYS
+    elif key_dtype not in ("int64", "int32"):
+        table.problem = f"it is keyed by {key_dtype}s; graphopt keys are int64 (or int32)"
+    elif value_dtype != "float32":
+        table.problem = f"its values are {value_dtype}; graphopt rows are float32"
+    return table
+
+
+def third_input(body, node):
+    """The default-row input of a find (input 2 of TFRA's and DeepRec's), or None."""
+    data = body.data_inputs(node)
+    return data[2] if len(data) > 2 else None

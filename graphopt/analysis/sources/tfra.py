@@ -12,7 +12,7 @@ tables, ``TFRA>HkvHashTableOfTensors``, in a CPU export), keyed by int64 (or str
 
 import re
 
-from graphopt.analysis.sources.tables import SourceTable
+from graphopt.analysis.sources.tables import table_from_handle, third_input
 from graphopt.ev import contract
 from graphopt.graph import nodes
 
@@ -78,32 +78,10 @@ def unknown_reason(node) -> str:
 
 
 def table_of(handle):
-    shape = nodes.attr_value(handle, "value_shape") or []
-    dim = int(shape[0]) if len(shape) == 1 and shape[0] and shape[0] > 0 else 0
-    table = SourceTable(
-        NAME,
-        handle.name,
-        dim,
-        nodes.dtype_name(nodes.attr_value(handle, "key_dtype")),
-        nodes.dtype_name(nodes.attr_value(handle, "value_dtype")),
-        handle.name,
-    )
-    if dim == 0:
-        table.problem = f"value_shape {shape} is not [dim]; only tables of rows (value_shape [dim]) convert"
-    elif table.key_dtype not in ("int64", "int32"):
-        table.problem = (
-            f"it is keyed by {table.key_dtype}s; graphopt keys are int64: hash the ids to int64 "
-            "before the lookup in the original model (tf.strings.to_hash_bucket_fast, as "
-            "--collisionless keys string ids by their Fingerprint64) and retrain or re-key the table"
-        )
-    elif table.value_dtype != "float32":
-        table.problem = f"its values are {table.value_dtype}; graphopt rows are float32"
-    return table
+    return table_from_handle(NAME, handle, "value_shape", "key_dtype", "value_dtype")
 
 
-def default_input(body, node):
-    data = body.data_inputs(node)
-    return data[2] if len(data) > 2 else None
+default_input = third_input
 
 
 def checkpoint_key_of(model, body, node, role):
@@ -126,10 +104,6 @@ def checkpoint_key_of(model, body, node, role):
     index = keys.index if keys.index is not None else 0
     name = names[index] if index < len(names) else ""
     return name[: -len("-keys")] if name.endswith("-keys") else None
-
-
-def guess_checkpoint_key(table, names):
-    return None
 
 
 def read_training_attrs(table, body, node, role):

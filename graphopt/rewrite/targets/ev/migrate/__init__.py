@@ -12,6 +12,7 @@ import json
 import os
 
 from graphopt.analysis.sources import SYSTEMS, SourceAnalysis, analyze
+from graphopt.analysis.sources.tables import STRING_KEYS
 from graphopt.checkpoint.migrate import migrate_checkpoint
 from graphopt.errors import ModelError
 from graphopt.ev import contract
@@ -63,6 +64,12 @@ class MigrationReport:
         }
 
 
+def _collisionless_keys(strings):
+    from graphopt.ops.fallback import collisionless_key
+
+    return collisionless_key(strings).numpy()
+
+
 def refuse_unconvertible(analysis: SourceAnalysis):
     """ModelError (one line, naming the table and the fix) for a model the migration cannot take."""
     for table in analysis.tables:
@@ -89,9 +96,21 @@ def is_source_model(meta_graph) -> bool:
 
 
 def migrate_model(
-    src, out, dry_run=False, overwrite=False, tags=None, progress=None, debug=False, on_analysis=None
+    src,
+    out,
+    dry_run=False,
+    overwrite=False,
+    tags=None,
+    progress=None,
+    debug=False,
+    on_analysis=None,
+    collisionless=False,
 ):
-    """Migrates the TFRA / DeepRec model ``src`` into ``out`` (atomically; ``src`` untouched)."""
+    """Migrates the TFRA / DeepRec model ``src`` into ``out`` (atomically; ``src`` untouched).
+
+    ``collisionless=True`` keys a string-keyed table by each string's collisionless key (its
+    Fingerprint64, ``graphopt.ops.fallback.collisionless_key``), in the checkpoint and in front
+    of every lookup; without it such a table is refused."""
     from graphopt.checkpoint.convert import checkpoint_tensors
     from graphopt.ops.library import load_library
     from graphopt.rewrite.rewriter import _check_output
@@ -102,8 +121,11 @@ def migrate_model(
     if not dry_run and out is not None:
         _check_output(src, out, overwrite)
     model = ModelGraph(nodes.clone(source.meta_graph))
-    names = set(checkpoint_tensors(source.checkpoint_prefix)) if source.checkpoint_prefix else None
-    analysis = analyze(model, names)
+    analysis = analyze(model)
+    if collisionless:
+        for table in analysis.tables:
+            if table.key_dtype == "string" and table.problem == STRING_KEYS:
+                table.problem, table.hashed = "", True
     if analysis.system is None:
         raise ModelError(f"{src} holds no TFRA or DeepRec table; use graphopt rewrite for static tables")
     refuse_unconvertible(analysis)
@@ -127,6 +149,11 @@ def migrate_model(
         if t.min_count > 1:
             plan.notes.append(
                 f"table {t.name}: filter_freq {t.min_count} -> admission min_count={t.min_count}"
+            )
+        if t.hashed:
+            plan.notes.append(
+                f"table {t.name}: string keys keyed by their collisionless key (Fingerprint64), "
+                "as --collisionless keys string ids; the lookups hash the ids the same way"
             )
         if t.slots:
             plan.notes.append(
@@ -155,7 +182,9 @@ def migrate_model(
         else:
             base = os.path.basename(source.checkpoint_prefix)
             dst = os.path.join(tmp, base)
-        report.bytes_converted = migrate_checkpoint(source.checkpoint_prefix, dst, plan.tables, progress)
+        report.bytes_converted = migrate_checkpoint(
+            source.checkpoint_prefix, dst, plan.tables, progress, hash_keys=_collisionless_keys
+        )
         if source.kind == "saved_model":
             io.write_saved_model(source, model.meta_graph, tmp, keep_object_graph=False)
         else:

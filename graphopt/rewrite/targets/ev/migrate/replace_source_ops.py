@@ -92,13 +92,29 @@ class ReplaceSourceOps(Pass):
             nodes.set_attr(new, "min_count", int(table.min_count), "i")
         return self._put(body, old, new)
 
+    def _keys(self, body, table, old, ref):
+        """The keys a lookup of ``table`` passes: its ids, or (hashed tables) their collisionless keys."""
+        if not table.hashed:
+            return ref
+        name = body.add_op(
+            contract.COLLISIONLESS_KEY.name,
+            f"{old.name}/{contract.COLLISIONLESS_KEY.name}",
+            [ref],
+            {"Tids": (nodes.dtype_enum("string"), "type")},
+            old.device,
+        )
+        return body.op_output(name, 0) if not body.is_function else body.output_ref(name, 0, "keys")
+
+    def _key_attr(self, table):
+        return {"Tkeys": (nodes.dtype_enum(contract.KEY_DTYPE if table.hashed else table.key_dtype), "type")}
+
     def _find(self, ctx, body, table, old):
         data = body.data_inputs(old)
         new = ev.find(
             old.name,
             data[0],
-            data[1],
-            nodes.dtype_enum(table.key_dtype),
+            self._keys(body, table, old, data[1]),
+            nodes.dtype_enum(contract.KEY_DTYPE if table.hashed else table.key_dtype),
             table.dim,
             old.device,
             nodes.control_inputs(old),
@@ -110,8 +126,8 @@ class ReplaceSourceOps(Pass):
         new = nodes.make_node(
             INSERT_OP,
             old.name,
-            data[:3],
-            {**_keys_attr(table), **_row_attrs(table.dim)},
+            [data[0], self._keys(body, table, old, data[1]), data[2]],
+            {**self._key_attr(table), **_row_attrs(table.dim)},
             old.device,
             nodes.control_inputs(old),
         )
@@ -126,7 +142,12 @@ class ReplaceSourceOps(Pass):
     def _remove(self, ctx, body, table, old):
         data = body.data_inputs(old)
         new = nodes.make_node(
-            REMOVE_OP, old.name, data[:2], _keys_attr(table), old.device, nodes.control_inputs(old)
+            REMOVE_OP,
+            old.name,
+            [data[0], self._keys(body, table, old, data[1])],
+            self._key_attr(table),
+            old.device,
+            nodes.control_inputs(old),
         )
         return self._put(body, old, new)
 
@@ -175,6 +196,8 @@ class ReplaceSourceOps(Pass):
         restore = body.node(keys.node)
         if restore is not None and restore.op == "RestoreV2":
             _, _, names, slices, dtypes = self._restore_entries(body, restore.name)
+            if table.hashed:  # the checkpoint's keys are the strings' collisionless keys now
+                dtypes[keys.index or 0] = nodes.dtype_enum(contract.KEY_DTYPE)
             n = len(names)
             names += [f"{table.checkpoint_key}-freqs", f"{table.checkpoint_key}-versions"]
             slices += ["", ""]

@@ -49,8 +49,11 @@ class RewireSourceSave(Pass):
             keep = [i for i in range(len(names)) if i not in set(drop)]
             names, slices = [names[i] for i in keep], [slices[i] for i in keep]
             tensors, dtypes = [tensors[i] for i in keep], [dtypes[i] for i in keep]
+            hashed = {t.checkpoint_key for t in ctx.plan.tables if t.hashed}
             for key in sorted(add):
                 keys = data[3 + [*entry_strings(body, data[1])].index(f"{key}-keys")]
+                if key in hashed:  # GraphoptEvExport's keys: the strings' collisionless keys
+                    dtypes[names.index(f"{key}-keys")] = nodes.dtype_enum(contract.KEY_DTYPE)
                 producer = body.node(keys.node)
                 if producer is not None and producer.op == contract.EXPORT.name:
                     extra = [str(body.op_output(producer.name, j)) for j in (2, 3)]
