@@ -131,3 +131,48 @@ def test_string_keyed_table_migrates_with_collisionless_keys(tmp_path):
     keys = original.get_tensor(f"{table.checkpoint_key}-keys")
     got = reader.get_tensor(f"{table.checkpoint_key}-keys")
     assert got.dtype == np.int64 and np.array_equal(got, collisionless_key(keys).numpy())
+
+
+def test_keras3_model_trains_from_the_migrated_rows_and_slots(migrated):
+    """Keras 3 in TF 2.21: a DynamicEmbedding restored from the migrated tf_keras model's table
+    starts from its rows and Adagrad accumulators and fit updates them from there."""
+    import keras
+
+    from graphopt.keras import DynamicEmbedding
+
+    out, report = migrated("keras_embedding")
+    (table,) = report.analysis.served
+    prefix = os.path.join(out, "variables", "variables")
+    reader = tf.train.load_checkpoint(prefix)
+    key = table.checkpoint_key
+    keys, rows = reader.get_tensor(f"{key}-keys"), reader.get_tensor(f"{key}-values")
+    acc = reader.get_tensor(f"{key}-slot-accumulator")
+    emb = DynamicEmbedding(4, optimizer=keras.optimizers.Adagrad(0.1), name="emb")
+    ids = keras.Input((3,), dtype="int64")
+    head = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(ids, head(keras.layers.Flatten()(emb(ids))))
+    head.set_weights(
+        [
+            reader.get_tensor("layer_with_weights-1/kernel/.ATTRIBUTES/VARIABLE_VALUE"),
+            reader.get_tensor("layer_with_weights-1/bias/.ATTRIBUTES/VARIABLE_VALUE"),
+        ]
+    )
+    emb.table.restore_from(prefix, key)
+    got_keys, got_rows, _, _, slots = emb.table.export_with_slots()
+    order = np.argsort(got_keys.numpy())
+    assert np.array_equal(got_keys.numpy()[order], np.sort(keys))
+    assert np.array_equal(slots["accumulator"].numpy()[order], acc[np.argsort(keys)])
+    batch = keys[:6].reshape(2, 3)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="binary_crossentropy")
+    model.fit(batch, np.ones([2, 1], np.float32), epochs=1, verbose=0)
+    after_keys, after_rows, _, _, after_slots = emb.table.export_with_slots()
+    pos = {int(k): i for i, k in enumerate(after_keys.numpy())}
+    for i, k in enumerate(keys):
+        new_acc = after_slots["accumulator"].numpy()[pos[int(k)]]
+        if i < 6:  # trained: the accumulator grew from the imported value, not from a fresh one
+            assert np.all(new_acc >= acc[i]) and np.any(new_acc > acc[i])
+            assert np.all(new_acc < 0.1)  # a fresh accumulator would start at 0.1
+            assert not np.array_equal(after_rows.numpy()[pos[int(k)]], rows[i])
+        else:
+            assert np.array_equal(new_acc, acc[i])
+            assert np.array_equal(after_rows.numpy()[pos[int(k)]], rows[i])
