@@ -19,9 +19,8 @@ import os
 
 import numpy as np
 
-from graphopt.analysis.tables import EmbeddingTable, LookupSite
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import nodes
+from graphopt.analysis.tables import LookupSite, TableCandidate
+from graphopt.graph import meta_graphs, nodes
 from graphopt.graph.model import Body, ModelGraph, TensorRef
 
 # Mapping op -> (what it is, the position of its raw-id input).
@@ -114,7 +113,7 @@ class IdChain:
 class TableMigration:
     """Whether a table can be keyed by raw ids: possible only when every site's chain can migrate."""
 
-    table: EmbeddingTable
+    table: TableCandidate
     chains: list[IdChain]
     reason: str | None = None
 
@@ -344,12 +343,12 @@ def missing_assets(meta_graph, model_dir: str | None) -> list[str]:
     """Asset files the meta graph names that its SavedModel's assets/ folder lacks."""
     if model_dir is None or not os.path.isdir(model_dir):
         return []
-    names = mg_lib.asset_filenames(meta_graph)
+    names = meta_graphs.asset_filenames(meta_graph)
     return [n for n in names if not os.path.exists(os.path.join(model_dir, "assets", n))]
 
 
 def plan_migrations(
-    model: ModelGraph, tables: list[EmbeddingTable], model_dir: str | None = None
+    model: ModelGraph, tables: list[TableCandidate], model_dir: str | None = None
 ) -> list[TableMigration]:
     """One TableMigration per table: the chain at each site, and whether the whole table migrates.
 

@@ -11,9 +11,8 @@ import re
 
 import numpy as np
 
-from graphopt.analysis import training_updates as v1_training
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import nodes
+from graphopt.analysis import training_updates
+from graphopt.graph import meta_graphs, nodes
 from graphopt.graph.model import TOP, Body, ModelGraph, TensorRef, live_nodes
 
 VARIABLE_OPS = ("VarHandleOp", "VariableV2")
@@ -61,7 +60,7 @@ class VariableUse:
 
 
 @dataclasses.dataclass
-class EmbeddingTable:
+class TableCandidate:
     """A variable (or a partitioned variable) whose rows are only ever gathered."""
 
     name: str
@@ -78,7 +77,7 @@ class EmbeddingTable:
     shares_arguments_with: list[str] = dataclasses.field(default_factory=list)
     # TF1 training graphs: the optimizer update the rewrite turns into an apply op, or why the
     # table keeps its dense variable (graphopt.analysis.training_updates).
-    training: v1_training.TrainingUpdate | None = None
+    training: training_updates.TrainingUpdate | None = None
     training_left: str | None = None
 
     @property
@@ -227,7 +226,7 @@ def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
     is_ref = model.graph.node(handle).op == "VariableV2"
     for body, use in _variable_uses(model, handle):
         node = body.node(use.node)
-        if not is_ref and not body.is_function and v1_training.is_update(node, use.position):
+        if not is_ref and not body.is_function and training_updates.is_update(node, use.position):
             # Before the liveness test: a train op is fetched by name, often from no collection.
             scan.uses.append(VariableUse("train", body.name, node.name))
             continue
@@ -355,13 +354,13 @@ def _partition_group(model: ModelGraph, body: Body, stitch, gather_handle: dict[
 class Detection:
     """Everything detection found in one model graph."""
 
-    tables: list[EmbeddingTable]
+    tables: list[TableCandidate]
     left_alone: list[GatherLeftAlone]
 
 
 def _placeholder_inputs(meta_graph) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for sig_name, sig in mg_lib.signature_tensors(meta_graph).items():
+    for sig_name, sig in meta_graphs.signature_tensors(meta_graph).items():
         for key, tensor in sig["inputs"].items():
             out.setdefault(TensorRef.parse(tensor).node, []).append(f"{sig_name}:{key}")
     return out
@@ -476,7 +475,7 @@ def detect(model: ModelGraph) -> Detection:
             all_problems.append("no Saver restores it")
         update, training_left = None, None
         if not all_problems:
-            update, training_left = v1_training.table_update(model, uses, scans)
+            update, training_left = training_updates.table_update(model, uses, scans)
         if update is not None and len(table_handles) > 1:
             update, training_left = None, "it is partitioned and trained (slots of parts are not converted)"
         if all_problems:
@@ -502,13 +501,13 @@ def detect(model: ModelGraph) -> Detection:
         else:
             sites, strategy = scans[h].sites, None
         if update is not None:
-            for site in v1_training.training_sites(model.body(TOP), update, sites):
+            for site in training_updates.training_sites(model.body(TOP), update, sites):
                 site.training = True
         for site in sites:
             srcs = model.trace_back(site.body, TensorRef.parse(site.ids))
             site.signature_inputs = sorted({k for p in srcs for k in placeholders.get(p.ref.node, [])})
         tables.append(
-            EmbeddingTable(
+            TableCandidate(
                 name=_PART_SUFFIX.sub("", h),
                 handles=table_handles,
                 rows=sum(s[0] for s in shapes),

@@ -9,8 +9,16 @@ freqs/versions (TFRA), and each optimizer slot table's rows aligned to K-keys as
 
 import numpy as np
 
-from graphopt.checkpoint.convert import _tf, checkpoint_tensors, convert_checkpoint, copy_checkpoint
+from graphopt.checkpoint.conversion import convert_checkpoint, copy_checkpoint
+from graphopt.checkpoint.index import checkpoint_tensors
 from graphopt.errors import ModelError
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
 
 # TF's initial slot values (Adagrad's initial_accumulator_value; Adam's m and v).
 SLOT_INIT = {"accumulator": 0.1, "m": 0.0, "v": 0.0}

@@ -36,10 +36,10 @@ def format_analysis(analysis) -> str:
 def source_analysis(model, tags=None):
     """The SourceAnalysis of a TFRA / DeepRec model, or None for any other model."""
     from graphopt.analysis.sources import analyze
-    from graphopt.graph import io
     from graphopt.graph.model import ModelGraph
+    from graphopt.model_io import read_model
 
-    source = io.read_model(model, tags)
+    source = read_model(model, tags)
     analysis = analyze(ModelGraph(source.meta_graph))
     return analysis if analysis.system else None
 

@@ -12,12 +12,14 @@ import shutil
 
 import numpy as np
 
-from graphopt.checkpoint.convert import checkpoint_tensors, convert_checkpoint
+from graphopt.checkpoint.conversion import convert_checkpoint
 from graphopt.checkpoint.dumps import read_dump
+from graphopt.checkpoint.index import checkpoint_tensors
 from graphopt.errors import ModelError
 from graphopt.ev import contract
-from graphopt.graph import io, nodes
+from graphopt.graph import nodes
 from graphopt.graph.model import TOP, ModelGraph
+from graphopt.model_io import read_model
 from graphopt.output import check_output_dir, staged_output
 
 MANIFEST = contract.MANIFEST
@@ -45,7 +47,7 @@ def _tables(path, source):
 def import_table(model, table, files, out, overwrite=False) -> dict:
     """Writes ``out``: ``model`` with table ``table`` holding the dump in ``files``."""
     model, out = os.fspath(model), os.fspath(out)
-    source = io.read_model(model)
+    source = read_model(model)
     tables = _tables(model, source)
     if table not in tables:
         names = sorted({k for k, _ in tables.values()})

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
+from graphopt import model_io
 from graphopt.errors import ModelError
 from graphopt.ev import contract
-from graphopt.graph import io
 from graphopt.serve.deltas import DeltaFeed, directory_state
 from graphopt.serve.errors import BadRequest, NotFound
 from graphopt.serve.signature import DEFAULT_SIGNATURE, PredictSignature
@@ -97,7 +97,7 @@ def _warm_up(signature):
 
 def read_signature_defs(path):
     """The SignatureDefMap of the serving meta graph in ``path``/saved_model.pb."""
-    meta_graph = io.read_model(path).meta_graph
+    meta_graph = model_io.read_model(path).meta_graph
     result = get_model_metadata_pb2.SignatureDefMap()
     for name, signature_def in meta_graph.signature_def.items():
         if not name.startswith("__"):  # "__saved_model_init_op" is not a signature clients call

@@ -112,13 +112,13 @@ class MetaGraphModel:
     loader = "session"
 
     def __init__(self, path):
-        from graphopt.graph import io
-        from graphopt.graph.meta_graph import signature_tensor_infos
+        from graphopt.graph.meta_graphs import signature_tensor_infos
+        from graphopt.model_io import read_model
         from graphopt.validate.loaders import register_graphopt_ops
 
         register_graphopt_ops()
         tf = _tf()
-        source = io.read_model(path)
+        source = read_model(path)
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph)
         from graphopt.validate.loaders import describe_failure, load_failures
@@ -195,11 +195,11 @@ def _sorted_rows(keys, values):
 def table_checks(original, rewritten_model, rewritten_prefix) -> list[Check]:
     """The original's tables against the migrated model's, key by key (rows and slots)."""
     from graphopt.analysis.sources import analyze
-    from graphopt.graph import io
     from graphopt.graph.model import ModelGraph
+    from graphopt.model_io import read_model
 
     tf = _tf()
-    source = io.read_model(original)
+    source = read_model(original)
     analysis = analyze(ModelGraph(source.meta_graph))
     if analysis.system is None:
         raise ModelError(f"{original} holds no TFRA or DeepRec table; pass the model the migration read")
@@ -291,9 +291,9 @@ def validate_reference(
                         ok, detail = _compare(value, np.asarray(got[name]), atol, rtol)
                         report.checks.append(Check(f"{model.loader} {sig}/{name} batch {i}", ok, detail))
         if original is not None:
-            from graphopt.graph import io
+            from graphopt.model_io import read_model
 
-            prefix = io.read_model(os.fspath(rewritten)).checkpoint_prefix
+            prefix = read_model(os.fspath(rewritten)).checkpoint_prefix
             session_model = next((m for m in models if hasattr(m, "session")), None)
             report.checks += table_checks(os.fspath(original), session_model, prefix)
     finally:

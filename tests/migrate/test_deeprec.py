@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from graphopt.checkpoint.convert import convert_checkpoint
+from graphopt.checkpoint.conversion import convert_checkpoint
 from graphopt.rewrite.targets.ev.migrate import migrate_model
 from graphopt.validate.reference import MetaGraphModel, validate_reference
 from tests.migrate import deeprec_graphs as dg
@@ -62,10 +62,10 @@ def test_filter_freq_and_steps_to_live_map_to_admission_and_ttl(single):
     assert any("ttl=500" in n for n in manifest["notes"]) and any(
         "min_count=3" in n for n in manifest["notes"]
     )
-    from graphopt.graph import io
     from graphopt.graph.model import ModelGraph
+    from graphopt.model_io import read_model
 
-    handle = ModelGraph(io.read_model(out).meta_graph).body("").node("emb")
+    handle = ModelGraph(read_model(out).meta_graph).body("").node("emb")
     assert handle.op == "GraphoptEvHandleOp" and handle.attr["min_count"].i == 3
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from graphopt.graph import io
 from graphopt.graph.model import ModelGraph
+from graphopt.model_io import read_model
 from graphopt.validate.reference import validate_reference
 from tests.migrate.conftest import FIXTURES, TFRA_MODELS, output_model, reference_path
 
@@ -21,7 +21,7 @@ LOOKUP_OUTPUTS = ("emb", "lookup")
 
 
 def _ops(path):
-    model = ModelGraph(io.read_model(path).meta_graph)
+    model = ModelGraph(read_model(path).meta_graph)
     return {n.op for b in model.bodies.values() for n in b.nodes()}
 
 
@@ -57,12 +57,12 @@ def test_adagrad_slot_table_becomes_in_row_slots(migrated, name):
     out, report = migrated(name)
     (table,) = report.analysis.served
     assert table.optimizer == "adagrad" and [s.slot_name for s in table.slots] == ["accumulator"]
-    prefix = io.read_model(output_model(out, name)).checkpoint_prefix
+    prefix = read_model(output_model(out, name)).checkpoint_prefix
     reader = tf.train.load_checkpoint(prefix)
     acc = reader.get_tensor(f"{table.checkpoint_key}-slot-accumulator")
     assert acc.shape == (40, 4) and np.all(acc > 0) and len(np.unique(acc)) > 40  # trained accumulators
     # the slot table's handle is gone from the graph (its rows live in the main table's checkpoint)
-    model = ModelGraph(io.read_model(output_model(out, name)).meta_graph)
+    model = ModelGraph(read_model(output_model(out, name)).meta_graph)
     slot = table.slots[0].name
     top = model.body("")
     assert top.node(slot) is None or top.node(slot).op == "GraphoptEvHandleOp"

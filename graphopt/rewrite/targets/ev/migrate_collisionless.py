@@ -9,8 +9,7 @@ find keeps its name, so control edges and the manifest stay as replace-lookups l
 """
 
 from graphopt.ev import contract
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import nodes
+from graphopt.graph import meta_graphs, nodes
 from graphopt.graph.model import TensorRef
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.targets.ev import builders as ev
@@ -53,5 +52,5 @@ class MigrateCollisionless(Pass):
             )
             body.replace_node(old.name, new)
             ctx.replaced(body.name, old, new, table, self.name)
-        mg_lib.add_op_defs(ctx.model.meta_graph, (contract.FIND_WITH_FALLBACK.name,))
+        meta_graphs.add_op_defs(ctx.model.meta_graph, (contract.FIND_WITH_FALLBACK.name,))
         return bool(matches)

@@ -31,7 +31,7 @@ class RewireRestore(Pass):
             restore = body.node(restore_name)
             data = body.data_inputs(restore)
             names, slices = entry_strings(body, data[1]), entry_strings(body, data[2])
-            dtypes = nodes.attr_value(restore, "dtypes")
+            dtypes = body.attr(restore_name, "dtypes")
             first_import = {}
             for table, use in uses:
                 j = use.restore_entry
@@ -89,8 +89,7 @@ class RewireRestore(Pass):
                 body.replace_node(assign.name, new)
                 first_import[table.name] = assign.name
                 ctx.replaced(body.name, assign, new, table, self.name)
-            restore = body.node(restore_name)
-            nodes.set_attr(restore, "dtypes", dtypes, "list(type)")
-            nodes.remove_attr(restore, "_output_shapes")  # recorded for the old outputs; TF re-infers it
-            set_entry_names(ctx, body, restore, names, slices)
+            body.set_attr(restore_name, "dtypes", dtypes, "list(type)")
+            body.remove_attr(restore_name, "_output_shapes")  # recorded for the old outputs; TF re-infers it
+            set_entry_names(ctx, body, body.node(restore_name), names, slices)
         return bool(matches)

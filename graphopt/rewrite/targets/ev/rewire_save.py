@@ -29,7 +29,7 @@ class RewireSave(Pass):
             data = body.data_inputs(save)
             names, slices = entry_strings(body, data[1]), entry_strings(body, data[2])
             tensors = [str(r) for r in data[3:]]
-            dtypes = nodes.attr_value(save, "dtypes")
+            dtypes = body.attr(save_name, "dtypes")
             drop = set()
             for table, use in uses:
                 j = use.save_entry
@@ -71,10 +71,8 @@ class RewireSave(Pass):
             keep = [i for i in range(len(names)) if i not in drop]
             names, slices = [names[i] for i in keep], [slices[i] for i in keep]
             tensors, dtypes = [tensors[i] for i in keep], [dtypes[i] for i in keep]
-            save = body.node(save_name)
-            ctrl = nodes.control_inputs(save)
-            head = [str(r) for r in body.data_inputs(save)[:3]]
-            nodes.set_inputs(save, head + tensors + ctrl)
-            nodes.set_attr(save, "dtypes", dtypes, "list(type)")
-            set_entry_names(ctx, body, save, names, slices)
+            head = [str(r) for r in body.data_inputs(body.node(save_name))[:3]]
+            body.set_inputs(save_name, head + tensors + body.control_inputs(save_name))
+            body.set_attr(save_name, "dtypes", dtypes, "list(type)")
+            set_entry_names(ctx, body, body.node(save_name), names, slices)
         return bool(matches)

@@ -24,4 +24,4 @@ class StockSave(AppendHashTableEntries):
         }
         export = body.add_op(sn.TABLE_EXPORT_OP, f"{table.name}/stock_export", [handle], attrs, save.device)
         # A NodeDef lists its data inputs before its control inputs: the new tensors go between.
-        nodes.insert_inputs(save, 3 + first, [body.op_output(export, 0), body.op_output(export, 1)])
+        body.insert_inputs(save.name, 3 + first, [body.op_output(export, 0), body.op_output(export, 1)])

@@ -17,8 +17,9 @@ from graphopt.checkpoint.migrate import migrate_checkpoint
 from graphopt.errors import ModelError
 from graphopt.ev import contract
 from graphopt.graph import io, nodes
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import meta_graphs as mg_lib
 from graphopt.graph.model import ModelGraph
+from graphopt.model_io import read_model
 from graphopt.output import staged_output
 from graphopt.rewrite.inspection import node_counts
 from graphopt.rewrite.pipeline import PassResult, run_passes
@@ -111,13 +112,13 @@ def migrate_model(
     ``collisionless=True`` keys a string-keyed table by each string's collisionless key (its
     Fingerprint64, ``graphopt.ops.fallback.collisionless_key``), in the checkpoint and in front
     of every lookup; without it such a table is refused."""
-    from graphopt.checkpoint.convert import checkpoint_tensors
+    from graphopt.checkpoint.index import checkpoint_tensors
     from graphopt.ops.library import load_library
     from graphopt.rewrite.rewriter import _check_output
 
     load_library()
     src, out = os.fspath(src), os.fspath(out) if out is not None else None
-    source = io.read_model(src, tags)
+    source = read_model(src, tags)
     if not dry_run and out is not None:
         _check_output(src, out, overwrite)
     model = ModelGraph(nodes.clone(source.meta_graph))

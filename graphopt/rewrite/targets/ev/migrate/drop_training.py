@@ -8,7 +8,7 @@ through ``KvResourceSparseApply*``; neither survives the table rewrite, so the o
 it. Training continues from the migrated checkpoint (its rows and in-row slots; docs/migration.md).
 """
 
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import meta_graphs as mg_lib
 from graphopt.graph import nodes
 from graphopt.graph.model import TOP, ModelGraph, live_nodes
 from graphopt.rewrite.passes import Pass

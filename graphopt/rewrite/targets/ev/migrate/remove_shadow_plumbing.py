@@ -8,7 +8,7 @@ TFRA find's keys (the ShadowVariable holding this step's unique ids). Once nothi
 assigns and reads go, and the variables leave the model's collections: serving a lookup is one find.
 """
 
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import meta_graphs as mg_lib
 from graphopt.graph import nodes
 from graphopt.graph.model import TOP
 from graphopt.rewrite.passes import Pass

@@ -11,7 +11,7 @@ handles go once nothing reads them; their rows stay in the checkpoint as K-slot-
 """
 
 from graphopt.ev import contract
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import meta_graphs as mg_lib
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.saver_entries import entry_strings, set_entry_names

@@ -6,7 +6,6 @@ objects from one graph into another with ids and function names mapped.
 
 import glob
 
-from graphopt.checkpoint.convert import OBJECT_GRAPH_KEY
 from graphopt.errors import ModelError
 
 
@@ -20,14 +19,15 @@ def read_object_graph(prefix):
     """The checkpoint's TrackableObjectGraph, or None for a name-based (TF1) checkpoint."""
     from google.protobuf import message
     from tensorflow.core.protobuf import trackable_object_graph_pb2
+    from tensorflow.python.trackable.base import OBJECT_GRAPH_PROTO_KEY
 
     tf = _tf()
     try:
         reader = tf.train.load_checkpoint(prefix)
-        if not reader.has_tensor(OBJECT_GRAPH_KEY):
+        if not reader.has_tensor(OBJECT_GRAPH_PROTO_KEY):
             return None
         graph = trackable_object_graph_pb2.TrackableObjectGraph()
-        graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+        graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_PROTO_KEY))
     except (tf.errors.OpError, ValueError, IndexError, message.DecodeError) as exc:
         # TensorFlow's reader raises IndexError on a truncated data file, OpError on a bad checksum;
         # the files are named, since the user has to replace them.
