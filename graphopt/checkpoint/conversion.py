@@ -104,8 +104,11 @@ def convert_checkpoint(
     object_graph: bytes | None = None,
     added: dict[str, np.ndarray] | None = None,
     renamed: dict[str, str] | None = None,
+    dropped: tuple[str, ...] = (),
 ):
     """Writes a copy of a checkpoint in which each table becomes keys/values/freqs/versions.
+
+    ``dropped`` names tensors the copy leaves out of its index (their bytes stay in the data files).
 
     ``object_graph``, when given (bytes, or a callable returning them or None), replaces the
     checkpoint's serialized TrackableObjectGraph;
@@ -146,6 +149,8 @@ def convert_checkpoint(
                 "the graph, export the model again"
             )
         parsed[new.encode()] = parsed.pop(old.encode())
+    for name in dropped:
+        parsed.pop(name.encode(), None)
     for name, value in (added or {}).items():
         names.append(name)
         tensors.append(tf.constant(value))

@@ -115,6 +115,19 @@ def rewrite(
                 "SavedModels only"
             )
         return _rewrite_keras_file(model, out, dry_run, overwrite, as_json)
+    from graphopt.cli.migrate import run_migration, source_analysis
+
+    if source_analysis(model, tags) is not None:
+        given = {
+            "--include": include,
+            "--exclude": exclude,
+            "--min-rows": min_rows,
+            "--verify": verify,
+            "--target stock": target != "ev",
+            "--tensorboard": tensorboard,
+        }
+        refused = [k for k, v in given.items() if v]
+        return run_migration(model, out, dry_run, debug, overwrite, tags, as_json, refused, collisionless)
     from graphopt.rewrite import rewrite_model
 
     planned = []

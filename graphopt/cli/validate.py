@@ -102,6 +102,13 @@ def _tolerance(ctx, param, value):
     help="With --train: training steps per run (repeatable); default: 1 and 10.",
 )
 @click.option("--loss", default="loss", show_default=True, help="With --train: the loss tensor's name.")
+@click.option(
+    "--reference-outputs",
+    "reference",
+    type=click.Path(),
+    help="TFRA/DeepRec migrations: the original's inputs and outputs recorded in its own environment "
+    "(.npz, docs/migration.md); ORIGINAL is read for its tables only.",
+)
 @json_option
 def validate(
     original,
@@ -118,6 +125,7 @@ def validate(
     train,
     steps,
     loss,
+    reference,
     as_json,
 ):
     """Check that REWRITTEN computes what ORIGINAL computes.
@@ -126,6 +134,24 @@ def validate(
     same inputs through the chosen loaders, output by output, then what each does with ids
     outside the original tables. Exit code 0: passed; 1: validation failed; 2: bad input.
     """
+    import os
+
+    from graphopt.cli.migrate import source_analysis
+
+    if reference is not None or (
+        not train and os.path.exists(original) and source_analysis(original) is not None
+    ):
+        # A TFRA/DeepRec original cannot run here: its outputs come from the file, its tables
+        # from its checkpoint.
+        from graphopt.validate.reference import validate_reference
+
+        result = validate_reference(
+            rewritten, reference, original=original, loader=loader, atol=atol, rtol=rtol
+        )
+        click.echo(result.to_json() if as_json else result.format())
+        if not result.passed:
+            raise click.exceptions.Exit(1)
+        return
     if train:
         _validate_training(original, rewritten, batch_size, data, atol, seed, steps or (1, 10), loss, as_json)
         return

@@ -60,7 +60,8 @@ class RemoveDeadNodes(Pass):
     def apply(self, ctx, matches):
         model = ctx.model
         roots = root_names(model.meta_graph)
-        handles = {h for t in ctx.plan.tables for h in t.handles}
+        # A migration also drops the shadow variables it bypassed (plan.variables).
+        handles = {h for t in ctx.plan.tables for h in t.handles} | set(getattr(ctx.plan, "variables", ()))
         removed = {}
         work = list(matches)
         while work:
