@@ -12,15 +12,15 @@ import urllib.request
 
 from graphopt.errors import GraphoptError
 from graphopt.serve.grpc_service import grpc_server
-from graphopt.serve.json_tensors import encode_outputs
-from graphopt.serve.limits import DEFAULT_MAX_REQUEST_ELEMENTS
-from graphopt.serve.repository import ModelRepository
-from graphopt.serve.rest import (
+from graphopt.serve.http_server import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_READ_TIMEOUT_SECONDS,
     RestServer,
 )
+from graphopt.serve.json_tensors import encode_outputs
+from graphopt.serve.limits import DEFAULT_MAX_REQUEST_ELEMENTS
+from graphopt.serve.repository import ModelRepository
 
 log = logging.getLogger(__name__)
 
