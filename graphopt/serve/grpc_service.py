@@ -120,9 +120,66 @@ def _tensor_array(key, proto, spec, budget):
                 f"input {key!r} has {values} values, more than the {count} its shape {shape} holds"
             )
     try:
-        return tf.make_ndarray(proto)
+        return _proto_array(proto, field, count, shape, spec)
     except (TypeError, ValueError) as exc:
         raise BadRequest(f"input {key!r} is not a valid TensorProto: {exc}") from None
+
+
+# dtypes whose value field holds the elements themselves (no bit patterns, no pairs)
+_PLAIN_FIELDS = {
+    types_pb2.DT_FLOAT,
+    types_pb2.DT_DOUBLE,
+    types_pb2.DT_INT32,
+    types_pb2.DT_INT16,
+    types_pb2.DT_INT8,
+    types_pb2.DT_UINT8,
+    types_pb2.DT_UINT16,
+    types_pb2.DT_INT64,
+    types_pb2.DT_UINT32,
+    types_pb2.DT_UINT64,
+    types_pb2.DT_BOOL,
+}
+
+
+def _proto_array(proto, field, count, shape, spec):
+    """The array of a checked TensorProto, as tf.make_ndarray builds it, without its per-call
+    dtype lookups: tensor_content read in place, a typed value list converted in one step and
+    padded with its last value (TensorFlow's rule) when shorter than the shape."""
+    dtype = np.dtype(spec.dtype.as_numpy_dtype)
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, dtype).reshape(shape)
+    if proto.dtype == types_pb2.DT_STRING:
+        values = np.empty(len(proto.string_val), dtype=object)
+        values[:] = list(proto.string_val)
+    elif proto.dtype in _PLAIN_FIELDS:
+        values = np.asarray(getattr(proto, field), dtype=dtype)
+    else:  # half, bfloat16, complex: rare in requests, converted by TensorFlow's own reader
+        return tf.make_ndarray(proto)
+    if len(values) < count:  # TensorFlow pads with the last value, zeros (b"") when there is none
+        fill = values[-1:] if len(values) else np.full(1, b"" if values.dtype == object else 0, values.dtype)
+        values = np.concatenate([values, np.repeat(fill, count - len(values))])
+    return values.reshape(shape)
+
+
+# The dtypes tf.make_tensor_proto writes as tensor_content (others go to their value field).
+_CONTENT_DTYPES = {
+    np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64)
+} | {np.dtype(t) for t in (np.uint8, np.uint32, np.uint64)}
+
+
+def encode_tensor(array, proto):
+    """Fill the empty TensorProto ``proto`` with ``array`` as tf.make_tensor_proto writes it
+    (numbers as tensor_content, strings as string_val), without its per-call inspection."""
+    if array.dtype != object and array.dtype not in _CONTENT_DTYPES:
+        proto.CopyFrom(tf.make_tensor_proto(array))  # bool, bfloat16, complex: TensorFlow's encoder
+        return
+    proto.dtype = types_pb2.DT_STRING if array.dtype == object else tf.as_dtype(array.dtype).as_datatype_enum
+    for size in array.shape:
+        proto.tensor_shape.dim.add().size = size
+    if array.dtype == object:
+        proto.string_val.extend(array.reshape(-1).tolist())
+    else:
+        proto.tensor_content = np.ascontiguousarray(array).tobytes()
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -143,7 +200,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = signature.name
         for key, array in outputs.items():
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(array))
+            encode_tensor(array, response.outputs[key])
         return response
 
     @_answers_request_errors
