@@ -75,6 +75,17 @@ class DeltaFeed:
             f"{d['removals']} keys removed)"
         )
 
+    def table_stats(self) -> dict:
+        """{table name: (rows, bytes used)} of the version's live EmbeddingVariables (the metrics)."""
+        from graphopt.ops.library import load_library
+
+        ops = load_library()
+        stats = {}
+        for name, handle in self.handles.items():
+            out = ops.graphopt_ev_stats(handle)
+            stats[name] = (int(out.size), int(out.bytes_used))
+        return stats
+
     def poll(self) -> int:
         """Apply every delta that is next in order and valid; returns how many were applied."""
         with self._lock:

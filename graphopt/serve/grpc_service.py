@@ -19,6 +19,7 @@ from tensorflow_serving.apis import (
 from graphopt.errors import GraphoptError
 from graphopt.serve.errors import BadRequest, RequestError
 from graphopt.serve.limits import DEFAULT_MAX_REQUEST_ELEMENTS, ElementBudget
+from graphopt.serve.predict import Predictor
 from graphopt.serve.signature import dtype_name
 
 DEFAULT_WORKERS = 32
@@ -37,11 +38,14 @@ def _answers_request_errors(method):
     return wrapper
 
 
-def _requested_version(repository, model_spec):
-    repository.check_name(model_spec.name)
+def _servable(models, model_spec):
+    """(repository, servable) a ModelSpec asks for: by version, by version_label, or the newest."""
+    repository = models.repository(model_spec.name)
     if model_spec.version_label:
-        raise BadRequest("version labels are not supported; set model_spec.version")
-    return model_spec.version.value if model_spec.HasField("version") else None
+        if model_spec.HasField("version"):
+            raise BadRequest("model_spec sets both version and version_label; set one")
+        return repository, repository.get(label=model_spec.version_label)
+    return repository, repository.get(model_spec.version.value if model_spec.HasField("version") else None)
 
 
 # Where a TensorProto keeps its values for each dtype a request can carry, and how many numbers
@@ -185,57 +189,75 @@ def encode_tensor(array, proto):
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata (Classify, Regress and MultiInference answer UNIMPLEMENTED)."""
 
-    def __init__(self, repository, max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS):
-        self.repository = repository
+    def __init__(self, models, max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS, predictor=None):
+        self.models = models
         self.max_request_elements = max_request_elements
+        self.predictor = predictor or Predictor()
 
     @_answers_request_errors
     def Predict(self, request, context):
-        servable = self.repository.get(_requested_version(self.repository, request.model_spec))
-        signature = servable.signature(request.model_spec.signature_name)
-        arrays = input_arrays(signature, request.inputs, ElementBudget(self.max_request_elements))
-        outputs = signature.run(arrays, tuple(request.output_filter))
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = self.repository.name
-        response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = signature.name
-        for key, array in outputs.items():
-            encode_tensor(array, response.outputs[key])
-        return response
+        with self.predictor.timed("predict", "grpc") as timed:
+            spec = request.model_spec
+            timed.model = spec.name
+            repository, servable = _servable(self.models, spec)
+            signature = servable.signature(spec.signature_name)
+            timed.signature = signature.name
+            arrays = input_arrays(signature, request.inputs, ElementBudget(self.max_request_elements))
+            outputs = self.predictor.predict(
+                repository.name, servable, signature, arrays, tuple(request.output_filter)
+            )
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = repository.name
+            response.model_spec.version.value = servable.version
+            response.model_spec.signature_name = signature.name
+            for key, array in outputs.items():
+                encode_tensor(array, response.outputs[key])
+            return response
 
     @_answers_request_errors
     def GetModelMetadata(self, request, context):
-        servable = self.repository.get(_requested_version(self.repository, request.model_spec))
-        unsupported = [f for f in request.metadata_field if f != "signature_def"]
-        if unsupported or not request.metadata_field:
-            raise BadRequest('metadata_field must be ["signature_def"], the only metadata served')
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = self.repository.name
-        response.model_spec.version.value = servable.version
-        response.metadata["signature_def"].Pack(servable.signature_defs)
-        return response
+        with self.predictor.timed("metadata", "grpc") as timed:
+            timed.model = request.model_spec.name
+            repository, servable = _servable(self.models, request.model_spec)
+            unsupported = [f for f in request.metadata_field if f != "signature_def"]
+            if unsupported or not request.metadata_field:
+                raise BadRequest('metadata_field must be ["signature_def"], the only metadata served')
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = repository.name
+            response.model_spec.version.value = servable.version
+            response.metadata["signature_def"].Pack(servable.signature_defs)
+            return response
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """GetModelStatus (HandleReloadConfigRequest answers UNIMPLEMENTED: the base path is watched instead)."""
+    """GetModelStatus (HandleReloadConfigRequest answers UNIMPLEMENTED: edit the model config file
+    instead, which the server re-reads)."""
 
-    def __init__(self, repository):
-        self.repository = repository
+    def __init__(self, models, predictor=None):
+        self.models = models
+        self.predictor = predictor or Predictor()
 
     @_answers_request_errors
     def GetModelStatus(self, request, context):
-        spec = request.model_spec
-        self.repository.check_name(spec.name)
-        return self.repository.status_response(spec.version.value if spec.HasField("version") else None)
+        with self.predictor.timed("status", "grpc") as timed:
+            spec = request.model_spec
+            timed.model = spec.name
+            repository = self.models.repository(spec.name)
+            if spec.version_label:
+                version = repository.version_for_label(spec.version_label)
+            else:
+                version = spec.version.value if spec.HasField("version") else None
+            return repository.status_response(version)
 
 
 def grpc_server(
-    repository,
+    models,
     host,
     port,
     max_message_bytes,
     max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS,
     workers=DEFAULT_WORKERS,
+    predictor=None,
 ):
     """A started-ready (not yet started) grpc.Server with both services, and the port it bound."""
     server = grpc.server(
@@ -248,9 +270,9 @@ def grpc_server(
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(repository, max_request_elements), server
+        PredictionServicer(models, max_request_elements, predictor), server
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(repository), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(models, predictor), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     # gRPC's core logs a failed bind on stderr before Python hears of it: try the port first
     refusal = _bind_refusal(host, port) if port else None

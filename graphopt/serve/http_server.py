@@ -31,8 +31,7 @@ from graphopt.serve.errors import (
     RequestTimeout,
     ServerBusy,
 )
-from graphopt.serve.limits import DEFAULT_MAX_REQUEST_ELEMENTS
-from graphopt.serve.rest_api import RestApi
+from graphopt.serve.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +193,37 @@ class _Connection:
             raise _ClientGone from None
 
 
+@dataclass
+class RawReply:
+    """A reply body that is not JSON (the Prometheus text), with its Content-Type."""
+
+    content_type: str
+    payload: bytes
+
+
+_date = [0, ""]  # (second, Date header value): formatted once a second, not once a reply
+
+
+def _http_date():
+    now = int(time.time())
+    if _date[0] != now:
+        _date[:] = [now, email.utils.formatdate(now, usegmt=True)]
+    return _date[1]
+
+
 def _response(status, document, headers=(), close=False, head_only=False):
-    payload = json.dumps(document, separators=(",", ":")).encode("utf-8")
+    if isinstance(document, RawReply):
+        payload, content_type = document.payload, document.content_type
+    else:
+        payload, content_type = (
+            json.dumps(document, separators=(",", ":")).encode("utf-8"),
+            "application/json",
+        )
     lines = [
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
         "Server: graphopt-serve",
-        f"Date: {email.utils.formatdate(usegmt=True)}",
-        "Content-Type: application/json",
+        f"Date: {_http_date()}",
+        f"Content-Type: {content_type}",
         f"Content-Length: {len(payload)}",
         *(f"{name}: {value}" for name, value in headers),
     ]
@@ -214,16 +237,15 @@ class RestServer:
 
     def __init__(
         self,
-        repository,
+        api,
         host,
         port,
         max_body_bytes=DEFAULT_MAX_BODY_BYTES,
-        max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS,
         read_timeout=DEFAULT_READ_TIMEOUT_SECONDS,
         max_connections=DEFAULT_MAX_CONNECTIONS,
         workers=DEFAULT_WORKERS,
     ):
-        self.api = RestApi(repository, max_request_elements)
+        self.api = api  # a RestApi
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
         self.max_connections = max_connections
@@ -477,7 +499,7 @@ class RestServer:
         close = False
         try:
             try:
-                action, version = self.api.route(request.method, request.path)
+                action, target = self.api.route(request.method, request.path)
                 if length > self.max_body_bytes:
                     raise PayloadTooLarge(
                         f"request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes"
@@ -489,12 +511,15 @@ class RestServer:
                 if not close:
                     conn.discard(length, deadline)
                 raise
+            if action == "metrics":
+                conn.discard(length, deadline)
+                return 200, RawReply(CONTENT_TYPE, self.api.exposition()), (), False
             if action != "predict":
                 conn.discard(length, deadline)
-                return 200, getattr(self.api, action)(version), (), False
+                return 200, getattr(self.api, action)(target), (), False
             if request.expects_continue:
                 conn.send(b"HTTP/1.1 100 Continue\r\n\r\n", self.read_timeout)
-            return 200, self.api.predict(version, conn.read_body(length, deadline)), (), False
+            return 200, self.api.predict(target, conn.read_body(length, deadline)), (), False
         except RequestTimeout as exc:
             return exc.http_status, {"error": str(exc)}, (), True
         except RequestError as exc:
