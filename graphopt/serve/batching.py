@@ -29,14 +29,10 @@ import threading
 import time
 
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
 
-from graphopt.errors import GraphoptError
+from graphopt.serve.config_files import ConfigFileError, parse_text_file
 from graphopt.serve.errors import BadRequest, ModelFailed, RequestError, ServerBusy
-
-
-class ConfigFileError(GraphoptError):
-    """A batching parameters or model config file that cannot be used (exit 2 at start-up)."""
 
 
 def _batching_parameters_class():
@@ -112,27 +108,14 @@ def default_num_batch_threads():
         return max(1, os.cpu_count() or 1)
 
 
+def default_batching_parameters():
+    """TF Serving's defaults for --enable-batching without a parameters file."""
+    return BatchingParameters(num_batch_threads=default_num_batch_threads())
+
+
 def read_batching_parameters(path, flag="--batching-parameters-file"):
     """BatchingParameters from a text-format file; ConfigFileError names the file, field and fix."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigFileError(
-            f"{flag} {path}: cannot read it ({exc.strerror}); pass a readable file"
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigFileError(
-            f"{flag} {path}: not UTF-8 text; write BatchingParameters in text format"
-        ) from None
-    proto = BatchingParametersProto()
-    try:
-        text_format.Parse(text, proto)
-    except text_format.ParseError as exc:
-        raise ConfigFileError(
-            f"{flag} {path}: {exc}; write TF Serving's BatchingParameters text format, "
-            "e.g. max_batch_size { value: 32 }"
-        ) from None
+    proto = parse_text_file(path, flag, BatchingParametersProto(), "max_batch_size { value: 32 }")
     return batching_parameters_from_proto(proto, f"{flag} {path}")
 
 

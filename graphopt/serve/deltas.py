@@ -76,14 +76,16 @@ class DeltaFeed:
         )
 
     def table_stats(self) -> dict:
-        """{table name: (rows, bytes used)} of the version's live EmbeddingVariables (the metrics)."""
+        """{table name: (rows, bytes used)} of the version's live EmbeddingVariables (the metrics);
+        a table is named by its first alias (the variable's own path) when it has one."""
         from graphopt.ops.library import load_library
 
         ops = load_library()
         stats = {}
-        for name, handle in self.handles.items():
-            out = ops.graphopt_ev_stats(handle)
-            stats[name] = (int(out.size), int(out.bytes_used))
+        for spec in self.specs:
+            if spec.name in self.handles:
+                out = ops.graphopt_ev_stats(self.handles[spec.name])
+                stats[spec.aliases[0] if spec.aliases else spec.name] = (int(out.size), int(out.bytes_used))
         return stats
 
     def poll(self) -> int:

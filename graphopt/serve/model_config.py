@@ -16,10 +16,9 @@ import dataclasses
 import os
 import re
 
-from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from graphopt.serve.batching import ConfigFileError
+from graphopt.serve.config_files import ConfigFileError, parse_text_file
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -69,21 +68,8 @@ FLAG = "--model-config-file"
 def read_model_config(path):
     """The models of a ModelServerConfig text file; ConfigFileError names the file, field and fix."""
     where = f"{FLAG} {path}"
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigFileError(f"{where}: cannot read it ({exc.strerror}); pass a readable file") from None
-    except UnicodeDecodeError:
-        raise ConfigFileError(f"{where}: not UTF-8 text; write ModelServerConfig in text format") from None
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as exc:
-        raise ConfigFileError(
-            f"{where}: {exc}; write TF Serving's ModelServerConfig text format, "
-            'e.g. model_config_list { config { name: "m" base_path: "/models/m" } }'
-        ) from None
+    example = 'model_config_list { config { name: "m" base_path: "/models/m" } }'
+    config = parse_text_file(path, FLAG, model_server_config_pb2.ModelServerConfig(), example)
     if config.WhichOneof("config") != "model_config_list":
         raise ConfigFileError(
             f"{where}: field model_config_list: missing (custom_model_config is not supported); "

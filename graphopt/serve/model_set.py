@@ -14,7 +14,7 @@ import os
 import threading
 
 from graphopt.errors import GraphoptError
-from graphopt.serve.batching import ConfigFileError
+from graphopt.serve.config_files import ConfigFileError
 from graphopt.serve.errors import NotFound
 from graphopt.serve.model_config import FLAG, ModelSpec, read_model_config
 from graphopt.serve.repository import ModelRepository
