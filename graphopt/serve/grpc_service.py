@@ -171,17 +171,33 @@ _CONTENT_DTYPES = {
 } | {np.dtype(t) for t in (np.uint8, np.uint32, np.uint64)}
 
 
+# One element goes to its dtype's value field, as tf.make_tensor_proto writes it.
+_SINGLE_VALUE_FIELDS = {
+    np.dtype(np.float32): "float_val",
+    np.dtype(np.float64): "double_val",
+    np.dtype(np.int32): "int_val",
+    np.dtype(np.int64): "int64_val",
+}
+
+
 def encode_tensor(array, proto):
     """Fill the empty TensorProto ``proto`` with ``array`` as tf.make_tensor_proto writes it
-    (numbers as tensor_content, strings as string_val), without its per-call inspection."""
-    if array.dtype != object and array.dtype not in _CONTENT_DTYPES:
+    (several numbers as tensor_content, one in its value field, strings as string_val), without
+    its per-call inspection."""
+    single = array.size == 1 and array.dtype != object
+    if array.dtype != object and (
+        array.dtype not in _CONTENT_DTYPES or (single and array.dtype not in _SINGLE_VALUE_FIELDS)
+    ):
         proto.CopyFrom(tf.make_tensor_proto(array))  # bool, bfloat16, complex: TensorFlow's encoder
         return
     proto.dtype = types_pb2.DT_STRING if array.dtype == object else tf.as_dtype(array.dtype).as_datatype_enum
+    proto.tensor_shape.SetInParent()  # present even for a scalar
     for size in array.shape:
         proto.tensor_shape.dim.add().size = size
     if array.dtype == object:
         proto.string_val.extend(array.reshape(-1).tolist())
+    elif single:
+        getattr(proto, _SINGLE_VALUE_FIELDS[array.dtype]).append(array.reshape(-1)[0].item())
     else:
         proto.tensor_content = np.ascontiguousarray(array).tobytes()
 

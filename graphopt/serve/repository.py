@@ -194,10 +194,10 @@ class ModelRepository:
         return dict(self._labels)
 
     def set_policy(self, policy, labels):
-        """Serve what ``policy`` selects with ``labels`` (a model config reload), then poll once."""
+        """Serve what ``policy`` selects with ``labels`` (a model config reload): new versions are
+        loaded, then the labels move, then versions no longer selected are retired."""
         self.policy = policy
-        self.poll()
-        self._labels = dict(labels)
+        self.poll(labels)
 
     def version_for_label(self, label):
         """The version a label names; NotFound naming the labels that exist."""
@@ -275,11 +275,12 @@ class ModelRepository:
         """Apply every served version's new deltas; returns how many were applied."""
         return sum(s.deltas.poll() for s in self._served.values() if s.deltas is not None)
 
-    def poll(self):
+    def poll(self, labels=None):
         """Look at the base path once and serve what the policy selects; True if anything changed.
 
-        Versions to add are loaded first (newest first), and only then are the ones the policy no
-        longer selects unpublished, so the model never goes without a version in between.
+        Versions to add are loaded first (newest first), then ``labels`` (if given) replace the
+        labels, and only then are the versions the policy no longer selects unpublished, so the
+        model (and each label) never goes without a version in between.
         """
         with self._poll_lock:
             versions = version_dirs(self.base_path)
@@ -290,10 +291,14 @@ class ModelRepository:
             }
             wanted = self.policy.select(candidates)
             if not wanted:
+                if labels is not None:
+                    self._labels = dict(labels)
                 return False  # nothing to serve instead: keep what serves
             changed = False
             for version in sorted(wanted - set(self._served), reverse=True):
                 changed |= self._load_and_publish(version, versions[version])
+            if labels is not None:
+                self._labels = dict(labels)
             retired = [v for v in self._served if v not in wanted]
             if retired and any(v in self._served for v in wanted):
                 self._served = {v: s for v, s in self._served.items() if v in wanted}
