@@ -52,6 +52,12 @@ def parse_args(argv=None):
     parser.add_argument("--quiet-seconds", type=float, default=3.0, help="length of each quiet window")
     parser.add_argument("--concurrency", type=int, default=4, help="client threads of the load")
     parser.add_argument("--probes", type=int, default=5, help="freshness measurements")
+    parser.add_argument(
+        "--watcher-nice",
+        type=int,
+        default=10,
+        help="the server's --watcher-nice (nice increment of the thread applying deltas; 0: none)",
+    )
     parser.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     args.rows = args.rows or (200_000 if args.quick else 1_000_000)
@@ -94,7 +100,7 @@ def dir_bytes(path):
 class Server:
     """`graphopt serve BASE` as a subprocess with its default poll intervals."""
 
-    def __init__(self, base):
+    def __init__(self, base, watcher_nice=10):
         from graphopt.serve.server import READY_LINE
 
         self.log = tempfile.TemporaryFile("w+")
@@ -111,6 +117,8 @@ class Server:
                 "0",
                 "--grpc-port",
                 "0",
+                "--watcher-nice",
+                str(watcher_nice),
             ],
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -246,7 +254,7 @@ def main(argv=None):
         staged = stage_deltas(os.path.join(work, "stage", "1"), version, parts)
         deltas = os.path.join(version, "deltas")
         os.makedirs(deltas)
-        server = Server(os.path.join(work, "base"))
+        server = Server(os.path.join(work, "base"), args.watcher_nice)
         try:
             results = run(args, server, staged, deltas, probes, work, version)
         finally:

@@ -83,6 +83,14 @@ import click
     "batch_timeout_micros, ...).  [default: TF Serving's defaults]",
 )
 @click.option(
+    "--watcher-nice",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Nice increment of the thread that loads versions and applies deltas (0: none), so "
+    "requests win the cores while it works.",
+)
+@click.option(
     "--no-metrics",
     is_flag=True,
     help="Do not serve Prometheus metrics at /monitoring/prometheus/metrics on the REST port.",
@@ -111,6 +119,7 @@ def serve(
     config_poll_seconds,
     enable_batching,
     batching_parameters_file,
+    watcher_nice,
     no_metrics,
     once,
     request_json,
@@ -172,6 +181,7 @@ def serve(
         config_poll_seconds=config_poll_seconds,
         batching=batching,
         metrics=not no_metrics,
+        watcher_nice=watcher_nice,
         **limits,
     )
     serve_until_signal(server, on_ready=click.echo)

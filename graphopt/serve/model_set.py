@@ -17,7 +17,7 @@ from graphopt.errors import GraphoptError
 from graphopt.serve.config_files import ConfigFileError
 from graphopt.serve.errors import NotFound
 from graphopt.serve.model_config import FLAG, ModelSpec, read_model_config
-from graphopt.serve.repository import ModelRepository
+from graphopt.serve.repository import DEFAULT_WATCHER_NICE, ModelRepository, lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,16 @@ class ModelSet:
     """{model name: ModelRepository}, read without a lock, replaced whole on a config change."""
 
     def __init__(
-        self, specs, poll_seconds=1.0, delta_poll_seconds=0.2, config_file=None, config_poll_seconds=0
+        self,
+        specs,
+        poll_seconds=1.0,
+        delta_poll_seconds=0.2,
+        config_file=None,
+        config_poll_seconds=0,
+        watcher_nice=DEFAULT_WATCHER_NICE,
     ):
         self.poll_seconds, self.delta_poll_seconds = poll_seconds, delta_poll_seconds
+        self.watcher_nice = watcher_nice
         self.config_file = config_file
         self.config_poll_seconds = config_poll_seconds
         self._specs = {spec.name: spec for spec in specs}
@@ -39,12 +46,26 @@ class ModelSet:
         self.reloads = 0  # config reloads applied (tests and metrics read it)
 
     @classmethod
-    def from_config_file(cls, path, poll_seconds=1.0, delta_poll_seconds=0.2, config_poll_seconds=0):
-        return cls(read_model_config(path), poll_seconds, delta_poll_seconds, path, config_poll_seconds)
+    def from_config_file(
+        cls,
+        path,
+        poll_seconds=1.0,
+        delta_poll_seconds=0.2,
+        config_poll_seconds=0,
+        watcher_nice=DEFAULT_WATCHER_NICE,
+    ):
+        specs = read_model_config(path)
+        return cls(specs, poll_seconds, delta_poll_seconds, path, config_poll_seconds, watcher_nice)
 
     def _repository(self, spec):
         return ModelRepository(
-            spec.base_path, spec.name, self.poll_seconds, self.delta_poll_seconds, spec.policy, spec.label_map
+            spec.base_path,
+            spec.name,
+            self.poll_seconds,
+            self.delta_poll_seconds,
+            spec.policy,
+            spec.label_map,
+            self.watcher_nice,
         )
 
     # ---- what requests read ----
@@ -95,6 +116,7 @@ class ModelSet:
         return f"{FLAG} {self.config_file}: model {name!r}" if self.config_file else f"model {name!r}"
 
     def _watch(self):
+        lower_thread_priority(self.watcher_nice)
         while not self._stop.wait(self.config_poll_seconds):
             self.reload_if_changed()
 
@@ -149,9 +171,10 @@ class ModelSet:
             repository.stop()
 
 
-def single_model(base_path, name, poll_seconds, delta_poll_seconds):
+def single_model(base_path, name, poll_seconds, delta_poll_seconds, watcher_nice=DEFAULT_WATCHER_NICE):
     """The ModelSet of one MODEL_BASE served under ``name`` with TF Serving's default policy."""
-    return ModelSet([ModelSpec(name, os.path.abspath(base_path))], poll_seconds, delta_poll_seconds)
+    spec = ModelSpec(name, os.path.abspath(base_path))
+    return ModelSet([spec], poll_seconds, delta_poll_seconds, watcher_nice=watcher_nice)
 
 
 def _read_text(path):

@@ -24,6 +24,7 @@ from graphopt.serve.limits import DEFAULT_MAX_REQUEST_ELEMENTS
 from graphopt.serve.metrics import ServerMetrics
 from graphopt.serve.model_set import ModelSet, single_model
 from graphopt.serve.predict import Predictor
+from graphopt.serve.repository import DEFAULT_WATCHER_NICE
 from graphopt.serve.rest_api import RestApi
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class ModelServer:
         config_poll_seconds=DEFAULT_CONFIG_POLL_SECONDS,
         batching=None,
         metrics=True,
+        watcher_nice=DEFAULT_WATCHER_NICE,
     ):
         for flag, port in (("--rest-port", rest_port), ("--grpc-port", grpc_port)):
             if not 0 <= port <= 65535:
@@ -78,6 +80,8 @@ class ModelServer:
         ):
             if not value > 0:
                 raise GraphoptError(f"{flag} {value} must be greater than 0")
+        if not 0 <= watcher_nice <= 19:
+            raise GraphoptError(f"--watcher-nice {watcher_nice} is not a nice increment; give 0 to 19")
         if config_poll_seconds < 0:
             raise GraphoptError(
                 f"--model-config-file-poll-wait-seconds {config_poll_seconds} is negative; "
@@ -92,11 +96,11 @@ class ModelServer:
                     "name each model in the file"
                 )
             self.models = ModelSet.from_config_file(
-                model_config_file, poll_seconds, delta_poll_seconds, config_poll_seconds
+                model_config_file, poll_seconds, delta_poll_seconds, config_poll_seconds, watcher_nice
             )
         else:
             name = model_name or os.path.basename(os.path.normpath(os.path.abspath(base_path)))
-            self.models = single_model(base_path, name, poll_seconds, delta_poll_seconds)
+            self.models = single_model(base_path, name, poll_seconds, delta_poll_seconds, watcher_nice)
         self.batching = batching
         self.metrics = ServerMetrics(self.models) if metrics else None
         self.batcher = None
