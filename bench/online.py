@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIM = 64
 FRESHNESS_TARGET = 1.0
 P99_TARGET = 1.2
+STATUS_POLL_S = 0.02  # how often the update phase asks the server whether a delta is applied
 
 
 def parse_args(argv=None):
@@ -292,13 +293,18 @@ def run(args, server, staged, deltas, probes, work, version):
     with Load(server, args.concurrency, args.rows) as load:
         time.sleep(1.0)  # connections open, first requests answered
         for r in range(args.rounds):
-            begin = time.perf_counter()
-            time.sleep(args.quiet_seconds)
-            quiet.extend(load.between(begin, time.perf_counter()))
             sequence = len(probes) + r + 1
+            # the quiet window polls the status as the update window does (every STATUS_POLL_S),
+            # so the bench's own requests load both windows alike
+            begin = time.perf_counter()
+            wait_until(
+                lambda b=begin: status(control) and time.perf_counter() - b >= args.quiet_seconds,
+                step=STATUS_POLL_S,
+            )
+            quiet.extend(load.between(begin, time.perf_counter()))
             os.rename(staged[sequence - 1], os.path.join(deltas, str(sequence)))
             written = time.perf_counter()
-            applied = wait_until(lambda s=sequence: status(control)[1] >= s)
+            applied = wait_until(lambda s=sequence: status(control)[1] >= s, step=STATUS_POLL_S)
             apply_seconds.append(applied - written)
             time.sleep(0.2)  # requests started before `applied` finish
             during.extend(load.between(written, applied))
