@@ -102,6 +102,12 @@ def _tolerance(ctx, param, value):
     help="With --train: training steps per run (repeatable); default: 1 and 10.",
 )
 @click.option("--loss", default="loss", show_default=True, help="With --train: the loss tensor's name.")
+@click.option(
+    "--batching",
+    is_flag=True,
+    help="Also measure the rewritten model's batch-size dependence: each example of the first batch "
+    "run alone vs inside it (what serving with --enable-batching may change), as a note.",
+)
 @json_option
 def validate(
     original,
@@ -118,6 +124,7 @@ def validate(
     train,
     steps,
     loss,
+    batching,
     as_json,
 ):
     """Check that REWRITTEN computes what ORIGINAL computes.
@@ -148,6 +155,7 @@ def validate(
         loader=loader,
         id_ranges=ranges,
         seed=seed,
+        batching=batching,
     )
     click.echo(report.to_json() if as_json else report.format())
     if not report.passed:
