@@ -1,6 +1,6 @@
 """Checkpoints: the tensor bundle index codec (``bundle``) and table conversion (``convert``)."""
 
-from graphopt.checkpoint.convert import (
+from graphopt.checkpoint.conversion import (
     OBJECT_GRAPH_KEY,
     TableConversion,
     TensorInfo,

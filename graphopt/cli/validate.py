@@ -141,6 +141,7 @@ def validate(
         raise ArgumentError(
             "--batches 0 generates no random batch; give at least 1 (0 means every batch only with --data)"
         )
+    from graphopt.course.data import samples_reader
     from graphopt.validate import validate_models  # loaded when the command runs, after its options parse
 
     report = validate_models(
@@ -150,6 +151,7 @@ def validate(
         batches=batches,
         batch_size=batch_size,
         data=data,
+        data_readers=(samples_reader,),
         atol=atol,
         rtol=rtol,
         loader=loader,
@@ -163,12 +165,12 @@ def validate(
 
 
 def _validate_training(original, rewritten, batch_size, data, atol, seed, steps, loss, as_json):
-    """``--train``: the training check (graphopt.validate.training); exit 1 when it fails."""
+    """``--train``: the training check (graphopt.validate.training_steps); exit 1 when it fails."""
     import json
 
     import numpy as np
 
-    from graphopt.validate import training
+    from graphopt.validate import training_steps
 
     if data is not None:
         if not data.endswith(".npz"):
@@ -179,13 +181,15 @@ def _validate_training(original, rewritten, batch_size, data, atol, seed, steps,
         except (OSError, ValueError) as e:
             raise ArgumentError(f"--data {data} cannot be read ({e}); give an .npz file") from None
     else:
-        batch = training.generated_batch(original, batch_size, seed)
-    results = [training.compare_training(original, rewritten, [batch], steps=n, loss=loss) for n in steps]
-    ok = all(training.passed(r, atol) for r in results)
+        batch = training_steps.generated_batch(original, batch_size, seed)
+    results = [
+        training_steps.compare_training(original, rewritten, [batch], steps=n, loss=loss) for n in steps
+    ]
+    ok = all(training_steps.passed(r, atol) for r in results)
     if as_json:
         click.echo(json.dumps({"passed": ok, "runs": [r.to_dict() for r in results]}, indent=1))
     else:
-        click.echo("\n".join(training.format_result(r) for r in results))
+        click.echo("\n".join(training_steps.format_result(r) for r in results))
         click.echo("training check " + ("passed" if ok else "failed"))
     if not ok:
         raise click.exceptions.Exit(1)

@@ -173,7 +173,7 @@ def _check_checkpoint_files(prefix):
     """A cheap look at a model's checkpoint when it is read (the index, the data file sizes; no
     tensor data), so a damaged one is refused before any work; CRCs are checked when copied."""
     if prefix is not None:
-        from graphopt.checkpoint.convert import check_data_sizes, read_bundle_index
+        from graphopt.checkpoint.conversion import check_data_sizes, read_bundle_index
 
         header, entries = read_bundle_index(prefix)
         check_data_sizes(prefix, header, entries)

@@ -2,11 +2,10 @@
 
 import dataclasses
 
-from graphopt.graph import io
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.analysis.id_chains import TableMigration, plan_migrations
+from graphopt.analysis.tables import EmbeddingTable, GatherLeftAlone, detect
+from graphopt.graph import io, meta_graphs
 from graphopt.graph.model import ModelGraph
-from graphopt.rewrite.collisionless import TableMigration, plan_migrations
-from graphopt.rewrite.detect import EmbeddingTable, GatherLeftAlone, detect
 
 
 @dataclasses.dataclass
@@ -47,9 +46,9 @@ def node_counts(model: ModelGraph) -> dict[str, int]:
 
 
 def signatures_of(meta_graph) -> dict[str, dict]:
-    specs = mg_lib.signature_input_specs(meta_graph)
+    specs = meta_graphs.signature_input_specs(meta_graph)
     out = {}
-    for name, sig in mg_lib.signature_tensors(meta_graph).items():
+    for name, sig in meta_graphs.signature_tensors(meta_graph).items():
         if name.startswith("__saved_model_"):  # the init/train op plumbing, not a signature to call
             continue
         out[name] = {

@@ -11,7 +11,7 @@ it reaches (each input its own words), or hashed into ``num_buckets`` buckets.
 
 import dataclasses
 
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import meta_graphs
 from graphopt.graph import nodes as nd
 from graphopt.graph.model import ModelGraph, TensorRef
 from graphopt.validate.vocabulary import TABLE_INIT_OPS, TEXT_FILE_INIT_OPS, table_keys
@@ -117,10 +117,10 @@ def _row_splits_inputs(node, inputs):
     return []
 
 
-def input_uses(meta_graph, model_dir=None) -> dict:
-    """{signature: {input key: InputUse}} for every signature of ``meta_graph``; ``model_dir``, the
+def input_uses(model: ModelGraph, model_dir=None) -> dict:
+    """{signature: {input key: InputUse}} for every signature of ``model``; ``model_dir``, the
     SavedModel directory, lets tables initialized from vocabulary files in its assets be read."""
-    model = ModelGraph(meta_graph)
+    meta_graph = model.meta_graph
     uses: dict = {}  # placeholder node -> InputUse
     table_words: dict = {}  # top-level table node -> words
     finds = []  # (body, find node)
@@ -157,8 +157,8 @@ def input_uses(meta_graph, model_dir=None) -> dict:
             use = uses.setdefault(p, InputUse())
             use.words = tuple(dict.fromkeys(use.words + tuple(words)))
     out = {}
-    specs = mg_lib.signature_input_specs(meta_graph)
-    for name, sig in mg_lib.signature_tensors(meta_graph).items():
+    specs = meta_graphs.signature_input_specs(meta_graph)
+    for name, sig in meta_graphs.signature_tensors(meta_graph).items():
         nodes = {key: TensorRef.parse(t).node for key, t in sig["inputs"].items() if key in specs[name]}
         out[name] = {key: uses[node] for key, node in nodes.items() if node in uses}
         # A SparseTensor's dense shape is often read by no op (embedding_lookup_sparse only needs

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from graphopt.errors import ModelError
-from graphopt.graph.meta_graph import signature_tensor_infos
+from graphopt.graph.meta_graphs import signature_tensor_infos
 
 LOADERS = ("tf2", "session")
 DEFAULT_TAGS = ("serve",)

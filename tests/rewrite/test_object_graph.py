@@ -5,7 +5,7 @@ import collections
 import pytest
 import tensorflow as tf
 
-from graphopt.graph import io, object_graph
+from graphopt.graph import io, object_graphs
 from graphopt.rewrite import rewrite_model
 
 
@@ -92,7 +92,7 @@ def test_model_whose_object_graph_has_saveable_functions(ev_ops, tmp_path):
     tf.saved_model.save(net, src, signatures={"serving_default": net.__call__})
     meta = io.read_model(src).meta_graph
     assert len(meta.object_graph_def.nodes) > len(
-        object_graph.read_object_graph(f"{src}/variables/variables").nodes
+        object_graphs.read_object_graph(f"{src}/variables/variables").nodes
     )
     report = rewrite_model(src, out)
     assert report.tables_converted == 1

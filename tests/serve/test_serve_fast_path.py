@@ -30,9 +30,9 @@ def test_the_flat_call_equals_a_direct_keyword_call(model_store, tmp_path, rows)
 
 
 def test_the_course_model_on_embedding_variables_answers_bit_identically(course_models, tmp_path):
-    from graphopt.data import generate_samples
+    from graphopt.course.data import generate_samples
+    from graphopt.course.models.features import feature_arrays
     from graphopt.rewrite import rewrite_model
-    from graphopt_models.features import feature_arrays
 
     model_dir, _ = course_models("keras")
     rewritten = str(tmp_path / "ev")
