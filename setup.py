@@ -268,6 +268,7 @@ setup(
         "protobuf",
         "numpy",
         "click>=8.1",
+        "prometheus-client>=0.20",
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "ruff==0.17.6", "mypy==2.4.1"]},
     entry_points={"console_scripts": ["graphopt=graphopt.cli:main"]},
