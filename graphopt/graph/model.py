@@ -237,7 +237,7 @@ class Body:
         self._changed()
         return self
 
-    def attr(self, node_name: str, key: str):
+    def attr_value(self, node_name: str, key: str):
         """The value of attr ``key`` of node ``node_name`` (``nodes.attr_value``; None when unset)."""
         return nd.attr_value(self.node(node_name), key)
 

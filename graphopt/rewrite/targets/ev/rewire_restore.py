@@ -31,7 +31,7 @@ class RewireRestore(Pass):
             restore = body.node(restore_name)
             data = body.data_inputs(restore)
             names, slices = entry_strings(body, data[1]), entry_strings(body, data[2])
-            dtypes = body.attr(restore_name, "dtypes")
+            dtypes = body.attr_value(restore_name, "dtypes")
             first_import = {}
             for table, use in uses:
                 j = use.restore_entry

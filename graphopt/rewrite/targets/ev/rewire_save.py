@@ -29,7 +29,7 @@ class RewireSave(Pass):
             data = body.data_inputs(save)
             names, slices = entry_strings(body, data[1]), entry_strings(body, data[2])
             tensors = [str(r) for r in data[3:]]
-            dtypes = body.attr(save_name, "dtypes")
+            dtypes = body.attr_value(save_name, "dtypes")
             drop = set()
             for table, use in uses:
                 j = use.save_entry

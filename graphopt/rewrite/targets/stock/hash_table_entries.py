@@ -37,7 +37,7 @@ class AppendHashTableEntries(Pass):
             body = ctx.model.body(body_name)
             data = body.data_inputs(body.node(node_name))
             names, slices = entry_strings(body, data[1]), entry_strings(body, data[2])
-            dtypes = body.attr(node_name, "dtypes")
+            dtypes = body.attr_value(node_name, "dtypes")
             for table, use in uses:
                 names += builders.checkpoint_names(table)
                 slices += ["", ""]
