@@ -90,7 +90,13 @@ def _deepctr_columns(use_hash=False):
     from deepctr.feature_column import DenseFeat, SparseFeat
 
     sparse = [
-        SparseFeat(f"C{i}", vocabulary_size=ROWS, embedding_dim=DIM, use_hash=use_hash, dtype="string" if use_hash else "int32")
+        SparseFeat(
+            f"C{i}",
+            vocabulary_size=ROWS,
+            embedding_dim=DIM,
+            use_hash=use_hash,
+            dtype="string" if use_hash else "int32",
+        )
         for i in range(3)
     ]
     return sparse + [DenseFeat("I0", 1)]
@@ -480,7 +486,9 @@ def build_all(root: str, names=None, env=None) -> dict[str, str]:
         if legacy:
             child_env["TF_USE_LEGACY_KERAS"] = "1"
         cmd = [sys.executable, "-m", "graphopt_models.zoo", root, *group]
-        procs.append((group, subprocess.Popen(cmd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
+        procs.append(
+            (group, subprocess.Popen(cmd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        )
     for group, p in procs:
         output, _ = p.communicate()
         if p.returncode != 0:

@@ -239,3 +239,19 @@ def bound_object_args(meta_graph, top_level_calls) -> dict:
             if object_id in tensor_of:
                 out.setdefault(tensor_of[object_id], []).append((function, first + j))
     return out
+
+
+def drop_concrete_functions(meta_graph, names) -> list[str]:
+    """Leaves the concrete functions ``names`` out of a SavedModel's object graph: out of every
+    function object's list and the concrete-function map. Returns the names that were there."""
+    og = meta_graph.object_graph_def
+    names = set(names)
+    dropped = sorted(names & set(og.concrete_functions))
+    for node in og.nodes:
+        if node.WhichOneof("kind") == "function":
+            keep = [n for n in node.function.concrete_functions if n not in names]
+            del node.function.concrete_functions[:]
+            node.function.concrete_functions.extend(keep)
+    for name in dropped:
+        del og.concrete_functions[name]
+    return dropped

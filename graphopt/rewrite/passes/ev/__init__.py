@@ -16,6 +16,7 @@ from graphopt.rewrite.passes.ev.replace_lookups import ReplaceLookups
 from graphopt.rewrite.passes.ev.replace_training_updates import ReplaceTrainingUpdates
 from graphopt.rewrite.passes.ev.replace_variable_handles import ReplaceVariableHandles
 from graphopt.rewrite.passes.ev.rewire_restore import RewireRestore
+from graphopt.rewrite.passes.ev.rewrite_offline_reads import RewriteOfflineReads, dropped_functions
 from graphopt.rewrite.passes.ev.rewire_save import RewireSave
 from graphopt.rewrite.passes.ev.rewrite_initializers import RewriteInitializers
 from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
@@ -26,6 +27,7 @@ def passes():
     variables, initializers, handles, cleanup."""
     return [
         ReplaceLookups(),
+        RewriteOfflineReads(),
         MigrateCollisionless(),  # only with rewrite --collisionless (the plan's migrations)
         ReplaceTrainingUpdates(),
         RewireSave(),
@@ -53,6 +55,15 @@ def checkpoint_layout(tables) -> CheckpointLayout:
     )
 
 
+def restrict_plan(plan):
+    """Every table converts; the plan notes the functions left out of the object graph."""
+    plan.notes += [
+        f"function {f} is left out of the rewritten object graph: {why}"
+        for f, why in sorted(dropped_functions(plan).items())
+    ]
+    return plan
+
+
 def load_ops():
     """Loads graphopt's op library (OpLibraryError when it is missing or stale)."""
     from graphopt.ops.library import load_library
@@ -67,5 +78,6 @@ TARGET = Target(
     op_types=EV_OPS,
     checkpoint_layout=checkpoint_layout,
     rewrite_object_graph=rewrite_object_graph,
+    restrict_plan=restrict_plan,
     load_ops=load_ops,
 )
