@@ -16,9 +16,9 @@ from graphopt.rewrite.passes.ev.replace_lookups import ReplaceLookups
 from graphopt.rewrite.passes.ev.replace_training_updates import ReplaceTrainingUpdates
 from graphopt.rewrite.passes.ev.replace_variable_handles import ReplaceVariableHandles
 from graphopt.rewrite.passes.ev.rewire_restore import RewireRestore
-from graphopt.rewrite.passes.ev.rewrite_offline_reads import RewriteOfflineReads, dropped_functions
 from graphopt.rewrite.passes.ev.rewire_save import RewireSave
 from graphopt.rewrite.passes.ev.rewrite_initializers import RewriteInitializers
+from graphopt.rewrite.passes.ev.rewrite_offline_reads import RewriteOfflineReads, dropped_functions
 from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
 
 
