@@ -36,17 +36,16 @@ class RewriteOfflineReads(Pass):
         return [(t, u) for t in ctx.plan.tables for u in t.uses if u.kind == "offline"]
 
     def check(self, ctx):
-        """No function the object graph keeps reads a converted table as a variable."""
+        """Each offline read of a converted table is an export, or its function is out of the
+        object graph."""
         kept = og_lib.object_graph_functions(ctx.model.meta_graph)
         problems = []
-        for table in ctx.plan.tables:
-            for handle in table.handles:
-                for body, use in ctx.model.trace_variable(handle):
-                    node = body.node(use.node)
-                    if body.name in kept and node.op == "ReadVariableOp":
-                        problems.append(
-                            f"{body.name}: {node.name} still reads table {table.name} as a variable"
-                        )
+        for table, use in self.match(ctx):
+            node = ctx.model.bodies[use.body].node(use.node) if use.body in ctx.model.bodies else None
+            if use.present_rows and node is not None and node.op != ev.EXPORT_OP:
+                problems.append(f"{use.body}: {use.node} reads table {table.name} as a {node.op}")
+            elif not use.present_rows and use.body in kept:
+                problems.append(f"{use.body} uses table {table.name} and is still in the object graph")
         return problems
 
     def apply(self, ctx, matches):
