@@ -357,9 +357,9 @@ def _follow_calls(model: ModelGraph, chain: IdChain, serving) -> IdChain:
     """A site whose ids are its function's arguments: where its callers' ids come from.
 
     A function no serving signature runs (tf_keras' per-layer functions, bound only by the object
-    graph, or called only from such functions) keeps its find by bucket. A function called with ids: the chain in
-    each caller; the site can migrate only where the raw id is inside its own body, so a called
-    function is reported with what its callers map.
+    graph, or called only from such functions) keeps its find by bucket. A serving function
+    called with ids: the site can migrate only where the raw id is inside its own body, so it is
+    reported with what its callers map.
     """
     if not chain.args_only:
         return chain
