@@ -323,6 +323,13 @@ def _multi_hot_layer():
     return MultiHotEmbedding
 
 
+def register_custom_layers():
+    """Registers the Keras 3 classes the zoo's .keras files hold, for keras.models.load_model."""
+    import keras_rs  # noqa: F401  (FeatureCross, DistributedEmbedding)
+
+    _multi_hot_layer()
+
+
 def _keras(name, rng):
     import keras
 
@@ -437,6 +444,7 @@ def build(name: str, out_dir: str, seed: int = 0) -> str:
     sm = os.path.join(out_dir, "saved_model")
     if entry.library == "deepctr":
         model, feed = _deepctr(name, rng)
+        feed = {k: v.reshape(len(v), -1) for k, v in feed.items()}  # DeepCTR's inputs are [batch, 1]
         model.compile("adam", "binary_crossentropy")
         labels = _labels(rng) if name != "deepctr_mmoe" else [_labels(rng), _labels(rng)]
         model.fit(feed, labels, batch_size=BATCH // STEPS, epochs=1, verbose=0)
