@@ -35,6 +35,9 @@ FIT_LR = 0.5  # large enough that a frozen table shows in the predictions
 class Check:
     passed: bool
     detail: str = ""
+    # tf_keras reloads: the rewritten model's predictions on the feed and the OOV batch before any
+    # fit, and the regularization loss (sum of model.losses) of the original and the rewritten
+    reload: dict | None = None
 
     def __bool__(self):
         return self.passed
@@ -85,7 +88,7 @@ def rewrite_exact(folder, out, target="ev", collisionless=False):
     return Check(True, f"{len(report.plan.tables)} table(s), validate exact"), report
 
 
-def _run_signature(path, feed):
+def run_signature(path, feed):
     import tensorflow as tf
 
     import graphopt  # noqa: F401  (the ops a rewritten model needs)
@@ -101,14 +104,14 @@ def _outputs(path, feed):
     import tensorflow as tf
 
     try:
-        return _run_signature(path, feed)
+        return run_signature(path, feed)
     except (tf.errors.OpError, ValueError) as exc:
         return str(exc).strip().splitlines()[0][:200]
 
 
 def load_exact(folder, out) -> Check:
     feed = zoo.load_arrays(folder, "feed")
-    a, b = _run_signature(_saved_model(folder), feed), _run_signature(out, feed)
+    a, b = run_signature(_saved_model(folder), feed), run_signature(out, feed)
     differ = [k for k in a if not np.array_equal(a[k], b[k])]
     if differ:
         worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in differ)
@@ -256,9 +259,17 @@ for folder, out in json.loads(sys.argv[1]):
         outputs = len(rewritten.outputs)
         compile_fn = lambda m: m.compile(tf_keras.optimizers.SGD(zoo_checks.FIT_LR), "binary_crossentropy")
         tf_keras.utils.set_random_seed(0)
+        # Before any fit: what the reload predicts (seen and unseen ids) and its regularization loss.
+        original = load()
+        before = {
+            "predict": [rewritten.predict(f, verbose=0).tolist() for f in (feed, oov_feed)]
+            if outputs == 1 else None,
+            "losses": [float(sum(float(x) for x in m.losses)) for m in (original, rewritten)],
+        }
         results[folder] = zoo_checks._compare_fits(
             load, rewritten, feed, oov_feed, zoo_checks._labels(feed, outputs), compile_fn
         )
+        results[folder]["reload"] = before
     except Exception as exc:
         results[folder] = {"passed": False, "detail": f"{type(exc).__name__}: {str(exc).strip()[:200]}"}
 print("ZOO-RESULTS " + json.dumps(results))
@@ -281,4 +292,5 @@ def tf_keras_fit_after_reload(pairs) -> dict[str, Check]:
     if line is None:
         why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {f: Check(False, f"the tf_keras reload process failed: {why}") for f, _ in pairs}
-    return {f: Check(r["passed"], r["detail"]) for f, r in json.loads(line[len("ZOO-RESULTS ") :]).items()}
+    results = json.loads(line[len("ZOO-RESULTS ") :])
+    return {f: Check(r["passed"], r["detail"], r.get("reload")) for f, r in results.items()}
