@@ -1,8 +1,8 @@
 """The model zoo, model x check: what graphopt does with the models users already have.
 
-Builds every zoo model (graphopt_models.zoo: DeepCTR, TensorFlow Recommenders, keras-rs, Keras 3,
+Builds every zoo model (tests.zoo.builders: DeepCTR, TensorFlow Recommenders, keras-rs, Keras 3,
 each with its library's defaults, trained a few steps, saved as its users save), then runs each
-check of graphopt_models.zoo_checks on it, in one process (tf_keras reloads in one subprocess
+check of tests.zoo.checks on it, in one process (tf_keras reloads in one subprocess
 with TF_USE_LEGACY_KERAS=1), and prints the table and the headline:
 
     zoo: M/N models exact | tables found F/R | collisionless migrated C/H hashed tables | fit after reload K/L
@@ -22,8 +22,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from graphopt_models import zoo  # noqa: E402
-from graphopt_models import zoo_checks as checks  # noqa: E402
+from tests.zoo import builders as zoo  # noqa: E402
+from tests.zoo import checks  # noqa: E402
 
 COLUMNS = ("tables", "ev", "stock", "load", "oov", "collisionless", "fit after reload")
 

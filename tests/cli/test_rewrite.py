@@ -8,6 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from graphopt import model_io
 from graphopt.cli import main
 from tests.rewrite import cases
 
@@ -80,10 +81,10 @@ def test_overlapping_output_is_refused_before_the_plan(tf1_model):
 
 
 def test_inspect_hides_the_init_op_signature(tmp_path):
-    from graphopt.graph import io, meta_graph
+    from graphopt.graph import meta_graphs
 
     path = cases.keras_two_inputs(str(tmp_path / "m")).path
-    assert "__saved_model_init_op" in meta_graph.signature_tensors(io.read_model(path).meta_graph)
+    assert "__saved_model_init_op" in meta_graphs.signature_tensors(model_io.read_model(path).meta_graph)
     result = invoke("inspect", path)
     assert result.exit_code == 0 and "serving_default(" in result.output
     assert "__saved_model" not in result.output
@@ -151,3 +152,10 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tf1_model, tmp_path,
     assert line.startswith("graphopt: error: ") and "Traceback" not in result.stderr
     assert not os.path.exists(out) or breakage == "output_exists"
     assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []
+
+
+def test_the_cli_names_the_targets_the_engine_has():
+    from graphopt.cli.rewrite import TARGET_NAMES
+    from graphopt.rewrite.targets import TARGETS
+
+    assert TARGET_NAMES == {name: t.description for name, t in TARGETS.items()}

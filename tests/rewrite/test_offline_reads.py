@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 
 import graphopt  # noqa: F401  (the ops the rewritten model needs)
-from graphopt.graph import io
+from graphopt import model_io
+from graphopt.analysis.tables import detect
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite import rewrite_model
-from graphopt.rewrite.detect import detect
 
 
 class _Net(tf.Module):
@@ -46,7 +46,7 @@ def models(tmp_path_factory):
 
 def test_training_only_reads_do_not_block_the_table(models):
     _, src, _, report = models
-    (table,) = detect(ModelGraph(io.read_model(src).meta_graph)).tables
+    (table,) = detect(ModelGraph(model_io.read_model(src).meta_graph)).tables
     offline = {(u.detail.split(" ")[1], u.present_rows) for u in table.uses if u.kind == "offline"}
     assert offline == {("(Abs)", True), ("(L2Loss)", True), ("(MatMul)", False)}
     assert [t.name for t in report.plan.tables] == ["table"] and report.wrote
