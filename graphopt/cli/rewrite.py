@@ -198,6 +198,8 @@ def rewrite(
             click.echo(validation.format())
     if validation is not None and not validation.passed:
         raise click.exceptions.Exit(1)
+    if report.why_nothing:  # a rewrite that writes nothing is no success: a pipeline stops here
+        raise GraphoptError(report.why_nothing)
 
 
 def _is_keras_file(path) -> bool:
@@ -207,7 +209,13 @@ def _is_keras_file(path) -> bool:
 
 
 def _rewrite_keras_file(model, out, dry_run, overwrite, as_json):
-    from graphopt.keras.convert import ConversionReport, convert, convert_file, load_keras_file
+    from graphopt.keras.convert import (
+        ConversionReport,
+        convert,
+        convert_file,
+        load_keras_file,
+        nothing_converted,
+    )
 
     if dry_run:
         report = ConversionReport()
@@ -216,6 +224,8 @@ def _rewrite_keras_file(model, out, dry_run, overwrite, as_json):
         report = convert_file(model, out, overwrite=overwrite)
     for warning in report.warnings():
         click.echo(warning, err=True)
+    if not report.tables:  # convert_file refuses to write such a file; a dry run says the same
+        raise GraphoptError(nothing_converted(model, report))
     if as_json:
         click.echo(
             json.dumps(

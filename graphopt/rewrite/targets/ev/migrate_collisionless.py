@@ -1,5 +1,8 @@
 """Key a migrated table by raw ids, falling back to the original bucket (rewrite --collisionless).
 
+A site in a function only the object graph reaches (a tf_keras layer's own, fed the bucket at
+reload) keeps its find by bucket: the row every fallback find reads (collisionless.IdChain.by_bucket).
+
 Pattern (after replace-lookups; ``ids = chain(raw)`` is the model's own id mapping, kept):
     GraphoptEvFind(table, ids)  ->  GraphoptEvFindWithFallback(table, raw, ids)
 The table keeps the old rows under their bucket keys 0..M-1; a raw id's own key
@@ -20,7 +23,7 @@ class MigrateCollisionless(Pass):
 
     def match(self, ctx):
         """(table, IdChain) of each lookup site of each table whose migration is possible."""
-        return [(m.table, c) for m in ctx.plan.migrations if m.possible for c in m.chains]
+        return [(m.table, c) for m in ctx.plan.migrations if m.possible for c in m.chains if not c.by_bucket]
 
     def check(self, ctx):
         """Every site of a migrated table is a fallback find: never a partially migrated table."""
