@@ -56,8 +56,12 @@ def parse_args(argv=None):
     parser.add_argument("--concurrency", default="1,16", help="comma-separated client thread counts")
     parser.add_argument("--batch", default="1,64", help="comma-separated examples per request")
     parser.add_argument("--requests", type=int, default=3000, help="most requests per model per cell")
-    parser.add_argument("--seconds", type=float, default=9.0, help="most seconds per model per cell")
-    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds per cell")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        help="two bases: most seconds per model per cell [9]; one base: seconds per phase [8; quick 3]",
+    )
+    parser.add_argument("--rounds", type=int, help="alternating rounds per cell [6; one base quick: 3]")
     parser.add_argument("--warmup", type=int, default=20, help="unrecorded requests per model per cell")
     parser.add_argument(
         "--samples",
@@ -346,6 +350,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.rewritten is None:
         return speed(args)
+    args.rounds = args.rounds or 6
+    args.seconds = args.seconds or 9.0
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     batches = [int(b) for b in args.batch.split(",")]
     protocol = Protocol(args.protocol)
@@ -587,8 +593,8 @@ def speed(args):
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    rounds = 3 if args.quick else 6
-    seconds = 3.0 if args.quick else 8.0
+    rounds = args.rounds or (3 if args.quick else 6)
+    seconds = args.seconds or (3.0 if args.quick else 8.0)
     version_dir = latest_version(args.original)
     work = tempfile.mkdtemp(prefix="graphopt-bench-serve-")
     batching_file = os.path.join(work, "batching.config")
