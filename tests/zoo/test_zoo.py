@@ -10,12 +10,8 @@ import os
 import numpy as np
 import pytest
 
-pytest.importorskip("deepctr")
-pytest.importorskip("tensorflow_recommenders")
-pytest.importorskip("keras_rs")
-
-from tests.zoo import builders as zoo  # noqa: E402
-from tests.zoo import checks  # noqa: E402
+from tests.zoo import builders as zoo
+from tests.zoo import checks
 
 pytestmark = pytest.mark.slow
 
