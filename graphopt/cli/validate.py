@@ -109,6 +109,12 @@ def _tolerance(ctx, param, value):
     help="TFRA/DeepRec migrations: the original's inputs and outputs recorded in its own environment "
     "(.npz, docs/migration.md); ORIGINAL is read for its tables only.",
 )
+@click.option(
+    "--batching",
+    is_flag=True,
+    help="Also measure the rewritten model's batch-size dependence: each example of the first batch "
+    "run alone vs inside it (what serving with --enable-batching may change), as a note.",
+)
 @json_option
 def validate(
     original,
@@ -126,6 +132,7 @@ def validate(
     steps,
     loss,
     reference,
+    batching,
     as_json,
 ):
     """Check that REWRITTEN computes what ORIGINAL computes.
@@ -176,6 +183,7 @@ def validate(
         loader=loader,
         id_ranges=ranges,
         seed=seed,
+        batching=batching,
     )
     click.echo(report.to_json() if as_json else report.format())
     if not report.passed:

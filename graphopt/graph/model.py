@@ -237,7 +237,7 @@ class Body:
         self._changed()
         return self
 
-    def attr(self, node_name: str, key: str):
+    def attr_value(self, node_name: str, key: str):
         """The value of attr ``key`` of node ``node_name`` (``nodes.attr_value``; None when unset)."""
         return nd.attr_value(self.node(node_name), key)
 
@@ -477,6 +477,21 @@ class ModelGraph:
         for b in self.bodies.values():
             b._changed()
         return self
+
+    def called_functions(self, starts) -> set:
+        """Names of the library functions the (body name, node name) pairs ``starts`` call,
+        transitively (through call ops, control flow and function-valued attrs; every op of a
+        reached function counts)."""
+        seen: set[str] = set()
+        stack = [(self.bodies[b], self.bodies[b].node(n)) for b, n in starts]
+        while stack:
+            body, node = stack.pop()
+            for f in [e.function for e in self.calls_of(body, node)] + self.other_function_refs(body, node):
+                if f in self.bodies and f != TOP and f not in seen:
+                    seen.add(f)
+                    callee = self.bodies[f]
+                    stack.extend((callee, n) for n in callee.nodes())
+        return seen
 
     # ----- tracing
     def resource_args(self, body_name: str, node_name: str) -> set:

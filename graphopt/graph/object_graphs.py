@@ -239,3 +239,26 @@ def bound_object_args(meta_graph, top_level_calls) -> dict:
             if object_id in tensor_of:
                 out.setdefault(tensor_of[object_id], []).append((function, first + j))
     return out
+
+
+def drop_concrete_functions(meta_graph, names) -> list[str]:
+    """Leaves the concrete functions ``names`` out of a SavedModel's object graph: out of every
+    function object's list and the concrete-function map; a function object left without one
+    becomes a plain object (``tf.saved_model.load`` restores an attribute that is no function).
+    Returns the names that were there."""
+    og = meta_graph.object_graph_def
+    names = set(names)
+    dropped = sorted(names & set(og.concrete_functions))
+    for node in og.nodes:
+        kind = node.WhichOneof("kind")
+        keep = [n for n in object_functions(node) if n not in names]
+        if kind == "function" and keep:
+            del node.function.concrete_functions[:]
+            node.function.concrete_functions.extend(keep)
+        elif kind in ("function", "bare_concrete_function") and not keep:
+            node.user_object.identifier = "_generic_user_object"
+            node.user_object.version.producer = 1
+            node.user_object.version.min_consumer = 1
+    for name in dropped:
+        del og.concrete_functions[name]
+    return dropped

@@ -1,6 +1,8 @@
 """``inspect_model``: what a model holds (signatures, tables, gathers left alone), without changing it."""
 
+import collections
 import dataclasses
+import re
 
 from graphopt import model_io
 from graphopt.analysis.id_chains import TableMigration, plan_migrations
@@ -40,6 +42,33 @@ class ModelInspection:
             "nodes": self.nodes,
             "collisionless": [m.to_dict() for m in self.migrations],
         }
+
+
+# Names that differ between otherwise equal reasons: the variable, where (body:node), numbers.
+_NAMES = (
+    (re.compile(r"variable \S+"), "variable _"),
+    (re.compile(r"\S+:\S+ \("), "_ ("),
+    (re.compile(r"\b[\w.-]+(?:/[\w.-]+)+|\b\w*\d\w*\b"), "_"),
+)
+
+
+def _reason_kind(reason: str) -> str:
+    for pattern, repl in _NAMES:
+        reason = pattern.sub(repl, reason)
+    return reason
+
+
+def summarize_reasons(reasons, top=3) -> str:
+    """The most frequent of ``reasons``, those differing only in names counted together:
+    ``12x variable sparse_emb_C0/embeddings is not a table: ... (L2Loss) reads it whole; 4x ...``."""
+    groups: dict[str, list[str]] = collections.defaultdict(list)
+    for r in reasons:
+        groups[_reason_kind(r)].append(r)
+    ranked = sorted(groups.values(), key=lambda g: -len(g))
+    parts = [f"{len(g)}x {g[0]}" for g in ranked[:top]]
+    if len(ranked) > top:
+        parts.append(f"{sum(len(g) for g in ranked[top:])} more with {len(ranked) - top} other reason(s)")
+    return "; ".join(parts)
 
 
 def node_counts(model: ModelGraph) -> dict[str, int]:

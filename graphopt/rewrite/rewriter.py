@@ -9,13 +9,13 @@ from typing import Any
 
 from graphopt import checkpoint, model_io
 from graphopt.analysis.id_chains import plan_migrations
-from graphopt.analysis.tables import detect
+from graphopt.analysis.tables import GatherLeftAlone, detect
 from graphopt.errors import ModelError
 from graphopt.ev import contract
 from graphopt.graph import io, keras_metadata, meta_graphs, nodes, object_graphs
 from graphopt.graph.model import ModelGraph
 from graphopt.output import check_output_dir, staged_output
-from graphopt.rewrite.inspection import node_counts
+from graphopt.rewrite.inspection import node_counts, summarize_reasons
 from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
 from graphopt.rewrite.target import COLLISIONLESS
@@ -40,6 +40,25 @@ class RewriteReport:
     manifest: list[dict] = dataclasses.field(default_factory=list)
     tensorboard: list[str] = dataclasses.field(default_factory=list)
     revived_layers: list[str] = dataclasses.field(default_factory=list)  # tf_keras layers without config
+    left_alone: list[GatherLeftAlone] = dataclasses.field(default_factory=list)  # gathers of no table
+
+    @property
+    def why_nothing(self) -> str | None:
+        """Why the plan holds no table, the most frequent reasons summarised (None when it holds some)."""
+        if self.plan.tables:
+            return None
+        if self.plan.skipped:
+            reasons = summarize_reasons([r for _, r in self.plan.skipped])
+            return (
+                f"every table of {self.source} is skipped ({reasons}); widen --include/--exclude/--min-rows"
+            )
+        if not self.left_alone:
+            return f"{self.source} gathers from no variable: there is no embedding table to rewrite"
+        reasons = summarize_reasons([g.reason for g in self.left_alone])
+        return (
+            f"no embedding table found in {self.source}; gathers left alone: {reasons} "
+            f"(graphopt inspect {self.source} lists them all)"
+        )
 
     @property
     def tables_converted(self) -> int:
@@ -62,6 +81,7 @@ class RewriteReport:
             "wrote": self.wrote,
             "dry_run": self.dry_run,
             "message": self.message,
+            **({"why_nothing": self.why_nothing} if self.why_nothing else {}),
             "plan": self.plan.to_dict(),
             "passes": [dataclasses.asdict(p) for p in self.passes],
             "nodes_before": self.nodes_before,
@@ -127,12 +147,15 @@ def rewrite_model(
         _check_output(src, out, overwrite)  # before the plan and any work, once the input is known good
     model = ModelGraph(nodes.clone(source.meta_graph))
     before = node_counts(model)
-    plan = spec.restrict_plan(RewritePlan.select(detect(model).tables, include, exclude, min_rows))
+    found = detect(model)
+    plan = spec.restrict_plan(RewritePlan.select(found.tables, include, exclude, min_rows))
     if collisionless:
         plan.migrations = plan_migrations(model, plan.tables, src if source.kind == "saved_model" else None)
     if source.kind == "saved_model" and spec.keeps_object_graph:
         plan.notes += _tf_keras_notes(source, plan)
-    report = RewriteReport(src, out, plan, [], before, dict(before), dry_run=dry_run)
+    report = RewriteReport(
+        src, out, plan, [], before, dict(before), dry_run=dry_run, left_alone=found.left_alone
+    )
     if on_plan is not None:
         on_plan(plan)
     if not plan.tables:

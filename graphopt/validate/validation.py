@@ -9,6 +9,8 @@ import tempfile
 from graphopt import model_io
 from graphopt.errors import DataError, GraphoptError, ModelError
 from graphopt.graph import io, meta_graphs
+from graphopt.validate.batching import batch_dependence
+from graphopt.validate.batching import describe as describe_batch_dependence
 from graphopt.validate.compare import OutputComparison, Tolerance
 from graphopt.validate.consumers import input_uses
 from graphopt.validate.inputs import (
@@ -56,6 +58,7 @@ def validate_models(
     tags=DEFAULT_TAGS,
     oov=True,
     data_readers=(),
+    batching=False,
 ):
     """Check ``rewritten`` against ``original``; returns a ValidationReport (see ``.passed``).
 
@@ -67,6 +70,8 @@ def validate_models(
     out-of-vocabulary report. ``vocabularies`` maps string inputs to the words to draw.
     ``data_readers`` (graphopt.validate.inputs.DataReader) read ``data`` files of formats of their
     own, e.g. the course's samples (graphopt.course.data.samples_reader).
+    ``batching`` adds a note per signature and loader: how far the rewritten model's answer to
+    an example alone differs from its answer inside the first batch (graphopt.validate.batching).
     """
     tolerance = _tolerance(atol, rtol)
     if loader not in (*LOADERS, "both"):
@@ -152,6 +157,10 @@ def validate_models(
                 report.runs.append(
                     run_signature(original_model, rewritten_model, spec, chosen.cases, tolerance)
                 )
+                if batching and sig in rewritten_model.signatures and is_batched(spec, uses) and chosen.cases:
+                    case = chosen.cases[0]
+                    worst = batch_dependence(rewritten_model, sig, case)
+                    report.notes.append(describe_batch_dependence(name, sig, case.rows, worst))
                 key = tuple(sorted(spec.inputs.items()))
                 if oov and key not in probed and sig in rewritten_model.signatures and is_batched(spec, uses):
                     # Signatures taking the same inputs (Keras exports "serve" and

@@ -89,7 +89,7 @@ def test_node_edits_through_the_body_keep_its_indexes(keras_model):
     assert [u.node for u in body.consumers(gather.name)].count(identity) == 1  # indexed at once
     other = next(n.name for n in body.nodes() if n.op == "Const")
     body.set_attr(identity, "T", nodes.dtype_enum("float32"), "type").add_control_input(identity, other)
-    assert body.attr(identity, "T") == nodes.dtype_enum("float32")
+    assert body.attr_value(identity, "T") == nodes.dtype_enum("float32")
     assert body.control_inputs(identity) == ["^" + other]
     assert identity in {u.node for u in body.consumers(other, control=True)}
     body.set_inputs(identity, [f"{other}:output:0"])  # no control input any more
@@ -100,7 +100,7 @@ def test_node_edits_through_the_body_keep_its_indexes(keras_model):
         f"{gather.name}:output:0",
         f"{other}:output:0",
     ]
-    assert body.attr(identity, "T") is None
+    assert body.attr_value(identity, "T") is None
 
 
 def test_check_reports_dangling_inputs_and_lost_control_outputs(keras_model):

@@ -39,16 +39,10 @@ def reachable_functions(model):
     """Names of the library functions reachable from the top-level graph or the object graph."""
     # The object graph is kept (rewritten) for TF2 models; tf.saved_model.load restores every
     # concrete function it names, e.g. a lookup table's _create_resource, which no node calls.
-    seen = {f for f in object_graphs.object_graph_functions(model.meta_graph) if f in model.bodies}
-    stack = [TOP, *seen]
-    while stack:
-        body = model.body(stack.pop())
-        for node in body.nodes():
-            for f in [e.function for e in model.calls_of(body, node)] + model.other_function_refs(body, node):
-                if f in model.bodies and f not in seen:
-                    seen.add(f)
-                    stack.append(f)
-    return seen
+    roots = {f for f in object_graphs.object_graph_functions(model.meta_graph) if f in model.bodies}
+    starts = [(TOP, n.name) for n in model.graph.nodes()]
+    starts += [(f, n.name) for f in roots for n in model.body(f).nodes()]
+    return roots | model.called_functions(starts)
 
 
 class RemoveDeadNodes(Pass):

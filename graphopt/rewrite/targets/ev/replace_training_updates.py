@@ -17,7 +17,7 @@ import numpy as np
 from graphopt.ev import contract
 from graphopt.graph import meta_graphs, nodes
 from graphopt.rewrite.passes import Pass
-from graphopt.rewrite.targets.ev import builders as ev
+from graphopt.rewrite.targets.ev import builders
 
 # The ops a rewritten training graph adds beyond the serving ones.
 TRAINING_OPS = (
@@ -59,7 +59,7 @@ class ReplaceTrainingUpdates(Pass):
                 if any(s.training for s in table.sites)
                 else nodes.dtype_enum("int64")
             )
-            new = ev.apply(
+            new = builders.apply(
                 update.apply_op,
                 old.name,
                 body.data_inputs(old)[0],

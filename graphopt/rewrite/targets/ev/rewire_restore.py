@@ -16,7 +16,7 @@ from graphopt.ev import contract
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.saver_entries import entry_strings, saver_uses, set_entry_names
-from graphopt.rewrite.targets.ev import builders as ev
+from graphopt.rewrite.targets.ev import builders
 
 
 class RewireRestore(Pass):
@@ -31,7 +31,7 @@ class RewireRestore(Pass):
             restore = body.node(restore_name)
             data = body.data_inputs(restore)
             names, slices = entry_strings(body, data[1]), entry_strings(body, data[2])
-            dtypes = body.attr(restore_name, "dtypes")
+            dtypes = body.attr_value(restore_name, "dtypes")
             first_import = {}
             for table, use in uses:
                 j = use.restore_entry
@@ -66,7 +66,7 @@ class RewireRestore(Pass):
                         )
                         for what in ("keys", "counts")
                     ]
-                    new = ev.import_with_slots(
+                    new = builders.import_with_slots(
                         assign.name,
                         body.data_inputs(assign)[0],
                         *outs,
@@ -78,7 +78,7 @@ class RewireRestore(Pass):
                         nodes.control_inputs(assign),
                     )
                 else:
-                    new = ev.import_(
+                    new = builders.import_(
                         assign.name,
                         body.data_inputs(assign)[0],
                         *outs,

@@ -13,7 +13,7 @@ from graphopt.ev import contract
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.saver_entries import entry_strings, saver_uses, set_entry_names
-from graphopt.rewrite.targets.ev import builders as ev
+from graphopt.rewrite.targets.ev import builders
 
 
 class RewireSave(Pass):
@@ -29,7 +29,7 @@ class RewireSave(Pass):
             data = body.data_inputs(save)
             names, slices = entry_strings(body, data[1]), entry_strings(body, data[2])
             tensors = [str(r) for r in data[3:]]
-            dtypes = body.attr(save_name, "dtypes")
+            dtypes = body.attr_value(save_name, "dtypes")
             drop = set()
             for table, use in uses:
                 j = use.save_entry
@@ -43,9 +43,9 @@ class RewireSave(Pass):
                 slots = table.training.slots if table.training else []
                 if slots:
                     name = body.unique_name(f"{read.name}/{contract.EXPORT_WITH_SLOTS.name}")
-                    export = ev.export_with_slots(name, handle, table.dim, len(slots), save.device)
+                    export = builders.export_with_slots(name, handle, table.dim, len(slots), save.device)
                 else:
-                    export = ev.export(
+                    export = builders.export(
                         body.unique_name(f"{read.name}/{contract.EXPORT.name}"),
                         handle,
                         table.dim,
