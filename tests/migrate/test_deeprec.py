@@ -110,7 +110,8 @@ def test_partitioned_ev_serves_the_same_rows(partitioned):
     got = _serve(out, KEYS)
     assert all(np.array_equal(got[i], want[int(k)]) for i, k in enumerate(KEYS))
     report = validate_reference(out, None, original=meta)
-    assert report.passed and len([c for c in report.checks if "rows (served table)" in c.name]) == 2, report.format()
+    served = [c for c in report.checks if "rows (served table)" in c.name]
+    assert report.passed and len(served) == 2, report.format()
 
 
 @pytest.mark.parametrize("plant", ["row", "key"])
