@@ -116,7 +116,9 @@ def rewrite(
             )
         return _rewrite_keras_file(model, out, dry_run, overwrite, as_json)
     from graphopt.cli.migrate import run_migration, source_analysis
+    from graphopt.ops.library import load_library
 
+    load_library()  # a missing or stale library is the first thing to report, before any read
     if source_analysis(model, tags) is not None:
         given = {
             "--include": include,
