@@ -31,7 +31,8 @@ NEEDS_TFKERAS_BRANCH = {
 
 @pytest.fixture(scope="session")
 def zoo_dir(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("zoo"))
+    """{name: folder}; GRAPHOPT_ZOO_DIR keeps the built zoo there (reused by the next run)."""
+    root = os.environ.get("GRAPHOPT_ZOO_DIR") or str(tmp_path_factory.mktemp("zoo"))
     return zoo.build_all(root)
 
 
