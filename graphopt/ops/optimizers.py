@@ -71,16 +71,28 @@ class Adagrad(SparseOptimizer):
 
     ``rsqrt=True`` (epsilon must be 0): v1 ``AdagradOptimizer``'s ResourceSparseApplyAdagrad,
     row -= lr·g·rsqrt(accum) with Eigen's packet rsqrt, bit for bit (docs/ops.md).
+    ``epsilon_inside_sqrt=True``: Keras' Adagrad (tf_keras and Keras 3), row -= lr·g / √(accum +
+    epsilon), bit for bit.
     """
 
     name = "adagrad"
     slot_names = ("accumulator",)
 
-    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, rsqrt=False):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        initial_accumulator_value=0.1,
+        epsilon=1e-7,
+        rsqrt=False,
+        epsilon_inside_sqrt=False,
+    ):
         super().__init__(learning_rate)
         if rsqrt and epsilon != 0:
             raise _invalid(f"rsqrt=True is v1 Adagrad, which has no epsilon: give epsilon=0, got {epsilon}")
+        if rsqrt and epsilon_inside_sqrt:
+            raise _invalid("rsqrt=True (v1 Adagrad) and epsilon_inside_sqrt=True (Keras') exclude each other")
         self.rsqrt = bool(rsqrt)
+        self.epsilon_inside_sqrt = bool(epsilon_inside_sqrt)
         if not initial_accumulator_value >= 0:
             raise _invalid(f"initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
         if not epsilon >= 0:
@@ -100,6 +112,7 @@ class Adagrad(SparseOptimizer):
             tf.constant(self.epsilon, tf.float32),
             dim=dim,
             rsqrt=self.rsqrt,
+            epsilon_inside_sqrt=self.epsilon_inside_sqrt,
         )
 
 

@@ -278,6 +278,7 @@ struct SparseApplyFunctor<GPUDevice, K> {
     g.kind = static_cast<gpu::Optimizer>(static_cast<int>(p.kind));
     g.lr = p.lr;
     g.epsilon = p.epsilon;
+    g.epsilon_inside_sqrt = p.epsilon_inside_sqrt;
     g.beta1 = p.beta1, g.beta2 = p.beta2;
     g.beta1_power = p.beta1_power, g.beta2_power = p.beta2_power;
     g.l1 = p.l1, g.l2 = p.l2, g.lr_power = p.lr_power;

@@ -484,7 +484,14 @@ class EvApplyOp : public EvTableOp<Device> {
       OP_REQUIRES_OK(c, c->GetAttr("sum_duplicates", &sum_duplicates));
       per_occurrence_ = !sum_duplicates;
     }
-    if (kind == OptimizerKind::kAdagrad) OP_REQUIRES_OK(c, c->GetAttr("rsqrt", &rsqrt_));
+    if (kind == OptimizerKind::kAdagrad) {
+      OP_REQUIRES_OK(c, c->GetAttr("rsqrt", &rsqrt_));
+      OP_REQUIRES_OK(c, c->GetAttr("epsilon_inside_sqrt", &epsilon_inside_sqrt_));
+      OP_REQUIRES(c, !(rsqrt_ && epsilon_inside_sqrt_),
+                  errors::InvalidArgument("rsqrt=true (v1 Adagrad, no epsilon) and "
+                                          "epsilon_inside_sqrt=true (Keras' Adagrad) exclude "
+                                          "each other; set one of them"));
+    }
   }
 
   void ComputeWithTable(OpKernelContext* ctx, Table* table) override {
@@ -511,6 +518,7 @@ class EvApplyOp : public EvTableOp<Device> {
     p.kind = kind_;
     p.per_occurrence = per_occurrence_;
     p.rsqrt = rsqrt_;
+    p.epsilon_inside_sqrt = epsilon_inside_sqrt_;
     OP_REQUIRES_OK(ctx, ScalarInput(ctx, 3, "lr", &p.lr));
     OP_REQUIRES(ctx, p.lr >= 0, errors::InvalidArgument("lr must be >= 0, got ", p.lr));
     switch (kind_) {
@@ -561,6 +569,7 @@ class EvApplyOp : public EvTableOp<Device> {
   const OptimizerKind kind_;
   bool per_occurrence_ = false;
   bool rsqrt_ = false;
+  bool epsilon_inside_sqrt_ = false;
 };
 
 template <typename Device, typename K, OptimizerKind kKind>

@@ -79,6 +79,8 @@ struct OptimizerParams {
   bool per_occurrence = false;
   // adagrad: v1 ResourceSparseApplyAdagrad's arithmetic (no epsilon; attr rsqrt=true).
   bool rsqrt = false;
+  // adagrad: Keras' Adagrad, row -= lr * g / sqrt(accum + epsilon) (attr epsilon_inside_sqrt).
+  bool epsilon_inside_sqrt = false;
 };
 
 // 1/sqrt(x) as Eigen's packet prsqrt computes it in TensorFlow's x86 wheel (AVX, Packet8f, no
@@ -125,6 +127,13 @@ inline void ApplyRow(const OptimizerParams& p, int dim, float* row, const float*
     case OptimizerKind::kAdagrad: {
       float* accum = row + dim;
       if (p.rsqrt) return AdagradRsqrtRow(p.lr, dim, var, accum, g);
+      if (p.epsilon_inside_sqrt) {
+        for (int c = 0; c < dim; ++c) {
+          accum[c] += g[c] * g[c];
+          var[c] -= p.lr * g[c] / std::sqrt(accum[c] + p.epsilon);
+        }
+        return;
+      }
       for (int c = 0; c < dim; ++c) {
         accum[c] += g[c] * g[c];
         var[c] -= p.lr * g[c] / (std::sqrt(accum[c]) + p.epsilon);

@@ -311,11 +311,14 @@ GRAPHOPT_APPLY_OP("GraphoptEvApplyAdagrad")
     .Attr("dim: int >= 1")
     .Attr("dtype: {float} = DT_FLOAT")
     .Attr("rsqrt: bool = false")
+    .Attr("epsilon_inside_sqrt: bool = false")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return ApplyShape(c, 2); })
     .Doc("accum += g*g; row -= lr*g / (sqrt(accum) + epsilon) (ResourceSparseApplyAdagradV2). "
          "rsqrt=true: row -= lr*g*rsqrt(accum) as v1 ResourceSparseApplyAdagrad computes it "
-         "(Eigen's packet rsqrt), bit for bit; epsilon must then be 0.");
+         "(Eigen's packet rsqrt), bit for bit; epsilon must then be 0. "
+         "epsilon_inside_sqrt=true: row -= lr*g / sqrt(accum + epsilon), the Keras (tf_keras "
+         "and Keras 3) Adagrad's arithmetic, bit for bit; not with rsqrt.");
 
 GRAPHOPT_APPLY_OP("GraphoptEvApplyAdam")
     .Input("lr: dtype")
