@@ -105,6 +105,9 @@ def sparse_optimizer(config, api=keras):
     if type(optimizer).__name__ == "Adagrad":
         kwargs["epsilon"] = keras_config["epsilon"]
         kwargs["epsilon_inside_sqrt"] = not legacy
+        # tf_keras applies a sparse gradient to the batch's rows (Grappler then computes the
+        # division by rsqrt over them); Keras 3 updates the whole table.
+        kwargs["batch_rsqrt"] = not legacy and api.__name__ == "tf_keras"
     if type(optimizer).__name__ == "SGD" and legacy:
         kwargs["sum_duplicates"] = False
     schedule = getattr(optimizer, "_learning_rate", None)

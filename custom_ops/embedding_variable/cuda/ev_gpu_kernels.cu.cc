@@ -268,10 +268,10 @@ template <typename K>
 struct SparseApplyFunctor<GPUDevice, K> {
   Status operator()(OpKernelContext* ctx, GpuTableResource* table, const K* keys, int64_t n,
                     const float* grads, const OptimizerParams& p) const {
-    if (p.per_occurrence || p.rsqrt) {
+    if (p.per_occurrence || p.rsqrt || p.key_rank != nullptr) {
       return errors::Unimplemented(
-          "the exact v1 forms (GraphoptEvApplySgd sum_duplicates=false, GraphoptEvApplyAdagrad "
-          "rsqrt=true) are CPU-only for now and this EmbeddingVariable is on a GPU; create it "
+          "the exact forms (GraphoptEvApplySgd sum_duplicates=false, GraphoptEvApplyAdagrad "
+          "rsqrt=true or batch_rsqrt=true) are CPU-only for now and this EmbeddingVariable is on a GPU; create it "
           "under tf.device('/CPU:0')");
     }
     gpu::OptimizerParams g;
