@@ -263,7 +263,16 @@ setup(
         "numpy",
         "click>=8.1",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "ruff==0.17.6", "mypy==2.4.1"]},
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
+            "deepctr==0.9.4",
+            "keras-rs==0.4.0",
+        ]
+    },
     entry_points={"console_scripts": ["graphopt=graphopt.cli:main"]},
     zip_safe=False,
 )

@@ -55,7 +55,7 @@ def _layers(model):
 
 
 def _is_keras_class(layer) -> bool:
-    return type(layer).__module__.startswith("keras.")
+    return _is_keras_module(type(layer).__module__)
 
 
 def convert(model, optimizer=None, min_count=0, max_rows=0, evict_policy="lru", report=None):
@@ -147,17 +147,27 @@ def _carry_optimizer_state(old, new_model):
             variable.assign(source)
 
 
+def _is_keras_module(module: str) -> bool:
+    """Keras' own modules (``keras``, ``keras.src...``), not libraries named like it (keras_rs)."""
+    return module == "keras" or module.startswith("keras.")
+
+
 def _unknown_classes(config) -> list:
-    """Class names in a .keras config.json that Keras cannot resolve in this process."""
+    """The classes in a .keras config.json that Keras cannot resolve in this process, each as
+    ``registered name (import package)``; Keras' internal markers (``__keras_tensor__``, the
+    ``__tuple__`` and ``__numpy__`` wrappers) are not classes and are skipped."""
     unknown = set()
 
     def walk(node):
         if isinstance(node, dict):
-            if "class_name" in node and "config" in node:
+            name = node.get("class_name")
+            if isinstance(name, str) and "config" in node and not name.startswith("__"):
                 module = node.get("module") or ""
-                registered = node.get("registered_name") or node["class_name"]
-                if not module.startswith("keras") and keras.saving.get_registered_object(registered) is None:
-                    unknown.add(f"{node['class_name']} (module {module or '?'})")
+                registered = node.get("registered_name") or name
+                if not _is_keras_module(module) and keras.saving.get_registered_object(registered) is None:
+                    shown = registered if ">" in registered else f"{module or '?'}>{name}"
+                    package = module.split(".")[0] if module else "the module defining it"
+                    unknown.add(f"{shown} (import {package})")
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -182,9 +192,9 @@ def load_keras_file(path):
         unknown = _unknown_classes(config)
         if unknown:
             raise ModelError(
-                f"{path} uses classes graphopt cannot load: {', '.join(unknown)}; register them with "
-                "keras.saving.register_keras_serializable in an imported module and call "
-                "graphopt.keras.convert(model) from Python"
+                f"{path} uses classes graphopt cannot load: {', '.join(unknown)}; import the package "
+                "that defines them (or register them with keras.saving.register_keras_serializable) "
+                "in Python and call graphopt.keras.convert(model)"
             ) from None
         raise ModelError(f"cannot load {path}: {str(exc).splitlines()[0]}") from None
 

@@ -18,6 +18,7 @@ import numpy as np
 from graphopt.graph import keras_metadata
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph import object_graph as og_lib
+from graphopt.rewrite.detect import EmbeddingTable
 
 DYNAMIC_EMBEDDING = "graphopt>DynamicEmbedding"
 # Embedding config entries the dynamic layer takes as they are.
@@ -39,7 +40,7 @@ class TableLayer:
     node_id: int
     name: str
     class_name: str
-    table: object  # the EmbeddingTable
+    table: EmbeddingTable
     config: dict | None = None  # the graphopt>DynamicEmbedding config, when revived as one
     reason: str = ""  # why fit cannot train it (revived from the SavedModel)
     slots: dict = dataclasses.field(default_factory=dict)  # slot name -> initial value
@@ -56,7 +57,7 @@ def plan(source, tables) -> list[TableLayer]:
         return []
     fields = keras_metadata.node_fields(source.path)
     ckpt = og_lib.read_object_graph(source.checkpoint_prefix) if fields is not None else None
-    if ckpt is None:
+    if fields is None or ckpt is None:
         return []
     optimizer, optimizer_problem = _optimizer(fields.get(0, {}).get("training_config"))
     og = og_lib.saved_object_graph(meta_graph)
@@ -125,10 +126,9 @@ def notes(layers: list[TableLayer]) -> list[str]:
             out.append(
                 f"tf_keras layer {layer.name}: not trainable after tf_keras.models.load_model "
                 f"({layer.reason}); it is revived from the SavedModel, so fit trains the other "
-                "layers and looks this one up find-only (a warning at load and at the first fit "
-                "says so)"
+                "layers and looks this one up find-only"
             )
-        elif layer.config.get("embeddings_regularizer"):
+        elif layer.config is not None and layer.config.get("embeddings_regularizer"):
             out.append(
                 f"tf_keras layer {layer.name}: its embeddings_regularizer is not applied when fit "
                 "trains the dynamic table (a warning at load says so)"
@@ -159,7 +159,7 @@ def layer_weights(layers: list[TableLayer]) -> list[tuple]:
     for layer in layers:
         if layer.config is None:
             continue
-        key = layer.table.checkpoint_key
+        key = layer.table.checkpoint_key or ""
         base = key[: -len(_EMBEDDINGS_KEY)] if key.endswith(_EMBEDDINGS_KEY) else f"graphopt/{layer.name}/"
         for name, dtype, trainable in _LAYER_WEIGHTS:
             value = np.zeros((), np.float32 if dtype == "float" else np.int64)
