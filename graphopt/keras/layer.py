@@ -172,6 +172,24 @@ def create_table(layer, api, cls=EmbeddingVariable):
     return table
 
 
+def table_layer_config(layer, api) -> dict:
+    """The config entries a table layer (Keras 3 or tf_keras ``api``) adds to its base layer's."""
+    return {
+        "output_dim": layer.output_dim,
+        "optimizer": layer.optimizer_config,
+        "embeddings_initializer": api.initializers.serialize(layer.embeddings_initializer),
+        "mask_zero": layer.mask_zero,
+        "min_count": layer.min_count,
+        "max_rows": layer.max_rows,
+        "evict_policy": layer.evict_policy,
+        "seed": layer.seed,
+        "key_dtype": layer.key_dtype.name,
+        "admission": layer.admission,
+        "bloom_counters": layer.bloom_counters,
+        "bloom_hashes": layer.bloom_hashes,
+    }
+
+
 def save_table_variables(layer, store):
     """A table layer's ``save_own_variables``: the table's keys, rows, counters and slots beside
     the layer's ``update_trigger`` and ``iterations`` (Keras 3 and tf_keras ``.keras`` files)."""
@@ -303,20 +321,5 @@ class DynamicEmbedding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "output_dim": self.output_dim,
-                "optimizer": self.optimizer_config,
-                "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
-                "mask_zero": self.mask_zero,
-                "min_count": self.min_count,
-                "max_rows": self.max_rows,
-                "evict_policy": self.evict_policy,
-                "seed": self.seed,
-                "key_dtype": self.key_dtype.name,
-                "admission": self.admission,
-                "bloom_counters": self.bloom_counters,
-                "bloom_hashes": self.bloom_hashes,
-            }
-        )
+        config.update(table_layer_config(self, keras))
         return config

@@ -133,21 +133,6 @@ class DynamicEmbedding(tf_keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "output_dim": self.output_dim,
-                "optimizer": self.optimizer_config,
-                "embeddings_initializer": tf_keras.initializers.serialize(self.embeddings_initializer),
-                "mask_zero": self.mask_zero,
-                "embeddings_regularizer": self._embeddings_regularizer,
-                "min_count": self.min_count,
-                "max_rows": self.max_rows,
-                "evict_policy": self.evict_policy,
-                "seed": self.seed,
-                "key_dtype": self.key_dtype.name,
-                "admission": self.admission,
-                "bloom_counters": self.bloom_counters,
-                "bloom_hashes": self.bloom_hashes,
-            }
-        )
+        config.update(keras3_layer.table_layer_config(self, tf_keras))
+        config["embeddings_regularizer"] = self._embeddings_regularizer
         return config
