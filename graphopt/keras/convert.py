@@ -15,6 +15,7 @@ import zipfile
 import keras
 
 from graphopt.errors import GraphoptError, ModelError
+from graphopt.keras import nested
 from graphopt.keras.layer import DynamicEmbedding, optimizer_config
 from graphopt.output import check_output_dir, staged_output
 
@@ -87,7 +88,7 @@ def convert(model, optimizer=None, min_count=0, max_rows=0, evict_policy="lru", 
             new = DynamicEmbedding(
                 layer.output_dim,
                 optimizer=table_optimizer,
-                embeddings_initializer=layer.embeddings_initializer,
+                embeddings_initializer=nested.row_initializer(layer),
                 mask_zero=layer.mask_zero,
                 min_count=min_count,
                 max_rows=max_rows,
@@ -96,7 +97,17 @@ def convert(model, optimizer=None, min_count=0, max_rows=0, evict_policy="lru", 
             )
             originals[layer.name] = layer
             return new
-        if not _is_keras_class(layer):
+        if not _is_keras_class(layer) and not isinstance(layer, keras.Model):
+            held = nested.nested_embeddings(layer)
+            if any(nested.convertible(e) for *_, e in held):
+                originals[layer.name] = layer
+                return nested.DynamicTables(
+                    keras.saving.serialize_keras_object(layer),
+                    optimizer=table_optimizer,
+                    min_count=min_count,
+                    max_rows=max_rows,
+                    evict_policy=evict_policy,
+                )
             report.custom_layers.append((layer.name, type(layer).__name__))
         return layer.__class__.from_config(layer.get_config())
 
@@ -107,6 +118,8 @@ def convert(model, optimizer=None, min_count=0, max_rows=0, evict_policy="lru", 
         if isinstance(layer, DynamicEmbedding):
             slots = _load_rows(layer, originals[layer.name], source_optimizer)
             report.tables.append((layer.name, originals[layer.name].input_dim, layer.output_dim, slots))
+        elif isinstance(layer, nested.DynamicTables):
+            _load_nested(layer, originals[layer.name], source_optimizer, report)
         elif old is not None and not isinstance(layer, keras.Model) and old.weights:
             layer.set_weights(old.get_weights())
     if compiled:
@@ -115,6 +128,27 @@ def convert(model, optimizer=None, min_count=0, max_rows=0, evict_policy="lru", 
         new_model.compile_from_config(config)
         _carry_optimizer_state(model.optimizer, new_model)
     return new_model
+
+
+def _load_nested(wrapper, original, optimizer, report):
+    """Rows (and slots) of each Embedding nested in ``original`` into the DynamicEmbedding at the
+    same path of ``wrapper``; the inner layer's other weights by path."""
+    embeddings = {path: e for path, _, _, _, e in nested.nested_embeddings(original)}
+    for path, table in wrapper.tables.items():
+        embedding = embeddings[path]
+        slots = _load_rows(table, embedding, optimizer)
+        report.tables.append((f"{wrapper.name}/{table.name}", embedding.input_dim, table.output_dim, slots))
+    replaced = {id(v) for e in embeddings.values() for v in e.weights}
+    old = {v.path: v for v in original.weights if id(v) not in replaced}
+    for variable in wrapper.inner.weights:
+        source = old.get(variable.path)
+        if source is not None and tuple(source.shape) == tuple(variable.shape):
+            variable.assign(source)
+    for path, embedding in embeddings.items():
+        if path not in wrapper.tables:
+            report.custom_layers.append(
+                (f"{wrapper.name}/{'/'.join(map(str, path))}", type(embedding).__name__)
+            )
 
 
 def _load_rows(layer, embedding, optimizer):

@@ -220,6 +220,37 @@ def load_table_variables(layer, store):
     )
 
 
+COMBINERS = (None, "sum", "mean", "sqrtn")
+
+
+def combine(x, inputs, weights, combiner):
+    """keras-rs ``EmbedReduce``'s reduction of looked-up rows ``x`` (dense ids ``inputs``, optional
+    ``weights``), in its ops and order, so a converted DistributedEmbedding table computes what
+    it computed: 1-D ids are weighted (sum) or returned as they are; 2-D ids are reduced over
+    their last axis by the weighted sum, mean (sum / sum of weights) or sqrtn."""
+    if combiner is None:
+        return x
+    ops = keras.ops
+    rank = len(x.shape)
+    dtype = x.dtype if weights is None else keras.backend.result_type(x.dtype, weights.dtype)
+    if weights is None or (rank <= 2 and combiner != "sum"):
+        weights = ops.ones_like(inputs, dtype=dtype)
+    else:
+        weights = ops.cast(weights, dtype)
+    weights = ops.convert_to_tensor(weights, sparse=False)
+    if len(weights.shape) < rank:
+        weights = ops.expand_dims(weights, axis=tuple(range(len(weights.shape), rank)))
+    x = ops.multiply(x, weights)
+    if rank <= 2:
+        return x
+    x = ops.sum(x, axis=-2)
+    if combiner == "mean":
+        return ops.divide_no_nan(x, ops.sum(weights, axis=-2))
+    if combiner == "sqrtn":
+        return ops.divide_no_nan(x, ops.sqrt(ops.sum(ops.square(weights), axis=-2)))
+    return x
+
+
 def _initializer(initializer):
     initializer = keras.initializers.get(initializer)
     return type(initializer).__name__, initializer
@@ -259,10 +290,14 @@ class DynamicEmbedding(keras.layers.Layer):
         admission="counter",
         bloom_counters=1 << 20,
         bloom_hashes=3,
+        combiner=None,
         **kwargs,
     ):
         kwargs.pop("input_length", None)  # Embedding's old argument; ids have any shape here
         super().__init__(**kwargs)
+        if combiner not in COMBINERS:
+            raise ValueError(f"combiner must be one of {', '.join(map(str, COMBINERS))}, got {combiner!r}")
+        self.combiner = combiner
         self.output_dim = int(output_dim)
         self.optimizer_config = optimizer_config(optimizer)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
@@ -282,10 +317,12 @@ class DynamicEmbedding(keras.layers.Layer):
         )
         self.built = True
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape, weights_shape=None):
+        if self.combiner is not None and len(input_shape) > 1:
+            return tuple(input_shape)[:-1] + (self.output_dim,)
         return tuple(input_shape) + (self.output_dim,)
 
-    def compute_output_spec(self, inputs, mask=None, training=None):
+    def compute_output_spec(self, inputs, weights=None, mask=None, training=None):
         return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype="float32")
 
     def compute_mask(self, inputs, mask=None):
@@ -299,7 +336,10 @@ class DynamicEmbedding(keras.layers.Layer):
             ids = tf.cast(ids, self.key_dtype)
         return ids
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, weights=None, training=None):
+        return combine(self._lookup(inputs, training), inputs, weights, self.combiner)
+
+    def _lookup(self, inputs, training):
         ids = self._ids(inputs)
         if not training:
             return self.table.lookup(ids)
@@ -322,4 +362,5 @@ class DynamicEmbedding(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(table_layer_config(self, keras))
+        config["combiner"] = self.combiner
         return config
