@@ -67,8 +67,8 @@ def nested_embeddings(layer):
             else []
         )
         for name, value in sorted(vars(obj).items()):
-            if any(value is store for store in stores) or name.startswith("_tracker"):
-                continue  # Keras' own lists of every sublayer and variable
+            if any(value is store for store in stores) or name.startswith(("_tracker", "_self_")):
+                continue  # Keras' own lists of every sublayer and variable, TF's dependency maps
             items = (
                 value.items()
                 if isinstance(value, dict)
