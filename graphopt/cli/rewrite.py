@@ -80,6 +80,13 @@ def format_summary(report) -> str:
     help="Key tables behind a hash bucket or vocabulary lookup by the raw id, falling back to "
     "the original bucket's row (outputs unchanged; training gives each id its own row).",
 )
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="Import MODULE first (a package whose layers a .keras file uses, e.g. keras_rs); repeatable.",
+)
 @overwrite_option
 @tags_option
 @tensorboard_option
@@ -99,6 +106,7 @@ def rewrite(
     tags,
     tensorboard,
     as_json,
+    imports=(),
 ):
     """Rewrite MODEL's embedding tables onto EmbeddingVariables and write the model to OUTPUT.
 
@@ -112,7 +120,10 @@ def rewrite(
                 "--collisionless, --tensorboard, --include/--exclude and --min-rows apply to "
                 "SavedModels only"
             )
+        _import_modules(imports)
         return _rewrite_keras_file(model, out, dry_run, overwrite, as_json)
+    if imports:
+        raise GraphoptError("--import applies to .keras files (the classes their layers use); drop it")
     from graphopt.rewrite import rewrite_model
 
     planned = []
@@ -183,6 +194,16 @@ def rewrite(
             click.echo(validation.format())
     if validation is not None and not validation.passed:
         raise click.exceptions.Exit(1)
+
+
+def _import_modules(names):
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise GraphoptError(f"--import {name}: {exc}; install it or fix the module name") from None
 
 
 def _is_keras_file(path) -> bool:

@@ -226,9 +226,9 @@ def load_keras_file(path):
         unknown = _unknown_classes(config)
         if unknown:
             raise ModelError(
-                f"{path} uses classes graphopt cannot load: {', '.join(unknown)}; import the package "
-                "that defines them (or register them with keras.saving.register_keras_serializable) "
-                "in Python and call graphopt.keras.convert(model)"
+                f"{path} uses classes graphopt cannot load: {', '.join(unknown)}; pass --import with the "
+                "package that defines them (graphopt rewrite), or import or register them "
+                "(keras.saving.register_keras_serializable) in Python and call graphopt.keras.convert"
             ) from None
         raise ModelError(f"cannot load {path}: {str(exc).splitlines()[0]}") from None
 

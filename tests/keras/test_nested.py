@@ -154,3 +154,12 @@ def test_cli_names_the_keras_rs_classes_and_the_package_to_import(keras_rs_files
     assert "keras_rs>DistributedEmbedding (import keras_rs)" in message, message
     assert "keras_rs>FeatureCross" in message and "__keras_tensor__" not in message
     assert not os.path.exists(out)
+    # With the package imported, the command converts the file.
+    run = subprocess.run(
+        [sys.executable, "-m", "graphopt", "rewrite", src, "-o", out, "--import", "keras_rs"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert run.returncode == 0, run.stderr
+    assert "converted 2 Embedding layer(s)" in run.stdout and os.path.isfile(out)
