@@ -6,9 +6,12 @@ with an optimizer that has a sparse counterpart is revived as ``graphopt>Dynamic
 (graphopt.tf_keras): its keras_metadata entry gets that class and a config carrying the model's
 optimizer, and the checkpoint gets the table's optimizer slots at their initial values beside
 its rows (``K-slot-<name>``; tf_keras' SavedModel loader starts the model's optimizer afresh
-too), so ``fit`` after ``import graphopt`` trains the rows and inserts new ids. Every other table
-layer loses its config and is revived from the SavedModel: it serves and predicts, but ``fit``
-leaves its rows (the plan notes say which and why).
+too), so ``fit`` after ``import graphopt`` trains the rows and inserts new ids. Any other layer
+holding its tables as direct children (``DenseFeatures`` of feature columns) is revived as
+``graphopt>SavedTables`` (graphopt.tf_keras.saved_tables), which trains them through the layer's
+saved call function. A layer whose table is shared with another, or held in nested objects, loses
+its config and is revived from the SavedModel: it serves and predicts, but ``fit`` leaves its rows
+(the plan notes say which and why).
 """
 
 import dataclasses
@@ -21,6 +24,7 @@ from graphopt.graph import object_graph as og_lib
 from graphopt.rewrite.detect import EmbeddingTable
 
 DYNAMIC_EMBEDDING = "graphopt>DynamicEmbedding"
+SAVED_TABLES = "graphopt>SavedTables"
 # Embedding config entries the dynamic layer takes as they are.
 _KEPT = (
     "name",
@@ -40,8 +44,9 @@ class TableLayer:
     node_id: int
     name: str
     class_name: str
-    table: EmbeddingTable
-    config: dict | None = None  # the graphopt>DynamicEmbedding config, when revived as one
+    tables: list[EmbeddingTable]
+    config: dict | None = None  # the config of the graphopt class it is revived as, if any
+    revived_as: str = ""  # that class
     reason: str = ""  # why fit cannot train it (revived from the SavedModel)
     slots: dict = dataclasses.field(default_factory=dict)  # slot name -> initial value
 
@@ -70,22 +75,50 @@ def plan(source, tables) -> list[TableLayer]:
     layers = []
     for node_id, owned in sorted(owners.items()):
         meta = fields.get(node_id, {})
-        layer = TableLayer(node_id, meta.get("name", str(node_id)), meta.get("class_name", "?"), owned[0])
+        layer = TableLayer(node_id, meta.get("name", str(node_id)), meta.get("class_name", "?"), owned)
         children = og_lib.children(og, node_id)
-        sharers = [other for other, tables_of in owners.items() if other != node_id and owned[0] in tables_of]
-        if layer.class_name != "Embedding" or not isinstance(meta.get("config"), dict):
-            layer.reason = f"its class {layer.class_name} has no graphopt counterpart"
-        elif len(owned) > 1 or children.get("embeddings") is None or sharers:
-            layer.reason = "its table is not the layer's own embeddings"
+        sharers = [
+            o
+            for o, tables_of in owners.items()
+            if o != node_id and set(map(id, owned)) & set(map(id, tables_of))
+        ]
+        # The object-graph child name of each owned table, where the layer holds it directly.
+        child_of = {}
+        for table in owned:
+            ids = og_lib.objects_saved_under(ckpt, table.checkpoint_key)
+            names = [name for name, child in children.items() if child in ids]
+            if names:
+                child_of[table.name] = names[0]
+        if sharers:
+            layer.reason = "its table is shared with another layer"
+        elif layer.class_name == "Embedding" and isinstance(meta.get("config"), dict):
+            if len(owned) > 1 or child_of.get(owned[0].name) != "embeddings":
+                layer.reason = "its table is not the layer's own embeddings"
+            else:
+                layer.revived_as = DYNAMIC_EMBEDDING
+                layer.config = {k: meta["config"][k] for k in _KEPT if k in meta["config"]}
+        elif len(child_of) == len(owned):
+            layer.revived_as = SAVED_TABLES
+            layer.config = {k: meta[k] for k in ("name", "trainable", "dtype") if k in meta}
+            layer.config["tables"] = {
+                child_of[t.name]: {"output_dim": t.dim, "embeddings_initializer": _column_initializer(t.dim)}
+                for t in owned
+            }
         else:
-            # Without an optimizer it is still revived as the dynamic layer, which warns at load
+            layer.reason = f"its class {layer.class_name} holds its tables in nested objects"
+        if layer.config is not None:
+            # Without an optimizer it is still revived as the graphopt class, which warns at load
             # and at the first fit that it cannot train.
-            layer.config = {k: meta["config"][k] for k in _KEPT if k in meta["config"]}
             layer.config["optimizer"] = optimizer
             layer.reason = optimizer_problem
             layer.slots = _initial_slots(optimizer) if optimizer is not None else {}
         layers.append(layer)
     return layers
+
+
+def _column_initializer(dim) -> dict:
+    """tf.feature_column.embedding_column's default initializer, for the rows of new ids."""
+    return {"class_name": "TruncatedNormal", "config": {"mean": 0.0, "stddev": 1.0 / dim**0.5}}
 
 
 def _optimizer(training_config):
@@ -119,7 +152,7 @@ def notes(layers: list[TableLayer]) -> list[str]:
         if layer.config is not None and not layer.trains:
             out.append(
                 f"tf_keras layer {layer.name}: not trainable after tf_keras.models.load_model "
-                f"({layer.reason}); revived as {DYNAMIC_EMBEDDING} without an optimizer, it looks "
+                f"({layer.reason}); revived as {layer.revived_as} without an optimizer, it looks "
                 "ids up find-only in fit (a warning at load and at the first fit says so)"
             )
         elif not layer.trains:
@@ -141,14 +174,20 @@ def slot_tensors(layers: list[TableLayer]) -> dict[str, np.ndarray]:
     their tables and their own weights (layer_weights)."""
     out = {key: value for *_, key, value in layer_weights(layers)}
     for layer in layers:
-        t = layer.table
-        for name, value in layer.slots.items():
-            out[f"{t.checkpoint_key}-slot-{name}"] = np.full((t.rows, t.dim), value, np.float32)
+        for t in layer.tables:
+            for name, value in layer.slots.items():
+                out[f"{t.checkpoint_key}-slot-{name}"] = np.full((t.rows, t.dim), value, np.float32)
     return out
 
 
-# The dynamic layer's own weights, which the SavedModel does not have yet: (name, dtype, trainable).
-_LAYER_WEIGHTS = (("update_trigger", "float", True), ("iterations", "int64", False))
+def _layer_weights(layer) -> tuple:
+    """The graphopt layer's own weights, which the SavedModel does not have yet: (name, dtype,
+    trainable); SavedTables has a trigger per table."""
+    if layer.revived_as == SAVED_TABLES:
+        triggers = tuple((f"update_trigger_{i}", "float", True) for i in range(len(layer.tables)))
+    else:
+        triggers = (("update_trigger", "float", True),)
+    return (*triggers, ("iterations", "int64", False))
 
 
 def layer_weights(layers: list[TableLayer]) -> list[tuple]:
@@ -159,9 +198,9 @@ def layer_weights(layers: list[TableLayer]) -> list[tuple]:
     for layer in layers:
         if layer.config is None:
             continue
-        key = layer.table.checkpoint_key or ""
+        key = (layer.tables[0].checkpoint_key or "") if layer.revived_as == DYNAMIC_EMBEDDING else ""
         base = key[: -len(_EMBEDDINGS_KEY)] if key.endswith(_EMBEDDINGS_KEY) else f"graphopt/{layer.name}/"
-        for name, dtype, trainable in _LAYER_WEIGHTS:
+        for name, dtype, trainable in _layer_weights(layer):
             value = np.zeros((), np.float32 if dtype == "float" else np.int64)
             out.append(
                 (layer.node_id, name, dtype, trainable, f"{base}{name}/.ATTRIBUTES/VARIABLE_VALUE", value)
@@ -173,4 +212,4 @@ _EMBEDDINGS_KEY = "embeddings/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def revived_configs(layers: list[TableLayer]) -> dict[int, tuple[str, dict]]:
-    return {layer.node_id: (DYNAMIC_EMBEDDING, layer.config) for layer in layers if layer.config is not None}
+    return {layer.node_id: (layer.revived_as, layer.config) for layer in layers if layer.config is not None}

@@ -2,5 +2,6 @@
 SavedModel's Embeddings are revived as by ``tf_keras.models.load_model`` (docs/training.md)."""
 
 from graphopt.tf_keras.layer import DynamicEmbedding
+from graphopt.tf_keras.saved_tables import SavedTables
 
-__all__ = ["DynamicEmbedding"]
+__all__ = ["DynamicEmbedding", "SavedTables"]
