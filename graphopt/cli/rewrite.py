@@ -209,13 +209,24 @@ def _import_modules(names):
 def _is_keras_file(path) -> bool:
     import zipfile
 
-    return str(path).endswith(".keras") or (os.path.isfile(path) and zipfile.is_zipfile(path))
+    return str(path).endswith((".keras", ".h5", ".hdf5")) or (
+        os.path.isfile(path) and zipfile.is_zipfile(path)
+    )
 
 
 def _rewrite_keras_file(model, out, dry_run, overwrite, as_json):
     from graphopt.keras.convert import ConversionReport, convert, convert_file, load_keras_file
+    from graphopt.tf_keras.convert import is_tf_keras_file
 
-    if dry_run:
+    if is_tf_keras_file(model):  # a tf_keras .keras or .h5 file
+        from graphopt.tf_keras import convert as tf_keras_convert
+
+        if dry_run:
+            report = ConversionReport()
+            tf_keras_convert.convert(tf_keras_convert.tf_keras.models.load_model(model), report=report)
+        else:
+            report = tf_keras_convert.convert_file(model, out, overwrite=overwrite)
+    elif dry_run:
         report = ConversionReport()
         convert(load_keras_file(model), report=report)
     else:

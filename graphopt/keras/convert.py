@@ -59,6 +59,17 @@ def _is_keras_class(layer) -> bool:
     return _is_keras_module(type(layer).__module__)
 
 
+def check_convertible(model, api, package):
+    """Refuses what convert() cannot clone: anything but a functional or Sequential ``api`` model."""
+    if not isinstance(model, api.Model) or not (
+        isinstance(model, api.Sequential) or type(model).__name__ == "Functional"
+    ):
+        raise ModelError(
+            f"convert() takes functional or Sequential {api.__name__} models, got {type(model).__name__}; "
+            f"build the subclassed model's embeddings with {package}.DynamicEmbedding instead"
+        )
+
+
 def convert(model, optimizer=None, min_count=0, max_rows=0, evict_policy="lru", report=None):
     """A copy of functional or Sequential ``model`` with DynamicEmbeddings for its Embeddings.
 
@@ -68,13 +79,7 @@ def convert(model, optimizer=None, min_count=0, max_rows=0, evict_policy="lru", 
     compiled the same way (``jit_compile=False``: the table ops have no XLA kernels).
     """
     report = report if report is not None else ConversionReport()
-    if not isinstance(model, keras.Model) or not (
-        isinstance(model, keras.Sequential) or type(model).__name__ == "Functional"
-    ):
-        raise ModelError(
-            f"convert() takes functional or Sequential Keras models, got {type(model).__name__}; "
-            "build the subclassed model's embeddings with graphopt.keras.DynamicEmbedding instead"
-        )
+    check_convertible(model, keras, "graphopt.keras")
     compiled = getattr(model, "compiled", False) and model.optimizer is not None
     source_optimizer = model.optimizer if compiled and optimizer is None else None
     try:
@@ -242,18 +247,25 @@ def convert_file(path, out, overwrite=False, **options) -> ConversionReport:
 
     The output appears only when complete; ``path`` is only read.
     """
+    check_file_paths(path, out, overwrite)
+    return convert_and_save(load_keras_file(path), convert, out, overwrite, **options)
+
+
+def check_file_paths(path, out, overwrite, what="a .keras rewrite"):
+    """Refuses an output that is not a new .keras path beside the input, before any work."""
     if not str(out).endswith(".keras"):
-        raise GraphoptError(
-            f"the output of a .keras rewrite is a .keras file; got {out}, use e.g. -o model_ev.keras"
-        )
+        raise GraphoptError(f"the output of {what} is a .keras file; got {out}, use e.g. -o model_ev.keras")
     check_output_dir(out, overwrite)  # before the minutes of loading and converting
     if os.path.abspath(out) == os.path.abspath(path):
         raise GraphoptError(
             f"the output {out} is the input; choose another path (the input is never modified)"
         )
-    model = load_keras_file(path)
+
+
+def convert_and_save(model, convert_fn, out, overwrite, **options) -> ConversionReport:
+    """``convert_fn(model)`` saved to the .keras path ``out``, which appears only when complete."""
     report = ConversionReport()
-    converted = convert(model, report=report, **options)
+    converted = convert_fn(model, report=report, **options)
     with staged_output(out, overwrite=overwrite) as staged:
         scratch = os.path.join(os.path.dirname(staged), "model.keras")
         converted.save(scratch)
