@@ -7,8 +7,8 @@ import threading
 
 import click
 
-from graphopt import __version__
 from graphopt.errors import GraphoptError
+from graphopt.version import __version__
 
 
 class Terminated(BaseException):
@@ -87,11 +87,12 @@ def _register():
     from graphopt.cli.build_model import build_model
     from graphopt.cli.delta import delta
     from graphopt.cli.inspect import inspect
+    from graphopt.cli.migrate import import_table
     from graphopt.cli.rewrite import rewrite
     from graphopt.cli.serve import serve
     from graphopt.cli.validate import validate
 
-    for command in (build_model, inspect, rewrite, validate, serve, delta):
+    for command in (build_model, inspect, rewrite, validate, serve, delta, import_table):
         command.callback = _with_tensorflow(command.callback)
         main.add_command(command)
 

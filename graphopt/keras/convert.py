@@ -242,13 +242,23 @@ def is_keras_file(path) -> bool:
     return str(path).endswith(".keras") or (os.path.isfile(path) and zipfile.is_zipfile(path))
 
 
+def nothing_converted(path, report: ConversionReport) -> str:
+    """Why a conversion that converted no layer writes nothing (one line)."""
+    custom = ", ".join(f"{n} ({c})" for n, c in report.custom_layers)
+    return (
+        f"{path} has no Embedding layer to convert"
+        + (f"; custom layers left as they are: {custom}" if custom else "")
+        + "; nothing written"
+    )
+
+
 def convert_file(path, out, overwrite=False, **options) -> ConversionReport:
     """Converts the ``.keras`` file ``path`` and saves the result to ``out`` (a ``.keras`` path).
 
     The output appears only when complete; ``path`` is only read.
     """
     check_file_paths(path, out, overwrite)
-    return convert_and_save(load_keras_file(path), convert, out, overwrite, **options)
+    return convert_and_save(load_keras_file(path), convert, out, overwrite, path, **options)
 
 
 def check_file_paths(path, out, overwrite, what="a .keras rewrite"):
@@ -262,10 +272,13 @@ def check_file_paths(path, out, overwrite, what="a .keras rewrite"):
         )
 
 
-def convert_and_save(model, convert_fn, out, overwrite, **options) -> ConversionReport:
-    """``convert_fn(model)`` saved to the .keras path ``out``, which appears only when complete."""
+def convert_and_save(model, convert_fn, out, overwrite, source, **options) -> ConversionReport:
+    """``convert_fn(model)`` (of the file ``source``) saved to the .keras path ``out``, which
+    appears only when complete; nothing is written when no table was converted."""
     report = ConversionReport()
     converted = convert_fn(model, report=report, **options)
+    if not report.tables:
+        raise GraphoptError(nothing_converted(source, report))
     with staged_output(out, overwrite=overwrite) as staged:
         scratch = os.path.join(os.path.dirname(staged), "model.keras")
         converted.save(scratch)

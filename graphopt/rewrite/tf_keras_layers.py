@@ -18,10 +18,10 @@ import dataclasses
 
 import numpy as np
 
+from graphopt.analysis.tables import TableCandidate
 from graphopt.graph import keras_metadata
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import object_graph as og_lib
-from graphopt.rewrite.detect import EmbeddingTable
+from graphopt.graph import meta_graphs as mg_lib
+from graphopt.graph import object_graphs as og_lib
 
 DYNAMIC_EMBEDDING = "graphopt>DynamicEmbedding"
 SAVED_TABLES = "graphopt>SavedTables"
@@ -44,7 +44,7 @@ class TableLayer:
     node_id: int
     name: str
     class_name: str
-    tables: list[EmbeddingTable]
+    tables: list[TableCandidate]
     config: dict | None = None  # the config of the graphopt class it is revived as, if any
     revived_as: str = ""  # that class
     reason: str = ""  # why fit cannot train it (revived from the SavedModel)

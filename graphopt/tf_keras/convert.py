@@ -90,4 +90,4 @@ def convert_file(path, out, overwrite=False, **options) -> ConversionReport:
             f"cannot load {path} with tf_keras: {str(exc).splitlines()[0]}; import or register its "
             "custom classes (graphopt rewrite --import MODULE) and try again"
         ) from None
-    return convert_and_save(model, convert, out, overwrite, **options)
+    return convert_and_save(model, convert, out, overwrite, path, **options)

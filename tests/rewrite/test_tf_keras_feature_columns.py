@@ -10,10 +10,10 @@ import pytest
 tf_keras = pytest.importorskip("tf_keras")
 
 import graphopt  # noqa: E402
-from graphopt.data.synthetic import generate_samples  # noqa: E402
+from graphopt.course.data.synthetic import generate_samples  # noqa: E402
+from graphopt.course.models import feature_column_form  # noqa: E402
+from graphopt.course.models.features import Normalization, dataset  # noqa: E402
 from graphopt.rewrite import rewrite_model  # noqa: E402
-from graphopt_models import feature_column_form  # noqa: E402
-from graphopt_models.features import Normalization, dataset  # noqa: E402
 
 OPTIMIZERS = {
     "sgd": lambda: tf_keras.optimizers.SGD(0.1),
