@@ -46,4 +46,11 @@ if not _invoked_as_cli():
     __getattr__("EmbeddingVariable")
     # Registers graphopt.keras.DynamicEmbedding with Keras, so keras.saving.load_model reads a
     # converted .keras file right after `import graphopt` (Keras is already loaded by then).
+    import importlib.util
+
     import graphopt.keras  # noqa: E402, F401
+
+    if importlib.util.find_spec("tf_keras") is not None:
+        # Registers graphopt.tf_keras.DynamicEmbedding with tf_keras, the class a rewritten tf_keras
+        # SavedModel's table layers are revived as by tf_keras.models.load_model.
+        import graphopt.tf_keras  # noqa: E402, F401

@@ -82,6 +82,13 @@ def format_summary(report) -> str:
     help="Key tables behind a hash bucket or vocabulary lookup by the raw id, falling back to "
     "the original bucket's row (outputs unchanged; training gives each id its own row).",
 )
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="Import MODULE first (a package whose layers a .keras file uses, e.g. keras_rs); repeatable.",
+)
 @overwrite_option
 @tags_option
 @tensorboard_option
@@ -101,6 +108,7 @@ def rewrite(
     tags,
     tensorboard,
     as_json,
+    imports=(),
 ):
     """Rewrite MODEL's embedding tables onto EmbeddingVariables and write the model to OUTPUT.
 
@@ -114,7 +122,10 @@ def rewrite(
                 "--collisionless, --tensorboard, --include/--exclude and --min-rows apply to "
                 "SavedModels only"
             )
+        _import_modules(imports)
         return _rewrite_keras_file(model, out, dry_run, overwrite, as_json)
+    if imports:
+        raise GraphoptError("--import applies to .keras files (the classes their layers use); drop it")
     from graphopt.cli.migrate import run_migration, source_analysis
     from graphopt.ops.library import load_library
 
@@ -204,10 +215,22 @@ def rewrite(
         raise GraphoptError(report.why_nothing)
 
 
+def _import_modules(names):
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise GraphoptError(f"--import {name}: {exc}; install it or fix the module name") from None
+
+
 def _is_keras_file(path) -> bool:
     import zipfile
 
-    return str(path).endswith(".keras") or (os.path.isfile(path) and zipfile.is_zipfile(path))
+    return str(path).endswith((".keras", ".h5", ".hdf5")) or (
+        os.path.isfile(path) and zipfile.is_zipfile(path)
+    )
 
 
 def _rewrite_keras_file(model, out, dry_run, overwrite, as_json):
@@ -218,8 +241,17 @@ def _rewrite_keras_file(model, out, dry_run, overwrite, as_json):
         load_keras_file,
         nothing_converted,
     )
+    from graphopt.tf_keras.convert import is_tf_keras_file
 
-    if dry_run:
+    if is_tf_keras_file(model):  # a tf_keras .keras or .h5 file
+        from graphopt.tf_keras import convert as tf_keras_convert
+
+        if dry_run:
+            report = ConversionReport()
+            tf_keras_convert.convert(tf_keras_convert.tf_keras.models.load_model(model), report=report)
+        else:
+            report = tf_keras_convert.convert_file(model, out, overwrite=overwrite)
+    elif dry_run:
         report = ConversionReport()
         convert(load_keras_file(model), report=report)
     else:

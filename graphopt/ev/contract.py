@@ -87,7 +87,10 @@ APPLY_SGD = OpSpec(
     f"{OP_PREFIX}ApplySgd", (*_APPLY_INPUTS, "lr"), (), ("Tkeys", *ROW_ATTRS, "sum_duplicates")
 )
 APPLY_ADAGRAD = OpSpec(
-    f"{OP_PREFIX}ApplyAdagrad", (*_APPLY_INPUTS, "lr", "epsilon"), (), ("Tkeys", *ROW_ATTRS, "rsqrt")
+    f"{OP_PREFIX}ApplyAdagrad",
+    (*_APPLY_INPUTS, "lr", "epsilon"),
+    (),
+    ("Tkeys", *ROW_ATTRS, "rsqrt", "epsilon_inside_sqrt", "batch_rsqrt"),
 )
 APPLY_ADAM = OpSpec(
     f"{OP_PREFIX}ApplyAdam",

@@ -1,11 +1,13 @@
 """tf_keras' ``keras_metadata.pb``: the per-object JSON tf_keras revives its layers from.
 
 Written back with a rewritten SavedModel so that ``tf_keras.models.load_model`` works. A layer
-that owns a converted table must not be revived from its config: that would rebuild it (an
-``Embedding`` creates a fresh ``tf.Variable``) and restore the EmbeddingVariable's checkpoint
-entry into a plain variable. Without a config, tf_keras revives the layer from the SavedModel
-itself: its weights are the loaded objects (the EmbeddingVariables) and its call is the saved
-per-layer function, whose gathers the rewrite replaced.
+that owns a converted table must not be revived from its original config: that would rebuild it
+(an ``Embedding`` creates a fresh ``tf.Variable``) and restore the EmbeddingVariable's checkpoint
+entry into a plain variable. Such a layer either gets a new class and config (an ``Embedding``
+becomes ``graphopt>DynamicEmbedding``, whose table restores the converted entry and trains) or
+loses its config, and tf_keras revives it from the SavedModel itself: its weights are the loaded
+objects (the EmbeddingVariables) and its call is the saved per-layer function, whose gathers the
+rewrite replaced.
 """
 
 import json
@@ -55,17 +57,35 @@ def layer_names(source_path, layer_ids: Iterable[int]) -> list[str]:
     return [json.loads(n.metadata).get("name", n.node_path) for n in metadata.nodes if n.node_id in ids]
 
 
-def write_without_configs(source_path, out_dir, layer_ids: Iterable[int]) -> list[str]:
+def node_fields(source_path) -> dict[int, dict] | None:
+    """{object-graph node id: that node's metadata (the JSON tf_keras wrote)}; None without
+    metadata (not a tf_keras model)."""
+    metadata = _read(source_path)
+    if metadata is None:
+        return None
+    return {n.node_id: json.loads(n.metadata) for n in metadata.nodes}
+
+
+def write_without_configs(
+    source_path, out_dir, layer_ids: Iterable[int], revived: dict[int, tuple[str, dict]] | None = None
+) -> list[str]:
     """Copies ``keras_metadata.pb`` from ``source_path`` into ``out_dir``, dropping the config of
-    the layers ``layer_ids`` (object-graph node ids); returns those layers' names.
+    the layers ``layer_ids`` (object-graph node ids), except those in ``revived`` ({node id:
+    (class name, config)}), which get that class and config instead; returns the names of the
+    layers left without a config.
 
     Nothing is written when the source has no metadata (not a tf_keras model).
     """
-    metadata, ids, names = _read(source_path), set(layer_ids), []
+    metadata, ids, names, revived = _read(source_path), set(layer_ids), [], revived or {}
     if metadata is None:
         return []
     for node in metadata.nodes:
-        if node.node_id in ids:
+        if node.node_id in revived:
+            fields = json.loads(node.metadata)
+            fields["class_name"], fields["config"] = revived[node.node_id]
+            fields["expects_training_arg"] = True
+            node.metadata = json.dumps(fields)
+        elif node.node_id in ids:
             fields = json.loads(node.metadata)
             fields.pop("config", None)
             names.append(fields.get("name", node.node_path))

@@ -262,3 +262,28 @@ def drop_concrete_functions(meta_graph, names) -> list[str]:
     for name in dropped:
         del og.concrete_functions[name]
     return dropped
+
+
+def append_variable(og, ckpt_graph, parent: int, local_name: str, dtype: str, trainable: bool, key: str):
+    """Adds a scalar variable ``local_name`` under object ``parent`` to both the SavedObjectGraph
+    ``og`` and the checkpoint's graph (kept the same size, so the new object has one id in both),
+    its value saved under checkpoint ``key``."""
+    from tensorflow.core.framework import types_pb2
+
+    pad(ckpt_graph, size(og))
+    new_id = size(og)
+    og.nodes.add().variable.CopyFrom(
+        _saved_variable(local_name, getattr(types_pb2, f"DT_{dtype.upper()}"), trainable)
+    )
+    og.nodes[parent].children.add(node_id=new_id, local_name=local_name)
+    node = ckpt_graph.nodes.add()
+    node.attributes.add(name="VARIABLE_VALUE", full_name=local_name, checkpoint_key=key)
+    ckpt_graph.nodes[parent].children.add(node_id=new_id, local_name=local_name)
+
+
+def _saved_variable(name, dtype, trainable):
+    from tensorflow.core.protobuf import saved_object_graph_pb2
+
+    variable = saved_object_graph_pb2.SavedVariable(dtype=dtype, trainable=trainable, name=name)
+    variable.shape.SetInParent()  # a scalar
+    return variable

@@ -15,6 +15,7 @@ import zipfile
 import keras
 
 from graphopt.errors import GraphoptError, ModelError
+from graphopt.keras import nested
 from graphopt.keras.layer import DynamicEmbedding, optimizer_config
 from graphopt.output import check_output_dir, staged_output
 
@@ -55,7 +56,18 @@ def _layers(model):
 
 
 def _is_keras_class(layer) -> bool:
-    return type(layer).__module__.startswith("keras.")
+    return _is_keras_module(type(layer).__module__)
+
+
+def check_convertible(model, api, package):
+    """Refuses what convert() cannot clone: anything but a functional or Sequential ``api`` model."""
+    if not isinstance(model, api.Model) or not (
+        isinstance(model, api.Sequential) or type(model).__name__ == "Functional"
+    ):
+        raise ModelError(
+            f"convert() takes functional or Sequential {api.__name__} models, got {type(model).__name__}; "
+            f"build the subclassed model's embeddings with {package}.DynamicEmbedding instead"
+        )
 
 
 def convert(model, optimizer=None, min_count=0, max_rows=0, evict_policy="lru", report=None):
@@ -67,13 +79,7 @@ def convert(model, optimizer=None, min_count=0, max_rows=0, evict_policy="lru", 
     compiled the same way (``jit_compile=False``: the table ops have no XLA kernels).
     """
     report = report if report is not None else ConversionReport()
-    if not isinstance(model, keras.Model) or not (
-        isinstance(model, keras.Sequential) or type(model).__name__ == "Functional"
-    ):
-        raise ModelError(
-            f"convert() takes functional or Sequential Keras models, got {type(model).__name__}; "
-            "build the subclassed model's embeddings with graphopt.keras.DynamicEmbedding instead"
-        )
+    check_convertible(model, keras, "graphopt.keras")
     compiled = getattr(model, "compiled", False) and model.optimizer is not None
     source_optimizer = model.optimizer if compiled and optimizer is None else None
     try:
@@ -87,7 +93,7 @@ def convert(model, optimizer=None, min_count=0, max_rows=0, evict_policy="lru", 
             new = DynamicEmbedding(
                 layer.output_dim,
                 optimizer=table_optimizer,
-                embeddings_initializer=layer.embeddings_initializer,
+                embeddings_initializer=nested.row_initializer(layer),
                 mask_zero=layer.mask_zero,
                 min_count=min_count,
                 max_rows=max_rows,
@@ -96,7 +102,17 @@ def convert(model, optimizer=None, min_count=0, max_rows=0, evict_policy="lru", 
             )
             originals[layer.name] = layer
             return new
-        if not _is_keras_class(layer):
+        if not _is_keras_class(layer) and not isinstance(layer, keras.Model):
+            held = nested.nested_embeddings(layer)
+            if any(nested.convertible(e) for *_, e in held):
+                originals[layer.name] = layer
+                return nested.DynamicTables(
+                    keras.saving.serialize_keras_object(layer),
+                    optimizer=table_optimizer,
+                    min_count=min_count,
+                    max_rows=max_rows,
+                    evict_policy=evict_policy,
+                )
             report.custom_layers.append((layer.name, type(layer).__name__))
         return layer.__class__.from_config(layer.get_config())
 
@@ -107,6 +123,8 @@ def convert(model, optimizer=None, min_count=0, max_rows=0, evict_policy="lru", 
         if isinstance(layer, DynamicEmbedding):
             slots = _load_rows(layer, originals[layer.name], source_optimizer)
             report.tables.append((layer.name, originals[layer.name].input_dim, layer.output_dim, slots))
+        elif isinstance(layer, nested.DynamicTables):
+            _load_nested(layer, originals[layer.name], source_optimizer, report)
         elif old is not None and not isinstance(layer, keras.Model) and old.weights:
             layer.set_weights(old.get_weights())
     if compiled:
@@ -115,6 +133,27 @@ def convert(model, optimizer=None, min_count=0, max_rows=0, evict_policy="lru", 
         new_model.compile_from_config(config)
         _carry_optimizer_state(model.optimizer, new_model)
     return new_model
+
+
+def _load_nested(wrapper, original, optimizer, report):
+    """Rows (and slots) of each Embedding nested in ``original`` into the DynamicEmbedding at the
+    same path of ``wrapper``; the inner layer's other weights by path."""
+    embeddings = {path: e for path, _, _, _, e in nested.nested_embeddings(original)}
+    for path, table in wrapper.tables.items():
+        embedding = embeddings[path]
+        slots = _load_rows(table, embedding, optimizer)
+        report.tables.append((f"{wrapper.name}/{table.name}", embedding.input_dim, table.output_dim, slots))
+    replaced = {id(v) for e in embeddings.values() for v in e.weights}
+    old = {v.path: v for v in original.weights if id(v) not in replaced}
+    for variable in wrapper.inner.weights:
+        source = old.get(variable.path)
+        if source is not None and tuple(source.shape) == tuple(variable.shape):
+            variable.assign(source)
+    for path, embedding in embeddings.items():
+        if path not in wrapper.tables:
+            report.custom_layers.append(
+                (f"{wrapper.name}/{'/'.join(map(str, path))}", type(embedding).__name__)
+            )
 
 
 def _load_rows(layer, embedding, optimizer):
@@ -147,17 +186,27 @@ def _carry_optimizer_state(old, new_model):
             variable.assign(source)
 
 
+def _is_keras_module(module: str) -> bool:
+    """Keras' own modules (``keras``, ``keras.src...``), not libraries named like it (keras_rs)."""
+    return module == "keras" or module.startswith("keras.")
+
+
 def _unknown_classes(config) -> list:
-    """Class names in a .keras config.json that Keras cannot resolve in this process."""
+    """The classes in a .keras config.json that Keras cannot resolve in this process, each as
+    ``registered name (import package)``; Keras' internal markers (``__keras_tensor__``, the
+    ``__tuple__`` and ``__numpy__`` wrappers) are not classes and are skipped."""
     unknown = set()
 
     def walk(node):
         if isinstance(node, dict):
-            if "class_name" in node and "config" in node:
+            name = node.get("class_name")
+            if isinstance(name, str) and "config" in node and not name.startswith("__"):
                 module = node.get("module") or ""
-                registered = node.get("registered_name") or node["class_name"]
-                if not module.startswith("keras") and keras.saving.get_registered_object(registered) is None:
-                    unknown.add(f"{node['class_name']} (module {module or '?'})")
+                registered = node.get("registered_name") or name
+                if not _is_keras_module(module) and keras.saving.get_registered_object(registered) is None:
+                    shown = registered if ">" in registered else f"{module or '?'}>{name}"
+                    package = module.split(".")[0] if module else "the module defining it"
+                    unknown.add(f"{shown} (import {package})")
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -182,9 +231,9 @@ def load_keras_file(path):
         unknown = _unknown_classes(config)
         if unknown:
             raise ModelError(
-                f"{path} uses classes graphopt cannot load: {', '.join(unknown)}; register them with "
-                "keras.saving.register_keras_serializable in an imported module and call "
-                "graphopt.keras.convert(model) from Python"
+                f"{path} uses classes graphopt cannot load: {', '.join(unknown)}; pass --import with the "
+                "package that defines them (graphopt rewrite), or import or register them "
+                "(keras.saving.register_keras_serializable) in Python and call graphopt.keras.convert"
             ) from None
         raise ModelError(f"cannot load {path}: {str(exc).splitlines()[0]}") from None
 
@@ -208,20 +257,28 @@ def convert_file(path, out, overwrite=False, **options) -> ConversionReport:
 
     The output appears only when complete; ``path`` is only read.
     """
+    check_file_paths(path, out, overwrite)
+    return convert_and_save(load_keras_file(path), convert, out, overwrite, path, **options)
+
+
+def check_file_paths(path, out, overwrite, what="a .keras rewrite"):
+    """Refuses an output that is not a new .keras path beside the input, before any work."""
     if not str(out).endswith(".keras"):
-        raise GraphoptError(
-            f"the output of a .keras rewrite is a .keras file; got {out}, use e.g. -o model_ev.keras"
-        )
+        raise GraphoptError(f"the output of {what} is a .keras file; got {out}, use e.g. -o model_ev.keras")
     check_output_dir(out, overwrite)  # before the minutes of loading and converting
     if os.path.abspath(out) == os.path.abspath(path):
         raise GraphoptError(
             f"the output {out} is the input; choose another path (the input is never modified)"
         )
-    model = load_keras_file(path)
+
+
+def convert_and_save(model, convert_fn, out, overwrite, source, **options) -> ConversionReport:
+    """``convert_fn(model)`` (of the file ``source``) saved to the .keras path ``out``, which
+    appears only when complete; nothing is written when no table was converted."""
     report = ConversionReport()
-    converted = convert(model, report=report, **options)
+    converted = convert_fn(model, report=report, **options)
     if not report.tables:
-        raise GraphoptError(nothing_converted(path, report))
+        raise GraphoptError(nothing_converted(source, report))
     with staged_output(out, overwrite=overwrite) as staged:
         scratch = os.path.join(os.path.dirname(staged), "model.keras")
         converted.save(scratch)

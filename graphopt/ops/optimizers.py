@@ -74,16 +74,37 @@ class Adagrad(SparseOptimizer):
 
     ``rsqrt=True`` (epsilon must be 0): v1 ``AdagradOptimizer``'s ResourceSparseApplyAdagrad,
     row -= lr·g·rsqrt(accum) with Eigen's packet rsqrt, bit for bit (docs/ops.md).
+    ``epsilon_inside_sqrt=True``: Keras' Adagrad (tf_keras and Keras 3), row -= lr·g / √(accum +
+    epsilon), bit for bit as it runs eagerly. ``batch_rsqrt=True`` (with it): inside a
+    ``tf.function`` the op's ``batch_rsqrt`` form, tf_keras' sparse Adagrad as a compiled train
+    step computes it (Grappler turns its division by a square root into a multiplication by
+    Eigen's rsqrt over the batch's deduplicated gradient, docs/ops.md); eagerly the plain form.
     """
 
     name = "adagrad"
     slot_names = contract.SLOT_NAMES[name]
 
-    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, rsqrt=False):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        initial_accumulator_value=0.1,
+        epsilon=1e-7,
+        rsqrt=False,
+        epsilon_inside_sqrt=False,
+        batch_rsqrt=False,
+    ):
         super().__init__(learning_rate)
         if rsqrt and epsilon != 0:
             raise _invalid(f"rsqrt=True is v1 Adagrad, which has no epsilon: give epsilon=0, got {epsilon}")
+        if rsqrt and epsilon_inside_sqrt:
+            raise _invalid("rsqrt=True (v1 Adagrad) and epsilon_inside_sqrt=True (Keras') exclude each other")
         self.rsqrt = bool(rsqrt)
+        if batch_rsqrt and not epsilon_inside_sqrt:
+            raise _invalid(
+                "batch_rsqrt=True is Keras' Adagrad in a tf.function: it needs epsilon_inside_sqrt=True"
+            )
+        self.epsilon_inside_sqrt = bool(epsilon_inside_sqrt)
+        self.batch_rsqrt = bool(batch_rsqrt)
         if not initial_accumulator_value >= 0:
             raise _invalid(f"initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
         if not epsilon >= 0:
@@ -103,6 +124,8 @@ class Adagrad(SparseOptimizer):
             tf.constant(self.epsilon, tf.float32),
             dim=dim,
             rsqrt=self.rsqrt,
+            epsilon_inside_sqrt=self.epsilon_inside_sqrt,
+            batch_rsqrt=self.batch_rsqrt and not tf.executing_eagerly(),
         )
 
 

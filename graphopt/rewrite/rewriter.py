@@ -15,6 +15,7 @@ from graphopt.ev import contract
 from graphopt.graph import io, keras_metadata, meta_graphs, nodes, object_graphs
 from graphopt.graph.model import ModelGraph
 from graphopt.output import check_output_dir, staged_output
+from graphopt.rewrite import tf_keras_layers
 from graphopt.rewrite.inspection import node_counts, summarize_reasons
 from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
@@ -40,6 +41,7 @@ class RewriteReport:
     manifest: list[dict] = dataclasses.field(default_factory=list)
     tensorboard: list[str] = dataclasses.field(default_factory=list)
     revived_layers: list[str] = dataclasses.field(default_factory=list)  # tf_keras layers without config
+    tf_keras_layers: list = dataclasses.field(default_factory=list)  # tf_keras_layers.TableLayer
     left_alone: list[GatherLeftAlone] = dataclasses.field(default_factory=list)  # gathers of no table
 
     @property
@@ -151,10 +153,20 @@ def rewrite_model(
     plan = spec.restrict_plan(RewritePlan.select(found.tables, include, exclude, min_rows))
     if collisionless:
         plan.migrations = plan_migrations(model, plan.tables, src if source.kind == "saved_model" else None)
+    layers = []
     if source.kind == "saved_model" and spec.keeps_object_graph:
-        plan.notes += _tf_keras_notes(source, plan)
+        layers = tf_keras_layers.plan(source, plan.tables)
+        plan.notes += tf_keras_layers.notes(layers)
     report = RewriteReport(
-        src, out, plan, [], before, dict(before), dry_run=dry_run, left_alone=found.left_alone
+        src,
+        out,
+        plan,
+        [],
+        before,
+        dict(before),
+        dry_run=dry_run,
+        left_alone=found.left_alone,
+        tf_keras_layers=layers,
     )
     if on_plan is not None:
         on_plan(plan)
@@ -184,28 +196,11 @@ def rewrite_model(
     return report
 
 
-def _tf_keras_notes(source, plan) -> list[str]:
-    """One line per tf_keras layer owning a table: reloads and serves, but ``fit`` leaves its rows."""
-    if not meta_graphs.has_object_graph(source.meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
-        return []
-    ckpt = object_graphs.read_object_graph(source.checkpoint_prefix)
-    if ckpt is None:
-        return []
-    ids = [i for t in plan.tables for i in object_graphs.objects_saved_under(ckpt, t.checkpoint_key)]
-    layers = keras_metadata.layer_names(source.path, keras_metadata.layers_owning(source.meta_graph, ids))
-    return [
-        f"tf_keras layer {name}: not trainable after tf_keras.models.load_model; its table is an "
-        "EmbeddingVariable (a resource, not a tf.Variable), which tf_keras optimizers do not update, "
-        "so fit trains the other layers and looks this one up find-only"
-        for name in layers
-    ]
-
-
 class _VerificationFailed(Exception):
     """The staged output failed ``verify``: leave the block so the staged files are removed."""
 
 
-def _rewritten_object_graph(spec, source, meta_graph, plan, scratch_dir):
+def _rewritten_object_graph(spec, source, meta_graph, plan, scratch_dir, layers=()):
     """(serialized checkpoint object graph, ids of the objects owning a table) after the target
     turned the tables' objects into its own.
 
@@ -218,6 +213,9 @@ def _rewritten_object_graph(spec, source, meta_graph, plan, scratch_dir):
     ckpt_graph = spec.rewrite_object_graph(meta_graph, source_graph, plan.tables, scratch_dir=scratch_dir)
     if ckpt_graph is None:
         return None
+    og = object_graphs.saved_object_graph(meta_graph)
+    for node_id, name, dtype, trainable, key, _ in tf_keras_layers.layer_weights(layers):
+        object_graphs.append_variable(og, ckpt_graph, node_id, name, dtype, trainable, key)
     table_ids = [
         i for t in plan.tables for i in object_graphs.objects_saved_under(source_graph, t.checkpoint_key)
     ]
@@ -235,7 +233,13 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
             if source.kind == "saved_model" and spec.keeps_object_graph:
                 # Scratch files go in the stage folder, so they share the output's fate.
                 object_graph = pool.submit(
-                    _rewritten_object_graph, spec, source, meta_graph, plan, os.path.dirname(tmp)
+                    _rewritten_object_graph,
+                    spec,
+                    source,
+                    meta_graph,
+                    plan,
+                    os.path.dirname(tmp),
+                    report.tf_keras_layers,
                 )
             if source.kind == "saved_model":
                 dst_prefix = os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
@@ -243,6 +247,8 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
                 base = os.path.basename(source.checkpoint_prefix)
                 dst_prefix = os.path.join(tmp, base)
             layout = spec.checkpoint_layout(plan.tables)
+            # The optimizer slots of the tables tf_keras revives as DynamicEmbedding.
+            layout.added.update(tf_keras_layers.slot_tensors(report.tf_keras_layers))
             converted = checkpoint.convert_checkpoint(
                 source.checkpoint_prefix,
                 dst_prefix,
@@ -264,7 +270,10 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
                 io.write_saved_model(source, meta_graph, tmp, keep_object_graph=keep)
                 if keep:  # tf_keras models: load_model revives the table layers from the SavedModel
                     report.revived_layers = keras_metadata.write_without_configs(
-                        source.path, tmp, object_graph.result()[1]
+                        source.path,
+                        tmp,
+                        object_graph.result()[1],
+                        revived=tf_keras_layers.revived_configs(report.tf_keras_layers),
                     )
             else:
                 io.write_meta_graph(meta_graph, os.path.join(tmp, os.path.basename(source.path)), source.text)

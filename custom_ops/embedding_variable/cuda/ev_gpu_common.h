@@ -70,6 +70,7 @@ struct OptimizerParams {
   float beta1 = 0.9f, beta2 = 0.999f;       // adam
   float beta1_power = 0.9f, beta2_power = 0.999f;  // adam: beta^t at step t
   float l1 = 0.f, l2 = 0.f, l2_shrinkage = 0.f, lr_power = -0.5f;  // ftrl
+  bool epsilon_inside_sqrt = false;  // adagrad: Keras' var -= lr * g / sqrt(accum + epsilon)
 };
 
 // One column of one entry; g is the gradient summed over the key's duplicates. The
@@ -79,6 +80,7 @@ struct OptimizerParams {
 // wherever only + - * / sqrt are involved (ftrl with lr_power != -0.5 takes pow):
 //   sgd      var -= g * lr                                                 (ScatterSub)
 //   adagrad  accum += g * g;  var -= lr * g / (sqrt(accum) + epsilon)    (SparseApplyAdagradV2)
+//            epsilon_inside_sqrt: var -= lr * g / sqrt(accum + epsilon)        (Keras' Adagrad)
 //   adam     m += (g - m) * (1 - b1);  v += (g * g - v) * (1 - b2);
 //            var -= m * alpha / (sqrt(v) + epsilon),
 //            alpha = lr * sqrt(1 - b2^t) / (1 - b1^t)          (ApplyAdam on the batch's rows)
@@ -91,7 +93,8 @@ GRAPHOPT_HOST_DEVICE inline void ApplyColumn(const OptimizerParams& p, float g, 
       return;
     case Optimizer::kAdagrad:
       *s0 += g * g;
-      *var -= p.lr * g / (std::sqrt(*s0) + p.epsilon);
+      *var -= p.epsilon_inside_sqrt ? p.lr * g / std::sqrt(*s0 + p.epsilon)
+                                    : p.lr * g / (std::sqrt(*s0) + p.epsilon);
       return;
     case Optimizer::kAdam: {
       const float alpha = p.lr * std::sqrt(1.f - p.beta2_power) / (1.f - p.beta1_power);

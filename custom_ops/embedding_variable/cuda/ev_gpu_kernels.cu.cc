@@ -268,16 +268,17 @@ template <typename K>
 struct SparseApplyFunctor<GPUDevice, K> {
   Status operator()(OpKernelContext* ctx, GpuTableResource* table, const K* keys, int64_t n,
                     const float* grads, const OptimizerParams& p) const {
-    if (p.per_occurrence || p.rsqrt) {
+    if (p.per_occurrence || p.rsqrt || p.key_rank != nullptr) {
       return errors::Unimplemented(
-          "the exact v1 forms (GraphoptEvApplySgd sum_duplicates=false, GraphoptEvApplyAdagrad "
-          "rsqrt=true) are CPU-only for now and this EmbeddingVariable is on a GPU; create it "
+          "the exact forms (GraphoptEvApplySgd sum_duplicates=false, GraphoptEvApplyAdagrad "
+          "rsqrt=true or batch_rsqrt=true) are CPU-only for now and this EmbeddingVariable is on a GPU; create it "
           "under tf.device('/CPU:0')");
     }
     gpu::OptimizerParams g;
     g.kind = static_cast<gpu::Optimizer>(static_cast<int>(p.kind));
     g.lr = p.lr;
     g.epsilon = p.epsilon;
+    g.epsilon_inside_sqrt = p.epsilon_inside_sqrt;
     g.beta1 = p.beta1, g.beta2 = p.beta2;
     g.beta1_power = p.beta1_power, g.beta2_power = p.beta2_power;
     g.l1 = p.l1, g.l2 = p.l2, g.lr_power = p.lr_power;

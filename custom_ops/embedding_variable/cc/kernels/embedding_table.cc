@@ -794,6 +794,7 @@ Status EmbeddingTable::Apply(const K* keys, int64_t n, const float* grads,
         while (buckets < static_cast<size_t>(2 * m)) buckets *= 2;
         std::vector<uint32_t> bucket_row(buckets, kEmptyRow), bucket_pos(buckets);
         std::vector<uint32_t> rows;
+        std::vector<int64_t> ranks;  // first-occurrence rank of each row's key (batch_rsqrt)
         std::vector<float> sums;
         std::vector<uint64_t> hashes(m);
         // Two-stage pipeline as in FindBlock: hash + prefetch the home slot kSlotDistance
@@ -824,6 +825,7 @@ Status EmbeddingTable::Apply(const K* keys, int64_t n, const float* grads,
             bucket_row[b] = row;
             bucket_pos[b] = static_cast<uint32_t>(rows.size());
             rows.push_back(row);
+            ranks.push_back(params.key_rank != nullptr ? params.key_rank[*it] : 0);
             sums.resize(sums.size() + dim, 0.f);
           }
           float* sum = sums.data() + static_cast<size_t>(bucket_pos[b]) * dim;
@@ -831,7 +833,7 @@ Status EmbeddingTable::Apply(const K* keys, int64_t n, const float* grads,
           for (int c = 0; c < dim; ++c) sum[c] += g[c];
         }
         for (size_t u = 0; u < rows.size(); ++u) {
-          ApplyRow(params, dim, RowValues(*s, rows[u]), sums.data() + u * dim);
+          ApplyRow(params, dim, RowValues(*s, rows[u]), sums.data() + u * dim, ranks[u]);
         }
         return Status();
       });

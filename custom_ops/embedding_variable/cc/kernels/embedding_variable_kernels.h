@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -490,7 +491,19 @@ class EvApplyOp : public EvTableOp<Device> {
       OP_REQUIRES_OK(c, c->GetAttr("sum_duplicates", &sum_duplicates));
       per_occurrence_ = !sum_duplicates;
     }
-    if (kind == OptimizerKind::kAdagrad) OP_REQUIRES_OK(c, c->GetAttr("rsqrt", &rsqrt_));
+    if (kind == OptimizerKind::kAdagrad) {
+      OP_REQUIRES_OK(c, c->GetAttr("rsqrt", &rsqrt_));
+      OP_REQUIRES_OK(c, c->GetAttr("epsilon_inside_sqrt", &epsilon_inside_sqrt_));
+      OP_REQUIRES_OK(c, c->GetAttr("batch_rsqrt", &batch_rsqrt_));
+      OP_REQUIRES(c, !batch_rsqrt_ || (epsilon_inside_sqrt_ && !rsqrt_),
+                  errors::InvalidArgument("batch_rsqrt=true is Keras' Adagrad in a compiled "
+                                          "function: it needs epsilon_inside_sqrt=true and "
+                                          "rsqrt=false"));
+      OP_REQUIRES(c, !(rsqrt_ && epsilon_inside_sqrt_),
+                  errors::InvalidArgument("rsqrt=true (v1 Adagrad, no epsilon) and "
+                                          "epsilon_inside_sqrt=true (Keras' Adagrad) exclude "
+                                          "each other; set one of them"));
+    }
   }
 
   void ComputeWithTable(OpKernelContext* ctx, Table* table) override {
@@ -512,6 +525,22 @@ class EvApplyOp : public EvTableOp<Device> {
     p.kind = kind_;
     p.per_occurrence = per_occurrence_;
     p.rsqrt = rsqrt_;
+    p.epsilon_inside_sqrt = epsilon_inside_sqrt_;
+    std::vector<int64_t> key_rank;
+    if (batch_rsqrt_) {
+      // tf.unique's order: a key's rank is the number of distinct keys before its first
+      // occurrence; U distinct keys make a [U, dim] gradient.
+      std::unordered_map<K, int64_t> first;
+      first.reserve(static_cast<size_t>(n));
+      key_rank.resize(static_cast<size_t>(n));
+      const K* k = keys.flat<K>().data();
+      for (int64_t i = 0; i < n; ++i) {
+        key_rank[i] = first.emplace(k[i], static_cast<int64_t>(first.size())).first->second;
+      }
+      constexpr int64_t kPacket = 8;  // Eigen's Packet8f (TensorFlow's x86 wheel: AVX)
+      p.key_rank = key_rank.data();
+      p.packet_limit = static_cast<int64_t>(first.size()) * this->dim_ / kPacket * kPacket;
+    }
     OP_REQUIRES_OK(ctx, ScalarInput(ctx, 3, "lr", &p.lr));
     OP_REQUIRES(ctx, p.lr >= 0, errors::InvalidArgument("lr must be >= 0, got ", p.lr));
     switch (kind_) {
@@ -562,6 +591,8 @@ class EvApplyOp : public EvTableOp<Device> {
   const OptimizerKind kind_;
   bool per_occurrence_ = false;
   bool rsqrt_ = false;
+  bool epsilon_inside_sqrt_ = false;
+  bool batch_rsqrt_ = false;
 };
 
 template <typename Device, typename K, OptimizerKind kKind>

@@ -79,6 +79,15 @@ struct OptimizerParams {
   bool per_occurrence = false;
   // adagrad: v1 ResourceSparseApplyAdagrad's arithmetic (no epsilon; attr rsqrt=true).
   bool rsqrt = false;
+  // adagrad: Keras' Adagrad, row -= lr * g / sqrt(accum + epsilon) (attr epsilon_inside_sqrt).
+  bool epsilon_inside_sqrt = false;
+  // adagrad, attr batch_rsqrt: Keras' Adagrad as a compiled TensorFlow function computes it,
+  // row -= (lr * g) * rsqrt(accum + epsilon) with Grappler's x / sqrt(y) -> x * rsqrt(y), over
+  // the batch's [unique keys, dim] gradient: element (r, c) of the key of first-occurrence rank r
+  // takes Eigen's packet rsqrt when r * dim + c < packet_limit (the first floor(U * dim / 8) * 8
+  // elements), the scalar 1 / sqrt after. key_rank[i]: the rank of the key at input position i.
+  const int64_t* key_rank = nullptr;
+  int64_t packet_limit = 0;
 };
 
 // 1/sqrt(x) as Eigen's packet prsqrt computes it in TensorFlow's x86 wheel (AVX, Packet8f, no
@@ -113,9 +122,22 @@ inline void AdagradRsqrtRow(float lr, int dim, float* var, float* accum, const f
   for (int c = packed; c < dim; ++c) var[c] -= lr * g[c] * (1.f / std::sqrt(accum[c]));
 }
 
-// Updates one row (value followed by its slots) with the summed gradient g.
+// Keras' Adagrad in a compiled function (OptimizerParams::key_rank), the row of rank ``rank``.
+inline void AdagradBatchRsqrtRow(const OptimizerParams& p, int64_t rank, int dim, float* var,
+                                 float* accum, const float* g) {
+  for (int c = 0; c < dim; ++c) {
+    accum[c] += g[c] * g[c];
+    const float x = accum[c] + p.epsilon;
+    const float r = rank * dim + c < p.packet_limit ? EigenPacketRsqrt(x) : 1.f / std::sqrt(x);
+    var[c] -= p.lr * g[c] * r;
+  }
+}
+
+// Updates one row (value followed by its slots) with the summed gradient g; ``rank``: the key's
+// first-occurrence rank in the batch (read only by Adagrad's batch_rsqrt form).
 // Lazy Adam: only rows in the batch reach here, so absent rows' m and v stay put.
-inline void ApplyRow(const OptimizerParams& p, int dim, float* row, const float* g) {
+inline void ApplyRow(const OptimizerParams& p, int dim, float* row, const float* g,
+                     int64_t rank = 0) {
   float* var = row;
   switch (p.kind) {
     case OptimizerKind::kNone:
@@ -125,6 +147,14 @@ inline void ApplyRow(const OptimizerParams& p, int dim, float* row, const float*
     case OptimizerKind::kAdagrad: {
       float* accum = row + dim;
       if (p.rsqrt) return AdagradRsqrtRow(p.lr, dim, var, accum, g);
+      if (p.key_rank != nullptr) return AdagradBatchRsqrtRow(p, rank, dim, var, accum, g);
+      if (p.epsilon_inside_sqrt) {
+        for (int c = 0; c < dim; ++c) {
+          accum[c] += g[c] * g[c];
+          var[c] -= p.lr * g[c] / std::sqrt(accum[c] + p.epsilon);
+        }
+        return;
+      }
       for (int c = 0; c < dim; ++c) {
         accum[c] += g[c] * g[c];
         var[c] -= p.lr * g[c] / (std::sqrt(accum[c]) + p.epsilon);

@@ -311,11 +311,19 @@ GRAPHOPT_APPLY_OP("GraphoptEvApplyAdagrad")
     .Attr("dim: int >= 1")
     .Attr("dtype: {float} = DT_FLOAT")
     .Attr("rsqrt: bool = false")
+    .Attr("epsilon_inside_sqrt: bool = false")
+    .Attr("batch_rsqrt: bool = false")
     .SetIsStateful()
     .SetShapeFn([](InferenceContext* c) { return ApplyShape(c, 2); })
     .Doc("accum += g*g; row -= lr*g / (sqrt(accum) + epsilon) (ResourceSparseApplyAdagradV2). "
          "rsqrt=true: row -= lr*g*rsqrt(accum) as v1 ResourceSparseApplyAdagrad computes it "
-         "(Eigen's packet rsqrt), bit for bit; epsilon must then be 0.");
+         "(Eigen's packet rsqrt), bit for bit; epsilon must then be 0. "
+         "epsilon_inside_sqrt=true: row -= lr*g / sqrt(accum + epsilon), the Keras (tf_keras "
+         "and Keras 3) Adagrad's arithmetic, bit for bit; not with rsqrt. batch_rsqrt=true "
+         "(with epsilon_inside_sqrt): that update as a compiled TensorFlow function computes it, "
+         "row -= (lr*g) * rsqrt(accum + epsilon), Eigen's packet rsqrt on the first "
+         "floor(U*dim/8)*8 elements of the batch's [U unique keys, dim] gradient in "
+         "first-occurrence order, 1/sqrt on the rest.");
 
 GRAPHOPT_APPLY_OP("GraphoptEvApplyAdam")
     .Input("lr: dtype")
