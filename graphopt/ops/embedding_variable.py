@@ -529,7 +529,7 @@ def checkpoint_tensors(variable) -> dict:
     and, with admission (min_count > 1), -pending-keys/-pending-counts (admission='bloom':
     -bloom-index/-bloom-counts, the filter). A table without optimizer or admission saves
     what it saved before slots existed. A compressed table saves its rows as stored:
-    -keys, -values (the codes) and, for int8, -scale_bias (docs/ops.md)."""
+    -keys, -values (the codes) and -scale_bias ([n, 2] for int8, [n, 0] otherwise; docs/ops.md)."""
     if variable.row_dtype != "float32":
         keys, codes, scale_bias = variable.export_compressed()
         tensors = {"-keys": keys, "-values": codes, "-scale_bias": scale_bias}
@@ -552,7 +552,8 @@ def checkpoint_tensors(variable) -> dict:
 
 def compressed_suffixes(row_dtype: str) -> tuple:
     """The checkpoint suffixes of a compressed table (int8: codes and scale/bias)."""
-    return ("-keys", "-values", "-scale_bias") if row_dtype == "int8" else ("-keys", "-values")
+    del row_dtype  # every compressed type saves a scale_bias tensor ([n, 0] for 16-bit rows)
+    return ("-keys", "-values", "-scale_bias")
 
 
 def restore_checkpoint_tensors(variable, tensors: dict):

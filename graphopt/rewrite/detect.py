@@ -80,6 +80,8 @@ class EmbeddingTable:
     # table keeps its dense variable (graphopt.rewrite.training).
     training: v1_training.TrainingUpdate | None = None
     training_left: str | None = None
+    # How the rewritten table stores its rows (rewrite --row-dtype; graphopt.checkpoint.compress).
+    row_dtype: str = "float32"
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -116,6 +118,7 @@ class EmbeddingTable:
             ],
             "signature_inputs": self.signature_inputs,
             **({"training": self.training.to_dict()} if self.training else {}),
+            **({"row_dtype": self.row_dtype} if self.row_dtype != "float32" else {}),
         }
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from graphopt import checkpoint
+from graphopt.checkpoint import compress
 from graphopt.errors import ModelError
 from graphopt.graph import io, keras_metadata, nodes
 from graphopt.graph import meta_graph as mg_lib
@@ -99,6 +100,7 @@ def rewrite_model(
     target: str = "ev",
     verify: Callable | None = None,
     collisionless: bool = False,
+    row_dtype: str = "float32",
 ) -> RewriteReport:
     """Rewrites the embedding tables of model ``src`` onto EmbeddingVariables and writes ``out``.
 
@@ -114,7 +116,12 @@ def rewrite_model(
     ``collisionless=True`` also keys each table whose id mapping can migrate by raw ids, with the
     original bucket as fallback (docs/rewrite.md, "Collisionless migration"); the plan's
     ``migrations`` say which tables did and why the others did not.
+
+    ``row_dtype`` (int8, float16, bfloat16) compresses the serving tables' rows
+    (graphopt.checkpoint.compress): a table the graph trains stays float32 (a plan note says so);
+    a table whose rows are not float32, or hold NaN/Inf, is refused before anything is written.
     """
+    compress.check_row_dtype(row_dtype)
     if target not in TARGETS:
         raise ModelError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     spec = TARGETS[target]
@@ -135,6 +142,7 @@ def rewrite_model(
         plan.migrations = plan_migrations(model, plan.tables, src if source.kind == "saved_model" else None)
     if source.kind == "saved_model" and spec.keeps_object_graph:
         plan.notes += _tf_keras_notes(source, plan)
+    plan.notes += _set_row_dtypes(plan, row_dtype)
     report = RewriteReport(src, out, plan, [], before, dict(before), dry_run=dry_run)
     if on_plan is not None:
         on_plan(plan)
@@ -179,6 +187,25 @@ def _tf_keras_notes(source, plan) -> list[str]:
         "so fit trains the other layers and looks this one up find-only"
         for name in layers
     ]
+
+
+def _set_row_dtypes(plan, row_dtype) -> list[str]:
+    """Gives each chosen table its row dtype; the notes of tables kept float32 (they train)."""
+    notes = []
+    for t in plan.tables:
+        if row_dtype == "float32":
+            t.row_dtype = row_dtype
+        elif t.dtype != "float32":
+            raise compress.CompressionError(
+                f"table {t.name} has {t.dtype} rows; --row-dtype {row_dtype} compresses float32 "
+                "tables only (rewrite it with --row-dtype float32, or --exclude it)"
+            )
+        elif t.training is not None:
+            t.row_dtype = "float32"
+            notes.append(f"table {t.name}: trained in this graph, kept float32 (compressed rows do not train)")
+        else:
+            t.row_dtype = row_dtype
+    return notes
 
 
 class _VerificationFailed(Exception):

@@ -43,7 +43,9 @@ def checkpoint_layout(tables) -> CheckpointLayout:
     """Each table's tensor KEY becomes KEY-keys/-values/-freqs/-versions, ids in stored order; a
     trained table's slot variables' tensors become KEY-slot-<name> (same rows, same order)."""
     return CheckpointLayout(
-        conversions=[TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids) for t in tables],
+        conversions=[
+            TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids, t.row_dtype, t.name) for t in tables
+        ],
         renamed={
             s.checkpoint_key: f"{t.checkpoint_key}-slot-{s.name}"
             for t in tables

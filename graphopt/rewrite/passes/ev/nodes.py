@@ -10,9 +10,12 @@ HANDLE_OP = "GraphoptEvHandleOp"
 FIND_OP = "GraphoptEvFind"
 EXPORT_OP = "GraphoptEvExport"
 IMPORT_OP = "GraphoptEvImport"
+# Compressed tables (rewrite --row-dtype): saved and restored as stored.
+EXPORT_COMPRESSED_OP = "GraphoptEvExportCompressed"
+IMPORT_COMPRESSED_OP = "GraphoptEvImportCompressed"
 # Collisionless migration (migrate_collisionless.py): find by raw id, else the bucket row.
 FALLBACK_FIND_OP = "GraphoptEvFindWithFallback"
-EV_OPS = (HANDLE_OP, FIND_OP, EXPORT_OP, IMPORT_OP)
+EV_OPS = (HANDLE_OP, FIND_OP, EXPORT_OP, IMPORT_OP, EXPORT_COMPRESSED_OP, IMPORT_COMPRESSED_OP)
 # What a rewritten TF1 training graph uses besides (added to the op list only where used).
 FIND_OR_INSERT_OP = "GraphoptEvFindOrInsert"
 EXPORT_SLOTS_OP = "GraphoptEvExportWithSlots"
@@ -27,16 +30,35 @@ FLOAT = "float32"
 CHECKPOINT_DTYPES = (INT64, FLOAT, INT64, INT64)
 
 
+# A compressed table saved under K: K-keys (int64 [n]), K-values (its codes [n, dim]: uint8 for
+# int8 rows, else the 16-bit values), K-scale_bias (float32 [n, 2] for int8, [n, 0] otherwise).
+COMPRESSED_SUFFIXES = ("keys", "values", "scale_bias")
+CODE_DTYPES = {"int8": "uint8", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def compressed(table) -> bool:
+    return table.row_dtype != FLOAT
+
+
 def checkpoint_names(table):
-    """The checkpoint tensors of a converted table: KEY-keys, -values, -freqs, -versions."""
-    return [f"{table.checkpoint_key}-{s}" for s in CHECKPOINT_SUFFIXES]
+    """The checkpoint tensors of a converted table: KEY-keys, -values, -freqs, -versions (a
+    compressed table: KEY-keys, -values, -scale_bias)."""
+    suffixes = COMPRESSED_SUFFIXES if compressed(table) else CHECKPOINT_SUFFIXES
+    return [f"{table.checkpoint_key}-{s}" for s in suffixes]
+
+
+def checkpoint_dtypes(table):
+    """The dtypes of checkpoint_names(table), in order."""
+    if compressed(table):
+        return (INT64, CODE_DTYPES[table.row_dtype], FLOAT)
+    return CHECKPOINT_DTYPES
 
 
 def _row_attrs(dim):
     return {"dim": (int(dim), "i"), "dtype": (nodes.dtype_enum(FLOAT), "type")}
 
 
-def handle(name, shared_name, container, dim, device="", optimizer="", slot_init=()):
+def handle(name, shared_name, container, dim, device="", optimizer="", slot_init=(), row_dtype=FLOAT):
     attrs = {
         "shared_name": (shared_name, "s"),
         "container": (container, "s"),
@@ -46,6 +68,8 @@ def handle(name, shared_name, container, dim, device="", optimizer="", slot_init
     }
     if optimizer:  # a trained table keeps its optimizer's slots in each row
         attrs.update({"optimizer": (optimizer, "s"), "slot_init": (list(slot_init), "list(float)")})
+    if row_dtype != FLOAT:  # a compressed serving table
+        attrs["row_dtype"] = (row_dtype, "s")
     return nodes.make_node(HANDLE_OP, name, (), attrs, device)
 
 
@@ -61,6 +85,26 @@ def find_with_fallback(name, table_ref, raw_ref, raw_dtype, ids_ref, ids_dtype, 
 
 def export(name, table_ref, dim, device=""):
     return nodes.make_node(EXPORT_OP, name, [table_ref], _row_attrs(dim), device)
+
+
+def _codes_attrs(dim, row_dtype):
+    return {"dim": (int(dim), "i"), "Tcodes": (nodes.dtype_enum(CODE_DTYPES[row_dtype]), "type")}
+
+
+def export_compressed(name, table_ref, dim, row_dtype, device=""):
+    """GraphoptEvExportCompressed(table) -> keys, codes, scale_bias."""
+    return nodes.make_node(EXPORT_COMPRESSED_OP, name, [table_ref], _codes_attrs(dim, row_dtype), device)
+
+
+def import_compressed(name, table_ref, keys, codes, scale_bias, dim, row_dtype, device="", control=()):
+    return nodes.make_node(
+        IMPORT_COMPRESSED_OP,
+        name,
+        [table_ref, keys, codes, scale_bias],
+        _codes_attrs(dim, row_dtype),
+        device,
+        control,
+    )
 
 
 def import_(name, table_ref, keys, values, freqs, versions, dim, device="", control=()):

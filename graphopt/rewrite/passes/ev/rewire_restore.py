@@ -7,7 +7,8 @@ Entry j keeps its position (it becomes KEY-keys) and the other three are appende
 output of RestoreV2 moves. The RestoreV2 entries of parts 1.. of a partitioned table are kept but
 read KEY-freqs so that the outputs keep their positions. A trained table (TF1 training graph) is
 restored with GraphoptEvImportWithSlots, its slots from the slot variables' entries renamed
-KEY-slot-<name> (their assigns go in drop-slot-variables).
+KEY-slot-<name> (their assigns go in drop-slot-variables). A compressed table (rewrite
+--row-dtype) is restored with GraphoptEvImportCompressed from KEY-keys, -values, -scale_bias.
 """
 
 import numpy as np
@@ -39,7 +40,7 @@ class RewireRestore(Pass):
                 keys = ev.checkpoint_names(table)
                 if use.part != 0:
                     # Keep the position of the output; nothing reads it once the assign is gone.
-                    names[j], slices[j], dtypes[j] = keys[2], "", nodes.dtype_enum(ev.INT64)
+                    names[j], slices[j], dtypes[j] = keys[0 if ev.compressed(table) else 2], "", nodes.dtype_enum(ev.INT64)
                     target = first_import.get(table.name)
                     if target:
                         body.redirect_control(assign.name, target)
@@ -49,11 +50,21 @@ class RewireRestore(Pass):
                 n = len(names)
                 names[j], slices[j], dtypes[j] = keys[0], "", nodes.dtype_enum(ev.INT64)
                 names += keys[1:]
-                slices += [""] * 3
-                dtypes += [nodes.dtype_enum(t) for t in ev.CHECKPOINT_DTYPES[1:]]
-                outs = [body.output_ref(restore_name, k, "tensors") for k in (j, n, n + 1, n + 2)]
+                slices += [""] * (len(keys) - 1)
+                dtypes += [nodes.dtype_enum(t) for t in ev.checkpoint_dtypes(table)[1:]]
+                outs = [body.output_ref(restore_name, k, "tensors") for k in (j, *range(n, n + len(keys) - 1))]
                 slots = table.training.slots if table.training else []
-                if slots:
+                if ev.compressed(table):
+                    new = ev.import_compressed(
+                        assign.name,
+                        body.data_inputs(assign)[0],
+                        *outs,
+                        table.dim,
+                        table.row_dtype,
+                        assign.device,
+                        nodes.control_inputs(assign),
+                    )
+                elif slots:
                     for slot in slots:
                         names[slot.restore_entry] = f"{table.checkpoint_key}-slot-{slot.name}"
                         slices[slot.restore_entry] = ""
