@@ -66,6 +66,9 @@ class TableConversion:
     # Compressed rows (graphopt.checkpoint.compress): KEY-keys / -values (codes) / -scale_bias.
     row_dtype: str = "float32"
     table: str = ""  # the table's name, for errors
+    # Stock target: KEY itself becomes the stored rows, int8 in FBGEMM's fused layout (uint8
+    # [rows, dim + 8]: the codes, then the float32 scale and bias as bytes).
+    fused: bool = False
 
 
 def read_bundle_index(prefix):
@@ -317,6 +320,10 @@ def _compressed_tensors(tf, src_prefix, table, entry, parsed):
     name = table.key.encode()
     for k in [k for k in parsed if k.startswith(b"\x00") and name in k]:
         del parsed[k]  # the slice entries of a partitioned table
+    if table.fused:
+        if table.row_dtype == "int8":
+            codes = np.concatenate([codes, np.ascontiguousarray(scale_bias).view(np.uint8)], axis=1)
+        return [(table.key, codes)]
     keys = table.keys_of(rows.shape[0])
     return [
         (f"{table.new_key}-keys", keys),

@@ -142,7 +142,7 @@ def rewrite_model(
         plan.migrations = plan_migrations(model, plan.tables, src if source.kind == "saved_model" else None)
     if source.kind == "saved_model" and spec.keeps_object_graph:
         plan.notes += _tf_keras_notes(source, plan)
-    plan.notes += _set_row_dtypes(plan, row_dtype)
+    plan.notes += _set_row_dtypes(plan, row_dtype, target)
     report = RewriteReport(src, out, plan, [], before, dict(before), dry_run=dry_run)
     if on_plan is not None:
         on_plan(plan)
@@ -189,12 +189,17 @@ def _tf_keras_notes(source, plan) -> list[str]:
     ]
 
 
-def _set_row_dtypes(plan, row_dtype) -> list[str]:
+def _set_row_dtypes(plan, row_dtype, target) -> list[str]:
     """Gives each chosen table its row dtype; the notes of tables kept float32 (they train)."""
     notes = []
     for t in plan.tables:
         if row_dtype == "float32":
             t.row_dtype = row_dtype
+        elif target == "stock" and len(t.handles) > 1:
+            raise compress.CompressionError(
+                f"table {t.name} is partitioned ({len(t.handles)} parts); --target stock compresses "
+                "unpartitioned tables only: use --target ev, or --exclude it"
+            )
         elif t.dtype != "float32":
             raise compress.CompressionError(
                 f"table {t.name} has {t.dtype} rows; --row-dtype {row_dtype} compresses float32 "
