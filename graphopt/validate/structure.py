@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from graphopt.checkpoint import compress
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.validate.loaders import (
     DEFAULT_TAGS,
@@ -118,9 +119,10 @@ def check_signatures(original_meta, rewritten_meta):
     return CheckResult("signatures", "signatures match", not findings, summary, _truncate(findings))
 
 
-def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=()):
+def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=(), compressed=None):
     """Load the rewritten model the TF Serving way: its SaverDef restore and init op must run, and
-    each EmbeddingVariable it restored must hold exactly the rows of the table it replaced."""
+    each EmbeddingVariable it restored must hold exactly the rows of the table it replaced (a
+    compressed table, ``compressed`` {checkpoint key: row dtype}: exactly those rows quantized)."""
     try:
         model = SessionModel(rewritten, tags)
     except load_failures() as exc:
@@ -132,7 +134,7 @@ def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=(
             [f"loading in a Session (restore op, then init op) failed: {describe_failure(exc)}"],
         )
     try:
-        findings, restored = _restored_tables(model, original, original_tables)
+        findings, restored = _restored_tables(model, original, original_tables, compressed or {})
     finally:
         model.close()
     restore_op = mg_lib.restore_op_name(model.meta_graph)
@@ -146,7 +148,7 @@ def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=(
     return CheckResult("restore", "the saver's restore runs", not findings, summary, _truncate(findings))
 
 
-def _restored_tables(model, original, original_tables):
+def _restored_tables(model, original, original_tables, compressed):
     """Exports each table's EmbeddingVariable from the restored session and compares its rows."""
     reader = _checkpoint(original) if original is not None else None
     handles = set(mg_lib.graph_nodes_of_op(model.meta_graph, "GraphoptEvHandleOp"))
@@ -166,11 +168,13 @@ def _restored_tables(model, original, original_tables):
     held = model.session.run({name: (keys, values) for name, (keys, values, _, _) in exports.items()})
     for t in tables:
         keys, values = held[t.name]
+        rows = reader.get_tensor(t.checkpoint_key)
+        if t.checkpoint_key in compressed:
+            row_dtype = compressed[t.checkpoint_key]
+            rows = compress.dequantize(*compress.quantize(rows, row_dtype), row_dtype)
         findings += [
             f"after the Session restore, {f}"
-            for f in compare_table_rows(
-                t.name, reader.get_tensor(t.checkpoint_key), keys, values, t.row_ids(t.rows)
-            )
+            for f in compare_table_rows(t.name, rows, keys, values, t.row_ids(t.rows))
         ]
     return findings, len(tables)
 
@@ -234,9 +238,12 @@ def _checkpoint(path):
     return tf.train.load_checkpoint(prefix)
 
 
-def check_checkpoint(original, rewritten, original_tables=()):
+def check_checkpoint(original, rewritten, original_tables=(), compressed_keys=()):
     """Every tensor of the original checkpoint is in the rewritten one with the same value, or
     was turned into an EmbeddingVariable holding exactly the table's rows.
+
+    ``compressed_keys``: tables of a compressed rewrite, left out here (the compressed-rows check,
+    graphopt.validate.compression, compares their rows against the bound instead).
 
     ``original_tables`` (EmbeddingTables of ``inspect_model``) say which id each stored row of
     a table has; a table not among them is taken to store id ``i`` in row ``i``.
@@ -257,12 +264,11 @@ def check_checkpoint(original, rewritten, original_tables=()):
         return CheckResult(
             "checkpoint", title, False, "", ["the rewritten model has no variables/ checkpoint"]
         )
-    shapes_a = {
-        k: v for k, v in reader_a.get_variable_to_shape_map().items() if k not in _CHECKPOINT_METADATA
+    skip = set(_CHECKPOINT_METADATA) | {
+        k + s for k in compressed_keys for s in ("", "-keys", "-values", "-scale_bias")
     }
-    shapes_b = {
-        k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in _CHECKPOINT_METADATA
-    }
+    shapes_a = {k: v for k, v in reader_a.get_variable_to_shape_map().items() if k not in skip}
+    shapes_b = {k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in skip}
     tables = {k[: -len("-keys")] for k in shapes_b if k.endswith("-keys") and k[:-5] + "-values" in shapes_b}
     table_parts = {t + s for t in tables for s in EV_SUFFIXES}
     findings, same, rows, exact, missing, differs = [], 0, 0, 0, [], {}
@@ -421,13 +427,13 @@ def _few(ids, n=5):
 
 
 def run_structural_checks(
-    original, rewritten, original_meta, rewritten_meta, original_tables=(), tags=DEFAULT_TAGS
+    original, rewritten, original_meta, rewritten_meta, original_tables=(), tags=DEFAULT_TAGS, compressed=None
 ):
     """All structural checks of ``rewritten`` against ``original``, in report order."""
     return [
         check_node_inputs(rewritten_meta),
         check_ops_registered(rewritten_meta),
         check_signatures(original_meta, rewritten_meta),
-        check_restore(rewritten, tags, original, original_tables),
-        check_checkpoint(original, rewritten, original_tables),
+        check_restore(rewritten, tags, original, original_tables, compressed),
+        check_checkpoint(original, rewritten, original_tables, tuple(compressed or ())),
     ] + ([check_lookup_wiring(original_tables, rewritten_meta)] if graphopt_ops(rewritten_meta) else [])

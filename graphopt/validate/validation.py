@@ -5,8 +5,11 @@ import dataclasses
 import os
 import tempfile
 
+import numpy as np
+
 from graphopt.errors import DataError, GraphoptError, ModelError
 from graphopt.graph import meta_graph as mg_lib
+from graphopt.validate import compression
 from graphopt.validate.compare import OutputComparison, Tolerance
 from graphopt.validate.consumers import input_uses
 from graphopt.validate.inputs import (
@@ -44,8 +47,8 @@ def validate_models(
     batches=DEFAULT_BATCHES,
     batch_size=DEFAULT_BATCH_SIZE,
     data=None,
-    atol=0.0,
-    rtol=0.0,
+    atol=None,
+    rtol=None,
     loader="both",
     id_ranges=None,
     vocabularies=None,
@@ -61,8 +64,17 @@ def validate_models(
     ``id_ranges`` maps integer input names to a row count or a ``(low, high)`` pair: the ids
     generated for that input stay inside it, and ids outside it are probed for the
     out-of-vocabulary report. ``vocabularies`` maps string inputs to the words to draw.
+
+    ``atol`` / ``rtol`` None: exact, or for a compressed rewrite (``rewrite --row-dtype``) the row
+    dtype's default (graphopt.validate.compression.DEFAULT_ATOL); a compressed rewrite's rows are
+    checked against their error bound, and with ``data`` (course samples) the ROC AUC change of
+    each binary output is reported.
     """
-    tolerance = _tolerance(atol, rtol)
+    compressed = compression.compressed_tables(rewritten) if os.path.isdir(rewritten) else []
+    row_dtype = compression.row_dtype_of(compressed)
+    if atol is None and rtol is None and row_dtype is not None:
+        atol = compression.DEFAULT_ATOL[row_dtype]
+    tolerance = _tolerance(atol or 0.0, rtol or 0.0)
     if loader not in (*LOADERS, "both"):
         raise GraphoptError(f"unknown loader {loader!r}; use tf2, session or both")
     if batches < 0 or batch_size < 1:
@@ -85,7 +97,15 @@ def validate_models(
         report.problems.append(f"the rewritten model cannot be read: {exc}")
         return report
     tables, folded = _original_tables(original, tags, report)
-    report.checks = run_structural_checks(original, rewritten, original_meta, rewritten_meta, tables, tags)
+    report.checks = run_structural_checks(
+        original, rewritten, original_meta, rewritten_meta, tables, tags, {t["checkpoint_key"]: t["row_dtype"] for t in compressed}
+    )
+    labels = None
+    if compressed:
+        check, figures = compression.check_rows(original, rewritten, compressed)
+        report.checks.append(check)
+        report.compression = {"row_dtype": row_dtype, "tables": [f.to_dict() for f in figures], "auc": []}
+        labels = compression.data_labels(data)
     learned = table_id_ranges(tables, folded)
     model_words = string_vocabulary(original_meta, original)
     all_uses = input_uses(original_meta, original)
@@ -136,9 +156,12 @@ def validate_models(
                     )
                     report.inputs[sig] = inputs[sig].plan
                 chosen = inputs[sig]
-                report.runs.append(
-                    run_signature(original_model, rewritten_model, spec, chosen.cases, tolerance)
+                run = run_signature(
+                    original_model, rewritten_model, spec, chosen.cases, tolerance, keep=labels is not None
                 )
+                report.runs.append(run)
+                if labels is not None:
+                    report.compression["auc"] += _auc_changes(run, labels)
                 key = tuple(sorted(spec.inputs.items()))
                 if oov and key not in probed and sig in rewritten_model.signatures and is_batched(spec, uses):
                     # Signatures taking the same inputs (Keras exports "serve" and
@@ -157,6 +180,35 @@ def validate_models(
         for name in loaders:
             run_loader(name, v1_view if name == "tf2" and v1_view else original)
     return report
+
+
+def _auc_changes(run, labels):
+    """ROC AUC of the original and the rewrite for each output with one score per data row."""
+    out = []
+    for o in run.outputs:
+        if not o.kept:
+            continue
+        a = np.concatenate([np.asarray(x, np.float64).reshape(len(x), -1) for x, _ in o.kept])
+        b = np.concatenate([np.asarray(y, np.float64).reshape(len(y), -1) for _, y in o.kept])
+        o.kept = []
+        if a.shape != b.shape or a.shape[1] != 1 or a.shape[0] > len(labels):
+            continue
+        y = labels[: a.shape[0]]
+        auc_a, auc_b = compression.roc_auc(y, a), compression.roc_auc(y, b)
+        if auc_a is None or auc_b is None:
+            continue
+        out.append(
+            {
+                "loader": run.loader,
+                "signature": run.signature,
+                "output": o.name,
+                "rows": int(a.shape[0]),
+                "original_auc": auc_a,
+                "rewritten_auc": auc_b,
+                "delta_auc": auc_b - auc_a,
+            }
+        )
+    return out
 
 
 def _verify_variables(path):
@@ -263,7 +315,7 @@ def _outcome(model, signature, feeds):
         return describe_failure(exc), None
 
 
-def run_signature(original, rewritten, spec, cases, tolerance):
+def run_signature(original, rewritten, spec, cases, tolerance, keep=False):
     """Run one signature on both models, case by case, comparing every output."""
     loader, sig = original.loader, spec.name
     run = SignatureRun(loader, sig, [(c.name, c.rows) for c in cases], [])
@@ -275,7 +327,7 @@ def run_signature(original, rewritten, spec, cases, tolerance):
     if missing:
         run.problems.append(f"the rewritten signature has no input(s) {', '.join(missing)}")
         return run
-    run.outputs = [OutputComparison(k, tolerance) for k in spec.outputs]
+    run.outputs = [OutputComparison(k, tolerance, keep=keep) for k in spec.outputs]
     for extra in sorted(set(rewritten_spec.outputs) - set(spec.outputs)):
         run.problems.append(f"output {extra!r} is new in the rewritten model")
     original_failures = 0
