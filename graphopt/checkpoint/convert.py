@@ -14,6 +14,7 @@ from google.protobuf import message
 
 from graphopt.checkpoint import bundle
 from graphopt.errors import ModelError
+from graphopt.ev import contract
 
 # Bytes read and written per step while copying a data file (and checking its tensors' CRCs).
 COPY_CHUNK = 8 << 20
@@ -265,14 +266,14 @@ def convert_checkpoint(
                 shape_and_slices=[""],
                 dtypes=[tf.as_dtype(entry.dtype)],
             )
-            names.append(f"{table.new_key}-values")
+            names.append(contract.tensor_name(table.new_key, contract.VALUES))
             tensors.append(values)
             name = table.key.encode()
             for k in [k for k in parsed if k.startswith(b"\x00") and name in k]:
                 del parsed[k]  # the slice entries of this table
         else:
-            parsed[f"{table.new_key}-values".encode()] = entry
-        names += [f"{table.new_key}-keys", f"{table.new_key}-freqs"]
+            parsed[contract.tensor_name(table.new_key, contract.VALUES).encode()] = entry
+        names += [contract.tensor_name(table.new_key, part) for part in (contract.KEYS, contract.FREQS)]
         tensors += [tf.constant(table.keys_of(rows), tf.int64), tf.zeros([rows], tf.int64)]
         converted += infos[table.key].nbytes
     with tf.device("/CPU:0"):
@@ -285,8 +286,9 @@ def convert_checkpoint(
             e = tensor_bundle_pb2.BundleEntryProto.FromString(value)
             e.shard_id = total - 1
             parsed[key] = e
-            if key.endswith(b"-freqs"):  # versions start at zero too: the same bytes serve both
-                parsed[key[: -len(b"freqs")] + b"versions"] = e
+            freqs = contract.tensor_name("", contract.FREQS).encode()
+            if key.endswith(freqs):  # versions start at zero too: the same bytes serve both
+                parsed[contract.tensor_name(key[: -len(freqs)].decode(), contract.VERSIONS).encode()] = e
     os.replace(_shard_name(extra, 0, 1), _shard_name(dst_prefix, total - 1, total))
     os.remove(extra + ".index")
     header.num_shards = total

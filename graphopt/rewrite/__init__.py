@@ -6,11 +6,12 @@ the records they return (``ModelInspection``, ``EmbeddingTable``, ``LookupSite``
 for callers that drive the pass pipeline themselves.
 """
 
-from graphopt.rewrite.detect import EmbeddingTable, GatherLeftAlone, LookupSite, detect
+from graphopt.analysis.tables import EmbeddingTable, GatherLeftAlone, LookupSite, detect
 from graphopt.rewrite.inspection import ModelInspection, inspect_model
-from graphopt.rewrite.pipeline import PassResult, default_passes, run_passes
+from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
 from graphopt.rewrite.rewriter import RewriteReport, rewrite_model
+from graphopt.rewrite.targets import default_passes
 from graphopt.rewrite.tensorboard import write_tensorboard
 
 __all__ = [

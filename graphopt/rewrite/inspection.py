@@ -2,11 +2,11 @@
 
 import dataclasses
 
+from graphopt.analysis.id_chains import TableMigration, plan_migrations
+from graphopt.analysis.tables import EmbeddingTable, GatherLeftAlone, detect
 from graphopt.graph import io
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph.model import ModelGraph
-from graphopt.rewrite.collisionless import TableMigration, plan_migrations
-from graphopt.rewrite.detect import EmbeddingTable, GatherLeftAlone, detect
 
 
 @dataclasses.dataclass

@@ -3,8 +3,8 @@
 import dataclasses
 import re
 
+from graphopt.analysis.tables import EmbeddingTable
 from graphopt.graph.model import ModelGraph
-from graphopt.rewrite.detect import EmbeddingTable
 
 
 @dataclasses.dataclass

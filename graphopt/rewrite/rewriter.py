@@ -8,23 +8,22 @@ from collections.abc import Callable
 from typing import Any
 
 from graphopt import checkpoint
+from graphopt.analysis.id_chains import plan_migrations
+from graphopt.analysis.tables import detect
 from graphopt.checkpoint import compress
 from graphopt.errors import ModelError
+from graphopt.ev import contract
 from graphopt.graph import io, keras_metadata, nodes
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph import object_graph as og_lib
 from graphopt.graph.model import ModelGraph
 from graphopt.output import check_output_dir, staged_output
-from graphopt.rewrite.collisionless import plan_migrations
-from graphopt.rewrite.detect import detect
 from graphopt.rewrite.inspection import node_counts
-from graphopt.rewrite.passes.ev.migrate_collisionless import MigrateCollisionless
 from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
+from graphopt.rewrite.target import COLLISIONLESS, COMPRESSED_PARTITIONS, COMPRESSED_ROWS
 from graphopt.rewrite.targets import TARGETS
 from graphopt.rewrite.tensorboard import write_tensorboard
-
-MANIFEST = "graphopt_manifest.json"
 
 
 @dataclasses.dataclass
@@ -125,7 +124,7 @@ def rewrite_model(
     if target not in TARGETS:
         raise ModelError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     spec = TARGETS[target]
-    if collisionless and not any(p.name == MigrateCollisionless.name for p in spec.passes()):
+    if collisionless and COLLISIONLESS not in spec.supports:
         raise ModelError(
             f"--collisionless needs a target whose tables take new keys (ev); --target {target} "
             "keeps the model's own id mapping: drop --collisionless or use --target ev"
@@ -142,7 +141,7 @@ def rewrite_model(
         plan.migrations = plan_migrations(model, plan.tables, src if source.kind == "saved_model" else None)
     if source.kind == "saved_model" and spec.keeps_object_graph:
         plan.notes += _tf_keras_notes(source, plan)
-    plan.notes += _set_row_dtypes(plan, row_dtype, target)
+    plan.notes += _set_row_dtypes(plan, row_dtype, spec)
     report = RewriteReport(src, out, plan, [], before, dict(before), dry_run=dry_run)
     if on_plan is not None:
         on_plan(plan)
@@ -189,16 +188,21 @@ def _tf_keras_notes(source, plan) -> list[str]:
     ]
 
 
-def _set_row_dtypes(plan, row_dtype, target) -> list[str]:
+def _set_row_dtypes(plan, row_dtype, spec) -> list[str]:
     """Gives each chosen table its row dtype; the notes of tables kept float32 (they train)."""
     notes = []
     for t in plan.tables:
         if row_dtype == "float32":
             t.row_dtype = row_dtype
-        elif target == "stock" and len(t.handles) > 1:
+        elif COMPRESSED_ROWS not in spec.supports:
             raise compress.CompressionError(
-                f"table {t.name} is partitioned ({len(t.handles)} parts); --target stock compresses "
-                "unpartitioned tables only: use --target ev, or --exclude it"
+                f"--target {spec.name} cannot store compressed rows; use --target ev or stock, or "
+                "--row-dtype float32"
+            )
+        elif len(t.handles) > 1 and COMPRESSED_PARTITIONS not in spec.supports:
+            raise compress.CompressionError(
+                f"table {t.name} is partitioned ({len(t.handles)} parts); --target {spec.name} "
+                "compresses unpartitioned tables only: use --target ev, or --exclude it"
             )
         elif t.dtype != "float32":
             raise compress.CompressionError(
@@ -279,7 +283,7 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
             else:
                 io.write_meta_graph(meta_graph, os.path.join(tmp, os.path.basename(source.path)), source.text)
                 io.write_checkpoint_state(tmp, base)
-        with open(os.path.join(tmp, MANIFEST), "w") as f:
+        with open(os.path.join(tmp, contract.MANIFEST), "w") as f:
             json.dump(
                 {
                     "source": os.path.abspath(source.path),

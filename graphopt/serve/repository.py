@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from graphopt.errors import ModelError
+from graphopt.ev import contract
 from graphopt.graph import io
 from graphopt.serve.deltas import DeltaFeed, directory_state
 from graphopt.serve.errors import BadRequest, NotFound
@@ -66,7 +67,7 @@ def load_version(path, version):
     try:
         loaded = tf.saved_model.load(path, tags=["serve"])
     except tf.errors.NotFoundError as exc:
-        if "Op type not registered" in str(exc) and "GraphoptEv" in str(exc):
+        if "Op type not registered" in str(exc) and contract.OP_PREFIX in str(exc):
             raise ModelError(
                 f"{path} uses graphopt's EmbeddingVariable ops but the op library is not loaded; "
                 "run `make install` so that `import graphopt.ops` registers them"

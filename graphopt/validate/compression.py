@@ -19,9 +19,8 @@ import numpy as np
 
 from graphopt.checkpoint import compress
 from graphopt.errors import ModelError
+from graphopt.ev import contract
 from graphopt.validate.report import CheckResult
-
-MANIFEST = "graphopt_manifest.json"  # written by graphopt.rewrite beside the model
 # Output tolerances of a compressed rewrite when none is given (docs/validate.md): the course
 # model's probabilities move by ~1e-4 (int8) and ~1e-5 (16-bit) on the test split.
 DEFAULT_ATOL = {"int8": 1e-2, "float16": 1e-3, "bfloat16": 1e-2}
@@ -44,7 +43,7 @@ class TableRows:
 
 def compressed_tables(rewritten) -> list[dict]:
     """The manifest's entries of the tables a rewrite compressed (none for float32 rewrites)."""
-    path = os.path.join(rewritten, MANIFEST)
+    path = os.path.join(rewritten, contract.MANIFEST)
     if not os.path.isfile(path):
         return []
     try:
@@ -72,8 +71,9 @@ def _variables(path):
 
 def stored_rows(reader, key, row_dtype):
     """(codes, scale_bias or None) of a compressed table saved under ``key``."""
-    if reader.has_tensor(f"{key}-scale_bias"):  # ev target
-        codes, scale_bias = reader.get_tensor(f"{key}-values"), reader.get_tensor(f"{key}-scale_bias")
+    _, values, scale_bias_name = contract.compressed_tensor_names(key)
+    if reader.has_tensor(scale_bias_name):  # ev target
+        codes, scale_bias = reader.get_tensor(values), reader.get_tensor(scale_bias_name)
         return codes, scale_bias if row_dtype == "int8" else None
     stored = reader.get_tensor(key)  # stock target: the variable holds the stored rows
     if row_dtype != "int8":

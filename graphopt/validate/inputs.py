@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from graphopt.data.samples import REQUIRED_COLUMNS, read_csv_cells, read_samples
+from graphopt.course.data.samples import REQUIRED_COLUMNS, read_csv_cells, read_samples
 from graphopt.errors import DataError
 from graphopt.validate.loaders import numpy_dtype
 from graphopt.validate.vocabulary import UNKNOWN_WORDS

@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from graphopt.checkpoint import compress
+from graphopt.ev import contract
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.validate.loaders import (
     DEFAULT_TAGS,
@@ -22,8 +23,6 @@ from graphopt.validate.loaders import (
 )
 from graphopt.validate.report import CheckResult
 
-# Parts of an EmbeddingVariable saved under checkpoint key K (docs/design.md).
-EV_SUFFIXES = ("-keys", "-values", "-freqs", "-versions")
 # Object-graph metadata: legitimately different after a rewrite, compared through the loaders.
 _CHECKPOINT_METADATA = ("_CHECKPOINTABLE_OBJECT_GRAPH",)
 _MAX_FINDINGS = 8
@@ -42,6 +41,11 @@ def _truncate(findings):
     return findings[:_MAX_FINDINGS] + [f"... and {len(findings) - _MAX_FINDINGS} more"]
 
 
+def _table_rows(reader, key):
+    """(keys, values) of the EmbeddingVariable saved under ``key``."""
+    return (reader.get_tensor(contract.tensor_name(key, part)) for part in (contract.KEYS, contract.VALUES))
+
+
 def check_node_inputs(meta_graph):
     """Every node input, function return and signature tensor names something that exists."""
     from graphopt.graph.model import ModelGraph
@@ -57,10 +61,10 @@ def check_node_inputs(meta_graph):
 
 
 def graphopt_ops(meta_graph):
-    """The GraphoptEv* op types a meta graph uses, in the graph or in function bodies."""
+    """The EmbeddingVariable op types a meta graph uses, in the graph or in function bodies."""
     from graphopt.graph.model import ModelGraph
 
-    return sorted(op for op in ModelGraph(meta_graph).op_uses() if op.startswith("GraphoptEv"))
+    return sorted(op for op in ModelGraph(meta_graph).op_uses() if contract.is_ev_op(op))
 
 
 def check_ops_registered(meta_graph):
@@ -151,7 +155,7 @@ def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=(
 def _restored_tables(model, original, original_tables, compressed):
     """Exports each table's EmbeddingVariable from the restored session and compares its rows."""
     reader = _checkpoint(original) if original is not None else None
-    handles = set(mg_lib.graph_nodes_of_op(model.meta_graph, "GraphoptEvHandleOp"))
+    handles = set(mg_lib.graph_nodes_of_op(model.meta_graph, contract.HANDLE.name))
     tables = [
         t for t in original_tables if len(t.handles) == 1 and t.handles[0] in handles and t.checkpoint_key
     ]
@@ -188,13 +192,13 @@ def check_lookup_wiring(original_tables, rewritten_meta):
     converted = [
         t
         for t in original_tables
-        if graph.node(t.handles[0]) is not None and graph.node(t.handles[0]).op == "GraphoptEvHandleOp"
+        if graph.node(t.handles[0]) is not None and graph.node(t.handles[0]).op == contract.HANDLE.name
     ]
-    reads = {}  # (body, node) of each GraphoptEvFind* -> the tables whose handle reaches it
+    reads = {}  # (body, node) of each find op -> the tables whose handle reaches it
     for table in converted:
         for body, use in model.trace_variable(table.handles[0]):
             node = body.node(use.node)
-            if node.op.startswith("GraphoptEvFind"):
+            if node.op in contract.FIND_OPS:
                 reads.setdefault((body.name, node.name), []).append(table.name)
     findings, expected = [], set()
     for table in converted:
@@ -264,21 +268,21 @@ def check_checkpoint(original, rewritten, original_tables=(), compressed_keys=()
         return CheckResult(
             "checkpoint", title, False, "", ["the rewritten model has no variables/ checkpoint"]
         )
-    skip = set(_CHECKPOINT_METADATA) | {
-        k + s for k in compressed_keys for s in ("", "-keys", "-values", "-scale_bias")
-    }
+    skip = set(_CHECKPOINT_METADATA) | {n for k in compressed_keys for n in (k, *contract.compressed_tensor_names(k))}
     shapes_a = {k: v for k, v in reader_a.get_variable_to_shape_map().items() if k not in skip}
     shapes_b = {k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in skip}
-    tables = {k[: -len("-keys")] for k in shapes_b if k.endswith("-keys") and k[:-5] + "-values" in shapes_b}
-    table_parts = {t + s for t in tables for s in EV_SUFFIXES}
+    tables = {
+        t
+        for t in map(contract.table_key_of, shapes_b)
+        if t is not None and contract.tensor_name(t, contract.VALUES) in shapes_b
+    }
+    table_parts = {name for t in tables for name in contract.table_tensor_names(t)}
     findings, same, rows, exact, missing, differs = [], 0, 0, 0, [], {}
     for key in sorted(shapes_a):
         value = reader_a.get_tensor(key)
         if key in tables:
             ids = row_ids[key](value.shape[0]) if key in row_ids and value.ndim == 2 else None
-            found = compare_table_rows(
-                key, value, reader_b.get_tensor(key + "-keys"), reader_b.get_tensor(key + "-values"), ids
-            )
+            found = compare_table_rows(key, value, *_table_rows(reader_b, key), ids)
             findings += found
             rows += value.shape[0] if value.ndim else 0
             exact += not found
@@ -311,13 +315,7 @@ def check_checkpoint(original, rewritten, original_tables=(), compressed_keys=()
             None
             if match or value.ndim != 2
             else next(
-                (
-                    t
-                    for t in free_tables
-                    if not compare_table_rows(
-                        key, value, reader_b.get_tensor(t + "-keys"), reader_b.get_tensor(t + "-values")
-                    )
-                ),
+                (t for t in free_tables if not compare_table_rows(key, value, *_table_rows(reader_b, t))),
                 None,
             )
         )

@@ -15,9 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from graphopt.errors import ModelError
+from graphopt.ev import contract
 from graphopt.graph import io
-
-MANIFEST = "graphopt_manifest.json"
 
 
 @dataclasses.dataclass
@@ -103,7 +102,7 @@ def _tf():
 
 
 def _trained_tables(rewritten_dir) -> list[dict]:
-    path = os.path.join(rewritten_dir, MANIFEST)
+    path = os.path.join(rewritten_dir, contract.MANIFEST)
     try:
         with open(path) as f:
             tables = json.load(f)["tables"]
@@ -262,9 +261,9 @@ def generated_batch(original, batch_size: int, seed: int = 0) -> dict[str, np.nd
     table's lookup draws ids inside the table (the smallest, where it feeds several), other
     integers 0/1, floats uniform in [0, 1) (labels included), strings short tokens (mostly out
     of a vocabulary: give real ones with --data)."""
+    from graphopt.analysis.tables import detect
     from graphopt.graph import nodes
     from graphopt.graph.model import ModelGraph, TensorRef
-    from graphopt.rewrite.detect import detect
 
     model = ModelGraph(io.read_model(original).meta_graph)
     rows: dict[str, int] = {}

@@ -259,14 +259,19 @@ def _signature_names(model, wanted):
 
 
 def _original_tables(original, tags, report):
-    """The original's embedding tables (inspect_model) and the inputs it hashes or folds itself
-    (graphopt.rewrite.collisionless.folded_inputs); none, and a note, if it cannot tell."""
-    from graphopt.rewrite import inspect_model
-    from graphopt.rewrite.collisionless import folded_inputs
+    """The original's embedding tables (graphopt.analysis.tables) and the inputs it hashes or folds
+    itself (graphopt.analysis.id_chains.folded_inputs); none, and a note, if it cannot tell."""
+    from graphopt.analysis.id_chains import folded_inputs, plan_migrations
+    from graphopt.analysis.tables import detect
+    from graphopt.graph import io
+    from graphopt.graph.model import ModelGraph
 
     try:
-        inspection = inspect_model(original, tags)
-        return inspection.tables, folded_inputs(inspection.migrations)
+        source = io.read_model(original, tags)
+        model = ModelGraph(source.meta_graph)
+        tables = detect(model).tables
+        model_dir = source.path if source.kind == "saved_model" else None
+        return tables, folded_inputs(plan_migrations(model, tables, model_dir))
     except GraphoptError as exc:
         report.notes.append(
             f"the original's embedding tables could not be read ({exc}); "

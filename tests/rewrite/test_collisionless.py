@@ -262,7 +262,7 @@ def test_validate_draws_folded_integer_ids_far_outside_the_buckets(migrated, bui
     assert validation.passed and validation.inputs["serving_default"].id_ranges["uid"] == FOLDED_IDS
     vocab_path, _ = built(keras_integer_lookup)  # a vocabulary of ids: its range stays the table's
     assert inspect_model(vocab_path).migrations[0].possible
-    from graphopt.rewrite.collisionless import folded_inputs
+    from graphopt.analysis.id_chains import folded_inputs
 
     assert not folded_inputs(inspect_model(vocab_path).migrations)
     assert folded_inputs(inspect_model(path).migrations) == {"serving_default:uid"}

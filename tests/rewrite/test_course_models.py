@@ -4,11 +4,11 @@ import collections
 
 import pytest
 
-from graphopt.data import generate_samples
+from graphopt.course.data import generate_samples
+from graphopt.course.models.features import feature_arrays
 from graphopt.graph import io
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite import inspect_model, rewrite_model
-from graphopt_models.features import feature_arrays
 from tests.conftest import FORMS
 from tests.rewrite.runners import assert_identical, run_session, run_tf2
 

@@ -2,12 +2,13 @@
 
 import pytest
 
+from graphopt.analysis.tables import detect
 from graphopt.graph import io, nodes
 from graphopt.graph.model import ModelGraph
-from graphopt.rewrite.detect import detect
-from graphopt.rewrite.passes.ev.replace_lookups import ReplaceLookups
-from graphopt.rewrite.pipeline import RewriteIntegrityError, default_passes, run_passes
+from graphopt.rewrite.pipeline import RewriteIntegrityError, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
+from graphopt.rewrite.targets import default_passes
+from graphopt.rewrite.targets.ev.replace_lookups import ReplaceLookups
 from tests.rewrite import cases
 
 
@@ -38,7 +39,7 @@ def test_a_gather_of_a_shared_table_left_unreplaced_is_caught(built_case, ev_ops
 @pytest.mark.parametrize("builder", [cases.keras_two_inputs, cases.tf1_partitioned_mod])
 def test_the_real_passes_pass_every_check(built_case, ev_ops, builder):
     ctx = _context(built_case(builder))
-    results = run_passes(ctx, debug=True)
+    results = run_passes(ctx, default_passes(), debug=True)
     assert [r.name for r in results][0] == "replace-lookups" and results[0].changed
     assert ReplaceLookups().check(ctx) == []
 

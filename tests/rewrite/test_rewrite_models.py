@@ -12,7 +12,7 @@ import pytest
 from graphopt.graph import io
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite import detect, inspect_model
-from graphopt.rewrite.passes.ev.object_graph import is_embedding_variable_function
+from graphopt.rewrite.targets.ev.tf2_objects import is_embedding_variable_function
 from tests.rewrite import cases
 from tests.rewrite.conftest import rewritten_path
 from tests.rewrite.runners import assert_identical, run_meta_graph, run_session, run_tf2

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from graphopt.checkpoint import checkpoint_tensors, copy_checkpoint
-from graphopt.data import generate_samples
+from graphopt.course.data import generate_samples
+from graphopt.course.models.features import feature_arrays
 from graphopt.graph import io, nodes
 from graphopt.graph.model import ModelGraph, TensorRef
 from graphopt.rewrite import inspect_model, rewrite_model
-from graphopt.rewrite.passes.stock import nodes as stock_nodes
-from graphopt_models.features import feature_arrays
+from graphopt.rewrite.targets.stock import builders as stock_nodes
 from tests.conftest import FORMS
 from tests.rewrite import cases
 from tests.rewrite.runners import assert_identical, run_session, run_tf2
@@ -47,7 +47,7 @@ for job in jobs:
     ops = [n.op for n in mg.graph_def.node]
     ops += [n.op for f in mg.graph_def.library.function for n in f.node_def]
     seen[job["name"]] = sorted(set(ops))
-ours = ("graphopt", "graphopt_models")
+ours = ("graphopt", "graphopt.course.models")
 print(json.dumps({"graphopt_modules": sorted(m for m in sys.modules if m.split(".")[0] in ours),
                   "ops": seen}))
 """
@@ -252,8 +252,12 @@ def test_unseen_ids_get_the_zero_row(built_case, tmp_path):
     got = run_session(out, "serving_default", {"ids": ids})["out"]
     # out = emb[ids] @ w: an unseen id's zero row gives exactly zero.
     assert np.all(got[[1, 2, 3]] == 0)
-    known = run_session(case.path, "serving_default", {"ids": ids[[0, 4]]})["out"]
-    np.testing.assert_array_equal(got[[0, 4]], known)
+    # Like with like: the original runs the same batch shape with the seen ids in the same
+    # positions (the unseen ones replaced by a seen id), so both matmuls pick the same kernel.
+    # A batch of 2 would be another shape, and the CPU's kernel for it may round differently.
+    seen = np.where((ids >= 0) & (ids < 40), ids, 0)
+    known = run_session(case.path, "serving_default", {"ids": seen})["out"]
+    np.testing.assert_array_equal(got[[0, 4]], known[[0, 4]])
     with pytest.raises(Exception, match="not in"):
         run_session(case.path, "serving_default", {"ids": ids})
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from graphopt.data import GENRE_FEATURES, GENRE_VOCAB, ID_FEATURES, NUMERIC_FEATURES
+from graphopt.course.data import GENRE_FEATURES, GENRE_VOCAB, ID_FEATURES, NUMERIC_FEATURES
 
 TABLES = 2 + len(GENRE_FEATURES)  # movieId, userId and one table per genre feature
 
@@ -28,8 +28,8 @@ def batch(n=64, seed=7, unique=False, id_offset=0):
 
 def build_training_checkpoint(root, optimizer, pretrain=False):
     """The tf1 form's training graph with ``optimizer``; ``pretrain``: one step first (slots hold state)."""
-    from graphopt_models import tf1_form
-    from graphopt_models.features import Normalization
+    from graphopt.course.models import tf1_form
+    from graphopt.course.models.features import Normalization
 
     norm = Normalization((0.0,) * len(NUMERIC_FEATURES), (1.0,) * len(NUMERIC_FEATURES))
     pre = batch(64, seed=1)
@@ -159,9 +159,9 @@ def test_training_graph_rewrite_matches_pattern_only(tmp_path):
     """A table whose update is a plain assign-sub that is not v1 Adam's stays dense, with the reason."""
     import tensorflow as tf
 
+    from graphopt.analysis.tables import detect
     from graphopt.graph import io
     from graphopt.graph.model import ModelGraph
-    from graphopt.rewrite.detect import detect
 
     v1 = tf.compat.v1
     g = tf.Graph()
