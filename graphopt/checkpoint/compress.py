@@ -35,7 +35,9 @@ def bfloat16_dtype():
 
 
 def code_dtype(row_dtype: str) -> np.dtype:
-    return {"int8": np.dtype(np.uint8), "float16": np.dtype(np.float16), "bfloat16": bfloat16_dtype()}[row_dtype]
+    return {"int8": np.dtype(np.uint8), "float16": np.dtype(np.float16), "bfloat16": bfloat16_dtype()}[
+        row_dtype
+    ]
 
 
 def check_row_dtype(row_dtype: str) -> str:
@@ -57,7 +59,9 @@ def check_rows(rows: np.ndarray, row_dtype: str, table: str) -> None:
     flat = rows.reshape(rows.shape[0], -1) if rows.ndim > 1 else rows.reshape(-1, 1)
     bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
     if bad.size:
-        shown = ", ".join(str(int(i)) for i in bad[:5]) + (f" and {bad.size - 5} more" if bad.size > 5 else "")
+        shown = ", ".join(str(int(i)) for i in bad[:5]) + (
+            f" and {bad.size - 5} more" if bad.size > 5 else ""
+        )
         raise CompressionError(
             f"table {table} has NaN or Inf values in {bad.size} row(s) ({shown}); fix those rows "
             "or rewrite with --row-dtype float32"

@@ -129,7 +129,9 @@ def validate(
     outside the original tables. Exit code 0: passed; 1: validation failed; 2: bad input.
     """
     if train:
-        _validate_training(original, rewritten, batch_size, data, atol or 0.0, seed, steps or (1, 10), loss, as_json)
+        _validate_training(
+            original, rewritten, batch_size, data, atol or 0.0, seed, steps or (1, 10), loss, as_json
+        )
         return
     ranges = _parse_id_ranges(id_ranges)
     if batches == 0 and data is None:

@@ -84,8 +84,12 @@ IMPORT_WITH_SLOTS = OpSpec(
 )
 # A compressed table's rows as stored: keys, codes [n, dim], scale_bias [n, 2] (int8; [n, 0] else).
 CODES, SCALE_BIAS = "codes", "scale_bias"
-EXPORT_COMPRESSED = OpSpec(f"{OP_PREFIX}ExportCompressed", ("table",), (KEYS, CODES, SCALE_BIAS), ("dim", "Tcodes"))
-IMPORT_COMPRESSED = OpSpec(f"{OP_PREFIX}ImportCompressed", ("table", KEYS, CODES, SCALE_BIAS), (), ("dim", "Tcodes"))
+EXPORT_COMPRESSED = OpSpec(
+    f"{OP_PREFIX}ExportCompressed", ("table",), (KEYS, CODES, SCALE_BIAS), ("dim", "Tcodes")
+)
+IMPORT_COMPRESSED = OpSpec(
+    f"{OP_PREFIX}ImportCompressed", ("table", KEYS, CODES, SCALE_BIAS), (), ("dim", "Tcodes")
+)
 SIZE = OpSpec(f"{OP_PREFIX}Size", ("table",), ("size",))
 REMOVE = OpSpec(f"{OP_PREFIX}Remove", ("table", "keys"), (), ("Tkeys",))
 MEMORY = OpSpec(f"{OP_PREFIX}Memory", ("table",), ("bytes_used", "capacity"))

@@ -211,7 +211,9 @@ def _set_row_dtypes(plan, row_dtype, spec) -> list[str]:
             )
         elif t.training is not None:
             t.row_dtype = "float32"
-            notes.append(f"table {t.name}: trained in this graph, kept float32 (compressed rows do not train)")
+            notes.append(
+                f"table {t.name}: trained in this graph, kept float32 (compressed rows do not train)"
+            )
         else:
             t.row_dtype = row_dtype
     return notes

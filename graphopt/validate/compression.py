@@ -21,6 +21,7 @@ from graphopt.checkpoint import compress
 from graphopt.errors import ModelError
 from graphopt.ev import contract
 from graphopt.validate.report import CheckResult
+
 # Output tolerances of a compressed rewrite when none is given (docs/validate.md): the course
 # model's probabilities move by ~1e-4 (int8) and ~1e-5 (16-bit) on the test split.
 DEFAULT_ATOL = {"int8": 1e-2, "float16": 1e-3, "bfloat16": 1e-2}
@@ -92,7 +93,9 @@ def check_rows(original, rewritten, tables) -> tuple[CheckResult, list[TableRows
             codes, scale_bias = stored_rows(target, key, row_dtype)
             figures.append(compare_rows(t["name"], rows, codes, scale_bias, row_dtype))
     except (ValueError, KeyError, OSError) as exc:
-        raise ModelError(f"the compressed rows of {rewritten} cannot be read ({exc}); rewrite it again") from None
+        raise ModelError(
+            f"the compressed rows of {rewritten} cannot be read ({exc}); rewrite it again"
+        ) from None
     except Exception as exc:  # tf.errors.OpError: a missing or damaged tensor
         return CheckResult(
             "compressed-rows", "compressed rows within their bound", False, "", [f"cannot read: {exc}"]
@@ -110,7 +113,9 @@ def check_rows(original, rewritten, tables) -> tuple[CheckResult, list[TableRows
         if worst
         else "no compressed table"
     )
-    return CheckResult("compressed-rows", "compressed rows within their bound", not findings, summary, findings), figures
+    return CheckResult(
+        "compressed-rows", "compressed rows within their bound", not findings, summary, findings
+    ), figures
 
 
 def compare_rows(name, rows, codes, scale_bias, row_dtype) -> TableRows:
@@ -133,20 +138,11 @@ def compare_rows(name, rows, codes, scale_bias, row_dtype) -> TableRows:
 
 
 def roc_auc(labels, scores) -> float | None:
-    """ROC AUC (ties count half), or None without both classes."""
-    labels = np.asarray(labels).reshape(-1).astype(bool)
-    scores = np.asarray(scores, np.float64).reshape(-1)
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if positives == 0 or negatives == 0:
-        return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), np.float64)
-    sorted_scores = scores[order]
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    average = first + (counts - 1) / 2.0 + 1
-    ranks[order] = np.repeat(average, counts)
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    """ROC AUC (the course's metric), or None without both classes."""
+    from graphopt.course.models.metrics import roc_auc as auc
+
+    value = auc(labels, np.asarray(scores).reshape(-1))
+    return None if np.isnan(value) else value
 
 
 def data_labels(path):
@@ -155,6 +151,6 @@ def data_labels(path):
 
     if path is None or not path.endswith(".csv") or not _is_course_samples(path):
         return None
-    from graphopt.data import read_samples
+    from graphopt.course.data.samples import read_samples
 
     return np.asarray(read_samples(path).labels)

@@ -268,7 +268,9 @@ def check_checkpoint(original, rewritten, original_tables=(), compressed_keys=()
         return CheckResult(
             "checkpoint", title, False, "", ["the rewritten model has no variables/ checkpoint"]
         )
-    skip = set(_CHECKPOINT_METADATA) | {n for k in compressed_keys for n in (k, *contract.compressed_tensor_names(k))}
+    skip = set(_CHECKPOINT_METADATA) | {
+        n for k in compressed_keys for n in (k, *contract.compressed_tensor_names(k))
+    }
     shapes_a = {k: v for k, v in reader_a.get_variable_to_shape_map().items() if k not in skip}
     shapes_b = {k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in skip}
     tables = {

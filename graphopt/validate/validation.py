@@ -98,7 +98,13 @@ def validate_models(
         return report
     tables, folded = _original_tables(original, tags, report)
     report.checks = run_structural_checks(
-        original, rewritten, original_meta, rewritten_meta, tables, tags, {t["checkpoint_key"]: t["row_dtype"] for t in compressed}
+        original,
+        rewritten,
+        original_meta,
+        rewritten_meta,
+        tables,
+        tags,
+        {t["checkpoint_key"]: t["row_dtype"] for t in compressed},
     )
     labels = None
     if compressed:

@@ -7,7 +7,13 @@ initializers become imports, and the table's variable handle becomes an Embeddin
 from graphopt.checkpoint import TableConversion
 from graphopt.ev import contract
 from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
-from graphopt.rewrite.target import COLLISIONLESS, COMPRESSED_PARTITIONS, COMPRESSED_ROWS, CheckpointLayout, Target
+from graphopt.rewrite.target import (
+    COLLISIONLESS,
+    COMPRESSED_PARTITIONS,
+    COMPRESSED_ROWS,
+    CheckpointLayout,
+    Target,
+)
 from graphopt.rewrite.targets.ev.builders import EV_OPS
 from graphopt.rewrite.targets.ev.drop_slot_variables import DropSlotVariables
 from graphopt.rewrite.targets.ev.drop_table_variables import DropTableVariables
@@ -45,7 +51,8 @@ def checkpoint_layout(tables) -> CheckpointLayout:
     trained table's slot variables' tensors become KEY-slot-<name> (same rows, same order)."""
     return CheckpointLayout(
         conversions=[
-            TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids, t.row_dtype, t.name) for t in tables
+            TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids, t.row_dtype, t.name)
+            for t in tables
         ],
         renamed={
             s.checkpoint_key: contract.slot_tensor_name(t.checkpoint_key, s.name)

@@ -44,7 +44,9 @@ def _row_attrs(dim):
     return {"dim": (int(dim), "i"), "dtype": (nodes.dtype_enum(contract.ROW_DTYPE), "type")}
 
 
-def handle(name, shared_name, container, dim, device="", optimizer="", slot_init=(), row_dtype=contract.ROW_DTYPE):
+def handle(
+    name, shared_name, container, dim, device="", optimizer="", slot_init=(), row_dtype=contract.ROW_DTYPE
+):
     attrs = {
         "shared_name": (shared_name, "s"),
         "container": (container, "s"),
@@ -92,7 +94,9 @@ def _codes_attrs(dim, row_dtype):
 
 def export_compressed(name, table_ref, dim, row_dtype, device=""):
     """ExportCompressed(table) -> keys, codes, scale_bias."""
-    return nodes.make_node(contract.EXPORT_COMPRESSED.name, name, [table_ref], _codes_attrs(dim, row_dtype), device)
+    return nodes.make_node(
+        contract.EXPORT_COMPRESSED.name, name, [table_ref], _codes_attrs(dim, row_dtype), device
+    )
 
 
 def import_compressed(name, table_ref, keys, codes, scale_bias, dim, row_dtype, device="", control=()):

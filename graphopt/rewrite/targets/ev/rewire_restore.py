@@ -41,7 +41,11 @@ class RewireRestore(Pass):
                 keys = ev.checkpoint_names(table)
                 if use.part != 0:
                     # Keep the position of the output; nothing reads it once the assign is gone.
-                    names[j], slices[j], dtypes[j] = keys[0 if ev.compressed(table) else 2], "", nodes.dtype_enum(contract.KEY_DTYPE)
+                    names[j], slices[j], dtypes[j] = (
+                        keys[0 if ev.compressed(table) else 2],
+                        "",
+                        nodes.dtype_enum(contract.KEY_DTYPE),
+                    )
                     target = first_import.get(table.name)
                     if target:
                         body.redirect_control(assign.name, target)
@@ -53,7 +57,9 @@ class RewireRestore(Pass):
                 names += keys[1:]
                 slices += [""] * (len(keys) - 1)
                 dtypes += [nodes.dtype_enum(t) for t in ev.checkpoint_dtypes(table)[1:]]
-                outs = [body.output_ref(restore_name, k, "tensors") for k in (j, *range(n, n + len(keys) - 1))]
+                outs = [
+                    body.output_ref(restore_name, k, "tensors") for k in (j, *range(n, n + len(keys) - 1))
+                ]
                 slots = table.training.slots if table.training else []
                 if ev.compressed(table):
                     new = ev.import_compressed(

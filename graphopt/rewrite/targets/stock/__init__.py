@@ -8,7 +8,11 @@ from graphopt.checkpoint import TableConversion
 from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
 from graphopt.rewrite.target import COMPRESSED_ROWS, CheckpointLayout, Target
 from graphopt.rewrite.targets.stock.builders import STOCK_OPS, StockTables, checkpoint_content
-from graphopt.rewrite.targets.stock.compress_rows import DECODE_OPS, CompressStockRows, RemoveCompressedTableReads
+from graphopt.rewrite.targets.stock.compress_rows import (
+    DECODE_OPS,
+    CompressStockRows,
+    RemoveCompressedTableReads,
+)
 from graphopt.rewrite.targets.stock.stock_lookups import StockLookups
 from graphopt.rewrite.targets.stock.stock_restore import StockRestore
 from graphopt.rewrite.targets.stock.stock_save import StockSave

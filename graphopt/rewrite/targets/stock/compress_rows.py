@@ -101,9 +101,13 @@ class CompressStockRows(Pass):
                     dims = body.add_const(
                         f"{use.node}/stock_rows_shape", np.array([table.rows, stored_dim(table)], np.int32)
                     )
-                    zero = body.add_const(f"{use.node}/stock_rows_zero", np.zeros([], compress.code_dtype(table.row_dtype)))
+                    zero = body.add_const(
+                        f"{use.node}/stock_rows_zero", np.zeros([], compress.code_dtype(table.row_dtype))
+                    )
                     fill_attrs = {"T": (code, "type"), "index_type": _type("int32")}
-                    fill = _op(body, "Fill", f"{use.node}/stock_rows", [dims, zero], fill_attrs, assign.device)
+                    fill = _op(
+                        body, "Fill", f"{use.node}/stock_rows", [dims, zero], fill_attrs, assign.device
+                    )
                     body.set_input(use.node, 1, fill)
                     _retype(body, use.node, code)
             ctx.replaced(top.name, old, handle, table, self.name)
@@ -185,9 +189,16 @@ def _int8_rows(body, gathered: TensorRef, dim, base, dev):
         dev,
     )
     word_bytes = _op(
-        body, "Reshape", f"{base}/word_bytes", [tail, new_shape], {"T": (u8, "type"), "Tshape": _type("int32")}, dev
+        body,
+        "Reshape",
+        f"{base}/word_bytes",
+        [tail, new_shape],
+        {"T": (u8, "type"), "Tshape": _type("int32")},
+        dev,
     )
-    scale_bias = _op(body, "Bitcast", f"{base}/scale_bias", [word_bytes], {"T": (u8, "type"), "type": (f32, "type")}, dev)
+    scale_bias = _op(
+        body, "Bitcast", f"{base}/scale_bias", [word_bytes], {"T": (u8, "type"), "type": (f32, "type")}, dev
+    )
     scale = _last_axis_slice(body, scale_bias, 0, 1, f32, f"{base}/scale", dev)
     bias = _last_axis_slice(body, scale_bias, 1, 2, f32, f"{base}/bias", dev)
     cast = {"SrcT": (u8, "type"), "DstT": (f32, "type"), "Truncate": (False, "b")}
