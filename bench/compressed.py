@@ -129,9 +129,8 @@ def find_speed(args):
             results[(dist, batch)] = row
             for name, ns in row.items():
                 gather, memcpy = ns / row["tf.gather fp32"], ns / row["memcpy fp32"]
-                print(
-                    f"  {dist:<10} {batch:>6} {name:<26} {ns:8.1f}  {gather:5.2f}x gather  {memcpy:5.2f}x memcpy"
-                )
+                where = f"{dist:<10} {batch:>6} {name:<26}"
+                print(f"  {where} {ns:8.1f}  {gather:5.2f}x gather  {memcpy:5.2f}x memcpy")
     ratio = {
         "fp32/gather": max(r["EV find fp32"] / r["tf.gather fp32"] for r in results.values()),
         "fp32/memcpy": max(r["EV find fp32"] / r["memcpy fp32"] for r in results.values()),
