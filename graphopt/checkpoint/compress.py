@@ -92,7 +92,7 @@ def quantize(rows: np.ndarray, row_dtype: str) -> tuple[np.ndarray, np.ndarray |
 
 def dequantize(codes: np.ndarray, scale_bias: np.ndarray | None, row_dtype: str) -> np.ndarray:
     """float32 rows of stored codes: code * scale + bias (two float32 roundings), or widened."""
-    if row_dtype != "int8":
+    if row_dtype != "int8" or scale_bias is None:
         return np.asarray(codes).astype(np.float32)
     scaled = codes.astype(np.float32) * scale_bias[:, :1]
     return (scaled + scale_bias[:, 1:]).astype(np.float32)
@@ -104,7 +104,7 @@ def error_bound(original: np.ndarray, scale_bias: np.ndarray | None, row_dtype: 
     original = np.asarray(original, np.float32)
     if row_dtype == "float32":
         return np.zeros_like(original)
-    if row_dtype == "int8":
+    if row_dtype == "int8" and scale_bias is not None:
         magnitude = np.abs(original).max(axis=1, keepdims=True)
         rounding = _INT8_ROUNDING_ULPS * np.spacing(magnitude.astype(np.float32))
         return np.broadcast_to(scale_bias[:, :1] / 2 + rounding, original.shape).astype(np.float32)
