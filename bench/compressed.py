@@ -20,7 +20,6 @@ fp32 find/gather max: G | course |dAUC| max: A
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -72,14 +71,7 @@ def rss_of(row_dtype, vocab, dim, chunk):
         f"r = b.resident_bytes(); t = c.build_ev({vocab}, {dim}, {chunk}, {row_dtype!r}); "
         "print(b.resident_bytes() - r, int(t.memory()[0]))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MALLOC_MMAP_THRESHOLD_="131072"),
-    )
-    rss, reported = (int(x) for x in out.stdout.split()[-2:])
+    rss, reported = (int(x) for x in lookup.fresh_process(code).split()[-2:])
     return rss, reported
 
 

@@ -166,6 +166,11 @@ def resident_bytes_of(name, vocab, dim, chunk):
         f"r = b.resident_bytes(); t = b.BUILDERS[{name!r}]({vocab}, {dim}, {chunk}); "
         "print(b.resident_bytes() - r)"
     )
+    return int(fresh_process(code).split()[-1])
+
+
+def fresh_process(code) -> str:
+    """The stdout of ``python -c code`` in a fresh process that returns freed memory at once."""
     out = subprocess.run(
         [sys.executable, "-c", code],
         check=True,
@@ -178,7 +183,7 @@ def resident_bytes_of(name, vocab, dim, chunk):
             MALLOC_MMAP_THRESHOLD_="131072",
         ),
     )
-    return int(out.stdout.split()[-1])
+    return out.stdout
 
 
 def main():
