@@ -14,17 +14,10 @@ from graphopt.validate import validate_models
 from tests.rewrite.cases import keras_two_inputs
 from tests.validate.saved_models import _edit_checkpoint, copy_model
 
-TABLE_KEY_PART = "VARIABLE_VALUE"
-
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, ev_ops):
     return keras_two_inputs(str(tmp_path_factory.mktemp("compressed") / "keras_two_inputs"))
-
-
-def _table_key(path):
-    reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
-    return next(k for k, s in reader.get_variable_to_shape_map().items() if list(s) == [50, 8])
 
 
 def _reader(path):
@@ -38,10 +31,10 @@ def _reader(path):
 def test_compressed_rewrite_stores_compressed_rows_and_validates_within_the_bound(
     model, tmp_path, target, row_dtype
 ):
-    key = _table_key(model.path)
     out = str(tmp_path / "out")
     report = rewrite_model(model.path, out, target=target, row_dtype=row_dtype)
     assert report.wrote and report.plan.tables[0].row_dtype == row_dtype
+    key = report.plan.tables[0].checkpoint_key
     reader = _reader(out)
     stored = reader.get_tensor(f"{key}-values" if target == "ev" else key)
     assert stored.dtype == compress.code_dtype(row_dtype)
@@ -78,8 +71,7 @@ def test_both_targets_read_the_same_int8_rows(model, tmp_path):
 @pytest.mark.slow
 def test_validate_finds_a_stored_row_outside_its_bound(model, tmp_path):
     out = str(tmp_path / "out")
-    rewrite_model(model.path, out, row_dtype="int8")
-    key = _table_key(model.path)
+    key = rewrite_model(model.path, out, row_dtype="int8").plan.tables[0].checkpoint_key
 
     def corrupt(tensors):
         codes = tensors[f"{key}-values"].copy()
@@ -98,7 +90,6 @@ def test_bad_row_dtype_and_non_finite_rows_are_refused_and_nothing_is_written(mo
     with pytest.raises(compress.CompressionError, match="unknown row dtype 'int4'"):
         rewrite_model(model.path, str(out), row_dtype="int4")
     broken = copy_model(model.path, tmp_path / "nan")
-    key = _table_key(broken)
 
     def poison(tensors):
         for k in [k for k, v in tensors.items() if getattr(v, "shape", None) == (50, 8)]:
@@ -107,7 +98,6 @@ def test_bad_row_dtype_and_non_finite_rows_are_refused_and_nothing_is_written(mo
             tensors[k][31, 0] = np.inf
 
     _edit_checkpoint(broken, poison)
-    assert key
     with pytest.raises(compress.CompressionError, match=r"NaN or Inf values in 2 row\(s\) \(7, 31\)"):
         rewrite_model(broken, str(out), row_dtype="float16")
     assert not out.exists()
