@@ -153,7 +153,8 @@ def rewrite_model(
         # functions only the object graph used go with it.
         mg_lib.drop_object_graph(model.meta_graph)
     report.passes = run_passes(ctx, spec.passes(), debug=debug)
-    mg_lib.add_op_defs(model.meta_graph, spec.op_types)
+    compressed = any(t.row_dtype != contract.ROW_DTYPE for t in plan.tables)
+    mg_lib.add_op_defs(model.meta_graph, spec.op_types + (spec.compressed_op_types if compressed else ()))
     report.nodes_after = node_counts(model)
     report.manifest = [r.to_dict() for r in ctx.replacements]
     if tensorboard:

@@ -64,6 +64,8 @@ class Target:
     # called before anything is read, so a missing library fails fast.
     load_ops: Callable[[], None] = _no_library
     supports: frozenset[str] = frozenset()  # e.g. COLLISIONLESS
+    # Op types a compressed rewrite (rewrite --row-dtype) adds to op_types.
+    compressed_op_types: tuple[str, ...] = ()
 
     @property
     def keeps_object_graph(self) -> bool:

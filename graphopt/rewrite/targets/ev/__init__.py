@@ -14,7 +14,7 @@ from graphopt.rewrite.target import (
     CheckpointLayout,
     Target,
 )
-from graphopt.rewrite.targets.ev.builders import EV_OPS
+from graphopt.rewrite.targets.ev.builders import COMPRESSED_OPS, EV_OPS
 from graphopt.rewrite.targets.ev.drop_slot_variables import DropSlotVariables
 from graphopt.rewrite.targets.ev.drop_table_variables import DropTableVariables
 from graphopt.rewrite.targets.ev.migrate_collisionless import MigrateCollisionless
@@ -79,4 +79,5 @@ TARGET = Target(
     rewrite_object_graph=rewrite_object_graph,
     load_ops=load_ops,
     supports=frozenset({COLLISIONLESS, COMPRESSED_ROWS, COMPRESSED_PARTITIONS}),
+    compressed_op_types=COMPRESSED_OPS,
 )

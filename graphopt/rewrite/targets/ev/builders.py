@@ -12,14 +12,9 @@ from graphopt.graph.model import TensorRef
 
 # The ops the serving rewrite puts in every output (their OpDefs go into its stripped op list);
 # a TF1 training graph's and a collisionless rewrite's add theirs where used.
-EV_OPS = (
-    contract.HANDLE.name,
-    contract.FIND.name,
-    contract.EXPORT.name,
-    contract.IMPORT.name,
-    contract.EXPORT_COMPRESSED.name,
-    contract.IMPORT_COMPRESSED.name,
-)
+EV_OPS = (contract.HANDLE.name, contract.FIND.name, contract.EXPORT.name, contract.IMPORT.name)
+# What a compressed rewrite's Saver uses instead of export / import.
+COMPRESSED_OPS = (contract.EXPORT_COMPRESSED.name, contract.IMPORT_COMPRESSED.name)
 
 
 def compressed(table) -> bool:

@@ -74,8 +74,9 @@ TARGET = Target(
     name="stock",
     description="built-in hash table + dense rows",
     passes=passes,
-    op_types=STOCK_OPS + DECODE_OPS,
+    op_types=STOCK_OPS,
     checkpoint_layout=checkpoint_layout,
     restrict_plan=restrict_plan,
     supports=frozenset({COMPRESSED_ROWS}),
+    compressed_op_types=DECODE_OPS,
 )
