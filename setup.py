@@ -268,8 +268,20 @@ setup(
         "protobuf",
         "numpy",
         "click>=8.1",
+        "prometheus-client>=0.20",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "ruff==0.17.6", "mypy==2.4.1"]},
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
+            # The model zoo (tests/zoo): the recommendation libraries users build models with.
+            "deepctr==0.9.4",
+            "tensorflow-recommenders==0.7.7",
+            "keras-rs==0.4.0",
+        ]
+    },
     entry_points={"console_scripts": ["graphopt=graphopt.cli:main"]},
     zip_safe=False,
 )

@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIM = 64
 FRESHNESS_TARGET = 1.0
 P99_TARGET = 1.2
+STATUS_POLL_S = 0.02  # how often the update phase asks the server whether a delta is applied
 
 
 def parse_args(argv=None):
@@ -52,6 +53,12 @@ def parse_args(argv=None):
     parser.add_argument("--quiet-seconds", type=float, default=3.0, help="length of each quiet window")
     parser.add_argument("--concurrency", type=int, default=4, help="client threads of the load")
     parser.add_argument("--probes", type=int, default=5, help="freshness measurements")
+    parser.add_argument(
+        "--watcher-nice",
+        type=int,
+        default=10,
+        help="the server's --watcher-nice (nice increment of the thread applying deltas; 0: none)",
+    )
     parser.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     args.rows = args.rows or (200_000 if args.quick else 1_000_000)
@@ -94,7 +101,7 @@ def dir_bytes(path):
 class Server:
     """`graphopt serve BASE` as a subprocess with its default poll intervals."""
 
-    def __init__(self, base):
+    def __init__(self, base, watcher_nice=10):
         from graphopt.serve.server import READY_LINE
 
         self.log = tempfile.TemporaryFile("w+")
@@ -111,6 +118,8 @@ class Server:
                 "0",
                 "--grpc-port",
                 "0",
+                "--watcher-nice",
+                str(watcher_nice),
             ],
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -246,7 +255,7 @@ def main(argv=None):
         staged = stage_deltas(os.path.join(work, "stage", "1"), version, parts)
         deltas = os.path.join(version, "deltas")
         os.makedirs(deltas)
-        server = Server(os.path.join(work, "base"))
+        server = Server(os.path.join(work, "base"), args.watcher_nice)
         try:
             results = run(args, server, staged, deltas, probes, work, version)
         finally:
@@ -284,13 +293,18 @@ def run(args, server, staged, deltas, probes, work, version):
     with Load(server, args.concurrency, args.rows) as load:
         time.sleep(1.0)  # connections open, first requests answered
         for r in range(args.rounds):
-            begin = time.perf_counter()
-            time.sleep(args.quiet_seconds)
-            quiet.extend(load.between(begin, time.perf_counter()))
             sequence = len(probes) + r + 1
+            # the quiet window polls the status as the update window does (every STATUS_POLL_S),
+            # so the bench's own requests load both windows alike
+            begin = time.perf_counter()
+            wait_until(
+                lambda b=begin: status(control) and time.perf_counter() - b >= args.quiet_seconds,
+                step=STATUS_POLL_S,
+            )
+            quiet.extend(load.between(begin, time.perf_counter()))
             os.rename(staged[sequence - 1], os.path.join(deltas, str(sequence)))
             written = time.perf_counter()
-            applied = wait_until(lambda s=sequence: status(control)[1] >= s)
+            applied = wait_until(lambda s=sequence: status(control)[1] >= s, step=STATUS_POLL_S)
             apply_seconds.append(applied - written)
             time.sleep(0.2)  # requests started before `applied` finish
             during.extend(load.between(written, applied))

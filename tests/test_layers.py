@@ -15,11 +15,14 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Lowest first; each entry is a layer of top-level parts of graphopt (packages or modules).
 LAYERS = [
     {"errors", "ev", "version", "_tensorflow"},  # the root exception, the EmbeddingVariable contract
-    {"output", "checkpoint"},  # atomic outputs; the tensor bundle and checkpoint conversion
-    {"graph", "ops"},  # the graph model (protos); the op library and its Python API
-    {"analysis", "keras", "online", "distribute"},  # what a model holds; what uses the ops
-    {"course"},  # the course's data, model builders and demo training
-    {"rewrite", "validate", "serve"},  # the three jobs, side by side
+    # Atomic outputs; CSV cells; checkpoints; graph protos (graph/ and checkpoint/ know nothing of
+    # each other); the op library and its Python API.
+    {"output", "tabular", "checkpoint", "graph", "ops"},
+    # A model read from disk (graph + checkpoint); what a model holds; what uses the ops.
+    {"model_io", "analysis", "keras", "online", "distribute"},
+    # The three jobs side by side, and the course's demo code (its data, model builders, demo
+    # training), which they do not need: validate reads the course's samples through a plug-in.
+    {"rewrite", "validate", "serve", "course"},
     {"cli"},  # one thin module per command
     {"", "__main__"},  # the package itself (library users' `import graphopt`), python -m graphopt
 ]

@@ -12,6 +12,14 @@ raw id its own row, initialised from its bucket's row.
 
 Anything else is reported with the reason and left as it was; a table migrates only when every
 lookup site of it can (never a partially migrated table).
+
+Across function boundaries: a site in a function that receives its ids as an argument follows
+them to the function's callers. tf_keras saves each layer's own functions
+(``*_layer_call_and_return_conditional_losses``), which no node calls: ``tf_keras.models.load_model``
+revives the Embedding layer with one and feeds it what the layer before it (the ``StringLookup``, the
+``Hash``) computes, the bucket. Such a site keeps its find by bucket (``IdChain.by_bucket``): it reads
+the row the migrated lookup falls back to, so the reloaded model predicts what the serving path
+predicts, for seen and unseen ids; it does not block the table whose serving sites migrate.
 """
 
 import dataclasses
@@ -19,10 +27,9 @@ import os
 
 import numpy as np
 
-from graphopt.analysis.tables import EmbeddingTable, LookupSite
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import nodes
-from graphopt.graph.model import Body, ModelGraph, TensorRef
+from graphopt.analysis.tables import LookupSite, TableCandidate, serving_functions
+from graphopt.graph import meta_graphs, nodes
+from graphopt.graph.model import Body, ModelGraph, TensorRef, live_nodes
 
 # Mapping op -> (what it is, the position of its raw-id input).
 HASH_OPS = ("StringToHashBucketFast", "StringToHashBucketStrong", "StringToHashBucket")
@@ -94,6 +101,10 @@ class IdChain:
     raw: str | None = None  # the raw-id tensor (in the site's body), when it can migrate
     raw_dtype: str | None = None
     reason: str | None = None  # why it cannot migrate (None: it can)
+    args_only: bool = False  # the ids are the body's function arguments, as they are
+    # A function only the object graph reaches (a tf_keras layer's own) gets bucket ids from its
+    # caller at reload: it keeps the find by bucket, the row the migrated lookup falls back to.
+    by_bucket: str | None = None
 
     @property
     def possible(self) -> bool:
@@ -107,6 +118,7 @@ class IdChain:
             "raw_dtype": self.raw_dtype,
             "possible": self.possible,
             "reason": self.reason,
+            **({"by_bucket": self.by_bucket} if self.by_bucket else {}),
         }
 
 
@@ -114,7 +126,7 @@ class IdChain:
 class TableMigration:
     """Whether a table can be keyed by raw ids: possible only when every site's chain can migrate."""
 
-    table: EmbeddingTable
+    table: TableCandidate
     chains: list[IdChain]
     reason: str | None = None
 
@@ -127,7 +139,13 @@ class TableMigration:
         kinds = sorted({k for c in self.chains for k in c.kinds})
         what = f" ({', '.join(kinds)})" if kinds else ""
         if self.possible:
-            return f"collisionless migration possible{what}"
+            kept = sum(1 for c in self.chains if c.by_bucket)
+            return f"collisionless migration possible{what}" + (
+                f"; {kept} tf_keras layer function(s) (the reload path, fed the bucket) keep the find "
+                "by bucket, the row the migrated lookup falls back to"
+                if kept
+                else ""
+            )
         return f"collisionless migration not possible{what}, because {self.reason}"
 
     def to_dict(self) -> dict:
@@ -306,6 +324,7 @@ def trace_chain(body: Body, site: LookupSite) -> IdChain:
                 continue  # shape arithmetic (Keras' wrap of negative ids adds the row count)
             stack.append(r)
     chain.kinds = sorted(set(chain.kinds))
+    chain.args_only = not raws and bool(direct) and all(TensorRef.parse(d).node in body.args for d in direct)
     if not raws:
         chain.reason = (
             f"nothing maps ids to rows: {sorted(direct)[0]} indexes the rows directly"
@@ -333,9 +352,41 @@ def trace_chain(body: Body, site: LookupSite) -> IdChain:
     return chain
 
 
+def _follow_calls(model: ModelGraph, chain: IdChain, serving) -> IdChain:
+    """A site whose ids are its function's arguments: where its callers' ids come from.
+
+    A function no serving signature runs (tf_keras' per-layer functions, bound only by the object
+    graph, or called only from such functions) keeps its find by bucket. A serving function
+    called with ids: the site can migrate only where the raw id is inside its own body, so it is
+    reported with what its callers map.
+    """
+    if not chain.args_only:
+        return chain
+    body = model.body(chain.site.body)
+    callers = model.callers_of(body.name)
+    if body.name not in serving:
+        chain.by_bucket = (
+            "a function only the object graph reaches (a tf_keras layer's own) receives the bucket "
+            "ids its caller computes at reload: it keeps the find by bucket, the row the migrated "
+            "lookup falls back to"
+        )
+        chain.reason = None
+        return chain
+    kinds = sorted({k for e in callers for k in _mapping_upstream(model.body(e.body), TensorRef(e.caller))})
+    if kinds:
+        chain.kinds = kinds
+        chain.reason = (
+            f"{body.name} receives ids its callers already mapped ({', '.join(kinds)}); "
+            "the raw id does not reach the lookup's function"
+        )
+    return chain
+
+
 def _mixed_mappings(chains: list[IdChain]) -> bool:
     by_dtype: dict[str, set] = {}
     for c in chains:
+        if c.by_bucket:
+            continue
         by_dtype.setdefault("string" if c.raw_dtype == "string" else "int", set()).add(tuple(c.kinds))
     return any(len(kinds) > 1 for kinds in by_dtype.values())
 
@@ -344,21 +395,22 @@ def missing_assets(meta_graph, model_dir: str | None) -> list[str]:
     """Asset files the meta graph names that its SavedModel's assets/ folder lacks."""
     if model_dir is None or not os.path.isdir(model_dir):
         return []
-    names = mg_lib.asset_filenames(meta_graph)
+    names = meta_graphs.asset_filenames(meta_graph)
     return [n for n in names if not os.path.exists(os.path.join(model_dir, "assets", n))]
 
 
 def plan_migrations(
-    model: ModelGraph, tables: list[EmbeddingTable], model_dir: str | None = None
+    model: ModelGraph, tables: list[TableCandidate], model_dir: str | None = None
 ) -> list[TableMigration]:
     """One TableMigration per table: the chain at each site, and whether the whole table migrates.
 
     ``model_dir``: the SavedModel, whose assets a vocabulary lookup may read its vocabulary from.
     """
     missing = missing_assets(model.meta_graph, model_dir)
+    serving = serving_functions(model, live_nodes(model))
     out = []
     for table in tables:
-        chains = [trace_chain(model.body(s.body), s) for s in table.sites]
+        chains = [_follow_calls(model, trace_chain(model.body(s.body), s), serving) for s in table.sites]
         for c in chains:
             if missing and c.possible and "vocabulary lookup" in c.kinds:
                 # Which table an asset initializes is not traced: any missing file refuses them all.
@@ -373,7 +425,9 @@ def plan_migrations(
             reason = f"its lookup function is shared with {table.shares_arguments_with[0]}"
         else:
             bad = next((c for c in chains if not c.possible), None)
-            if bad is not None:
+            if bad is None and not any(c.raw for c in chains):
+                reason = "no serving lookup of it maps ids (only tf_keras layer functions look it up)"
+            elif bad is not None:
                 reason = bad.reason if len(chains) == 1 else f"at {bad.site.where}: {bad.reason}"
             elif _mixed_mappings(chains):
                 # One raw id would get one row for two different buckets: training could not

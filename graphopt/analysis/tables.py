@@ -4,6 +4,12 @@ A variable is traced from its top-level VarHandleOp through Identity and call ar
 every function that touches it. Each use is classified; one use that is not a row gather on
 axis 0 (and not save / restore / initialization / a read nobody consumes) disqualifies the
 variable, and its gathers are reported as left alone with the reason.
+
+Uses in functions no serving signature runs (tf_keras' per-layer functions and ``loss_fn``s,
+reached only through the object graph) never disqualify a table: they are ``offline`` uses.
+One that reduces the whole table to a sum over its rows (a regularizer's ``L2Loss``, ``Sum`` of
+``Square`` or ``Abs``) keeps its meaning over an EmbeddingVariable's present rows; any other
+leaves its function out of the rewritten model (``VariableUse.present_rows``).
 """
 
 import dataclasses
@@ -11,9 +17,8 @@ import re
 
 import numpy as np
 
-from graphopt.analysis import training_updates as v1_training
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import nodes
+from graphopt.analysis import training_updates
+from graphopt.graph import meta_graphs, nodes
 from graphopt.graph.model import TOP, Body, ModelGraph, TensorRef, live_nodes
 
 VARIABLE_OPS = ("VarHandleOp", "VariableV2")
@@ -22,6 +27,10 @@ ASSIGN_OPS = ("AssignVariableOp", "Assign")
 GATHER_OPS = ("GatherV2", "Gather", "ResourceGather", "GatherNd", "ResourceGatherNd")
 STITCH_OPS = ("ParallelDynamicStitch", "DynamicStitch")
 SAVE_OPS = ("SaveV2",)
+# A whole-table read whose every consumer chain is element-wise through these ...
+ROW_WISE_OPS = ("Identity", "Square", "Abs", "Cast")
+# ... into one of these (over every axis) sums over rows: it has a meaning over present rows.
+ROW_SUM_OPS = ("L2Loss", "Sum")
 RESTORE_OPS = ("RestoreV2",)
 PASS_THROUGH = ("Identity",)
 _PART_SUFFIX = re.compile(r"/part_\d+$")
@@ -50,18 +59,22 @@ class LookupSite:
 class VariableUse:
     """A use of a table that is not a lookup: the Saver, an initializer, or a read nobody consumes."""
 
-    kind: str  # save | restore | init | dead | disable_copy | train (an optimizer update)
+    kind: str  # save | restore | init | dead | disable_copy | train (an optimizer update) | offline
     body: str
-    node: str  # the consuming node (ReadVariableOp for save/dead, AssignVariableOp for restore/init)
+    node: str  # the consuming node (ReadVariableOp for save/dead/offline, AssignVariableOp for restore/init)
     part: int = 0
     save_node: str | None = None  # SaveV2 the read feeds
     save_entry: int | None = None
     restore_node: str | None = None  # RestoreV2 the assign takes its value from
     restore_entry: int | None = None
+    # offline (a function no serving signature runs): what uses the table there, and whether it
+    # only sums over rows (then the rewrite reads the present rows; otherwise the function goes)
+    detail: str | None = None
+    present_rows: bool = False
 
 
 @dataclasses.dataclass
-class EmbeddingTable:
+class TableCandidate:
     """A variable (or a partitioned variable) whose rows are only ever gathered."""
 
     name: str
@@ -78,7 +91,7 @@ class EmbeddingTable:
     shares_arguments_with: list[str] = dataclasses.field(default_factory=list)
     # TF1 training graphs: the optimizer update the rewrite turns into an apply op, or why the
     # table keeps its dense variable (graphopt.analysis.training_updates).
-    training: v1_training.TrainingUpdate | None = None
+    training: training_updates.TrainingUpdate | None = None
     training_left: str | None = None
     # How the rewritten table stores its rows (rewrite --row-dtype; graphopt.checkpoint.compress).
     row_dtype: str = "float32"
@@ -146,6 +159,11 @@ class _VariableScan:
     uses: list[VariableUse]
     problems: list[str]
     gathers: list[tuple[str, str]]  # (body, gather node) of every gather reading this variable
+    serving: frozenset = frozenset()  # functions a serving signature (or the Saver) runs
+
+    def offline(self, body: Body) -> bool:
+        """Whether ``body`` is a function no serving signature runs."""
+        return body.is_function and body.name not in self.serving
 
 
 def _const(body: Body, ref: TensorRef):
@@ -225,12 +243,54 @@ def _variable_uses(model: ModelGraph, handle: str):
     return list(model.trace_variable(handle))
 
 
-def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
-    scan = _VariableScan(handle, [], [], [], [])
+def serving_functions(model: ModelGraph, live: set) -> frozenset:
+    """Functions the live top-level nodes (signatures, Saver, collections) call, transitively."""
+    return frozenset(model.called_functions([(TOP, n) for n in live if n in model.graph]))
+
+
+def _sums_rows(body: Body, read) -> bool:
+    """Whether every consumer chain of a whole-table read is row-wise into a sum over every axis."""
+    stack = [read.name]
+    if not body.consumers(read.name):
+        return False
+    while stack:
+        name = stack.pop()
+        for use in body.consumers(name):
+            node = body.node(use.node)
+            if node.op in ("GatherV2", "Gather") and use.position == 0 and name == read.name:
+                continue  # a row gather: a lookup site of its own
+            if node.op in ROW_WISE_OPS:
+                stack.append(node.name)
+            elif node.op == "L2Loss":
+                continue
+            elif node.op == "Sum" and use.position == 0:
+                axes = _const(body, body.data_inputs(node)[1])
+                if axes is None or sorted(np.asarray(axes).reshape(-1).tolist()) not in ([0, 1], [-2, -1]):
+                    return False
+            else:
+                return False
+        if body.return_uses(name):
+            return False
+    return True
+
+
+def _offline(scan: _VariableScan, body: Body, node, what: str, read=None) -> None:
+    """Records a use in a function no serving signature runs (once per node)."""
+    name = (read or node).name
+    if any(u.kind == "offline" and u.body == body.name and u.node == name for u in scan.uses):
+        return
+    rows = read is not None and _sums_rows(body, read)
+    scan.uses.append(
+        VariableUse("offline", body.name, name, detail=f"{node.name} ({node.op}) {what}", present_rows=rows)
+    )
+
+
+def _scan_variable(model: ModelGraph, live: set, handle: str, serving=frozenset()) -> _VariableScan:
+    scan = _VariableScan(handle, [], [], [], [], serving)
     is_ref = model.graph.node(handle).op == "VariableV2"
     for body, use in _variable_uses(model, handle):
         node = body.node(use.node)
-        if not is_ref and not body.is_function and v1_training.is_update(node, use.position):
+        if not is_ref and not body.is_function and training_updates.is_update(node, use.position):
             # Before the liveness test: a train op is fetched by name, often from no collection.
             scan.uses.append(VariableUse("train", body.name, node.name))
             continue
@@ -264,6 +324,8 @@ def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
                 scan.uses.append(
                     VariableUse("restore", body.name, node.name, restore_node=src[0], restore_entry=src[1])
                 )
+            elif scan.offline(body):
+                _offline(scan, body, node, "assigns it")
             elif body.is_function:
                 scan.problems.append(f"{body.name}:{node.name} assigns it")
             else:
@@ -272,6 +334,8 @@ def _scan_variable(model: ModelGraph, live: set, handle: str) -> _VariableScan:
             body, node.name, live
         ):
             scan.uses.append(VariableUse("dead", body.name, node.name))
+        elif scan.offline(body):
+            _offline(scan, body, node, "uses it")
         else:
             scan.problems.append(f"{body.name or 'graph'}:{node.name} ({node.op}) uses it")
     return scan
@@ -294,6 +358,9 @@ def _scan_read(body: Body, read, live: set, scan: _VariableScan):
             scan.uses.append(
                 VariableUse("save", body.name, read.name, save_node=node.name, save_entry=pos - 3)
             )
+        elif scan.offline(body):
+            _offline(scan, body, node, "reads it whole", read=read)
+            used = True
         elif body.is_function or node.name in live or not _reads_dead(body, node.name, live):
             scan.problems.append(f"{body.name or 'graph'}:{node.name} ({node.op}) reads it whole")
             used = True
@@ -358,13 +425,13 @@ def _partition_group(model: ModelGraph, body: Body, stitch, gather_handle: dict[
 class Detection:
     """Everything detection found in one model graph."""
 
-    tables: list[EmbeddingTable]
+    tables: list[TableCandidate]
     left_alone: list[GatherLeftAlone]
 
 
 def _placeholder_inputs(meta_graph) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for sig_name, sig in mg_lib.signature_tensors(meta_graph).items():
+    for sig_name, sig in meta_graphs.signature_tensors(meta_graph).items():
         for key, tensor in sig["inputs"].items():
             out.setdefault(TensorRef.parse(tensor).node, []).append(f"{sig_name}:{key}")
     return out
@@ -407,7 +474,10 @@ def detect(model: ModelGraph) -> Detection:
     """Finds the embedding tables of a model graph and the gathers left alone."""
     live = live_nodes(model)
     graph = model.graph
-    scans = {n.name: _scan_variable(model, live, n.name) for n in graph.nodes() if n.op in VARIABLE_OPS}
+    serving = serving_functions(model, live)
+    scans = {
+        n.name: _scan_variable(model, live, n.name, serving) for n in graph.nodes() if n.op in VARIABLE_OPS
+    }
     gather_handle = {}
     for h, scan in scans.items():
         for site in scan.sites:
@@ -479,7 +549,7 @@ def detect(model: ModelGraph) -> Detection:
             all_problems.append("no Saver restores it")
         update, training_left = None, None
         if not all_problems:
-            update, training_left = v1_training.table_update(model, uses, scans)
+            update, training_left = training_updates.table_update(model, uses, scans)
         if update is not None and len(table_handles) > 1:
             update, training_left = None, "it is partitioned and trained (slots of parts are not converted)"
         if all_problems:
@@ -505,13 +575,13 @@ def detect(model: ModelGraph) -> Detection:
         else:
             sites, strategy = scans[h].sites, None
         if update is not None:
-            for site in v1_training.training_sites(model.body(TOP), update, sites):
+            for site in training_updates.training_sites(model.body(TOP), update, sites):
                 site.training = True
         for site in sites:
             srcs = model.trace_back(site.body, TensorRef.parse(site.ids))
             site.signature_inputs = sorted({k for p in srcs for k in placeholders.get(p.ref.node, [])})
         tables.append(
-            EmbeddingTable(
+            TableCandidate(
                 name=_PART_SUFFIX.sub("", h),
                 handles=table_handles,
                 rows=sum(s[0] for s in shapes),

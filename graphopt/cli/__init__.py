@@ -87,11 +87,12 @@ def _register():
     from graphopt.cli.build_model import build_model
     from graphopt.cli.delta import delta
     from graphopt.cli.inspect import inspect
+    from graphopt.cli.migrate import import_table
     from graphopt.cli.rewrite import rewrite
     from graphopt.cli.serve import serve
     from graphopt.cli.validate import validate
 
-    for command in (build_model, inspect, rewrite, validate, serve, delta):
+    for command in (build_model, inspect, rewrite, validate, serve, delta, import_table):
         command.callback = _with_tensorflow(command.callback)
         main.add_command(command)
 

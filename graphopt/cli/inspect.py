@@ -43,8 +43,13 @@ def format_inspection(report) -> str:
 @json_option
 def inspect(model, tags, tensorboard, as_json):
     """List MODEL's signatures, embedding tables and the gathers left alone."""
+    from graphopt.cli.migrate import format_analysis, source_analysis
     from graphopt.rewrite import inspect_model, write_tensorboard
 
+    analysis = source_analysis(model, tags)
+    if analysis is not None:
+        click.echo(json.dumps(analysis.to_dict(), indent=2) if as_json else format_analysis(analysis))
+        return
     report = inspect_model(model, tags=tags)
     if tensorboard:
         write_tensorboard(model, tensorboard, tags=tags)

@@ -8,6 +8,8 @@ import click
 from graphopt.cli.options import json_option, overwrite_option, regex_option, tags_option, tensorboard_option
 from graphopt.errors import GraphoptError
 
+# The targets' --target names and descriptions, spelled here so that --help imports no TensorFlow;
+# tests/cli/test_rewrite.py checks them against graphopt.rewrite.targets.TARGETS.
 TARGET_NAMES = {"ev": "EmbeddingVariable", "stock": "built-in hash table + dense rows"}
 
 
@@ -64,7 +66,7 @@ def format_summary(report) -> str:
 @click.option("--debug", is_flag=True, help="Check graph integrity after every pass.")
 @click.option(
     "--target",
-    type=click.Choice(["ev", "stock"]),
+    type=click.Choice(list(TARGET_NAMES)),
     default="ev",
     show_default=True,
     help="ev: EmbeddingVariables (needs graphopt's ops); stock: dense rows behind TensorFlow's "
@@ -123,6 +125,19 @@ def rewrite(
                 "SavedModels only"
             )
         return _rewrite_keras_file(model, out, dry_run, overwrite, as_json)
+    from graphopt.cli.migrate import run_migration, source_analysis
+
+    if source_analysis(model, tags) is not None:
+        given = {
+            "--include": include,
+            "--exclude": exclude,
+            "--min-rows": min_rows,
+            "--verify": verify,
+            "--target stock": target != "ev",
+            "--tensorboard": tensorboard,
+        }
+        refused = [k for k, v in given.items() if v]
+        return run_migration(model, out, dry_run, debug, overwrite, tags, as_json, refused, collisionless)
     from graphopt.rewrite import rewrite_model
 
     planned = []
@@ -135,7 +150,7 @@ def rewrite(
 
     def progress(done, _conversion):
         # The item shown is the planned table's name: the callback's second argument is whatever
-        # the converter iterates over (checkpoint conversions), not an EmbeddingTable.
+        # the converter iterates over (checkpoint conversions), not an TableCandidate.
         nonlocal bar
         if bar is None:
             bar = click.progressbar(
@@ -194,6 +209,8 @@ def rewrite(
             click.echo(validation.format())
     if validation is not None and not validation.passed:
         raise click.exceptions.Exit(1)
+    if report.why_nothing:  # a rewrite that writes nothing is no success: a pipeline stops here
+        raise GraphoptError(report.why_nothing)
 
 
 def _is_keras_file(path) -> bool:
@@ -203,7 +220,13 @@ def _is_keras_file(path) -> bool:
 
 
 def _rewrite_keras_file(model, out, dry_run, overwrite, as_json):
-    from graphopt.keras.convert import ConversionReport, convert, convert_file, load_keras_file
+    from graphopt.keras.convert import (
+        ConversionReport,
+        convert,
+        convert_file,
+        load_keras_file,
+        nothing_converted,
+    )
 
     if dry_run:
         report = ConversionReport()
@@ -212,6 +235,8 @@ def _rewrite_keras_file(model, out, dry_run, overwrite, as_json):
         report = convert_file(model, out, overwrite=overwrite)
     for warning in report.warnings():
         click.echo(warning, err=True)
+    if not report.tables:  # convert_file refuses to write such a file; a dry run says the same
+        raise GraphoptError(nothing_converted(model, report))
     if as_json:
         click.echo(
             json.dumps(

@@ -7,7 +7,7 @@ import click
 
 
 @click.command("serve")
-@click.argument("model_base", type=click.Path(file_okay=False))
+@click.argument("model_base", type=click.Path(file_okay=False), required=False)
 @click.option(
     "--model-name", help="Name clients address the model by.  [default: MODEL_BASE's directory name]"
 )
@@ -58,6 +58,44 @@ import click
     help="REST: most open connections; more are answered 503.",
 )
 @click.option(
+    "--model-config-file",
+    type=click.Path(dir_okay=False),
+    help="Serve the models of this TF Serving ModelServerConfig text file instead of MODEL_BASE "
+    "(several models, version policies, version labels).",
+)
+@click.option(
+    "--model-config-file-poll-wait-seconds",
+    "config_poll_seconds",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="How often --model-config-file is re-read; a changed file is applied (0: never).",
+)
+@click.option(
+    "--enable-batching",
+    is_flag=True,
+    help="Merge concurrent predict requests for the same version and signature into batches.",
+)
+@click.option(
+    "--batching-parameters-file",
+    type=click.Path(dir_okay=False),
+    help="With --enable-batching: TF Serving BatchingParameters text file (max_batch_size, "
+    "batch_timeout_micros, ...).  [default: TF Serving's defaults]",
+)
+@click.option(
+    "--watcher-nice",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Nice increment of the thread that loads versions and applies deltas (0: none), so "
+    "requests win the cores while it works.",
+)
+@click.option(
+    "--no-metrics",
+    is_flag=True,
+    help="Do not serve Prometheus metrics at /monitoring/prometheus/metrics on the REST port.",
+)
+@click.option(
     "--once", "once", is_flag=True, help="Start, make one REST predict call, print it, and stop (a demo)."
 )
 @click.option(
@@ -77,16 +115,34 @@ def serve(
     max_request_elements,
     read_timeout_seconds,
     max_connections,
+    model_config_file,
+    config_poll_seconds,
+    enable_batching,
+    batching_parameters_file,
+    watcher_nice,
+    no_metrics,
     once,
     request_json,
 ):
     """Serve MODEL_BASE/<version>/saved_model.pb like TensorFlow Serving, graphopt's ops loaded.
 
+    Or serve the models of a --model-config-file (then no MODEL_BASE).
+
     The newest version is served; a newer version directory appearing later is loaded and swapped
     in without dropping a request; deltas written to MODEL_BASE/<version>/deltas/ update its
     EmbeddingVariables live (docs/online.md). SIGINT or SIGTERM stops the server cleanly.
     """
+    from graphopt.errors import ArgumentError
+
+    if (model_base is None) == (model_config_file is None):
+        raise ArgumentError("give MODEL_BASE or --model-config-file (one of them)")
+    if batching_parameters_file and not enable_batching:
+        raise ArgumentError("--batching-parameters-file is used only with --enable-batching; add it")
+    if once and model_config_file:
+        raise ArgumentError("--once serves MODEL_BASE; give MODEL_BASE instead of --model-config-file")
+
     from graphopt.serve import ModelServer, demo_prediction, serve_until_signal
+    from graphopt.serve.batching import default_batching_parameters, read_batching_parameters
 
     # graphopt's own progress lines only; TensorFlow's loggers keep their quiet defaults
     handler = logging.StreamHandler()
@@ -106,6 +162,13 @@ def serve(
         click.echo(f"POST /v1/models/{name}:predict {json.dumps(sent)}")
         click.echo(json.dumps(reply))
         return
+    batching = None
+    if enable_batching:
+        batching = (
+            read_batching_parameters(batching_parameters_file)
+            if batching_parameters_file
+            else default_batching_parameters()
+        )
     server = ModelServer(
         model_base,
         model_name,
@@ -114,6 +177,11 @@ def serve(
         grpc_port,
         poll_seconds,
         delta_poll_seconds=delta_poll_seconds,
+        model_config_file=model_config_file,
+        config_poll_seconds=config_poll_seconds,
+        batching=batching,
+        metrics=not no_metrics,
+        watcher_nice=watcher_nice,
         **limits,
     )
     serve_until_signal(server, on_ready=click.echo)

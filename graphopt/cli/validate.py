@@ -104,6 +104,19 @@ def _tolerance(ctx, param, value):
     help="With --train: training steps per run (repeatable); default: 1 and 10.",
 )
 @click.option("--loss", default="loss", show_default=True, help="With --train: the loss tensor's name.")
+@click.option(
+    "--reference-outputs",
+    "reference",
+    type=click.Path(),
+    help="TFRA/DeepRec migrations: the original's inputs and outputs recorded in its own environment "
+    "(.npz, docs/migration.md); ORIGINAL is read for its tables only.",
+)
+@click.option(
+    "--batching",
+    is_flag=True,
+    help="Also measure the rewritten model's batch-size dependence: each example of the first batch "
+    "run alone vs inside it (what serving with --enable-batching may change), as a note.",
+)
 @json_option
 def validate(
     original,
@@ -120,6 +133,8 @@ def validate(
     train,
     steps,
     loss,
+    reference,
+    batching,
     as_json,
 ):
     """Check that REWRITTEN computes what ORIGINAL computes.
@@ -128,6 +143,24 @@ def validate(
     same inputs through the chosen loaders, output by output, then what each does with ids
     outside the original tables. Exit code 0: passed; 1: validation failed; 2: bad input.
     """
+    import os
+
+    from graphopt.cli.migrate import source_analysis
+
+    if reference is not None or (
+        not train and os.path.exists(original) and source_analysis(original) is not None
+    ):
+        # A TFRA/DeepRec original cannot run here: its outputs come from the file, its tables
+        # from its checkpoint.
+        from graphopt.validate.reference import validate_reference
+
+        result = validate_reference(
+            rewritten, reference, original=original, loader=loader, atol=atol, rtol=rtol
+        )
+        click.echo(result.to_json() if as_json else result.format())
+        if not result.passed:
+            raise click.exceptions.Exit(1)
+        return
     if train:
         _validate_training(
             original, rewritten, batch_size, data, atol or 0.0, seed, steps or (1, 10), loss, as_json
@@ -138,6 +171,7 @@ def validate(
         raise ArgumentError(
             "--batches 0 generates no random batch; give at least 1 (0 means every batch only with --data)"
         )
+    from graphopt.course.data import samples_reader
     from graphopt.validate import validate_models  # loaded when the command runs, after its options parse
 
     report = validate_models(
@@ -147,11 +181,13 @@ def validate(
         batches=batches,
         batch_size=batch_size,
         data=data,
+        data_readers=(samples_reader,),
         atol=atol,
         rtol=rtol,
         loader=loader,
         id_ranges=ranges,
         seed=seed,
+        batching=batching,
     )
     click.echo(report.to_json() if as_json else report.format())
     if not report.passed:
@@ -159,12 +195,12 @@ def validate(
 
 
 def _validate_training(original, rewritten, batch_size, data, atol, seed, steps, loss, as_json):
-    """``--train``: the training check (graphopt.validate.training); exit 1 when it fails."""
+    """``--train``: the training check (graphopt.validate.training_steps); exit 1 when it fails."""
     import json
 
     import numpy as np
 
-    from graphopt.validate import training
+    from graphopt.validate import training_steps
 
     if data is not None:
         if not data.endswith(".npz"):
@@ -175,13 +211,15 @@ def _validate_training(original, rewritten, batch_size, data, atol, seed, steps,
         except (OSError, ValueError) as e:
             raise ArgumentError(f"--data {data} cannot be read ({e}); give an .npz file") from None
     else:
-        batch = training.generated_batch(original, batch_size, seed)
-    results = [training.compare_training(original, rewritten, [batch], steps=n, loss=loss) for n in steps]
-    ok = all(training.passed(r, atol) for r in results)
+        batch = training_steps.generated_batch(original, batch_size, seed)
+    results = [
+        training_steps.compare_training(original, rewritten, [batch], steps=n, loss=loss) for n in steps
+    ]
+    ok = all(training_steps.passed(r, atol) for r in results)
     if as_json:
         click.echo(json.dumps({"passed": ok, "runs": [r.to_dict() for r in results]}, indent=1))
     else:
-        click.echo("\n".join(training.format_result(r) for r in results))
+        click.echo("\n".join(training_steps.format_result(r) for r in results))
         click.echo("training check " + ("passed" if ok else "failed"))
     if not ok:
         raise click.exceptions.Exit(1)

@@ -193,6 +193,16 @@ def is_keras_file(path) -> bool:
     return str(path).endswith(".keras") or (os.path.isfile(path) and zipfile.is_zipfile(path))
 
 
+def nothing_converted(path, report: ConversionReport) -> str:
+    """Why a conversion that converted no layer writes nothing (one line)."""
+    custom = ", ".join(f"{n} ({c})" for n, c in report.custom_layers)
+    return (
+        f"{path} has no Embedding layer to convert"
+        + (f"; custom layers left as they are: {custom}" if custom else "")
+        + "; nothing written"
+    )
+
+
 def convert_file(path, out, overwrite=False, **options) -> ConversionReport:
     """Converts the ``.keras`` file ``path`` and saves the result to ``out`` (a ``.keras`` path).
 
@@ -210,6 +220,8 @@ def convert_file(path, out, overwrite=False, **options) -> ConversionReport:
     model = load_keras_file(path)
     report = ConversionReport()
     converted = convert(model, report=report, **options)
+    if not report.tables:
+        raise GraphoptError(nothing_converted(path, report))
     with staged_output(out, overwrite=overwrite) as staged:
         scratch = os.path.join(os.path.dirname(staged), "model.keras")
         converted.save(scratch)

@@ -15,7 +15,7 @@ import numpy as np
 
 from graphopt.errors import GraphoptError
 from graphopt.ev import contract
-from graphopt.online import delta as delta_format
+from graphopt.online import delta_format
 from graphopt.online.tables import TableSpec, by_name, checkpoint_prefix, table_specs
 
 ALL_ROWS = np.iinfo(np.int64).min  # `since` that takes every row

@@ -1,11 +1,13 @@
 """``inspect_model``: what a model holds (signatures, tables, gathers left alone), without changing it."""
 
+import collections
 import dataclasses
+import re
 
+from graphopt import model_io
 from graphopt.analysis.id_chains import TableMigration, plan_migrations
-from graphopt.analysis.tables import EmbeddingTable, GatherLeftAlone, detect
-from graphopt.graph import io
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.analysis.tables import GatherLeftAlone, TableCandidate, detect
+from graphopt.graph import meta_graphs
 from graphopt.graph.model import ModelGraph
 
 
@@ -17,13 +19,13 @@ class ModelInspection:
     kind: str  # "saved_model" or "meta_graph"
     tags: list[str]
     signatures: dict[str, dict]  # name -> {"inputs": {key: {dtype, shape}}, "outputs": [keys], "method"}
-    tables: list[EmbeddingTable]
+    tables: list[TableCandidate]
     left_alone: list[GatherLeftAlone]
     nodes: dict[str, int]  # body name ("graph" for the top level) -> node count
     # Per table: its id-mapping chain and whether collisionless migration is possible.
     migrations: list[TableMigration] = dataclasses.field(default_factory=list)
 
-    def table(self, name: str) -> EmbeddingTable | None:
+    def table(self, name: str) -> TableCandidate | None:
         return next((t for t in self.tables if t.name == name), None)
 
     def migration(self, name: str) -> TableMigration | None:
@@ -42,14 +44,41 @@ class ModelInspection:
         }
 
 
+# Names that differ between otherwise equal reasons: the variable, where (body:node), numbers.
+_NAMES = (
+    (re.compile(r"variable \S+"), "variable _"),
+    (re.compile(r"\S+:\S+ \("), "_ ("),
+    (re.compile(r"\b[\w.-]+(?:/[\w.-]+)+|\b\w*\d\w*\b"), "_"),
+)
+
+
+def _reason_kind(reason: str) -> str:
+    for pattern, repl in _NAMES:
+        reason = pattern.sub(repl, reason)
+    return reason
+
+
+def summarize_reasons(reasons, top=3) -> str:
+    """The most frequent of ``reasons``, those differing only in names counted together:
+    ``12x variable sparse_emb_C0/embeddings is not a table: ... (L2Loss) reads it whole; 4x ...``."""
+    groups: dict[str, list[str]] = collections.defaultdict(list)
+    for r in reasons:
+        groups[_reason_kind(r)].append(r)
+    ranked = sorted(groups.values(), key=lambda g: -len(g))
+    parts = [f"{len(g)}x {g[0]}" for g in ranked[:top]]
+    if len(ranked) > top:
+        parts.append(f"{sum(len(g) for g in ranked[top:])} more with {len(ranked) - top} other reason(s)")
+    return "; ".join(parts)
+
+
 def node_counts(model: ModelGraph) -> dict[str, int]:
     return {(name or "graph"): len(body) for name, body in model.bodies.items()}
 
 
 def signatures_of(meta_graph) -> dict[str, dict]:
-    specs = mg_lib.signature_input_specs(meta_graph)
+    specs = meta_graphs.signature_input_specs(meta_graph)
     out = {}
-    for name, sig in mg_lib.signature_tensors(meta_graph).items():
+    for name, sig in meta_graphs.signature_tensors(meta_graph).items():
         if name.startswith("__saved_model_"):  # the init/train op plumbing, not a signature to call
             continue
         out[name] = {
@@ -68,7 +97,7 @@ def signatures_of(meta_graph) -> dict[str, dict]:
 
 def inspect_model(path, tags=None) -> ModelInspection:
     """Reads a model and reports its signatures, embedding tables and the gathers left alone."""
-    source = io.read_model(path, tags)
+    source = model_io.read_model(path, tags)
     model = ModelGraph(source.meta_graph)
     found = detect(model)
     return ModelInspection(

@@ -7,18 +7,16 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from graphopt import checkpoint
+from graphopt import checkpoint, model_io
 from graphopt.analysis.id_chains import plan_migrations
-from graphopt.analysis.tables import detect
+from graphopt.analysis.tables import GatherLeftAlone, detect
 from graphopt.checkpoint import compress
 from graphopt.errors import ModelError
 from graphopt.ev import contract
-from graphopt.graph import io, keras_metadata, nodes
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import object_graph as og_lib
+from graphopt.graph import io, keras_metadata, meta_graphs, nodes, object_graphs
 from graphopt.graph.model import ModelGraph
 from graphopt.output import check_output_dir, staged_output
-from graphopt.rewrite.inspection import node_counts
+from graphopt.rewrite.inspection import node_counts, summarize_reasons
 from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
 from graphopt.rewrite.target import COLLISIONLESS, COMPRESSED_PARTITIONS, COMPRESSED_ROWS
@@ -43,6 +41,25 @@ class RewriteReport:
     manifest: list[dict] = dataclasses.field(default_factory=list)
     tensorboard: list[str] = dataclasses.field(default_factory=list)
     revived_layers: list[str] = dataclasses.field(default_factory=list)  # tf_keras layers without config
+    left_alone: list[GatherLeftAlone] = dataclasses.field(default_factory=list)  # gathers of no table
+
+    @property
+    def why_nothing(self) -> str | None:
+        """Why the plan holds no table, the most frequent reasons summarised (None when it holds some)."""
+        if self.plan.tables:
+            return None
+        if self.plan.skipped:
+            reasons = summarize_reasons([r for _, r in self.plan.skipped])
+            return (
+                f"every table of {self.source} is skipped ({reasons}); widen --include/--exclude/--min-rows"
+            )
+        if not self.left_alone:
+            return f"{self.source} gathers from no variable: there is no embedding table to rewrite"
+        reasons = summarize_reasons([g.reason for g in self.left_alone])
+        return (
+            f"no embedding table found in {self.source}; gathers left alone: {reasons} "
+            f"(graphopt inspect {self.source} lists them all)"
+        )
 
     @property
     def tables_converted(self) -> int:
@@ -65,6 +82,7 @@ class RewriteReport:
             "wrote": self.wrote,
             "dry_run": self.dry_run,
             "message": self.message,
+            **({"why_nothing": self.why_nothing} if self.why_nothing else {}),
             "plan": self.plan.to_dict(),
             "passes": [dataclasses.asdict(p) for p in self.passes],
             "nodes_before": self.nodes_before,
@@ -131,18 +149,21 @@ def rewrite_model(
         )
     spec.load_ops()
     src, out = os.fspath(src), os.fspath(out) if out is not None else None
-    source = io.read_model(src, tags)
+    source = model_io.read_model(src, tags)
     if not dry_run and out is not None:
         _check_output(src, out, overwrite)  # before the plan and any work, once the input is known good
     model = ModelGraph(nodes.clone(source.meta_graph))
     before = node_counts(model)
-    plan = spec.restrict_plan(RewritePlan.select(detect(model).tables, include, exclude, min_rows))
+    found = detect(model)
+    plan = spec.restrict_plan(RewritePlan.select(found.tables, include, exclude, min_rows))
     if collisionless:
         plan.migrations = plan_migrations(model, plan.tables, src if source.kind == "saved_model" else None)
     if source.kind == "saved_model" and spec.keeps_object_graph:
         plan.notes += _tf_keras_notes(source, plan)
     plan.notes += _set_row_dtypes(plan, row_dtype, spec)
-    report = RewriteReport(src, out, plan, [], before, dict(before), dry_run=dry_run)
+    report = RewriteReport(
+        src, out, plan, [], before, dict(before), dry_run=dry_run, left_alone=found.left_alone
+    )
     if on_plan is not None:
         on_plan(plan)
     if not plan.tables:
@@ -151,10 +172,12 @@ def rewrite_model(
     if not spec.keeps_object_graph:
         # No TF2 object stands for the converted tables: the output is TF1-format, and the
         # functions only the object graph used go with it.
-        mg_lib.drop_object_graph(model.meta_graph)
+        meta_graphs.drop_object_graph(model.meta_graph)
     report.passes = run_passes(ctx, spec.passes(), debug=debug)
     compressed = any(t.row_dtype != contract.ROW_DTYPE for t in plan.tables)
-    mg_lib.add_op_defs(model.meta_graph, spec.op_types + (spec.compressed_op_types if compressed else ()))
+    meta_graphs.add_op_defs(
+        model.meta_graph, spec.op_types + (spec.compressed_op_types if compressed else ())
+    )
     report.nodes_after = node_counts(model)
     report.manifest = [r.to_dict() for r in ctx.replacements]
     if tensorboard:
@@ -174,12 +197,12 @@ def rewrite_model(
 
 def _tf_keras_notes(source, plan) -> list[str]:
     """One line per tf_keras layer owning a table: reloads and serves, but ``fit`` leaves its rows."""
-    if not mg_lib.has_object_graph(source.meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
+    if not meta_graphs.has_object_graph(source.meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
         return []
-    ckpt = og_lib.read_object_graph(source.checkpoint_prefix)
+    ckpt = object_graphs.read_object_graph(source.checkpoint_prefix)
     if ckpt is None:
         return []
-    ids = [i for t in plan.tables for i in og_lib.objects_saved_under(ckpt, t.checkpoint_key)]
+    ids = [i for t in plan.tables for i in object_graphs.objects_saved_under(ckpt, t.checkpoint_key)]
     layers = keras_metadata.layer_names(source.path, keras_metadata.layers_owning(source.meta_graph, ids))
     return [
         f"tf_keras layer {name}: not trainable after tf_keras.models.load_model; its table is an "
@@ -231,13 +254,15 @@ def _rewritten_object_graph(spec, source, meta_graph, plan, scratch_dir):
     None where the model has no object graph or a table is partitioned (no TF2 object stands for a
     partitioned table); the output then drops its object graph and loads through the TF1 path.
     """
-    if not mg_lib.has_object_graph(meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
+    if not meta_graphs.has_object_graph(meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
         return None
-    source_graph = og_lib.read_object_graph(source.checkpoint_prefix)
+    source_graph = object_graphs.read_object_graph(source.checkpoint_prefix)
     ckpt_graph = spec.rewrite_object_graph(meta_graph, source_graph, plan.tables, scratch_dir=scratch_dir)
     if ckpt_graph is None:
         return None
-    table_ids = [i for t in plan.tables for i in og_lib.objects_saved_under(source_graph, t.checkpoint_key)]
+    table_ids = [
+        i for t in plan.tables for i in object_graphs.objects_saved_under(source_graph, t.checkpoint_key)
+    ]
     return io.serialize(ckpt_graph), keras_metadata.layers_owning(meta_graph, table_ids)
 
 

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 
-from graphopt.online import delta as delta_format
+from graphopt.online import delta_format
 from graphopt.online.tables import live_handles, rewrite_target, table_specs
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,19 @@ class DeltaFeed:
             f"delta {d['sequence']} applied at {d['applied_at']} ({d['upserts']} rows upserted, "
             f"{d['removals']} keys removed)"
         )
+
+    def table_stats(self) -> dict:
+        """{table name: (rows, bytes used)} of the version's live EmbeddingVariables (the metrics);
+        a table is named by its first alias (the variable's own path) when it has one."""
+        from graphopt.ops.library import load_library
+
+        ops = load_library()
+        stats = {}
+        for spec in self.specs:
+            if spec.name in self.handles:
+                out = ops.graphopt_ev_stats(self.handles[spec.name])
+                stats[spec.aliases[0] if spec.aliases else spec.name] = (int(out.size), int(out.bytes_used))
+        return stats
 
     def poll(self) -> int:
         """Apply every delta that is next in order and valid; returns how many were applied."""

@@ -19,6 +19,7 @@ from tensorflow_serving.apis import (
 from graphopt.errors import GraphoptError
 from graphopt.serve.errors import BadRequest, RequestError
 from graphopt.serve.limits import DEFAULT_MAX_REQUEST_ELEMENTS, ElementBudget
+from graphopt.serve.predict import Predictor
 from graphopt.serve.signature import dtype_name
 
 DEFAULT_WORKERS = 32
@@ -37,11 +38,14 @@ def _answers_request_errors(method):
     return wrapper
 
 
-def _requested_version(repository, model_spec):
-    repository.check_name(model_spec.name)
+def _servable(models, model_spec):
+    """(repository, servable) a ModelSpec asks for: by version, by version_label, or the newest."""
+    repository = models.repository(model_spec.name)
     if model_spec.version_label:
-        raise BadRequest("version labels are not supported; set model_spec.version")
-    return model_spec.version.value if model_spec.HasField("version") else None
+        if model_spec.HasField("version"):
+            raise BadRequest("model_spec sets both version and version_label; set one")
+        return repository, repository.get(label=model_spec.version_label)
+    return repository, repository.get(model_spec.version.value if model_spec.HasField("version") else None)
 
 
 # Where a TensorProto keeps its values for each dtype a request can carry, and how many numbers
@@ -120,65 +124,156 @@ def _tensor_array(key, proto, spec, budget):
                 f"input {key!r} has {values} values, more than the {count} its shape {shape} holds"
             )
     try:
-        return tf.make_ndarray(proto)
+        return _proto_array(proto, field, count, shape, spec)
     except (TypeError, ValueError) as exc:
         raise BadRequest(f"input {key!r} is not a valid TensorProto: {exc}") from None
+
+
+# dtypes whose value field holds the elements themselves (no bit patterns, no pairs)
+_PLAIN_FIELDS = {
+    types_pb2.DT_FLOAT,
+    types_pb2.DT_DOUBLE,
+    types_pb2.DT_INT32,
+    types_pb2.DT_INT16,
+    types_pb2.DT_INT8,
+    types_pb2.DT_UINT8,
+    types_pb2.DT_UINT16,
+    types_pb2.DT_INT64,
+    types_pb2.DT_UINT32,
+    types_pb2.DT_UINT64,
+    types_pb2.DT_BOOL,
+}
+
+
+def _proto_array(proto, field, count, shape, spec):
+    """The array of a checked TensorProto, as tf.make_ndarray builds it, without its per-call
+    dtype lookups: tensor_content read in place, a typed value list converted in one step and
+    padded with its last value (TensorFlow's rule) when shorter than the shape."""
+    dtype = np.dtype(spec.dtype.as_numpy_dtype)
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, dtype).reshape(shape)
+    if proto.dtype == types_pb2.DT_STRING:
+        values = np.empty(len(proto.string_val), dtype=object)
+        values[:] = list(proto.string_val)
+    elif proto.dtype in _PLAIN_FIELDS:
+        values = np.asarray(getattr(proto, field), dtype=dtype)
+    else:  # half, bfloat16, complex: rare in requests, converted by TensorFlow's own reader
+        return tf.make_ndarray(proto)
+    if len(values) < count:  # TensorFlow pads with the last value, zeros (b"") when there is none
+        fill = values[-1:] if len(values) else np.full(1, b"" if values.dtype == object else 0, values.dtype)
+        values = np.concatenate([values, np.repeat(fill, count - len(values))])
+    return values.reshape(shape)
+
+
+# The dtypes tf.make_tensor_proto writes as tensor_content (others go to their value field).
+_CONTENT_DTYPES = {
+    np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64)
+} | {np.dtype(t) for t in (np.uint8, np.uint32, np.uint64)}
+
+
+# One element goes to its dtype's value field, as tf.make_tensor_proto writes it.
+_SINGLE_VALUE_FIELDS = {
+    np.dtype(np.float32): "float_val",
+    np.dtype(np.float64): "double_val",
+    np.dtype(np.int32): "int_val",
+    np.dtype(np.int64): "int64_val",
+}
+
+
+def encode_tensor(array, proto):
+    """Fill the empty TensorProto ``proto`` with ``array`` as tf.make_tensor_proto writes it
+    (several numbers as tensor_content, one in its value field, strings as string_val), without
+    its per-call inspection."""
+    single = array.size == 1 and array.dtype != object
+    if array.dtype != object and (
+        array.dtype not in _CONTENT_DTYPES or (single and array.dtype not in _SINGLE_VALUE_FIELDS)
+    ):
+        proto.CopyFrom(tf.make_tensor_proto(array))  # bool, bfloat16, complex: TensorFlow's encoder
+        return
+    proto.dtype = types_pb2.DT_STRING if array.dtype == object else tf.as_dtype(array.dtype).as_datatype_enum
+    proto.tensor_shape.SetInParent()  # present even for a scalar
+    for size in array.shape:
+        proto.tensor_shape.dim.add().size = size
+    if array.dtype == object:
+        proto.string_val.extend(array.reshape(-1).tolist())
+    elif single:
+        getattr(proto, _SINGLE_VALUE_FIELDS[array.dtype]).append(array.reshape(-1)[0].item())
+    else:
+        proto.tensor_content = np.ascontiguousarray(array).tobytes()
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata (Classify, Regress and MultiInference answer UNIMPLEMENTED)."""
 
-    def __init__(self, repository, max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS):
-        self.repository = repository
+    def __init__(self, models, max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS, predictor=None):
+        self.models = models
         self.max_request_elements = max_request_elements
+        self.predictor = predictor or Predictor()
 
     @_answers_request_errors
     def Predict(self, request, context):
-        servable = self.repository.get(_requested_version(self.repository, request.model_spec))
-        signature = servable.signature(request.model_spec.signature_name)
-        arrays = input_arrays(signature, request.inputs, ElementBudget(self.max_request_elements))
-        outputs = signature.run(arrays, tuple(request.output_filter))
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = self.repository.name
-        response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = signature.name
-        for key, array in outputs.items():
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(array))
-        return response
+        with self.predictor.timed("predict", "grpc") as timed:
+            spec = request.model_spec
+            timed.model = spec.name
+            repository, servable = _servable(self.models, spec)
+            signature = servable.signature(spec.signature_name)
+            timed.signature = signature.name
+            arrays = input_arrays(signature, request.inputs, ElementBudget(self.max_request_elements))
+            outputs = self.predictor.predict(
+                repository.name, servable, signature, arrays, tuple(request.output_filter)
+            )
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = repository.name
+            response.model_spec.version.value = servable.version
+            response.model_spec.signature_name = signature.name
+            for key, array in outputs.items():
+                encode_tensor(array, response.outputs[key])
+            return response
 
     @_answers_request_errors
     def GetModelMetadata(self, request, context):
-        servable = self.repository.get(_requested_version(self.repository, request.model_spec))
-        unsupported = [f for f in request.metadata_field if f != "signature_def"]
-        if unsupported or not request.metadata_field:
-            raise BadRequest('metadata_field must be ["signature_def"], the only metadata served')
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = self.repository.name
-        response.model_spec.version.value = servable.version
-        response.metadata["signature_def"].Pack(servable.signature_defs)
-        return response
+        with self.predictor.timed("metadata", "grpc") as timed:
+            timed.model = request.model_spec.name
+            repository, servable = _servable(self.models, request.model_spec)
+            unsupported = [f for f in request.metadata_field if f != "signature_def"]
+            if unsupported or not request.metadata_field:
+                raise BadRequest('metadata_field must be ["signature_def"], the only metadata served')
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = repository.name
+            response.model_spec.version.value = servable.version
+            response.metadata["signature_def"].Pack(servable.signature_defs)
+            return response
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """GetModelStatus (HandleReloadConfigRequest answers UNIMPLEMENTED: the base path is watched instead)."""
+    """GetModelStatus (HandleReloadConfigRequest answers UNIMPLEMENTED: edit the model config file
+    instead, which the server re-reads)."""
 
-    def __init__(self, repository):
-        self.repository = repository
+    def __init__(self, models, predictor=None):
+        self.models = models
+        self.predictor = predictor or Predictor()
 
     @_answers_request_errors
     def GetModelStatus(self, request, context):
-        spec = request.model_spec
-        self.repository.check_name(spec.name)
-        return self.repository.status_response(spec.version.value if spec.HasField("version") else None)
+        with self.predictor.timed("status", "grpc") as timed:
+            spec = request.model_spec
+            timed.model = spec.name
+            repository = self.models.repository(spec.name)
+            if spec.version_label:
+                version = repository.version_for_label(spec.version_label)
+            else:
+                version = spec.version.value if spec.HasField("version") else None
+            return repository.status_response(version)
 
 
 def grpc_server(
-    repository,
+    models,
     host,
     port,
     max_message_bytes,
     max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS,
     workers=DEFAULT_WORKERS,
+    predictor=None,
 ):
     """A started-ready (not yet started) grpc.Server with both services, and the port it bound."""
     server = grpc.server(
@@ -191,9 +286,9 @@ def grpc_server(
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(repository, max_request_elements), server
+        PredictionServicer(models, max_request_elements, predictor), server
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(repository), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(models, predictor), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     # gRPC's core logs a failed bind on stderr before Python hears of it: try the port first
     refusal = _bind_refusal(host, port) if port else None

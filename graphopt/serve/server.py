@@ -1,4 +1,4 @@
-"""The model server: one model repository answered over REST and gRPC, started and stopped together."""
+"""The model server: the served models answered over REST and gRPC, started and stopped together."""
 
 import json
 import logging
@@ -11,20 +11,26 @@ import urllib.error
 import urllib.request
 
 from graphopt.errors import GraphoptError
+from graphopt.serve.batching import BatchScheduler
 from graphopt.serve.grpc_service import grpc_server
-from graphopt.serve.json_tensors import encode_outputs
-from graphopt.serve.limits import DEFAULT_MAX_REQUEST_ELEMENTS
-from graphopt.serve.repository import ModelRepository
-from graphopt.serve.rest import (
+from graphopt.serve.http_server import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_READ_TIMEOUT_SECONDS,
     RestServer,
 )
+from graphopt.serve.json_tensors import encode_outputs
+from graphopt.serve.limits import DEFAULT_MAX_REQUEST_ELEMENTS
+from graphopt.serve.metrics import ServerMetrics
+from graphopt.serve.model_set import ModelSet, single_model
+from graphopt.serve.predict import Predictor
+from graphopt.serve.repository import DEFAULT_WATCHER_NICE
+from graphopt.serve.rest_api import RestApi
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 5.0
+DEFAULT_CONFIG_POLL_SECONDS = 1.0
 
 # The line `graphopt serve` prints once it answers requests; scripts that start it read it.
 READY_LINE = re.compile(
@@ -33,11 +39,16 @@ READY_LINE = re.compile(
 
 
 class ModelServer:
-    """Serves MODEL_BASE/<version>/ under one model name on a REST and a gRPC port (0: any free port)."""
+    """Serves MODEL_BASE/<version>/ under one model name, or the models of a model config file,
+    on a REST and a gRPC port (0: any free port).
+
+    ``batching``: None (no batching) or BatchingParameters (``--enable-batching``); ``metrics``:
+    serve Prometheus metrics at /monitoring/prometheus/metrics on the REST port.
+    """
 
     def __init__(
         self,
-        base_path,
+        base_path=None,
         model_name=None,
         host="127.0.0.1",
         rest_port=8501,
@@ -48,6 +59,11 @@ class ModelServer:
         read_timeout=DEFAULT_READ_TIMEOUT_SECONDS,
         max_connections=DEFAULT_MAX_CONNECTIONS,
         delta_poll_seconds=0.2,
+        model_config_file=None,
+        config_poll_seconds=DEFAULT_CONFIG_POLL_SECONDS,
+        batching=None,
+        metrics=True,
+        watcher_nice=DEFAULT_WATCHER_NICE,
     ):
         for flag, port in (("--rest-port", rest_port), ("--grpc-port", grpc_port)):
             if not 0 <= port <= 65535:
@@ -64,8 +80,30 @@ class ModelServer:
         ):
             if not value > 0:
                 raise GraphoptError(f"{flag} {value} must be greater than 0")
-        name = model_name or os.path.basename(os.path.normpath(os.path.abspath(base_path)))
-        self.repository = ModelRepository(base_path, name, poll_seconds, delta_poll_seconds)
+        if not 0 <= watcher_nice <= 19:
+            raise GraphoptError(f"--watcher-nice {watcher_nice} is not a nice increment; give 0 to 19")
+        if config_poll_seconds < 0:
+            raise GraphoptError(
+                f"--model-config-file-poll-wait-seconds {config_poll_seconds} is negative; "
+                "give 0 (never re-read) or more"
+            )
+        if (base_path is None) == (model_config_file is None):
+            raise GraphoptError("give MODEL_BASE or --model-config-file (one of them)")
+        if model_config_file is not None:
+            if model_name is not None:
+                raise GraphoptError(
+                    "--model-name names MODEL_BASE's model; with --model-config-file, "
+                    "name each model in the file"
+                )
+            self.models = ModelSet.from_config_file(
+                model_config_file, poll_seconds, delta_poll_seconds, config_poll_seconds, watcher_nice
+            )
+        else:
+            name = model_name or os.path.basename(os.path.normpath(os.path.abspath(base_path)))
+            self.models = single_model(base_path, name, poll_seconds, delta_poll_seconds, watcher_nice)
+        self.batching = batching
+        self.metrics = ServerMetrics(self.models) if metrics else None
+        self.batcher = None
         self.host = host
         self._ports = (rest_port, grpc_port)
         self._max_body_bytes = max_body_bytes
@@ -77,8 +115,13 @@ class ModelServer:
         self.grpc_port = None
 
     @property
+    def repository(self):
+        """The (first) model's repository: the only one without a model config file."""
+        return self.models.first
+
+    @property
     def name(self):
-        """The model name clients address."""
+        """The (first) model's name clients address."""
         return self.repository.name
 
     @property
@@ -105,15 +148,11 @@ class ModelServer:
             raise GraphoptError(
                 f"cannot listen on host {self.host!r}: {exc.strerror}; pass an address with --host"
             ) from None
+        predictor = Predictor(None, self.metrics)
+        api = RestApi(self.models, self._max_request_elements, predictor, self.metrics)
         try:
             self.rest = RestServer(
-                self.repository,
-                self.host,
-                rest_port,
-                self._max_body_bytes,
-                self._max_request_elements,
-                self._read_timeout,
-                self._max_connections,
+                api, self.host, rest_port, self._max_body_bytes, self._read_timeout, self._max_connections
             )
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
@@ -123,19 +162,26 @@ class ModelServer:
             ) from None
         try:
             self.grpc, self.grpc_port = grpc_server(
-                self.repository, self.host, grpc_port, self._max_body_bytes, self._max_request_elements
+                self.models,
+                self.host,
+                grpc_port,
+                self._max_body_bytes,
+                self._max_request_elements,
+                predictor=predictor,
             )
         except GraphoptError:
             self.rest.server_close()
             self.rest = None
             raise
         try:
-            self.repository.start()
+            self.models.start()
         except BaseException:
             self.rest.server_close()
             self.grpc.stop(None)
             self.rest = self.grpc = None
             raise
+        if self.batching is not None:
+            self.batcher = predictor.batcher = BatchScheduler(self.batching, self.metrics)
         self.rest.start()
         self.grpc.start()
         return self
@@ -147,7 +193,9 @@ class ModelServer:
             self.rest.stop(grace_seconds)
         if stopped is not None:
             stopped.wait(grace_seconds)
-        self.repository.stop()
+        if self.batcher is not None:
+            self.batcher.stop()
+        self.models.stop()
 
     def __enter__(self):
         return self.start()
@@ -162,9 +210,8 @@ def serve_until_signal(server, on_ready=print):
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
-        version = server.repository.get().version
         on_ready(
-            f"serving model {server.name!r} version {version} from {server.repository.base_path}: "
+            f"serving {describe_models(server.models)}: "
             f"REST {server.rest_url}/v1/models/{server.name}, gRPC {server.grpc_target}"
         )  # READY_LINE matches this
         while not stop.wait(0.5):
@@ -174,6 +221,19 @@ def serve_until_signal(server, on_ready=print):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def describe_models(models):
+    """e.g. "model 'rec' version 2 from /models/rec" or "models 'a' version 1, 'b' versions 1, 2"."""
+    parts = []
+    for repository in models.repositories():
+        versions = sorted(repository.served())
+        parts.append(
+            f"{repository.name!r} version{'s' if len(versions) > 1 else ''} {', '.join(map(str, versions))}"
+        )
+    if len(parts) == 1:
+        return f"model {parts[0]} from {models.first.base_path}"
+    return "models " + ", ".join(parts)
 
 
 def example_request(server):

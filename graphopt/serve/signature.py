@@ -1,8 +1,19 @@
-"""One serving signature of a loaded SavedModel: checks request tensors against it and runs it."""
+"""One serving signature of a loaded SavedModel: checks request tensors against it and runs it.
+
+The request path calls the signature's concrete function through its flat call: the input
+tensors in the function's own (flattened) order plus its captured resources, without the
+per-call binding, casting and conversion of a keyword call (``canonicalize_function_inputs``,
+several times the model's own compute for a one-example request of the course's 17 inputs). The
+arrays are checked against the signature first, so the flat call sees exactly the dtypes and
+shapes a keyword call would have converted them to: the same graph runs on the same tensors and
+the answers are bit-identical (tests/serve/test_serve_fast_path.py).
+"""
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
+from tensorflow.python.eager import context
+from tensorflow.python.framework import ops
 
 from graphopt.serve.errors import BadRequest, ModelFailed
 
@@ -42,6 +53,14 @@ class PredictSignature:
         self._batched = bool(self.inputs) and all(
             spec.shape.rank and spec.shape[0] is None for spec in self.inputs.values()
         )
+        # The flat call's input order: the structured signature flattened (a dict sorts by key).
+        self._flat_names = tf.nest.flatten(((), {key: key for key in kwargs}))
+        self._flat = len(self._flat_names) == len(function.inputs) - len(function.captured_inputs)
+
+    @property
+    def batched(self):
+        """Whether every input leads with the (unknown) batch dimension: requests can be merged."""
+        return self._batched
 
     def check_names(self, names):
         """Raise BadRequest unless ``names`` are exactly this signature's inputs."""
@@ -82,23 +101,40 @@ class PredictSignature:
                     "every input needs one row per example"
                 )
 
-    def run(self, arrays, output_filter=()):
-        """Check ``arrays`` and return the outputs (all, or those named in output_filter) as numpy arrays."""
-        self.check(arrays)
+    def check_outputs(self, output_filter):
+        """BadRequest unless every name in ``output_filter`` is an output of this signature."""
         unknown = sorted(set(output_filter) - set(self.outputs))
         if unknown:
             raise BadRequest(
                 f"unknown output {unknown[0]!r} in output_filter; the outputs are: {', '.join(self.outputs)}"
             )
+
+    def run(self, arrays, output_filter=()):
+        """Check ``arrays`` and return the outputs (all, or those named in output_filter) as numpy arrays."""
+        self.check(arrays)
+        self.check_outputs(output_filter)
+        result = self.compute(arrays)
+        return {key: result[key] for key in sorted(output_filter or self.outputs)}
+
+    def compute(self, arrays):
+        """Every output for ``arrays`` (already checked), as numpy arrays; BadRequest or ModelFailed."""
         try:
-            result = self._function(**arrays)
+            result = self.call(arrays)
         except tf.errors.InvalidArgumentError as exc:
             # e.g. an id beyond a static table's rows: the request, not the server, is at fault
             raise BadRequest(f"the model rejected the input: {_first_line(exc.message)}") from None
         except tf.errors.OpError as exc:
             raise ModelFailed(f"the model failed: {_first_line(exc.message)}") from None
-        wanted = output_filter or self.outputs
-        return {key: result[key].numpy() for key in sorted(wanted)}
+        return {key: value.numpy() for key, value in result.items()}
+
+    def call(self, arrays):
+        """The function's outputs (tensors) for checked ``arrays``: one tensor per input, built once,
+        and the flat call (a keyword call where the signature's structure has no flat form)."""
+        device = context.context().device_name
+        if not self._flat:
+            return self._function(**{key: ops.EagerTensor(a, device, None) for key, a in arrays.items()})
+        tensors = [ops.EagerTensor(arrays[key], device, None) for key in self._flat_names]
+        return self._function._call_flat(tensors, self._function.captured_inputs)
 
     def example_arrays(self, rows=1):
         """Inputs of ``rows`` examples filled with zeros (empty strings, False): a warm-up or demo request."""

@@ -138,19 +138,36 @@ def compare_rows(name, rows, codes, scale_bias, row_dtype) -> TableRows:
 
 
 def roc_auc(labels, scores) -> float | None:
-    """ROC AUC (the course's metric), or None without both classes."""
-    from graphopt.course.models.metrics import roc_auc as auc
-
-    value = auc(labels, np.asarray(scores).reshape(-1))
-    return None if np.isnan(value) else value
+    """ROC AUC (Mann-Whitney U, tied scores share their average rank), or None without both classes."""
+    labels = np.asarray(labels).reshape(-1) == 1
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based rank of each distinct score
+    ranks = average_rank[inverse]
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def data_labels(path):
-    """The binary labels of a course samples CSV, or None for other data."""
-    from graphopt.validate.inputs import _is_course_samples
+    """The binary ``label`` column (0/1) of a --data file (CSV or .npz), or None without one."""
+    import csv
 
-    if path is None or not path.endswith(".csv") or not _is_course_samples(path):
+    if path is None or not os.path.isfile(path):
         return None
-    from graphopt.course.data.samples import read_samples
-
-    return np.asarray(read_samples(path).labels)
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as f:
+                labels = np.asarray(f["label"]) if "label" in f.files else None
+        else:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if "label" not in (reader.fieldnames or []):
+                    return None
+                labels = np.array([float(row["label"]) for row in reader])
+    except (OSError, ValueError, KeyError, csv.Error):
+        return None
+    if labels is None or not np.isin(labels, (0, 1)).all():
+        return None
+    return labels.reshape(-1)

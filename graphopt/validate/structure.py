@@ -1,4 +1,4 @@
-"""Structural checks of a rewritten SavedModel against its original.
+"""Structural checks of a rewritten SavedModel against its original: functions of the ModelPair.
 
 Each check answers one question a server would otherwise answer at load time or on its first
 request: do all edges resolve, is every op known, do the signatures still promise the same
@@ -6,15 +6,12 @@ tensors, does the saver's restore run, and does every tensor of the original che
 on — unchanged, or as an EmbeddingVariable holding exactly the replaced table's rows.
 """
 
-import os
-
 import numpy as np
 
-from graphopt.checkpoint import compress
+from graphopt.checkpoint import OBJECT_GRAPH_KEY, compress
 from graphopt.ev import contract
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import meta_graphs
 from graphopt.validate.loaders import (
-    DEFAULT_TAGS,
     SessionModel,
     describe_failure,
     load_failures,
@@ -24,15 +21,8 @@ from graphopt.validate.loaders import (
 from graphopt.validate.report import CheckResult
 
 # Object-graph metadata: legitimately different after a rewrite, compared through the loaders.
-_CHECKPOINT_METADATA = ("_CHECKPOINTABLE_OBJECT_GRAPH",)
+_CHECKPOINT_METADATA = (OBJECT_GRAPH_KEY,)
 _MAX_FINDINGS = 8
-
-
-def read_meta_graph(path, tags=DEFAULT_TAGS, check_integrity=True):
-    """The MetaGraphDef of the SavedModel at ``path`` carrying ``tags``."""
-    from graphopt.graph import io
-
-    return io.read_model(path, tags, check_integrity).meta_graph
 
 
 def _truncate(findings):
@@ -46,11 +36,9 @@ def _table_rows(reader, key):
     return (reader.get_tensor(contract.tensor_name(key, part)) for part in (contract.KEYS, contract.VALUES))
 
 
-def check_node_inputs(meta_graph):
+def check_node_inputs(pair):
     """Every node input, function return and signature tensor names something that exists."""
-    from graphopt.graph.model import ModelGraph
-
-    model = ModelGraph(meta_graph)
+    model = pair.rewritten_graph
     findings = model.check()
     functions = model.functions()
     summary = (
@@ -60,32 +48,24 @@ def check_node_inputs(meta_graph):
     return CheckResult("node-inputs", "every node input resolves", not findings, summary, _truncate(findings))
 
 
-def graphopt_ops(meta_graph):
-    """The EmbeddingVariable op types a meta graph uses, in the graph or in function bodies."""
-    from graphopt.graph.model import ModelGraph
-
-    return sorted(op for op in ModelGraph(meta_graph).op_uses() if contract.is_ev_op(op))
-
-
-def check_ops_registered(meta_graph):
-    """Every op of the graph and of every function body is known once graphopt is imported."""
-    from graphopt.graph.model import ModelGraph
-
+def check_ops_registered(pair):
+    """Every op of the graph and of every function body is known once graphopt's ops are loaded."""
     register_graphopt_ops()
-    model = ModelGraph(meta_graph)
+    model = pair.rewritten_graph
     first_use = model.op_uses()
     findings = [
         f"op {op!r} (used by {first_use[op]}) is not registered: the model would fail to load; "
         "it needs an op library that defines it"
         for op in model.unregistered_ops()
     ]
-    ours = graphopt_ops(meta_graph)
+    ours = pair.ev_ops
     summary = f"{len(first_use)} op types" + (f", including {', '.join(ours)}" if ours else "")
     return CheckResult("ops-registered", "every op is registered", not findings, summary, _truncate(findings))
 
 
-def check_signatures(original_meta, rewritten_meta):
+def check_signatures(pair):
     """Same signature names, and in each the same inputs and outputs with the same dtypes and shapes."""
+    original_meta, rewritten_meta = pair.original.meta_graph, pair.rewritten.meta_graph
     original, rewritten = signature_specs(original_meta), signature_specs(rewritten_meta)
     findings = []
     for name in sorted(set(original) - set(rewritten)):
@@ -94,8 +74,8 @@ def check_signatures(original_meta, rewritten_meta):
         findings.append(f"signature {name!r} is new in the rewritten model")
     for name in sorted(set(original) & set(rewritten)):
         a, b = original[name], rewritten[name]
-        m1 = mg_lib.signature_tensor_infos(original_meta)[name]["method"]
-        m2 = mg_lib.signature_tensor_infos(rewritten_meta)[name]["method"]
+        m1 = meta_graphs.signature_tensor_infos(original_meta)[name]["method"]
+        m2 = meta_graphs.signature_tensor_infos(rewritten_meta)[name]["method"]
         if m1 != m2:
             findings.append(f"signature {name!r}: method {m2!r}, the original's is {m1!r}")
         for kind, x, y in (("input", a.inputs, b.inputs), ("output", a.outputs, b.outputs)):
@@ -123,12 +103,11 @@ def check_signatures(original_meta, rewritten_meta):
     return CheckResult("signatures", "signatures match", not findings, summary, _truncate(findings))
 
 
-def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=(), compressed=None):
+def check_restore(pair):
     """Load the rewritten model the TF Serving way: its SaverDef restore and init op must run, and
-    each EmbeddingVariable it restored must hold exactly the rows of the table it replaced (a
-    compressed table, ``compressed`` {checkpoint key: row dtype}: exactly those rows quantized)."""
+    each EmbeddingVariable it restored must hold exactly the rows of the table it replaced."""
     try:
-        model = SessionModel(rewritten, tags)
+        model = SessionModel(pair.rewritten_dir, pair.tags)
     except load_failures() as exc:
         return CheckResult(
             "restore",
@@ -138,10 +117,10 @@ def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=(
             [f"loading in a Session (restore op, then init op) failed: {describe_failure(exc)}"],
         )
     try:
-        findings, restored = _restored_tables(model, original, original_tables, compressed or {})
+        findings, restored = _restored_tables(model, pair)
     finally:
         model.close()
-    restore_op = mg_lib.restore_op_name(model.meta_graph)
+    restore_op = meta_graphs.restore_op_name(model.meta_graph)
     summary = (
         f"restore op {restore_op!r} and the init op ran"
         if restore_op
@@ -152,13 +131,11 @@ def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=(
     return CheckResult("restore", "the saver's restore runs", not findings, summary, _truncate(findings))
 
 
-def _restored_tables(model, original, original_tables, compressed):
+def _restored_tables(model, pair):
     """Exports each table's EmbeddingVariable from the restored session and compares its rows."""
-    reader = _checkpoint(original) if original is not None else None
-    handles = set(mg_lib.graph_nodes_of_op(model.meta_graph, contract.HANDLE.name))
-    tables = [
-        t for t in original_tables if len(t.handles) == 1 and t.handles[0] in handles and t.checkpoint_key
-    ]
+    reader = _checkpoint(pair.original)
+    handles = set(meta_graphs.graph_nodes_of_op(model.meta_graph, contract.HANDLE.name))
+    tables = [t for t in pair.tables if len(t.handles) == 1 and t.handles[0] in handles and t.checkpoint_key]
     if reader is None or not tables:
         return [], 0
     from graphopt.ops.library import load_library
@@ -173,8 +150,8 @@ def _restored_tables(model, original, original_tables, compressed):
     for t in tables:
         keys, values = held[t.name]
         rows = reader.get_tensor(t.checkpoint_key)
-        if t.checkpoint_key in compressed:
-            row_dtype = compressed[t.checkpoint_key]
+        if t.checkpoint_key in pair.compressed:  # a compressed table holds exactly its rows quantized
+            row_dtype = pair.compressed[t.checkpoint_key]
             rows = compress.dequantize(*compress.quantize(rows, row_dtype), row_dtype)
         findings += [
             f"after the Session restore, {f}"
@@ -183,15 +160,13 @@ def _restored_tables(model, original, original_tables, compressed):
     return findings, len(tables)
 
 
-def check_lookup_wiring(original_tables, rewritten_meta):
+def check_lookup_wiring(pair):
     """Each lookup of a converted table reads that table's EmbeddingVariable, and no other."""
-    from graphopt.graph.model import ModelGraph
-
-    model = ModelGraph(rewritten_meta)
+    model = pair.rewritten_graph
     graph = model.graph
     converted = [
         t
-        for t in original_tables
+        for t in pair.tables
         if graph.node(t.handles[0]) is not None and graph.node(t.handles[0]).op == contract.HANDLE.name
     ]
     reads = {}  # (body, node) of each find op -> the tables whose handle reaches it
@@ -233,27 +208,24 @@ def check_lookup_wiring(original_tables, rewritten_meta):
     )
 
 
-def _checkpoint(path):
+def _checkpoint(source):
+    """A reader of the model's checkpoint, or None for a model without variables."""
     import tensorflow as tf
 
-    prefix = os.path.join(path, "variables", "variables")
-    if not os.path.exists(prefix + ".index"):
+    if source.checkpoint_prefix is None:
         return None
-    return tf.train.load_checkpoint(prefix)
+    return tf.train.load_checkpoint(source.checkpoint_prefix)
 
 
-def check_checkpoint(original, rewritten, original_tables=(), compressed_keys=()):
+def check_checkpoint(pair):
     """Every tensor of the original checkpoint is in the rewritten one with the same value, or
     was turned into an EmbeddingVariable holding exactly the table's rows.
 
-    ``compressed_keys``: tables of a compressed rewrite, left out here (the compressed-rows check,
-    graphopt.validate.compression, compares their rows against the bound instead).
-
-    ``original_tables`` (EmbeddingTables of ``inspect_model``) say which id each stored row of
-    a table has; a table not among them is taken to store id ``i`` in row ``i``.
+    The original's tables (``pair.tables``) say which id each stored row of a table has; a
+    table not among them is taken to store id ``i`` in row ``i``.
     """
-    row_ids = {t.checkpoint_key: t.row_ids for t in original_tables if t.checkpoint_key}
-    reader_a, reader_b = _checkpoint(original), _checkpoint(rewritten)
+    row_ids = {t.checkpoint_key: t.row_ids for t in pair.tables if t.checkpoint_key}
+    reader_a, reader_b = _checkpoint(pair.original), _checkpoint(pair.rewritten)
     title = "checkpoint tensors and embedding tables hold the original values"
     if reader_a is None:
         ok = reader_b is None
@@ -268,8 +240,9 @@ def check_checkpoint(original, rewritten, original_tables=(), compressed_keys=()
         return CheckResult(
             "checkpoint", title, False, "", ["the rewritten model has no variables/ checkpoint"]
         )
+    # A compressed rewrite's tables are left to the compressed-rows check (graphopt.validate.compression).
     skip = set(_CHECKPOINT_METADATA) | {
-        n for k in compressed_keys for n in (k, *contract.compressed_tensor_names(k))
+        n for k in pair.compressed for n in (k, *contract.compressed_tensor_names(k))
     }
     shapes_a = {k: v for k, v in reader_a.get_variable_to_shape_map().items() if k not in skip}
     shapes_b = {k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in skip}
@@ -426,14 +399,18 @@ def _few(ids, n=5):
     return ", ".join(str(int(i)) for i in ids[:n]) + (", ..." if len(ids) > n else "")
 
 
-def run_structural_checks(
-    original, rewritten, original_meta, rewritten_meta, original_tables=(), tags=DEFAULT_TAGS, compressed=None
-):
-    """All structural checks of ``rewritten`` against ``original``, in report order."""
-    return [
-        check_node_inputs(rewritten_meta),
-        check_ops_registered(rewritten_meta),
-        check_signatures(original_meta, rewritten_meta),
-        check_restore(rewritten, tags, original, original_tables, compressed),
-        check_checkpoint(original, rewritten, original_tables, tuple(compressed or ())),
-    ] + ([check_lookup_wiring(original_tables, rewritten_meta)] if graphopt_ops(rewritten_meta) else [])
+# The structural checks, in report order; check_lookup_wiring only where the rewritten model
+# has EmbeddingVariables (a stock-target rewrite has none).
+STRUCTURAL_CHECKS = (
+    check_node_inputs,
+    check_ops_registered,
+    check_signatures,
+    check_restore,
+    check_checkpoint,
+)
+
+
+def run_structural_checks(pair):
+    """All structural checks of ``pair.rewritten`` against ``pair.original``, in report order."""
+    checks = STRUCTURAL_CHECKS + ((check_lookup_wiring,) if pair.ev_ops else ())
+    return [check(pair) for check in checks]

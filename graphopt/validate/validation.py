@@ -1,4 +1,5 @@
-"""``validate_models``: structural checks, then both models run side by side, then the report."""
+"""``validate_models``: the pair read and analysed once, structural checks of it, then both models
+run side by side, then the report."""
 
 import contextlib
 import dataclasses
@@ -7,9 +8,12 @@ import tempfile
 
 import numpy as np
 
+from graphopt import model_io
 from graphopt.errors import DataError, GraphoptError, ModelError
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import io, meta_graphs
 from graphopt.validate import compression
+from graphopt.validate.batching import batch_dependence
+from graphopt.validate.batching import describe as describe_batch_dependence
 from graphopt.validate.compare import OutputComparison, Tolerance
 from graphopt.validate.consumers import input_uses
 from graphopt.validate.inputs import (
@@ -32,8 +36,9 @@ from graphopt.validate.loaders import (
     load_model,
 )
 from graphopt.validate.oov import probe_oov
+from graphopt.validate.pair import ModelPair
 from graphopt.validate.report import SignatureRun, ValidationReport
-from graphopt.validate.structure import graphopt_ops, read_meta_graph, run_structural_checks
+from graphopt.validate.structure import run_structural_checks
 from graphopt.validate.vocabulary import UNKNOWN_WORDS, string_vocabulary
 
 DEFAULT_BATCHES = 4
@@ -55,6 +60,8 @@ def validate_models(
     seed=0,
     tags=DEFAULT_TAGS,
     oov=True,
+    data_readers=(),
+    batching=False,
 ):
     """Check ``rewritten`` against ``original``; returns a ValidationReport (see ``.passed``).
 
@@ -64,11 +71,15 @@ def validate_models(
     ``id_ranges`` maps integer input names to a row count or a ``(low, high)`` pair: the ids
     generated for that input stay inside it, and ids outside it are probed for the
     out-of-vocabulary report. ``vocabularies`` maps string inputs to the words to draw.
+    ``data_readers`` (graphopt.validate.inputs.DataReader) read ``data`` files of formats of their
+    own, e.g. the course's samples (graphopt.course.data.samples_reader).
+    ``batching`` adds a note per signature and loader: how far the rewritten model's answer to
+    an example alone differs from its answer inside the first batch (graphopt.validate.batching).
 
     ``atol`` / ``rtol`` None: exact, or for a compressed rewrite (``rewrite --row-dtype``) the row
     dtype's default (graphopt.validate.compression.DEFAULT_ATOL); a compressed rewrite's rows are
-    checked against their error bound, and with ``data`` (course samples) the ROC AUC change of
-    each binary output is reported.
+    checked against their error bound, and with ``data`` that has a binary ``label`` column the
+    ROC AUC change of each one-score-per-row output is reported.
     """
     compressed = compression.compressed_tables(rewritten) if os.path.isdir(rewritten) else []
     row_dtype = compression.row_dtype_of(compressed)
@@ -87,40 +98,39 @@ def validate_models(
     check_saved_model_dir(original)
     check_saved_model_dir(rewritten)
     report = ValidationReport(original, rewritten, tolerance, loaders)
-    original_meta = read_meta_graph(original, tags)
-    _verify_variables(original)  # a damaged original is bad input, not a finding
+    original_source = model_io.read_model(original, tags)
+    _verify_variables(original_source)  # a damaged original is bad input, not a finding
     try:
         # The rewritten graph is compared, not trusted: an edit there is for the checks to find.
-        rewritten_meta = read_meta_graph(rewritten, tags, check_integrity=False)
-        _verify_variables(rewritten)
+        rewritten_source = model_io.read_model(rewritten, tags, check_integrity=False)
+        _verify_variables(rewritten_source)
     except ModelError as exc:
         report.problems.append(f"the rewritten model cannot be read: {exc}")
         return report
-    tables, folded = _original_tables(original, tags, report)
-    report.checks = run_structural_checks(
-        original,
-        rewritten,
-        original_meta,
-        rewritten_meta,
-        tables,
-        tags,
-        {t["checkpoint_key"]: t["row_dtype"] for t in compressed},
-    )
+    pair = ModelPair(original_source, rewritten_source, tuple(tags)).analyse()
+    pair.compressed = {t["checkpoint_key"]: t["row_dtype"] for t in compressed}
+    if pair.tables_unknown is not None:
+        report.notes.append(
+            f"the original's embedding tables could not be read ({pair.tables_unknown}); "
+            "integer inputs use given or default id ranges"
+        )
+    report.checks = run_structural_checks(pair)
     labels = None
     if compressed:
         check, figures = compression.check_rows(original, rewritten, compressed)
         report.checks.append(check)
         report.compression = {"row_dtype": row_dtype, "tables": [f.to_dict() for f in figures], "auc": []}
         labels = compression.data_labels(data)
-    learned = table_id_ranges(tables, folded)
-    model_words = string_vocabulary(original_meta, original)
-    all_uses = input_uses(original_meta, original)
+    learned = table_id_ranges(pair.tables, pair.folded)
+    model_words = string_vocabulary(pair.original_graph, original)
+    all_uses = input_uses(pair.original_graph, original)
+    original_meta, rewritten_meta = original_source.meta_graph, rewritten_source.meta_graph
     # A TF1-format rewrite of a TF2-native original (stock target, partitioned tables) loads through
     # TensorFlow's TF1 path, where Grappler optimizes differently from the object-graph path; the
     # tf2 loader then reads the original through the same TF1 path, so the comparison is like with like.
     v1_original = (
-        mg_lib.has_object_graph(original_meta)
-        and not mg_lib.has_object_graph(rewritten_meta)
+        meta_graphs.has_object_graph(original_meta)
+        and not meta_graphs.has_object_graph(rewritten_meta)
         and "tf2" in loaders
     )
     if v1_original:
@@ -131,7 +141,7 @@ def validate_models(
         )
     rewritten_default = (
         "the default row (values that no valid id gives)"
-        if graphopt_ops(rewritten_meta)
+        if pair.ev_ops
         else "values that no valid id gives (zeros, or another fill)"
     )
     inputs = {}  # signature -> SignatureInputs: the same inputs for every loader
@@ -159,6 +169,7 @@ def validate_models(
                         _words(spec, vocabularies, model_words, uses),
                         seed,
                         uses,
+                        readers=data_readers,
                     )
                     report.inputs[sig] = inputs[sig].plan
                 chosen = inputs[sig]
@@ -168,6 +179,10 @@ def validate_models(
                 report.runs.append(run)
                 if labels is not None:
                     report.compression["auc"] += _auc_changes(run, labels)
+                if batching and sig in rewritten_model.signatures and is_batched(spec, uses) and chosen.cases:
+                    case = chosen.cases[0]
+                    worst = batch_dependence(rewritten_model, sig, case)
+                    report.notes.append(describe_batch_dependence(name, sig, case.rows, worst))
                 key = tuple(sorted(spec.inputs.items()))
                 if oov and key not in probed and sig in rewritten_model.signatures and is_batched(spec, uses):
                     # Signatures taking the same inputs (Keras exports "serve" and
@@ -182,7 +197,7 @@ def validate_models(
             rewritten_model.close()
 
     with contextlib.ExitStack() as stack:
-        v1_view = stack.enter_context(_without_object_graph(original, tags)) if v1_original else None
+        v1_view = stack.enter_context(_without_object_graph(original_source)) if v1_original else None
         for name in loaders:
             run_loader(name, v1_view if name == "tf2" and v1_view else original)
     return report
@@ -217,23 +232,19 @@ def _auc_changes(run, labels):
     return out
 
 
-def _verify_variables(path):
+def _verify_variables(source):
     """Every tensor of the SavedModel's checkpoint passes its CRC32C check (ModelError otherwise)."""
-    from graphopt.checkpoint.convert import verify_checkpoint
-    from graphopt.graph import io
+    from graphopt.checkpoint.conversion import verify_checkpoint
 
-    prefix = os.path.join(path, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
-    if os.path.exists(prefix + ".index"):
-        verify_checkpoint(prefix)
+    if source.checkpoint_prefix is not None:
+        verify_checkpoint(source.checkpoint_prefix)
 
 
 @contextlib.contextmanager
-def _without_object_graph(original, tags):
-    """A view of SavedModel ``original`` without its object graph (saved_model.pb written again
+def _without_object_graph(source):
+    """A view of SavedModel ``source`` without its object graph (saved_model.pb written again
     without it, assets copied, variables linked), in a temporary directory removed afterwards."""
-    from graphopt.graph import io
-
-    source = io.read_model(original, tags)
+    original = source.path
     with tempfile.TemporaryDirectory(prefix="graphopt-validate-") as tmp:
         view = os.path.join(tmp, "original-v1")
         io.write_saved_model(source, source.meta_graph, view, keep_object_graph=False)
@@ -264,28 +275,6 @@ def _signature_names(model, wanted):
     return list(dict.fromkeys(wanted))
 
 
-def _original_tables(original, tags, report):
-    """The original's embedding tables (graphopt.analysis.tables) and the inputs it hashes or folds
-    itself (graphopt.analysis.id_chains.folded_inputs); none, and a note, if it cannot tell."""
-    from graphopt.analysis.id_chains import folded_inputs, plan_migrations
-    from graphopt.analysis.tables import detect
-    from graphopt.graph import io
-    from graphopt.graph.model import ModelGraph
-
-    try:
-        source = io.read_model(original, tags)
-        model = ModelGraph(source.meta_graph)
-        tables = detect(model).tables
-        model_dir = source.path if source.kind == "saved_model" else None
-        return tables, folded_inputs(plan_migrations(model, tables, model_dir))
-    except GraphoptError as exc:
-        report.notes.append(
-            f"the original's embedding tables could not be read ({exc}); "
-            "integer inputs use given or default id ranges"
-        )
-        return [], set()
-
-
 def _words(spec, given, model_words, uses=None):
     """The words to draw for each string input: given ones, else the words of the lookup tables
     that input reaches (all the model's when that cannot be traced), plus an unknown word, plus
@@ -311,9 +300,11 @@ class SignatureInputs:
     words: dict  # string input -> words
 
 
-def _signature_inputs(spec, data, batches, batch_size, ranges, words, seed, uses=None):
+def _signature_inputs(spec, data, batches, batch_size, ranges, words, seed, uses=None, readers=()):
     if data:
-        cases, plan = read_data_cases(data, spec, batches=batches or None, batch_size=batch_size, uses=uses)
+        cases, plan = read_data_cases(
+            data, spec, batches=batches or None, batch_size=batch_size, uses=uses, readers=readers
+        )
     else:
         cases, plan = generate_cases(spec, ranges, words, batches, batch_size, seed, uses)
     return SignatureInputs(cases, plan, ranges, words)

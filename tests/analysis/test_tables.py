@@ -55,9 +55,9 @@ def test_partitioned_table_is_one_table_with_its_strategy(built_case):
 
 
 def test_mod_partition_row_ids_are_global_ids():
-    from graphopt.analysis.tables import EmbeddingTable
+    from graphopt.analysis.tables import TableCandidate
 
-    t = EmbeddingTable("t", ["a", "b", "c"], 7, 2, "float32", [], [], "t", "mod", [3, 2, 2])
+    t = TableCandidate("t", ["a", "b", "c"], 7, 2, "float32", [], [], "t", "mod", [3, 2, 2])
     np.testing.assert_array_equal(t.row_ids(7), [0, 3, 6, 1, 4, 2, 5])
     t.partition_strategy = "div"
     np.testing.assert_array_equal(t.row_ids(7), np.arange(7))

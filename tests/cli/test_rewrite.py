@@ -8,6 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from graphopt import model_io
 from graphopt.cli import main
 from tests.rewrite import cases
 
@@ -80,10 +81,10 @@ def test_overlapping_output_is_refused_before_the_plan(tf1_model):
 
 
 def test_inspect_hides_the_init_op_signature(tmp_path):
-    from graphopt.graph import io, meta_graph
+    from graphopt.graph import meta_graphs
 
     path = cases.keras_two_inputs(str(tmp_path / "m")).path
-    assert "__saved_model_init_op" in meta_graph.signature_tensors(io.read_model(path).meta_graph)
+    assert "__saved_model_init_op" in meta_graphs.signature_tensors(model_io.read_model(path).meta_graph)
     result = invoke("inspect", path)
     assert result.exit_code == 0 and "serving_default(" in result.output
     assert "__saved_model" not in result.output
@@ -91,10 +92,40 @@ def test_inspect_hides_the_init_op_signature(tmp_path):
     assert "serving_default" in signatures and not [s for s in signatures if s.startswith("__")]
 
 
-def test_model_without_table_says_so_and_writes_nothing(tmp_path):
+def test_model_without_table_exits_non_zero_and_writes_nothing(tmp_path):
     path = cases.module_without_table(str(tmp_path / "m")).path
     result = run("rewrite", path, "-o", str(tmp_path / "out"))
-    assert result.returncode == 0 and "no embedding table to rewrite; nothing written" in result.stdout
+    assert result.returncode == 2 and "no embedding table to rewrite; nothing written" in result.stdout
+    assert result.stderr.strip().endswith("gathers from no variable: there is no embedding table to rewrite")
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_gathers_left_alone_exit_non_zero_with_the_most_frequent_reasons(tmp_path):
+    path = cases.module_tables_read_whole(str(tmp_path / "m")).path
+    result = run("rewrite", path, "-o", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert (
+        line.startswith("graphopt: error: no embedding table found in") and "Traceback" not in result.stderr
+    )
+    # Both variables are refused for the same kind of read: counted together, one named.
+    assert "gathers left alone: 2x variable " in line and "(MatMul) reads it whole" in line
+    assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        (["--include", "^nomatch$"], "2x name does not match --include ^nomatch$"),
+        (["--exclude", "."], "2x name matches --exclude ."),
+        (["--min-rows", "1000000", "--dry-run"], "rows < --min-rows 1000000"),
+    ],
+)
+def test_options_leaving_no_table_exit_non_zero_with_the_skip_reasons(tf1_model, tmp_path, options, reason):
+    result = run("rewrite", tf1_model, "-o", str(tmp_path / "out"), *options)
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "every table of" in line and reason in line and "widen --include/--exclude/--min-rows" in line
     assert not os.path.exists(tmp_path / "out")
 
 
@@ -121,3 +152,10 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tf1_model, tmp_path,
     assert line.startswith("graphopt: error: ") and "Traceback" not in result.stderr
     assert not os.path.exists(out) or breakage == "output_exists"
     assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []
+
+
+def test_the_cli_names_the_targets_the_engine_has():
+    from graphopt.cli.rewrite import TARGET_NAMES
+    from graphopt.rewrite.targets import TARGETS
+
+    assert TARGET_NAMES == {name: t.description for name, t in TARGETS.items()}

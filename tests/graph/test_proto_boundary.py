@@ -62,6 +62,8 @@ ALLOWED_MODULES = {
     "serve/grpc_service.py": "PredictRequest/Response and model-spec messages of the gRPC API",
     "serve/repository.py": "GetModelMetadata/Status replies (the SignatureDefMap is copied in)",
     "serve/signature.py": "the DataType enum of TensorProto conversions",
+    "serve/batching.py": "TF Serving's BatchingParameters message (declared there) read from its text file",
+    "serve/model_config.py": "TF Serving's ModelServerConfig read from its text file",
 }
 ALLOWED_ACCESSES: dict = {}  # (module, access) -> why; none today
 

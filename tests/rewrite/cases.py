@@ -246,6 +246,29 @@ def module_without_table(path) -> Case:
     return Case("module_without_table", path, "serving_default", {"x": np.ones([2, 3], np.float32)}, tables=0)
 
 
+def module_tables_read_whole(path) -> Case:
+    """tf.Module whose two gathered variables the serving function also reads whole (a weight-tied
+    output layer): no table."""
+    tf = _tf()
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = tf.Variable(tf.ones([5, 2]), name="a")
+            self.b = tf.Variable(tf.ones([5, 2]), name="b")
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="ids")])
+        def __call__(self, ids):
+            rows = tf.gather(self.a, ids) + tf.gather(self.b, ids)
+            return {
+                "out": tf.matmul(rows, self.a, transpose_b=True) + tf.matmul(rows, self.b, transpose_b=True)
+            }
+
+    net = Net()
+    tf.saved_model.save(net, path, signatures={"serving_default": net.__call__})
+    return Case("module_tables_read_whole", path, "serving_default", {"ids": np.arange(3)}, tables=0)
+
+
 def module_shared_lookup_function(path) -> Case:
     """tf.Module whose two tables go through one traced lookup function (one body, two callers)."""
     tf = _tf()

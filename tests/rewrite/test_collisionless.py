@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from graphopt.graph import io
+from graphopt import model_io
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite import inspect_model, rewrite_model
 from graphopt.validate import validate_models
@@ -220,7 +220,7 @@ def migrated(built, tmp_path_factory):
 
 
 def _ops(path):
-    model = ModelGraph(io.read_model(path).meta_graph)
+    model = ModelGraph(model_io.read_model(path).meta_graph)
     return [n.op for b in model.bodies.values() for n in b.nodes()]
 
 

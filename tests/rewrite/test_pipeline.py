@@ -2,8 +2,9 @@
 
 import pytest
 
+from graphopt import model_io
 from graphopt.analysis.tables import detect
-from graphopt.graph import io, nodes
+from graphopt.graph import nodes
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite.pipeline import RewriteIntegrityError, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
@@ -20,7 +21,7 @@ class SkipsLastSite(ReplaceLookups):
 
 
 def _context(case):
-    model = ModelGraph(nodes.clone(io.read_model(case.path).meta_graph))
+    model = ModelGraph(nodes.clone(model_io.read_model(case.path).meta_graph))
     return RewriteContext(model, RewritePlan.select(detect(model).tables))
 
 

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from graphopt import model_io
 from graphopt.checkpoint import checkpoint_tensors, copy_checkpoint
 from graphopt.course.data import generate_samples
 from graphopt.course.models.features import feature_arrays
@@ -61,7 +62,7 @@ def _course_feeds():
 
 def _drop_object_graph(src, dst):
     """A copy of ``src`` without its object graph: tf.saved_model.load then takes the TF1 path."""
-    source = io.read_model(src)
+    source = model_io.read_model(src)
     io.write_saved_model(source, source.meta_graph, dst)
     copy_checkpoint(source.checkpoint_prefix, os.path.join(dst, "variables", "variables"))
     return dst
@@ -132,7 +133,7 @@ def plain_tf_runs(stock_models, tmp_path_factory):
 
 
 def _all_ops(path):
-    model = ModelGraph(io.read_model(path).meta_graph)
+    model = ModelGraph(model_io.read_model(path).meta_graph)
     return collections.Counter(n.op for b in model.bodies.values() for n in b.nodes())
 
 
@@ -164,7 +165,7 @@ def test_stock_outputs_through_tf2_loader_equal_the_original_on_the_tf1_path(
     originals: exact against the original without its object graph (the same TF1 load path)."""
     _, outputs = plain_tf_runs
     for name, (src, _, signature, feeds, _) in stock_models.items():
-        tf1_format = not io.read_model(src).meta_graph.HasField("object_graph_def")
+        tf1_format = not model_io.read_model(src).meta_graph.HasField("object_graph_def")
         original = src if tf1_format else _drop_object_graph(src, str(tmp_path / name))
         assert_identical(run_tf2(original, signature, feeds), outputs[name]["tf2"])
 
@@ -209,7 +210,7 @@ def test_every_lookup_of_a_table_goes_through_its_hash_table(stock_models):
         before = inspect_model(src)
         sites = {(s.body, s.node) for t in before.tables for s in t.sites}
         after = inspect_model(dst)
-        model = ModelGraph(io.read_model(dst).meta_graph)
+        model = ModelGraph(model_io.read_model(dst).meta_graph)
         # The rows are still the same dense variables, gathered at the row the hash table found.
         assert sorted(t.checkpoint_key for t in after.tables) == sorted(
             t.checkpoint_key for t in before.tables
@@ -229,13 +230,13 @@ def test_stock_checkpoint_holds_the_rows_and_the_key_to_row_maps(built_case, tmp
     case = built_case(cases.tf1_partitioned_mod)
     out = str(tmp_path / "stock")
     report = rewrite_model(case.path, out, target="stock")
-    before = checkpoint_tensors(io.read_model(case.path).checkpoint_prefix)
-    after = checkpoint_tensors(io.read_model(out).checkpoint_prefix)
+    before = checkpoint_tensors(model_io.read_model(case.path).checkpoint_prefix)
+    after = checkpoint_tensors(model_io.read_model(out).checkpoint_prefix)
     added = {n for t in report.plan.tables for n in stock_nodes.checkpoint_names(t)}
     assert set(after) == set(before) | added
     import tensorflow as tf
 
-    old, new = (tf.train.load_checkpoint(io.read_model(p).checkpoint_prefix) for p in (case.path, out))
+    old, new = (tf.train.load_checkpoint(model_io.read_model(p).checkpoint_prefix) for p in (case.path, out))
     for name in before:
         np.testing.assert_array_equal(old.get_tensor(name), new.get_tensor(name))
     for t in report.plan.tables:
@@ -321,7 +322,7 @@ def test_cli_target_stock(built_case, tmp_path):
     assert "emb [40, 4] -> built-in hash table + dense rows" in result.output
     assert (
         not [op for op in _all_ops(out) if op.startswith("GraphoptEv")]
-        and _stock_finds(ModelGraph(io.read_model(out).meta_graph)) == 1
+        and _stock_finds(ModelGraph(model_io.read_model(out).meta_graph)) == 1
     )
     bad = CliRunner().invoke(
         main, ["rewrite", built_case(cases.tf1_builder).path, "-o", out + "2", "--target", "tfra"]

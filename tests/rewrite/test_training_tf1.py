@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from graphopt import model_io
 from graphopt.course.data import GENRE_FEATURES, GENRE_VOCAB, ID_FEATURES, NUMERIC_FEATURES
 
 TABLES = 2 + len(GENRE_FEATURES)  # movieId, userId and one table per genre feature
@@ -57,9 +58,7 @@ def adam_rewrite(tmp_path_factory):
 def _graph_and_checkpoint(out):
     import tensorflow as tf
 
-    from graphopt.graph import io
-
-    source = io.read_model(os.path.join(out, "model.ckpt.meta"))
+    source = model_io.read_model(os.path.join(out, "model.ckpt.meta"))
     shapes = tf.train.load_checkpoint(source.checkpoint_prefix).get_variable_to_shape_map()
     return source.meta_graph.graph_def, shapes
 
@@ -160,7 +159,6 @@ def test_training_graph_rewrite_matches_pattern_only(tmp_path):
     import tensorflow as tf
 
     from graphopt.analysis.tables import detect
-    from graphopt.graph import io
     from graphopt.graph.model import ModelGraph
 
     v1 = tf.compat.v1
@@ -175,7 +173,7 @@ def test_training_graph_rewrite_matches_pattern_only(tmp_path):
         with v1.Session() as sess:
             sess.run(v1.global_variables_initializer())
             prefix = saver.save(sess, str(tmp_path / "model.ckpt"))
-    tables = detect(ModelGraph(io.read_model(prefix + ".meta").meta_graph)).tables
+    tables = detect(ModelGraph(model_io.read_model(prefix + ".meta").meta_graph)).tables
     assert [t.training_left.split(" is not")[0] for t in tables] == [
         "AssignSubVariableOp AssignSubVariableOp"
     ]

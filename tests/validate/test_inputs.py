@@ -99,8 +99,15 @@ def test_npz_arrays_named_like_inputs(tmp_path):
     assert cases[0].feeds["rating"].dtype == np.float32 and cases[1].feeds["movieId"].tolist() == [[4], [5]]
 
 
-def test_the_course_sample_csv_goes_through_its_own_reader(tmp_path):
-    from graphopt.course.data.samples import GENRE_FEATURES, ID_FEATURES, LABEL, NUMERIC_FEATURES, TIMESTAMP
+def test_the_course_sample_csv_goes_through_its_own_reader_plug_in(tmp_path):
+    from graphopt.course.data.samples import (
+        GENRE_FEATURES,
+        ID_FEATURES,
+        LABEL,
+        NUMERIC_FEATURES,
+        TIMESTAMP,
+        samples_reader,
+    )
 
     header = [*ID_FEATURES, LABEL, TIMESTAMP, *GENRE_FEATURES, *NUMERIC_FEATURES]
     row = {**{k: "7" for k in header}, **{g: "Drama" for g in GENRE_FEATURES}, LABEL: "1"}
@@ -115,11 +122,20 @@ def test_the_course_sample_csv_goes_through_its_own_reader(tmp_path):
         },
         {},
     )
-    cases, _ = read_data_cases(str(path), spec)
+    cases, _ = read_data_cases(str(path), spec, readers=(samples_reader,))
     assert cases[0].feeds["movieId"].tolist() == [7] and cases[0].feeds["userGenre1"].tolist() == [b"Drama"]
     # The course reader's range check applies: an id past the model's buckets is bad input.
     path.write_text(
         ",".join(header) + "\n" + ",".join("99999" if k == "movieId" else row[k] for k in header) + "\n"
     )
     with pytest.raises(DataError, match="column movieId: id 99999 is outside 0..1000"):
-        read_data_cases(str(path), spec)
+        read_data_cases(str(path), spec, readers=(samples_reader,))
+    # Without the plug-in it is a CSV like any other: a column per input, no course rules.
+    cases, _ = read_data_cases(str(path), spec)
+    assert cases[0].feeds["movieId"].tolist() == [99999]
+    # The plug-in leaves other files to the generic readers.
+    other = tmp_path / "other.csv"
+    other.write_text("movieId,userGenre1,movieAvgRating\n3,Drama,4.5\n")
+    assert samples_reader(str(other)) is None
+    cases, _ = read_data_cases(str(other), spec, readers=(samples_reader,))
+    assert cases[0].feeds["movieId"].tolist() == [3]

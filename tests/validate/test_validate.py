@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import saved_models
 
+from graphopt import model_io
 from graphopt.errors import DataError, GraphoptError, ModelError
 from graphopt.validate import validate_models
 
@@ -116,7 +117,7 @@ def test_a_copy_without_object_graph_loads_through_the_tf1_path_and_is_noted(mod
     from graphopt.checkpoint import copy_checkpoint
     from graphopt.graph import io
 
-    source = io.read_model(module_model)
+    source = model_io.read_model(module_model)
     dropped = str(tmp_path / "no-object-graph")
     io.write_saved_model(source, source.meta_graph, dropped)  # writes without the object graph
     copy_checkpoint(source.checkpoint_prefix, f"{dropped}/variables/variables")

@@ -10,6 +10,7 @@ from graphopt.course.data.samples import (
     TIMESTAMP,
     Samples,
     read_samples,
+    samples_reader,
     time_split,
 )
 from graphopt.course.data.synthetic import generate_samples
@@ -25,5 +26,6 @@ __all__ = [
     "Samples",
     "generate_samples",
     "read_samples",
+    "samples_reader",
     "time_split",
 ]

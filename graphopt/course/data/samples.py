@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from graphopt.errors import DataError
+from graphopt.tabular import read_csv_cells
 
 # The course's genre vocabulary (SparrowRecSys EmbeddingMLP.py), in the course's order.
 GENRE_VOCAB = (
@@ -97,38 +98,6 @@ def time_split(samples, test_fraction=0.2):
     return samples.take(order[:n_train]), samples.take(order[n_train:])
 
 
-def read_csv_cells(path, choose_columns):
-    """The cells of the columns ``choose_columns(header)`` picks, as {column: [(line, text)]}.
-
-    Errors name the file and the line: an empty file, a truncated row, text that is not UTF-8 or
-    not CSV. ``choose_columns`` may raise its own DataError (a missing column is on line 1).
-    """
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f"{path}: the file is empty; it needs a header line and rows")
-            header = [h.strip() for h in header]
-            index = {c: header.index(c) for c in choose_columns(header)}
-            cells = {c: [] for c in index}
-            for line_no, row in enumerate(reader, start=2):
-                if not row:
-                    continue
-                if len(row) < len(header):
-                    raise DataError(
-                        f"{path}, line {line_no}: {len(row)} cells where the header has "
-                        f"{len(header)}; fix or remove the truncated row"
-                    )
-                for c, i in index.items():
-                    cells[c].append((line_no, row[i]))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason}); give a CSV file") from None
-    except csv.Error as exc:
-        raise DataError(f"{path}: not a valid CSV ({exc})") from None
-    return cells
-
-
 def read_samples(path):
     """Read a CSV in the course's sample format, validating every cell the model uses."""
     if not os.path.exists(path):
@@ -189,3 +158,16 @@ def _check_ranges(path, columns, raw):
     bad = np.flatnonzero((columns[LABEL] != 0) & (columns[LABEL] != 1))
     if bad.size:
         raise DataError(f"{path}, line {raw[LABEL][bad[0]][0]}, column {LABEL}: labels must be 0 or 1")
+
+
+def samples_reader(path):
+    """validate's data reader for the course's sample format (``validate_models(data_readers=)``):
+    {column: values} of a CSV with the course's columns, each cell checked; None for any other file."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = {h.strip() for h in next(csv.reader(f), [])}
+    except (UnicodeDecodeError, csv.Error):
+        return None  # the generic CSV reader says what is wrong with it
+    if not set(REQUIRED_COLUMNS) <= header:
+        return None
+    return read_samples(path).features()

@@ -8,7 +8,7 @@ Pattern:
         -> removed
 """
 
-from graphopt.graph import nodes, object_graph
+from graphopt.graph import nodes, object_graphs
 from graphopt.graph.model import TOP, root_names
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.plan import Replacement
@@ -39,16 +39,10 @@ def reachable_functions(model):
     """Names of the library functions reachable from the top-level graph or the object graph."""
     # The object graph is kept (rewritten) for TF2 models; tf.saved_model.load restores every
     # concrete function it names, e.g. a lookup table's _create_resource, which no node calls.
-    seen = {f for f in object_graph.object_graph_functions(model.meta_graph) if f in model.bodies}
-    stack = [TOP, *seen]
-    while stack:
-        body = model.body(stack.pop())
-        for node in body.nodes():
-            for f in [e.function for e in model.calls_of(body, node)] + model.other_function_refs(body, node):
-                if f in model.bodies and f not in seen:
-                    seen.add(f)
-                    stack.append(f)
-    return seen
+    roots = {f for f in object_graphs.object_graph_functions(model.meta_graph) if f in model.bodies}
+    starts = [(TOP, n.name) for n in model.graph.nodes()]
+    starts += [(f, n.name) for f in roots for n in model.body(f).nodes()]
+    return roots | model.called_functions(starts)
 
 
 class RemoveDeadNodes(Pass):
@@ -60,7 +54,8 @@ class RemoveDeadNodes(Pass):
     def apply(self, ctx, matches):
         model = ctx.model
         roots = root_names(model.meta_graph)
-        handles = {h for t in ctx.plan.tables for h in t.handles}
+        # A migration also drops the shadow variables it bypassed (plan.variables).
+        handles = {h for t in ctx.plan.tables for h in t.handles} | set(getattr(ctx.plan, "variables", ()))
         removed = {}
         work = list(matches)
         while work:

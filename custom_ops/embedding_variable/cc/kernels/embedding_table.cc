@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "tensorflow/core/platform/errors.h"
@@ -29,6 +30,8 @@ constexpr int64_t kMinBlock = 1024;
 constexpr int64_t kMaxBlock = 8192;
 // Blocks smaller than this lock only the shards they touch, key by key.
 constexpr int64_t kLockAllMin = 256;
+// Keys ApplyDelta merges per step (about 32 per shard) between yields.
+constexpr int64_t kMergeChunk = 2048;
 // How many keys ahead of its probe a key's home slot is prefetched, and how many keys
 // ahead of its copy its row is (two DRAM latencies hidden behind ~20 keys of work).
 #ifndef GRAPHOPT_SLOT_DISTANCE
@@ -1066,7 +1069,7 @@ Status EmbeddingTable::ExportChanged(
 }
 
 Status EmbeddingTable::ApplyDelta(const int64_t* keys, int64_t n, const float* values,
-                                  const int64_t* removed, int64_t m, const IntraOpPool& pool) {
+                                  const int64_t* removed, int64_t m, const IntraOpPool& /*pool*/) {
   absl::MutexLock apply_lock(&apply_mu_);
   // A compressed table quantizes every row first (each with its own scale), so a
   // row it cannot store rejects the whole delta before anything changes; finds read
@@ -1088,11 +1091,23 @@ Status EmbeddingTable::ApplyDelta(const int64_t* keys, int64_t n, const float* v
     absl::MutexLock lock(&delta_mu_);  // waits for the finds in flight, which saw none of it
     overlay_ = std::move(overlay);
   }
-  // Finds read the overlay's rows for these keys while the shards change under
-  // their writer locks, one shard at a time.
-  Remove(removed, m, pool);
-  const Status st = compressed() ? WriteRows(keys, n, stored.data(), /*overwrite=*/true, pool)
-                                 : Insert(keys, n, values, pool);
+  // Finds read the overlay's rows for these keys while the shards change, so the
+  // merge's pace is invisible to them. It runs in chunks on the calling thread: each
+  // chunk holds a shard's writer lock for a few dozen keys, the intra-op pool (where
+  // requests compute) is left to requests, and the thread yields between chunks.
+  const IntraOpPool caller;
+  for (int64_t i = 0; i < m; i += kMergeChunk) {
+    Remove(removed + i, std::min(kMergeChunk, m - i), caller);
+    std::this_thread::yield();
+  }
+  Status st;
+  for (int64_t i = 0; i < n && st.ok(); i += kMergeChunk) {
+    const int64_t len = std::min(kMergeChunk, n - i);
+    st = compressed()
+             ? WriteRows(keys + i, len, stored.data() + i * value_bytes_, /*overwrite=*/true, caller)
+             : Insert(keys + i, len, values + i * dim_, caller);
+    std::this_thread::yield();
+  }
   std::unique_ptr<const DeltaOverlay> merged;
   {
     absl::MutexLock lock(&delta_mu_);

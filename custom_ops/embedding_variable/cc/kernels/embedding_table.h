@@ -220,7 +220,9 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   // ones). A concurrent find sees the table before or after the whole delta,
   // never part of it: the delta is published as an overlay that finds read
   // first (one pointer swap under delta_mu_), merged into the shards under their
-  // own writer locks while finds go on, then withdrawn (another swap).
+  // own writer locks while finds go on, then withdrawn (another swap). The merge
+  // runs in small chunks on the calling thread (never in `pool`, where requests
+  // compute), yielding between chunks.
   tensorflow::Status ApplyDelta(const int64_t* keys, int64_t n, const float* values,
                                 const int64_t* removed, int64_t m, const IntraOpPool& pool);
 

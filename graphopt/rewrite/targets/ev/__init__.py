@@ -25,6 +25,7 @@ from graphopt.rewrite.targets.ev.replace_variable_handles import ReplaceVariable
 from graphopt.rewrite.targets.ev.rewire_restore import RewireRestore
 from graphopt.rewrite.targets.ev.rewire_save import RewireSave
 from graphopt.rewrite.targets.ev.rewrite_initializers import RewriteInitializers
+from graphopt.rewrite.targets.ev.rewrite_offline_reads import RewriteOfflineReads, dropped_functions
 from graphopt.rewrite.targets.ev.tf2_objects import rewrite_object_graph
 
 
@@ -33,6 +34,7 @@ def passes():
     variables, initializers, handles, cleanup."""
     return [
         ReplaceLookups(),
+        RewriteOfflineReads(),
         MigrateCollisionless(),  # only with rewrite --collisionless (the plan's migrations)
         ReplaceTrainingUpdates(),
         RewireSave(),
@@ -63,6 +65,15 @@ def checkpoint_layout(tables) -> CheckpointLayout:
     )
 
 
+def restrict_plan(plan):
+    """Every table converts; the plan notes the functions left out of the object graph."""
+    plan.notes += [
+        f"function {f} is left out of the rewritten object graph: {why}"
+        for f, why in sorted(dropped_functions(plan).items())
+    ]
+    return plan
+
+
 def load_ops():
     """Loads graphopt's op library (OpLibraryError when it is missing or stale)."""
     from graphopt.ops.library import load_library
@@ -77,6 +88,7 @@ TARGET = Target(
     op_types=EV_OPS,
     checkpoint_layout=checkpoint_layout,
     rewrite_object_graph=rewrite_object_graph,
+    restrict_plan=restrict_plan,
     load_ops=load_ops,
     supports=frozenset({COLLISIONLESS, COMPRESSED_ROWS, COMPRESSED_PARTITIONS}),
     compressed_op_types=COMPRESSED_OPS,

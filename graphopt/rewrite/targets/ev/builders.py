@@ -68,8 +68,8 @@ def find_with_fallback(name, table_ref, raw_ref, raw_dtype, ids_ref, ids_dtype, 
     )
 
 
-def export(name, table_ref, dim, device=""):
-    return nodes.make_node(contract.EXPORT.name, name, [table_ref], _row_attrs(dim), device)
+def export(name, table_ref, dim, device="", control=()):
+    return nodes.make_node(contract.EXPORT.name, name, [table_ref], _row_attrs(dim), device, control)
 
 
 def import_(name, table_ref, keys, values, freqs, versions, dim, device="", control=()):

@@ -7,7 +7,7 @@ Pattern (top level):
 The Saver already saves and restores the slots as KEY-slot-<name> (rewire-save, rewire-restore).
 """
 
-from graphopt.graph import meta_graph
+from graphopt.graph import meta_graphs
 from graphopt.rewrite.passes import Pass
 
 
@@ -26,7 +26,7 @@ class DropSlotVariables(Pass):
 
     def apply(self, ctx, matches):
         body = ctx.model.graph
-        meta_graph.drop_variables(ctx.model.meta_graph, [s.handle for _, s in matches])
+        meta_graphs.drop_variables(ctx.model.meta_graph, [s.handle for _, s in matches])
         for table, slot in matches:
             users = {u.node for u in body.consumers(slot.handle, control=True)} | {slot.handle}
             cone = body.dead_cone(users)

@@ -6,7 +6,7 @@ Pattern:
 Loaders lift every VariableDef into a variable; a table is no longer one.
 """
 
-from graphopt.graph import meta_graph
+from graphopt.graph import meta_graphs
 from graphopt.rewrite.passes import Pass
 
 
@@ -15,8 +15,8 @@ class DropTableVariables(Pass):
 
     def match(self, ctx):
         names = {h for t in ctx.plan.tables for h in t.handles}
-        return sorted(names & meta_graph.collection_node_names(ctx.model.meta_graph))
+        return sorted(names & meta_graphs.collection_node_names(ctx.model.meta_graph))
 
     def apply(self, ctx, matches):
-        meta_graph.drop_variables(ctx.model.meta_graph, matches)
+        meta_graphs.drop_variables(ctx.model.meta_graph, matches)
         return True

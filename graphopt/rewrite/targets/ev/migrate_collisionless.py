@@ -1,5 +1,8 @@
 """Key a migrated table by raw ids, falling back to the original bucket (rewrite --collisionless).
 
+A site in a function only the object graph reaches (a tf_keras layer's own, fed the bucket at
+reload) keeps its find by bucket: the row every fallback find reads (collisionless.IdChain.by_bucket).
+
 Pattern (after replace-lookups; ``ids = chain(raw)`` is the model's own id mapping, kept):
     GraphoptEvFind(table, ids)  ->  GraphoptEvFindWithFallback(table, raw, ids)
 The table keeps the old rows under their bucket keys 0..M-1; a raw id's own key
@@ -9,11 +12,10 @@ find keeps its name, so control edges and the manifest stay as replace-lookups l
 """
 
 from graphopt.ev import contract
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import nodes
+from graphopt.graph import meta_graphs, nodes
 from graphopt.graph.model import TensorRef
 from graphopt.rewrite.passes import Pass
-from graphopt.rewrite.targets.ev import builders as ev
+from graphopt.rewrite.targets.ev import builders
 
 
 class MigrateCollisionless(Pass):
@@ -21,7 +23,7 @@ class MigrateCollisionless(Pass):
 
     def match(self, ctx):
         """(table, IdChain) of each lookup site of each table whose migration is possible."""
-        return [(m.table, c) for m in ctx.plan.migrations if m.possible for c in m.chains]
+        return [(m.table, c) for m in ctx.plan.migrations if m.possible for c in m.chains if not c.by_bucket]
 
     def check(self, ctx):
         """Every site of a migrated table is a fallback find: never a partially migrated table."""
@@ -40,7 +42,7 @@ class MigrateCollisionless(Pass):
             body = ctx.model.body(chain.site.body)
             old = nodes.clone(body.node(chain.site.node))
             table_ref, ids_ref = body.data_inputs(old)[:2]
-            new = ev.find_with_fallback(
+            new = builders.find_with_fallback(
                 old.name,
                 table_ref,
                 TensorRef.parse(chain.raw),
@@ -53,5 +55,5 @@ class MigrateCollisionless(Pass):
             )
             body.replace_node(old.name, new)
             ctx.replaced(body.name, old, new, table, self.name)
-        mg_lib.add_op_defs(ctx.model.meta_graph, (contract.FIND_WITH_FALLBACK.name,))
+        meta_graphs.add_op_defs(ctx.model.meta_graph, (contract.FIND_WITH_FALLBACK.name,))
         return bool(matches)

@@ -15,7 +15,7 @@ from graphopt.graph import nodes
 from graphopt.graph.model import Body, TensorRef
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.lookup_sites import distinct_lookup_sites
-from graphopt.rewrite.targets.ev import builders as ev
+from graphopt.rewrite.targets.ev import builders
 
 
 def _table_ref(body: Body, gather) -> TensorRef:
@@ -89,18 +89,18 @@ class ReplaceLookups(Pass):
             for g in site.part_gathers:
                 ctx.disconnected.add((body.name, g))
             if site.training:  # training inserts unseen ids; serving lookups only find
-                new = ev.find_or_insert(
+                new = builders.find_or_insert(
                     old.name,
                     table_ref,
                     site.ids,
-                    ev.step_ref(body, old.device),
+                    builders.step_ref(body, old.device),
                     site.ids_dtype,
                     table.dim,
                     old.device,
                     nodes.control_inputs(old),
                 )
             else:
-                new = ev.find(
+                new = builders.find(
                     old.name,
                     table_ref,
                     site.ids,

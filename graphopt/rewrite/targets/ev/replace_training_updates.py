@@ -15,9 +15,9 @@ of the new m and v (``group_deps``) now wait for it too. The slot variables go i
 import numpy as np
 
 from graphopt.ev import contract
-from graphopt.graph import meta_graph, nodes
+from graphopt.graph import meta_graphs, nodes
 from graphopt.rewrite.passes import Pass
-from graphopt.rewrite.targets.ev import builders as ev
+from graphopt.rewrite.targets.ev import builders
 
 # The ops a rewritten training graph adds beyond the serving ones.
 TRAINING_OPS = (
@@ -59,7 +59,7 @@ class ReplaceTrainingUpdates(Pass):
                 if any(s.training for s in table.sites)
                 else nodes.dtype_enum("int64")
             )
-            new = ev.apply(
+            new = builders.apply(
                 update.apply_op,
                 old.name,
                 body.data_inputs(old)[0],
@@ -78,5 +78,5 @@ class ReplaceTrainingUpdates(Pass):
             for name in update.control_from:
                 body.redirect_control(name, old.name)
             ctx.replaced(body.name, old, new, table, self.name)
-            meta_graph.add_op_defs(ctx.model.meta_graph, (update.apply_op, *TRAINING_OPS))
+            meta_graphs.add_op_defs(ctx.model.meta_graph, (update.apply_op, *TRAINING_OPS))
         return bool(matches)

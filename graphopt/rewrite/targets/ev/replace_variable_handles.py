@@ -8,7 +8,7 @@ Parts 1.. of a partitioned table are left without consumers and removed by the c
 
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
-from graphopt.rewrite.targets.ev import builders as ev
+from graphopt.rewrite.targets.ev import builders
 
 
 class ReplaceVariableHandles(Pass):
@@ -22,7 +22,7 @@ class ReplaceVariableHandles(Pass):
         for table in matches:
             old = nodes.clone(body.node(table.handles[0]))
             update = table.training
-            new = ev.handle(
+            new = builders.handle(
                 old.name,
                 nodes.attr_value(old, "shared_name") or old.name,
                 nodes.attr_value(old, "container") or b"",

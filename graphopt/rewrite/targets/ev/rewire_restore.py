@@ -17,7 +17,7 @@ from graphopt.ev import contract
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.saver_entries import entry_strings, saver_uses, set_entry_names
-from graphopt.rewrite.targets.ev import builders as ev
+from graphopt.rewrite.targets.ev import builders
 
 
 class RewireRestore(Pass):
@@ -32,17 +32,17 @@ class RewireRestore(Pass):
             restore = body.node(restore_name)
             data = body.data_inputs(restore)
             names, slices = entry_strings(body, data[1]), entry_strings(body, data[2])
-            dtypes = nodes.attr_value(restore, "dtypes")
+            dtypes = body.attr_value(restore_name, "dtypes")
             first_import = {}
             for table, use in uses:
                 j = use.restore_entry
                 assign = nodes.clone(body.node(use.node))
                 ctx.disconnected.add((body.name, body.data_inputs(assign)[1].node))
-                keys = ev.checkpoint_names(table)
+                keys = builders.checkpoint_names(table)
                 if use.part != 0:
                     # Keep the position of the output; nothing reads it once the assign is gone.
                     names[j], slices[j], dtypes[j] = (
-                        keys[0 if ev.compressed(table) else 2],
+                        keys[0 if builders.compressed(table) else 2],
                         "",
                         nodes.dtype_enum(contract.KEY_DTYPE),
                     )
@@ -56,13 +56,13 @@ class RewireRestore(Pass):
                 names[j], slices[j], dtypes[j] = keys[0], "", nodes.dtype_enum(contract.KEY_DTYPE)
                 names += keys[1:]
                 slices += [""] * (len(keys) - 1)
-                dtypes += [nodes.dtype_enum(t) for t in ev.checkpoint_dtypes(table)[1:]]
+                dtypes += [nodes.dtype_enum(t) for t in builders.checkpoint_dtypes(table)[1:]]
                 outs = [
                     body.output_ref(restore_name, k, "tensors") for k in (j, *range(n, n + len(keys) - 1))
                 ]
                 slots = table.training.slots if table.training else []
-                if ev.compressed(table):
-                    new = ev.import_compressed(
+                if builders.compressed(table):
+                    new = builders.import_compressed(
                         assign.name,
                         body.data_inputs(assign)[0],
                         *outs,
@@ -83,7 +83,7 @@ class RewireRestore(Pass):
                         )
                         for what in ("keys", "counts")
                     ]
-                    new = ev.import_with_slots(
+                    new = builders.import_with_slots(
                         assign.name,
                         body.data_inputs(assign)[0],
                         *outs,
@@ -95,7 +95,7 @@ class RewireRestore(Pass):
                         nodes.control_inputs(assign),
                     )
                 else:
-                    new = ev.import_(
+                    new = builders.import_(
                         assign.name,
                         body.data_inputs(assign)[0],
                         *outs,
@@ -106,8 +106,7 @@ class RewireRestore(Pass):
                 body.replace_node(assign.name, new)
                 first_import[table.name] = assign.name
                 ctx.replaced(body.name, assign, new, table, self.name)
-            restore = body.node(restore_name)
-            nodes.set_attr(restore, "dtypes", dtypes, "list(type)")
-            nodes.remove_attr(restore, "_output_shapes")  # recorded for the old outputs; TF re-infers it
-            set_entry_names(ctx, body, restore, names, slices)
+            body.set_attr(restore_name, "dtypes", dtypes, "list(type)")
+            body.remove_attr(restore_name, "_output_shapes")  # recorded for the old outputs; TF re-infers it
+            set_entry_names(ctx, body, body.node(restore_name), names, slices)
         return bool(matches)

@@ -14,7 +14,7 @@ from graphopt.ev import contract
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.saver_entries import entry_strings, saver_uses, set_entry_names
-from graphopt.rewrite.targets.ev import builders as ev
+from graphopt.rewrite.targets.ev import builders
 
 
 class RewireSave(Pass):
@@ -30,7 +30,7 @@ class RewireSave(Pass):
             data = body.data_inputs(save)
             names, slices = entry_strings(body, data[1]), entry_strings(body, data[2])
             tensors = [str(r) for r in data[3:]]
-            dtypes = nodes.attr_value(save, "dtypes")
+            dtypes = body.attr_value(save_name, "dtypes")
             drop = set()
             for table, use in uses:
                 j = use.save_entry
@@ -42,8 +42,8 @@ class RewireSave(Pass):
                 # A ref variable is saved directly; a resource through its ReadVariableOp.
                 handle = body.output_ref(read.name) if read.op == "VariableV2" else body.data_inputs(read)[0]
                 slots = table.training.slots if table.training else []
-                if ev.compressed(table):
-                    export = ev.export_compressed(
+                if builders.compressed(table):
+                    export = builders.export_compressed(
                         body.unique_name(f"{read.name}/{contract.EXPORT_COMPRESSED.name}"),
                         handle,
                         table.dim,
@@ -52,9 +52,9 @@ class RewireSave(Pass):
                     )
                 elif slots:
                     name = body.unique_name(f"{read.name}/{contract.EXPORT_WITH_SLOTS.name}")
-                    export = ev.export_with_slots(name, handle, table.dim, len(slots), save.device)
+                    export = builders.export_with_slots(name, handle, table.dim, len(slots), save.device)
                 else:
-                    export = ev.export(
+                    export = builders.export(
                         body.unique_name(f"{read.name}/{contract.EXPORT.name}"),
                         handle,
                         table.dim,
@@ -67,9 +67,9 @@ class RewireSave(Pass):
                     names[s], slices[s] = contract.slot_tensor_name(table.checkpoint_key, slot.name), ""
                     tensors[s] = str(body.op_output(export.name, 4 + k))
                     dtypes[s] = nodes.dtype_enum(contract.ROW_DTYPE)
-                keys = ev.checkpoint_names(table)
+                keys = builders.checkpoint_names(table)
                 outs = [str(body.op_output(export.name, i)) for i in range(len(keys))]
-                types = [nodes.dtype_enum(t) for t in ev.checkpoint_dtypes(table)]
+                types = [nodes.dtype_enum(t) for t in builders.checkpoint_dtypes(table)]
                 names[j], slices[j], tensors[j], dtypes[j] = keys[0], "", outs[0], types[0]
                 names += keys[1:]
                 slices += [""] * (len(keys) - 1)
@@ -80,10 +80,8 @@ class RewireSave(Pass):
             keep = [i for i in range(len(names)) if i not in drop]
             names, slices = [names[i] for i in keep], [slices[i] for i in keep]
             tensors, dtypes = [tensors[i] for i in keep], [dtypes[i] for i in keep]
-            save = body.node(save_name)
-            ctrl = nodes.control_inputs(save)
-            head = [str(r) for r in body.data_inputs(save)[:3]]
-            nodes.set_inputs(save, head + tensors + ctrl)
-            nodes.set_attr(save, "dtypes", dtypes, "list(type)")
-            set_entry_names(ctx, body, save, names, slices)
+            head = [str(r) for r in body.data_inputs(body.node(save_name))[:3]]
+            body.set_inputs(save_name, head + tensors + body.control_inputs(save_name))
+            body.set_attr(save_name, "dtypes", dtypes, "list(type)")
+            set_entry_names(ctx, body, body.node(save_name), names, slices)
         return bool(matches)

@@ -12,7 +12,7 @@ import numpy as np
 from graphopt.ev import contract
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
-from graphopt.rewrite.targets.ev import builders as ev
+from graphopt.rewrite.targets.ev import builders
 
 
 def _keys(body, table, base, device):
@@ -87,7 +87,7 @@ class RewriteInitializers(Pass):
             )
             keys = _keys(body, table, base, first.device)
             zeros = _zeros(body, table.rows, base, first.device)
-            new = ev.import_(
+            new = builders.import_(
                 first.name,
                 body.data_inputs(first)[0],
                 keys,

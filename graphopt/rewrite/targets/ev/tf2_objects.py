@@ -25,10 +25,9 @@ import os
 import tempfile
 import uuid
 
+from graphopt import model_io
 from graphopt.errors import ModelError
-from graphopt.graph import io, nodes
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import object_graph as og_lib
+from graphopt.graph import io, meta_graphs, nodes, object_graphs
 
 TEMPLATE_ATTRIBUTE = "table"
 _FUNCTION_SUFFIX = "_graphopt_ev"
@@ -61,10 +60,10 @@ def _template(tables, scratch_dir=None) -> tuple:
         setattr(module, f"t{i}", ev)
     with tempfile.TemporaryDirectory(prefix="graphopt-ev-template-", dir=scratch_dir) as tmp:
         tf.saved_model.save(module, tmp)
-        source = io.read_model(tmp)
-        ckpt_graph = og_lib.read_object_graph(os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX))
+        source = model_io.read_model(tmp)
+        ckpt_graph = object_graphs.read_object_graph(os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX))
     mg = source.meta_graph
-    return og_lib.saved_object_graph(mg), mg_lib.function_library(mg), ckpt_graph
+    return object_graphs.saved_object_graph(mg), meta_graphs.function_library(mg), ckpt_graph
 
 
 def table_objects(meta_graph, ckpt_graph, tables) -> dict[str, list[int]]:
@@ -75,9 +74,9 @@ def table_objects(meta_graph, ckpt_graph, tables) -> dict[str, list[int]]:
     the ones concrete functions capture (through the table's handle node at the top level).
     """
     table_of_handle = {h: t.name for t in tables for h in t.handles}
-    found = {t.name: og_lib.objects_saved_under(ckpt_graph, t.checkpoint_key) for t in tables}
-    calls = mg_lib.top_level_calls(meta_graph)
-    for object_id, ref in og_lib.captured_object_inputs(meta_graph, calls):
+    found = {t.name: object_graphs.objects_saved_under(ckpt_graph, t.checkpoint_key) for t in tables}
+    calls = meta_graphs.top_level_calls(meta_graph)
+    for object_id, ref in object_graphs.captured_object_inputs(meta_graph, calls):
         name = ref.split(":")[0]
         if name in table_of_handle:
             found[table_of_handle[name]].add(object_id)
@@ -91,13 +90,13 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables, scratch_dir=None) -> ob
     when the model has no object graph (TF1 formats), leaving everything as it was. The template
     is saved in a temporary folder under ``scratch_dir`` (default: the system's).
     """
-    if not mg_lib.has_object_graph(meta_graph) or ckpt_graph is None:
+    if not meta_graphs.has_object_graph(meta_graph) or ckpt_graph is None:
         return None
-    og = og_lib.saved_object_graph(meta_graph)
-    if og_lib.size(ckpt_graph) > og_lib.size(og):
+    og = object_graphs.saved_object_graph(meta_graph)
+    if object_graphs.size(ckpt_graph) > object_graphs.size(og):
         raise ModelError(
             "the SavedModel's object graph does not match its checkpoint's "
-            f"({og_lib.size(og)} vs {og_lib.size(ckpt_graph)} objects); "
+            f"({object_graphs.size(og)} vs {object_graphs.size(ckpt_graph)} objects); "
             "export the model again"
         )
     objects = table_objects(meta_graph, ckpt_graph, tables)
@@ -111,11 +110,11 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables, scratch_dir=None) -> ob
     ckpt_graph = nodes.clone(ckpt_graph)
     # Objects past the checkpoint's end (saveable functions of resources) have no checkpoint
     # entry; empty slots keep both graphs' ids aligned for the objects appended below.
-    og_lib.pad(ckpt_graph, og_lib.size(og))
+    object_graphs.pad(ckpt_graph, object_graphs.size(og))
 
     # Template functions, renamed so they cannot clash with the model's own.
-    existing = set(mg_lib.function_names(meta_graph))
-    closure = mg_lib.function_closure(t_library, og_lib.all_object_functions(t_og))
+    existing = set(meta_graphs.function_names(meta_graph))
+    closure = meta_graphs.function_closure(t_library, object_graphs.all_object_functions(t_og))
     renamed = {}
     for name in closure:
         new = name + _FUNCTION_SUFFIX
@@ -123,16 +122,16 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables, scratch_dir=None) -> ob
             new += "_"
         renamed[name] = new
         existing.add(new)
-    mg_lib.append_renamed_functions(mg_lib.function_library(meta_graph), t_library, renamed)
+    meta_graphs.append_renamed_functions(meta_graphs.function_library(meta_graph), t_library, renamed)
 
-    root_children = og_lib.children(t_og, 0)
+    root_children = object_graphs.children(t_og, 0)
     for i, table in enumerate(tables):
         for target in objects[table.name]:
-            og_lib.graft_subtree(og, ckpt_graph, t_og, t_ckpt, root_children[f"t{i}"], target, renamed)
+            object_graphs.graft_subtree(og, ckpt_graph, t_og, t_ckpt, root_children[f"t{i}"], target, renamed)
             # The EmbeddingVariable's saveable reads K-keys/-values/-freqs/-versions, which is
             # how the checkpoint conversion names a table saved under K.
-            og_lib.set_checkpoint_attribute(
-                og_lib.checkpoint_object(ckpt_graph, target), TEMPLATE_ATTRIBUTE, table.checkpoint_key
+            object_graphs.set_checkpoint_attribute(
+                object_graphs.checkpoint_object(ckpt_graph, target), TEMPLATE_ATTRIBUTE, table.checkpoint_key
             )
     return ckpt_graph
 

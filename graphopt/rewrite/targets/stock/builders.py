@@ -84,10 +84,8 @@ def run_with(body, anchors, stateful):
     anchors = {a for a in anchors if a}
     waiting = {u.node for a in anchors for u in body.consumers(a, control=True) if u.ref.control}
     for name in sorted(waiting):
-        node = nodes.clone(body.node(name))
-        if "^" + stateful not in nodes.control_inputs(node):
-            nodes.add_control_input(node, stateful)
-            body.replace_node(name, node)
+        if "^" + stateful not in body.control_inputs(name):
+            body.add_control_input(name, stateful)
     if body.is_function and anchors & set(body.control_outputs.values()):
         body.add_control_output(stateful)
 

@@ -8,7 +8,7 @@ stock_restore.py).
 from graphopt.graph import nodes
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.saver_entries import entry_strings, saver_uses, set_entry_names
-from graphopt.rewrite.targets.stock import builders as sn
+from graphopt.rewrite.targets.stock import builders
 
 
 def _part0(uses):
@@ -24,7 +24,7 @@ class AppendHashTableEntries(Pass):
 
     use_kind = node_field = ""
 
-    def __init__(self, tables: sn.StockTables):
+    def __init__(self, tables: builders.StockTables):
         self.tables = tables
 
     def match(self, ctx):
@@ -35,19 +35,17 @@ class AppendHashTableEntries(Pass):
     def apply(self, ctx, matches):
         for (body_name, node_name), uses in matches:
             body = ctx.model.body(body_name)
-            node = nodes.clone(body.node(node_name))
-            data = body.data_inputs(node)
+            data = body.data_inputs(body.node(node_name))
             names, slices = entry_strings(body, data[1]), entry_strings(body, data[2])
-            dtypes = nodes.attr_value(node, "dtypes")
+            dtypes = body.attr_value(node_name, "dtypes")
             for table, use in uses:
-                names += sn.checkpoint_names(table)
+                names += builders.checkpoint_names(table)
                 slices += ["", ""]
-                dtypes += [nodes.dtype_enum(sn.INT64)] * 2
-                self.add_entry(body, node, table, use, len(names) - 2)
-            nodes.set_attr(node, "dtypes", dtypes, "list(type)")
-            nodes.remove_attr(node, "_output_shapes")  # recorded for the old outputs; TF re-infers it
-            body.replace_node(node_name, node)
-            set_entry_names(ctx, body, node, names, slices)
+                dtypes += [nodes.dtype_enum(builders.INT64)] * 2
+                self.add_entry(body, body.node(node_name), table, use, len(names) - 2)
+            body.set_attr(node_name, "dtypes", dtypes, "list(type)")
+            body.remove_attr(node_name, "_output_shapes")  # recorded for the old outputs; TF re-infers it
+            set_entry_names(ctx, body, body.node(node_name), names, slices)
         return bool(matches)
 
     def add_entry(self, body, node, table, use, first):

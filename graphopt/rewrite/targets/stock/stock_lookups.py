@@ -20,7 +20,7 @@ from graphopt.graph import nodes
 from graphopt.graph.model import TensorRef
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.passes.lookup_sites import distinct_lookup_sites
-from graphopt.rewrite.targets.stock import builders as sn
+from graphopt.rewrite.targets.stock import builders
 
 
 def _int(name):
@@ -30,7 +30,7 @@ def _int(name):
 class StockLookups(Pass):
     name = "stock-lookups"
 
-    def __init__(self, tables: sn.StockTables):
+    def __init__(self, tables: builders.StockTables):
         self.tables = tables
 
     def match(self, ctx):
@@ -56,29 +56,37 @@ class StockLookups(Pass):
                 return body.op_output(body.add_op(op, f"{base}/{suffix}", inputs, attrs, dev))
 
             keys = ids
-            if site.ids_dtype != nodes.dtype_enum(sn.INT64):
+            if site.ids_dtype != nodes.dtype_enum(builders.INT64):
                 keys = add(
                     "Cast",
                     "keys",
                     [ids],
-                    {"SrcT": (site.ids_dtype, "type"), "DstT": _int(sn.INT64), "Truncate": (False, "b")},
+                    {
+                        "SrcT": (site.ids_dtype, "type"),
+                        "DstT": _int(builders.INT64),
+                        "Truncate": (False, "b"),
+                    },
                 )
             handle = self.tables.handle(body, table, dev)
             missing = body.add_const(f"{base}/missing", np.int64(-1), dev)
-            row = add(sn.TABLE_FIND_OP, "row", [handle, keys, missing], sn.table_types())
+            row = add(builders.TABLE_FIND_OP, "row", [handle, keys, missing], builders.table_types())
             zero = body.add_const(f"{base}/zero", np.int64(0), dev)
-            safe = add("Maximum", "safe_row", [row, zero], {"T": _int(sn.INT64)})
-            if site.ids_dtype != nodes.dtype_enum(sn.INT64):
+            safe = add("Maximum", "safe_row", [row, zero], {"T": _int(builders.INT64)})
+            if site.ids_dtype != nodes.dtype_enum(builders.INT64):
                 safe = add(
                     "Cast",
                     "safe_row_ids",
                     [safe],
-                    {"SrcT": _int(sn.INT64), "DstT": (site.ids_dtype, "type"), "Truncate": (False, "b")},
+                    {
+                        "SrcT": _int(builders.INT64),
+                        "DstT": (site.ids_dtype, "type"),
+                        "Truncate": (False, "b"),
+                    },
                 )
             for node_name, pos in id_uses:
                 body.set_input(node_name, pos, safe)
-            sn.run_with(body, [site.read, *site.part_gathers], row.node)
-            found = add("GreaterEqual", "found", [row, zero], {"T": _int(sn.INT64)})
+            builders.run_with(body, [site.read, *site.part_gathers], row.node)
+            found = add("GreaterEqual", "found", [row, zero], {"T": _int(builders.INT64)})
             last = body.add_const(f"{base}/last_axis", np.int32(-1), dev)
             mask = add("ExpandDims", "found_rows", [found, last], {"T": _int("bool"), "Tdim": _int("int32")})
             default = body.add_const(f"{base}/default_row", np.float32(0), dev)

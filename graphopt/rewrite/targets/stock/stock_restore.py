@@ -8,7 +8,7 @@ Pattern (top-level TF1 ``save/…`` or the ``__inference__traced_restore`` funct
 The dense table's own entries are untouched.
 """
 
-from graphopt.rewrite.targets.stock import builders as sn
+from graphopt.rewrite.targets.stock import builders
 from graphopt.rewrite.targets.stock.hash_table_entries import AppendHashTableEntries
 
 
@@ -20,10 +20,10 @@ class StockRestore(AppendHashTableEntries):
         handle = self.tables.handle(body, table, restore.device)
         keys, rows = (body.output_ref(restore.name, k, "tensors") for k in (first, first + 1))
         imp = body.add_op(
-            sn.TABLE_IMPORT_OP,
+            builders.TABLE_IMPORT_OP,
             f"{table.name}/stock_import",
             [handle, keys, rows],
-            sn.table_types(),
+            builders.table_types(),
             restore.device,
         )
-        sn.run_with(body, [use.node], imp)  # runs wherever the restore is waited for
+        builders.run_with(body, [use.node], imp)  # runs wherever the restore is waited for

@@ -8,7 +8,7 @@ The dense table's own entries are untouched.
 """
 
 from graphopt.graph import nodes
-from graphopt.rewrite.targets.stock import builders as sn
+from graphopt.rewrite.targets.stock import builders
 from graphopt.rewrite.targets.stock.hash_table_entries import AppendHashTableEntries
 
 
@@ -19,9 +19,11 @@ class StockSave(AppendHashTableEntries):
     def add_entry(self, body, save, table, use, first):
         handle = self.tables.handle(body, table, save.device)
         attrs = {
-            "Tkeys": (nodes.dtype_enum(sn.INT64), "type"),
-            "Tvalues": (nodes.dtype_enum(sn.INT64), "type"),
+            "Tkeys": (nodes.dtype_enum(builders.INT64), "type"),
+            "Tvalues": (nodes.dtype_enum(builders.INT64), "type"),
         }
-        export = body.add_op(sn.TABLE_EXPORT_OP, f"{table.name}/stock_export", [handle], attrs, save.device)
+        export = body.add_op(
+            builders.TABLE_EXPORT_OP, f"{table.name}/stock_export", [handle], attrs, save.device
+        )
         # A NodeDef lists its data inputs before its control inputs: the new tensors go between.
-        nodes.insert_inputs(save, 3 + first, [body.op_output(export, 0), body.op_output(export, 1)])
+        body.insert_inputs(save.name, 3 + first, [body.op_output(export, 0), body.op_output(export, 1)])

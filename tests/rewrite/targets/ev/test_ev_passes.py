@@ -2,7 +2,7 @@
 
 import pytest
 
-from graphopt.graph import meta_graph, nodes
+from graphopt.graph import meta_graphs, nodes
 from graphopt.rewrite.pipeline import run_passes
 from graphopt.rewrite.targets import default_passes
 from graphopt.rewrite.targets.ev.drop_table_variables import DropTableVariables
@@ -122,11 +122,11 @@ def test_replace_variable_handles():
 
 def test_drop_table_variables_empties_the_collections():
     ctx = context(tf1_graph())
-    assert "emb" in meta_graph.collection_node_names(ctx.model.meta_graph)
+    assert "emb" in meta_graphs.collection_node_names(ctx.model.meta_graph)
     result = _run(DropTableVariables(), ctx)
     assert result.matches == 1
-    assert meta_graph.variable_defs(ctx.model.meta_graph, "variables") == []
-    assert "emb" not in meta_graph.collection_node_names(ctx.model.meta_graph)
+    assert meta_graphs.variable_defs(ctx.model.meta_graph, "variables") == []
+    assert "emb" not in meta_graphs.collection_node_names(ctx.model.meta_graph)
 
 
 @pytest.mark.parametrize("build", [tf1_graph, function_graph])

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from graphopt import model_io
 from graphopt.errors import ModelError
 from graphopt.ev import contract
-from graphopt.graph import io
 
 
 @dataclasses.dataclass
@@ -122,7 +122,7 @@ class _Session:
         load_library()  # the rewrite's GraphoptEv* ops, before its meta graph is imported
         tf = _tf()
         v1 = tf.compat.v1
-        source = io.read_model(path)
+        source = model_io.read_model(path)
         if source.kind == "saved_model":
             raise ModelError(
                 f"{path} is a SavedModel; the training check takes a TF1 checkpoint's meta graph"
@@ -265,7 +265,7 @@ def generated_batch(original, batch_size: int, seed: int = 0) -> dict[str, np.nd
     from graphopt.graph import nodes
     from graphopt.graph.model import ModelGraph, TensorRef
 
-    model = ModelGraph(io.read_model(original).meta_graph)
+    model = ModelGraph(model_io.read_model(original).meta_graph)
     rows: dict[str, int] = {}
     for table in detect(model).tables:
         for site in table.sites:

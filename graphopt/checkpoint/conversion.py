@@ -1,6 +1,7 @@
 """Checkpoint conversion: a table's tensor becomes an EmbeddingVariable's keys/values/freqs/versions.
 
-Also what the rewrite needs around it: the tensors of a checkpoint, and a plain copy of one.
+Also what the rewrite and validate need around it: a copy of a checkpoint, and a full read of one,
+each checking every tensor's CRC32C (reading a checkpoint's index is ``checkpoint.index``).
 """
 
 import contextlib
@@ -10,51 +11,27 @@ import shutil
 from collections.abc import Callable
 
 import numpy as np
-from google.protobuf import message
 
 from graphopt.checkpoint import bundle
+from graphopt.checkpoint.index import (
+    OBJECT_GRAPH_KEY,
+    check_data_sizes,
+    checkpoint_tensors,
+    key_text,
+    read_bundle_index,
+    shard_name,
+)
 from graphopt.errors import ModelError
 from graphopt.ev import contract
 
 # Bytes read and written per step while copying a data file (and checking its tensors' CRCs).
 COPY_CHUNK = 8 << 20
 
-# The checkpoint key under which TF2 stores its serialized TrackableObjectGraph.
-OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-
 
 def _tf():
     import tensorflow as tf
 
     return tf
-
-
-@dataclasses.dataclass
-class TensorInfo:
-    name: str
-    dtype: str
-    shape: list
-
-    @property
-    def nbytes(self):
-        return int(np.prod(self.shape, dtype=np.int64)) * (
-            _tf().as_dtype(self.dtype).size if self.dtype != "string" else 1
-        )
-
-
-def checkpoint_tensors(prefix):
-    """{name: TensorInfo} of every tensor in a checkpoint."""
-    tf = _tf()
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-    except (tf.errors.OpError, ValueError) as exc:
-        raise ModelError(
-            f"cannot read checkpoint {prefix} ({(str(exc).strip() or type(exc).__name__).splitlines()[0]}); "
-            "the variables files are missing or corrupted, copy them again"
-        ) from None
-    dtypes = reader.get_variable_to_dtype_map()
-    shapes = reader.get_variable_to_shape_map()
-    return {n: TensorInfo(n, dtypes[n].name, list(shapes[n])) for n in shapes}
 
 
 @dataclasses.dataclass
@@ -70,70 +47,6 @@ class TableConversion:
     # Stock target: KEY itself becomes the stored rows, int8 in FBGEMM's fused layout (uint8
     # [rows, dim + 8]: the codes, then the float32 scale and bias as bytes).
     fused: bool = False
-
-
-def read_bundle_index(prefix):
-    """(BundleHeaderProto, {key: BundleEntryProto}) of a checkpoint's index; ModelError if damaged."""
-    from tensorflow.core.protobuf import tensor_bundle_pb2
-
-    path = prefix + ".index"
-    try:
-        entries = dict(bundle.read_index(path))
-        header = tensor_bundle_pb2.BundleHeaderProto.FromString(entries.pop(b""))
-        parsed = {k: tensor_bundle_pb2.BundleEntryProto.FromString(v) for k, v in entries.items()}
-    except OSError as exc:
-        raise ModelError(
-            f"cannot read checkpoint index {path} ({exc.strerror}); copy the whole variables directory again"
-        ) from None
-    except (bundle.UnsupportedIndex, IndexError, ValueError, KeyError, message.DecodeError) as exc:
-        raise ModelError(
-            f"checkpoint index {path} is corrupted ({exc or type(exc).__name__}); "
-            "copy the variables files again or export the model again"
-        ) from None
-    return header, parsed
-
-
-def check_data_sizes(prefix, header, entries):
-    """The data files the index names, each checked to hold every byte its entries point to."""
-    sources = _data_files(prefix)
-    expected = [_shard_name(prefix, i, header.num_shards) for i in range(header.num_shards)]
-    missing = [p for p in expected if p not in sources]
-    if missing:
-        raise ModelError(
-            f"checkpoint data file {missing[0]} is missing (its index names {header.num_shards} "
-            "data file(s)); copy all variables files"
-        )
-    ends = {}  # shard -> (bytes needed, the tensor ending last)
-    for key, entry in entries.items():
-        if entry.shard_id >= header.num_shards:
-            raise ModelError(
-                f"checkpoint index {prefix}.index names data file {entry.shard_id} for tensor "
-                f"{_key_text(key)}, it has {header.num_shards}; copy the variables files again"
-            )
-        end = entry.offset + entry.size
-        if end > ends.get(entry.shard_id, (0,))[0]:
-            ends[entry.shard_id] = (end, key)
-    for shard, (needed, key) in ends.items():
-        size = os.path.getsize(expected[shard])
-        if size < needed:
-            raise ModelError(
-                f"checkpoint data file {expected[shard]} is truncated ({size} bytes; tensor "
-                f"{_key_text(key)} ends at byte {needed}); copy the variables files again"
-            )
-    return expected
-
-
-def _key_text(key: bytes) -> str:
-    return repr(key.decode("utf-8", "replace").lstrip("\x00"))
-
-
-def _data_files(prefix):
-    directory, base = os.path.dirname(prefix) or ".", os.path.basename(prefix)
-    return sorted(os.path.join(directory, n) for n in os.listdir(directory) if n.startswith(base + ".data-"))
-
-
-def _shard_name(prefix, shard, total):
-    return f"{prefix}.data-{shard:05d}-of-{total:05d}"
 
 
 def _copy_checked(src, dst, entries):
@@ -162,7 +75,7 @@ def _copy_checked(src, dst, entries):
                     crc = _string_tensor_crc(strings, entry)
                 if entry.dtype != types_pb2.DT_VARIANT and (crc is None or bundle.mask(crc) != entry.crc32c):
                     raise ModelError(
-                        f"checkpoint data file {src} is corrupted: tensor {_key_text(key)} fails "
+                        f"checkpoint data file {src} is corrupted: tensor {key_text(key)} fails "
                         "its CRC32C check; copy the variables files again or export the model again"
                     )
                 i, crc, strings = i + 1, 0, bytearray()
@@ -197,8 +110,11 @@ def convert_checkpoint(
     object_graph: bytes | None = None,
     added: dict[str, np.ndarray] | None = None,
     renamed: dict[str, str] | None = None,
+    dropped: tuple[str, ...] = (),
 ):
     """Writes a copy of a checkpoint in which each table becomes keys/values/freqs/versions.
+
+    ``dropped`` names tensors the copy leaves out of its index (their bytes stay in the data files).
 
     ``object_graph``, when given (bytes, or a callable returning them or None), replaces the
     checkpoint's serialized TrackableObjectGraph;
@@ -239,6 +155,8 @@ def convert_checkpoint(
                 "the graph, export the model again"
             )
         parsed[new.encode()] = parsed.pop(old.encode())
+    for name in dropped:
+        parsed.pop(name.encode(), None)
     for name, value in (added or {}).items():
         names.append(name)
         tensors.append(tf.constant(value))
@@ -289,7 +207,7 @@ def convert_checkpoint(
             freqs = contract.tensor_name("", contract.FREQS).encode()
             if key.endswith(freqs):  # versions start at zero too: the same bytes serve both
                 parsed[contract.tensor_name(key[: -len(freqs)].decode(), contract.VERSIONS).encode()] = e
-    os.replace(_shard_name(extra, 0, 1), _shard_name(dst_prefix, total - 1, total))
+    os.replace(shard_name(extra, 0, 1), shard_name(dst_prefix, total - 1, total))
     os.remove(extra + ".index")
     header.num_shards = total
     bundle.write_index(
@@ -360,4 +278,4 @@ def _copy_data_files(src_prefix, dst_prefix, header, entries, total):
     if dst_prefix is not None:
         os.makedirs(os.path.dirname(dst_prefix) or ".", exist_ok=True)
     for shard, path in enumerate(sources):
-        _copy_checked(path, dst_prefix and _shard_name(dst_prefix, shard, total), by_shard.get(shard, []))
+        _copy_checked(path, dst_prefix and shard_name(dst_prefix, shard, total), by_shard.get(shard, []))

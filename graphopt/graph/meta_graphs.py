@@ -47,6 +47,29 @@ def drop_variables(meta_graph, variable_names: Iterable[str]):
             col.bytes_list.value.extend(keep)
 
 
+def collection_keys(meta_graph) -> list[str]:
+    return list(meta_graph.collection_def)
+
+
+def drop_collections(meta_graph, keys: Iterable[str]) -> list[str]:
+    """Removes the named collections (e.g. ``train_op``); returns those that were there."""
+    gone = [k for k in keys if k in meta_graph.collection_def]
+    for key in gone:
+        del meta_graph.collection_def[key]
+    return gone
+
+
+def drop_collection_nodes(meta_graph, names: Iterable[str]):
+    """Removes the named nodes from every node-list collection (``saveable_objects``, ...)."""
+    names = set(names)
+    for col in meta_graph.collection_def.values():
+        if col.HasField("node_list"):
+            keep = [v for v in col.node_list.value if v.split(":")[0].lstrip("^") not in names]
+            if len(keep) != len(col.node_list.value):
+                del col.node_list.value[:]
+                col.node_list.value.extend(keep)
+
+
 def collection_node_names(meta_graph):
     """Node names a meta graph's collections refer to (node lists and VariableDefs)."""
     out = set()

@@ -6,7 +6,6 @@ objects from one graph into another with ids and function names mapped.
 
 import glob
 
-from graphopt.checkpoint.convert import OBJECT_GRAPH_KEY
 from graphopt.errors import ModelError
 
 
@@ -20,14 +19,15 @@ def read_object_graph(prefix):
     """The checkpoint's TrackableObjectGraph, or None for a name-based (TF1) checkpoint."""
     from google.protobuf import message
     from tensorflow.core.protobuf import trackable_object_graph_pb2
+    from tensorflow.python.trackable.base import OBJECT_GRAPH_PROTO_KEY
 
     tf = _tf()
     try:
         reader = tf.train.load_checkpoint(prefix)
-        if not reader.has_tensor(OBJECT_GRAPH_KEY):
+        if not reader.has_tensor(OBJECT_GRAPH_PROTO_KEY):
             return None
         graph = trackable_object_graph_pb2.TrackableObjectGraph()
-        graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+        graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH_PROTO_KEY))
     except (tf.errors.OpError, ValueError, IndexError, message.DecodeError) as exc:
         # TensorFlow's reader raises IndexError on a truncated data file, OpError on a bad checksum;
         # the files are named, since the user has to replace them.
@@ -239,3 +239,26 @@ def bound_object_args(meta_graph, top_level_calls) -> dict:
             if object_id in tensor_of:
                 out.setdefault(tensor_of[object_id], []).append((function, first + j))
     return out
+
+
+def drop_concrete_functions(meta_graph, names) -> list[str]:
+    """Leaves the concrete functions ``names`` out of a SavedModel's object graph: out of every
+    function object's list and the concrete-function map; a function object left without one
+    becomes a plain object (``tf.saved_model.load`` restores an attribute that is no function).
+    Returns the names that were there."""
+    og = meta_graph.object_graph_def
+    names = set(names)
+    dropped = sorted(names & set(og.concrete_functions))
+    for node in og.nodes:
+        kind = node.WhichOneof("kind")
+        keep = [n for n in object_functions(node) if n not in names]
+        if kind == "function" and keep:
+            del node.function.concrete_functions[:]
+            node.function.concrete_functions.extend(keep)
+        elif kind in ("function", "bare_concrete_function") and not keep:
+            node.user_object.identifier = "_generic_user_object"
+            node.user_object.version.producer = 1
+            node.user_object.version.min_consumer = 1
+    for name in dropped:
+        del og.concrete_functions[name]
+    return dropped

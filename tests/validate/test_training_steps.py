@@ -26,7 +26,7 @@ def rewritten(tmp_path_factory):
 
 
 def _run(rewritten, optimizer, steps, batches, pretrain=False):
-    from graphopt.validate.training import compare_training
+    from graphopt.validate.training_steps import compare_training
 
     meta, out = rewritten(optimizer, pretrain)
     return compare_training(meta, out, batches, steps=steps)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from graphopt.online import DeltaError, TableDelta, read_delta, write_delta
-from graphopt.online.delta import MANIFEST, DeltaIncomplete, model_fingerprint, sequences
+from graphopt.online.delta_format import MANIFEST, DeltaIncomplete, model_fingerprint, sequences
 from tests.online.online_models import DIM, save_row_model
 
 

@@ -1,4 +1,4 @@
-"""TF Serving's REST API over HTTP/1.1: keep-alive connections served by a bounded pool of threads.
+"""The HTTP/1.1 server of the REST API: keep-alive connections served by a bounded pool of threads.
 
 Connections waiting for a request (new, or kept alive after one) hold no thread: a selector
 thread watches them, collects each request's bytes as they come (up to GATHER_BYTES) and queues
@@ -21,21 +21,17 @@ import time
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from google.protobuf import json_format
-
 from graphopt.serve.errors import (
     BadRequest,
     HeadersTooLarge,
     LengthRequired,
     MethodNotAllowed,
-    NotFound,
     PayloadTooLarge,
     RequestError,
     RequestTimeout,
     ServerBusy,
 )
-from graphopt.serve.json_tensors import decode_inputs, encode_outputs, parse_predict_body
-from graphopt.serve.limits import DEFAULT_MAX_REQUEST_ELEMENTS
+from graphopt.serve.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -60,77 +56,6 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*\r?$")
 _WORKER_FRAMES = re.compile(rb"(?im)^(?:expect|transfer-encoding):")
 _REQUEST_LINE = re.compile(r"([A-Z]+) (\S+) HTTP/1\.([01])")
-_MODEL_PATH = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)"
-    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-    r"(?P<tail>/metadata|:[A-Za-z]+)?$"
-)
-
-
-def _proto_json(message):
-    # TF Serving prints protos with their field names and default values (e.g. "error_code": "OK")
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-
-
-class RestApi:
-    """Answers REST calls for one model repository; independent of the HTTP plumbing."""
-
-    def __init__(self, repository, max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS):
-        self.repository = repository
-        self.max_request_elements = max_request_elements
-
-    def route(self, method, path):
-        """(action, version) for a request path; NotFound or BadRequest when it is not one of ours."""
-        match = _MODEL_PATH.match(path.split("?", 1)[0])
-        if match is None:
-            raise NotFound(f"no such endpoint: {method} {path}; see /v1/models/{self.repository.name}")
-        self.repository.check_name(match["name"])
-        if match["label"] is not None:
-            raise BadRequest("version labels are not supported; address a version by /versions/<number>")
-        version = None
-        if match["version"] is not None:
-            if not match["version"].isdigit():
-                raise BadRequest(f"version {match['version']!r} is not a whole number")
-            version = int(match["version"])
-        tail = match["tail"] or ""
-        allowed = {
-            "": ("GET", "status"),
-            "/metadata": ("GET", "metadata"),
-            ":predict": ("POST", "predict"),
-            ":classify": ("POST", None),
-            ":regress": ("POST", None),
-        }.get(tail)
-        if allowed is None:
-            raise NotFound(f"no such endpoint: {method} {path}")
-        allowed_method, action = allowed
-        if method != allowed_method:
-            raise MethodNotAllowed(f"{method} is not allowed on {path}; use {allowed_method}", allowed_method)
-        if action is None:
-            raise BadRequest(f"{tail[1:]} is not supported by graphopt serve; use :predict")
-        return action, version
-
-    def status(self, version):
-        """The GetModelStatusResponse of the model (every version seen, or one) as JSON."""
-        reply = _proto_json(self.repository.status_response(version))
-        deltas = self.repository.delta_status(version)
-        if deltas is not None:  # graphopt's own field beside TF Serving's: clients ignore it
-            reply["graphopt"] = deltas
-        return reply
-
-    def metadata(self, version):
-        """The GetModelMetadataResponse (signature_def) of the served version as JSON."""
-        servable = self.repository.get(version)
-        spec = {"name": self.repository.name, "signature_name": "", "version": str(servable.version)}
-        return {"model_spec": spec, "metadata": {"signature_def": _proto_json(servable.signature_defs)}}
-
-    def predict(self, version, body):
-        """Run a predict body against the served version; the reply dict in TF Serving's format."""
-        request = parse_predict_body(body)
-        signature = self.repository.get(version).signature(request.signature_name)
-        outputs = signature.run(decode_inputs(request, signature, self.max_request_elements))
-        return encode_outputs(outputs, request.row_format)
 
 
 def _gathered(buffer, max_body_bytes):
@@ -268,13 +193,37 @@ class _Connection:
             raise _ClientGone from None
 
 
+@dataclass
+class RawReply:
+    """A reply body that is not JSON (the Prometheus text), with its Content-Type."""
+
+    content_type: str
+    payload: bytes
+
+
+_date = [0, ""]  # (second, Date header value): formatted once a second, not once a reply
+
+
+def _http_date():
+    now = int(time.time())
+    if _date[0] != now:
+        _date[:] = [now, email.utils.formatdate(now, usegmt=True)]
+    return _date[1]
+
+
 def _response(status, document, headers=(), close=False, head_only=False):
-    payload = json.dumps(document, separators=(",", ":")).encode("utf-8")
+    if isinstance(document, RawReply):
+        payload, content_type = document.payload, document.content_type
+    else:
+        payload, content_type = (
+            json.dumps(document, separators=(",", ":")).encode("utf-8"),
+            "application/json",
+        )
     lines = [
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
         "Server: graphopt-serve",
-        f"Date: {email.utils.formatdate(usegmt=True)}",
-        "Content-Type: application/json",
+        f"Date: {_http_date()}",
+        f"Content-Type: {content_type}",
         f"Content-Length: {len(payload)}",
         *(f"{name}: {value}" for name, value in headers),
     ]
@@ -288,16 +237,15 @@ class RestServer:
 
     def __init__(
         self,
-        repository,
+        api,
         host,
         port,
         max_body_bytes=DEFAULT_MAX_BODY_BYTES,
-        max_request_elements=DEFAULT_MAX_REQUEST_ELEMENTS,
         read_timeout=DEFAULT_READ_TIMEOUT_SECONDS,
         max_connections=DEFAULT_MAX_CONNECTIONS,
         workers=DEFAULT_WORKERS,
     ):
-        self.api = RestApi(repository, max_request_elements)
+        self.api = api  # a RestApi
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
         self.max_connections = max_connections
@@ -551,7 +499,7 @@ class RestServer:
         close = False
         try:
             try:
-                action, version = self.api.route(request.method, request.path)
+                action, target = self.api.route(request.method, request.path)
                 if length > self.max_body_bytes:
                     raise PayloadTooLarge(
                         f"request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes"
@@ -563,12 +511,15 @@ class RestServer:
                 if not close:
                     conn.discard(length, deadline)
                 raise
+            if action == "metrics":
+                conn.discard(length, deadline)
+                return 200, RawReply(CONTENT_TYPE, self.api.exposition()), (), False
             if action != "predict":
                 conn.discard(length, deadline)
-                return 200, getattr(self.api, action)(version), (), False
+                return 200, getattr(self.api, action)(target), (), False
             if request.expects_continue:
                 conn.send(b"HTTP/1.1 100 Continue\r\n\r\n", self.read_timeout)
-            return 200, self.api.predict(version, conn.read_body(length, deadline)), (), False
+            return 200, self.api.predict(target, conn.read_body(length, deadline)), (), False
         except RequestTimeout as exc:
             return exc.http_status, {"error": str(exc)}, (), True
         except RequestError as exc:
