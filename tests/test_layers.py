@@ -22,7 +22,8 @@ LAYERS = [
     {"model_io", "analysis", "keras", "online", "distribute"},
     # The three jobs side by side, and the course's demo code (its data, model builders, demo
     # training), which they do not need: validate reads the course's samples through a plug-in.
-    {"rewrite", "validate", "serve", "course"},
+    # tf_keras (the tf_keras layer and its conversion) builds on keras/.
+    {"rewrite", "validate", "serve", "course", "tf_keras"},
     {"cli"},  # one thin module per command
     {"", "__main__"},  # the package itself (library users' `import graphopt`), python -m graphopt
 ]
