@@ -93,6 +93,8 @@ class TableCandidate:
     # table keeps its dense variable (graphopt.analysis.training_updates).
     training: training_updates.TrainingUpdate | None = None
     training_left: str | None = None
+    # How the rewritten table stores its rows (rewrite --row-dtype; graphopt.checkpoint.compress).
+    row_dtype: str = "float32"
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -129,6 +131,7 @@ class TableCandidate:
             ],
             "signature_inputs": self.signature_inputs,
             **({"training": self.training.to_dict()} if self.training else {}),
+            **({"row_dtype": self.row_dtype} if self.row_dtype != "float32" else {}),
         }
 
 

@@ -41,6 +41,12 @@ class TableConversion:
     key: str  # checkpoint key of the dense table
     new_key: str  # prefix of KEY-keys / -values / -freqs / -versions
     keys_of: Callable[[int], np.ndarray]  # rows -> int64 ids of each row in stored order
+    # Compressed rows (graphopt.checkpoint.compress): KEY-keys / -values (codes) / -scale_bias.
+    row_dtype: str = "float32"
+    table: str = ""  # the table's name, for errors
+    # Stock target: KEY itself becomes the stored rows, int8 in FBGEMM's fused layout (uint8
+    # [rows, dim + 8]: the codes, then the float32 scale and bias as bytes).
+    fused: bool = False
 
 
 def _copy_checked(src, dst, entries):
@@ -155,6 +161,13 @@ def convert_checkpoint(
         names.append(name)
         tensors.append(tf.constant(value))
     for table in tables:
+        if table.row_dtype != "float32":
+            entry = parsed.pop(table.key.encode())
+            for name, value in _compressed_tensors(tf, src_prefix, table, entry, parsed):
+                names.append(name)
+                tensors.append(tf.constant(value))
+            converted += infos[table.key].nbytes
+            continue
         entry = parsed.pop(table.key.encode())
         if len(entry.shape.dim) != 2:
             raise ModelError(
@@ -205,6 +218,38 @@ def convert_checkpoint(
         for i, table in enumerate(tables):
             progress(i + 1, table)
     return converted
+
+
+def _compressed_tensors(tf, src_prefix, table, entry, parsed):
+    """[(name, array)] of a compressed table: its rows read whole, checked and quantized."""
+    from graphopt.checkpoint import compress
+
+    (values,) = tf.raw_ops.RestoreV2(
+        prefix=src_prefix, tensor_names=[table.key], shape_and_slices=[""], dtypes=[tf.as_dtype(entry.dtype)]
+    )
+    rows = values.numpy()
+    compress.check_rows(rows, table.row_dtype, table.table or table.key)
+    if rows.ndim != 2:
+        raise ModelError(
+            f"checkpoint {src_prefix} holds table tensor {table.key} with shape {list(rows.shape)}, "
+            "not [rows, dim]; the variables do not match the graph, export the model again"
+        )
+    codes, scale_bias = compress.quantize(rows, table.row_dtype)
+    if scale_bias is None:
+        scale_bias = np.zeros([rows.shape[0], 0], np.float32)
+    name = table.key.encode()
+    for k in [k for k in parsed if k.startswith(b"\x00") and name in k]:
+        del parsed[k]  # the slice entries of a partitioned table
+    if table.fused:
+        if table.row_dtype == "int8":
+            codes = np.concatenate([codes, np.ascontiguousarray(scale_bias).view(np.uint8)], axis=1)
+        return [(table.key, codes)]
+    keys = table.keys_of(rows.shape[0])
+    return [
+        (f"{table.new_key}-keys", keys),
+        (f"{table.new_key}-values", codes),
+        (f"{table.new_key}-scale_bias", scale_bias),
+    ]
 
 
 def copy_checkpoint(src_prefix, dst_prefix):

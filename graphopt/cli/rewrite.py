@@ -17,8 +17,9 @@ def format_plan(plan, target="ev") -> str:
     lines = [f"plan: {len(plan.tables)} table(s) to rewrite"]
     for t in plan.tables:
         lines.append(
-            f"  {t.name} [{t.rows}, {t.dim}] -> {TARGET_NAMES[target]} "
-            f"({len(t.sites)} lookup site(s), checkpoint key {t.checkpoint_key})"
+            f"  {t.name} [{t.rows}, {t.dim}] -> {TARGET_NAMES[target]}"
+            + (f", {t.row_dtype} rows" if t.row_dtype != "float32" else "")
+            + f" ({len(t.sites)} lookup site(s), checkpoint key {t.checkpoint_key})"
         )
     for t, reason in plan.skipped:
         lines.append(f"  skip {t.name}: {reason}")
@@ -89,6 +90,14 @@ def format_summary(report) -> str:
     metavar="MODULE",
     help="Import MODULE first (a package whose layers a .keras file uses, e.g. keras_rs); repeatable.",
 )
+@click.option(
+    "--row-dtype",
+    type=click.Choice(["float32", "int8", "float16", "bfloat16"]),
+    default="float32",
+    show_default=True,
+    help="How serving tables store their rows: int8 row-wise (per-row scale and bias) or 16-bit "
+    "floats, read back as float32 (validate checks the error bound); trained tables stay float32.",
+)
 @overwrite_option
 @tags_option
 @tensorboard_option
@@ -104,6 +113,7 @@ def rewrite(
     target,
     verify,
     collisionless,
+    row_dtype,
     overwrite,
     tags,
     tensorboard,
@@ -127,7 +137,9 @@ def rewrite(
     if imports:
         raise GraphoptError("--import applies to .keras files (the classes their layers use); drop it")
     from graphopt.cli.migrate import run_migration, source_analysis
+    from graphopt.ops.library import load_library
 
+    load_library()  # a missing or stale library is the first thing to report, before any read
     if source_analysis(model, tags) is not None:
         given = {
             "--include": include,
@@ -192,6 +204,7 @@ def rewrite(
             target=target,
             verify=verify_output if verify else None,
             collisionless=collisionless,
+            row_dtype=row_dtype,
         )
     finally:
         if bar is not None:  # ends the bar's line, also when the run fails or is interrupted

@@ -26,6 +26,8 @@ def _parse_id_ranges(values):
 
 
 def _tolerance(ctx, param, value):
+    if value is None:  # not given: exact, or a compressed rewrite's default
+        return value
     if not math.isfinite(value) or value < 0:
         raise click.BadParameter(f"{value} is not a tolerance; give a finite number >= 0 (0: exact)")
     return value
@@ -59,18 +61,18 @@ def _tolerance(ctx, param, value):
 @click.option(
     "--atol",
     type=float,
-    default=0.0,
-    show_default=True,
+    default=None,
     callback=_tolerance,
-    help="Absolute tolerance (0: exact).",
+    help="Absolute tolerance (default 0: exact; for a compressed rewrite, rewrite --row-dtype, "
+    "the row dtype's default: atol int8 1e-2, float16 1e-3, bfloat16 1e-2).",
 )
 @click.option(
     "--rtol",
     type=float,
-    default=0.0,
-    show_default=True,
+    default=None,
     callback=_tolerance,
-    help="Relative tolerance (0: exact).",
+    help="Relative tolerance (default 0: exact; for a compressed rewrite, rewrite --row-dtype, "
+    "the row dtype's default: atol int8 1e-2, float16 1e-3, bfloat16 1e-2).",
 )
 @click.option(
     "--loader",
@@ -160,7 +162,9 @@ def validate(
             raise click.exceptions.Exit(1)
         return
     if train:
-        _validate_training(original, rewritten, batch_size, data, atol, seed, steps or (1, 10), loss, as_json)
+        _validate_training(
+            original, rewritten, batch_size, data, atol or 0.0, seed, steps or (1, 10), loss, as_json
+        )
         return
     ranges = _parse_id_ranges(id_ranges)
     if batches == 0 and data is None:

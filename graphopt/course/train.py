@@ -17,11 +17,19 @@ from graphopt.errors import GraphoptError
 
 
 def continue_training(
-    model_path, out, export, export_converted=None, data=None, rows=4000, seed=7, new_users=False
+    model_path,
+    out,
+    export,
+    export_converted=None,
+    data=None,
+    rows=4000,
+    seed=7,
+    new_users=False,
+    row_dtype="float32",
 ):
     from graphopt.course.data import ID_FEATURES, generate_samples, read_samples
     from graphopt.course.models.features import dataset
-    from graphopt.keras import DynamicEmbedding
+    from graphopt.keras import DynamicEmbedding, compressed_tables
     from graphopt.keras.convert import load_keras_file
 
     model = load_keras_file(model_path)
@@ -34,7 +42,8 @@ def continue_training(
     before = {layer.name: int(layer.table.size()) for layer in tables}
     history = model.fit(dataset(samples, shuffle=True, seed=seed), epochs=1, verbose=0)
     model.save(out)
-    model.export(export, format="tf_saved_model", verbose=False)
+    with compressed_tables(model, row_dtype):  # --export-row-dtype: compressed serving rows
+        model.export(export, format="tf_saved_model", verbose=False)
     loss = history.history["loss"][-1]
     print(f"trained 1 epoch on {len(samples)} new samples ({samples.source}): loss {loss:.4f}")
     for layer in tables:
@@ -56,6 +65,12 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--new-users", action="store_true")
+    parser.add_argument(
+        "--export-row-dtype",
+        choices=("float32", "int8", "float16", "bfloat16"),
+        default="float32",
+        help="how the --export SavedModel stores its tables' rows (compressed: serving only)",
+    )
     args = parser.parse_args(argv)
     try:
         from graphopt.ops.library import load_library
@@ -71,6 +86,7 @@ def main(argv=None):
             args.rows,
             args.seed,
             args.new_users,
+            args.export_row_dtype,
         )
     except GraphoptError as exc:
         print(f"error: {exc}", file=sys.stderr)

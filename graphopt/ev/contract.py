@@ -51,7 +51,16 @@ TRAINING_ATTRS = (
     "bloom_hashes",
 )
 
-HANDLE = OpSpec(f"{OP_PREFIX}HandleOp", (), ("handle",), HANDLE_ATTRS + INITIALIZER_ATTRS + TRAINING_ATTRS)
+# How a table stores its rows (docs/ops.md, "Compressed rows"): float32, or compressed for serving
+# (int8 row-wise: uint8 codes + float32 scale and bias per row, FBGEMM's layout; 16-bit floats).
+SERVING_ATTRS = ("row_dtype",)
+ROW_DTYPES = ("float32", "int8", "float16", "bfloat16")
+# The dtype of a compressed table's stored codes (the Tcodes attr of its export / import).
+CODE_DTYPES = {"int8": "uint8", "float16": "float16", "bfloat16": "bfloat16"}
+
+HANDLE = OpSpec(
+    f"{OP_PREFIX}HandleOp", (), ("handle",), HANDLE_ATTRS + INITIALIZER_ATTRS + TRAINING_ATTRS + SERVING_ATTRS
+)
 FIND = OpSpec(f"{OP_PREFIX}Find", ("table", "keys"), ("values",), ("Tkeys", *ROW_ATTRS))
 FIND_OR_INSERT = OpSpec(
     f"{OP_PREFIX}FindOrInsert", ("table", "keys", "step"), ("values",), ("Tkeys", *ROW_ATTRS)
@@ -72,6 +81,14 @@ IMPORT_WITH_SLOTS = OpSpec(
     (*IMPORT.inputs, "slots", "pending_keys", "pending_counts"),
     (),
     (*ROW_ATTRS, "num_slots", "optimizer"),
+)
+# A compressed table's rows as stored: keys, codes [n, dim], scale_bias [n, 2] (int8; [n, 0] else).
+CODES, SCALE_BIAS = "codes", "scale_bias"
+EXPORT_COMPRESSED = OpSpec(
+    f"{OP_PREFIX}ExportCompressed", ("table",), (KEYS, CODES, SCALE_BIAS), ("dim", "Tcodes")
+)
+IMPORT_COMPRESSED = OpSpec(
+    f"{OP_PREFIX}ImportCompressed", ("table", KEYS, CODES, SCALE_BIAS), (), ("dim", "Tcodes")
 )
 SIZE = OpSpec(f"{OP_PREFIX}Size", ("table",), ("size",))
 REMOVE = OpSpec(f"{OP_PREFIX}Remove", ("table", "keys"), (), ("Tkeys",))
@@ -132,6 +149,8 @@ OPS: tuple[OpSpec, ...] = (
     EXPORT_WITH_SLOTS,
     IMPORT,
     IMPORT_WITH_SLOTS,
+    EXPORT_COMPRESSED,
+    IMPORT_COMPRESSED,
     SIZE,
     REMOVE,
     MEMORY,
@@ -176,6 +195,20 @@ APPLY_OPS: dict[str, str] = {
 # and K-versions (int64 [n]): the outputs of EXPORT, in this order (the layout DeepRec uses).
 TABLE_TENSORS = EXPORT.outputs
 TABLE_DTYPES = (KEY_DTYPE, ROW_DTYPE, KEY_DTYPE, KEY_DTYPE)
+# A compressed table (row_dtype != float32) saved under K is K-keys, K-values (its codes) and
+# K-scale_bias: the outputs of EXPORT_COMPRESSED, with the codes saved as "values".
+COMPRESSED_TENSORS = (KEYS, VALUES, SCALE_BIAS)
+
+
+def compressed_tensor_names(key: str) -> list[str]:
+    """K-keys, K-values, K-scale_bias."""
+    return [tensor_name(key, part) for part in COMPRESSED_TENSORS]
+
+
+def compressed_tensor_dtypes(row_dtype: str) -> tuple[str, str, str]:
+    return (KEY_DTYPE, CODE_DTYPES[row_dtype], ROW_DTYPE)
+
+
 # A trained table adds K-slot-<name> (float [n, dim]) per slot of its optimizer, rows as K-values.
 SLOT_TENSOR = "slot-"
 # With admission (min_count > 1), the keys seen but not yet admitted and their counts; with the

@@ -14,6 +14,7 @@ scalar ``update_trigger`` variable (always 0, its gradient is 0) is that variabl
 never enters the output (the forward pass is the lookup alone).
 """
 
+import contextlib
 import uuid
 
 import keras
@@ -371,3 +372,42 @@ class DynamicEmbedding(keras.layers.Layer):
         config.update(table_layer_config(self, keras))
         config["combiner"] = self.combiner
         return config
+
+
+@contextlib.contextmanager
+def compressed_tables(model, row_dtype):
+    """Within the block, every DynamicEmbedding layer of ``model`` looks up a compressed copy of its
+    table (``row_dtype`` int8 / float16 / bfloat16, docs/ops.md): what ``model.export`` then saves
+    is a serving model with compressed rows. The trained float32 tables are put back afterwards.
+
+        with compressed_tables(model, "int8"):
+            model.export("serving/1", format="tf_saved_model")
+    """
+    from graphopt.checkpoint import compress
+
+    compress.check_row_dtype(row_dtype)
+    layers = [layer for layer in model.layers if isinstance(layer, DynamicEmbedding)]
+    if row_dtype == "float32" or not layers:
+        yield layers
+        return
+    trained = {}
+    for layer in layers:
+        keys, values, _, _ = layer.table.export()
+        compress.check_rows(values.numpy(), row_dtype, layer.name)
+        with tf.init_scope():
+            table = EmbeddingVariable(
+                layer.output_dim,
+                key_dtype=layer.key_dtype,
+                name=layer.name,
+                row_dtype=row_dtype,
+                shared_name=f"{layer.name}_{row_dtype}_{uuid.uuid4().hex}",
+            )
+            table._anonymous = True
+        table.import_(keys, values)
+        trained[layer.name] = layer.table
+        layer.table = table
+    try:
+        yield layers
+    finally:
+        for layer in layers:
+            layer.table = trained[layer.name]

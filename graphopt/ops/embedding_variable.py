@@ -38,6 +38,10 @@ _INITIALIZER_CONFIG = {
 _INITIALIZER_NAMES = ("uniform", "normal", "truncated_normal", "zeros", "ones")
 EVICT_POLICIES = ("lru", "lfu", "refuse")
 ADMISSIONS = ("counter", "bloom")
+# How a table stores its rows (docs/ops.md, "Compressed rows") -> the dtype of its stored codes:
+# int8 row-wise (uint8 codes + float32 scale and bias per row, FBGEMM's layout) or 16-bit floats.
+ROW_DTYPES = contract.ROW_DTYPES
+CODE_DTYPES = {row: tf.as_dtype(code) for row, code in contract.CODE_DTYPES.items()}
 
 
 def _invalid(message: str) -> tf.errors.InvalidArgumentError:
@@ -134,8 +138,17 @@ class EmbeddingVariable(resource.TrackableResource):
         admission="counter",
         bloom_counters=1 << 20,
         bloom_hashes=3,
+        row_dtype="float32",
     ):
         lib = load_library()
+        if row_dtype not in ROW_DTYPES:
+            raise _invalid(f"row_dtype must be one of {', '.join(ROW_DTYPES)}, got {row_dtype!r}")
+        if row_dtype != "float32" and (optimizer is not None or min_count > 1 or max_rows):
+            raise _invalid(
+                f"row_dtype {row_dtype} is for serving tables: a compressed table has no "
+                "optimizer, admission (min_count) or row cap (max_rows); train with float32"
+            )
+        self._row_dtype = row_dtype
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise _invalid(f"dim must be a positive int, got {dim!r}")
         key_dtype = tf.as_dtype(key_dtype)
@@ -212,6 +225,7 @@ class EmbeddingVariable(resource.TrackableResource):
             admission=self._admission,
             bloom_counters=self._bloom_counters,
             bloom_hashes=self._bloom_hashes,
+            row_dtype=self._row_dtype,
             **self._attrs,
         )
 
@@ -238,6 +252,11 @@ class EmbeddingVariable(resource.TrackableResource):
     @property
     def key_dtype(self):
         return self._key_dtype
+
+    @property
+    def row_dtype(self) -> str:
+        """How the rows are stored: float32, or compressed (int8, float16, bfloat16)."""
+        return self._row_dtype
 
     @property
     def name(self) -> str:
@@ -326,6 +345,33 @@ class EmbeddingVariable(resource.TrackableResource):
             (out.pending_keys, out.pending_counts),
         )
 
+    def export_compressed(self, name=None):
+        """A compressed table's rows as stored: (keys int64 [n], codes [n, dim], scale_bias
+        float32 [n, 2]); codes are uint8 for int8 rows (value = code * scale + bias), the
+        16-bit values otherwise (scale_bias [n, 0])."""
+        if self._row_dtype == "float32":
+            raise _invalid(f"EmbeddingVariable '{self._name}' stores float32 rows; use export()")
+        with ops.name_scope(name, f"{self._name}_export"):
+            out = self._ops.graphopt_ev_export_compressed(
+                self.resource_handle, dim=self._dim, Tcodes=CODE_DTYPES[self._row_dtype]
+            )
+        return out.keys, out.codes, out.scale_bias
+
+    def import_compressed(self, keys, codes, scale_bias=None, name=None):
+        """Replaces the whole content of a compressed table with rows as stored
+        (export_compressed's; scale_bias may be omitted for 16-bit rows)."""
+        if self._row_dtype == "float32":
+            raise _invalid(f"EmbeddingVariable '{self._name}' stores float32 rows; use import_()")
+        keys = tf.convert_to_tensor(keys, tf.int64)
+        codes = tf.convert_to_tensor(codes, CODE_DTYPES[self._row_dtype])
+        if scale_bias is None:
+            scale_bias = tf.zeros([tf.shape(keys)[0], 0], tf.float32)
+        scale_bias = tf.convert_to_tensor(scale_bias, tf.float32)
+        with ops.name_scope(name, f"{self._name}_import"):
+            return self._ops.graphopt_ev_import_compressed(
+                self.resource_handle, keys, codes, scale_bias, dim=self._dim
+            )
+
     def import_(self, keys, values, freqs=None, versions=None, slots=None, pending=None, name=None):
         """Replaces the whole content; freqs and versions default to zeros; slots
         ({name: [n, dim]}) default to the optimizer's initial values; pending (keys,
@@ -375,6 +421,10 @@ class EmbeddingVariable(resource.TrackableResource):
         first = contract.table_tensor_names(key)[0]
         if not reader.has_tensor(first):
             raise _invalid(f"checkpoint {checkpoint} holds no table '{key}' ({first} missing)")
+        if self._row_dtype != "float32":
+            return restore_checkpoint_tensors(
+                self, {s: reader.get_tensor(f"{key}{s}") for s in compressed_suffixes(self._row_dtype)}
+            )
         slot_prefix = contract.slot_tensor_name(key, "")
         saved = sorted(
             k[len(slot_prefix) :] for k in reader.get_variable_to_shape_map() if k.startswith(slot_prefix)
@@ -472,7 +522,11 @@ def checkpoint_tensors(variable) -> dict:
     """Checkpoint suffix -> tensor: -keys/-values/-freqs/-versions, -slot-<name> per slot
     and, with admission (min_count > 1), -pending-keys/-pending-counts (admission='bloom':
     -bloom-index/-bloom-counts, the filter). A table without optimizer or admission saves
-    what it saved before slots existed."""
+    what it saved before slots existed. A compressed table saves its rows as stored:
+    -keys, -values (the codes) and -scale_bias ([n, 2] for int8, [n, 0] otherwise; docs/ops.md)."""
+    if variable.row_dtype != "float32":
+        keys, codes, scale_bias = variable.export_compressed()
+        return dict(zip(compressed_suffixes(variable.row_dtype), (keys, codes, scale_bias), strict=True))
     if not variable.slot_names and variable._min_count <= 1:
         return dict(zip(map(contract.suffix, contract.TABLE_TENSORS), variable.export(), strict=True))
     keys, values, freqs, versions, slots, pending = variable._snapshot()
@@ -486,7 +540,17 @@ def checkpoint_tensors(variable) -> dict:
     return tensors
 
 
+def compressed_suffixes(row_dtype: str) -> tuple:
+    """The checkpoint suffixes of a compressed table: -keys, -values (codes), -scale_bias (every
+    compressed type saves one, [n, 0] for 16-bit rows)."""
+    del row_dtype
+    return tuple(map(contract.suffix, contract.COMPRESSED_TENSORS))
+
+
 def restore_checkpoint_tensors(variable, tensors: dict):
+    if variable.row_dtype != "float32":
+        keys, codes, scale_bias = (tensors[contract.suffix(p)] for p in contract.COMPRESSED_TENSORS)
+        return variable.import_compressed(keys, codes, scale_bias)
     slots = {
         n: tensors[contract.suffix(contract.SLOT_TENSOR + n)]
         for n in variable.slot_names

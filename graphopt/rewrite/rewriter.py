@@ -10,6 +10,7 @@ from typing import Any
 from graphopt import checkpoint, model_io
 from graphopt.analysis.id_chains import plan_migrations
 from graphopt.analysis.tables import GatherLeftAlone, detect
+from graphopt.checkpoint import compress
 from graphopt.errors import ModelError
 from graphopt.ev import contract
 from graphopt.graph import io, keras_metadata, meta_graphs, nodes, object_graphs
@@ -19,7 +20,7 @@ from graphopt.rewrite import tf_keras_layers
 from graphopt.rewrite.inspection import node_counts, summarize_reasons
 from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
-from graphopt.rewrite.target import COLLISIONLESS
+from graphopt.rewrite.target import COLLISIONLESS, COMPRESSED_PARTITIONS, COMPRESSED_ROWS
 from graphopt.rewrite.targets import TARGETS
 from graphopt.rewrite.tensorboard import write_tensorboard
 
@@ -118,6 +119,7 @@ def rewrite_model(
     target: str = "ev",
     verify: Callable | None = None,
     collisionless: bool = False,
+    row_dtype: str = "float32",
 ) -> RewriteReport:
     """Rewrites the embedding tables of model ``src`` onto EmbeddingVariables and writes ``out``.
 
@@ -133,7 +135,12 @@ def rewrite_model(
     ``collisionless=True`` also keys each table whose id mapping can migrate by raw ids, with the
     original bucket as fallback (docs/rewrite.md, "Collisionless migration"); the plan's
     ``migrations`` say which tables did and why the others did not.
+
+    ``row_dtype`` (int8, float16, bfloat16) compresses the serving tables' rows
+    (graphopt.checkpoint.compress): a table the graph trains stays float32 (a plan note says so);
+    a table whose rows are not float32, or hold NaN/Inf, is refused before anything is written.
     """
+    compress.check_row_dtype(row_dtype)
     if target not in TARGETS:
         raise ModelError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     spec = TARGETS[target]
@@ -157,6 +164,7 @@ def rewrite_model(
     if source.kind == "saved_model" and spec.keeps_object_graph:
         layers = tf_keras_layers.plan(source, plan.tables)
         plan.notes += tf_keras_layers.notes(layers)
+    plan.notes += _set_row_dtypes(plan, row_dtype, spec)
     report = RewriteReport(
         src,
         out,
@@ -178,7 +186,10 @@ def rewrite_model(
         # functions only the object graph used go with it.
         meta_graphs.drop_object_graph(model.meta_graph)
     report.passes = run_passes(ctx, spec.passes(), debug=debug)
-    meta_graphs.add_op_defs(model.meta_graph, spec.op_types)
+    compressed = any(t.row_dtype != contract.ROW_DTYPE for t in plan.tables)
+    meta_graphs.add_op_defs(
+        model.meta_graph, spec.op_types + (spec.compressed_op_types if compressed else ())
+    )
     report.nodes_after = node_counts(model)
     report.manifest = [r.to_dict() for r in ctx.replacements]
     if tensorboard:
@@ -194,6 +205,37 @@ def rewrite_model(
         return report
     report.wrote = True
     return report
+
+
+def _set_row_dtypes(plan, row_dtype, spec) -> list[str]:
+    """Gives each chosen table its row dtype; the notes of tables kept float32 (they train)."""
+    notes = []
+    for t in plan.tables:
+        if row_dtype == "float32":
+            t.row_dtype = row_dtype
+        elif COMPRESSED_ROWS not in spec.supports:
+            raise compress.CompressionError(
+                f"--target {spec.name} cannot store compressed rows; use --target ev or stock, or "
+                "--row-dtype float32"
+            )
+        elif len(t.handles) > 1 and COMPRESSED_PARTITIONS not in spec.supports:
+            raise compress.CompressionError(
+                f"table {t.name} is partitioned ({len(t.handles)} parts); --target {spec.name} "
+                "compresses unpartitioned tables only: use --target ev, or --exclude it"
+            )
+        elif t.dtype != "float32":
+            raise compress.CompressionError(
+                f"table {t.name} has {t.dtype} rows; --row-dtype {row_dtype} compresses float32 "
+                "tables only (rewrite it with --row-dtype float32, or --exclude it)"
+            )
+        elif t.training is not None:
+            t.row_dtype = "float32"
+            notes.append(
+                f"table {t.name}: trained in this graph, kept float32 (compressed rows do not train)"
+            )
+        else:
+            t.row_dtype = row_dtype
+    return notes
 
 
 class _VerificationFailed(Exception):

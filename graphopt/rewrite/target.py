@@ -14,6 +14,10 @@ from graphopt.rewrite.passes import Pass
 # What a target can do beyond the plain serving rewrite (``Target.supports``):
 # "collisionless": ``rewrite --collisionless`` (tables keyed by raw ids, the bucket as fallback).
 COLLISIONLESS = "collisionless"
+# "compressed-rows": ``rewrite --row-dtype`` (serving rows stored int8 / 16-bit); with
+# "compressed-partitions" also for partitioned tables.
+COMPRESSED_ROWS = "compressed-rows"
+COMPRESSED_PARTITIONS = "compressed-partitions"
 
 
 @dataclasses.dataclass
@@ -60,6 +64,8 @@ class Target:
     # called before anything is read, so a missing library fails fast.
     load_ops: Callable[[], None] = _no_library
     supports: frozenset[str] = frozenset()  # e.g. COLLISIONLESS
+    # Op types a compressed rewrite (rewrite --row-dtype) adds to op_types.
+    compressed_op_types: tuple[str, ...] = ()
 
     @property
     def keeps_object_graph(self) -> bool:

@@ -54,6 +54,8 @@ class OutputComparison:
     worst: WorstElement | None = None
     problems: list = dataclasses.field(default_factory=list)  # shape/dtype/missing, one line each
     cases: int = 0
+    keep: bool = False  # keep (original, rewritten) of each case, for metrics over all of them
+    kept: list = dataclasses.field(default_factory=list)
 
     @property
     def passed(self):
@@ -71,6 +73,8 @@ class OutputComparison:
         """Compare one case's arrays; shape or dtype differences are recorded as problems."""
         original, rewritten = np.asarray(original), np.asarray(rewritten)
         self.cases += 1
+        if self.keep:
+            self.kept.append((original, rewritten))
         self.original_dtype = self.original_dtype or _dtype_name(original)
         self.rewritten_dtype = self.rewritten_dtype or _dtype_name(rewritten)
         if _dtype_name(original) != _dtype_name(rewritten):

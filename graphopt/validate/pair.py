@@ -30,6 +30,8 @@ class ModelPair:
     folded: set[str] = dataclasses.field(default_factory=set)
     # Why the original's tables could not be read (None: they were).
     tables_unknown: str | None = None
+    # A compressed rewrite (rewrite --row-dtype): {checkpoint key: row dtype} of its tables.
+    compressed: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self.original_graph = ModelGraph(self.original.meta_graph)

@@ -182,8 +182,7 @@ def _session_tables(model, handles):
             except KeyError:
                 continue
             dim = op.get_attr("dim")
-            keys, values, _, _ = lib.graphopt_ev_export(op.outputs[0], dim=dim)
-            out[name] = (keys, values)
+            out[name] = tuple(lib.graphopt_ev_export(op.outputs[0], dim=dim))
     return dict(zip(out, session.run(list(out.values())), strict=True)) if out else {}
 
 
@@ -215,10 +214,17 @@ def table_checks(original, rewritten_model, rewritten_prefix) -> list[Check]:
 
             source_keys = collisionless_key(source_keys).numpy()
         want_k, want_v = _sorted_rows(source_keys, src.get_tensor(f"{k}-values"))
-        places = [("checkpoint", dst.get_tensor(f"{k}-keys"), dst.get_tensor(f"{k}-values"))]
+        counts = table.system == "deeprec"  # DeepRec EVs carry freqs and versions; check them too
+        if counts:
+            want_f, want_ver = (
+                _sorted_rows(src.get_tensor(f"{k}-keys"), src.get_tensor(f"{k}-{c}"))[1]
+                for c in ("freqs", "versions")
+            )
+        stored = tuple(dst.get_tensor(f"{k}-{c}") for c in ("keys", "values", "freqs", "versions"))
+        places = [("checkpoint", *stored)]
         if table.name in live:
             places.append(("served table", *live[table.name]))
-        for where, keys, values in places:
+        for where, keys, values, freqs, versions in places:
             got_k, got_v = _sorted_rows(keys, values)
             if got_k.shape != want_k.shape or not np.array_equal(got_k, want_k):
                 extra = np.setdiff1d(got_k, want_k)[:3].tolist()
@@ -236,6 +242,11 @@ def table_checks(original, rewritten_model, rewritten_prefix) -> list[Check]:
                 else f"{len(bad)} of {len(got_k)} rows differ, first at key {int(got_k[bad[0]])}"
             )
             checks.append(Check(f"table {table.name} rows ({where})", not len(bad), detail))
+            if counts:
+                order = np.argsort(keys, kind="stable")
+                same = np.array_equal(freqs[order], want_f) and np.array_equal(versions[order], want_ver)
+                detail = "equal to the original's" if same else "differ from the original's"
+                checks.append(Check(f"table {table.name} freqs and versions ({where})", same, detail))
         for slot in table.slots:
             from graphopt.checkpoint.migrate import aligned_slot, slot_init
 

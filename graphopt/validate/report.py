@@ -80,6 +80,9 @@ class ValidationReport:
     )  # e.g. a loader that cannot load the rewritten model
     oov: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
+    # A compressed rewrite (rewrite --row-dtype): its row dtype, each table's rows against their
+    # bound, and with --data the ROC AUC change of each binary output (graphopt.validate.compression).
+    compression: dict | None = None
 
     @property
     def passed(self):
@@ -122,6 +125,7 @@ class ValidationReport:
             "problems": list(self.problems),
             "behaviour_differences": [p.to_dict() for p in self.oov],
             "notes": list(self.notes),
+            **({"compression": self.compression} if self.compression is not None else {}),
             "failures": self.failures(),
         }
 
@@ -177,6 +181,26 @@ class ValidationReport:
                 out.append(f"  {p.signature} / {p.input} = {p.id} (valid {p.valid}): {mark}")
                 out.append(f"      original:  {p.original}")
                 out.append(f"      rewritten: {p.rewritten}")
+        if self.compression is not None:
+            out += ["", f"Compression ({self.compression['row_dtype']} rows; reported either way)"]
+            for t in self.compression["tables"]:
+                out.append(
+                    f"  {t['name']}: {t['rows']} {t['row_dtype']} rows, {t['rows_out_of_bound']} outside "
+                    f"the bound; max |row - stored row| {t['max_abs_error']:.3g} "
+                    f"({t['max_error_over_bound']:.3f}x the bound)"
+                )
+            for r in self.runs:
+                for o in r.outputs:
+                    out.append(
+                        f"  {r.loader} / {r.signature} output {o.name!r}: max |diff| {o.max_abs_diff:.3g}, "
+                        f"mean |diff| {o.mean_abs_diff:.3g}"
+                    )
+            for a in self.compression["auc"]:
+                out.append(
+                    f"  {a['loader']} / {a['signature']} output {a['output']!r}: ROC AUC "
+                    f"{a['original_auc']:.5f} -> {a['rewritten_auc']:.5f} (change {a['delta_auc']:+.5f}, "
+                    f"{a['rows']} rows)"
+                )
         if self.notes:
             out += ["", "Notes"] + [f"  {n}" for n in self.notes]
         out.append("")

@@ -8,7 +8,7 @@ on — unchanged, or as an EmbeddingVariable holding exactly the replaced table'
 
 import numpy as np
 
-from graphopt.checkpoint import OBJECT_GRAPH_KEY
+from graphopt.checkpoint import OBJECT_GRAPH_KEY, compress
 from graphopt.ev import contract
 from graphopt.graph import meta_graphs
 from graphopt.validate.loaders import (
@@ -149,11 +149,13 @@ def _restored_tables(model, pair):
     held = model.session.run({name: (keys, values) for name, (keys, values, _, _) in exports.items()})
     for t in tables:
         keys, values = held[t.name]
+        rows = reader.get_tensor(t.checkpoint_key)
+        if t.checkpoint_key in pair.compressed:  # a compressed table holds exactly its rows quantized
+            row_dtype = pair.compressed[t.checkpoint_key]
+            rows = compress.dequantize(*compress.quantize(rows, row_dtype), row_dtype)
         findings += [
             f"after the Session restore, {f}"
-            for f in compare_table_rows(
-                t.name, reader.get_tensor(t.checkpoint_key), keys, values, t.row_ids(t.rows)
-            )
+            for f in compare_table_rows(t.name, rows, keys, values, t.row_ids(t.rows))
         ]
     return findings, len(tables)
 
@@ -238,12 +240,12 @@ def check_checkpoint(pair):
         return CheckResult(
             "checkpoint", title, False, "", ["the rewritten model has no variables/ checkpoint"]
         )
-    shapes_a = {
-        k: v for k, v in reader_a.get_variable_to_shape_map().items() if k not in _CHECKPOINT_METADATA
+    # A compressed rewrite's tables are left to the compressed-rows check (graphopt.validate.compression).
+    skip = set(_CHECKPOINT_METADATA) | {
+        n for k in pair.compressed for n in (k, *contract.compressed_tensor_names(k))
     }
-    shapes_b = {
-        k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in _CHECKPOINT_METADATA
-    }
+    shapes_a = {k: v for k, v in reader_a.get_variable_to_shape_map().items() if k not in skip}
+    shapes_b = {k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in skip}
     tables = {
         t
         for t in map(contract.table_key_of, shapes_b)

@@ -6,9 +6,12 @@ import dataclasses
 import os
 import tempfile
 
+import numpy as np
+
 from graphopt import model_io
 from graphopt.errors import DataError, GraphoptError, ModelError
 from graphopt.graph import io, meta_graphs
+from graphopt.validate import compression
 from graphopt.validate.batching import batch_dependence
 from graphopt.validate.batching import describe as describe_batch_dependence
 from graphopt.validate.compare import OutputComparison, Tolerance
@@ -49,8 +52,8 @@ def validate_models(
     batches=DEFAULT_BATCHES,
     batch_size=DEFAULT_BATCH_SIZE,
     data=None,
-    atol=0.0,
-    rtol=0.0,
+    atol=None,
+    rtol=None,
     loader="both",
     id_ranges=None,
     vocabularies=None,
@@ -72,8 +75,17 @@ def validate_models(
     own, e.g. the course's samples (graphopt.course.data.samples_reader).
     ``batching`` adds a note per signature and loader: how far the rewritten model's answer to
     an example alone differs from its answer inside the first batch (graphopt.validate.batching).
+
+    ``atol`` / ``rtol`` None: exact, or for a compressed rewrite (``rewrite --row-dtype``) the row
+    dtype's default (graphopt.validate.compression.DEFAULT_ATOL); a compressed rewrite's rows are
+    checked against their error bound, and with ``data`` that has a binary ``label`` column the
+    ROC AUC change of each one-score-per-row output is reported.
     """
-    tolerance = _tolerance(atol, rtol)
+    compressed = compression.compressed_tables(rewritten) if os.path.isdir(rewritten) else []
+    row_dtype = compression.row_dtype_of(compressed)
+    if atol is None and rtol is None and row_dtype is not None:
+        atol = compression.DEFAULT_ATOL[row_dtype]
+    tolerance = _tolerance(atol or 0.0, rtol or 0.0)
     if loader not in (*LOADERS, "both"):
         raise GraphoptError(f"unknown loader {loader!r}; use tf2, session or both")
     if batches < 0 or batch_size < 1:
@@ -96,12 +108,19 @@ def validate_models(
         report.problems.append(f"the rewritten model cannot be read: {exc}")
         return report
     pair = ModelPair(original_source, rewritten_source, tuple(tags)).analyse()
+    pair.compressed = {t["checkpoint_key"]: t["row_dtype"] for t in compressed}
     if pair.tables_unknown is not None:
         report.notes.append(
             f"the original's embedding tables could not be read ({pair.tables_unknown}); "
             "integer inputs use given or default id ranges"
         )
     report.checks = run_structural_checks(pair)
+    labels = None
+    if compressed:
+        check, figures = compression.check_rows(original, rewritten, compressed)
+        report.checks.append(check)
+        report.compression = {"row_dtype": row_dtype, "tables": [f.to_dict() for f in figures], "auc": []}
+        labels = compression.data_labels(data)
     learned = table_id_ranges(pair.tables, pair.folded)
     model_words = string_vocabulary(pair.original_graph, original)
     all_uses = input_uses(pair.original_graph, original)
@@ -154,9 +173,12 @@ def validate_models(
                     )
                     report.inputs[sig] = inputs[sig].plan
                 chosen = inputs[sig]
-                report.runs.append(
-                    run_signature(original_model, rewritten_model, spec, chosen.cases, tolerance)
+                run = run_signature(
+                    original_model, rewritten_model, spec, chosen.cases, tolerance, keep=labels is not None
                 )
+                report.runs.append(run)
+                if labels is not None:
+                    report.compression["auc"] += _auc_changes(run, labels)
                 if batching and sig in rewritten_model.signatures and is_batched(spec, uses) and chosen.cases:
                     case = chosen.cases[0]
                     worst = batch_dependence(rewritten_model, sig, case)
@@ -179,6 +201,35 @@ def validate_models(
         for name in loaders:
             run_loader(name, v1_view if name == "tf2" and v1_view else original)
     return report
+
+
+def _auc_changes(run, labels):
+    """ROC AUC of the original and the rewrite for each output with one score per data row."""
+    out = []
+    for o in run.outputs:
+        if not o.kept:
+            continue
+        a = np.concatenate([np.asarray(x, np.float64).reshape(len(x), -1) for x, _ in o.kept])
+        b = np.concatenate([np.asarray(y, np.float64).reshape(len(y), -1) for _, y in o.kept])
+        o.kept = []
+        if a.shape != b.shape or a.shape[1] != 1 or a.shape[0] > len(labels):
+            continue
+        y = labels[: a.shape[0]]
+        auc_a, auc_b = compression.roc_auc(y, a), compression.roc_auc(y, b)
+        if auc_a is None or auc_b is None:
+            continue
+        out.append(
+            {
+                "loader": run.loader,
+                "signature": run.signature,
+                "output": o.name,
+                "rows": int(a.shape[0]),
+                "original_auc": auc_a,
+                "rewritten_auc": auc_b,
+                "delta_auc": auc_b - auc_a,
+            }
+        )
+    return out
 
 
 def _verify_variables(source):
@@ -266,7 +317,7 @@ def _outcome(model, signature, feeds):
         return describe_failure(exc), None
 
 
-def run_signature(original, rewritten, spec, cases, tolerance):
+def run_signature(original, rewritten, spec, cases, tolerance, keep=False):
     """Run one signature on both models, case by case, comparing every output."""
     loader, sig = original.loader, spec.name
     run = SignatureRun(loader, sig, [(c.name, c.rows) for c in cases], [])
@@ -278,7 +329,7 @@ def run_signature(original, rewritten, spec, cases, tolerance):
     if missing:
         run.problems.append(f"the rewritten signature has no input(s) {', '.join(missing)}")
         return run
-    run.outputs = [OutputComparison(k, tolerance) for k in spec.outputs]
+    run.outputs = [OutputComparison(k, tolerance, keep=keep) for k in spec.outputs]
     for extra in sorted(set(rewritten_spec.outputs) - set(spec.outputs)):
         run.problems.append(f"output {extra!r} is new in the rewritten model")
     original_failures = 0

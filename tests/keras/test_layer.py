@@ -228,3 +228,33 @@ def test_a_fresh_process_loads_a_converted_keras_file_after_import_graphopt(tmp_
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-1] == str(VOCAB)
+
+
+def test_compressed_tables_export_int8_serving_rows_and_put_the_trained_tables_back(tmp_path):
+    from graphopt.checkpoint import compress
+    from graphopt.keras import compressed_tables
+
+    _, converted, _ = train_both(keras.optimizers.SGD(0.5), 1)
+    trained = converted.get_layer("ea").table
+    with compressed_tables(converted, "int8") as layers:
+        assert {layer.table.row_dtype for layer in layers} == {"int8"}
+        converted.export(str(tmp_path / "export"), format="tf_saved_model", verbose=False)
+    assert converted.get_layer("ea").table is trained and trained.row_dtype == "float32"
+    reader = tf.train.load_checkpoint(str(tmp_path / "export" / "variables" / "variables"))
+    codes = [k for k, d in reader.get_variable_to_dtype_map().items() if d == tf.uint8]
+    assert codes and all(k.endswith("-values") for k in codes)
+    served = tf.saved_model.load(str(tmp_path / "export"))
+    x, _ = batches(1)[0]
+    got = served.serve({k: tf.constant(v) for k, v in x.items()}).numpy()
+    want = converted.predict(x, verbose=0)
+    assert 0 < np.abs(got - want).max() < 1e-2  # compressed rows: close, not identical
+    # the stored codes are the trained rows quantized
+    keys, values, _, _ = (t.numpy() for t in trained.export())
+    want_codes = compress.quantize(values, "int8")[0][np.argsort(keys)]
+
+    def stored(k):
+        return reader.get_tensor(k)[np.argsort(reader.get_tensor(k[: -len("values")] + "keys"))]
+
+    assert any(
+        np.array_equal(stored(k), want_codes) for k in codes if reader.get_tensor(k).shape == want_codes.shape
+    )

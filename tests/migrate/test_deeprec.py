@@ -81,6 +81,27 @@ def test_freqs_versions_and_slot_carried(single):
     )  # the slot's default row
     report = validate_reference(out, None, original=meta)
     assert report.passed, report.format()
+    assert {c.name for c in report.checks if "freqs" in c.name} == {
+        "table emb freqs and versions (checkpoint)",
+        "table emb freqs and versions (served table)",
+    }
+
+
+def test_inspect_names_deeprec_and_its_ops(single):
+    from click.testing import CliRunner
+
+    from graphopt.cli import main
+
+    meta = single[0]
+    out = CliRunner().invoke(main, ["inspect", meta], catch_exceptions=False).output
+    assert out.startswith("source system: DeepRec EmbeddingVariable (deeprec)")
+    for line in (
+        "KvResourceGather at graph/emb/gather -> GraphoptEvFind",
+        "KvResourceImportV2 at graph/save/emb/import -> RestoreV2 + GraphoptEvImport",
+        "KvResourceSparseApplyAdagrad at graph/train/apply -> dropped",
+        "table emb/Adagrad: slot accumulator of emb",
+    ):
+        assert line in out, out
 
 
 def test_partitioned_ev_serves_the_same_rows(partitioned):
@@ -89,7 +110,8 @@ def test_partitioned_ev_serves_the_same_rows(partitioned):
     got = _serve(out, KEYS)
     assert all(np.array_equal(got[i], want[int(k)]) for i, k in enumerate(KEYS))
     report = validate_reference(out, None, original=meta)
-    assert report.passed and len([c for c in report.checks if "served table" in c.name]) == 2, report.format()
+    served = [c for c in report.checks if "rows (served table)" in c.name]
+    assert report.passed and len(served) == 2, report.format()
 
 
 @pytest.mark.parametrize("plant", ["row", "key"])

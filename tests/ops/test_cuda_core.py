@@ -432,6 +432,8 @@ CPU_ONLY_OPS = [
     "GraphoptEvFindOrInsertWithFallback",
     "GraphoptEvExportChanged",
     "GraphoptEvApplyDelta",
+    "GraphoptEvExportCompressed",
+    "GraphoptEvImportCompressed",
 ]
 
 # Prints, as JSON, the devices each op has kernels for after `import graphopt` (with

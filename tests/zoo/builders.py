@@ -53,7 +53,12 @@ ZOO = [
     Entry("deepctr_xdeepfm", "deepctr", "tf_keras model.save", True, reloads="tf_keras"),
     Entry("deepctr_mmoe", "deepctr", "tf_keras model.save", True, reloads="tf_keras"),
     Entry(
-        "deepctr_deepfm_hash", "deepctr", "tf_keras model.save", True, hashed=("C0", "C1"), reloads="tf_keras"
+        "deepctr_deepfm_hash",
+        "deepctr",
+        "tf_keras model.save",
+        True,
+        hashed=("C0", "C1", "C2"),
+        reloads="tf_keras",
     ),
     Entry("tfrs_retrieval", "tfrs", "tf.saved_model.save (BruteForce index)", True, hashed=("user_id",)),
     Entry("tfrs_ranking", "tfrs", "tf.saved_model.save", True, hashed=("user_id", "movie_title")),
@@ -212,7 +217,7 @@ def _tfrs(name, rng, out_dir):
         index.index_from_dataset(tf.data.Dataset.zip((candidates, candidates.map(model.movie_model))))
         index(tf.constant([b"user0"]))
         tf.saved_model.save(index, os.path.join(out_dir, "saved_model"))
-        return model.user_model, {"input_1": users[:BATCH]}
+        return model.user_model, {"user_id": users[:BATCH]}
 
     if name == "tfrs_ranking":
 
@@ -417,15 +422,15 @@ def _oov(feed) -> dict:
     return out
 
 
-def _signature_feed(saved_model, feed) -> dict:
-    """``feed`` keyed by the serving signature's input names (a lone input may be named by Keras)."""
+def _signature_names(saved_model, feed) -> dict:
+    """{feed name: the serving signature's input name} (a lone input may be named by Keras)."""
     import tensorflow as tf
 
     spec = tf.saved_model.load(saved_model).signatures["serving_default"].structured_input_signature[1]
     if set(spec) == set(feed):
-        return {k: feed[k] for k in sorted(spec)}
+        return {k: k for k in feed}
     if len(spec) == len(feed) == 1:
-        return {next(iter(spec)): next(iter(feed.values()))}
+        return {next(iter(feed)): next(iter(spec))}
     raise ValueError(f"the feed's names {sorted(feed)} are not the signature's {sorted(spec)}")
 
 
@@ -466,14 +471,15 @@ def build(name: str, out_dir: str, seed: int = 0) -> str:
         oov = _oov(feed)
         if name == "keras_multi_hot":  # 0 is padding there: keep the pads, move the ids
             oov = {k: np.where(v > 0, v + ROWS * 7, 0) for k, v in feed.items()}
-    feed = _signature_feed(sm, feed)
-    oov = _signature_feed(sm, oov)
+    names = _signature_names(sm, feed)
+    feed, oov = ({names[k]: v for k, v in arrays.items()} for arrays in (feed, oov))
+    hashed = sorted(names[h] for h in entry.hashed)
     tables = _embedding_tables(model)
     _save_npz(os.path.join(out_dir, "tables.npz"), tables)
     _save_npz(os.path.join(out_dir, "feed.npz"), feed)
     _save_npz(os.path.join(out_dir, "oov.npz"), oov)
     with open(os.path.join(out_dir, "zoo.json"), "w") as f:
-        json.dump({**dataclasses.asdict(entry), "tables": sorted(tables)}, f, indent=1)
+        json.dump({**dataclasses.asdict(entry), "hashed": hashed, "tables": sorted(tables)}, f, indent=1)
     return out_dir
 
 

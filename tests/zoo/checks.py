@@ -11,10 +11,11 @@ tabulates them): each returns a ``Check`` (passed, what was seen).
 - ``collisionless``: ``--collisionless`` migrates every table behind a hash or a vocabulary
   lookup, and the migrated model validates exactly;
 - ``fit_after_reload``: the way the library reloads to train (``keras.models.load_model`` of the
-  converted ``.keras``, ``tf_keras.models.load_model`` of the rewritten SavedModel), fit as it
-  reloads (compiled as saved, optimizer state carried; SGD where it reloads uncompiled) on the
-  same batch as the original reloaded the same way: the predictions afterwards agree (frozen
-  tables would leave them apart), and fit on new ids runs.
+  converted ``.keras``, ``tf_keras.models.load_model`` of the rewritten SavedModel), compiled with
+  SGD (the tables converted with SGD too: dense and sparse SGD agree, where Adam's dense update
+  also moves the rows a batch does not look up) and fit on the same batch as the original
+  reloaded the same way: the predictions afterwards agree within a tenth of what training the
+  tables moved them (frozen tables fail), and fit on new ids runs.
 """
 
 import dataclasses
@@ -157,8 +158,7 @@ def collisionless(folder, out) -> tuple[Check, int, int]:
 
 
 def _fit_and_predict(model, feed, labels, compile_fn):
-    if getattr(model, "optimizer", None) is None:  # reloaded uncompiled: compile both alike
-        compile_fn(model)
+    compile_fn(model)
     model.fit(feed, labels, batch_size=len(labels), epochs=FIT_STEPS, verbose=0, shuffle=False)
     pred = model.predict(feed, verbose=0)
     return np.concatenate(
@@ -187,10 +187,7 @@ def _compare_fits(load_original, rewritten, feed, oov_feed, labels, compile_fn) 
     a = _fit_and_predict(load_original(), feed, labels, compile_fn)
     b = _fit_and_predict(rewritten, feed, labels, compile_fn)
     frozen = load_original()
-    optimizer = getattr(frozen, "optimizer", None)
     freeze_tables(frozen)
-    if optimizer is not None:  # a trainable flag takes effect at compile: same optimizer, fresh state
-        frozen.compile(type(optimizer).from_config(optimizer.get_config()), "binary_crossentropy")
     c = _fit_and_predict(frozen, feed, labels, compile_fn)
     diff, moved = float(np.max(np.abs(a - b))), float(np.max(np.abs(a - c)))
     passed = diff <= 0.1 * moved and moved > 0
@@ -223,7 +220,7 @@ def keras_fit_after_reload(folder, out_keras) -> Check:
     zoo.register_custom_layers()
     src = os.path.join(folder, "model.keras")
     try:
-        convert_file(src, out_keras, overwrite=True)
+        convert_file(src, out_keras, overwrite=True, optimizer=keras.optimizers.SGD(FIT_LR))
     except GraphoptError as exc:
         return Check(False, f"rewrite of the .keras file refused: {exc}")
     feed, oov_feed = zoo.load_arrays(folder, "feed"), zoo.load_arrays(folder, "oov")

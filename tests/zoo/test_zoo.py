@@ -10,12 +10,8 @@ import os
 import numpy as np
 import pytest
 
-pytest.importorskip("deepctr")
-pytest.importorskip("tensorflow_recommenders")
-pytest.importorskip("keras_rs")
-
-from tests.zoo import builders as zoo  # noqa: E402
-from tests.zoo import checks  # noqa: E402
+from tests.zoo import builders as zoo
+from tests.zoo import checks
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +31,8 @@ NEEDS_TFKERAS_BRANCH = {
 
 @pytest.fixture(scope="session")
 def zoo_dir(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("zoo"))
+    """{name: folder}; GRAPHOPT_ZOO_DIR keeps the built zoo there (reused by the next run)."""
+    root = os.environ.get("GRAPHOPT_ZOO_DIR") or str(tmp_path_factory.mktemp("zoo"))
     return zoo.build_all(root)
 
 

@@ -146,6 +146,12 @@ class GpuTableResource : public tensorflow::ResourceBase {
   static constexpr float kMaxLoad = 0.9f;
 
   Status Create(OpKernelContext* ctx) TF_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (options_.row_type != RowType::kFloat32) {
+      return errors::Unimplemented(
+          "compressed rows (row_dtype ", RowTypeName(options_.row_type),
+          ") are CPU-only for now; place this EmbeddingVariable on the CPU (with "
+          "tf.device('/CPU:0'))");
+    }
     if (options_.min_count > 1 || options_.max_rows != 0) {
       return errors::Unimplemented(
           "admission (min_count > 1) and row caps (max_rows) are CPU-only for now; place this "

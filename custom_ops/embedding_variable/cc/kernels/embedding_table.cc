@@ -76,15 +76,19 @@ EmbeddingTable::EmbeddingTable(int dim, std::vector<float> default_row, RowIniti
       init_(init),
       options_(std::move(options)),
       num_slots_(static_cast<int>(options_.slot_init.size())),
-      stride_(dim * (1 + num_slots_)) {
-  const size_t row_bytes = static_cast<size_t>(stride_) * sizeof(float);
+      stride_(dim * (1 + num_slots_)),
+      value_bytes_(RowValueBytes(options_.row_type, dim)),
+      row_bytes_(value_bytes_ + static_cast<size_t>(dim) * num_slots_ * sizeof(float)),
+      counts_(options_.row_type == RowType::kFloat32) {
+  const size_t row_bytes = row_bytes_;
   int shift = 4;  // at least 16 rows per chunk
   while ((static_cast<size_t>(2) << shift) * row_bytes <= kTargetChunkBytes) ++shift;
   chunk_shift_ = shift;
   chunk_mask_ = (1u << shift) - 1;
   const size_t rows = static_cast<size_t>(1) << shift;
-  values_bytes_ = (rows * row_bytes + 63) / 64 * 64;
-  chunk_bytes_ = (values_bytes_ + rows * (sizeof(int64_t) + sizeof(uint32_t)) + 63) / 64 * 64;
+  chunk_values_bytes_ = (rows * row_bytes + 63) / 64 * 64;
+  const size_t side = counts_ ? rows * (sizeof(int64_t) + sizeof(uint32_t)) : 0;
+  chunk_bytes_ = (chunk_values_bytes_ + side + 63) / 64 * 64;
   for (int i = 0; i < kNumShards; ++i) {
     // max_rows split evenly, the remainder to the first shards: the shares sum to it.
     const int64_t share = options_.max_rows / kNumShards + (i < options_.max_rows % kNumShards);
@@ -107,7 +111,7 @@ std::string EmbeddingTable::DebugString() const {
 }
 
 void EmbeddingTable::FreeChunks(Shard* s) {
-  for (RowChunk& c : s->chunks) std::free(c.memory);
+  for (char* c : s->chunks) std::free(c);
   s->chunks.clear();
   s->chunks.shrink_to_fit();
 }
@@ -170,22 +174,21 @@ Status EmbeddingTable::AllocateRow(Shard* s, uint32_t* row) {
   }
   const uint32_t r = s->rows_used;
   if ((r >> chunk_shift_) == s->chunks.size()) {
-    void* memory = std::aligned_alloc(64, chunk_bytes_);
+    char* memory = static_cast<char*>(std::aligned_alloc(64, chunk_bytes_));
     if (memory == nullptr) {
       return errors::ResourceExhausted("out of memory growing an EmbeddingVariable");
     }
-    const size_t rows = chunk_mask_ + 1;
-    RowChunk c;
-    c.memory = memory;
-    c.values = static_cast<float*>(memory);
-    char* side = static_cast<char*>(memory) + values_bytes_;
-    c.versions = reinterpret_cast<std::atomic<int64_t>*>(side);
-    c.freqs = reinterpret_cast<std::atomic<uint32_t>*>(side + rows * sizeof(int64_t));
-    for (size_t i = 0; i < rows; ++i) {
-      new (&c.versions[i]) std::atomic<int64_t>(0);
-      new (&c.freqs[i]) std::atomic<uint32_t>(0);
+    if (counts_) {
+      const size_t rows = chunk_mask_ + 1;
+      char* side = memory + chunk_values_bytes_;
+      auto* versions = reinterpret_cast<std::atomic<int64_t>*>(side);
+      auto* freqs = reinterpret_cast<std::atomic<uint32_t>*>(side + rows * sizeof(int64_t));
+      for (size_t i = 0; i < rows; ++i) {
+        new (&versions[i]) std::atomic<int64_t>(0);
+        new (&freqs[i]) std::atomic<uint32_t>(0);
+      }
     }
-    s->chunks.push_back(c);
+    s->chunks.push_back(memory);
   }
   *row = r;
   ++s->rows_used;
@@ -214,8 +217,10 @@ Status EmbeddingTable::FindOrAddSlot(Shard* s, int64_t key, uint64_t h, bool* ad
   s->slots[i].row = *row;
   ++s->size;
   if (!s->pending.empty()) s->pending.Erase(key);  // inserted directly: no longer counted
-  RowFreq(*s, *row).store(0, std::memory_order_relaxed);
-  RowVersion(*s, *row).store(0, std::memory_order_relaxed);
+  if (counts_) {
+    RowFreq(*s, *row).store(0, std::memory_order_relaxed);
+    RowVersion(*s, *row).store(0, std::memory_order_relaxed);
+  }
   float* slots = RowValues(*s, *row) + dim_;
   for (int j = 0; j < num_slots_; ++j) {
     std::fill(slots + j * dim_, slots + (j + 1) * dim_, options_.slot_init[j]);
@@ -332,10 +337,20 @@ void EmbeddingTable::GroupByShard(const K* keys, int64_t n, std::vector<int64_t>
   for (int64_t i = 0; i < n; ++i) (*order)[cursor[shard_of[i]]++] = i;
 }
 
-template <bool count, typename K>
+template <bool count, RowType kType, typename K>
 void EmbeddingTable::FindBlock(const K* keys, int64_t n, float* out, int64_t step,
                                std::vector<int64_t>* missing) const {
-  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  const size_t out_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  // Compressed tables keep no frequency or step: find-or-insert only inserts.
+  const bool bump = count && counts_;
+  // Copies a found row out (decoding a compressed one), or the default row.
+  const auto copy_out = [&](const char* stored, float* dst) {
+    if (stored == nullptr) {
+      std::memcpy(dst, default_row_.data(), out_bytes);
+    } else {
+      DecodeRowAs<kType>(stored, dim_, dst);
+    }
+  };
   if (n < kLockAllMin) {
     for (int64_t i = 0; i < n; ++i) {
       const int64_t key = static_cast<int64_t>(keys[i]);
@@ -345,10 +360,10 @@ void EmbeddingTable::FindBlock(const K* keys, int64_t n, float* out, int64_t ste
       const int64_t slot = Probe(s, key, h);
       if (slot >= 0) {
         const uint32_t row = s.slots[slot].row;
-        std::memcpy(out + i * dim_, RowValues(s, row), row_bytes);
-        if constexpr (count) BumpHit(RowFreq(s, row), RowVersion(s, row), step);
+        copy_out(RowData(s, row), out + i * dim_);
+        if (bump) BumpHit(RowFreq(s, row), RowVersion(s, row), step);
       } else {
-        std::memcpy(out + i * dim_, default_row_.data(), row_bytes);
+        copy_out(nullptr, out + i * dim_);
         if constexpr (count) missing->push_back(i);
       }
     }
@@ -357,29 +372,33 @@ void EmbeddingTable::FindBlock(const K* keys, int64_t n, float* out, int64_t ste
 
   // Per-thread scratch, reused: no allocation per block.
   thread_local std::vector<uint64_t> hash_buffer;
-  thread_local std::vector<const float*> row_buffer;
+  thread_local std::vector<const char*> row_buffer;
   if (static_cast<int64_t>(hash_buffer.size()) < n) {
     hash_buffer.resize(n);
     row_buffer.resize(n);
   }
   uint64_t* hashes = hash_buffer.data();
-  const float** rows = row_buffer.data();
+  const char** rows = row_buffer.data();
   // find-or-insert counts a hit when the row is copied, its side arrays prefetched by then
   struct PendingHit {
     const Shard* shard;
     uint32_t row;
   };
-  std::unique_ptr<PendingHit[]> pending(count ? new PendingHit[n] : nullptr);
-  const int lines = std::min<int>(kMaxPrefetchLines, static_cast<int>((row_bytes + 63) / 64));
+  std::unique_ptr<PendingHit[]> pending(bump ? new PendingHit[n] : nullptr);
+  const int lines =
+      std::min<int>(kMaxPrefetchLines, static_cast<int>((value_bytes_ + 63) / 64) + 1);
   for (const Shard& s : shards_) s.mu.ReaderLock();
-  // Three-stage software pipeline: hash + prefetch the home slot, probe +
-  // prefetch the row kSlotDistance keys later, copy it kRowDistance keys after that.
+  // Three-stage software pipeline (group prefetching over the block): hash + prefetch
+  // the home slot (both lines when it straddles one); kSlotDistance keys later probe it
+  // and prefetch the row's lines; kRowDistance keys after that copy (decode) the row.
   for (int64_t i = 0; i < n + kSlotDistance + kRowDistance; ++i) {
     if (i < n) {
       const uint64_t h = Hash(static_cast<int64_t>(keys[i]));
       hashes[i] = h;
       const Shard& s = shards_[ShardOf(h)];
-      PrefetchRead(&s.slots[Home(h, s.capacity)]);
+      const char* home = reinterpret_cast<const char*>(&s.slots[Home(h, s.capacity)]);
+      PrefetchRead(home);
+      if ((reinterpret_cast<uintptr_t>(home) & 63) > 64 - sizeof(Slot)) PrefetchRead(home + 64);
     }
     const int64_t j = i - kSlotDistance;
     if (j >= 0 && j < n) {
@@ -388,26 +407,29 @@ void EmbeddingTable::FindBlock(const K* keys, int64_t n, float* out, int64_t ste
       const int64_t slot = Probe(s, static_cast<int64_t>(keys[j]), h);
       if (slot >= 0) {
         const uint32_t row = s.slots[slot].row;
-        const float* values = RowValues(s, row);
+        const char* values = RowData(s, row);
         rows[j] = values;
-        for (int l = 0; l < lines; ++l) {
-          PrefetchRead(reinterpret_cast<const char*>(values) + 64 * l);
+        // From the row's first line to its last (a row need not start on a line).
+        const uintptr_t first = reinterpret_cast<uintptr_t>(values) & ~uintptr_t{63};
+        const uintptr_t last = (reinterpret_cast<uintptr_t>(values) + value_bytes_ - 1) & ~uintptr_t{63};
+        for (int l = 0; l < lines && first + 64 * l <= last; ++l) {
+          PrefetchRead(reinterpret_cast<const char*>(first + 64 * l));
         }
-        if constexpr (count) {
+        if (bump) {
           __builtin_prefetch(&RowFreq(s, row), 1, 3);
           __builtin_prefetch(&RowVersion(s, row), 1, 3);
           pending[j] = PendingHit{&s, row};
         }
       } else {
-        rows[j] = default_row_.data();
-        if constexpr (count) pending[j] = PendingHit{nullptr, 0};
+        rows[j] = nullptr;
+        if (bump) pending[j] = PendingHit{nullptr, 0};
         if constexpr (count) missing->push_back(j);
       }
     }
     const int64_t k = j - kRowDistance;
     if (k >= 0 && k < n) {
-      std::memcpy(out + k * dim_, rows[k], row_bytes);
-      if constexpr (count) {
+      copy_out(rows[k], out + k * dim_);
+      if (bump) {
         const PendingHit& hit = pending[k];
         if (hit.shard != nullptr) {
           BumpHit(RowFreq(*hit.shard, hit.row), RowVersion(*hit.shard, hit.row), step);
@@ -416,6 +438,21 @@ void EmbeddingTable::FindBlock(const K* keys, int64_t n, float* out, int64_t ste
     }
   }
   for (int s = kNumShards - 1; s >= 0; --s) shards_[s].mu.ReaderUnlock();
+}
+
+template <bool count, typename K>
+void EmbeddingTable::FindBlockOfType(const K* keys, int64_t n, float* out, int64_t step,
+                                     std::vector<int64_t>* missing) const {
+  switch (options_.row_type) {
+    case RowType::kInt8:
+      return FindBlock<count, RowType::kInt8>(keys, n, out, step, missing);
+    case RowType::kFloat16:
+      return FindBlock<count, RowType::kFloat16>(keys, n, out, step, missing);
+    case RowType::kBFloat16:
+      return FindBlock<count, RowType::kBFloat16>(keys, n, out, step, missing);
+    default:
+      return FindBlock<count, RowType::kFloat32>(keys, n, out, step, missing);
+  }
 }
 
 int64_t EmbeddingTable::BlockSize(int64_t n, const IntraOpPool& pool) {
@@ -430,8 +467,8 @@ void EmbeddingTable::Find(const K* keys, int64_t n, float* out, const IntraOpPoo
   pool.For(blocks, block * (100 + dim_), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t begin = b * block;
-      FindBlock<false>(keys + begin, std::min(block, n - begin), out + begin * dim_, 0,
-                       nullptr);
+      FindBlockOfType<false>(keys + begin, std::min(block, n - begin), out + begin * dim_, 0,
+                             nullptr);
     }
   });
   if (overlay_ != nullptr) ReadOverlay(*overlay_, keys, n, out);
@@ -488,8 +525,8 @@ Status EmbeddingTable::FindOrInsert(const K* keys, int64_t n, int64_t step, floa
   pool.For(blocks, block * (100 + dim_), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t begin = b * block;
-      FindBlock<true>(keys + begin, std::min(block, n - begin), out + begin * dim_, step,
-                      &block_missing[b]);
+      FindBlockOfType<true>(keys + begin, std::min(block, n - begin), out + begin * dim_, step,
+                            &block_missing[b]);
     }
   });
   std::vector<int64_t> positions;
@@ -507,6 +544,7 @@ Status EmbeddingTable::FindOrInsert(const K* keys, int64_t n, int64_t step, floa
   // get no row: their initial row is computed under the lock, on admission.
   const bool admission = options_.min_count > 1;
   std::vector<float> init_rows;
+  std::vector<char> init_stored;  // a compressed table's initial rows, encoded
   if (!admission) {
     init_rows.resize(static_cast<size_t>(m) * dim_);
     pool.For(m, 40 * dim_, [&](int64_t i0, int64_t i1) {
@@ -514,6 +552,7 @@ Status EmbeddingTable::FindOrInsert(const K* keys, int64_t n, int64_t step, floa
         init_.Fill(missing_keys[i], dim_, init_rows.data() + i * dim_);
       }
     });
+    if (compressed()) TF_RETURN_IF_ERROR(EncodeRows(init_rows.data(), m, &init_stored));
   }
 
   const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
@@ -529,8 +568,8 @@ Status EmbeddingTable::FindOrInsert(const K* keys, int64_t n, int64_t step, floa
           const int64_t found = Probe(*s, key, h);
           if (found >= 0) {  // inserted since the hit pass
             const uint32_t row = s->slots[found].row;
-            std::memcpy(dst, RowValues(*s, row), row_bytes);
-            BumpHit(RowFreq(*s, row), RowVersion(*s, row), step);
+            ReadRow(RowData(*s, row), dst);
+            if (counts_) BumpHit(RowFreq(*s, row), RowVersion(*s, row), step);
             continue;
           }
           uint32_t seen = 1;
@@ -545,31 +584,60 @@ Status EmbeddingTable::FindOrInsert(const K* keys, int64_t n, int64_t step, floa
           bool added;
           uint32_t row;
           TF_RETURN_IF_ERROR(FindOrAddSlot(s, key, h, &added, &row));
-          float* values = RowValues(*s, row);
-          if (admission) {
-            init_.Fill(key, dim_, values);
+          char* stored = RowData(*s, row);
+          if (admission) {  // float32 tables only
+            init_.Fill(key, dim_, reinterpret_cast<float*>(stored));
+          } else if (compressed()) {
+            std::memcpy(stored, init_stored.data() + *it * value_bytes_, value_bytes_);
           } else {
-            std::memcpy(values, init_rows.data() + *it * dim_, row_bytes);
+            std::memcpy(stored, init_rows.data() + *it * dim_, row_bytes);
           }
-          std::memcpy(dst, values, row_bytes);
-          RowFreq(*s, row).store(seen, std::memory_order_relaxed);
-          RowVersion(*s, row).store(step, std::memory_order_relaxed);
+          ReadRow(stored, dst);
+          if (counts_) {
+            RowFreq(*s, row).store(seen, std::memory_order_relaxed);
+            RowVersion(*s, row).store(step, std::memory_order_relaxed);
+          }
           admitted_.fetch_add(1, std::memory_order_relaxed);
         }
         return Status();
       });
 }
 
-template <typename K>
-Status EmbeddingTable::Insert(const K* keys, int64_t n, const float* values,
-                              const IntraOpPool& pool) {
-  return WriteRows(keys, n, values, /*overwrite=*/true, pool);
+Status EmbeddingTable::EncodeRows(const float* values, int64_t n, std::vector<char>* out) const {
+  if (!compressed()) {
+    const char* bytes = reinterpret_cast<const char*>(values);
+    out->assign(bytes, bytes + static_cast<size_t>(n) * value_bytes_);
+    return Status();
+  }
+  out->resize(static_cast<size_t>(n) * value_bytes_);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = values + i * dim_;
+    const char* why = RowEncodeError(options_.row_type, row, dim_);
+    if (*why != '\0') {
+      return errors::InvalidArgument("row ", i, " ", why, " (this EmbeddingVariable stores ",
+                                     RowTypeName(options_.row_type),
+                                     " rows); fix the row or use a float32 table");
+    }
+    EncodeRow(options_.row_type, row, dim_, out->data() + i * value_bytes_);
+  }
+  return Status();
 }
 
 template <typename K>
-Status EmbeddingTable::WriteRows(const K* keys, int64_t n, const float* values, bool overwrite,
+Status EmbeddingTable::Insert(const K* keys, int64_t n, const float* values,
+                              const IntraOpPool& pool) {
+  if (!compressed()) {
+    return WriteRows(keys, n, reinterpret_cast<const char*>(values), /*overwrite=*/true, pool);
+  }
+  std::vector<char> stored;  // every row checked before any is written
+  TF_RETURN_IF_ERROR(EncodeRows(values, n, &stored));
+  return WriteRows(keys, n, stored.data(), /*overwrite=*/true, pool);
+}
+
+template <typename K>
+Status EmbeddingTable::WriteRows(const K* keys, int64_t n, const char* rows, bool overwrite,
                                  const IntraOpPool& pool) {
-  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
+  const size_t row_bytes = value_bytes_;
   return ForEachShardGroup(
       keys, n, 50 + dim_, false, pool,
       [&](Shard* s, const int64_t* begin, const int64_t* end) -> Status {
@@ -580,7 +648,7 @@ Status EmbeddingTable::WriteRows(const K* keys, int64_t n, const float* values, 
           TF_RETURN_IF_ERROR(FindOrAddSlot(s, key, Hash(key), &added, &row));
           // Under the shard's writer lock: without overwrite, a key inserted meanwhile keeps
           // its row.
-          if (overwrite || added) std::memcpy(RowValues(*s, row), values + *it * dim_, row_bytes);
+          if (overwrite || added) std::memcpy(RowData(*s, row), rows + *it * row_bytes, row_bytes);
         }
         return Status();
       });
@@ -588,14 +656,13 @@ Status EmbeddingTable::WriteRows(const K* keys, int64_t n, const float* values, 
 
 void EmbeddingTable::FindExisting(const int64_t* keys, int64_t n, float* out,
                                   std::vector<int64_t>* missing) const {
-  const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
   for (int64_t i = 0; i < n; ++i) {
     const uint64_t h = Hash(keys[i]);
     const Shard& s = shards_[ShardOf(h)];
     absl::ReaderMutexLock lock(&s.mu);
     const int64_t slot = Probe(s, keys[i], h);
     if (slot >= 0) {
-      std::memcpy(out + i * dim_, RowValues(s, s.slots[slot].row), row_bytes);
+      ReadRow(RowData(s, s.slots[slot].row), out + i * dim_);
     } else {
       missing->push_back(i);
     }
@@ -604,7 +671,12 @@ void EmbeddingTable::FindExisting(const int64_t* keys, int64_t n, float* out,
 
 Status EmbeddingTable::InsertMissing(const int64_t* keys, int64_t n, const float* values,
                                      const IntraOpPool& pool) {
-  return WriteRows(keys, n, values, /*overwrite=*/false, pool);
+  if (!compressed()) {
+    return WriteRows(keys, n, reinterpret_cast<const char*>(values), /*overwrite=*/false, pool);
+  }
+  std::vector<char> stored;
+  TF_RETURN_IF_ERROR(EncodeRows(values, n, &stored));
+  return WriteRows(keys, n, stored.data(), /*overwrite=*/false, pool);
 }
 
 template <typename K>
@@ -623,6 +695,44 @@ Status EmbeddingTable::Import(const int64_t* keys, int64_t n, const float* value
                               const int64_t* freqs, const int64_t* versions,
                               const std::vector<const float*>& slots,
                               const PendingCounts& pending, const IntraOpPool& pool) {
+  if (!compressed()) {
+    return ImportRows(keys, n, reinterpret_cast<const char*>(values), freqs, versions, slots,
+                      pending, pool);
+  }
+  std::vector<char> stored;
+  TF_RETURN_IF_ERROR(EncodeRows(values, n, &stored));
+  return ImportRows(keys, n, stored.data(), freqs, versions, slots, pending, pool);
+}
+
+Status EmbeddingTable::ImportCompressed(const int64_t* keys, int64_t n, const void* codes,
+                                        const float* scale_bias, const IntraOpPool& pool) {
+  if (!compressed()) {
+    return errors::InvalidArgument("compressed rows cannot be imported into a float32 "
+                                   "EmbeddingVariable; use GraphoptEvImport");
+  }
+  const bool int8 = options_.row_type == RowType::kInt8;
+  const size_t code_bytes = int8 ? dim_ : 2 * static_cast<size_t>(dim_);
+  std::vector<char> stored(static_cast<size_t>(n) * value_bytes_);
+  for (int64_t i = 0; i < n; ++i) {
+    char* dst = stored.data() + i * value_bytes_;
+    std::memcpy(dst, static_cast<const char*>(codes) + i * code_bytes, code_bytes);
+    if (!int8) continue;
+    const float scale = scale_bias[2 * i], bias = scale_bias[2 * i + 1];
+    if (!std::isfinite(scale) || !std::isfinite(bias) || scale < 0) {
+      return errors::InvalidArgument("row ", i, " has scale ", scale, " and bias ", bias,
+                                     ": an int8 row's scale must be finite and >= 0, its bias "
+                                     "finite; restore a checkpoint written by graphopt");
+    }
+    std::memcpy(dst + dim_, &scale, sizeof(float));
+    std::memcpy(dst + dim_ + sizeof(float), &bias, sizeof(float));
+  }
+  return ImportRows(keys, n, stored.data(), nullptr, nullptr, {}, PendingCounts(), pool);
+}
+
+Status EmbeddingTable::ImportRows(const int64_t* keys, int64_t n, const char* rows,
+                                  const int64_t* freqs, const int64_t* versions,
+                                  const std::vector<const float*>& slots,
+                                  const PendingCounts& pending, const IntraOpPool& pool) {
   if (!slots.empty() && static_cast<int>(slots.size()) != num_slots_) {
     return errors::InvalidArgument("importing ", slots.size(), " slots into a table whose ",
                                    OptimizerName(options_.optimizer), " optimizer keeps ",
@@ -640,11 +750,13 @@ Status EmbeddingTable::Import(const int64_t* keys, int64_t n, const float* value
           bool added;
           uint32_t row;
           TF_RETURN_IF_ERROR(FindOrAddSlot(s, keys[i], Hash(keys[i]), &added, &row));
-          float* dst = RowValues(*s, row);
-          std::memcpy(dst, values + i * dim_, row_bytes);
+          char* stored = RowData(*s, row);
+          std::memcpy(stored, rows + i * value_bytes_, value_bytes_);
+          float* dst = reinterpret_cast<float*>(stored);  // slots: float32 tables only
           for (size_t j = 0; j < slots.size(); ++j) {
             std::memcpy(dst + (j + 1) * dim_, slots[j] + i * dim_, row_bytes);
           }
+          if (!counts_) continue;
           const int64_t f = std::min<int64_t>(std::max<int64_t>(freqs[i], 0), 0xffffffffLL);
           RowFreq(*s, row).store(static_cast<uint32_t>(f), std::memory_order_relaxed);
           RowVersion(*s, row).store(versions[i], std::memory_order_relaxed);
@@ -715,13 +827,25 @@ Status EmbeddingTable::Export(
                    const Slot& slot = s.slots[i];
                    if (slot.row == kEmptyRow) continue;
                    out.keys[o] = slot.key;
-                   const float* row = RowValues(s, slot.row);
-                   std::memcpy(out.values + o * dim_, row, row_bytes);
+                   const char* stored = RowData(s, slot.row);
+                   if (out.values != nullptr) ReadRow(stored, out.values + o * dim_);
+                   if (out.codes != nullptr) {  // a compressed table's rows as stored
+                     const size_t code_bytes = RowValueBytes(options_.row_type, dim_) -
+                                               (out.scale_bias != nullptr ? 8 : 0);
+                     std::memcpy(static_cast<char*>(out.codes) + o * code_bytes, stored,
+                                 code_bytes);
+                     if (out.scale_bias != nullptr) {
+                       std::memcpy(out.scale_bias + 2 * o, stored + dim_, 2 * sizeof(float));
+                     }
+                   }
+                   const float* row = reinterpret_cast<const float*>(stored);
                    for (size_t j = 0; j < out.slots.size(); ++j) {
                      std::memcpy(out.slots[j] + o * dim_, row + (j + 1) * dim_, row_bytes);
                    }
-                   out.freqs[o] = RowFreq(s, slot.row).load(std::memory_order_relaxed);
-                   out.versions[o] = RowVersion(s, slot.row).load(std::memory_order_relaxed);
+                   out.freqs[o] = counts_ ? RowFreq(s, slot.row).load(std::memory_order_relaxed)
+                                          : 0;
+                   out.versions[o] =
+                       counts_ ? RowVersion(s, slot.row).load(std::memory_order_relaxed) : 0;
                    ++o;
                  }
                }
@@ -752,7 +876,7 @@ int64_t EmbeddingTable::BytesUsed() const {
                   static_cast<int64_t>(s.pending.bytes()) +
                   static_cast<int64_t>(s.filter.bytes()) +
                   static_cast<int64_t>(s.victims.capacity()) * sizeof(Shard::Victim) +
-                  static_cast<int64_t>(s.chunks.capacity()) * sizeof(RowChunk) +
+                  static_cast<int64_t>(s.chunks.capacity()) * sizeof(char*) +
                   static_cast<int64_t>(s.free_rows.capacity()) * sizeof(uint32_t);
          });
 }
@@ -781,6 +905,12 @@ TableStats EmbeddingTable::Stats() const {
 template <typename K>
 Status EmbeddingTable::Apply(const K* keys, int64_t n, const float* grads,
                              const OptimizerParams& params, const IntraOpPool& pool) {
+  if (compressed()) {
+    return errors::InvalidArgument("this EmbeddingVariable stores ",
+                                   RowTypeName(options_.row_type),
+                                   " rows, which do not train; train a float32 table and "
+                                   "compress its rows for serving");
+  }
   const int dim = dim_;
   return ForEachShardGroup(
       keys, n, 30 + 6 * dim_, false, pool,
@@ -849,6 +979,12 @@ Status EmbeddingTable::Evict(const EvictionRule& rule, std::vector<int64_t>* evi
     }
     return rule.min_freq > 0 && static_cast<int64_t>(freq) < rule.min_freq;
   };
+  if (!counts_) {
+    return errors::InvalidArgument("this EmbeddingVariable stores ",
+                                   RowTypeName(options_.row_type),
+                                   " rows and keeps no frequency or last step to evict by; "
+                                   "evict on the float32 training table");
+  }
   const size_t first = evicted->size();
   for (Shard& s : shards_) s.mu.Lock();
   std::vector<std::vector<int64_t>> doomed(kNumShards);
@@ -889,6 +1025,12 @@ Status EmbeddingTable::Evict(const EvictionRule& rule, std::vector<int64_t>* evi
 Status EmbeddingTable::ExportChanged(
     int64_t since,
     const std::function<Status(int64_t, int64_t, ChangedRows*)>& allocate) const {
+  if (!counts_) {
+    return errors::InvalidArgument("this EmbeddingVariable stores ",
+                                   RowTypeName(options_.row_type),
+                                   " rows and keeps no last step; export changes from the "
+                                   "float32 training table");
+  }
   for (const Shard& s : shards_) s.mu.ReaderLock();
   // Find-or-insert moves a row's last step under a reader lock, so the changed
   // rows are chosen once, here, and copied from this list: the counts given to
@@ -912,11 +1054,9 @@ Status EmbeddingTable::ExportChanged(
   ChangedRows out;
   Status st = allocate(static_cast<int64_t>(changed.size()), held, &out);
   if (st.ok()) {
-    const size_t row_bytes = static_cast<size_t>(dim_) * sizeof(float);
     for (size_t c = 0; c < changed.size(); ++c) {
       out.keys[c] = changed[c].slot->key;
-      std::memcpy(out.values + c * dim_, RowValues(*changed[c].shard, changed[c].slot->row),
-                  row_bytes);
+      ReadRow(RowData(*changed[c].shard, changed[c].slot->row), out.values + c * dim_);
       out.versions[c] = changed[c].version;
     }
     int64_t p = 0;
@@ -933,12 +1073,22 @@ Status EmbeddingTable::ExportChanged(
 Status EmbeddingTable::ApplyDelta(const int64_t* keys, int64_t n, const float* values,
                                   const int64_t* removed, int64_t m, const IntraOpPool& /*pool*/) {
   absl::MutexLock apply_lock(&apply_mu_);
+  // A compressed table quantizes every row first (each with its own scale), so a
+  // row it cannot store rejects the whole delta before anything changes; finds read
+  // the overlay's rows as they will read them from the shards.
+  std::vector<char> stored;
+  if (compressed()) TF_RETURN_IF_ERROR(EncodeRows(values, n, &stored));
   // Built without any table lock; removals first, so a key also upserted stays.
   auto overlay = std::make_unique<DeltaOverlay>();
   overlay->rows.reserve(n + m);
   for (int64_t i = 0; i < m; ++i) overlay->rows[removed[i]] = -1;
   for (int64_t i = 0; i < n; ++i) overlay->rows[keys[i]] = i;  // a repeated key: the last row
-  overlay->values.assign(values, values + n * dim_);
+  if (compressed()) {
+    overlay->values.resize(static_cast<size_t>(n) * dim_);
+    for (int64_t i = 0; i < n; ++i) ReadRow(stored.data() + i * value_bytes_, overlay->values.data() + i * dim_);
+  } else {
+    overlay->values.assign(values, values + n * dim_);
+  }
   {
     absl::MutexLock lock(&delta_mu_);  // waits for the finds in flight, which saw none of it
     overlay_ = std::move(overlay);
@@ -954,7 +1104,10 @@ Status EmbeddingTable::ApplyDelta(const int64_t* keys, int64_t n, const float* v
   }
   Status st;
   for (int64_t i = 0; i < n && st.ok(); i += kMergeChunk) {
-    st = Insert(keys + i, std::min(kMergeChunk, n - i), values + i * dim_, caller);
+    const int64_t len = std::min(kMergeChunk, n - i);
+    st = compressed()
+             ? WriteRows(keys + i, len, stored.data() + i * value_bytes_, /*overwrite=*/true, caller)
+             : Insert(keys + i, len, values + i * dim_, caller);
     std::this_thread::yield();
   }
   std::unique_ptr<const DeltaOverlay> merged;

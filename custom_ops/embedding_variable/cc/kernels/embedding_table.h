@@ -10,6 +10,12 @@
 //    rows and the slack is at most one chunk per shard.
 // At dim 64 that is ~12/load + 12 bytes of overhead per 256-byte row.
 //
+// A serving table may store compressed rows (TableOptions::row_type, row_codec.h):
+// int8 row-wise (dim + 8 bytes) or 16-bit floats, decoded to float32 as they are
+// copied out. Such a table trains no optimizer and keeps no frequency or last
+// step (its chunks have no side arrays), so at dim 64 an int8 row costs 72 bytes
+// plus its index slot.
+//
 // A table created for an optimizer keeps the optimizer's slots in the row:
 // [value(dim) | slot_0(dim) | ...] contiguous (sparse_optimizers.h), so one
 // probe reads and writes value and slots; without one the stride is dim.
@@ -39,6 +45,7 @@
 #include "embedding_variable/cc/kernels/admission_filter.h"
 #include "embedding_variable/cc/kernels/counter_map.h"
 #include "embedding_variable/cc/kernels/key_hash.h"
+#include "embedding_variable/cc/kernels/row_codec.h"
 #include "embedding_variable/cc/kernels/row_initializer.h"
 #include "embedding_variable/cc/kernels/sparse_optimizers.h"
 #include "tensorflow/core/framework/resource_base.h"
@@ -58,7 +65,11 @@ struct IntraOpPool {
 // with the number of keys; returns where to write them.
 struct ExportBuffers {
   int64_t* keys;
-  float* values;
+  float* values;  // [n, dim] float32 rows (a compressed table's decoded), or null:
+  // a compressed table's stored rows instead: codes [n, dim] of the row type
+  // (uint8 / 16-bit floats) and, for int8, scale_bias [n, 2].
+  void* codes = nullptr;
+  float* scale_bias = nullptr;
   int64_t* freqs;
   int64_t* versions;
   std::vector<float*> slots;  // one [n, dim] buffer per slot of the table
@@ -91,6 +102,7 @@ struct TableOptions {
   int bloom_hashes = 0;          // counters per key
   int64_t max_rows = 0;          // 0: no cap
   CapPolicy cap_policy = CapPolicy::kLru;
+  RowType row_type = RowType::kFloat32;  // compressed: no optimizer, admission or cap
 };
 
 // One eviction pass (GraphoptEvEvict): rows whose last step is more than ttl
@@ -127,6 +139,8 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   ~EmbeddingTable() override;
 
   int dim() const { return dim_; }
+  RowType row_type() const { return options_.row_type; }
+  bool compressed() const { return options_.row_type != RowType::kFloat32; }
   int num_slots() const { return num_slots_; }
   const TableOptions& options() const { return options_; }
   std::string DebugString() const override;
@@ -166,10 +180,22 @@ class EmbeddingTable : public tensorflow::ResourceBase {
 
   // Replaces the whole content (duplicate keys: the last wins). slots: empty
   // (every row gets the initial slot values) or one [n, dim] array per slot.
+  // A compressed table quantizes the float32 values (InvalidArgument naming the
+  // first row it cannot store; nothing is changed then).
   tensorflow::Status Import(const int64_t* keys, int64_t n, const float* values,
                             const int64_t* freqs, const int64_t* versions,
                             const std::vector<const float*>& slots, const PendingCounts& pending,
                             const IntraOpPool& pool);
+  // Import of a compressed table's stored rows: codes [n, dim] of its row type and,
+  // for int8, scale_bias [n, 2] (finite, scale >= 0).
+  tensorflow::Status ImportCompressed(const int64_t* keys, int64_t n, const void* codes,
+                                      const float* scale_bias, const IntraOpPool& pool);
+
+  // Rows as this table stores them: n rows of StoredValueBytes() each, or
+  // InvalidArgument naming the first row that cannot be stored (a float32 table
+  // takes every row as it is).
+  tensorflow::Status EncodeRows(const float* values, int64_t n, std::vector<char>* out) const;
+  size_t StoredValueBytes() const { return value_bytes_; }
 
   // Sparse optimizer step: grads [n, dim]; gradients of a key repeated in the
   // batch are summed in batch order first (as tf.unique + unsorted_segment_sum
@@ -213,12 +239,6 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   };
   static_assert(sizeof(Slot) == 12, "slots must pack to 12 bytes");
 
-  struct RowChunk {
-    void* memory = nullptr;
-    float* values = nullptr;
-    std::atomic<int64_t>* versions = nullptr;
-    std::atomic<uint32_t>* freqs = nullptr;
-  };
 
   struct alignas(64) Shard {
     mutable absl::Mutex mu;
@@ -227,7 +247,9 @@ class EmbeddingTable : public tensorflow::ResourceBase {
     uint32_t size = 0;
     uint32_t grow_at = 0;
     uint32_t rows_used = 0;  // high-water mark of row ids handed out
-    std::vector<RowChunk> chunks;
+    // Row chunks: the rows, then (tables that count) versions and frequencies. One
+    // pointer each, so a lookup's chunk table stays in cache.
+    std::vector<char*> chunks;
     std::vector<uint32_t> free_rows;
     uint32_t cap = 0;  // this shard's share of max_rows (kMaxRowsPerShard without a cap)
     // Occurrences of keys seen by find-or-insert but not admitted yet: exact, or in
@@ -253,23 +275,37 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   // Slot index holding key, or -1. Caller holds the shard lock (any mode).
   static int64_t Probe(const Shard& s, int64_t key, uint64_t h);
 
-  // The row's value; its slots follow (stride_ floats in all).
+  // The row as stored (row_bytes_ bytes: its value, then a float32 table's slots).
+  char* RowData(const Shard& s, uint32_t row) const {
+    return s.chunks[row >> chunk_shift_] + static_cast<size_t>(row & chunk_mask_) * row_bytes_;
+  }
+  // A float32 table's row value; its slots follow (stride_ floats in all).
   float* RowValues(const Shard& s, uint32_t row) const {
-    return s.chunks[row >> chunk_shift_].values +
-           static_cast<size_t>(row & chunk_mask_) * stride_;
+    return reinterpret_cast<float*>(RowData(s, row));
+  }
+  // Side arrays: only tables that count (counts_) have them.
+  std::atomic<int64_t>& RowVersion(const Shard& s, uint32_t row) const {
+    return reinterpret_cast<std::atomic<int64_t>*>(s.chunks[row >> chunk_shift_] +
+                                                   chunk_values_bytes_)[row & chunk_mask_];
   }
   std::atomic<uint32_t>& RowFreq(const Shard& s, uint32_t row) const {
-    return s.chunks[row >> chunk_shift_].freqs[row & chunk_mask_];
+    return reinterpret_cast<std::atomic<uint32_t>*>(
+        s.chunks[row >> chunk_shift_] + chunk_values_bytes_ +
+        (static_cast<size_t>(chunk_mask_) + 1) * sizeof(int64_t))[row & chunk_mask_];
   }
-  std::atomic<int64_t>& RowVersion(const Shard& s, uint32_t row) const {
-    return s.chunks[row >> chunk_shift_].versions[row & chunk_mask_];
-  }
+  void ReadRow(const char* stored, float* out) const { DecodeRow(options_.row_type, stored, dim_, out); }
 
   // Insert (overwrite) and InsertMissing (keep rows already present): rows of missing keys
   // are added, each shard's keys written under its writer lock.
+  // rows: stored-format value rows (StoredValueBytes() each).
   template <typename K>
-  tensorflow::Status WriteRows(const K* keys, int64_t n, const float* values, bool overwrite,
+  tensorflow::Status WriteRows(const K* keys, int64_t n, const char* rows, bool overwrite,
                                const IntraOpPool& pool);
+  // Import of stored-format value rows (float32 tables: with their slots).
+  tensorflow::Status ImportRows(const int64_t* keys, int64_t n, const char* rows,
+                                const int64_t* freqs, const int64_t* versions,
+                                const std::vector<const float*>& slots,
+                                const PendingCounts& pending, const IntraOpPool& pool);
 
   // Writer-locked helpers.
   void ResetShard(Shard* s, uint32_t expected_keys);
@@ -306,9 +342,13 @@ class EmbeddingTable : public tensorflow::ResourceBase {
 
   // Find over one block; with `count` (find-or-insert) hits are counted and
   // the positions of missing keys collected.
-  template <bool count, typename K>
+  template <bool count, RowType kType, typename K>
   void FindBlock(const K* keys, int64_t n, float* out, int64_t step,
                  std::vector<int64_t>* missing) const;
+  // FindBlock for the table's row type.
+  template <bool count, typename K>
+  void FindBlockOfType(const K* keys, int64_t n, float* out, int64_t step,
+                       std::vector<int64_t>* missing) const;
 
   // Stable counting sort of keys by shard: order[offsets[s]..offsets[s+1]) are
   // the positions of shard s's keys, in batch order.
@@ -321,7 +361,10 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   const RowInitializer init_;
   const TableOptions options_;
   const int num_slots_;
-  const int stride_;  // floats per row: dim * (1 + num_slots)
+  const int stride_;  // float32 tables: floats per row, dim * (1 + num_slots)
+  const size_t value_bytes_;  // bytes of a row's stored value (row_codec.h)
+  const size_t row_bytes_;    // bytes of a stored row: its value, then its slots
+  const bool counts_;         // keeps frequency and last step (float32 tables)
   // The delta ApplyDelta is merging: key -> its row in `values`, or -1 for a
   // removed key. Find reads it before the shards, so it sees the whole delta.
   struct DeltaOverlay {
@@ -342,7 +385,7 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   int chunk_shift_;
   uint32_t chunk_mask_;
   size_t chunk_bytes_;
-  size_t values_bytes_;
+  size_t chunk_values_bytes_;
   Shard shards_[kNumShards];
 };
 

@@ -98,6 +98,89 @@ struct EvictFunctor<CPUDevice> {
   }
 };
 
+// A compressed table's stored rows (CPU-only, like compressed tables): codes of
+// Tcodes (uint8 for int8 rows, half, bfloat16) and, for int8, scale_bias [n, 2].
+Status CheckCodesType(const EmbeddingTable& table, tensorflow::DataType codes) {
+  const RowType type = table.row_type();
+  const bool fits = (type == RowType::kInt8 && codes == tensorflow::DT_UINT8) ||
+                    (type == RowType::kFloat16 && codes == tensorflow::DT_HALF) ||
+                    (type == RowType::kBFloat16 && codes == tensorflow::DT_BFLOAT16);
+  if (fits) return Status();
+  return errors::InvalidArgument(
+      "the EmbeddingVariable stores ", RowTypeName(type), " rows but the op's Tcodes is ",
+      tensorflow::DataTypeString(codes),
+      " (int8 rows: uint8 codes, float16: half, bfloat16: bfloat16; a float32 table has "
+      "no compressed rows: use GraphoptEvExport / GraphoptEvImport)");
+}
+
+class EvExportCompressedOp : public EvTableOp<CPUDevice> {
+ public:
+  explicit EvExportCompressedOp(OpKernelConstruction* c) : EvTableOp<CPUDevice>(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("Tcodes", &codes_type_));
+  }
+  void ComputeWithTable(OpKernelContext* ctx, EmbeddingTable* table) override {
+    OP_REQUIRES_OK(ctx, CheckCodesType(*table, codes_type_));
+    const int dim = dim_;
+    const bool int8 = codes_type_ == tensorflow::DT_UINT8;
+    std::vector<int64_t> freqs, versions;  // a compressed table keeps neither
+    const auto allocate = [&](int64_t n, ExportBuffers* out) -> Status {
+      Tensor *keys, *codes, *scale_bias;
+      TF_RETURN_IF_ERROR(ctx->allocate_output(0, {n}, &keys));
+      TF_RETURN_IF_ERROR(ctx->allocate_output(1, {n, dim}, &codes));
+      TF_RETURN_IF_ERROR(ctx->allocate_output(2, {n, int8 ? 2 : 0}, &scale_bias));
+      freqs.resize(n);
+      versions.resize(n);
+      out->keys = keys->flat<int64_t>().data();
+      out->values = nullptr;
+      out->codes = codes->data();
+      out->scale_bias = int8 ? scale_bias->flat<float>().data() : nullptr;
+      out->freqs = freqs.data();
+      out->versions = versions.data();
+      return Status();
+    };
+    OP_REQUIRES_OK(ctx, OutOfMemoryIsAnError([&] { return table->Export(allocate); }));
+  }
+
+ private:
+  tensorflow::DataType codes_type_;
+};
+
+class EvImportCompressedOp : public EvTableOp<CPUDevice> {
+ public:
+  explicit EvImportCompressedOp(OpKernelConstruction* c) : EvTableOp<CPUDevice>(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("Tcodes", &codes_type_));
+  }
+  void ComputeWithTable(OpKernelContext* ctx, EmbeddingTable* table) override {
+    OP_REQUIRES_OK(ctx, CheckCodesType(*table, codes_type_));
+    const Tensor& keys = ctx->input(1);
+    const Tensor& codes = ctx->input(2);
+    const Tensor& scale_bias = ctx->input(3);
+    OP_REQUIRES(ctx, TensorShapeUtils::IsVector(keys.shape()),
+                errors::InvalidArgument("keys must be 1-D, got shape ",
+                                        keys.shape().DebugString()));
+    const int64_t n = keys.dim_size(0);
+    const bool int8 = codes_type_ == tensorflow::DT_UINT8;
+    OP_REQUIRES(ctx, codes.shape() == TensorShape({n, dim_}),
+                errors::InvalidArgument("codes must have shape [", n, ", ", dim_, "] to match ",
+                                        n, " keys, got ", codes.shape().DebugString()));
+    OP_REQUIRES(ctx, scale_bias.shape() == TensorShape({n, int8 ? 2 : 0}),
+                errors::InvalidArgument("scale_bias must have shape [", n, ", ", int8 ? 2 : 0,
+                                        "] (int8 rows: scale and bias; 16-bit rows: none), got ",
+                                        scale_bias.shape().DebugString()));
+    const auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
+    const IntraOpPool pool{threads->workers, threads->num_threads};
+    OP_REQUIRES_OK(ctx, OutOfMemoryIsAnError([&] {
+                     return table->ImportCompressed(keys.flat<int64_t>().data(), n, codes.data(),
+                                                    int8 ? scale_bias.flat<float>().data()
+                                                         : nullptr,
+                                                    pool);
+                   }));
+  }
+
+ private:
+  tensorflow::DataType codes_type_;
+};
+
 #define REGISTER(NAME, OP) \
   REGISTER_KERNEL_BUILDER(Name(NAME).Device(DEVICE_CPU), OP<CPUDevice>)
 #define REGISTER_KEYED(NAME, ...)                                                          \
@@ -131,5 +214,9 @@ REGISTER("GraphoptEvSize", EvSizeOp);
 REGISTER("GraphoptEvMemory", EvMemoryOp);
 REGISTER("GraphoptEvEvict", EvEvictOp);
 REGISTER("GraphoptEvStats", EvStatsOp);
+REGISTER_KERNEL_BUILDER(Name("GraphoptEvExportCompressed").Device(DEVICE_CPU),
+                        EvExportCompressedOp);
+REGISTER_KERNEL_BUILDER(Name("GraphoptEvImportCompressed").Device(DEVICE_CPU),
+                        EvImportCompressedOp);
 
 }  // namespace graphopt

@@ -34,7 +34,7 @@ namespace errors = tensorflow::errors;
 
 // The handle op's optimizer / admission / cap attrs.
 inline Status ParseTableOptions(OpKernelConstruction* c, TableOptions* options) {
-  std::string optimizer, policy, admission;
+  std::string optimizer, policy, admission, row_dtype = "float32";
   std::vector<float> slot_init;
   int64_t bloom_hashes;
   TF_RETURN_IF_ERROR(c->GetAttr("optimizer", &optimizer));
@@ -45,6 +45,18 @@ inline Status ParseTableOptions(OpKernelConstruction* c, TableOptions* options) 
   TF_RETURN_IF_ERROR(c->GetAttr("admission", &admission));
   TF_RETURN_IF_ERROR(c->GetAttr("bloom_counters", &options->bloom_counters));
   TF_RETURN_IF_ERROR(c->GetAttr("bloom_hashes", &bloom_hashes));
+  // Graphs written before compressed rows carry no row_dtype.
+  if (HasNodeAttr(c->def(), "row_dtype")) TF_RETURN_IF_ERROR(c->GetAttr("row_dtype", &row_dtype));
+  if (!ParseRowType(row_dtype, &options->row_type)) {
+    return errors::InvalidArgument("row_dtype must be float32, int8, float16 or bfloat16; got '",
+                                   row_dtype, "'");
+  }
+  if (options->row_type != RowType::kFloat32 &&
+      (!optimizer.empty() || options->min_count > 1 || options->max_rows != 0)) {
+    return errors::InvalidArgument(
+        "row_dtype ", row_dtype, " is for serving tables: a compressed table has no optimizer, "
+        "admission (min_count) or row cap (max_rows); train with row_dtype float32");
+  }
   if (!ParseOptimizer(optimizer, &options->optimizer)) {
     return errors::InvalidArgument("optimizer must be one of '', sgd, adagrad, adam, ftrl; got '",
                                    optimizer, "'");
@@ -179,6 +191,12 @@ class EvHandleOp : public OpKernel {
                                         OptimizerName(table->options().optimizer),
                                         "', this handle op asks for '",
                                         OptimizerName(options_.optimizer), "'"));
+    OP_REQUIRES(ctx, table->options().row_type == options_.row_type,
+                errors::InvalidArgument("EmbeddingVariable '", cinfo_.name(),
+                                        "' already exists with row_dtype ",
+                                        RowTypeName(table->options().row_type),
+                                        ", this handle op asks for ",
+                                        RowTypeName(options_.row_type)));
     OP_REQUIRES_OK(ctx, tensorflow::MakeResourceHandleToOutput(
                             ctx, 0, cinfo_.container(), cinfo_.name(),
                             tensorflow::TypeIndex::Make<Table>()));

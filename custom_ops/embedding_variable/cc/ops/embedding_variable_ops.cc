@@ -60,6 +60,7 @@ REGISTER_OP("GraphoptEvHandleOp")
     .Attr("admission: string = 'counter'")
     .Attr("bloom_counters: int = 1048576")
     .Attr("bloom_hashes: int = 3")
+    .Attr("row_dtype: string = 'float32'")
     .SetIsStateful()
     .SetShapeFn(tensorflow::shape_inference::ScalarShape)
     .Doc(R"doc(
@@ -78,6 +79,11 @@ counters, bloom_hashes per key (admission bloom: fixed bytes, some keys admitted
 early; min_count <= 255). max_rows: a cap on
 rows (0: none), split over the shards; evict_policy lru | lfu evicts the least
 recently / frequently used row of a full shard, refuse fails the insert.
+row_dtype (float32 | int8 | float16 | bfloat16): how rows are stored; a compressed
+table (int8 row-wise: uint8 codes + float32 scale and bias per row; or 16-bit
+floats) is a serving table: no optimizer, admission or cap, no frequency or last
+step kept; every op still reads and writes float32 rows (quantized on write,
+dequantized on read).
 )doc");
 
 REGISTER_OP("GraphoptEvFind")
@@ -235,6 +241,61 @@ REGISTER_OP("GraphoptEvImportWithSlots")
     .Doc("GraphoptEvImport with the slots saved for `optimizer`: it must be the table's "
          "optimizer and num_slots its slot count (0: fresh slots); pending_keys/counts "
          "restore the admission counters of keys not admitted yet.");
+
+REGISTER_OP("GraphoptEvExportCompressed")
+    .Input("table: resource")
+    .Output("keys: int64")
+    .Output("codes: Tcodes")
+    .Output("scale_bias: float")
+    .Attr("dim: int >= 1")
+    .Attr("Tcodes: {uint8, half, bfloat16}")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(TableIsScalar(c));
+      int64_t dim;
+      TF_RETURN_IF_ERROR(c->GetAttr("dim", &dim));
+      tensorflow::DataType codes;
+      TF_RETURN_IF_ERROR(c->GetAttr("Tcodes", &codes));
+      DimensionHandle n = c->UnknownDim();
+      c->set_output(0, c->Vector(n));
+      c->set_output(1, c->Matrix(n, dim));
+      c->set_output(2, c->Matrix(n, codes == tensorflow::DT_UINT8 ? 2 : 0));
+      return Status();
+    })
+    .Doc("A compressed table's rows as stored: keys, codes [n, dim] (int8 rows: uint8 "
+         "codes, value = code * scale + bias; float16 / bfloat16 rows: the values) and "
+         "scale_bias [n, 2] (int8; [n, 0] for 16-bit rows). Tcodes must match the table's "
+         "row_dtype.");
+
+REGISTER_OP("GraphoptEvImportCompressed")
+    .Input("table: resource")
+    .Input("keys: int64")
+    .Input("codes: Tcodes")
+    .Input("scale_bias: float")
+    .Attr("dim: int >= 1")
+    .Attr("Tcodes: {uint8, half, bfloat16}")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(TableIsScalar(c));
+      int64_t dim;
+      TF_RETURN_IF_ERROR(c->GetAttr("dim", &dim));
+      tensorflow::DataType type;
+      TF_RETURN_IF_ERROR(c->GetAttr("Tcodes", &type));
+      ShapeHandle keys, codes, scale_bias;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &keys));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &codes));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 2, &scale_bias));
+      DimensionHandle n = c->Dim(keys, 0), unused;
+      TF_RETURN_IF_ERROR(c->Merge(n, c->Dim(codes, 0), &n));
+      TF_RETURN_IF_ERROR(c->Merge(n, c->Dim(scale_bias, 0), &n));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(codes, 1), c->MakeDim(dim), &unused));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(scale_bias, 1),
+                                  c->MakeDim(type == tensorflow::DT_UINT8 ? 2 : 0), &unused));
+      return Status();
+    })
+    .Doc("Replaces the whole content of a compressed table with rows as stored "
+         "(GraphoptEvExportCompressed's keys, codes, scale_bias); an int8 row's scale must "
+         "be finite and >= 0, its bias finite.");
 
 REGISTER_OP("GraphoptEvSize")
     .Input("table: resource")

@@ -7,8 +7,14 @@ initializers become imports, and the table's variable handle becomes an Embeddin
 from graphopt.checkpoint import TableConversion
 from graphopt.ev import contract
 from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
-from graphopt.rewrite.target import COLLISIONLESS, CheckpointLayout, Target
-from graphopt.rewrite.targets.ev.builders import EV_OPS
+from graphopt.rewrite.target import (
+    COLLISIONLESS,
+    COMPRESSED_PARTITIONS,
+    COMPRESSED_ROWS,
+    CheckpointLayout,
+    Target,
+)
+from graphopt.rewrite.targets.ev.builders import COMPRESSED_OPS, EV_OPS
 from graphopt.rewrite.targets.ev.drop_slot_variables import DropSlotVariables
 from graphopt.rewrite.targets.ev.drop_table_variables import DropTableVariables
 from graphopt.rewrite.targets.ev.migrate_collisionless import MigrateCollisionless
@@ -46,7 +52,10 @@ def checkpoint_layout(tables) -> CheckpointLayout:
     """Each table's tensor KEY becomes KEY-keys/-values/-freqs/-versions, ids in stored order; a
     trained table's slot variables' tensors become KEY-slot-<name> (same rows, same order)."""
     return CheckpointLayout(
-        conversions=[TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids) for t in tables],
+        conversions=[
+            TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids, t.row_dtype, t.name)
+            for t in tables
+        ],
         renamed={
             s.checkpoint_key: contract.slot_tensor_name(t.checkpoint_key, s.name)
             for t in tables
@@ -81,5 +90,6 @@ TARGET = Target(
     rewrite_object_graph=rewrite_object_graph,
     restrict_plan=restrict_plan,
     load_ops=load_ops,
-    supports=frozenset({COLLISIONLESS}),
+    supports=frozenset({COLLISIONLESS, COMPRESSED_ROWS, COMPRESSED_PARTITIONS}),
+    compressed_op_types=COMPRESSED_OPS,
 )

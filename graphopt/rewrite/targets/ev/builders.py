@@ -13,13 +13,35 @@ from graphopt.graph.model import TensorRef
 # The ops the serving rewrite puts in every output (their OpDefs go into its stripped op list);
 # a TF1 training graph's and a collisionless rewrite's add theirs where used.
 EV_OPS = (contract.HANDLE.name, contract.FIND.name, contract.EXPORT.name, contract.IMPORT.name)
+# What a compressed rewrite's Saver uses instead of export / import.
+COMPRESSED_OPS = (contract.EXPORT_COMPRESSED.name, contract.IMPORT_COMPRESSED.name)
+
+
+def compressed(table) -> bool:
+    """Whether the rewrite stores the table's rows compressed (rewrite --row-dtype)."""
+    return table.row_dtype != contract.ROW_DTYPE
+
+
+def checkpoint_names(table):
+    """The checkpoint tensors of a converted table: K-keys/-values/-freqs/-versions, or a
+    compressed table's K-keys/-values/-scale_bias."""
+    if compressed(table):
+        return contract.compressed_tensor_names(table.checkpoint_key)
+    return contract.table_tensor_names(table.checkpoint_key)
+
+
+def checkpoint_dtypes(table):
+    """The dtypes of checkpoint_names(table), in order."""
+    return contract.compressed_tensor_dtypes(table.row_dtype) if compressed(table) else contract.TABLE_DTYPES
 
 
 def _row_attrs(dim):
     return {"dim": (int(dim), "i"), "dtype": (nodes.dtype_enum(contract.ROW_DTYPE), "type")}
 
 
-def handle(name, shared_name, container, dim, device="", optimizer="", slot_init=()):
+def handle(
+    name, shared_name, container, dim, device="", optimizer="", slot_init=(), row_dtype=contract.ROW_DTYPE
+):
     attrs = {
         "shared_name": (shared_name, "s"),
         "container": (container, "s"),
@@ -29,6 +51,8 @@ def handle(name, shared_name, container, dim, device="", optimizer="", slot_init
     }
     if optimizer:  # a trained table keeps its optimizer's slots in each row
         attrs.update({"optimizer": (optimizer, "s"), "slot_init": (list(slot_init), "list(float)")})
+    if row_dtype != contract.ROW_DTYPE:  # a compressed serving table
+        attrs["row_dtype"] = (row_dtype, "s")
     return nodes.make_node(contract.HANDLE.name, name, (), attrs, device)
 
 
@@ -54,6 +78,28 @@ def import_(name, table_ref, keys, values, freqs, versions, dim, device="", cont
         name,
         [table_ref, keys, values, freqs, versions],
         _row_attrs(dim),
+        device,
+        control,
+    )
+
+
+def _codes_attrs(dim, row_dtype):
+    return {"dim": (int(dim), "i"), "Tcodes": (nodes.dtype_enum(contract.CODE_DTYPES[row_dtype]), "type")}
+
+
+def export_compressed(name, table_ref, dim, row_dtype, device=""):
+    """ExportCompressed(table) -> keys, codes, scale_bias."""
+    return nodes.make_node(
+        contract.EXPORT_COMPRESSED.name, name, [table_ref], _codes_attrs(dim, row_dtype), device
+    )
+
+
+def import_compressed(name, table_ref, keys, codes, scale_bias, dim, row_dtype, device="", control=()):
+    return nodes.make_node(
+        contract.IMPORT_COMPRESSED.name,
+        name,
+        [table_ref, keys, codes, scale_bias],
+        _codes_attrs(dim, row_dtype),
         device,
         control,
     )

@@ -30,6 +30,7 @@ class ReplaceVariableHandles(Pass):
                 old.device,
                 optimizer=update.optimizer if update else "",
                 slot_init=[s.init_value for s in update.slots] if update else (),
+                row_dtype=table.row_dtype,
             )
             body.replace_node(old.name, new)
             ctx.replaced(body.name, old, new, table, self.name)

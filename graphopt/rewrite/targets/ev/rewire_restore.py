@@ -7,7 +7,8 @@ Entry j keeps its position (it becomes KEY-keys) and the other three are appende
 output of RestoreV2 moves. The RestoreV2 entries of parts 1.. of a partitioned table are kept but
 read KEY-freqs so that the outputs keep their positions. A trained table (TF1 training graph) is
 restored with GraphoptEvImportWithSlots, its slots from the slot variables' entries renamed
-KEY-slot-<name> (their assigns go in drop-slot-variables).
+KEY-slot-<name> (their assigns go in drop-slot-variables). A compressed table (rewrite
+--row-dtype) is restored with GraphoptEvImportCompressed from KEY-keys, -values, -scale_bias.
 """
 
 import numpy as np
@@ -37,10 +38,14 @@ class RewireRestore(Pass):
                 j = use.restore_entry
                 assign = nodes.clone(body.node(use.node))
                 ctx.disconnected.add((body.name, body.data_inputs(assign)[1].node))
-                keys = contract.table_tensor_names(table.checkpoint_key)
+                keys = builders.checkpoint_names(table)
                 if use.part != 0:
                     # Keep the position of the output; nothing reads it once the assign is gone.
-                    names[j], slices[j], dtypes[j] = keys[2], "", nodes.dtype_enum(contract.KEY_DTYPE)
+                    names[j], slices[j], dtypes[j] = (
+                        keys[0 if builders.compressed(table) else 2],
+                        "",
+                        nodes.dtype_enum(contract.KEY_DTYPE),
+                    )
                     target = first_import.get(table.name)
                     if target:
                         body.redirect_control(assign.name, target)
@@ -50,11 +55,23 @@ class RewireRestore(Pass):
                 n = len(names)
                 names[j], slices[j], dtypes[j] = keys[0], "", nodes.dtype_enum(contract.KEY_DTYPE)
                 names += keys[1:]
-                slices += [""] * 3
-                dtypes += [nodes.dtype_enum(t) for t in contract.TABLE_DTYPES[1:]]
-                outs = [body.output_ref(restore_name, k, "tensors") for k in (j, n, n + 1, n + 2)]
+                slices += [""] * (len(keys) - 1)
+                dtypes += [nodes.dtype_enum(t) for t in builders.checkpoint_dtypes(table)[1:]]
+                outs = [
+                    body.output_ref(restore_name, k, "tensors") for k in (j, *range(n, n + len(keys) - 1))
+                ]
                 slots = table.training.slots if table.training else []
-                if slots:
+                if builders.compressed(table):
+                    new = builders.import_compressed(
+                        assign.name,
+                        body.data_inputs(assign)[0],
+                        *outs,
+                        table.dim,
+                        table.row_dtype,
+                        assign.device,
+                        nodes.control_inputs(assign),
+                    )
+                elif slots:
                     for slot in slots:
                         names[slot.restore_entry] = contract.slot_tensor_name(table.checkpoint_key, slot.name)
                         slices[slot.restore_entry] = ""

@@ -4,7 +4,8 @@ Pattern (top-level TF1 ``save/…`` or the ``__inference__traced_save`` function
     SaveV2(prefix, names, slices, …, ReadVariableOp(table), …)
         -> SaveV2(prefix, names', slices', …,
                   GraphoptEvExport(table):keys, …, :values, :freqs, :versions)
-Entry j keeps its position (it becomes KEY-keys) and the other three are appended. Parts 1.. of
+Entry j keeps its position (it becomes KEY-keys) and the other three are appended (a compressed
+table, rewrite --row-dtype: GraphoptEvExportCompressed's keys, codes, scale_bias). Parts 1.. of
 a partitioned table lose their SaveV2 entries. A trained table (TF1 training graph) is exported
 with GraphoptEvExportWithSlots, and each slot variable's entry becomes KEY-slot-<name>.
 """
@@ -41,7 +42,15 @@ class RewireSave(Pass):
                 # A ref variable is saved directly; a resource through its ReadVariableOp.
                 handle = body.output_ref(read.name) if read.op == "VariableV2" else body.data_inputs(read)[0]
                 slots = table.training.slots if table.training else []
-                if slots:
+                if builders.compressed(table):
+                    export = builders.export_compressed(
+                        body.unique_name(f"{read.name}/{contract.EXPORT_COMPRESSED.name}"),
+                        handle,
+                        table.dim,
+                        table.row_dtype,
+                        save.device,
+                    )
+                elif slots:
                     name = body.unique_name(f"{read.name}/{contract.EXPORT_WITH_SLOTS.name}")
                     export = builders.export_with_slots(name, handle, table.dim, len(slots), save.device)
                 else:
@@ -58,12 +67,12 @@ class RewireSave(Pass):
                     names[s], slices[s] = contract.slot_tensor_name(table.checkpoint_key, slot.name), ""
                     tensors[s] = str(body.op_output(export.name, 4 + k))
                     dtypes[s] = nodes.dtype_enum(contract.ROW_DTYPE)
-                outs = [str(body.op_output(export.name, i)) for i in range(len(contract.EXPORT.outputs))]
-                keys = contract.table_tensor_names(table.checkpoint_key)
-                types = [nodes.dtype_enum(t) for t in contract.TABLE_DTYPES]
+                keys = builders.checkpoint_names(table)
+                outs = [str(body.op_output(export.name, i)) for i in range(len(keys))]
+                types = [nodes.dtype_enum(t) for t in builders.checkpoint_dtypes(table)]
                 names[j], slices[j], tensors[j], dtypes[j] = keys[0], "", outs[0], types[0]
                 names += keys[1:]
-                slices += [""] * 3
+                slices += [""] * (len(keys) - 1)
                 tensors += outs[1:]
                 dtypes += types[1:]
                 if read.op != "VariableV2":

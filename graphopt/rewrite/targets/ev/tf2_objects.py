@@ -51,7 +51,12 @@ def _template(tables, scratch_dir=None) -> tuple:
     run = uuid.uuid4().hex[:12]
     module = tf.Module()
     for i, table in enumerate(tables):
-        ev = EmbeddingVariable(table.dim, name=f"graphopt_table_{i}", shared_name=f"graphopt_{run}_{i}")
+        ev = EmbeddingVariable(
+            table.dim,
+            name=f"graphopt_table_{i}",
+            shared_name=f"graphopt_{run}_{i}",
+            row_dtype=table.row_dtype,
+        )
         setattr(module, f"t{i}", ev)
     with tempfile.TemporaryDirectory(prefix="graphopt-ev-template-", dir=scratch_dir) as tmp:
         tf.saved_model.save(module, tmp)

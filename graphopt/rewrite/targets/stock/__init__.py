@@ -4,9 +4,15 @@ The output needs no op library (docs/rewrite.md, "Stock-ops output"). No TF2 obj
 hash table, so the output is TF1-format: its object graph, and the functions only it used, go.
 """
 
+from graphopt.checkpoint import TableConversion
 from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
-from graphopt.rewrite.target import CheckpointLayout, Target
+from graphopt.rewrite.target import COMPRESSED_ROWS, CheckpointLayout, Target
 from graphopt.rewrite.targets.stock.builders import STOCK_OPS, StockTables, checkpoint_content
+from graphopt.rewrite.targets.stock.compress_rows import (
+    DECODE_OPS,
+    CompressStockRows,
+    RemoveCompressedTableReads,
+)
 from graphopt.rewrite.targets.stock.stock_lookups import StockLookups
 from graphopt.rewrite.targets.stock.stock_restore import StockRestore
 from graphopt.rewrite.targets.stock.stock_save import StockSave
@@ -15,7 +21,14 @@ from graphopt.rewrite.targets.stock.stock_save import StockSave
 def passes(tables: StockTables | None = None):
     """The stock rewrite, in order; the passes share one StockTables (the hash tables' names)."""
     tables = tables or StockTables()
-    return [StockLookups(tables), StockSave(tables), StockRestore(tables), RemoveDeadNodes()]
+    return [
+        StockLookups(tables),
+        StockSave(tables),
+        StockRestore(tables),
+        RemoveCompressedTableReads(),  # only with rewrite --row-dtype
+        CompressStockRows(),
+        RemoveDeadNodes(),
+    ]
 
 
 def _key_map(table):
@@ -45,8 +58,16 @@ def restrict_plan(plan):
 
 
 def checkpoint_layout(tables) -> CheckpointLayout:
-    """The dense tables stay; each table's key -> row map is added beside it."""
-    return CheckpointLayout(added=checkpoint_content(tables))
+    """The dense tables stay (a compressed table's tensor becomes its stored rows, rewrite
+    --row-dtype); each table's key -> row map is added beside it."""
+    return CheckpointLayout(
+        conversions=[
+            TableConversion(t.checkpoint_key, t.checkpoint_key, t.row_ids, t.row_dtype, t.name, fused=True)
+            for t in tables
+            if t.row_dtype != "float32"
+        ],
+        added=checkpoint_content(tables),
+    )
 
 
 TARGET = Target(
@@ -56,4 +77,6 @@ TARGET = Target(
     op_types=STOCK_OPS,
     checkpoint_layout=checkpoint_layout,
     restrict_plan=restrict_plan,
+    supports=frozenset({COMPRESSED_ROWS}),
+    compressed_op_types=DECODE_OPS,
 )
