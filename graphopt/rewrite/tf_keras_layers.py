@@ -49,6 +49,7 @@ class TableLayer:
     revived_as: str = ""  # that class
     reason: str = ""  # why fit cannot train it (revived from the SavedModel)
     slots: dict = dataclasses.field(default_factory=dict)  # slot name -> initial value
+    children: list = dataclasses.field(default_factory=list)  # the tables' object-graph child names
 
     @property
     def trains(self) -> bool:
@@ -89,6 +90,7 @@ def plan(source, tables) -> list[TableLayer]:
             names = [name for name, child in children.items() if child in ids]
             if names:
                 child_of[table.name] = names[0]
+        layer.children = [child_of[t.name] for t in owned if t.name in child_of]
         if sharers:
             layer.reason = "its table is shared with another layer"
         elif layer.class_name == "Embedding" and isinstance(meta.get("config"), dict):
@@ -198,17 +200,18 @@ def layer_weights(layers: list[TableLayer]) -> list[tuple]:
     for layer in layers:
         if layer.config is None:
             continue
-        key = (layer.tables[0].checkpoint_key or "") if layer.revived_as == DYNAMIC_EMBEDDING else ""
-        base = key[: -len(_EMBEDDINGS_KEY)] if key.endswith(_EMBEDDINGS_KEY) else f"graphopt/{layer.name}/"
+        # Beside the layer's tables: a table saved as <layer path>/<child>/.ATTRIBUTES/VARIABLE_VALUE
+        # gives the layer's path (stable across processes, unlike layer names).
+        key, child = layer.tables[0].checkpoint_key or "", layer.children[0] if layer.children else ""
+        tail = f"{child}/{_ATTRIBUTE_KEY}"
+        base = key[: -len(tail)] if child and key.endswith(tail) else f"graphopt/node_{layer.node_id}/"
         for name, dtype, trainable in _layer_weights(layer):
             value = np.zeros((), np.float32 if dtype == "float" else np.int64)
-            out.append(
-                (layer.node_id, name, dtype, trainable, f"{base}{name}/.ATTRIBUTES/VARIABLE_VALUE", value)
-            )
+            out.append((layer.node_id, name, dtype, trainable, f"{base}{name}/{_ATTRIBUTE_KEY}", value))
     return out
 
 
-_EMBEDDINGS_KEY = "embeddings/.ATTRIBUTES/VARIABLE_VALUE"
+_ATTRIBUTE_KEY = ".ATTRIBUTES/VARIABLE_VALUE"
 
 
 def revived_configs(layers: list[TableLayer]) -> dict[int, tuple[str, dict]]:
