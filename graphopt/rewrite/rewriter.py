@@ -133,8 +133,8 @@ def rewrite_model(
     plan = spec.restrict_plan(RewritePlan.select(detect(model).tables, include, exclude, min_rows))
     if collisionless:
         plan.migrations = plan_migrations(model, plan.tables, src if source.kind == "saved_model" else None)
-    if source.kind == "saved_model" and spec.keeps_object_graph:
-        plan.notes += _tf_keras_notes(source, plan)
+    if source.kind == "saved_model" and spec.keeps_object_graph and spec.tf_keras_note:
+        plan.notes += _tf_keras_notes(source, plan, spec.tf_keras_note)
     report = RewriteReport(src, out, plan, [], before, dict(before), dry_run=dry_run)
     if on_plan is not None:
         on_plan(plan)
@@ -164,8 +164,8 @@ def rewrite_model(
     return report
 
 
-def _tf_keras_notes(source, plan) -> list[str]:
-    """One line per tf_keras layer owning a table: reloads and serves, but ``fit`` leaves its rows."""
+def _tf_keras_notes(source, plan, note) -> list[str]:
+    """One line per tf_keras layer owning a table: ``tf_keras layer NAME: NOTE``."""
     if not mg_lib.has_object_graph(source.meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
         return []
     ckpt = og_lib.read_object_graph(source.checkpoint_prefix)
@@ -173,12 +173,7 @@ def _tf_keras_notes(source, plan) -> list[str]:
         return []
     ids = [i for t in plan.tables for i in og_lib.objects_saved_under(ckpt, t.checkpoint_key)]
     layers = keras_metadata.layer_names(source.path, keras_metadata.layers_owning(source.meta_graph, ids))
-    return [
-        f"tf_keras layer {name}: not trainable after tf_keras.models.load_model; its table is an "
-        "EmbeddingVariable (a resource, not a tf.Variable), which tf_keras optimizers do not update, "
-        "so fit trains the other layers and looks this one up find-only"
-        for name in layers
-    ]
+    return [f"tf_keras layer {name}: {note}" for name in layers]
 
 
 class _VerificationFailed(Exception):

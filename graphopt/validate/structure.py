@@ -263,7 +263,12 @@ def check_checkpoint(original, rewritten, original_tables=()):
     shapes_b = {
         k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in _CHECKPOINT_METADATA
     }
-    tables = {k[: -len("-keys")] for k in shapes_b if k.endswith("-keys") and k[:-5] + "-values" in shapes_b}
+    # An EmbeddingVariable is saved as all four parts (a stock hash table's -keys/-values are not one).
+    tables = {
+        k[: -len("-keys")]
+        for k in shapes_b
+        if k.endswith("-keys") and all(k[: -len("-keys")] + s in shapes_b for s in EV_SUFFIXES)
+    }
     table_parts = {t + s for t in tables for s in EV_SUFFIXES}
     findings, same, rows, exact, missing, differs = [], 0, 0, 0, [], {}
     for key in sorted(shapes_a):

@@ -75,6 +75,7 @@ def test_every_gather_of_a_table_is_rewritten_including_the_per_layer_functions(
         assert bool(gathers) == (name == "original"), f"{name}: {gathers}"
 
 
+@pytest.mark.exact
 def test_load_model_predicts_exactly_what_the_original_predicts(models):
     src, out, _ = models
     assert os.path.isfile(os.path.join(out, "keras_metadata.pb"))
@@ -101,6 +102,7 @@ def test_fit_trains_the_other_layers_and_the_plan_names_each_table_layer_left_as
     np.testing.assert_array_equal(emb(x["user_id"]).numpy(), rows_before)
 
 
+@pytest.mark.exact
 def test_serving_output_validates_exactly(models):
     src, out, _ = models
     # oov=False: the original raises on an id outside its table where the rewrite returns the

@@ -94,6 +94,8 @@ class Target:
     # Registers the op library the target's ops come from (their OpDefs go into the output);
     # called before anything is read, so a missing library fails fast.
     load_ops: Callable[[], None] = _no_library
+    # A note for each tf_keras layer owning a converted table (what load_model + fit does with it).
+    tf_keras_note: str = ""
 
     @property
     def keeps_object_graph(self) -> bool:

@@ -68,4 +68,7 @@ TARGET = Target(
     checkpoint_layout=checkpoint_layout,
     rewrite_object_graph=rewrite_object_graph,
     load_ops=load_ops,
+    tf_keras_note="not trainable after tf_keras.models.load_model; its table is an "
+    "EmbeddingVariable (a resource, not a tf.Variable), which tf_keras optimizers do not update, "
+    "so fit trains the other layers and looks this one up find-only",
 )

@@ -21,14 +21,16 @@ node id stays, so every parent and every function capture that pointed at the va
 at the EmbeddingVariable). Template functions are renamed so they cannot clash with the model's.
 """
 
-import os
-import tempfile
 import uuid
 
 from graphopt.errors import ModelError
-from graphopt.graph import io, nodes
 from graphopt.graph import meta_graph as mg_lib
 from graphopt.graph import object_graph as og_lib
+from graphopt.rewrite.passes.object_templates import (
+    add_template_functions,
+    aligned_checkpoint_graph,
+    saved_template,
+)
 
 TEMPLATE_ATTRIBUTE = "table"
 _FUNCTION_SUFFIX = "_graphopt_ev"
@@ -56,12 +58,7 @@ def _template(tables, scratch_dir=None) -> tuple:
             table.dim, name=f"graphopt_table_{i}", shared_name=f"graphopt_{run}_{i}"
         )
         setattr(module, f"t{i}", ev)
-    with tempfile.TemporaryDirectory(prefix="graphopt-ev-template-", dir=scratch_dir) as tmp:
-        tf.saved_model.save(module, tmp)
-        source = io.read_model(tmp)
-        ckpt_graph = og_lib.read_object_graph(os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX))
-    mg = source.meta_graph
-    return og_lib.saved_object_graph(mg), mg_lib.function_library(mg), ckpt_graph
+    return saved_template(module, scratch_dir, prefix="graphopt-ev-template-")
 
 
 def table_objects(meta_graph, ckpt_graph, tables) -> dict[str, list[int]]:
@@ -90,13 +87,7 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables, scratch_dir=None) -> ob
     """
     if not mg_lib.has_object_graph(meta_graph) or ckpt_graph is None:
         return None
-    og = og_lib.saved_object_graph(meta_graph)
-    if og_lib.size(ckpt_graph) > og_lib.size(og):
-        raise ModelError(
-            "the SavedModel's object graph does not match its checkpoint's "
-            f"({og_lib.size(og)} vs {og_lib.size(ckpt_graph)} objects); "
-            "export the model again"
-        )
+    og, ckpt_graph = aligned_checkpoint_graph(meta_graph, ckpt_graph)
     objects = table_objects(meta_graph, ckpt_graph, tables)
     missing = [name for name, ids in objects.items() if not ids]
     if missing:
@@ -105,22 +96,7 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables, scratch_dir=None) -> ob
             "export the model again with tf.saved_model.save or model.export"
         )
     t_og, t_library, t_ckpt = _template(tables, scratch_dir)
-    ckpt_graph = nodes.clone(ckpt_graph)
-    # Objects past the checkpoint's end (saveable functions of resources) have no checkpoint
-    # entry; empty slots keep both graphs' ids aligned for the objects appended below.
-    og_lib.pad(ckpt_graph, og_lib.size(og))
-
-    # Template functions, renamed so they cannot clash with the model's own.
-    existing = set(mg_lib.function_names(meta_graph))
-    closure = mg_lib.function_closure(t_library, og_lib.all_object_functions(t_og))
-    renamed = {}
-    for name in closure:
-        new = name + _FUNCTION_SUFFIX
-        while new in existing:
-            new += "_"
-        renamed[name] = new
-        existing.add(new)
-    mg_lib.append_renamed_functions(mg_lib.function_library(meta_graph), t_library, renamed)
+    renamed = add_template_functions(meta_graph, t_og, t_library, _FUNCTION_SUFFIX)
 
     root_children = og_lib.children(t_og, 0)
     for i, table in enumerate(tables):
