@@ -41,7 +41,7 @@ demo: install
 	# Keep training (docs/training.md): the Keras model's .keras file -> dynamic tables -> fit on
 	# new users -> export; validate the converted export against the original, serve the trained one.
 	$(BIN)/graphopt rewrite $(DEMO_DIR)/keras/model.keras -o $(DEMO_DIR)/keras_ev/model.keras
-	$(BIN)/python -m graphopt.keras.train $(DEMO_DIR)/keras_ev/model.keras --new-users \
+	$(BIN)/python -m graphopt.course.train $(DEMO_DIR)/keras_ev/model.keras --new-users \
 	  -o $(DEMO_DIR)/keras_ev/trained.keras --export-converted $(DEMO_DIR)/keras_ev/converted \
 	  --export $(DEMO_DIR)/serving/keras_trained/1
 	$(BIN)/graphopt validate $(DEMO_DIR)/keras $(DEMO_DIR)/keras_ev/converted --loader tf2
@@ -49,7 +49,7 @@ demo: install
 	  --grpc-port 0 --once --request '$(DEMO_REQUEST)'
 
 # Lint: ruff (pycodestyle, pyflakes, bugbear, pyupgrade, import order), ruff's formatter, mypy.
-LINT_PATHS := graphopt models tests bench setup.py
+LINT_PATHS := graphopt tests bench setup.py
 lint: install
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)

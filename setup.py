@@ -238,19 +238,25 @@ def _build_gpu_library(lib_dir, cflags, lflags, build_temp):
     return "built"
 
 
+def _version():
+    namespace: dict = {}
+    with open(os.path.join(HERE, "graphopt", "version.py")) as f:
+        exec(f.read(), namespace)
+    return namespace["__version__"]
+
+
 sources = _cpu_sources()
 ext_modules = [Extension(LIB_NAME, sources=sources)] if sources else []
 
 setup(
     name="graphopt",
-    version="0.1.0",
+    version=_version(),
     description="Rewrite trained TensorFlow recommendation models onto dynamic-hash EmbeddingVariables",
     long_description=open(os.path.join(HERE, "README.md")).read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # Every package under graphopt/ (a new target's passes/ folder needs no edit here).
-    packages=find_packages(include=["graphopt", "graphopt.*"]) + ["graphopt_models"],
-    package_dir={"graphopt_models": "models"},
+    packages=find_packages(include=["graphopt", "graphopt.*"]),
     package_data={"graphopt": ["_build_info.json", GPU_LIB_FILE]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": TensorFlowBuildExt},

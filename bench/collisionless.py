@@ -172,7 +172,7 @@ def synthetic_stream(universe, samples, seed=0):
 
 
 def course_stream():
-    from graphopt.data.samples import read_samples
+    from graphopt.course.data.samples import read_samples
 
     s = read_samples(COURSE_CSV)
     order = np.argsort(s.columns["timestamp"], kind="mergesort")

@@ -145,9 +145,9 @@ def synthetic_batch(inputs, batch, max_id, rng):
 
 def course_rows(source, inputs):
     """The course's feature columns from synthetic or real samples; None if the model takes other inputs."""
-    from graphopt.data import read_samples
-    from graphopt.data.synthetic import generate_samples
-    from graphopt_models.features import INPUT_DTYPES, feature_arrays
+    from graphopt.course.data import read_samples
+    from graphopt.course.data.synthetic import generate_samples
+    from graphopt.course.models.features import INPUT_DTYPES, feature_arrays
 
     if set(inputs) != set(INPUT_DTYPES):
         return None

@@ -3,7 +3,7 @@
 (a) The course's real samples in time order, progressive validation: the course's Keras model is
     trained on the first window, then converted (graphopt.keras.convert); from then on each window
     is first scored by both models (AUC), then both train on it (one pass, same batches).
-(b) A synthetic stream whose user ids arrive over time with drift (graphopt.data.synthetic
+(b) A synthetic stream whose user ids arrive over time with drift (graphopt.course.data.synthetic
     stream_window): a static table of M hashed buckets (id mod M) vs a DynamicEmbedding with
     admission (min_count 2) and a row cap (LRU), both with Adagrad, at the same memory: the
     dynamic table's resident bytes (rows, slots, index, admission state: GraphoptEvStats'
@@ -44,11 +44,11 @@ def progressive_real(path, windows, seed):
     import keras
 
     import graphopt  # noqa: F401
-    from graphopt.data import TIMESTAMP, read_samples
+    from graphopt.course.data import TIMESTAMP, read_samples
+    from graphopt.course.models import keras_form
+    from graphopt.course.models.features import LEARNING_RATE, Normalization, dataset
+    from graphopt.course.models.metrics import roc_auc
     from graphopt.keras import convert
-    from graphopt_models import keras_form
-    from graphopt_models.features import LEARNING_RATE, Normalization, dataset
-    from graphopt_models.metrics import roc_auc
 
     samples = read_samples(path)
     order = np.argsort(samples.columns[TIMESTAMP], kind="stable")
@@ -133,9 +133,9 @@ def synthetic_stream(windows, rows, cohort, buckets, dim, seed, admission="bloom
     import keras
 
     import graphopt  # noqa: F401
-    from graphopt.data.synthetic import stream_window
+    from graphopt.course.data.synthetic import stream_window
+    from graphopt.course.models.metrics import roc_auc
     from graphopt.keras import DynamicEmbedding
-    from graphopt_models.metrics import roc_auc
 
     n_items, lr = 1000, 0.05
     static_bytes = buckets * dim * 4 * 2  # rows + Adagrad accumulators

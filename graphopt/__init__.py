@@ -10,8 +10,7 @@ import os
 import sys
 
 from graphopt.errors import GraphoptError, OpLibraryError
-
-__version__ = "0.1.0"
+from graphopt.version import __version__
 
 __all__ = ["EmbeddingVariable", "GraphoptError", "OpLibraryError", "ShardedEmbeddingVariable", "__version__"]
 

@@ -22,7 +22,7 @@ def real_samples_path():
 @pytest.fixture(scope="session")
 def course_models(tmp_path_factory):
     """Builds the Embedding+MLP once per form on small synthetic data; maps form -> (dir, report)."""
-    from graphopt_models import build_model
+    from graphopt.course.models import build_model
 
     built = {}
 
@@ -31,5 +31,19 @@ def course_models(tmp_path_factory):
             out = tmp_path_factory.mktemp("course_models") / form
             built[form] = (str(out), build_model(str(out), form=form, epochs=1, seed=7))
         return built[form]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def built_case(tmp_path_factory):
+    """Builds a case's model once per session; maps builder -> Case (tests/rewrite/cases.py)."""
+    built = {}
+
+    def get(builder):
+        if builder not in built:
+            root = tmp_path_factory.mktemp(builder.__name__)
+            built[builder] = builder(str(root / "model"))
+        return built[builder]
 
     return get

@@ -66,14 +66,14 @@ def test_a_second_writer_into_the_same_output_fails_while_the_first_runs(tmp_pat
 
 
 def test_rewrite_onto_a_full_disk_exits_2_with_one_line(tmp_path, monkeypatch):
-    from graphopt.checkpoint import convert
+    from graphopt.checkpoint import conversion
 
     model = cases.tf1_builder(str(tmp_path / "m")).path
 
     def full(*_args):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(convert, "_copy_checked", full)
+    monkeypatch.setattr(conversion, "_copy_checked", full)
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["rewrite", model, "-o", str(out)])
     assert result.exit_code == 2, result.output

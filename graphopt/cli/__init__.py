@@ -7,8 +7,8 @@ import threading
 
 import click
 
-from graphopt import __version__
 from graphopt.errors import GraphoptError
+from graphopt.version import __version__
 
 
 class Terminated(BaseException):

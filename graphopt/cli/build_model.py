@@ -36,7 +36,7 @@ def build_model(out_dir, form, data, epochs, seed, as_json, overwrite):
     v1 SavedModel plus checkpoint/ (model.ckpt, model.ckpt.meta, model.pbtxt). Prints test accuracy,
     ROC AUC and PR AUC on a time-ordered 80/20 split and writes them to OUT_DIR/training_report.json.
     """
-    from graphopt_models import build_model as build
+    from graphopt.course.models import build_model as build
 
     with _epoch_progress(epochs, quiet=as_json) as on_epoch:
         report = build(

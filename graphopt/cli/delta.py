@@ -37,7 +37,7 @@ def delta(source, since, version_dir, tables, as_json):
     """Write a delta of SOURCE's EmbeddingVariables (a training checkpoint or SavedModel) for a served
     version: rows changed after --since, keys serving holds that SOURCE no longer has. `graphopt
     serve` applies it live."""
-    from graphopt.online.delta import read_manifest
+    from graphopt.online.delta_format import read_manifest
     from graphopt.online.writer import delta_from_checkpoint
 
     table_map = {}

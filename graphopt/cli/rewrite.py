@@ -133,7 +133,7 @@ def rewrite(
 
     def progress(done, _conversion):
         # The item shown is the planned table's name: the callback's second argument is whatever
-        # the converter iterates over (checkpoint conversions), not an EmbeddingTable.
+        # the converter iterates over (checkpoint conversions), not an TableCandidate.
         nonlocal bar
         if bar is None:
             bar = click.progressbar(

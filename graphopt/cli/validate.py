@@ -86,6 +86,14 @@ def _tolerance(ctx, param, value):
     metavar="INPUT=ROWS",
     help="Valid ids of an integer input, when the model's tables do not tell (repeatable).",
 )
+@click.option(
+    "--memory-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=4.0,
+    show_default=True,
+    metavar="GIB",
+    help="Refuse --batch-size x --batches that would need more memory (estimated from the signatures).",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the generated inputs.")
 @click.option(
     "--train",
@@ -114,6 +122,7 @@ def validate(
     rtol,
     loader,
     id_ranges,
+    memory_budget,
     seed,
     train,
     steps,
@@ -134,6 +143,7 @@ def validate(
         raise ArgumentError(
             "--batches 0 generates no random batch; give at least 1 (0 means every batch only with --data)"
         )
+    from graphopt.course.data import samples_reader
     from graphopt.validate import validate_models  # loaded when the command runs, after its options parse
 
     report = validate_models(
@@ -143,11 +153,13 @@ def validate(
         batches=batches,
         batch_size=batch_size,
         data=data,
+        data_readers=(samples_reader,),
         atol=atol,
         rtol=rtol,
         loader=loader,
         id_ranges=ranges,
         seed=seed,
+        memory_budget_gib=memory_budget,
     )
     click.echo(report.to_json() if as_json else report.format())
     if not report.passed:
@@ -155,12 +167,12 @@ def validate(
 
 
 def _validate_training(original, rewritten, batch_size, data, atol, seed, steps, loss, as_json):
-    """``--train``: the training check (graphopt.validate.training); exit 1 when it fails."""
+    """``--train``: the training check (graphopt.validate.training_steps); exit 1 when it fails."""
     import json
 
     import numpy as np
 
-    from graphopt.validate import training
+    from graphopt.validate import training_steps
 
     if data is not None:
         if not data.endswith(".npz"):
@@ -171,13 +183,15 @@ def _validate_training(original, rewritten, batch_size, data, atol, seed, steps,
         except (OSError, ValueError) as e:
             raise ArgumentError(f"--data {data} cannot be read ({e}); give an .npz file") from None
     else:
-        batch = training.generated_batch(original, batch_size, seed)
-    results = [training.compare_training(original, rewritten, [batch], steps=n, loss=loss) for n in steps]
-    ok = all(training.passed(r, atol) for r in results)
+        batch = training_steps.generated_batch(original, batch_size, seed)
+    results = [
+        training_steps.compare_training(original, rewritten, [batch], steps=n, loss=loss) for n in steps
+    ]
+    ok = all(training_steps.passed(r, atol) for r in results)
     if as_json:
         click.echo(json.dumps({"passed": ok, "runs": [r.to_dict() for r in results]}, indent=1))
     else:
-        click.echo("\n".join(training.format_result(r) for r in results))
+        click.echo("\n".join(training_steps.format_result(r) for r in results))
         click.echo("training check " + ("passed" if ok else "failed"))
     if not ok:
         raise click.exceptions.Exit(1)

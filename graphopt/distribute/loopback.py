@@ -2,7 +2,7 @@
 
 Every task is ``python -m graphopt.distribute.loopback JOB TASK CLUSTER_JSON``: a
 ``tf.distribute.Server`` over gRPC with the op library loaded (a PS must know the
-``GraphoptEv*`` kernels to hold tables). Each task runs in its own process group, so stopping it
+EmbeddingVariable kernels to hold tables). Each task runs in its own process group, so stopping it
 also stops anything it started; ``LoopbackCluster`` stops every task on exit, also on error,
 and a task dies with the process that started it.
 """
@@ -115,7 +115,9 @@ def _kill(process, group: bool):
 def _serve(job: str, task: int, spec: dict):
     import tensorflow as tf
 
-    import graphopt  # noqa: F401  (registers the GraphoptEv* kernels in this task)
+    from graphopt.ops.library import load_library
+
+    load_library()  # the EmbeddingVariable kernels, for the tables this task holds
 
     server = tf.distribute.Server(
         tf.train.ClusterSpec(spec), job_name=job, task_index=task, protocol="grpc", start=True

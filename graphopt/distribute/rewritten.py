@@ -15,8 +15,7 @@ import tensorflow as tf
 
 from graphopt.distribute.sharded import ShardedEmbeddingVariable, ps_devices
 from graphopt.errors import GraphoptError
-
-MANIFEST = "graphopt_manifest.json"
+from graphopt.ev import contract
 
 
 def rewritten_checkpoint(model_dir: str) -> str:
@@ -37,9 +36,11 @@ def sharded_tables(model_dir: str, num_shards=None, devices=None, **kwargs) -> d
     """{table name: ShardedEmbeddingVariable} for every table the rewrite converted, each split
     over ``num_shards`` PS tasks (or ``devices``) and restored from the output's checkpoint.
     ``kwargs`` go to every table (``optimizer``, ``seed``, ``min_count``, ...)."""
-    path = os.path.join(model_dir, MANIFEST)
+    path = os.path.join(model_dir, contract.MANIFEST)
     if not os.path.exists(path):
-        raise GraphoptError(f"{model_dir} has no {MANIFEST}; pass the directory `graphopt rewrite -o` wrote")
+        raise GraphoptError(
+            f"{model_dir} has no {contract.MANIFEST}; pass the directory `graphopt rewrite -o` wrote"
+        )
     with open(path) as f:
         tables = json.load(f)["tables"]
     checkpoint = rewritten_checkpoint(model_dir)

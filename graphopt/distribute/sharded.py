@@ -27,12 +27,18 @@ from tensorflow.python.framework import ops
 from tensorflow.python.trackable import base as trackable
 from tensorflow.python.training.saving import saveable_object
 
+from graphopt.ev import contract
 from graphopt.ops.embedding_variable import (
     EmbeddingVariable,
     _invalid,
     checkpoint_tensors,
     restore_checkpoint_tensors,
 )
+
+# A table's checkpoint tensors, named after its key: -keys, -values, ...; admission's pending keys.
+_TABLE = tuple(map(contract.suffix, contract.TABLE_TENSORS))
+_KEYS = _TABLE[0]
+_PENDING = tuple(map(contract.suffix, contract.PENDING_TENSORS))
 
 _FMIX_C1 = 0xFF51AFD7ED558CCD
 _FMIX_C2 = 0xC4CEB9FE1A85EC53
@@ -250,7 +256,7 @@ class ShardedEmbeddingVariable(trackable.Trackable):
     def export(self):
         """(keys, values, freqs, versions) of every shard, concatenated (one logical table)."""
         t = self._checkpoint_tensors()
-        return t["-keys"], t["-values"], t["-freqs"], t["-versions"]
+        return tuple(t[s] for s in _TABLE)
 
     def restore_from(self, checkpoint, key, name=None):
         """Imports the table saved under checkpoint ``key`` (one logical table: a plain
@@ -259,18 +265,19 @@ class ShardedEmbeddingVariable(trackable.Trackable):
         ``EmbeddingVariable.restore_from``: slots when the checkpoint holds this optimizer's,
         fresh slots when it holds none, InvalidArgumentError for another optimizer's."""
         reader = tf.train.load_checkpoint(checkpoint)
-        if not reader.has_tensor(f"{key}-keys"):
-            raise _invalid(f"checkpoint {checkpoint} holds no table '{key}' ({key}-keys missing)")
+        if not reader.has_tensor(key + _KEYS):
+            raise _invalid(f"checkpoint {checkpoint} holds no table '{key}' ({key + _KEYS} missing)")
         names = reader.get_variable_to_shape_map()
-        saved = sorted(k[len(f"{key}-slot-") :] for k in names if k.startswith(f"{key}-slot-"))
+        slot_prefix = contract.slot_tensor_name(key, "")
+        saved = sorted(k[len(slot_prefix) :] for k in names if k.startswith(slot_prefix))
         if saved and saved != sorted(self.slot_names):
             raise _invalid(
                 f"checkpoint table '{key}' holds slots {saved}, but this table's optimizer keeps "
                 f"{list(self.slot_names)}; restore it into a table with the same optimizer"
             )
-        suffixes = ["-keys", "-values", "-freqs", "-versions"] + [f"-slot-{n}" for n in saved]
-        if f"{key}-pending-keys" in names and self._shards[0]._min_count > 1:
-            suffixes += ["-pending-keys", "-pending-counts"]
+        suffixes = [*_TABLE, *(contract.suffix(contract.SLOT_TENSOR + n) for n in saved)]
+        if key + _PENDING[0] in names and self._shards[0]._min_count > 1:
+            suffixes += _PENDING
         with ops.name_scope(name, f"{self._name}_restore_from"):
             return self._restore_tensors({s: reader.get_tensor(f"{key}{s}") for s in suffixes})
 
@@ -285,20 +292,20 @@ class ShardedEmbeddingVariable(trackable.Trackable):
     def _restore_tensors(self, tensors: dict):
         """Re-routes every saved key (rows, slots, counters) to its shard and imports there."""
         tensors = dict(tensors)
-        row_suffixes = [s for s in tensors if s not in ("-keys", "-pending-keys", "-pending-counts")]
-        keys = tf.convert_to_tensor(tensors["-keys"], tf.int64)
+        row_suffixes = [s for s in tensors if s not in (_KEYS, *_PENDING)]
+        keys = tf.convert_to_tensor(tensors[_KEYS], tf.int64)
         rows = self._partition(keys, *[tensors[s] for s in row_suffixes])
         pending = None
-        if "-pending-keys" in tensors:
+        if _PENDING[0] in tensors:
             pending = self._partition(
-                tf.convert_to_tensor(tensors["-pending-keys"], tf.int64), tensors["-pending-counts"]
+                tf.convert_to_tensor(tensors[_PENDING[0]], tf.int64), tensors[_PENDING[1]]
             )
         restores = []
         for i, (shard, device) in enumerate(zip(self._shards, self._devices, strict=True)):
-            part = {"-keys": rows[i][0]}
+            part = {_KEYS: rows[i][0]}
             part.update({s: rows[i][2 + j] for j, s in enumerate(row_suffixes)})
             if pending is not None:
-                part["-pending-keys"], part["-pending-counts"] = pending[i][0], pending[i][2]
+                part[_PENDING[0]], part[_PENDING[1]] = pending[i][0], pending[i][2]
             with tf.device(device):
                 restores.append(restore_checkpoint_tensors(shard, part))
         if context.executing_eagerly():
@@ -357,14 +364,14 @@ class ShardedEmbeddingVariable(trackable.Trackable):
                         dtypes=[dtypes[k] for k in names],
                     )
                     tensors = {k[len("table") :]: v for k, v in zip(names, values, strict=True)}
-                    rows = [s for s in tensors if s not in ("-keys", "-pending-keys", "-pending-counts")]
-                    routed = self._partition(tensors["-keys"], *[tensors[s] for s in rows])
-                    piece = {"-keys": [r[0] for r in routed]}
+                    rows = [s for s in tensors if s not in (_KEYS, *_PENDING)]
+                    routed = self._partition(tensors[_KEYS], *[tensors[s] for s in rows])
+                    piece = {_KEYS: [r[0] for r in routed]}
                     piece.update({s: [r[2 + j] for r in routed] for j, s in enumerate(rows)})
-                    if "-pending-keys" in tensors:
-                        pending = self._partition(tensors["-pending-keys"], tensors["-pending-counts"])
-                        piece["-pending-keys"] = [r[0] for r in pending]
-                        piece["-pending-counts"] = [r[2] for r in pending]
+                    if _PENDING[0] in tensors:
+                        pending = self._partition(tensors[_PENDING[0]], tensors[_PENDING[1]])
+                        piece[_PENDING[0]] = [r[0] for r in pending]
+                        piece[_PENDING[1]] = [r[2] for r in pending]
                     pieces.append(piece)
             restores = []
             for j, (shard, device) in enumerate(zip(self._shards, self._devices, strict=True)):

@@ -81,13 +81,14 @@ def _read_bytes(path):
         ) from None
 
 
-def read_model(path, tags=None, check_integrity=True) -> ModelSource:
-    """Reads a SavedModel directory, or a TF1 meta graph (.meta / .pbtxt) with its checkpoint.
+def read_model_graph(path, tags=None, check_integrity=True) -> ModelSource:
+    """Reads the graph of a SavedModel directory, or of a TF1 meta graph (.meta / .pbtxt), and
+    finds its checkpoint (``graphopt.model_io.read_model`` also looks at the checkpoint's files).
 
-    Refuses (ModelError) a damaged model: a graph file that does not parse, a checkpoint index
-    that fails its block CRCs, data files shorter than the index says; with ``check_integrity``
-    also saved_model.pb no longer matching the checksum its fingerprint.pb recorded at export,
-    and a graph whose nodes read nodes that do not exist (a flipped bit in a name)."""
+    Refuses (ModelError) a damaged model: a graph file that does not parse, a missing checkpoint;
+    with ``check_integrity`` also saved_model.pb no longer matching the checksum its
+    fingerprint.pb recorded at export, and a graph whose nodes read nodes that do not exist (a
+    flipped bit in a name)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelError(f"{path} does not exist; pass a SavedModel directory or a .meta/.pbtxt file")
@@ -99,7 +100,7 @@ def read_model(path, tags=None, check_integrity=True) -> ModelSource:
                 raise ModelError(f"{os.path.join(path, name)} is not a file; export the model again")
         metas = sorted(f for f in os.listdir(path) if f.endswith(".meta"))
         if len(metas) == 1:
-            return read_model(os.path.join(path, metas[0]), tags, check_integrity)
+            return read_model_graph(os.path.join(path, metas[0]), tags, check_integrity)
         raise ModelError(
             f"{path} holds no saved_model.pb and no single .meta file; "
             "pass a SavedModel directory or a TF1 .meta/.pbtxt file"
@@ -134,7 +135,6 @@ def _read_saved_model(root, pb_path, text, tags, check_integrity):
     prefix = prefix if os.path.exists(prefix + ".index") else None
     if check_integrity:
         _check_graph(mg, pb_path)
-    _check_checkpoint_files(prefix)
     return ModelSource(root, "saved_model", mg, prefix, saved_model=sm, meta_graph_index=index, text=text)
 
 
@@ -169,16 +169,6 @@ def _check_graph(meta_graph, path):
         raise ModelError(f"{path} is corrupted ({problems[0]}); export the model again")
 
 
-def _check_checkpoint_files(prefix):
-    """A cheap look at a model's checkpoint when it is read (the index, the data file sizes; no
-    tensor data), so a damaged one is refused before any work; CRCs are checked when copied."""
-    if prefix is not None:
-        from graphopt.checkpoint.convert import check_data_sizes, read_bundle_index
-
-        header, entries = read_bundle_index(prefix)
-        check_data_sizes(prefix, header, entries)
-
-
 def _read_meta_graph_file(path, check_integrity=True):
     _, meta_graph_pb2, _ = _protos()
     text = not path.endswith(".meta")
@@ -197,7 +187,6 @@ def _read_meta_graph_file(path, check_integrity=True):
         prefix = latest
     if check_integrity:
         _check_graph(mg, path)
-    _check_checkpoint_files(prefix)
     return ModelSource(path, "meta_graph", mg, prefix, text=text)
 
 

@@ -12,9 +12,8 @@ import dataclasses
 import re
 from collections.abc import Iterator
 
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import meta_graphs, object_graphs
 from graphopt.graph import nodes as nd
-from graphopt.graph import object_graph as og_lib
 
 TOP = ""  # name of the top-level graph among the bodies
 
@@ -232,6 +231,39 @@ class Body:
         self._changed()
         return self
 
+    # --- one node's attrs and inputs: read, or edited in place (the indexes follow) ---
+    def _edit(self, node_name: str, edit, *args) -> "Body":
+        edit(self.node(node_name), *args)
+        self._changed()
+        return self
+
+    def attr(self, node_name: str, key: str):
+        """The value of attr ``key`` of node ``node_name`` (``nodes.attr_value``; None when unset)."""
+        return nd.attr_value(self.node(node_name), key)
+
+    def control_inputs(self, node_name: str) -> list[str]:
+        """The control inputs ('^name') of node ``node_name``, in order."""
+        return nd.control_inputs(self.node(node_name))
+
+    def set_attr(self, node_name: str, key: str, value, kind=None) -> "Body":
+        """Sets attr ``key`` of node ``node_name`` (``kind`` as in ``nodes.set_attr``)."""
+        return self._edit(node_name, nd.set_attr, key, value, kind)
+
+    def remove_attr(self, node_name: str, key: str) -> "Body":
+        return self._edit(node_name, nd.remove_attr, key)
+
+    def set_inputs(self, node_name: str, inputs) -> "Body":
+        """Replaces every input of node ``node_name`` (data inputs first, then control inputs)."""
+        return self._edit(node_name, nd.set_inputs, inputs)
+
+    def insert_inputs(self, node_name: str, position: int, refs) -> "Body":
+        """Inserts ``refs`` before input ``position`` of node ``node_name``."""
+        return self._edit(node_name, nd.insert_inputs, position, refs)
+
+    def add_control_input(self, node_name: str, control: str) -> "Body":
+        """Makes node ``node_name`` wait for node ``control`` (once)."""
+        return self._edit(node_name, nd.add_control_input, control)
+
     def set_input(self, node_name: str, position: int, ref) -> "Body":
         self.node(node_name).input[position] = str(ref)
         self._changed()
@@ -431,12 +463,12 @@ class ModelGraph:
 
     def keep_functions(self, keep) -> "ModelGraph":
         """Removes every library function not named in ``keep`` (and its gradient entry)."""
-        dead = mg_lib.keep_functions(self.meta_graph, keep)
+        dead = meta_graphs.keep_functions(self.meta_graph, keep)
         if not dead:
             return self
         for name in dead:
             del self.bodies[name]
-        for f in mg_lib.function_library(self.meta_graph).function:  # copies: rebind the bodies
+        for f in meta_graphs.function_library(self.meta_graph).function:  # copies: rebind the bodies
             self.bodies[f.signature.name].rebind(f.node_def, f)
         return self.invalidate()
 
@@ -491,12 +523,11 @@ class ModelGraph:
     def trace_variable(self, handle: str):
         """``trace_resource`` of a top-level variable, also into the functions the object graph binds
         it to (tf_keras' per-layer functions, which no top-level node calls); each use once."""
-        from graphopt.graph import meta_graph as mg_lib
-        from graphopt.graph import object_graph as og_lib
+        from graphopt.graph import meta_graphs, object_graphs
 
         if self._bound_args is None:
-            calls = mg_lib.top_level_calls(self.meta_graph)
-            self._bound_args = og_lib.bound_object_args(self.meta_graph, calls)
+            calls = meta_graphs.top_level_calls(self.meta_graph)
+            self._bound_args = object_graphs.bound_object_args(self.meta_graph, calls)
         bound = self._bound_args
         seen: set = set()
         yield from self.trace_resource(TOP, handle, visited=seen)
@@ -569,14 +600,14 @@ class ModelGraph:
                         )
             if body.is_function:
                 problems += self._function_problems(body, where)
-        for sig_name, entry in mg_lib.signature_tensors(self.meta_graph).items():
+        for sig_name, entry in meta_graphs.signature_tensors(self.meta_graph).items():
             for part in ("inputs", "outputs"):
                 for key, tensor in entry[part].items():
                     if tensor and tensor.split(":")[0] not in self.graph:
                         problems.append(
                             f"signature {sig_name!r} {part[:-1]} {key!r}: tensor {tensor!r} names no node"
                         )
-        for fn in og_lib.concrete_function_names(self.meta_graph):
+        for fn in object_graphs.concrete_function_names(self.meta_graph):
             if fn not in self.bodies or fn == TOP:
                 problems.append(
                     f"saved object graph: concrete function {fn!r} is not in the function library"
@@ -651,8 +682,8 @@ class ModelGraph:
 
 def root_names(meta_graph) -> set:
     """Top-level nodes a loader or user reaches by name: signatures, saver, collections (init ops)."""
-    roots = set(mg_lib.saver_node_names(meta_graph)) | mg_lib.collection_node_names(meta_graph)
-    for sig in mg_lib.signature_tensors(meta_graph).values():
+    roots = set(meta_graphs.saver_node_names(meta_graph)) | meta_graphs.collection_node_names(meta_graph)
+    for sig in meta_graphs.signature_tensors(meta_graph).values():
         for part in ("inputs", "outputs"):
             roots.update(TensorRef.parse(t).node for t in sig[part].values())
     return roots

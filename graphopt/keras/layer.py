@@ -20,8 +20,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from graphopt.ev import contract
 from graphopt.ops import optimizers as sparse_optimizers
 from graphopt.ops.embedding_variable import EmbeddingVariable
+
+# The table's tensors in the layer's variable store: table-keys, table-values, ... (the contract's
+# layout under the key "table").
+TABLE = "table"
 
 # Keras optimizer class -> (graphopt sparse optimizer, {Keras hyperparameter: sparse one}).
 _OPTIMIZERS = {
@@ -231,25 +236,30 @@ class DynamicEmbedding(keras.layers.Layer):
         keys, values, freqs, versions, slots, pending = self.table._snapshot()
         store["update_trigger"] = np.asarray(self.update_trigger.numpy())
         store["iterations"] = np.asarray(self.iterations.numpy())
-        store["table-keys"], store["table-values"] = keys.numpy(), values.numpy()
-        store["table-freqs"], store["table-versions"] = freqs.numpy(), versions.numpy()
+        for key, value in zip(
+            contract.table_tensor_names(TABLE), (keys, values, freqs, versions), strict=True
+        ):
+            store[key] = value.numpy()
         for name, value in slots.items():
-            store[f"table-slot-{name}"] = value.numpy()
-        store["table-pending-keys"], store["table-pending-counts"] = (t.numpy() for t in pending)
+            store[contract.slot_tensor_name(TABLE, name)] = value.numpy()
+        for part, value in zip(contract.PENDING_TENSORS, pending, strict=True):
+            store[contract.tensor_name(TABLE, part)] = value.numpy()
 
     def load_own_variables(self, store):
         self.update_trigger.assign(store["update_trigger"][()])
         self.iterations.assign(store["iterations"][()])
         get = lambda key: np.asarray(store[key])  # noqa: E731
         names = self.table.slot_names
-        slots = {n: get(f"table-slot-{n}") for n in names if f"table-slot-{n}" in store}
+        slot_keys = {n: contract.slot_tensor_name(TABLE, n) for n in names}
+        slots = {n: get(key) for n, key in slot_keys.items() if key in store}
+        keys, values, freqs, versions = map(get, contract.table_tensor_names(TABLE))
         self.table.import_(
-            get("table-keys"),
-            get("table-values").reshape(-1, self.output_dim),
-            get("table-freqs"),
-            get("table-versions"),
+            keys,
+            values.reshape(-1, self.output_dim),
+            freqs,
+            versions,
             slots={n: v.reshape(-1, self.output_dim) for n, v in slots.items()} or None,
-            pending=(get("table-pending-keys"), get("table-pending-counts")),
+            pending=tuple(get(contract.tensor_name(TABLE, part)) for part in contract.PENDING_TENSORS),
         )
 
     def get_config(self):

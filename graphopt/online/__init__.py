@@ -1,10 +1,10 @@
 """Online updates: deltas of EmbeddingVariables written while training, applied live by serving.
 
 ``DeltaWriter`` and ``DeltaCallback`` (Keras) write them; ``graphopt serve`` applies them; the
-format is ``graphopt.online.delta`` (docs/online.md).
+format is ``graphopt.online.delta_format`` (docs/online.md).
 """
 
-from graphopt.online.delta import Delta, DeltaError, TableDelta, read_delta, write_delta
+from graphopt.online.delta_format import Delta, DeltaError, TableDelta, read_delta, write_delta
 from graphopt.online.writer import DeltaWriter
 
 __all__ = ["Delta", "DeltaCallback", "DeltaError", "DeltaWriter", "TableDelta", "read_delta", "write_delta"]

@@ -12,9 +12,9 @@ import os
 from typing import Any
 
 from graphopt.errors import ModelError
+from graphopt.ev import contract
 
 ATTRIBUTES = "/.ATTRIBUTES/"
-REWRITE_MANIFEST = "graphopt_manifest.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +68,11 @@ def table_specs(path) -> list[TableSpec]:
     aliases = _rewrite_names(path) if os.path.isdir(path) else {}
     specs = []
     for key in sorted(shapes):
-        if not key.endswith("-keys"):
+        base = contract.table_key_of(key)
+        if base is None:
             continue
-        base = key[: -len("-keys")]
-        values = shapes.get(base + "-values")
-        if values is None or len(values) != 2 or base + "-versions" not in shapes:
+        values = shapes.get(contract.tensor_name(base, contract.VALUES))
+        if values is None or len(values) != 2 or contract.tensor_name(base, contract.VERSIONS) not in shapes:
             continue
         name = base.split(ATTRIBUTES)[0]
         alias = aliases.get(base)
@@ -83,7 +83,7 @@ def table_specs(path) -> list[TableSpec]:
 def _rewrite_names(version_dir) -> dict[str, str]:
     """checkpoint key -> the table's original variable name, from graphopt_manifest.json."""
     try:
-        with open(os.path.join(version_dir, REWRITE_MANIFEST)) as f:
+        with open(os.path.join(version_dir, contract.MANIFEST)) as f:
             manifest = json.load(f)
         return {t["checkpoint_key"]: t["name"] for t in manifest.get("tables", []) if t.get("checkpoint_key")}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
@@ -93,14 +93,14 @@ def _rewrite_names(version_dir) -> dict[str, str]:
 def rewrite_target(version_dir) -> str | None:
     """ "ev" or "stock" for a model graphopt rewrote (by the ops its lookups became), else None."""
     try:
-        with open(os.path.join(version_dir, REWRITE_MANIFEST)) as f:
+        with open(os.path.join(version_dir, contract.MANIFEST)) as f:
             replaced = json.load(f).get("replaced", [])
     except (OSError, ValueError, AttributeError):
         return None
     ops = {(r.get("new") or {}).get("op", "") for r in replaced if isinstance(r, dict)}
     if not ops:
         return None
-    return "ev" if any(op.startswith("GraphoptEv") for op in ops) else "stock"
+    return "ev" if any(contract.is_ev_op(op) for op in ops) else "stock"
 
 
 def by_name(specs: list[TableSpec]) -> dict[str, TableSpec]:

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from graphopt.errors import GraphoptError
-from graphopt.online import delta as delta_format
+from graphopt.ev import contract
+from graphopt.online import delta_format
 from graphopt.online.tables import TableSpec, by_name, checkpoint_prefix, rewrite_target, table_specs
 
 ALL_ROWS = np.iinfo(np.int64).min  # `since` that takes every row
@@ -68,7 +69,9 @@ def served_keys(version_dir, spec: TableSpec) -> np.ndarray:
     import tensorflow as tf
 
     prefix = os.path.join(version_dir, "variables", "variables")
-    keys = np.unique(tf.train.load_checkpoint(prefix).get_tensor(spec.checkpoint_key + "-keys"))
+    keys = np.unique(
+        tf.train.load_checkpoint(prefix).get_tensor(contract.tensor_name(spec.checkpoint_key, contract.KEYS))
+    )
     fingerprint = delta_format.model_fingerprint(version_dir)
     for expected, sequence in enumerate(delta_format.sequences(version_dir), start=1):
         path = os.path.join(delta_format.deltas_dir(version_dir), str(sequence))
@@ -199,7 +202,8 @@ def delta_from_checkpoint(
                 f"has dim {goal.dim}"
             )
         keys, values, versions = (
-            reader.get_tensor(f"{spec.checkpoint_key}-{t}") for t in ("keys", "values", "versions")
+            reader.get_tensor(contract.tensor_name(spec.checkpoint_key, t))
+            for t in (contract.KEYS, contract.VALUES, contract.VERSIONS)
         )
         changed = versions > since
         removed = np.setdiff1d(served_keys(version_dir, goal), keys)

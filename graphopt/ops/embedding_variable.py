@@ -20,6 +20,7 @@ from tensorflow.python.training.saving import (
     saveable_object_util,  # noqa: F401  (registers SaveSpec users)
 )
 
+from graphopt.ev import contract
 from graphopt.ops import optimizers as sparse_optimizers
 from graphopt.ops.library import load_library
 
@@ -371,12 +372,12 @@ class EmbeddingVariable(resource.TrackableResource):
         raise InvalidArgumentError. (tf.train.Checkpoint/Saver restore every tensor the
         table saves, so they need a checkpoint with the same optimizer.)"""
         reader = tf.train.load_checkpoint(checkpoint)
-        if not reader.has_tensor(f"{key}-keys"):
-            raise _invalid(f"checkpoint {checkpoint} holds no table '{key}' ({key}-keys missing)")
+        first = contract.table_tensor_names(key)[0]
+        if not reader.has_tensor(first):
+            raise _invalid(f"checkpoint {checkpoint} holds no table '{key}' ({first} missing)")
+        slot_prefix = contract.slot_tensor_name(key, "")
         saved = sorted(
-            k[len(f"{key}-slot-") :]
-            for k in reader.get_variable_to_shape_map()
-            if k.startswith(f"{key}-slot-")
+            k[len(slot_prefix) :] for k in reader.get_variable_to_shape_map() if k.startswith(slot_prefix)
         )
         if saved and saved != sorted(self.slot_names):
             raise _invalid(
@@ -385,15 +386,8 @@ class EmbeddingVariable(resource.TrackableResource):
                 "with the same optimizer"
             )
         get = reader.get_tensor
-        slots = {n: get(f"{key}-slot-{n}") for n in self.slot_names} if saved else None
-        return self.import_(
-            get(f"{key}-keys"),
-            get(f"{key}-values"),
-            get(f"{key}-freqs"),
-            get(f"{key}-versions"),
-            slots=slots,
-            name=name,
-        )
+        slots = {n: get(contract.slot_tensor_name(key, n)) for n in self.slot_names} if saved else None
+        return self.import_(*map(get, contract.table_tensor_names(key)), slots=slots, name=name)
 
     def apply_gradients(self, keys_or_slices, grads=None, step=None, name=None):
         """One sparse optimizer step with the table's optimizer.
@@ -480,38 +474,34 @@ def checkpoint_tensors(variable) -> dict:
     -bloom-index/-bloom-counts, the filter). A table without optimizer or admission saves
     what it saved before slots existed."""
     if not variable.slot_names and variable._min_count <= 1:
-        keys, values, freqs, versions = variable.export()
-        return {"-keys": keys, "-values": values, "-freqs": freqs, "-versions": versions}
+        return dict(zip(map(contract.suffix, contract.TABLE_TENSORS), variable.export(), strict=True))
     keys, values, freqs, versions, slots, pending = variable._snapshot()
-    tensors = {"-keys": keys, "-values": values, "-freqs": freqs, "-versions": versions}
-    tensors.update({f"-slot-{n}": t for n, t in slots.items()})
+    tensors = dict(
+        zip(map(contract.suffix, contract.TABLE_TENSORS), (keys, values, freqs, versions), strict=True)
+    )
+    tensors.update({contract.suffix(contract.SLOT_TENSOR + n): t for n, t in slots.items()})
     if variable._min_count > 1:
-        names = (
-            ("-bloom-index", "-bloom-counts")
-            if variable._admission == "bloom"
-            else ("-pending-keys", "-pending-counts")
-        )
-        tensors.update(dict(zip(names, pending, strict=True)))
+        names = contract.BLOOM_TENSORS if variable._admission == "bloom" else contract.PENDING_TENSORS
+        tensors.update(dict(zip(map(contract.suffix, names), pending, strict=True)))
     return tensors
 
 
 def restore_checkpoint_tensors(variable, tensors: dict):
-    slots = {n: tensors[f"-slot-{n}"] for n in variable.slot_names if f"-slot-{n}" in tensors}
+    slots = {
+        n: tensors[contract.suffix(contract.SLOT_TENSOR + n)]
+        for n in variable.slot_names
+        if contract.suffix(contract.SLOT_TENSOR + n) in tensors
+    }
     pending = next(
         (
-            (tensors[a], tensors[b])
-            for a, b in (("-pending-keys", "-pending-counts"), ("-bloom-index", "-bloom-counts"))
-            if a in tensors
+            (tensors[contract.suffix(a)], tensors[contract.suffix(b)])
+            for a, b in (contract.PENDING_TENSORS, contract.BLOOM_TENSORS)
+            if contract.suffix(a) in tensors
         ),
         None,
     )
     return variable.import_(
-        tensors["-keys"],
-        tensors["-values"],
-        tensors["-freqs"],
-        tensors["-versions"],
-        slots=slots or None,
-        pending=pending,
+        *(tensors[contract.suffix(p)] for p in contract.TABLE_TENSORS), slots=slots or None, pending=pending
     )
 
 
@@ -533,13 +523,13 @@ class _EmbeddingVariableSaveable(saveable_object.SaveableObject):
             )
 
 
-@ops.RegisterGradient("GraphoptEvFind")
+@ops.RegisterGradient(contract.FIND.name)
 def _find_grad(op, grad):
     """Row gradients as IndexedSlices keyed by id (the ids are the slice indices)."""
     return [_row_slices(op, grad), None]
 
 
-@ops.RegisterGradient("GraphoptEvFindOrInsert")
+@ops.RegisterGradient(contract.FIND_OR_INSERT.name)
 def _find_or_insert_grad(op, grad):
     return [_row_slices(op, grad), None, None]
 

@@ -12,6 +12,7 @@ as its initial value; from the first update on it learns on its own (docs/ops.md
 import tensorflow as tf
 from tensorflow.python.framework import ops
 
+from graphopt.ev import contract
 from graphopt.ops.library import load_library
 
 ID_DTYPES = (tf.string, tf.int32, tf.int64)
@@ -66,11 +67,11 @@ def _row_slices(op, grad):
     return tf.IndexedSlices(tf.reshape(grad, [-1, dim]), tf.reshape(keys, [-1]))
 
 
-@ops.RegisterGradient("GraphoptEvFindWithFallback")
+@ops.RegisterGradient(contract.FIND_WITH_FALLBACK.name)
 def _find_with_fallback_grad(op, grad):
     return [_row_slices(op, grad), None, None]
 
 
-@ops.RegisterGradient("GraphoptEvFindOrInsertWithFallback")
+@ops.RegisterGradient(contract.FIND_OR_INSERT_WITH_FALLBACK.name)
 def _find_or_insert_with_fallback_grad(op, grad):
     return [_row_slices(op, grad), None, None, None]

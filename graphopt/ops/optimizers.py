@@ -1,6 +1,6 @@
 """Sparse optimizers an EmbeddingVariable keeps in its rows (the slots sit after each value).
 
-Each config names the GraphoptEvApply* op it drives and the slots it keeps; the
+Each config names the apply op (``contract.APPLY_OPS``) it drives and the slots it keeps; the
 hyperparameters are passed to the op as scalar tensors on every step, so a
 ``learning_rate`` may be a float, a tensor/variable, or a callable of the step (e.g. a
 ``keras.optimizers.schedules.LearningRateSchedule``).
@@ -9,6 +9,8 @@ hyperparameters are passed to the op as scalar tensors on every step, so a
 import numbers
 
 import tensorflow as tf
+
+from graphopt.ev import contract
 
 
 def _invalid(message: str) -> tf.errors.InvalidArgumentError:
@@ -55,6 +57,7 @@ class SGD(SparseOptimizer):
     """
 
     name = "sgd"
+    slot_names = contract.SLOT_NAMES[name]
 
     def __init__(self, learning_rate=0.001, sum_duplicates=True):
         super().__init__(learning_rate)
@@ -74,7 +77,7 @@ class Adagrad(SparseOptimizer):
     """
 
     name = "adagrad"
-    slot_names = ("accumulator",)
+    slot_names = contract.SLOT_NAMES[name]
 
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, rsqrt=False):
         super().__init__(learning_rate)
@@ -108,7 +111,7 @@ class Adam(SparseOptimizer):
     do not decay). Needs the 1-based ``step``: beta_i_power = beta_i ** step (float32)."""
 
     name = "adam"
-    slot_names = ("m", "v")
+    slot_names = contract.SLOT_NAMES[name]
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
         super().__init__(learning_rate)
@@ -148,7 +151,7 @@ class Ftrl(SparseOptimizer):
     """TF's ResourceSparseApplyFtrl (FTRL-Proximal, slots accumulator and linear)."""
 
     name = "ftrl"
-    slot_names = ("accumulator", "linear")
+    slot_names = contract.SLOT_NAMES[name]
 
     def __init__(
         self,

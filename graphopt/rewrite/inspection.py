@@ -2,11 +2,11 @@
 
 import dataclasses
 
-from graphopt.graph import io
-from graphopt.graph import meta_graph as mg_lib
+from graphopt import model_io
+from graphopt.analysis.id_chains import TableMigration, plan_migrations
+from graphopt.analysis.tables import GatherLeftAlone, TableCandidate, detect
+from graphopt.graph import meta_graphs
 from graphopt.graph.model import ModelGraph
-from graphopt.rewrite.collisionless import TableMigration, plan_migrations
-from graphopt.rewrite.detect import EmbeddingTable, GatherLeftAlone, detect
 
 
 @dataclasses.dataclass
@@ -17,13 +17,13 @@ class ModelInspection:
     kind: str  # "saved_model" or "meta_graph"
     tags: list[str]
     signatures: dict[str, dict]  # name -> {"inputs": {key: {dtype, shape}}, "outputs": [keys], "method"}
-    tables: list[EmbeddingTable]
+    tables: list[TableCandidate]
     left_alone: list[GatherLeftAlone]
     nodes: dict[str, int]  # body name ("graph" for the top level) -> node count
     # Per table: its id-mapping chain and whether collisionless migration is possible.
     migrations: list[TableMigration] = dataclasses.field(default_factory=list)
 
-    def table(self, name: str) -> EmbeddingTable | None:
+    def table(self, name: str) -> TableCandidate | None:
         return next((t for t in self.tables if t.name == name), None)
 
     def migration(self, name: str) -> TableMigration | None:
@@ -47,9 +47,9 @@ def node_counts(model: ModelGraph) -> dict[str, int]:
 
 
 def signatures_of(meta_graph) -> dict[str, dict]:
-    specs = mg_lib.signature_input_specs(meta_graph)
+    specs = meta_graphs.signature_input_specs(meta_graph)
     out = {}
-    for name, sig in mg_lib.signature_tensors(meta_graph).items():
+    for name, sig in meta_graphs.signature_tensors(meta_graph).items():
         if name.startswith("__saved_model_"):  # the init/train op plumbing, not a signature to call
             continue
         out[name] = {
@@ -68,7 +68,7 @@ def signatures_of(meta_graph) -> dict[str, dict]:
 
 def inspect_model(path, tags=None) -> ModelInspection:
     """Reads a model and reports its signatures, embedding tables and the gathers left alone."""
-    source = io.read_model(path, tags)
+    source = model_io.read_model(path, tags)
     model = ModelGraph(source.meta_graph)
     found = detect(model)
     return ModelInspection(

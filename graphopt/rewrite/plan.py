@@ -3,16 +3,16 @@
 import dataclasses
 import re
 
+from graphopt.analysis.tables import TableCandidate
 from graphopt.graph.model import ModelGraph
-from graphopt.rewrite.detect import EmbeddingTable
 
 
 @dataclasses.dataclass
 class RewritePlan:
     """The tables to convert (and those skipped, with the reason)."""
 
-    tables: list[EmbeddingTable]
-    skipped: list[tuple[EmbeddingTable, str]]
+    tables: list[TableCandidate]
+    skipped: list[tuple[TableCandidate, str]]
     # Collisionless migration (rewrite --collisionless): one TableMigration per chosen table;
     # empty when not asked for. Only tables whose migration is possible are migrated.
     migrations: list = dataclasses.field(default_factory=list)
@@ -22,7 +22,7 @@ class RewritePlan:
     @classmethod
     def select(
         cls,
-        tables: list[EmbeddingTable],
+        tables: list[TableCandidate],
         include: str | None = None,
         exclude: str | None = None,
         min_rows: int = 0,

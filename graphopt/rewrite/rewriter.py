@@ -7,23 +7,20 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from graphopt import checkpoint
+from graphopt import checkpoint, model_io
+from graphopt.analysis.id_chains import plan_migrations
+from graphopt.analysis.tables import detect
 from graphopt.errors import ModelError
-from graphopt.graph import io, keras_metadata, nodes
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import object_graph as og_lib
+from graphopt.ev import contract
+from graphopt.graph import io, keras_metadata, meta_graphs, nodes, object_graphs
 from graphopt.graph.model import ModelGraph
 from graphopt.output import check_output_dir, staged_output
-from graphopt.rewrite.collisionless import plan_migrations
-from graphopt.rewrite.detect import detect
 from graphopt.rewrite.inspection import node_counts
-from graphopt.rewrite.passes.ev.migrate_collisionless import MigrateCollisionless
 from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
+from graphopt.rewrite.target import COLLISIONLESS
 from graphopt.rewrite.targets import TARGETS
 from graphopt.rewrite.tensorboard import write_tensorboard
-
-MANIFEST = "graphopt_manifest.json"
 
 
 @dataclasses.dataclass
@@ -118,14 +115,14 @@ def rewrite_model(
     if target not in TARGETS:
         raise ModelError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     spec = TARGETS[target]
-    if collisionless and not any(p.name == MigrateCollisionless.name for p in spec.passes()):
+    if collisionless and COLLISIONLESS not in spec.supports:
         raise ModelError(
             f"--collisionless needs a target whose tables take new keys (ev); --target {target} "
             "keeps the model's own id mapping: drop --collisionless or use --target ev"
         )
     spec.load_ops()
     src, out = os.fspath(src), os.fspath(out) if out is not None else None
-    source = io.read_model(src, tags)
+    source = model_io.read_model(src, tags)
     if not dry_run and out is not None:
         _check_output(src, out, overwrite)  # before the plan and any work, once the input is known good
     model = ModelGraph(nodes.clone(source.meta_graph))
@@ -144,9 +141,9 @@ def rewrite_model(
     if not spec.keeps_object_graph:
         # No TF2 object stands for the converted tables: the output is TF1-format, and the
         # functions only the object graph used go with it.
-        mg_lib.drop_object_graph(model.meta_graph)
+        meta_graphs.drop_object_graph(model.meta_graph)
     report.passes = run_passes(ctx, spec.passes(), debug=debug)
-    mg_lib.add_op_defs(model.meta_graph, spec.op_types)
+    meta_graphs.add_op_defs(model.meta_graph, spec.op_types)
     report.nodes_after = node_counts(model)
     report.manifest = [r.to_dict() for r in ctx.replacements]
     if tensorboard:
@@ -166,12 +163,12 @@ def rewrite_model(
 
 def _tf_keras_notes(source, plan, note) -> list[str]:
     """One line per tf_keras layer owning a table: ``tf_keras layer NAME: NOTE``."""
-    if not mg_lib.has_object_graph(source.meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
+    if not meta_graphs.has_object_graph(source.meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
         return []
-    ckpt = og_lib.read_object_graph(source.checkpoint_prefix)
+    ckpt = object_graphs.read_object_graph(source.checkpoint_prefix)
     if ckpt is None:
         return []
-    ids = [i for t in plan.tables for i in og_lib.objects_saved_under(ckpt, t.checkpoint_key)]
+    ids = [i for t in plan.tables for i in object_graphs.objects_saved_under(ckpt, t.checkpoint_key)]
     layers = keras_metadata.layer_names(source.path, keras_metadata.layers_owning(source.meta_graph, ids))
     return [f"tf_keras layer {name}: {note}" for name in layers]
 
@@ -187,13 +184,15 @@ def _rewritten_object_graph(spec, source, meta_graph, plan, scratch_dir):
     None where the model has no object graph or a table is partitioned (no TF2 object stands for a
     partitioned table); the output then drops its object graph and loads through the TF1 path.
     """
-    if not mg_lib.has_object_graph(meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
+    if not meta_graphs.has_object_graph(meta_graph) or any(len(t.handles) > 1 for t in plan.tables):
         return None
-    source_graph = og_lib.read_object_graph(source.checkpoint_prefix)
+    source_graph = object_graphs.read_object_graph(source.checkpoint_prefix)
     ckpt_graph = spec.rewrite_object_graph(meta_graph, source_graph, plan.tables, scratch_dir=scratch_dir)
     if ckpt_graph is None:
         return None
-    table_ids = [i for t in plan.tables for i in og_lib.objects_saved_under(source_graph, t.checkpoint_key)]
+    table_ids = [
+        i for t in plan.tables for i in object_graphs.objects_saved_under(source_graph, t.checkpoint_key)
+    ]
     return io.serialize(ckpt_graph), keras_metadata.layers_owning(meta_graph, table_ids)
 
 
@@ -242,7 +241,7 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
             else:
                 io.write_meta_graph(meta_graph, os.path.join(tmp, os.path.basename(source.path)), source.text)
                 io.write_checkpoint_state(tmp, base)
-        with open(os.path.join(tmp, MANIFEST), "w") as f:
+        with open(os.path.join(tmp, contract.MANIFEST), "w") as f:
             json.dump(
                 {
                     "source": os.path.abspath(source.path),

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 
-from graphopt.online import delta as delta_format
+from graphopt.online import delta_format
 from graphopt.online.tables import live_handles, rewrite_target, table_specs
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
+from graphopt import model_io
 from graphopt.errors import ModelError
-from graphopt.graph import io
+from graphopt.ev import contract
 from graphopt.serve.deltas import DeltaFeed, directory_state
 from graphopt.serve.errors import BadRequest, NotFound
 from graphopt.serve.signature import DEFAULT_SIGNATURE, PredictSignature
@@ -66,7 +67,7 @@ def load_version(path, version):
     try:
         loaded = tf.saved_model.load(path, tags=["serve"])
     except tf.errors.NotFoundError as exc:
-        if "Op type not registered" in str(exc) and "GraphoptEv" in str(exc):
+        if "Op type not registered" in str(exc) and contract.OP_PREFIX in str(exc):
             raise ModelError(
                 f"{path} uses graphopt's EmbeddingVariable ops but the op library is not loaded; "
                 "run `make install` so that `import graphopt.ops` registers them"
@@ -96,7 +97,7 @@ def _warm_up(signature):
 
 def read_signature_defs(path):
     """The SignatureDefMap of the serving meta graph in ``path``/saved_model.pb."""
-    meta_graph = io.read_model(path).meta_graph
+    meta_graph = model_io.read_model(path).meta_graph
     result = get_model_metadata_pb2.SignatureDefMap()
     for name, signature_def in meta_graph.signature_def.items():
         if not name.startswith("__"):  # "__saved_model_init_op" is not a signature clients call

@@ -11,8 +11,7 @@ it reaches (each input its own words), or hashed into ``num_buckets`` buckets.
 
 import dataclasses
 
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import nodes as nd
+from graphopt.graph import meta_graphs, nodes
 from graphopt.graph.model import ModelGraph, TensorRef
 from graphopt.validate.vocabulary import TABLE_INIT_OPS, TEXT_FILE_INIT_OPS, table_keys
 
@@ -105,11 +104,11 @@ def _passed_on(model, body, ref):
 def _row_splits_inputs(node, inputs):
     """The inputs of ``node`` that are a RaggedTensor's row splits."""
     if node.op in RAGGED_SPLITS_OPS:
-        return inputs[: nd.attr_value(node, RAGGED_SPLITS_OPS[node.op]) or 0]
+        return inputs[: nodes.attr_value(node, RAGGED_SPLITS_OPS[node.op]) or 0]
     if node.op == "RaggedTensorToTensor":
         kinds = [
             k.decode() if isinstance(k, bytes) else k
-            for k in nd.attr_value(node, "row_partition_types") or ()
+            for k in nodes.attr_value(node, "row_partition_types") or ()
         ]
         return [ref for ref, kind in zip(inputs[3:], kinds, strict=False) if kind == "ROW_SPLITS"]
     if any(scope in node.name for scope in RAGGED_SPLITS_SCOPES):
@@ -117,10 +116,10 @@ def _row_splits_inputs(node, inputs):
     return []
 
 
-def input_uses(meta_graph, model_dir=None) -> dict:
-    """{signature: {input key: InputUse}} for every signature of ``meta_graph``; ``model_dir``, the
+def input_uses(model: ModelGraph, model_dir=None) -> dict:
+    """{signature: {input key: InputUse}} for every signature of ``model``; ``model_dir``, the
     SavedModel directory, lets tables initialized from vocabulary files in its assets be read."""
-    model = ModelGraph(meta_graph)
+    meta_graph = model.meta_graph
     uses: dict = {}  # placeholder node -> InputUse
     table_words: dict = {}  # top-level table node -> words
     finds = []  # (body, find node)
@@ -144,7 +143,7 @@ def input_uses(meta_graph, model_dir=None) -> dict:
             elif node.op in FIND_OPS:
                 finds.append((body, node))
             elif node.op in HASH_OPS:
-                buckets = nd.attr_value(node, "num_buckets") or 0
+                buckets = nodes.attr_value(node, "num_buckets") or 0
                 for p in _placeholders(model, body, inputs[0]):
                     use = uses.setdefault(p, InputUse())
                     use.hash_buckets = max(use.hash_buckets, buckets)
@@ -157,10 +156,12 @@ def input_uses(meta_graph, model_dir=None) -> dict:
             use = uses.setdefault(p, InputUse())
             use.words = tuple(dict.fromkeys(use.words + tuple(words)))
     out = {}
-    specs = mg_lib.signature_input_specs(meta_graph)
-    for name, sig in mg_lib.signature_tensors(meta_graph).items():
-        nodes = {key: TensorRef.parse(t).node for key, t in sig["inputs"].items() if key in specs[name]}
-        out[name] = {key: uses[node] for key, node in nodes.items() if node in uses}
+    specs = meta_graphs.signature_input_specs(meta_graph)
+    for name, sig in meta_graphs.signature_tensors(meta_graph).items():
+        placeholders = {
+            key: TensorRef.parse(t).node for key, t in sig["inputs"].items() if key in specs[name]
+        }
+        out[name] = {key: uses[node] for key, node in placeholders.items() if node in uses}
         # A SparseTensor's dense shape is often read by no op (embedding_lookup_sparse only needs
         # its indices and values): an integer input of static shape [k] beside sorted [?, k]
         # coordinates is their dense shape.

@@ -7,15 +7,15 @@ does: repeated ids in a batch, batch size 1, one large batch that reads every ro
 table at least once, and an empty batch.
 """
 
-import csv
 import dataclasses
 import os
 import re
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from graphopt.data.samples import REQUIRED_COLUMNS, read_csv_cells, read_samples
 from graphopt.errors import DataError
+from graphopt.tabular import read_csv_cells
 from graphopt.validate.loaders import numpy_dtype
 from graphopt.validate.vocabulary import UNKNOWN_WORDS
 
@@ -297,8 +297,14 @@ def one_row_feeds(spec, id_ranges, vocabularies=None, seed=0, uses=None):
     )
 
 
-def read_data_cases(path, spec, batches=None, batch_size=64, uses=None):
-    """Input cases from a CSV (a column per signature input) or an .npz (an array per input).
+# A reader of a data format of its own (a plug-in, e.g. graphopt.course.data.samples_reader):
+# (path) -> {column: values} for a file it recognises, None for any other.
+DataReader = Callable[[str], dict | None]
+
+
+def read_data_cases(path, spec, batches=None, batch_size=64, uses=None, readers: Sequence[DataReader] = ()):
+    """Input cases from a CSV (a column per signature input) or an .npz (an array per input), or
+    from a file one of ``readers`` recognises (tried first, in order).
 
     An .npz whose arrays are not row-aligned, or a signature whose inputs are not (SparseTensor
     components, row splits), is one batch fed exactly as given."""
@@ -306,11 +312,10 @@ def read_data_cases(path, spec, batches=None, batch_size=64, uses=None):
         raise DataError(f"{path}: no such file; give a .csv or .npz with a column per signature input")
     if path.endswith(".npz"):
         columns = _read_npz(path)
-    elif _is_course_samples(path):
-        # The project's sample format: its own reader checks every cell the model uses.
-        columns = read_samples(path).features()
     else:
-        columns = _read_csv(path, spec)
+        # A format with a reader of its own checks every cell it reads; else a column per input.
+        read = (c for c in (reader(path) for reader in readers) if c is not None)
+        columns = next(read, None) or _read_csv(path, spec)
     missing = [k for k in spec.inputs if k not in columns]
     if missing:
         raise DataError(
@@ -376,15 +381,6 @@ def _shape_column(path, column, s):
             f"{path}: column {s.name!r} has rows of shape {values.shape[1:]}, the signature wants "
             f"{s.describe()}"
         ) from None
-
-
-def _is_course_samples(path):
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            header = {h.strip() for h in next(csv.reader(f), [])}
-    except (UnicodeDecodeError, csv.Error):
-        return False  # _read_csv says what is wrong with it
-    return set(REQUIRED_COLUMNS) <= header
 
 
 def _read_npz(path):

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from graphopt.errors import ModelError
-from graphopt.graph.meta_graph import signature_tensor_infos
+from graphopt.graph.meta_graphs import signature_tensor_infos
 
 LOADERS = ("tf2", "session")
 DEFAULT_TAGS = ("serve",)
@@ -63,13 +63,11 @@ def load_failures():
 
 
 def register_graphopt_ops():
-    """Make the GraphoptEv* ops known to TensorFlow before a rewritten model is read."""
-    try:
-        import graphopt.ops  # noqa: F401  (registers the op library once, on import)
-    except ModuleNotFoundError as exc:
-        # Only a checkout without the op wrappers lands here; a broken library raises its own error.
-        if exc.name != "graphopt.ops":
-            raise
+    """Make the EmbeddingVariable ops known to TensorFlow before a rewritten model is read (once
+    per process; OpLibraryError when the library is missing or stale)."""
+    from graphopt.ops.library import load_library
+
+    load_library()
 
 
 @contextlib.contextmanager

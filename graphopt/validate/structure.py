@@ -1,4 +1,4 @@
-"""Structural checks of a rewritten SavedModel against its original.
+"""Structural checks of a rewritten SavedModel against its original: functions of the ModelPair.
 
 Each check answers one question a server would otherwise answer at load time or on its first
 request: do all edges resolve, is every op known, do the signatures still promise the same
@@ -6,13 +6,12 @@ tensors, does the saver's restore run, and does every tensor of the original che
 on — unchanged, or as an EmbeddingVariable holding exactly the replaced table's rows.
 """
 
-import os
-
 import numpy as np
 
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.checkpoint import OBJECT_GRAPH_KEY
+from graphopt.ev import contract
+from graphopt.graph import meta_graphs
 from graphopt.validate.loaders import (
-    DEFAULT_TAGS,
     SessionModel,
     describe_failure,
     load_failures,
@@ -21,18 +20,9 @@ from graphopt.validate.loaders import (
 )
 from graphopt.validate.report import CheckResult
 
-# Parts of an EmbeddingVariable saved under checkpoint key K (docs/design.md).
-EV_SUFFIXES = ("-keys", "-values", "-freqs", "-versions")
 # Object-graph metadata: legitimately different after a rewrite, compared through the loaders.
-_CHECKPOINT_METADATA = ("_CHECKPOINTABLE_OBJECT_GRAPH",)
+_CHECKPOINT_METADATA = (OBJECT_GRAPH_KEY,)
 _MAX_FINDINGS = 8
-
-
-def read_meta_graph(path, tags=DEFAULT_TAGS, check_integrity=True):
-    """The MetaGraphDef of the SavedModel at ``path`` carrying ``tags``."""
-    from graphopt.graph import io
-
-    return io.read_model(path, tags, check_integrity).meta_graph
 
 
 def _truncate(findings):
@@ -41,11 +31,14 @@ def _truncate(findings):
     return findings[:_MAX_FINDINGS] + [f"... and {len(findings) - _MAX_FINDINGS} more"]
 
 
-def check_node_inputs(meta_graph):
-    """Every node input, function return and signature tensor names something that exists."""
-    from graphopt.graph.model import ModelGraph
+def _table_rows(reader, key):
+    """(keys, values) of the EmbeddingVariable saved under ``key``."""
+    return (reader.get_tensor(contract.tensor_name(key, part)) for part in (contract.KEYS, contract.VALUES))
 
-    model = ModelGraph(meta_graph)
+
+def check_node_inputs(pair):
+    """Every node input, function return and signature tensor names something that exists."""
+    model = pair.rewritten_graph
     findings = model.check()
     functions = model.functions()
     summary = (
@@ -55,32 +48,24 @@ def check_node_inputs(meta_graph):
     return CheckResult("node-inputs", "every node input resolves", not findings, summary, _truncate(findings))
 
 
-def graphopt_ops(meta_graph):
-    """The GraphoptEv* op types a meta graph uses, in the graph or in function bodies."""
-    from graphopt.graph.model import ModelGraph
-
-    return sorted(op for op in ModelGraph(meta_graph).op_uses() if op.startswith("GraphoptEv"))
-
-
-def check_ops_registered(meta_graph):
-    """Every op of the graph and of every function body is known once graphopt is imported."""
-    from graphopt.graph.model import ModelGraph
-
+def check_ops_registered(pair):
+    """Every op of the graph and of every function body is known once graphopt's ops are loaded."""
     register_graphopt_ops()
-    model = ModelGraph(meta_graph)
+    model = pair.rewritten_graph
     first_use = model.op_uses()
     findings = [
         f"op {op!r} (used by {first_use[op]}) is not registered: the model would fail to load; "
         "it needs an op library that defines it"
         for op in model.unregistered_ops()
     ]
-    ours = graphopt_ops(meta_graph)
+    ours = pair.ev_ops
     summary = f"{len(first_use)} op types" + (f", including {', '.join(ours)}" if ours else "")
     return CheckResult("ops-registered", "every op is registered", not findings, summary, _truncate(findings))
 
 
-def check_signatures(original_meta, rewritten_meta):
+def check_signatures(pair):
     """Same signature names, and in each the same inputs and outputs with the same dtypes and shapes."""
+    original_meta, rewritten_meta = pair.original.meta_graph, pair.rewritten.meta_graph
     original, rewritten = signature_specs(original_meta), signature_specs(rewritten_meta)
     findings = []
     for name in sorted(set(original) - set(rewritten)):
@@ -89,8 +74,8 @@ def check_signatures(original_meta, rewritten_meta):
         findings.append(f"signature {name!r} is new in the rewritten model")
     for name in sorted(set(original) & set(rewritten)):
         a, b = original[name], rewritten[name]
-        m1 = mg_lib.signature_tensor_infos(original_meta)[name]["method"]
-        m2 = mg_lib.signature_tensor_infos(rewritten_meta)[name]["method"]
+        m1 = meta_graphs.signature_tensor_infos(original_meta)[name]["method"]
+        m2 = meta_graphs.signature_tensor_infos(rewritten_meta)[name]["method"]
         if m1 != m2:
             findings.append(f"signature {name!r}: method {m2!r}, the original's is {m1!r}")
         for kind, x, y in (("input", a.inputs, b.inputs), ("output", a.outputs, b.outputs)):
@@ -118,11 +103,11 @@ def check_signatures(original_meta, rewritten_meta):
     return CheckResult("signatures", "signatures match", not findings, summary, _truncate(findings))
 
 
-def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=()):
+def check_restore(pair):
     """Load the rewritten model the TF Serving way: its SaverDef restore and init op must run, and
     each EmbeddingVariable it restored must hold exactly the rows of the table it replaced."""
     try:
-        model = SessionModel(rewritten, tags)
+        model = SessionModel(pair.rewritten_dir, pair.tags)
     except load_failures() as exc:
         return CheckResult(
             "restore",
@@ -132,10 +117,10 @@ def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=(
             [f"loading in a Session (restore op, then init op) failed: {describe_failure(exc)}"],
         )
     try:
-        findings, restored = _restored_tables(model, original, original_tables)
+        findings, restored = _restored_tables(model, pair)
     finally:
         model.close()
-    restore_op = mg_lib.restore_op_name(model.meta_graph)
+    restore_op = meta_graphs.restore_op_name(model.meta_graph)
     summary = (
         f"restore op {restore_op!r} and the init op ran"
         if restore_op
@@ -146,13 +131,11 @@ def check_restore(rewritten, tags=DEFAULT_TAGS, original=None, original_tables=(
     return CheckResult("restore", "the saver's restore runs", not findings, summary, _truncate(findings))
 
 
-def _restored_tables(model, original, original_tables):
+def _restored_tables(model, pair):
     """Exports each table's EmbeddingVariable from the restored session and compares its rows."""
-    reader = _checkpoint(original) if original is not None else None
-    handles = set(mg_lib.graph_nodes_of_op(model.meta_graph, "GraphoptEvHandleOp"))
-    tables = [
-        t for t in original_tables if len(t.handles) == 1 and t.handles[0] in handles and t.checkpoint_key
-    ]
+    reader = _checkpoint(pair.original)
+    handles = set(meta_graphs.graph_nodes_of_op(model.meta_graph, contract.HANDLE.name))
+    tables = [t for t in pair.tables if len(t.handles) == 1 and t.handles[0] in handles and t.checkpoint_key]
     if reader is None or not tables:
         return [], 0
     from graphopt.ops.library import load_library
@@ -175,22 +158,20 @@ def _restored_tables(model, original, original_tables):
     return findings, len(tables)
 
 
-def check_lookup_wiring(original_tables, rewritten_meta):
+def check_lookup_wiring(pair):
     """Each lookup of a converted table reads that table's EmbeddingVariable, and no other."""
-    from graphopt.graph.model import ModelGraph
-
-    model = ModelGraph(rewritten_meta)
+    model = pair.rewritten_graph
     graph = model.graph
     converted = [
         t
-        for t in original_tables
-        if graph.node(t.handles[0]) is not None and graph.node(t.handles[0]).op == "GraphoptEvHandleOp"
+        for t in pair.tables
+        if graph.node(t.handles[0]) is not None and graph.node(t.handles[0]).op == contract.HANDLE.name
     ]
-    reads = {}  # (body, node) of each GraphoptEvFind* -> the tables whose handle reaches it
+    reads = {}  # (body, node) of each find op -> the tables whose handle reaches it
     for table in converted:
         for body, use in model.trace_variable(table.handles[0]):
             node = body.node(use.node)
-            if node.op.startswith("GraphoptEvFind"):
+            if node.op in contract.FIND_OPS:
                 reads.setdefault((body.name, node.name), []).append(table.name)
     findings, expected = [], set()
     for table in converted:
@@ -225,24 +206,24 @@ def check_lookup_wiring(original_tables, rewritten_meta):
     )
 
 
-def _checkpoint(path):
+def _checkpoint(source):
+    """A reader of the model's checkpoint, or None for a model without variables."""
     import tensorflow as tf
 
-    prefix = os.path.join(path, "variables", "variables")
-    if not os.path.exists(prefix + ".index"):
+    if source.checkpoint_prefix is None:
         return None
-    return tf.train.load_checkpoint(prefix)
+    return tf.train.load_checkpoint(source.checkpoint_prefix)
 
 
-def check_checkpoint(original, rewritten, original_tables=()):
+def check_checkpoint(pair):
     """Every tensor of the original checkpoint is in the rewritten one with the same value, or
     was turned into an EmbeddingVariable holding exactly the table's rows.
 
-    ``original_tables`` (EmbeddingTables of ``inspect_model``) say which id each stored row of
-    a table has; a table not among them is taken to store id ``i`` in row ``i``.
+    The original's tables (``pair.tables``) say which id each stored row of a table has; a
+    table not among them is taken to store id ``i`` in row ``i``.
     """
-    row_ids = {t.checkpoint_key: t.row_ids for t in original_tables if t.checkpoint_key}
-    reader_a, reader_b = _checkpoint(original), _checkpoint(rewritten)
+    row_ids = {t.checkpoint_key: t.row_ids for t in pair.tables if t.checkpoint_key}
+    reader_a, reader_b = _checkpoint(pair.original), _checkpoint(pair.rewritten)
     title = "checkpoint tensors and embedding tables hold the original values"
     if reader_a is None:
         ok = reader_b is None
@@ -265,19 +246,17 @@ def check_checkpoint(original, rewritten, original_tables=()):
     }
     # An EmbeddingVariable is saved as all four parts (a stock hash table's -keys/-values are not one).
     tables = {
-        k[: -len("-keys")]
-        for k in shapes_b
-        if k.endswith("-keys") and all(k[: -len("-keys")] + s in shapes_b for s in EV_SUFFIXES)
+        t
+        for t in map(contract.table_key_of, shapes_b)
+        if t is not None and all(name in shapes_b for name in contract.table_tensor_names(t))
     }
-    table_parts = {t + s for t in tables for s in EV_SUFFIXES}
+    table_parts = {name for t in tables for name in contract.table_tensor_names(t)}
     findings, same, rows, exact, missing, differs = [], 0, 0, 0, [], {}
     for key in sorted(shapes_a):
         value = reader_a.get_tensor(key)
         if key in tables:
             ids = row_ids[key](value.shape[0]) if key in row_ids and value.ndim == 2 else None
-            found = compare_table_rows(
-                key, value, reader_b.get_tensor(key + "-keys"), reader_b.get_tensor(key + "-values"), ids
-            )
+            found = compare_table_rows(key, value, *_table_rows(reader_b, key), ids)
             findings += found
             rows += value.shape[0] if value.ndim else 0
             exact += not found
@@ -310,13 +289,7 @@ def check_checkpoint(original, rewritten, original_tables=()):
             None
             if match or value.ndim != 2
             else next(
-                (
-                    t
-                    for t in free_tables
-                    if not compare_table_rows(
-                        key, value, reader_b.get_tensor(t + "-keys"), reader_b.get_tensor(t + "-values")
-                    )
-                ),
+                (t for t in free_tables if not compare_table_rows(key, value, *_table_rows(reader_b, t))),
                 None,
             )
         )
@@ -425,14 +398,18 @@ def _few(ids, n=5):
     return ", ".join(str(int(i)) for i in ids[:n]) + (", ..." if len(ids) > n else "")
 
 
-def run_structural_checks(
-    original, rewritten, original_meta, rewritten_meta, original_tables=(), tags=DEFAULT_TAGS
-):
-    """All structural checks of ``rewritten`` against ``original``, in report order."""
-    return [
-        check_node_inputs(rewritten_meta),
-        check_ops_registered(rewritten_meta),
-        check_signatures(original_meta, rewritten_meta),
-        check_restore(rewritten, tags, original, original_tables),
-        check_checkpoint(original, rewritten, original_tables),
-    ] + ([check_lookup_wiring(original_tables, rewritten_meta)] if graphopt_ops(rewritten_meta) else [])
+# The structural checks, in report order; check_lookup_wiring only where the rewritten model
+# has EmbeddingVariables (a stock-target rewrite has none).
+STRUCTURAL_CHECKS = (
+    check_node_inputs,
+    check_ops_registered,
+    check_signatures,
+    check_restore,
+    check_checkpoint,
+)
+
+
+def run_structural_checks(pair):
+    """All structural checks of ``pair.rewritten`` against ``pair.original``, in report order."""
+    checks = STRUCTURAL_CHECKS + ((check_lookup_wiring,) if pair.ev_ops else ())
+    return [check(pair) for check in checks]

@@ -1,10 +1,12 @@
-"""``validate_models``: structural checks, then both models run side by side, then the report."""
+"""``validate_models``: the pair read and analysed once, structural checks of it, then both models
+run side by side, then the report."""
 
 import dataclasses
-import os
 
+from graphopt import model_io
 from graphopt.errors import DataError, GraphoptError, ModelError
-from graphopt.graph import meta_graph as mg_lib
+from graphopt.graph import meta_graphs
+from graphopt.validate import budget
 from graphopt.validate.compare import OutputComparison, Tolerance
 from graphopt.validate.consumers import input_uses
 from graphopt.validate.inputs import (
@@ -27,8 +29,9 @@ from graphopt.validate.loaders import (
     load_model,
 )
 from graphopt.validate.oov import probe_oov
+from graphopt.validate.pair import ModelPair
 from graphopt.validate.report import SignatureRun, ValidationReport
-from graphopt.validate.structure import graphopt_ops, read_meta_graph, run_structural_checks
+from graphopt.validate.structure import run_structural_checks
 from graphopt.validate.vocabulary import UNKNOWN_WORDS, string_vocabulary
 
 DEFAULT_BATCHES = 4
@@ -50,6 +53,8 @@ def validate_models(
     seed=0,
     tags=DEFAULT_TAGS,
     oov=True,
+    data_readers=(),
+    memory_budget_gib=budget.DEFAULT_BUDGET_GIB,
 ):
     """Check ``rewritten`` against ``original``; returns a ValidationReport (see ``.passed``).
 
@@ -59,6 +64,10 @@ def validate_models(
     ``id_ranges`` maps integer input names to a row count or a ``(low, high)`` pair: the ids
     generated for that input stay inside it, and ids outside it are probed for the
     out-of-vocabulary report. ``vocabularies`` maps string inputs to the words to draw.
+    ``data_readers`` (graphopt.validate.inputs.DataReader) read ``data`` files of formats of their
+    own, e.g. the course's samples (graphopt.course.data.samples_reader). ``memory_budget_gib``
+    bounds what ``batches`` x ``batch_size`` may cost (graphopt.validate.budget), checked from the
+    signatures before any input is built or model loaded.
     """
     tolerance = _tolerance(atol, rtol)
     if loader not in (*LOADERS, "both"):
@@ -73,24 +82,31 @@ def validate_models(
     check_saved_model_dir(original)
     check_saved_model_dir(rewritten)
     report = ValidationReport(original, rewritten, tolerance, loaders)
-    original_meta = read_meta_graph(original, tags)
-    _verify_variables(original)  # a damaged original is bad input, not a finding
+    original_source = model_io.read_model(original, tags)
+    # With --data and no --batches every batch of the file is read: the file bounds those.
+    budget.check(original_source.meta_graph, batches or 1, batch_size, memory_budget_gib)
+    _verify_variables(original_source)  # a damaged original is bad input, not a finding
     try:
         # The rewritten graph is compared, not trusted: an edit there is for the checks to find.
-        rewritten_meta = read_meta_graph(rewritten, tags, check_integrity=False)
-        _verify_variables(rewritten)
+        rewritten_source = model_io.read_model(rewritten, tags, check_integrity=False)
+        _verify_variables(rewritten_source)
     except ModelError as exc:
         report.problems.append(f"the rewritten model cannot be read: {exc}")
         return report
-    tables, folded = _original_tables(original, tags, report)
-    report.checks = run_structural_checks(original, rewritten, original_meta, rewritten_meta, tables, tags)
-    learned = table_id_ranges(tables, folded)
-    model_words = string_vocabulary(original_meta, original)
-    all_uses = input_uses(original_meta, original)
+    pair = ModelPair(original_source, rewritten_source, tuple(tags)).analyse()
+    if pair.tables_unknown is not None:
+        report.notes.append(
+            f"the original's embedding tables could not be read ({pair.tables_unknown}); "
+            "integer inputs use given or default id ranges"
+        )
+    report.checks = run_structural_checks(pair)
+    learned = table_id_ranges(pair.tables, pair.folded)
+    model_words = string_vocabulary(pair.original_graph, original)
+    all_uses = input_uses(pair.original_graph, original)
     # The original is run the way its users load it: a TF2 export (it has an object graph)
     # through tf.saved_model.load, whatever loader the rewritten model is run with; a TF1-format
     # original through each loader in turn (its users load it either way).
-    reference = "tf2" if mg_lib.has_object_graph(original_meta) else None
+    reference = "tf2" if meta_graphs.has_object_graph(original_source.meta_graph) else None
     if reference:
         report.notes.append(
             "the original is a TF2 export: each loader of the rewritten model is compared with "
@@ -98,7 +114,7 @@ def validate_models(
         )
     rewritten_default = (
         "the default row (values that no valid id gives)"
-        if graphopt_ops(rewritten_meta)
+        if pair.ev_ops
         else "values that no valid id gives (zeros, or another fill)"
     )
     inputs = {}  # signature -> SignatureInputs: the same inputs for every loader
@@ -131,6 +147,7 @@ def validate_models(
                         _words(spec, vocabularies, model_words, uses),
                         seed,
                         uses,
+                        readers=data_readers,
                     )
                     report.inputs[sig] = inputs[sig].plan
                 chosen = inputs[sig]
@@ -209,14 +226,12 @@ def _explain_loader_difference(run, same_loader, reference, rewritten, chosen):
         )
 
 
-def _verify_variables(path):
+def _verify_variables(source):
     """Every tensor of the SavedModel's checkpoint passes its CRC32C check (ModelError otherwise)."""
-    from graphopt.checkpoint.convert import verify_checkpoint
-    from graphopt.graph import io
+    from graphopt.checkpoint.conversion import verify_checkpoint
 
-    prefix = os.path.join(path, io.VARIABLES_DIR, io.VARIABLES_PREFIX)
-    if os.path.exists(prefix + ".index"):
-        verify_checkpoint(prefix)
+    if source.checkpoint_prefix is not None:
+        verify_checkpoint(source.checkpoint_prefix)
 
 
 def _differs(comparison):
@@ -246,23 +261,6 @@ def _signature_names(model, wanted):
     return list(dict.fromkeys(wanted))
 
 
-def _original_tables(original, tags, report):
-    """The original's embedding tables (inspect_model) and the inputs it hashes or folds itself
-    (graphopt.rewrite.collisionless.folded_inputs); none, and a note, if it cannot tell."""
-    from graphopt.rewrite import inspect_model
-    from graphopt.rewrite.collisionless import folded_inputs
-
-    try:
-        inspection = inspect_model(original, tags)
-        return inspection.tables, folded_inputs(inspection.migrations)
-    except GraphoptError as exc:
-        report.notes.append(
-            f"the original's embedding tables could not be read ({exc}); "
-            "integer inputs use given or default id ranges"
-        )
-        return [], set()
-
-
 def _words(spec, given, model_words, uses=None):
     """The words to draw for each string input: given ones, else the words of the lookup tables
     that input reaches (all the model's when that cannot be traced), plus an unknown word, plus
@@ -288,9 +286,11 @@ class SignatureInputs:
     words: dict  # string input -> words
 
 
-def _signature_inputs(spec, data, batches, batch_size, ranges, words, seed, uses=None):
+def _signature_inputs(spec, data, batches, batch_size, ranges, words, seed, uses=None, readers=()):
     if data:
-        cases, plan = read_data_cases(data, spec, batches=batches or None, batch_size=batch_size, uses=uses)
+        cases, plan = read_data_cases(
+            data, spec, batches=batches or None, batch_size=batch_size, uses=uses, readers=readers
+        )
     else:
         cases, plan = generate_cases(spec, ranges, words, batches, batch_size, seed, uses)
     return SignatureInputs(cases, plan, ranges, words)

@@ -12,8 +12,7 @@ words are read from that file.
 
 import os
 
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import nodes
+from graphopt.graph import meta_graphs, nodes
 from graphopt.graph.model import ModelGraph, TensorRef
 
 TABLE_INIT_OPS = ("LookupTableImportV2", "InitializeTableV2", "LookupTableImport", "InitializeTable")
@@ -57,7 +56,7 @@ def asset_vocabulary(model, body, node, model_dir):
     key_index = nodes.attr_value(node, "key_index")
     if key_index == LINE_NUMBER or model_dir is None:
         return None
-    assets, top = mg_lib.asset_files(model.meta_graph), model.bodies[""]
+    assets, top = meta_graphs.asset_files(model.meta_graph), model.bodies[""]
     paths = []
     for source in sorted(_path_sources(model, body, body.data_inputs(node)[1])):
         if source in assets:
@@ -115,11 +114,10 @@ def table_keys(model, body, node, model_dir=None):
     return string_constant(model, body, inputs[1]) if len(inputs) > 1 else None
 
 
-def string_vocabulary(meta_graph, model_dir=None):
+def string_vocabulary(model: ModelGraph, model_dir=None):
     """Every word of the model's string lookup tables (those read from asset files when ``model_dir``
     is given), in first-seen order."""
-    model = ModelGraph(meta_graph)
-    words = {}
+    words: dict[str, None] = {}
     for body in model.bodies.values():
         for node in body.nodes():
             if node.op in TABLE_INIT_OPS + TEXT_FILE_INIT_OPS:

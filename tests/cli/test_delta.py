@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from graphopt.errors import GraphoptError
 from graphopt.online import read_delta
-from graphopt.online.delta import model_fingerprint
+from graphopt.online.delta_format import model_fingerprint
 from tests.online.online_models import DIM, save_row_model, train_rows, training_table
 
 

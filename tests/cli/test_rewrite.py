@@ -8,6 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from graphopt import model_io
 from graphopt.cli import main
 from tests.rewrite import cases
 
@@ -80,10 +81,10 @@ def test_overlapping_output_is_refused_before_the_plan(tf1_model):
 
 
 def test_inspect_hides_the_init_op_signature(tmp_path):
-    from graphopt.graph import io, meta_graph
+    from graphopt.graph import meta_graphs
 
     path = cases.keras_two_inputs(str(tmp_path / "m")).path
-    assert "__saved_model_init_op" in meta_graph.signature_tensors(io.read_model(path).meta_graph)
+    assert "__saved_model_init_op" in meta_graphs.signature_tensors(model_io.read_model(path).meta_graph)
     result = invoke("inspect", path)
     assert result.exit_code == 0 and "serving_default(" in result.output
     assert "__saved_model" not in result.output

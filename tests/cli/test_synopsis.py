@@ -36,7 +36,7 @@ def test_readme_synopsis_matches_every_commands_options():
 
 
 def test_readme_commands_never_write_into_the_repositorys_packages():
-    """`models/` is the package graphopt_models: an example writing there would pollute it."""
+    """`models/` is the package graphopt.course.models: an example writing there would pollute it."""
     text = open(os.path.join(REPO, "README.md")).read()
     writes = re.findall(r"graphopt (?:build-model|rewrite \S+ -o) (\S+)", text)
     assert writes and not [w for w in writes if w.split("/")[0] in ("models", "graphopt", "tests")], writes

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
+from graphopt import model_io
 from graphopt.checkpoint import checkpoint_tensors
 from graphopt.errors import ModelError
-from graphopt.graph import io
 from tests.rewrite import cases
 
 
@@ -23,7 +23,7 @@ def _copy(src, tmp_path):
 
 
 def test_reads_saved_model_and_its_variables(saved_model):
-    source = io.read_model(saved_model)
+    source = model_io.read_model(saved_model)
     assert source.kind == "saved_model" and source.tags == ["serve"]
     assert os.path.exists(source.checkpoint_prefix + ".index")
     assert "emb/.ATTRIBUTES/VARIABLE_VALUE" in checkpoint_tensors(source.checkpoint_prefix)
@@ -56,13 +56,13 @@ def test_bad_input_is_one_line_model_error(saved_model, tmp_path, breakage, expe
     elif breakage == "no_variables":
         shutil.rmtree(os.path.join(path, "variables"))
     with pytest.raises(ModelError) as err:
-        io.read_model(path)
+        model_io.read_model(path)
     assert expected in str(err.value) and "\n" not in str(err.value) and ";" in str(err.value)
 
 
 def test_unknown_tag_set_lists_the_available_ones(saved_model):
     with pytest.raises(ModelError, match="no meta graph tagged train.*available tag sets: serve"):
-        io.read_model(saved_model, tags=["train"])
+        model_io.read_model(saved_model, tags=["train"])
 
 
 def test_corrupted_variables_index_is_refused_when_the_model_is_read(saved_model, tmp_path):
@@ -70,13 +70,13 @@ def test_corrupted_variables_index_is_refused_when_the_model_is_read(saved_model
     index = os.path.join(path, "variables", "variables.index")
     open(index, "wb").write(b"not an index")
     with pytest.raises(ModelError, match=f"checkpoint index {index} is corrupted"):
-        io.read_model(path)
+        model_io.read_model(path)
 
 
 def test_meta_graph_needs_its_checkpoint(tmp_path):
     case = cases.tf1_checkpoint_meta(str(tmp_path / "ck"))
-    assert io.read_model(case.path).kind == "meta_graph"
+    assert model_io.read_model(case.path).kind == "meta_graph"
     lone = str(tmp_path / "lone.meta")
     shutil.copy(case.path, lone)
     with pytest.raises(ModelError, match="no checkpoint beside"):
-        io.read_model(lone)
+        model_io.read_model(lone)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from graphopt.graph import io, nodes
+from graphopt import model_io
+from graphopt.graph import nodes
 from graphopt.graph.model import TOP, ModelGraph, TensorRef, live_nodes
 from tests.rewrite import cases
 
@@ -24,7 +25,7 @@ def test_tensor_ref_round_trip(text, ref):
 @pytest.fixture(scope="module")
 def keras_model(tmp_path_factory):
     case = cases.keras_two_inputs(str(tmp_path_factory.mktemp("k") / "m"))
-    return case, ModelGraph(io.read_model(case.path).meta_graph)
+    return case, ModelGraph(model_io.read_model(case.path).meta_graph)
 
 
 def test_call_edges_reach_the_function_holding_the_gather(keras_model):
@@ -63,7 +64,7 @@ def test_trace_back_finds_the_signature_placeholders(keras_model):
 
 def test_mutators_chain_and_keep_consumers_consistent(keras_model):
     case, _ = keras_model
-    model = ModelGraph(io.read_model(case.path).meta_graph)
+    model = ModelGraph(model_io.read_model(case.path).meta_graph)
     body = next(b for b in model.functions() if b.name.startswith("__inference___call__"))
     gather = next(n for n in body.nodes() if n.op == "GatherV2" and "shared" in n.name)
     identity = nodes.new_node(
@@ -79,9 +80,32 @@ def test_mutators_chain_and_keep_consumers_consistent(keras_model):
     assert model.check() == []
 
 
+def test_node_edits_through_the_body_keep_its_indexes(keras_model):
+    case, _ = keras_model
+    model = ModelGraph(model_io.read_model(case.path).meta_graph)
+    body = next(b for b in model.functions() if b.name.startswith("__inference___call__"))
+    gather = next(n for n in body.nodes() if n.op == "GatherV2" and "shared" in n.name)
+    identity = body.add_op("Identity", gather.name + "/copy", [f"{gather.name}:output:0"])
+    assert [u.node for u in body.consumers(gather.name)].count(identity) == 1  # indexed at once
+    other = next(n.name for n in body.nodes() if n.op == "Const")
+    body.set_attr(identity, "T", nodes.dtype_enum("float32"), "type").add_control_input(identity, other)
+    assert body.attr(identity, "T") == nodes.dtype_enum("float32")
+    assert body.control_inputs(identity) == ["^" + other]
+    assert identity in {u.node for u in body.consumers(other, control=True)}
+    body.set_inputs(identity, [f"{other}:output:0"])  # no control input any more
+    assert identity not in {u.node for u in body.consumers(gather.name)}
+    assert [u.ref.control for u in body.consumers(other) if u.node == identity] == [False]
+    body.insert_inputs(identity, 0, [f"{gather.name}:output:0"]).remove_attr(identity, "T")
+    assert [str(r) for r in body.data_inputs(body.node(identity))] == [
+        f"{gather.name}:output:0",
+        f"{other}:output:0",
+    ]
+    assert body.attr(identity, "T") is None
+
+
 def test_check_reports_dangling_inputs_and_lost_control_outputs(keras_model):
     case, _ = keras_model
-    model = ModelGraph(io.read_model(case.path).meta_graph)
+    model = ModelGraph(model_io.read_model(case.path).meta_graph)
     body = next(b for b in model.functions() if b.name.startswith("__inference___call__"))
     name = next(n.name for n in body.nodes() if n.op == "ReadVariableOp" and "GatherV2" in n.name)
     body.node(name).name = "renamed"  # consumers now read a node that is not there
@@ -93,7 +117,7 @@ def test_check_reports_dangling_inputs_and_lost_control_outputs(keras_model):
 
 def test_remove_nodes_drops_control_edges_and_control_outputs(keras_model):
     case, _ = keras_model
-    model = ModelGraph(io.read_model(case.path).meta_graph)
+    model = ModelGraph(model_io.read_model(case.path).meta_graph)
     body = next(b for b in model.functions() if b.name.startswith("__inference___call__"))
     reads = [n.name for n in body.nodes() if n.op == "ReadVariableOp" and "dense" in n.name]
     ctrl = [u.node for u in body.consumers(reads[0], control=True) if u.ref.control]
@@ -108,7 +132,7 @@ def test_remove_nodes_drops_control_edges_and_control_outputs(keras_model):
 
 def test_live_nodes_follow_signatures_saver_and_collections(tmp_path):
     case = cases.tf1_builder(str(tmp_path / "m"))
-    model = ModelGraph(io.read_model(case.path).meta_graph)
+    model = ModelGraph(model_io.read_model(case.path).meta_graph)
     live = live_nodes(model)
     assert {"out", "ids", "embedding_lookup", "save/restore_all", "emb/Assign"} <= live
     assert "emb/IsInitialized/VarIsInitializedOp" not in live
@@ -116,7 +140,7 @@ def test_live_nodes_follow_signatures_saver_and_collections(tmp_path):
 
 def test_toposort_puts_inputs_first(tmp_path):
     case = cases.tf1_builder(str(tmp_path / "m"))
-    model = ModelGraph(io.read_model(case.path).meta_graph)
+    model = ModelGraph(model_io.read_model(case.path).meta_graph)
     body = model.graph
     reversed_nodes = [nodes.clone(n) for n in reversed(list(body.nodes()))]
     del model.meta_graph.graph_def.node[:]

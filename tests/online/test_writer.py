@@ -7,7 +7,7 @@ import tensorflow as tf
 import graphopt
 from graphopt.errors import GraphoptError
 from graphopt.online import DeltaWriter, read_delta
-from graphopt.online.delta import model_fingerprint
+from graphopt.online.delta_format import model_fingerprint
 from tests.online.online_models import BASE_KEYS, DIM, save_row_model, train_rows, training_table
 
 

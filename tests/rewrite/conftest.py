@@ -14,20 +14,6 @@ def ev_ops():
 
 
 @pytest.fixture(scope="session")
-def built_case(tmp_path_factory):
-    """Builds a case's model once per session; maps builder -> Case."""
-    built = {}
-
-    def get(builder):
-        if builder not in built:
-            root = tmp_path_factory.mktemp(builder.__name__)
-            built[builder] = builder(str(root / "model"))
-        return built[builder]
-
-    return get
-
-
-@pytest.fixture(scope="session")
 def rewritten_case(built_case, ev_ops, tmp_path_factory):
     """Rewrites a case's model once per session (debug mode: integrity checked after each pass)."""
     from graphopt.rewrite import rewrite_model

@@ -33,9 +33,9 @@ def fingerprint(model_dir):
     """The fingerprint (plain JSON-able dict) of the model written at ``model_dir``."""
     import tensorflow as tf
 
-    from graphopt.graph import io
+    from graphopt import model_io
 
-    source = io.read_model(model_dir)
+    source = model_io.read_model(model_dir)
     mg = source.meta_graph
     functions = collections.defaultdict(list)
     for f in mg.graph_def.library.function:

@@ -17,8 +17,8 @@ TARGETS = ("ev", "stock")
 
 
 def record(tmp):
+    from graphopt.course.models import build_model
     from graphopt.rewrite import rewrite_model
-    from graphopt_models import build_model
 
     out = {}
     for form in FORMS:

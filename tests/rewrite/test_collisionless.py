@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from graphopt.graph import io
+from graphopt import model_io
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite import inspect_model, rewrite_model
 from graphopt.validate import validate_models
@@ -220,7 +220,7 @@ def migrated(built, tmp_path_factory):
 
 
 def _ops(path):
-    model = ModelGraph(io.read_model(path).meta_graph)
+    model = ModelGraph(model_io.read_model(path).meta_graph)
     return [n.op for b in model.bodies.values() for n in b.nodes()]
 
 
@@ -263,7 +263,7 @@ def test_validate_draws_folded_integer_ids_far_outside_the_buckets(migrated, bui
     assert validation.passed and validation.inputs["serving_default"].id_ranges["uid"] == FOLDED_IDS
     vocab_path, _ = built(keras_integer_lookup)  # a vocabulary of ids: its range stays the table's
     assert inspect_model(vocab_path).migrations[0].possible
-    from graphopt.rewrite.collisionless import folded_inputs
+    from graphopt.analysis.id_chains import folded_inputs
 
     assert not folded_inputs(inspect_model(vocab_path).migrations)
     assert folded_inputs(inspect_model(path).migrations) == {"serving_default:uid"}

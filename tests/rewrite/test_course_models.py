@@ -4,11 +4,11 @@ import collections
 
 import pytest
 
-from graphopt.data import generate_samples
-from graphopt.graph import io
+from graphopt import model_io
+from graphopt.course.data import generate_samples
+from graphopt.course.models.features import feature_arrays
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite import inspect_model, rewrite_model
-from graphopt_models.features import feature_arrays
 from tests.conftest import FORMS
 from tests.rewrite.runners import assert_identical, run_session, run_tf2
 
@@ -34,7 +34,7 @@ def rewritten_form(course_models, ev_ops, tmp_path_factory):
 def test_course_model_rewrites_every_table(rewritten_form, form):
     model_dir, out, report = rewritten_form(form)
     assert len(inspect_model(model_dir).tables) == ID_AND_GENRE_TABLES == report.tables_converted
-    model = ModelGraph(io.read_model(out).meta_graph)
+    model = ModelGraph(model_io.read_model(out).meta_graph)
     ops = collections.Counter(n.op for b in model.bodies.values() for n in b.nodes())
     # One handle per table in the graph (the session path); the TF2 object graph's
     # EmbeddingVariable objects create theirs in their own _create_resource functions.

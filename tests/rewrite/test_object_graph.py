@@ -5,7 +5,8 @@ import collections
 import pytest
 import tensorflow as tf
 
-from graphopt.graph import io, object_graph
+from graphopt import model_io
+from graphopt.graph import object_graphs
 from graphopt.rewrite import rewrite_model
 
 
@@ -35,8 +36,8 @@ def keras_rewrites(course_models, ev_ops, tmp_path_factory):
 @pytest.mark.slow
 def test_table_objects_become_embedding_variables(keras_rewrites):
     model_dir, (out, _) = keras_rewrites
-    before = io.read_model(model_dir).meta_graph.object_graph_def
-    after = io.read_model(out).meta_graph.object_graph_def
+    before = model_io.read_model(model_dir).meta_graph.object_graph_def
+    after = model_io.read_model(out).meta_graph.object_graph_def
     kinds = lambda og: collections.Counter(n.WhichOneof("kind") for n in og.nodes)  # noqa: E731
     # Keras 3 tracks each of the 10 tables twice (variables/N and _all_variables/N); both objects
     # of each table now stand for one EmbeddingVariable; the 6 dense weights (x2) stay variables.
@@ -90,9 +91,9 @@ def test_model_whose_object_graph_has_saveable_functions(ev_ops, tmp_path):
     net = Net()
     src, out = str(tmp_path / "net"), str(tmp_path / "out")
     tf.saved_model.save(net, src, signatures={"serving_default": net.__call__})
-    meta = io.read_model(src).meta_graph
+    meta = model_io.read_model(src).meta_graph
     assert len(meta.object_graph_def.nodes) > len(
-        object_graph.read_object_graph(f"{src}/variables/variables").nodes
+        object_graphs.read_object_graph(f"{src}/variables/variables").nodes
     )
     report = rewrite_model(src, out)
     assert report.tables_converted == 1

@@ -2,12 +2,14 @@
 
 import pytest
 
-from graphopt.graph import io, nodes
+from graphopt import model_io
+from graphopt.analysis.tables import detect
+from graphopt.graph import nodes
 from graphopt.graph.model import ModelGraph
-from graphopt.rewrite.detect import detect
-from graphopt.rewrite.passes.ev.replace_lookups import ReplaceLookups
-from graphopt.rewrite.pipeline import RewriteIntegrityError, default_passes, run_passes
+from graphopt.rewrite.pipeline import RewriteIntegrityError, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
+from graphopt.rewrite.targets import default_passes
+from graphopt.rewrite.targets.ev.replace_lookups import ReplaceLookups
 from tests.rewrite import cases
 
 
@@ -19,7 +21,7 @@ class SkipsLastSite(ReplaceLookups):
 
 
 def _context(case):
-    model = ModelGraph(nodes.clone(io.read_model(case.path).meta_graph))
+    model = ModelGraph(nodes.clone(model_io.read_model(case.path).meta_graph))
     return RewriteContext(model, RewritePlan.select(detect(model).tables))
 
 
@@ -38,7 +40,7 @@ def test_a_gather_of_a_shared_table_left_unreplaced_is_caught(built_case, ev_ops
 @pytest.mark.parametrize("builder", [cases.keras_two_inputs, cases.tf1_partitioned_mod])
 def test_the_real_passes_pass_every_check(built_case, ev_ops, builder):
     ctx = _context(built_case(builder))
-    results = run_passes(ctx, debug=True)
+    results = run_passes(ctx, default_passes(), debug=True)
     assert [r.name for r in results][0] == "replace-lookups" and results[0].changed
     assert ReplaceLookups().check(ctx) == []
 

@@ -9,10 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from graphopt.graph import io
+from graphopt import model_io
 from graphopt.graph.model import ModelGraph
 from graphopt.rewrite import detect, inspect_model
-from graphopt.rewrite.passes.ev.object_graph import is_embedding_variable_function
+from graphopt.rewrite.targets.ev.tf2_objects import is_embedding_variable_function
 from tests.rewrite import cases
 from tests.rewrite.conftest import rewritten_path
 from tests.rewrite.runners import assert_identical, run_meta_graph, run_session, run_tf2
@@ -57,7 +57,7 @@ def _op_counts(model):
 def test_structure_after_rewrite(rewritten_case, builder):
     case, out, report = rewritten_case(builder)
     before = inspect_model(case.path)
-    after_source = io.read_model(rewritten_path(case, out))
+    after_source = model_io.read_model(rewritten_path(case, out))
     model = ModelGraph(after_source.meta_graph)
     ops = _op_counts(model)
     assert len(before.tables) == case.tables

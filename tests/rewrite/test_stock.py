@@ -13,13 +13,14 @@ import sys
 import numpy as np
 import pytest
 
+from graphopt import model_io
 from graphopt.checkpoint import checkpoint_tensors
-from graphopt.data import generate_samples
-from graphopt.graph import io, nodes
+from graphopt.course.data import generate_samples
+from graphopt.course.models.features import feature_arrays
+from graphopt.graph import nodes
 from graphopt.graph.model import ModelGraph, TensorRef
 from graphopt.rewrite import inspect_model, rewrite_model
-from graphopt.rewrite.passes.stock import nodes as stock_nodes
-from graphopt_models.features import feature_arrays
+from graphopt.rewrite.targets.stock import builders as stock_nodes
 from tests.conftest import FORMS
 from tests.rewrite import cases
 from tests.rewrite.runners import assert_identical, run_session, run_tf2
@@ -47,7 +48,7 @@ for job in jobs:
     ops = [n.op for n in mg.graph_def.node]
     ops += [n.op for f in mg.graph_def.library.function for n in f.node_def]
     seen[job["name"]] = sorted(set(ops))
-ours = ("graphopt", "graphopt_models")
+ours = ("graphopt", "graphopt.course.models")
 print(json.dumps({"graphopt_modules": sorted(m for m in sys.modules if m.split(".")[0] in ours),
                   "ops": seen}))
 """
@@ -124,7 +125,7 @@ def plain_tf_runs(stock_models, tmp_path_factory):
 
 
 def _all_ops(path):
-    model = ModelGraph(io.read_model(path).meta_graph)
+    model = ModelGraph(model_io.read_model(path).meta_graph)
     return collections.Counter(n.op for b in model.bodies.values() for n in b.nodes())
 
 
@@ -158,8 +159,8 @@ def test_stock_outputs_through_tf2_loader_equal_the_originals_own_tf2_load(stock
     stock output of the course's Keras export went through TensorFlow's TF1 path and moved by an ulp."""
     _, outputs = plain_tf_runs
     for name, (src, dst, signature, feeds, _) in stock_models.items():
-        tf2_format = io.read_model(src).meta_graph.HasField("object_graph_def")
-        assert io.read_model(dst).meta_graph.HasField("object_graph_def") == tf2_format, name
+        tf2_format = model_io.read_model(src).meta_graph.HasField("object_graph_def")
+        assert model_io.read_model(dst).meta_graph.HasField("object_graph_def") == tf2_format, name
         assert_identical(run_tf2(src, signature, feeds), outputs[name]["tf2"])
 
 
@@ -192,7 +193,7 @@ def test_every_lookup_of_a_table_goes_through_its_hash_table(stock_models):
         before = inspect_model(src)
         sites = {(s.body, s.node) for t in before.tables for s in t.sites}
         after = inspect_model(dst)
-        model = ModelGraph(io.read_model(dst).meta_graph)
+        model = ModelGraph(model_io.read_model(dst).meta_graph)
         # The rows are still the same dense variables, gathered at the row the hash table found.
         assert sorted(t.checkpoint_key for t in after.tables) == sorted(
             t.checkpoint_key for t in before.tables
@@ -212,13 +213,13 @@ def test_stock_checkpoint_holds_the_rows_and_the_key_to_row_maps(built_case, tmp
     case = built_case(cases.tf1_partitioned_mod)
     out = str(tmp_path / "stock")
     report = rewrite_model(case.path, out, target="stock")
-    before = checkpoint_tensors(io.read_model(case.path).checkpoint_prefix)
-    after = checkpoint_tensors(io.read_model(out).checkpoint_prefix)
+    before = checkpoint_tensors(model_io.read_model(case.path).checkpoint_prefix)
+    after = checkpoint_tensors(model_io.read_model(out).checkpoint_prefix)
     added = {n for t in report.plan.tables for n in stock_nodes.checkpoint_names(t)}
     assert set(after) == set(before) | added
     import tensorflow as tf
 
-    old, new = (tf.train.load_checkpoint(io.read_model(p).checkpoint_prefix) for p in (case.path, out))
+    old, new = (tf.train.load_checkpoint(model_io.read_model(p).checkpoint_prefix) for p in (case.path, out))
     for name in before:
         np.testing.assert_array_equal(old.get_tensor(name), new.get_tensor(name))
     for t in report.plan.tables:
@@ -315,7 +316,7 @@ def test_cli_target_stock(built_case, tmp_path):
     assert "emb [40, 4] -> built-in hash table + dense rows" in result.output
     assert (
         not [op for op in _all_ops(out) if op.startswith("GraphoptEv")]
-        and _stock_finds(ModelGraph(io.read_model(out).meta_graph)) == 1
+        and _stock_finds(ModelGraph(model_io.read_model(out).meta_graph)) == 1
     )
     bad = CliRunner().invoke(
         main, ["rewrite", built_case(cases.tf1_builder).path, "-o", out + "2", "--target", "tfra"]

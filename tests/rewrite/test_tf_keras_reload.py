@@ -13,7 +13,7 @@ import pytest
 tf_keras = pytest.importorskip("tf_keras")
 
 import graphopt  # noqa: E402,F401  (registers the EmbeddingVariable ops load_model needs)
-from graphopt.graph import io  # noqa: E402
+from graphopt import model_io  # noqa: E402
 from graphopt.graph.model import ModelGraph  # noqa: E402
 from graphopt.rewrite import rewrite_model  # noqa: E402
 from graphopt.validate import validate_models  # noqa: E402
@@ -65,7 +65,7 @@ def test_every_gather_of_a_table_is_rewritten_including_the_per_layer_functions(
     layer_sites = [s for t in report.plan.tables for s in t.sites if "_layer_call_" in s.body]
     assert layer_sites, "no lookup site in the functions reached only through the object graph"
     for name, model in (("original", src), ("rewritten", out)):
-        graph = ModelGraph(io.read_model(model).meta_graph)
+        graph = ModelGraph(model_io.read_model(model).meta_graph)
         gathers = [
             (b.name, n.name)
             for b in graph.functions()

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from graphopt.data import GENRE_FEATURES, GENRE_VOCAB, ID_FEATURES, NUMERIC_FEATURES
+from graphopt import model_io
+from graphopt.course.data import GENRE_FEATURES, GENRE_VOCAB, ID_FEATURES, NUMERIC_FEATURES
 
 TABLES = 2 + len(GENRE_FEATURES)  # movieId, userId and one table per genre feature
 
@@ -28,8 +29,8 @@ def batch(n=64, seed=7, unique=False, id_offset=0):
 
 def build_training_checkpoint(root, optimizer, pretrain=False):
     """The tf1 form's training graph with ``optimizer``; ``pretrain``: one step first (slots hold state)."""
-    from graphopt_models import tf1_form
-    from graphopt_models.features import Normalization
+    from graphopt.course.models import tf1_form
+    from graphopt.course.models.features import Normalization
 
     norm = Normalization((0.0,) * len(NUMERIC_FEATURES), (1.0,) * len(NUMERIC_FEATURES))
     pre = batch(64, seed=1)
@@ -57,9 +58,7 @@ def adam_rewrite(tmp_path_factory):
 def _graph_and_checkpoint(out):
     import tensorflow as tf
 
-    from graphopt.graph import io
-
-    source = io.read_model(os.path.join(out, "model.ckpt.meta"))
+    source = model_io.read_model(os.path.join(out, "model.ckpt.meta"))
     shapes = tf.train.load_checkpoint(source.checkpoint_prefix).get_variable_to_shape_map()
     return source.meta_graph.graph_def, shapes
 
@@ -159,9 +158,8 @@ def test_training_graph_rewrite_matches_pattern_only(tmp_path):
     """A table whose update is a plain assign-sub that is not v1 Adam's stays dense, with the reason."""
     import tensorflow as tf
 
-    from graphopt.graph import io
+    from graphopt.analysis.tables import detect
     from graphopt.graph.model import ModelGraph
-    from graphopt.rewrite.detect import detect
 
     v1 = tf.compat.v1
     g = tf.Graph()
@@ -175,7 +173,7 @@ def test_training_graph_rewrite_matches_pattern_only(tmp_path):
         with v1.Session() as sess:
             sess.run(v1.global_variables_initializer())
             prefix = saver.save(sess, str(tmp_path / "model.ckpt"))
-    tables = detect(ModelGraph(io.read_model(prefix + ".meta").meta_graph)).tables
+    tables = detect(ModelGraph(model_io.read_model(prefix + ".meta").meta_graph)).tables
     assert [t.training_left.split(" is not")[0] for t in tables] == [
         "AssignSubVariableOp AssignSubVariableOp"
     ]

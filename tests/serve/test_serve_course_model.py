@@ -7,9 +7,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from graphopt.data import generate_samples
+from graphopt.course.data import generate_samples
+from graphopt.course.models.features import feature_arrays
 from graphopt.serve import ModelServer
-from graphopt_models.features import feature_arrays
 from tests.serve.serve_models import direct_call
 from tests.serve.serve_rest_client import predict
 

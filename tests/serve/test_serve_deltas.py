@@ -17,7 +17,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 from graphopt.online import DeltaWriter, TableDelta, write_delta
-from graphopt.online.delta import MANIFEST
+from graphopt.online.delta_format import MANIFEST
 from graphopt.serve import ModelServer
 from graphopt.serve.server import READY_LINE
 from tests.online.online_models import DIM, base_rows, save_row_model, train_rows, training_table
@@ -132,7 +132,7 @@ def _other_version(path):
 
 def _int32_keys(path):
     """Rewrite the bundle with int32 keys and a manifest whose checksums match: only the dtype is wrong."""
-    from graphopt.online.delta import file_crc32c
+    from graphopt.online.delta_format import file_crc32c
 
     prefix = str(path / "table-0")
     reader = tf.train.load_checkpoint(prefix)

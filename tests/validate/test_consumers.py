@@ -6,9 +6,10 @@ import saved_models
 import tensorflow as tf
 from click.testing import CliRunner
 
+from graphopt import model_io
 from graphopt.cli import main
 from graphopt.errors import DataError
-from graphopt.graph import io
+from graphopt.graph.model import ModelGraph
 from graphopt.rewrite import rewrite_model
 from graphopt.validate import validate_models
 from graphopt.validate.consumers import input_uses
@@ -54,9 +55,9 @@ def test_sparse_tensor_components_are_generated_as_the_ops_need_them(sparse_pair
 
 
 def test_generated_sparse_indices_are_sorted_unique_and_inside_the_dense_shape(sparse_pair):
-    meta = io.read_model(sparse_pair[0]).meta_graph
+    meta = model_io.read_model(sparse_pair[0]).meta_graph
     spec = signature_specs(meta)["serving_default"]
-    generated, _ = generate_cases(spec, {"values": 20}, uses=input_uses(meta)["serving_default"])
+    generated, _ = generate_cases(spec, {"values": 20}, uses=input_uses(ModelGraph(meta))["serving_default"])
     for case in generated:
         indices, shape = case.feeds["indices"], case.feeds["dense_shape"]
         assert len(case.feeds["values"]) == len(indices)
@@ -117,8 +118,8 @@ def string_model(tmp_path_factory):
 
 
 def test_each_string_input_gets_the_words_of_its_own_table(string_model):
-    meta = io.read_model(string_model).meta_graph
-    uses = input_uses(meta)["serving_default"]
+    meta = model_io.read_model(string_model).meta_graph
+    uses = input_uses(ModelGraph(meta))["serving_default"]
     assert set(uses["a"].words) == set(VOCAB_A) and set(uses["b"].words) == set(VOCAB_B)
     assert uses["h"].hash_buckets == BUCKETS and not uses["h"].words
     spec = signature_specs(meta)["serving_default"]
@@ -128,8 +129,8 @@ def test_each_string_input_gets_the_words_of_its_own_table(string_model):
 
 
 def test_a_hashed_input_reaches_most_of_its_buckets(string_model):
-    meta = io.read_model(string_model).meta_graph
-    uses = input_uses(meta)["serving_default"]
+    meta = model_io.read_model(string_model).meta_graph
+    uses = input_uses(ModelGraph(meta))["serving_default"]
     spec = signature_specs(meta)["serving_default"]
     generated, plan = generate_cases(spec, {}, _words(spec, None, (), uses), uses=uses)
     values = np.concatenate([c.feeds["h"] for c in generated])
@@ -149,7 +150,7 @@ def ragged_pair(tmp_path_factory):
 
 
 def test_ragged_row_splits_are_found_from_the_ops_that_read_them(ragged_pair):
-    uses = input_uses(io.read_model(ragged_pair[0]).meta_graph)
+    uses = input_uses(ModelGraph(model_io.read_model(ragged_pair[0]).meta_graph))
     assert {k: u.role for k, u in uses["serving_default"].items()} == {"ids_1": "row-splits"}
     assert {k: u.role for k, u in uses["split"].items()} == {"row_splits": "row-splits"}
     assert {k: u.role for k, u in uses["padded"].items()} == {"ids_1": "row-splits"}  # RaggedTensorToTensor
@@ -158,14 +159,18 @@ def test_ragged_row_splits_are_found_from_the_ops_that_read_them(ragged_pair):
 
 def test_ragged_inputs_are_generated_valid_and_validate_passes_exactly(ragged_pair):
     original, rewritten = ragged_pair
-    meta = io.read_model(original).meta_graph
+    meta = model_io.read_model(original).meta_graph
     spec = signature_specs(meta)["split"]
-    generated, _ = generate_cases(spec, {"values": saved_models.ITEMS}, uses=input_uses(meta)["split"])
+    generated, _ = generate_cases(
+        spec, {"values": saved_models.ITEMS}, uses=input_uses(ModelGraph(meta))["split"]
+    )
     for case in generated:
         splits, values = case.feeds["row_splits"], case.feeds["values"]
         assert splits[0] == 0 and splits[-1] == len(values) and (np.diff(splits) >= 0).all()
     nested_spec = signature_specs(meta)["nested"]
-    for case in generate_cases(nested_spec, {"ids": saved_models.ITEMS}, uses=input_uses(meta)["nested"])[0]:
+    for case in generate_cases(
+        nested_spec, {"ids": saved_models.ITEMS}, uses=input_uses(ModelGraph(meta))["nested"]
+    )[0]:
         outer, inner = case.feeds["ids_1"], case.feeds["ids_2"]  # inner splits cut the values
         assert inner[0] == 0 and inner[-1] == len(case.feeds["ids"]) and (np.diff(inner) >= 0).all()
         assert outer[0] == 0 and outer[-1] == len(inner) - 1 and (np.diff(outer) >= 0).all()
@@ -186,7 +191,7 @@ def test_validate_cli_passes_on_the_rewritten_ragged_model(ragged_pair):
 def test_without_the_derivation_the_original_raises_on_generated_inputs(ragged_pair):
     # What validate fed before: row splits drawn like any integer input.
     loaded = tf.saved_model.load(ragged_pair[0])
-    meta = io.read_model(ragged_pair[0]).meta_graph
+    meta = model_io.read_model(ragged_pair[0]).meta_graph
     ranges = {"ids": saved_models.ITEMS, "values": saved_models.ITEMS}
     for name in ("serving_default", "split", "padded", "nested"):
         naive = generate_cases(signature_specs(meta)[name], ranges, batches=1)[0][0]

@@ -100,7 +100,7 @@ def test_npz_arrays_named_like_inputs(tmp_path):
 
 
 def test_the_course_sample_csv_goes_through_its_own_reader(tmp_path):
-    from graphopt.data.samples import GENRE_FEATURES, ID_FEATURES, LABEL, NUMERIC_FEATURES, TIMESTAMP
+    from graphopt.course.data.samples import GENRE_FEATURES, ID_FEATURES, LABEL, NUMERIC_FEATURES, TIMESTAMP
 
     header = [*ID_FEATURES, LABEL, TIMESTAMP, *GENRE_FEATURES, *NUMERIC_FEATURES]
     row = {**{k: "7" for k in header}, **{g: "Drama" for g in GENRE_FEATURES}, LABEL: "1"}

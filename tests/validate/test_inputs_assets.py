@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import saved_models
 
-from graphopt.graph import io
+from graphopt import model_io
+from graphopt.graph.model import ModelGraph
 from graphopt.rewrite import rewrite_model
 from graphopt.validate import validate_models
 from graphopt.validate.consumers import input_uses
@@ -31,20 +32,24 @@ def vocabulary_model(request, tmp_path_factory):
 
 def test_the_vocabulary_file_is_read_for_its_own_input(vocabulary_model):
     path, key = vocabulary_model
-    meta = io.read_model(path).meta_graph
+    meta = model_io.read_model(path).meta_graph
     name = next(s for s, spec in signature_specs(meta).items() if key in spec.inputs)
-    assert input_uses(meta, path)[name][key].words == WORDS  # in file order; key_index 0 cuts the ids off
-    assert string_vocabulary(meta, path) == WORDS
-    assert not getattr(input_uses(meta)[name].get(key), "words", ())  # without the model's directory
+    assert (
+        input_uses(ModelGraph(meta), path)[name][key].words == WORDS
+    )  # in file order; key_index 0 cuts the ids off
+    assert string_vocabulary(ModelGraph(meta), path) == WORDS
+    assert not getattr(
+        input_uses(ModelGraph(meta))[name].get(key), "words", ()
+    )  # without the model's directory
 
 
 def test_generated_inputs_reach_every_word_of_the_file(vocabulary_model):
     path, key = vocabulary_model
-    meta = io.read_model(path).meta_graph
+    meta = model_io.read_model(path).meta_graph
     name = next(s for s, spec in signature_specs(meta).items() if key in spec.inputs)
-    spec, uses = signature_specs(meta)[name], input_uses(meta, path)[name]
+    spec, uses = signature_specs(meta)[name], input_uses(ModelGraph(meta), path)[name]
     generated, plan = generate_cases(
-        spec, {}, _words(spec, None, string_vocabulary(meta, path), uses), uses=uses
+        spec, {}, _words(spec, None, string_vocabulary(ModelGraph(meta), path), uses), uses=uses
     )
     drawn = {w.decode() for case in generated for w in np.ravel(case.feeds[key])}
     assert set(WORDS) <= drawn and set(UNKNOWN_WORDS) <= drawn

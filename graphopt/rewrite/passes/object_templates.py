@@ -3,18 +3,18 @@
 The object nodes and functions a TF2 resource needs (``_create_resource``, ``_initialize``,
 ``_destroy_resource``, its save and restore functions) are exactly what ``tf.saved_model.save``
 writes for one, so a target saves a template module holding one object per table once, and grafts
-each template subtree into the model's object graph (``graphopt.graph.object_graph.graft_subtree``).
-Targets: ``ev/object_graph.py`` (the table's variable object becomes an EmbeddingVariable),
-``stock/object_graph.py`` (a built-in hash table object is added beside the dense variable).
+each template subtree into the model's object graph (``graphopt.graph.object_graphs.graft_subtree``).
+Targets: ``targets/ev/tf2_objects.py`` (the table's variable object becomes an EmbeddingVariable),
+``targets/stock/object_graph.py`` (a built-in hash table object is added beside the dense variable).
 """
 
 import os
 import tempfile
 
+from graphopt import model_io
 from graphopt.errors import ModelError
-from graphopt.graph import io, nodes
-from graphopt.graph import meta_graph as mg_lib
-from graphopt.graph import object_graph as og_lib
+from graphopt.graph import io, meta_graphs, nodes
+from graphopt.graph import object_graphs as og_lib
 
 
 def saved_template(module, scratch_dir=None, prefix="graphopt-template-") -> tuple:
@@ -26,10 +26,10 @@ def saved_template(module, scratch_dir=None, prefix="graphopt-template-") -> tup
 
     with tempfile.TemporaryDirectory(prefix=prefix, dir=scratch_dir) as tmp:
         tf.saved_model.save(module, tmp)
-        source = io.read_model(tmp)
+        source = model_io.read_model(tmp)
         ckpt_graph = og_lib.read_object_graph(os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX))
     mg = source.meta_graph
-    return og_lib.saved_object_graph(mg), mg_lib.function_library(mg), ckpt_graph
+    return og_lib.saved_object_graph(mg), meta_graphs.function_library(mg), ckpt_graph
 
 
 def aligned_checkpoint_graph(meta_graph, ckpt_graph):
@@ -52,8 +52,8 @@ def aligned_checkpoint_graph(meta_graph, ckpt_graph):
 def add_template_functions(meta_graph, template_og, template_library, suffix) -> dict:
     """Appends the functions the template's objects use to the model's library, each renamed with
     ``suffix`` (and more underscores where needed) so it cannot clash; returns {old: new name}."""
-    existing = set(mg_lib.function_names(meta_graph))
-    closure = mg_lib.function_closure(template_library, og_lib.all_object_functions(template_og))
+    existing = set(meta_graphs.function_names(meta_graph))
+    closure = meta_graphs.function_closure(template_library, og_lib.all_object_functions(template_og))
     renamed = {}
     for name in closure:
         new = name + suffix
@@ -61,5 +61,5 @@ def add_template_functions(meta_graph, template_og, template_library, suffix) ->
             new += "_"
         renamed[name] = new
         existing.add(new)
-    mg_lib.append_renamed_functions(mg_lib.function_library(meta_graph), template_library, renamed)
+    meta_graphs.append_renamed_functions(meta_graphs.function_library(meta_graph), template_library, renamed)
     return renamed

@@ -8,7 +8,7 @@ Pattern:
         -> removed
 """
 
-from graphopt.graph import nodes, object_graph
+from graphopt.graph import nodes, object_graphs
 from graphopt.graph.model import TOP, root_names
 from graphopt.rewrite.passes import Pass
 from graphopt.rewrite.plan import Replacement
@@ -39,7 +39,7 @@ def reachable_functions(model):
     """Names of the library functions reachable from the top-level graph or the object graph."""
     # The object graph is kept (rewritten) for TF2 models; tf.saved_model.load restores every
     # concrete function it names, e.g. a lookup table's _create_resource, which no node calls.
-    seen = {f for f in object_graph.object_graph_functions(model.meta_graph) if f in model.bodies}
+    seen = {f for f in object_graphs.object_graph_functions(model.meta_graph) if f in model.bodies}
     stack = [TOP, *seen]
     while stack:
         body = model.body(stack.pop())

@@ -7,9 +7,9 @@ table up inside a function the top level calls, the way TF2 exports do.
 
 import numpy as np
 
+from graphopt.analysis.tables import detect
 from graphopt.graph import nodes
 from graphopt.graph.model import ModelGraph
-from graphopt.rewrite.detect import detect
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
 
 ROWS, DIM = 10, 4

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from graphopt.graph import meta_graph, nodes
+from graphopt.graph import meta_graphs, nodes
 from graphopt.rewrite.passes.remove_dead_nodes import RemoveDeadNodes
 from tests.rewrite.passes.graphs import context, function_graph, op_counts, tf1_graph
 
@@ -38,5 +38,5 @@ def test_drops_library_functions_nothing_calls():
     ctx = context(mg)
     ctx.disconnected.add(("", "out"))  # a root: stays, but the pass runs
     RemoveDeadNodes().run(ctx)
-    assert meta_graph.function_names(ctx.model.meta_graph) == ["lookup_fn"]
+    assert meta_graphs.function_names(ctx.model.meta_graph) == ["lookup_fn"]
     assert set(ctx.model.bodies) == {"", "lookup_fn"} and ctx.model.check() == []

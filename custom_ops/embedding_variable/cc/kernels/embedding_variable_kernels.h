@@ -194,6 +194,20 @@ class EvHandleOp : public OpKernel {
   bool anonymous_ = false;
 };
 
+// The input checks the table kernels share; each names the input in its InvalidArgument.
+// `name` must be a vector.
+inline Status CheckVector(const Tensor& t, const std::string& name) {
+  if (TensorShapeUtils::IsVector(t.shape())) return Status();
+  return errors::InvalidArgument(name, " must be 1-D, got shape ", t.shape().DebugString());
+}
+
+// `name` must hold one row of `dim` values per key: shape [n, dim].
+inline Status CheckRows(const Tensor& t, const std::string& name, int64_t n, int64_t dim) {
+  if (t.shape() == TensorShape({n, dim})) return Status();
+  return errors::InvalidArgument(name, " must have shape [", n, ", ", dim, "] to match ", n,
+                                 " keys, got ", t.shape().DebugString());
+}
+
 // Resolves input 0 to the table, checks it against the op's `dim` attr and
 // hands it to ComputeWithTable.
 template <typename Device>
@@ -372,15 +386,10 @@ class EvImportOp : public EvTableOp<Device> {
     const Tensor& values = ctx->input(2);
     const Tensor& freqs = ctx->input(3);
     const Tensor& versions = ctx->input(4);
-    OP_REQUIRES(ctx, TensorShapeUtils::IsVector(keys.shape()),
-                errors::InvalidArgument("keys must be 1-D, got shape ",
-                                        keys.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckVector(keys, "keys"));
     const int64_t n = keys.dim_size(0);
     const int dim = this->dim_;
-    OP_REQUIRES(ctx, values.shape() == TensorShape({n, dim}),
-                errors::InvalidArgument("values must have shape [", n, ", ", dim,
-                                        "] to match ", n, " keys, got ",
-                                        values.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckRows(values, "values", n, dim));
     OP_REQUIRES(ctx, freqs.shape() == TensorShape({n}),
                 errors::InvalidArgument("freqs must have shape [", n, "], got ",
                                         freqs.shape().DebugString()));
@@ -404,10 +413,7 @@ class EvImportOp : public EvTableOp<Device> {
     }
     std::vector<const float*> slots;
     for (int j = 0; j < slot_inputs.size(); ++j) {
-      OP_REQUIRES(ctx, slot_inputs[j].shape() == TensorShape({n, dim}),
-                  errors::InvalidArgument("slot ", j, " must have shape [", n, ", ", dim,
-                                          "] to match ", n, " keys, got ",
-                                          slot_inputs[j].shape().DebugString()));
+      OP_REQUIRES_OK(ctx, CheckRows(slot_inputs[j], absl::StrCat("slot ", j), n, dim));
       slots.push_back(slot_inputs[j].flat<float>().data());
     }
     PendingCounts pending;
@@ -499,14 +505,9 @@ class EvApplyOp : public EvTableOp<Device> {
                                         OptimizerName(kind_), "'"));
     const Tensor& keys = ctx->input(1);
     const Tensor& grads = ctx->input(2);
-    OP_REQUIRES(ctx, TensorShapeUtils::IsVector(keys.shape()),
-                errors::InvalidArgument("keys must be 1-D, got shape ",
-                                        keys.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckVector(keys, "keys"));
     const int64_t n = keys.dim_size(0);
-    OP_REQUIRES(ctx, grads.shape() == TensorShape({n, this->dim_}),
-                errors::InvalidArgument("grads must have shape [", n, ", ", this->dim_,
-                                        "] to match ", n, " keys, got ",
-                                        grads.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckRows(grads, "grads", n, this->dim_));
     OptimizerParams p;
     p.kind = kind_;
     p.per_occurrence = per_occurrence_;

@@ -6,13 +6,7 @@
 
 #include <cstdint>
 
-#ifndef GRAPHOPT_HOST_DEVICE
-#ifdef __CUDACC__
-#define GRAPHOPT_HOST_DEVICE __host__ __device__
-#else
-#define GRAPHOPT_HOST_DEVICE
-#endif
-#endif
+#include "embedding_variable/cc/kernels/host_device.h"
 
 namespace graphopt {
 

@@ -44,17 +44,10 @@ class EvApplyDeltaOp : public EvTableOp<Device> {
     const Tensor& keys = ctx->input(1);
     const Tensor& values = ctx->input(2);
     const Tensor& removed = ctx->input(3);
-    OP_REQUIRES(ctx, TensorShapeUtils::IsVector(keys.shape()),
-                errors::InvalidArgument("keys must be 1-D, got shape ",
-                                        keys.shape().DebugString()));
-    OP_REQUIRES(ctx, TensorShapeUtils::IsVector(removed.shape()),
-                errors::InvalidArgument("removed_keys must be 1-D, got shape ",
-                                        removed.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckVector(keys, "keys"));
+    OP_REQUIRES_OK(ctx, CheckVector(removed, "removed_keys"));
     const int64_t n = keys.dim_size(0);
-    OP_REQUIRES(ctx, values.shape() == TensorShape({n, this->dim_}),
-                errors::InvalidArgument("values must have shape [", n, ", ", this->dim_,
-                                        "] to match ", n, " keys, got ",
-                                        values.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckRows(values, "values", n, this->dim_));
     OP_REQUIRES_OK(ctx, ApplyDeltaFunctor<Device>()(ctx, table, keys.flat<int64_t>().data(), n,
                                                     values.flat<float>().data(),
                                                     removed.flat<int64_t>().data(),

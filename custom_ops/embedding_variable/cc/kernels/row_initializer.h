@@ -11,14 +11,8 @@
 #include <string>
 
 // The CUDA table (custom_ops/embedding_variable/cuda/) compiles these same functions for
-// the device, so a key gets the same initial row on CPU and GPU.
-#ifndef GRAPHOPT_HOST_DEVICE
-#ifdef __CUDACC__
-#define GRAPHOPT_HOST_DEVICE __host__ __device__
-#else
-#define GRAPHOPT_HOST_DEVICE
-#endif
-#endif
+// the device (host_device.h), so a key gets the same initial row on CPU and GPU.
+#include "embedding_variable/cc/kernels/host_device.h"
 
 namespace graphopt {
 
