@@ -54,39 +54,59 @@ def _pid_alive(pid):
     return True
 
 
-def remove_stale_stages(parent):
-    """Removes the stages in ``parent`` left by runs that died without cleaning up; returns them."""
-    removed = []
+def _owner_running(stage):
+    """Whether the run owning ``stage`` holds its lock: True, False (it died), or None when the
+    stage has no lock file (its owner is between creating and locking it, or died in between)."""
+    try:
+        lock = os.open(os.path.join(stage, LOCK_FILE), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return True  # cannot tell: leave it alone
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(lock)  # closing releases a lock taken here
+    return False
+
+
+def _stages(parent):
+    """(name, stage path, owner pid) of the stage folders in ``parent``."""
     try:
         names = os.listdir(parent)
     except OSError:
-        return removed
+        return []
+    found = []
     for name in names:
         match = _STAGE.match(name)
         stage = os.path.join(parent, name)
-        if not match or os.path.islink(stage) or not os.path.isdir(stage):
-            continue
-        try:
-            lock = os.open(os.path.join(stage, LOCK_FILE), os.O_RDONLY)
-        except FileNotFoundError:
-            # Not locked yet (its owner is between creating the folder and locking it) or never
-            # locked (the owner died in between): only the owner's pid tells which.
-            if not _pid_alive(int(match.group(1))):
-                shutil.rmtree(stage, ignore_errors=True)
-                removed.append(stage)
-            continue
-        except OSError:
-            continue
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # its owner is running
-        else:
+        if match and not os.path.islink(stage) and os.path.isdir(stage):
+            found.append((name, stage, int(match.group(1))))
+    return found
+
+
+def remove_stale_stages(parent):
+    """Removes the stages in ``parent`` left by runs that died without cleaning up; returns them."""
+    removed = []
+    for _, stage, pid in _stages(parent):
+        running = _owner_running(stage)
+        # Without a lock file only the owner's pid tells a starting run from a dead one.
+        if running is False or (running is None and not _pid_alive(pid)):
             shutil.rmtree(stage, ignore_errors=True)
             removed.append(stage)
-        finally:
-            os.close(lock)
     return removed
+
+
+def _live_stages(parent, out_dir, own):
+    """(stage, pid) of the other runs writing ``out_dir`` now (running, or starting)."""
+    prefix = f".{os.path.basename(out_dir)}.partial-"
+    return [
+        (stage, pid)
+        for name, stage, pid in _stages(parent)
+        if stage != own and name.startswith(prefix) and _owner_running(stage) is not False
+    ]
 
 
 def _create_stage(out_dir):
@@ -95,14 +115,42 @@ def _create_stage(out_dir):
         os.makedirs(parent, exist_ok=True)
         remove_stale_stages(parent)
         stage = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-{os.getpid()}-", dir=parent)
+        lock = os.open(os.path.join(stage, LOCK_FILE), os.O_CREAT | os.O_RDWR, 0o644)
     except OSError as exc:  # what check_output_dir could not foresee (a race, a read-only mount)
         raise OutputError(
             f"cannot create {out_dir}: {exc.strerror.lower()} in {parent}; "
             "choose an output path in a directory you can write to"
         ) from None
-    lock = os.open(os.path.join(stage, LOCK_FILE), os.O_CREAT | os.O_RDWR, 0o644)
     fcntl.flock(lock, fcntl.LOCK_EX)  # a fresh file: nobody else can hold it
+    # A second writer into the same output, while the first runs, would silently replace its
+    # result (or be replaced): the later one to look refuses. Both look after locking their own
+    # stage, so of two that start at once at least one sees the other; neither replaces the other.
+    others = _live_stages(parent, out_dir, stage)
+    if others:
+        shutil.rmtree(stage, ignore_errors=True)
+        os.close(lock)
+        stage_of, pid = others[0]
+        raise OutputError(
+            f"{out_dir} is being written by another graphopt run (pid {pid}, staging in {stage_of}); "
+            "wait for it to finish, or choose another output path"
+        )
     return stage, lock
+
+
+_OS_ERROR_TEXTS = ("No space left on device", "Disk quota exceeded", "Read-only file system")
+
+
+def _write_failure(exc):
+    """The cause of a failed write, when it is the file system's (an OSError, or TensorFlow's
+    error carrying the OS's text); None for anything else."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower(), exc.filename
+    text = str(exc)
+    if type(exc).__module__.startswith("tensorflow"):
+        cause = next((t for t in _OS_ERROR_TEXTS if t in text), None)
+        if cause:
+            return cause.lower(), None
+    return None
 
 
 @contextlib.contextmanager
@@ -118,10 +166,26 @@ def staged_output(out_dir, overwrite=False):
     stage, lock = _create_stage(out_dir)
     staged = os.path.join(stage, "output")
     try:
-        yield staged
-        if os.path.lexists(out_dir):
-            os.rename(out_dir, os.path.join(stage, "replaced"))
-        os.rename(staged, out_dir)
+        try:
+            yield staged
+            if os.path.lexists(out_dir):
+                os.rename(out_dir, os.path.join(stage, "replaced"))
+            os.rename(staged, out_dir)
+        except Exception as exc:
+            failure = _write_failure(exc)
+            if failure is None:
+                raise
+            cause, filename = failure
+            inside = filename is not None and os.path.abspath(os.fsdecode(filename)).startswith(
+                stage + os.sep
+            )
+            if filename is not None and not inside:
+                raise  # about another path (an input that cannot be read): the CLI names it
+            where = f" (writing {os.path.relpath(os.fsdecode(filename), stage)})" if inside else ""
+            raise OutputError(
+                f"cannot write {out_dir}: {cause}{where}; nothing was written: "
+                "free space there or choose another output path"
+            ) from None
     finally:
         if os.path.exists(stage):
             shutil.rmtree(stage, ignore_errors=True)

@@ -11,10 +11,11 @@ from graphopt.errors import ArgumentError
 @click.argument("source", type=click.Path())
 @click.option(
     "--since",
-    type=int,
+    type=click.IntRange(min=0),
     required=True,
-    help="Take the rows whose last training step is after this step (the step the served "
-    "version, or the previous delta, was trained to).",
+    help="Take the rows whose last training step is after this step (>= 0): the step the served "
+    "version was trained to (python -m graphopt.keras.train prints it; 0 for a fresh rewrite "
+    "trained on), or the previous delta's up_to_step (in its manifest.json).",
 )
 @click.option(
     "-o",

@@ -78,6 +78,13 @@ def format_summary(report) -> str:
     help="Validate the output against MODEL (graphopt validate); exit 1 if it fails.",
 )
 @click.option(
+    "--verify-loader",
+    type=click.Choice(["tf2", "session", "both"]),
+    default="both",
+    show_default=True,
+    help="With --verify: the loaders to run the output through (graphopt validate --loader).",
+)
+@click.option(
     "--collisionless",
     is_flag=True,
     help="Key tables behind a hash bucket or vocabulary lookup by the raw id, falling back to "
@@ -112,6 +119,7 @@ def rewrite(
     debug,
     target,
     verify,
+    verify_loader,
     collisionless,
     row_dtype,
     overwrite,
@@ -176,7 +184,7 @@ def rewrite(
         # Checked before it is moved into place: a failing output never appears as OUT.
         from graphopt.validate import validate_models
 
-        validation = validate_models(model, staged, **({"tags": tags} if tags else {}))
+        validation = validate_models(model, staged, loader=verify_loader, **({"tags": tags} if tags else {}))
         validation.rewritten = out
         return validation
 

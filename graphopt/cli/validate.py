@@ -88,6 +88,14 @@ def _tolerance(ctx, param, value):
     metavar="INPUT=ROWS",
     help="Valid ids of an integer input, when the model's tables do not tell (repeatable).",
 )
+@click.option(
+    "--memory-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=4.0,
+    show_default=True,
+    metavar="GIB",
+    help="Refuse --batch-size x --batches that would need more memory (estimated from the signatures).",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the generated inputs.")
 @click.option(
     "--train",
@@ -129,6 +137,7 @@ def validate(
     rtol,
     loader,
     id_ranges,
+    memory_budget,
     seed,
     train,
     steps,
@@ -188,6 +197,7 @@ def validate(
         id_ranges=ranges,
         seed=seed,
         batching=batching,
+        memory_budget_gib=memory_budget,
     )
     click.echo(report.to_json() if as_json else report.format())
     if not report.passed:

@@ -40,6 +40,9 @@ def continue_training(
     if new_users and not data:
         samples.columns["userId"] = samples.columns["userId"] + ID_FEATURES["userId"]
     before = {layer.name: int(layer.table.size()) for layer in tables}
+    # Rows trained here get last steps after this one: a delta for the version served before
+    # takes the rows after it (graphopt delta --since STEP).
+    since = max([int(layer.iterations.numpy()) for layer in tables] or [0])
     history = model.fit(dataset(samples, shuffle=True, seed=seed), epochs=1, verbose=0)
     model.save(out)
     with compressed_tables(model, row_dtype):  # --export-row-dtype: compressed serving rows
@@ -49,6 +52,8 @@ def continue_training(
     for layer in tables:
         print(f"  {layer.name}: {before[layer.name]} -> {int(layer.table.size())} rows")
     print(f"saved {out}; exported {export}")
+    print(f"the tables were at step {since} before this training: graphopt delta ... --since {since}")
+    return since
 
 
 def main(argv=None):

@@ -210,6 +210,21 @@ def graft_subtree(og, ckpt_graph, template_og, template_ckpt, template_root, tar
             copy_concrete_function(og, template_og, name, renamed[name], new_id)
 
 
+def append_child(og, ckpt_graph, parent: int, local_name: str) -> int:
+    """Appends an empty object to both graphs (ids aligned: ``ckpt_graph`` padded to ``og``'s size)
+    as child ``local_name`` of ``parent`` in each; returns its id (``graft_subtree`` fills it)."""
+    if local_name in children(og, parent):
+        raise ModelError(f"object {parent} already has a child named {local_name!r}")
+    pad(ckpt_graph, size(og))
+    new = size(og)
+    og.nodes.add()
+    ckpt_graph.nodes.add()
+    for graph in (og, ckpt_graph):
+        ref = graph.nodes[parent].children.add()
+        ref.node_id, ref.local_name = new, local_name
+    return new
+
+
 def checkpoint_object(ckpt_graph, object_id):
     """One TrackableObject of a checkpoint's object graph (for ``set_checkpoint_attribute``)."""
     return ckpt_graph.nodes[object_id]

@@ -303,6 +303,12 @@ def read_delta(path, base_version: int, fingerprint: str, table_dims: dict[str, 
         raise DeltaError(
             f"delta {path}: {MANIFEST} lacks or mangles a field ({exc!r}); write the delta again"
         ) from None
+    except OSError as exc:  # a file vanishing, an I/O error, no permission: refused, not a crash
+        where = exc.filename or path
+        raise DeltaError(
+            f"delta {path}: cannot read {where}: {(exc.strerror or str(exc)).lower()}; "
+            "check the disk and the files' permissions, or write the delta again"
+        ) from None
     return Delta(
         path,
         sequence,

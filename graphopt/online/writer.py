@@ -16,7 +16,7 @@ import numpy as np
 from graphopt.errors import GraphoptError
 from graphopt.ev import contract
 from graphopt.online import delta_format
-from graphopt.online.tables import TableSpec, by_name, checkpoint_prefix, table_specs
+from graphopt.online.tables import TableSpec, by_name, checkpoint_prefix, rewrite_target, table_specs
 
 ALL_ROWS = np.iinfo(np.int64).min  # `since` that takes every row
 
@@ -42,6 +42,25 @@ def embedding_variables(source) -> dict[str, Any]:
         if isinstance(obj, EmbeddingVariable) and all(obj is not v for v in found.values()):
             found["/".join(trackable_utils.escape_local_name(r.name) for r in paths[obj])] = obj
     return found
+
+
+def check_takes_deltas(version_dir):
+    """A served version deltas can go to: a model version (saved_model.pb) and not a stock
+    rewrite, whose rows are dense variables behind built-in hash tables that cannot take new keys."""
+    delta_format.model_fingerprint(version_dir)  # refuses a directory that is no model version first
+    if rewrite_target(version_dir) == "stock":
+        raise GraphoptError(
+            f"{version_dir} is a --target stock rewrite: stock versions cannot take deltas (their rows "
+            "are dense, behind built-in hash tables); serve the ev rewrite "
+            "(graphopt rewrite MODEL -o DIR --target ev) and write deltas for it"
+        )
+
+
+def _check_since(since):
+    if since is not None and int(since) < 0:
+        raise GraphoptError(
+            f"since={since}: a training step is >= 0 (the step the served version was trained to)"
+        )
 
 
 def served_keys(version_dir, spec: TableSpec) -> np.ndarray:
@@ -86,7 +105,8 @@ class DeltaWriter:
                 "no EmbeddingVariables to write deltas of; pass {name: variable}, a list "
                 "of EmbeddingVariables or a model holding some"
             )
-        delta_format.model_fingerprint(version_dir)  # refuses a directory that is no model version first
+        check_takes_deltas(version_dir)
+        _check_since(since)
         served = by_name(table_specs(version_dir))
         self.specs: dict[str, TableSpec] = {}
         for name, ev in self.tables.items():
@@ -147,7 +167,8 @@ def delta_from_checkpoint(
     directory, or None when nothing changed."""
     import tensorflow as tf
 
-    delta_format.model_fingerprint(version_dir)  # refuses a directory that is no model version first
+    check_takes_deltas(version_dir)
+    _check_since(since)
     served = by_name(table_specs(version_dir))
     sources = table_specs(source)
     if not sources:

@@ -20,7 +20,12 @@ from graphopt.rewrite import tf_keras_layers
 from graphopt.rewrite.inspection import node_counts, summarize_reasons
 from graphopt.rewrite.pipeline import PassResult, run_passes
 from graphopt.rewrite.plan import RewriteContext, RewritePlan
-from graphopt.rewrite.target import COLLISIONLESS, COMPRESSED_PARTITIONS, COMPRESSED_ROWS
+from graphopt.rewrite.target import (
+    COLLISIONLESS,
+    COMPRESSED_PARTITIONS,
+    COMPRESSED_ROWS,
+    TF_KERAS_TRAINING,
+)
 from graphopt.rewrite.targets import TARGETS
 from graphopt.rewrite.tensorboard import write_tensorboard
 
@@ -161,7 +166,7 @@ def rewrite_model(
     if collisionless:
         plan.migrations = plan_migrations(model, plan.tables, src if source.kind == "saved_model" else None)
     layers = []
-    if source.kind == "saved_model" and spec.keeps_object_graph:
+    if source.kind == "saved_model" and spec.keeps_object_graph and TF_KERAS_TRAINING in spec.supports:
         layers = tf_keras_layers.plan(source, plan.tables)
         plan.notes += tf_keras_layers.notes(layers)
     plan.notes += _set_row_dtypes(plan, row_dtype, spec)

@@ -18,6 +18,8 @@ COLLISIONLESS = "collisionless"
 # "compressed-partitions" also for partitioned tables.
 COMPRESSED_ROWS = "compressed-rows"
 COMPRESSED_PARTITIONS = "compressed-partitions"
+# tf_keras layers owning a converted table are revived as trainable graphopt.tf_keras layers.
+TF_KERAS_TRAINING = "tf-keras-training"
 
 
 @dataclasses.dataclass

@@ -6,7 +6,6 @@ a signature with a single output drops its name in both (as TF Serving does).
 """
 
 import base64
-import binascii
 import json
 import math
 from dataclasses import dataclass
@@ -200,11 +199,17 @@ def _flatten_strings(name, value, out):
         for item in value:
             _flatten_strings(name, item, out)
     elif isinstance(value, str):
-        out.append(value.encode("utf-8"))
+        try:
+            out.append(value.encode("utf-8"))
+        except UnicodeEncodeError:  # JSON's "\ud800" escape decodes to a lone surrogate
+            raise BadRequest(
+                f"input {name!r} holds a string that is not valid Unicode (a lone surrogate such as "
+                '"\\ud800"); send UTF-8 text, or bytes as {"b64": ...}'
+            ) from None
     elif _is_b64(value) and isinstance(value["b64"], str):
         try:
             out.append(base64.b64decode(value["b64"], validate=True))
-        except binascii.Error:
+        except ValueError:  # binascii.Error, and non-ASCII text
             raise BadRequest(f"input {name!r} has a b64 value that is not valid base64") from None
     else:
         raise BadRequest(

@@ -25,7 +25,8 @@ class CheckResult:
 
 @dataclasses.dataclass
 class SignatureRun:
-    """One signature run on both models through one loader."""
+    """One signature run: the rewritten model through ``loader``, the original through ``reference``
+    (the same loader, or tf.saved_model.load for a TF2 export: how its users load it)."""
 
     loader: str
     signature: str
@@ -33,6 +34,19 @@ class SignatureRun:
     outputs: list  # [OutputComparison]
     problems: list = dataclasses.field(default_factory=list)  # failures not tied to one output
     notes: list = dataclasses.field(default_factory=list)
+    reference: str = ""  # the original's loader; empty: the same as ``loader``
+    # When a failed run's loaders differ: the original under both loaders, and both models under
+    # ``loader`` (output comparisons as dicts), which say whether the loader alone moves the outputs.
+    baseline: dict | None = None
+
+    def __post_init__(self):
+        self.reference = self.reference or self.loader
+
+    @property
+    def where(self):
+        """``loader signature``, with the original's loader where it is another."""
+        against = "" if self.reference == self.loader else f" (original: {self.reference})"
+        return f"{self.loader} {self.signature}{against}"
 
     @property
     def passed(self):
@@ -41,12 +55,14 @@ class SignatureRun:
     def to_dict(self):
         return {
             "loader": self.loader,
+            "original_loader": self.reference,
             "signature": self.signature,
             "passed": self.passed,
             "cases": [{"name": n, "rows": r} for n, r in self.cases],
             "outputs": [o.to_dict() for o in self.outputs],
             "problems": list(self.problems),
             "notes": list(self.notes),
+            "loader_baseline": self.baseline,
         }
 
 
@@ -95,7 +111,7 @@ class ValidationReport:
             if not c.passed:
                 lines += [f"{c.name}: {f}" for f in c.findings] or [f"{c.name}: failed"]
         for r in self.runs:
-            where = f"{r.loader} {r.signature}"
+            where = r.where
             lines += [f"{where}: {p}" for p in r.problems]
             for o in r.outputs:
                 if not o.passed:
@@ -168,7 +184,8 @@ class ValidationReport:
             out.append("  (nothing was run)")
         for r in self.runs:
             cases = ", ".join(n if rows is None else f"{n} x{rows}" for n, rows in r.cases)
-            out.append(f"  {r.loader} / {r.signature}  ({len(r.cases)} cases: {cases})")
+            against = "" if r.reference == r.loader else f"against the original's {r.reference} load; "
+            out.append(f"  {r.loader} / {r.signature}  ({against}{len(r.cases)} cases: {cases})")
             for p in r.problems:
                 out.append(f"    [FAILED] {p}")
             for o in r.outputs:

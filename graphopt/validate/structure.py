@@ -246,10 +246,11 @@ def check_checkpoint(pair):
     }
     shapes_a = {k: v for k, v in reader_a.get_variable_to_shape_map().items() if k not in skip}
     shapes_b = {k: v for k, v in reader_b.get_variable_to_shape_map().items() if k not in skip}
+    # An EmbeddingVariable is saved as all four parts (a stock hash table's -keys/-values are not one).
     tables = {
         t
         for t in map(contract.table_key_of, shapes_b)
-        if t is not None and contract.tensor_name(t, contract.VALUES) in shapes_b
+        if t is not None and all(name in shapes_b for name in contract.table_tensor_names(t))
     }
     table_parts = {name for t in tables for name in contract.table_tensor_names(t)}
     findings, same, rows, exact, missing, differs = [], 0, 0, 0, [], {}

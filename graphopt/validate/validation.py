@@ -1,17 +1,15 @@
 """``validate_models``: the pair read and analysed once, structural checks of it, then both models
 run side by side, then the report."""
 
-import contextlib
 import dataclasses
 import os
-import tempfile
 
 import numpy as np
 
 from graphopt import model_io
 from graphopt.errors import DataError, GraphoptError, ModelError
-from graphopt.graph import io, meta_graphs
-from graphopt.validate import compression
+from graphopt.graph import meta_graphs
+from graphopt.validate import budget, compression
 from graphopt.validate.batching import batch_dependence
 from graphopt.validate.batching import describe as describe_batch_dependence
 from graphopt.validate.compare import OutputComparison, Tolerance
@@ -62,6 +60,7 @@ def validate_models(
     oov=True,
     data_readers=(),
     batching=False,
+    memory_budget_gib=budget.DEFAULT_BUDGET_GIB,
 ):
     """Check ``rewritten`` against ``original``; returns a ValidationReport (see ``.passed``).
 
@@ -80,6 +79,8 @@ def validate_models(
     dtype's default (graphopt.validate.compression.DEFAULT_ATOL); a compressed rewrite's rows are
     checked against their error bound, and with ``data`` that has a binary ``label`` column the
     ROC AUC change of each one-score-per-row output is reported.
+    ``memory_budget_gib`` bounds what ``batches`` x ``batch_size`` may cost
+    (graphopt.validate.budget), checked from the signatures before any input is built or model loaded.
     """
     compressed = compression.compressed_tables(rewritten) if os.path.isdir(rewritten) else []
     row_dtype = compression.row_dtype_of(compressed)
@@ -99,6 +100,8 @@ def validate_models(
     check_saved_model_dir(rewritten)
     report = ValidationReport(original, rewritten, tolerance, loaders)
     original_source = model_io.read_model(original, tags)
+    # With --data and no --batches every batch of the file is read: the file bounds those.
+    budget.check(original_source.meta_graph, batches or 1, batch_size, memory_budget_gib)
     _verify_variables(original_source)  # a damaged original is bad input, not a finding
     try:
         # The rewritten graph is compared, not trusted: an edit there is for the checks to find.
@@ -124,20 +127,14 @@ def validate_models(
     learned = table_id_ranges(pair.tables, pair.folded)
     model_words = string_vocabulary(pair.original_graph, original)
     all_uses = input_uses(pair.original_graph, original)
-    original_meta, rewritten_meta = original_source.meta_graph, rewritten_source.meta_graph
-    # A TF1-format rewrite of a TF2-native original (stock target, partitioned tables) loads through
-    # TensorFlow's TF1 path, where Grappler optimizes differently from the object-graph path; the
-    # tf2 loader then reads the original through the same TF1 path, so the comparison is like with like.
-    v1_original = (
-        meta_graphs.has_object_graph(original_meta)
-        and not meta_graphs.has_object_graph(rewritten_meta)
-        and "tf2" in loaders
-    )
-    if v1_original:
+    # The original is run the way its users load it: a TF2 export (it has an object graph)
+    # through tf.saved_model.load, whatever loader the rewritten model is run with; a TF1-format
+    # original through each loader in turn (its users load it either way).
+    reference = "tf2" if meta_graphs.has_object_graph(original_source.meta_graph) else None
+    if reference:
         report.notes.append(
-            "tf2 loader: the rewritten model has no object graph, so tf.saved_model.load reads it through "
-            "TensorFlow's TF1 path; the original was loaded without its object graph too (the same path), "
-            "because Grappler optimizes the two paths differently and the last bit of a float may move"
+            "the original is a TF2 export: each loader of the rewritten model is compared with "
+            "tf.saved_model.load of the original (how its users load it)"
         )
     rewritten_default = (
         "the default row (values that no valid id gives)"
@@ -146,14 +143,19 @@ def validate_models(
     )
     inputs = {}  # signature -> SignatureInputs: the same inputs for every loader
     probed = {}  # input specs -> the signature already probed with them
+    originals: dict = {}  # loader -> the original loaded with it, loaded once
 
-    def run_loader(name, original_path):
-        original_model = load_model(original_path, name, tags)
+    def original_with(name):
+        if name not in originals:
+            originals[name] = load_model(original, name, tags)
+        return originals[name]
+
+    def run_loader(name):
+        original_model = original_with(reference or name)
         try:
             rewritten_model = load_model(rewritten, name, tags)
         except ModelError as exc:
             report.problems.append(f"{name} loader: the rewritten model does not load: {exc}")
-            original_model.close()
             return
         try:
             for sig in _signature_names(original_model, signatures):
@@ -183,6 +185,10 @@ def validate_models(
                     case = chosen.cases[0]
                     worst = batch_dependence(rewritten_model, sig, case)
                     report.notes.append(describe_batch_dependence(name, sig, case.rows, worst))
+                if run.reference != run.loader and run.outputs and not run.passed:
+                    _explain_loader_difference(
+                        run, original_with(name), original_model, rewritten_model, chosen
+                    )
                 key = tuple(sorted(spec.inputs.items()))
                 if oov and key not in probed and sig in rewritten_model.signatures and is_batched(spec, uses):
                     # Signatures taking the same inputs (Keras exports "serve" and
@@ -193,13 +199,14 @@ def validate_models(
                         original_model, rewritten_model, spec, one_row, chosen.ranges, rewritten_default
                     )
         finally:
-            original_model.close()
             rewritten_model.close()
 
-    with contextlib.ExitStack() as stack:
-        v1_view = stack.enter_context(_without_object_graph(original_source)) if v1_original else None
+    try:
         for name in loaders:
-            run_loader(name, v1_view if name == "tf2" and v1_view else original)
+            run_loader(name)
+    finally:
+        for model in originals.values():
+            model.close()
     return report
 
 
@@ -232,6 +239,54 @@ def _auc_changes(run, labels):
     return out
 
 
+def _explain_loader_difference(run, same_loader, reference, rewritten, chosen):
+    """A failed run of the rewritten model under loader L against the original under another
+    loader: says whether the original itself moves the same way under L (TensorFlow's L path,
+    not the rewrite), comparing the original under both loaders and the two models under L."""
+    exact = Tolerance()
+    spec = reference.signatures[run.signature]
+    across = [OutputComparison(k, exact) for k in spec.outputs]
+    same = [OutputComparison(k, exact) for k in spec.outputs]
+    for case in chosen.cases:
+        error_r, out_r = _outcome(reference, run.signature, case.feeds)
+        error_s, out_s = _outcome(same_loader, run.signature, case.feeds)
+        error_w, out_w = _outcome(rewritten, run.signature, case.feeds)
+        if error_r or error_s or error_w:
+            continue
+        for a, b in zip(across, same, strict=True):
+            if a.name in out_s:
+                a.add(case.name, out_r[a.name], out_s[a.name])
+            if b.name in out_w and b.name in out_s:
+                b.add(case.name, out_s[b.name], out_w[b.name])
+    moved = [a for a in across if a.mismatches]
+    run.baseline = {
+        "original_under_both_loaders": [a.to_dict() for a in across],
+        "rewritten_vs_original_same_loader": [b.to_dict() for b in same],
+    }
+    if not moved:
+        run.notes.append(
+            f"the original gives the same outputs under the {run.loader} and {run.reference} loaders: "
+            "the difference is the rewrite's"
+        )
+        return
+    worst = max(moved, key=lambda a: a.max_abs_diff)
+    head = (
+        f"the original itself, loaded with the {run.loader} loader, differs from its {run.reference} load "
+        f"({_differs(worst)})"
+    )
+    if all(b.passed and b.elements for b in same):
+        run.notes.append(
+            f"{head}; under the {run.loader} loader the rewritten model is identical to the original: "
+            f"the difference is TensorFlow's {run.loader} path, which serves the original so too"
+        )
+    else:
+        off = max(same, key=lambda b: b.max_abs_diff)
+        run.notes.append(
+            f"{head}; under the {run.loader} loader the rewritten model also differs from the original "
+            f"({_differs(off)})"
+        )
+
+
 def _verify_variables(source):
     """Every tensor of the SavedModel's checkpoint passes its CRC32C check (ModelError otherwise)."""
     from graphopt.checkpoint.conversion import verify_checkpoint
@@ -240,17 +295,9 @@ def _verify_variables(source):
         verify_checkpoint(source.checkpoint_prefix)
 
 
-@contextlib.contextmanager
-def _without_object_graph(source):
-    """A view of SavedModel ``source`` without its object graph (saved_model.pb written again
-    without it, assets copied, variables linked), in a temporary directory removed afterwards."""
-    original = source.path
-    with tempfile.TemporaryDirectory(prefix="graphopt-validate-") as tmp:
-        view = os.path.join(tmp, "original-v1")
-        io.write_saved_model(source, source.meta_graph, view, keep_object_graph=False)
-        if os.path.isdir(os.path.join(original, "variables")):
-            os.symlink(os.path.abspath(os.path.join(original, "variables")), os.path.join(view, "variables"))
-        yield view
+def _differs(comparison):
+    c = comparison
+    return f"{c.name}: {c.mismatches} of {c.elements} elements, max abs diff {c.max_abs_diff:.6g}"
 
 
 def _tolerance(atol, rtol):
@@ -320,7 +367,7 @@ def _outcome(model, signature, feeds):
 def run_signature(original, rewritten, spec, cases, tolerance, keep=False):
     """Run one signature on both models, case by case, comparing every output."""
     loader, sig = original.loader, spec.name
-    run = SignatureRun(loader, sig, [(c.name, c.rows) for c in cases], [])
+    run = SignatureRun(rewritten.loader, sig, [(c.name, c.rows) for c in cases], [], reference=loader)
     if sig not in rewritten.signatures:
         run.problems.append(f"signature {sig!r} is missing from the rewritten model")
         return run

@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
+from graphopt.errors import GraphoptError
 from graphopt.online import read_delta
 from graphopt.online.delta_format import model_fingerprint
 from tests.online.online_models import DIM, save_row_model, train_rows, training_table
@@ -49,6 +51,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         ((prefix, "--since", "0", "-o", version, "--table", "x=table"), "--table names x"),
         ((version, "--since", "0", "-o", str(tmp_path)), "holds no saved_model.pb"),
         ((str(tmp_path / "nope"), "--since", "0", "-o", version), "is not a checkpoint"),
+        ((prefix, "--since", "-5", "-o", version, "--table", "emb=table"), "-5 is not in the range x>=0"),
     ]
     for args, message in cases:
         done = run(*args)
@@ -58,3 +61,22 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
     np.testing.assert_array_equal(
         run(prefix, "--since", "0", "-o", version, "--table", "emb=table").returncode, 0
     )
+
+
+def test_a_stock_version_refuses_deltas_and_says_to_serve_the_ev_rewrite(tmp_path):
+    from graphopt.online.writer import DeltaWriter
+    from graphopt.rewrite import rewrite_model
+    from tests.rewrite import cases
+
+    original = cases.tf1_builder(str(tmp_path / "m")).path
+    stock = str(tmp_path / "base" / "1")
+    rewrite_model(original, stock, target="stock")
+    ev = training_table(step=0)
+    train_rows(ev, [3], step=5, value=2)
+    prefix = tf.train.Checkpoint(table=ev).save(str(tmp_path / "train" / "ckpt"))
+    done = run(prefix, "--since", "0", "-o", stock)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "stock versions cannot take deltas" in done.stderr and "--target ev" in done.stderr
+    with pytest.raises(GraphoptError, match="stock versions cannot take deltas"):
+        DeltaWriter(stock, {"table": ev})
+    assert not os.path.exists(os.path.join(stock, "deltas"))

@@ -25,6 +25,7 @@ def test_build_model_saves_a_compiled_trained_keras_file(keras_file):
     assert any(isinstance(layer, keras.layers.Embedding) for layer in model.layers)
 
 
+@pytest.mark.exact
 def test_continue_training_adds_rows_for_new_users(keras_file, tmp_path):
     from click.testing import CliRunner
 

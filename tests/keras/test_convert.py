@@ -39,6 +39,7 @@ def data(seed):
     )
 
 
+@pytest.mark.exact
 def test_sequential_rows_become_keys():
     keras.utils.set_random_seed(1)
     model = keras.Sequential(

@@ -203,6 +203,7 @@ def test_keras_file_round_trip_restores_rows_slots_and_steps(tmp_path):
     assert loaded.get_layer("ea").table.handle is not converted.get_layer("ea").table.handle
 
 
+@pytest.mark.exact
 def test_export_serves_find_only_and_matches_predict(tmp_path):
     _, converted, _ = train_both(keras.optimizers.SGD(0.5), 2)
     converted.export(str(tmp_path / "export"), format="tf_saved_model", verbose=False)

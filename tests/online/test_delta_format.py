@@ -114,3 +114,36 @@ def test_a_flipped_byte_fails_the_checksum(version):
     open(data, "wb").write(bytes(raw))
     with pytest.raises(DeltaError, match="CRC32C"):
         read_delta(path, 3, model_fingerprint(version), {"table": DIM})
+
+
+def test_an_os_error_while_reading_is_a_refusal_naming_the_file(version, monkeypatch):
+    """What serve's delta apply meets on a failing disk: a DeltaError it reports, not a crash."""
+    import errno
+
+    from graphopt.online import delta_format
+
+    path = write_delta(version, [part()])
+
+    def failing(file_path):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), file_path)
+
+    monkeypatch.setattr(delta_format, "file_crc32c", failing)
+    with pytest.raises(DeltaError, match=r"cannot read .*: input/output error") as info:
+        read_delta(path, 3, model_fingerprint(version), {"table": DIM})
+    assert f"cannot read {os.path.join(path, 'table-0.')}" in str(info.value)  # the file named
+
+
+def test_writing_onto_a_full_disk_leaves_no_delta(version, monkeypatch):
+    import errno
+
+    import tensorflow as tf
+
+    from graphopt.errors import OutputError
+
+    def full(**_kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tf.raw_ops, "SaveV2", full)
+    with pytest.raises(OutputError, match="cannot write .*deltas/1: no space left on device"):
+        write_delta(version, [part()])
+    assert sequences(version) == [] and os.listdir(os.path.join(version, "deltas")) == []

@@ -240,6 +240,7 @@ def test_detected_as_possible(built, builder):
     assert report.to_dict()["collisionless"][0]["possible"]
 
 
+@pytest.mark.exact
 @pytest.mark.parametrize("builder", list(MIGRATABLE), ids=lambda b: b.__name__)
 def test_migrated_model_is_bit_identical_for_seen_and_unseen_ids(migrated, builder):
     path, out, feeds, report = migrated(builder)

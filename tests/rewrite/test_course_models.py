@@ -43,6 +43,7 @@ def test_course_model_rewrites_every_table(rewritten_form, form):
     assert inspect_model(out).tables == []
 
 
+@pytest.mark.exact
 @pytest.mark.slow
 @pytest.mark.parametrize("form", FORMS)
 def test_course_model_session_loader_bit_identical(rewritten_form, form):
@@ -53,6 +54,7 @@ def test_course_model_session_loader_bit_identical(rewritten_form, form):
     )
 
 
+@pytest.mark.exact
 @pytest.mark.slow
 @pytest.mark.parametrize("form", FORMS)
 def test_course_model_tf2_loader_bit_identical(rewritten_form, form):

@@ -81,6 +81,7 @@ def test_every_gather_of_a_table_is_rewritten_including_the_per_layer_functions(
         assert bool(gathers) == (name == "original"), f"{name}: {gathers}"
 
 
+@pytest.mark.exact
 def test_load_model_predicts_exactly_what_the_original_predicts(models):
     src, out, _ = models
     assert os.path.isfile(os.path.join(out, "keras_metadata.pb"))
@@ -162,6 +163,7 @@ def test_a_table_that_cannot_train_warns_at_load_and_at_the_first_fit(tmp_path):
     assert _rows(model.get_layer("user_id_emb").table).keys() == rows.keys()
 
 
+@pytest.mark.exact
 def test_serving_output_validates_exactly(models):
     src, out, _ = models
     # oov=False: the original raises on an id outside its table where the rewrite returns the

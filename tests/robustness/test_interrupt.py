@@ -122,8 +122,9 @@ def test_stale_stage_is_removed_and_a_live_runs_stage_kept(tmp_path):
     dead.mkdir()
     (dead / LOCK_FILE).touch()
     (dead / "output").mkdir()
-    # A running run's stage: locked (here by this process, under a pid that is alive).
-    live = tmp_path / f".out.partial-{os.getpid()}-def"
+    # A running run's stage (of another output: one into "out" would refuse this run, see
+    # tests/test_output.py): locked, here by this process, under a pid that is alive.
+    live = tmp_path / f".served.partial-{os.getpid()}-def"
     live.mkdir()
     held = os.open(live / LOCK_FILE, os.O_CREAT | os.O_RDWR)
     fcntl.flock(held, fcntl.LOCK_EX)

@@ -9,6 +9,7 @@ import os
 
 import grpc
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -65,6 +66,7 @@ def test_embedding_variable_model_serves_over_rest_and_grpc(tmp_path):
             )
 
 
+@pytest.mark.exact
 def test_a_rewritten_model_serves_what_a_direct_call_of_it_answers(model_store, tmp_path):
     """rec-v1 rewritten onto EmbeddingVariables: every answer, over REST rows, REST columns and
     gRPC, equals a direct call of the rewritten SavedModel on the same request, and (ids in range)

@@ -76,6 +76,22 @@ def test_strings_and_b64(tower_server):
     assert second == {"length": len(raw), "echo_bytes": {"b64": base64.b64encode(raw).decode()}}
 
 
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        # JSON's escape of a lone surrogate: valid JSON text, but no UTF-8 string
+        (b'{"signature_name": "words", "instances": ["\\ud800"]}', "not valid Unicode"),
+        (b'{"signature_name": "words", "instances": [{"b64": "\\u00e9"}]}', "not valid base64"),
+    ],
+    ids=["lone surrogate", "non-ASCII b64"],
+)
+def test_strings_that_are_not_unicode_get_400(tower_server, raw, words):
+    status, reply = call(tower_server, "/v1/models/tower:predict", raw=raw)
+    assert status == 400 and words in reply["error"], reply
+    status, reply = predict(tower_server, {"signature_name": "words", "instances": ["ok"]})
+    assert status == 200 and reply["predictions"][0]["length"] == 2
+
+
 GOOD_ROW = {"movieId": 1, "userId": 2, "numeric": [0.1, 0.2, 0.3]}
 
 BAD_REQUESTS = [

@@ -62,7 +62,10 @@ def test_a_renamed_signature_output(keras_model, copy_of):
         "signatures: signature 'serving_default': output 'output_0' is missing from the rewritten model "
         "(the rewritten model has 'score' instead)"
     ) in text
-    assert "session serving_default output 'output_0': missing from the rewritten model's outputs" in text
+    assert (
+        "session serving_default (original: tf2) output 'output_0': "
+        "missing from the rewritten model's outputs" in text
+    )
 
 
 def test_a_gather_wired_to_the_wrong_table(module_model, copy_of):
@@ -93,3 +96,20 @@ def test_a_tolerance_lets_a_small_difference_through_and_says_what_was_needed(tf
     loose = validate_models(tf1_model, broken, loader="tf2", oov=False, atol=needed)
     assert loose.runs[0].passed and "atol=" in loose.format()
     assert not loose.passed  # the checkpoint check stays exact: a table row is not an output
+
+
+def test_a_session_run_against_a_tf2_original_says_whose_difference_it_is(module_model, copy_of):
+    """The session loader of the rewritten model runs against the original's tf2 load; a failure
+    there is checked against the original under the session loader, to say whether the loader or
+    the rewrite moved the outputs."""
+    broken = copy_of(module_model)
+    keys = saved_models.checkpoint_keys_of_shape(broken, [saved_models.ITEMS, saved_models.DIM])
+    saved_models.change_checkpoint_value(broken, keys, (3, 1), delta=1e-3)
+    report = validate_models(module_model, broken, loader="session", oov=False, batches=1)
+    (run,) = [r for r in report.runs if r.signature == "serving_default"]
+    assert (run.loader, run.reference) == ("session", "tf2") and not run.passed
+    assert "session serving_default (original: tf2)" in _failures(report)
+    # This original computes the same under both loaders: the difference is the rewrite's.
+    assert all(c["mismatches"] == 0 for c in run.baseline["original_under_both_loaders"])
+    assert any(c["mismatches"] for c in run.baseline["rewritten_vs_original_same_loader"])
+    assert any("the difference is the rewrite's" in n for n in run.notes)

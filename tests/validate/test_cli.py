@@ -54,22 +54,25 @@ def test_rewrite_verify_validates_the_fresh_output(tf1_model, tmp_path):
     assert {c["name"] for c in report["validation"]["structure"]} >= {"checkpoint", "lookup-wiring"}
 
 
+@pytest.mark.exact
 @pytest.mark.parametrize("target", ["ev", "stock"])
 @pytest.mark.parametrize("form", ["keras", "feature-columns", "tf1"])
 def test_rewrite_verify_passes_on_every_course_form_and_target(course_models, tmp_path, form, target):
-    # The stock output of a TF2-native original is TF1-format: the tf2 loader must compare it
-    # with the original read through the same TF1 path (it failed by a last bit before).
+    # Each output is exact through tf.saved_model.load against the original's own tf2 load (the
+    # stock output of a TF2 export keeps its object graph, so it takes the original's path).
     original, _ = course_models(form)
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        main, ["rewrite", original, "-o", str(out), "--target", target, "--verify", "--json"]
+        main,
+        ["rewrite", original, "-o", str(out), "--target", target, "--verify", "--verify-loader", "tf2"]
+        + ["--json"],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["wrote"] is True and report["validation"]["passed"] is True, report["validation"][
         "failures"
     ]
-    assert sorted({r["loader"] for r in report["validation"]["numerics"]}) == ["session", "tf2"]
+    assert {r["loader"] for r in report["validation"]["numerics"]} == {"tf2"}
     assert out.is_dir()
 
 

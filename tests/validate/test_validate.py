@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import saved_models
 
-from graphopt import model_io
 from graphopt.errors import DataError, GraphoptError, ModelError
 from graphopt.validate import validate_models
 
@@ -19,6 +18,7 @@ from graphopt.validate import validate_models
         ("tf1_model", {"ids": ("item_table", saved_models.ITEMS)}),
     ],
 )
+@pytest.mark.exact
 def test_an_unchanged_copy_passes_on_both_loaders(request, copy_of, form, tables):
     original = request.getfixturevalue(form)
     report = validate_models(original, copy_of(original))
@@ -113,19 +113,30 @@ def test_string_inputs_draw_from_the_models_lookup_vocabulary(keras_model, copy_
     )
 
 
-def test_a_copy_without_object_graph_loads_through_the_tf1_path_and_is_noted(module_model, tmp_path):
-    from graphopt.checkpoint import copy_checkpoint
-    from graphopt.graph import io
+@pytest.mark.exact
+def test_a_tf2_export_is_the_reference_for_every_loader(module_model, copy_of, monkeypatch):
+    """Each loader of the rewritten model runs against tf.saved_model.load of a TF2 original (how
+    its users load it), loaded once; never against the original's own session load or a TF1 view."""
+    from graphopt.validate import validation
 
-    source = model_io.read_model(module_model)
-    dropped = str(tmp_path / "no-object-graph")
-    io.write_saved_model(source, source.meta_graph, dropped)  # writes without the object graph
-    copy_checkpoint(source.checkpoint_prefix, f"{dropped}/variables/variables")
-    report = validate_models(module_model, dropped, oov=False, batches=1)
+    loads = []
+    real = validation.load_model
+
+    def spy(path, loader, tags=("serve",)):
+        loads.append((path, loader))
+        return real(path, loader, tags)
+
+    monkeypatch.setattr(validation, "load_model", spy)
+    rewritten = copy_of(module_model)
+    report = validate_models(module_model, rewritten, oov=False, batches=1)
     assert report.passed, report.format()
-    # The tf2 loader reads the original without its object graph too: both through the TF1 path.
-    assert any(
-        n.startswith("tf2 loader: the rewritten model has no object graph")
-        and "the original was loaded without its object graph too" in n
-        for n in report.notes
-    )
+    assert loads == [(module_model, "tf2"), (rewritten, "tf2"), (rewritten, "session")]
+    assert {(r.loader, r.reference) for r in report.runs} == {("tf2", "tf2"), ("session", "tf2")}
+    assert {r["original_loader"] for r in report.to_dict()["numerics"]} == {"tf2"}
+    assert "against the original's tf2 load" in report.format()
+
+
+def test_a_tf1_original_is_run_through_the_same_loader(tf1_model, copy_of):
+    report = validate_models(tf1_model, copy_of(tf1_model), oov=False, batches=1)
+    assert report.passed, report.format()
+    assert {(r.loader, r.reference) for r in report.runs} == {("tf2", "tf2"), ("session", "session")}

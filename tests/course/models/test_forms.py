@@ -51,6 +51,7 @@ def test_saved_model_reproduces_training_scores(course_models, form):
     assert metrics.roc_auc(test.labels, scores) == pytest.approx(report.roc_auc, abs=1e-6)
 
 
+@pytest.mark.exact
 def test_tf1_form_ships_checkpoint_and_meta_graph(course_models):
     model_dir, _ = course_models("tf1")
     ckpt = os.path.join(model_dir, "checkpoint")

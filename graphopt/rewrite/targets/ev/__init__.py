@@ -11,6 +11,7 @@ from graphopt.rewrite.target import (
     COLLISIONLESS,
     COMPRESSED_PARTITIONS,
     COMPRESSED_ROWS,
+    TF_KERAS_TRAINING,
     CheckpointLayout,
     Target,
 )
@@ -90,6 +91,6 @@ TARGET = Target(
     rewrite_object_graph=rewrite_object_graph,
     restrict_plan=restrict_plan,
     load_ops=load_ops,
-    supports=frozenset({COLLISIONLESS, COMPRESSED_ROWS, COMPRESSED_PARTITIONS}),
+    supports=frozenset({COLLISIONLESS, COMPRESSED_ROWS, COMPRESSED_PARTITIONS, TF_KERAS_TRAINING}),
     compressed_op_types=COMPRESSED_OPS,
 )

@@ -21,13 +21,15 @@ node id stays, so every parent and every function capture that pointed at the va
 at the EmbeddingVariable). Template functions are renamed so they cannot clash with the model's.
 """
 
-import os
-import tempfile
 import uuid
 
-from graphopt import model_io
 from graphopt.errors import ModelError
-from graphopt.graph import io, meta_graphs, nodes, object_graphs
+from graphopt.graph import meta_graphs, object_graphs
+from graphopt.rewrite.passes.object_templates import (
+    add_template_functions,
+    aligned_checkpoint_graph,
+    saved_template,
+)
 
 TEMPLATE_ATTRIBUTE = "table"
 _FUNCTION_SUFFIX = "_graphopt_ev"
@@ -58,12 +60,7 @@ def _template(tables, scratch_dir=None) -> tuple:
             row_dtype=table.row_dtype,
         )
         setattr(module, f"t{i}", ev)
-    with tempfile.TemporaryDirectory(prefix="graphopt-ev-template-", dir=scratch_dir) as tmp:
-        tf.saved_model.save(module, tmp)
-        source = model_io.read_model(tmp)
-        ckpt_graph = object_graphs.read_object_graph(os.path.join(tmp, io.VARIABLES_DIR, io.VARIABLES_PREFIX))
-    mg = source.meta_graph
-    return object_graphs.saved_object_graph(mg), meta_graphs.function_library(mg), ckpt_graph
+    return saved_template(module, scratch_dir, prefix="graphopt-ev-template-")
 
 
 def table_objects(meta_graph, ckpt_graph, tables) -> dict[str, list[int]]:
@@ -92,13 +89,7 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables, scratch_dir=None) -> ob
     """
     if not meta_graphs.has_object_graph(meta_graph) or ckpt_graph is None:
         return None
-    og = object_graphs.saved_object_graph(meta_graph)
-    if object_graphs.size(ckpt_graph) > object_graphs.size(og):
-        raise ModelError(
-            "the SavedModel's object graph does not match its checkpoint's "
-            f"({object_graphs.size(og)} vs {object_graphs.size(ckpt_graph)} objects); "
-            "export the model again"
-        )
+    og, ckpt_graph = aligned_checkpoint_graph(meta_graph, ckpt_graph)
     objects = table_objects(meta_graph, ckpt_graph, tables)
     missing = [name for name, ids in objects.items() if not ids]
     if missing:
@@ -107,22 +98,7 @@ def rewrite_object_graph(meta_graph, ckpt_graph, tables, scratch_dir=None) -> ob
             "export the model again with tf.saved_model.save or model.export"
         )
     t_og, t_library, t_ckpt = _template(tables, scratch_dir)
-    ckpt_graph = nodes.clone(ckpt_graph)
-    # Objects past the checkpoint's end (saveable functions of resources) have no checkpoint
-    # entry; empty slots keep both graphs' ids aligned for the objects appended below.
-    object_graphs.pad(ckpt_graph, object_graphs.size(og))
-
-    # Template functions, renamed so they cannot clash with the model's own.
-    existing = set(meta_graphs.function_names(meta_graph))
-    closure = meta_graphs.function_closure(t_library, object_graphs.all_object_functions(t_og))
-    renamed = {}
-    for name in closure:
-        new = name + _FUNCTION_SUFFIX
-        while new in existing:
-            new += "_"
-        renamed[name] = new
-        existing.add(new)
-    meta_graphs.append_renamed_functions(meta_graphs.function_library(meta_graph), t_library, renamed)
+    renamed = add_template_functions(meta_graph, t_og, t_library, _FUNCTION_SUFFIX)
 
     root_children = object_graphs.children(t_og, 0)
     for i, table in enumerate(tables):

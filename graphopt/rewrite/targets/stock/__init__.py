@@ -1,7 +1,8 @@
 """The stock-ops target (``--target stock``): rows stay dense, keys go through built-in hash tables.
 
-The output needs no op library (docs/rewrite.md, "Stock-ops output"). No TF2 object stands for a
-hash table, so the output is TF1-format: its object graph, and the functions only it used, go.
+The output needs no op library (docs/rewrite.md, "Stock-ops output"). A TF2 SavedModel keeps its
+object graph, with a built-in hash table object added per table (object_graph.py), so
+``tf.saved_model.load`` runs it the original's way; TF1 formats and partitioned tables stay TF1.
 """
 
 from graphopt.checkpoint import TableConversion
@@ -13,6 +14,7 @@ from graphopt.rewrite.targets.stock.compress_rows import (
     CompressStockRows,
     RemoveCompressedTableReads,
 )
+from graphopt.rewrite.targets.stock.object_graph import rewrite_object_graph
 from graphopt.rewrite.targets.stock.stock_lookups import StockLookups
 from graphopt.rewrite.targets.stock.stock_restore import StockRestore
 from graphopt.rewrite.targets.stock.stock_save import StockSave
@@ -76,6 +78,7 @@ TARGET = Target(
     passes=passes,
     op_types=STOCK_OPS,
     checkpoint_layout=checkpoint_layout,
+    rewrite_object_graph=rewrite_object_graph,
     restrict_plan=restrict_plan,
     supports=frozenset({COMPRESSED_ROWS}),
     compressed_op_types=DECODE_OPS,

@@ -31,14 +31,21 @@ STOCK_OPS = (
     "SelectV2",
     "Const",
 )
-# A table saved under key K gets K-stock_keys and K-stock_rows (int64 [n] each) beside K.
-STOCK_CHECKPOINT_SUFFIXES = ("stock_keys", "stock_rows")
+# A table saved under key K gets K-stock-keys and K-stock-values (int64 [n] each: keys, rows)
+# beside K: the names a MutableHashTable object saved under K-stock reads (object_graph.py).
+STOCK_CHECKPOINT_SUFFIXES = ("keys", "values")
 INT64 = "int64"
+SHARED_NAME_PREFIX = "graphopt_stock_"
+
+
+def checkpoint_key(table):
+    """The key the table's key -> row map is saved under (its tensors add -keys and -values)."""
+    return f"{table.checkpoint_key}-stock"
 
 
 def checkpoint_names(table):
     """The checkpoint tensors holding a table's key -> row map."""
-    return [f"{table.checkpoint_key}-{s}" for s in STOCK_CHECKPOINT_SUFFIXES]
+    return [f"{checkpoint_key(table)}-{s}" for s in STOCK_CHECKPOINT_SUFFIXES]
 
 
 class StockTables:
@@ -48,7 +55,7 @@ class StockTables:
         self.run_id = run_id or uuid.uuid4().hex[:12]
 
     def shared_name(self, table) -> str:
-        return f"graphopt_stock_{self.run_id}/{table.name}"
+        return f"{SHARED_NAME_PREFIX}{self.run_id}/{table.name}"
 
     def handle(self, body: Body, table, device="") -> TensorRef:
         """The table's hash-table handle in ``body``, added once per body."""

@@ -1,7 +1,7 @@
 """What the stock target's saver passes share: appending the hash tables' entries to a Saver node.
 
 The dense table's own entries are untouched: the rows are saved and restored as before; each
-table's key -> row map is added as KEY-stock_keys and KEY-stock_rows (stock_save.py,
+table's key -> row map is added as KEY-stock-keys and KEY-stock-values (stock_save.py,
 stock_restore.py).
 """
 
@@ -49,5 +49,5 @@ class AppendHashTableEntries(Pass):
         return bool(matches)
 
     def add_entry(self, body, node, table, use, first):
-        """Wires entries ``first`` and ``first + 1`` (KEY-stock_keys, KEY-stock_rows) of ``node``."""
+        """Wires entries ``first`` and ``first + 1`` (KEY-stock-keys, KEY-stock-values) of ``node``."""
         raise NotImplementedError

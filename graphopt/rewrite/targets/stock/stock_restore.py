@@ -2,7 +2,7 @@
 
 Pattern (top-level TF1 ``save/…`` or the ``__inference__traced_restore`` function):
     AssignVariableOp(table, RestoreV2(prefix, names, slices):j)   (part 0's restore)
-        -> unchanged; RestoreV2 gets KEY-stock_keys / KEY-stock_rows appended and
+        -> unchanged; RestoreV2 gets KEY-stock-keys / KEY-stock-values appended and
            LookupTableImportV2(hash_table, RestoreV2:n, RestoreV2:n+1) runs wherever the assign
            is waited for (control edges, function control outputs)
 The dense table's own entries are untouched.

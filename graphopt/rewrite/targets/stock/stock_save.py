@@ -2,7 +2,7 @@
 
 Pattern (top-level TF1 ``save/…`` or the ``__inference__traced_save`` function):
     SaveV2(prefix, names, slices, …)          where the table (part 0) is saved
-        -> SaveV2(prefix, names + [KEY-stock_keys, KEY-stock_rows], …,
+        -> SaveV2(prefix, names + [KEY-stock-keys, KEY-stock-values], …,
                   LookupTableExportV2(hash_table):keys, :values)
 The dense table's own entries are untouched.
 """

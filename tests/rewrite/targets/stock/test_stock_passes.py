@@ -49,7 +49,7 @@ def test_stock_save_appends_the_key_row_map():
     graph = ctx.model.graph
     StockSave(builders.StockTables("test")).run(ctx)
     save = graph.node("save/SaveV2")
-    assert _strings(graph, save, 1) == ["emb", "emb-stock_keys", "emb-stock_rows"]
+    assert _strings(graph, save, 1) == ["emb", "emb-stock-keys", "emb-stock-values"]
     assert len(graph.data_inputs(save)) == 3 + 3 and op_counts(graph)[builders.TABLE_EXPORT_OP] == 1
     assert graph.node("save/control_dependency").input[-1] == "^save/SaveV2"
 
@@ -59,7 +59,7 @@ def test_stock_restore_imports_the_map_where_the_restore_is_waited_for():
     graph = ctx.model.graph
     StockRestore(builders.StockTables("test")).run(ctx)
     restore = graph.node("save/RestoreV2")
-    assert _strings(graph, restore, 1) == ["emb", "emb-stock_keys", "emb-stock_rows"]
+    assert _strings(graph, restore, 1) == ["emb", "emb-stock-keys", "emb-stock-values"]
     imp = next(n for n in graph.nodes() if n.op == builders.TABLE_IMPORT_OP)
     assert "^" + imp.name in graph.node("save/restore_all").input
     assert graph.node("save/Assign").op == "AssignVariableOp"  # the dense rows restore as before
