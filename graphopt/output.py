@@ -12,7 +12,9 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 
 from graphopt.errors import OutputError, OutputExistsError
 
@@ -154,6 +156,32 @@ def _write_failure(exc):
 
 
 @contextlib.contextmanager
+def _interrupts_deferred():
+    """SIGINT and SIGTERM that arrive inside the block take effect when it ends.
+
+    Creating a stage is several steps (mkdir, lock file, the check for another writer); an
+    interrupt between two of them would leave a stage that no ``finally`` knows of. Blocking the
+    signal in this thread would not do: any other thread (TensorFlow's) may take it, and Python
+    runs the handler in the main thread all the same. So the handlers themselves wait.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread has signal handlers to run
+        return
+    arrived = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: arrived.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(arrived):
+            signal.raise_signal(sig)  # now, under the handler the caller had
+
+
+@contextlib.contextmanager
 def staged_output(out_dir, overwrite=False):
     """Yield a not-yet-existing path beside ``out_dir``; whatever is written there replaces
     ``out_dir`` only when the block completes, so a failure leaves nothing behind.
@@ -163,9 +191,11 @@ def staged_output(out_dir, overwrite=False):
     """
     out_dir = os.path.abspath(out_dir)
     check_output_dir(out_dir, overwrite)
-    stage, lock = _create_stage(out_dir)
-    staged = os.path.join(stage, "output")
+    stage = lock = None
     try:
+        with _interrupts_deferred():
+            stage, lock = _create_stage(out_dir)
+        staged = os.path.join(stage, "output")
         try:
             yield staged
             if os.path.lexists(out_dir):
@@ -187,6 +217,7 @@ def staged_output(out_dir, overwrite=False):
                 "free space there or choose another output path"
             ) from None
     finally:
-        if os.path.exists(stage):
+        if stage is not None and os.path.exists(stage):
             shutil.rmtree(stage, ignore_errors=True)
-        os.close(lock)
+        if lock is not None:
+            os.close(lock)

@@ -165,8 +165,9 @@ def notes(layers: list[TableLayer]) -> list[str]:
             )
         elif layer.config is not None and layer.config.get("embeddings_regularizer"):
             out.append(
-                f"tf_keras layer {layer.name}: its embeddings_regularizer is not applied when fit "
-                "trains the dynamic table (a warning at load says so)"
+                f"tf_keras layer {layer.name}: its embeddings_regularizer counts in the loss but "
+                "its gradient is not applied when fit trains the dynamic table (a warning at load "
+                "says so)"
             )
     return out
 

@@ -58,7 +58,8 @@ class DynamicEmbedding(tf_keras.layers.Layer):
             "embeddings_constraint",
         ):
             kwargs.pop(embedding_only, None)  # an Embedding's; ids have any value and shape here
-        # Accepted (a converted Embedding's) but not applied to the dynamic rows: warned below.
+        # A converted Embedding's: its value counts in the model's losses, over the table's present
+        # rows (every row right after the rewrite); its gradient does not reach the rows (warned).
         self._embeddings_regularizer = kwargs.pop("embeddings_regularizer", None)
         super().__init__(**kwargs)
         self.output_dim = int(output_dim)
@@ -79,6 +80,12 @@ class DynamicEmbedding(tf_keras.layers.Layer):
         )
         self.built = True
         self._fit_warned = False
+        regularizer = tf_keras.regularizers.get(self._embeddings_regularizer)
+        if regularizer is not None:
+            # tf_keras computes an Embedding's regularization over its whole [V, dim] variable in
+            # model.losses; here over the exported rows, the same sum in another order. Exported
+            # values carry no gradient: fit's loss is the original's, its update to the rows is not.
+            self.add_loss(lambda: regularizer(tf.stop_gradient(self.table.export()[1])))
         for problem in self._training_problems():
             warnings.warn(problem, RuntimeWarning, stacklevel=2)
 
@@ -94,8 +101,9 @@ class DynamicEmbedding(tf_keras.layers.Layer):
             )
         if self._embeddings_regularizer:
             problems.append(
-                f"graphopt: tf_keras layer {self.name}: its embeddings_regularizer is not applied "
-                "when fit trains the dynamic table"
+                f"graphopt: tf_keras layer {self.name}: its embeddings_regularizer counts in the "
+                "loss, but its gradient is not applied when fit trains the dynamic table (rows "
+                "do not decay)"
             )
         return problems
 
@@ -134,5 +142,8 @@ class DynamicEmbedding(tf_keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(keras3_layer.table_layer_config(self, tf_keras))
-        config["embeddings_regularizer"] = self._embeddings_regularizer
+        regularizer = tf_keras.regularizers.get(self._embeddings_regularizer)
+        config["embeddings_regularizer"] = (
+            None if regularizer is None else tf_keras.regularizers.serialize(regularizer)
+        )
         return config

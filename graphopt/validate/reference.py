@@ -162,6 +162,9 @@ def _compare(want, got, atol, rtol):
     if np.array_equal(want, got):
         return True, "bit-identical"
     diff = float(np.max(np.abs(want.astype(np.float64) - got.astype(np.float64))))
+    # None: the option was not given (validate's per-row-dtype defaults do not apply to a
+    # reference file, which records outputs, not rows); it means 0.
+    atol, rtol = atol or 0.0, rtol or 0.0
     ok = bool(np.allclose(got, want, atol=atol, rtol=rtol)) if (atol or rtol) else False
     return ok, f"max |diff| {diff:.3g}" + (f" (atol {atol:g}, rtol {rtol:g})" if ok else "")
 

@@ -363,4 +363,12 @@ def test_course_keras_model_migrates_its_genre_lookups(course_models, tmp_path):
     rewrite_model(path, out, collisionless=True)
     assert _ops(out).count(FIND_WITH_FALLBACK) == 8
     validation = validate_models(path, out)
-    assert validation.passed, validation.format()
+    # Exact against the original's tf2 load under tf2; under the session loader a Keras export may
+    # differ from its own tf2 load on some CPUs (kernel choice per path), which validate reports and
+    # fails on. Then the rewritten model must be identical to the original under that loader.
+    assert not validation.problems and all(c.passed for c in validation.checks), validation.format()
+    for run in validation.runs:
+        assert run.passed or (
+            run.loader == "session"
+            and any("under the session loader the rewritten model is identical" in n for n in run.notes)
+        ), validation.format()

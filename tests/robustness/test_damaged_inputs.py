@@ -196,7 +196,7 @@ def test_validate_refuses_a_damaged_original(course_models, rewritten, tmp_path,
     result = invoke("validate", model, good, "--loader", "session", "--batches", "1")
     named = _named(model, target, case)
     if case == "pb-missing":
-        named = f"{model}: no saved_model.pb in it"
+        named = f"{model} holds no saved_model.pb"
     if not (unchecked_flip(model, case) and result.exit_code in (0, 1)):  # 1: it computes something else
         assert_refused(result, named)
     assert tree_hash(model) == before and tree_hash(good) == good_before

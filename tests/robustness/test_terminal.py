@@ -100,7 +100,13 @@ COMMANDS = {
         ["converting tables", "100%", "PASSED"],
         ["converting tables", "PASSED"],
     ),
-    "validate": (["validate", "{keras}", "{rewritten}", "--batches", "1"], ["PASSED"], ["PASSED"]),
+    # --loader tf2: the session loader of a Keras export can differ from the original's tf2 load
+    # by an ulp on some CPUs, which validate reports and fails on (docs/validate.md).
+    "validate": (
+        ["validate", "{keras}", "{rewritten}", "--batches", "1", "--loader", "tf2"],
+        ["PASSED"],
+        ["PASSED"],
+    ),
     "serve --once": (
         ["serve", "{base}", "--once", "--rest-port", "0", "--grpc-port", "0"],
         ["predictions"],

@@ -29,7 +29,7 @@ import numpy as np
 from tests.zoo import builders as zoo
 
 FIT_STEPS = 3
-FIT_LR = 0.5  # large enough that a frozen table shows in the predictions
+FIT_LR = zoo.FIT_LR
 
 
 @dataclasses.dataclass
