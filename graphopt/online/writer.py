@@ -16,7 +16,16 @@ import numpy as np
 from graphopt.errors import GraphoptError
 from graphopt.ev import contract
 from graphopt.online import delta_format
-from graphopt.online.tables import TableSpec, by_name, checkpoint_prefix, rewrite_target, table_specs
+from graphopt.online.tables import (
+    DenseSpec,
+    TableSpec,
+    by_identity,
+    by_name,
+    checkpoint_prefix,
+    dense_specs,
+    rewrite_target,
+    table_specs,
+)
 
 ALL_ROWS = np.iinfo(np.int64).min  # `since` that takes every row
 
@@ -63,6 +72,35 @@ def _check_since(since):
         )
 
 
+def _served_deltas(version_dir):
+    """The deltas serving applies, in order: every complete one up to the first that cannot be
+    read (it stops serving's replay too)."""
+    fingerprint = delta_format.model_fingerprint(version_dir)
+    for expected, sequence in enumerate(delta_format.sequences(version_dir), start=1):
+        path = os.path.join(delta_format.deltas_dir(version_dir), str(sequence))
+        try:
+            if sequence != expected:
+                return
+            delta = delta_format.read_delta(path, delta_format.version_of(version_dir), fingerprint)
+        except delta_format.DeltaError:
+            return
+        yield delta
+
+
+def served_dense(version_dir, specs: list[DenseSpec]) -> dict[str, np.ndarray]:
+    """name -> the value serving holds of each dense variable: the version's checkpoint, then the
+    last delta on disk that set it."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(os.path.join(version_dir, "variables", "variables"))
+    values = {spec.name: reader.get_tensor(spec.checkpoint_keys[0]) for spec in specs}
+    for delta in _served_deltas(version_dir):
+        for dense in delta.dense:
+            if dense.name in values:
+                values[dense.name] = np.asarray(dense.value)
+    return values
+
+
 def served_keys(version_dir, spec: TableSpec) -> np.ndarray:
     """The keys serving holds in a table after the version's checkpoint and every delta on disk
     (sorted, unique); a delta that cannot be read stops the replay, as it stops serving."""
@@ -72,15 +110,7 @@ def served_keys(version_dir, spec: TableSpec) -> np.ndarray:
     keys = np.unique(
         tf.train.load_checkpoint(prefix).get_tensor(contract.tensor_name(spec.checkpoint_key, contract.KEYS))
     )
-    fingerprint = delta_format.model_fingerprint(version_dir)
-    for expected, sequence in enumerate(delta_format.sequences(version_dir), start=1):
-        path = os.path.join(delta_format.deltas_dir(version_dir), str(sequence))
-        try:
-            if sequence != expected:
-                break
-            delta = delta_format.read_delta(path, delta_format.version_of(version_dir), fingerprint)
-        except delta_format.DeltaError:
-            break
+    for delta in _served_deltas(version_dir):
         for table in delta.tables:
             if table.name in spec.names:
                 keys = np.union1d(np.setdiff1d(keys, table.removed_keys), table.keys)
@@ -160,16 +190,22 @@ class DeltaWriter:
 def delta_from_checkpoint(
     source, version_dir, since: int, table_map: dict[str, str] | None = None
 ) -> str | None:
-    """Write the delta that takes serving from ``version_dir`` (and its deltas so far) to the
-    EmbeddingVariables saved in ``source`` (a SavedModel, checkpoint directory or prefix): the rows
-    whose last step is after ``since``, and the keys serving holds that ``source`` does not.
-    ``table_map``: source table name -> served table name, where they differ. Returns the delta's
-    directory, or None when nothing changed."""
+    """Write the delta that takes serving from ``version_dir`` (and its deltas so far) to the model
+    saved in ``source`` (a SavedModel, checkpoint directory or prefix): the rows whose last step is
+    after ``since``, the keys serving holds that ``source`` does not, and every dense variable of
+    the served version whose value in ``source`` differs from what serving holds (whole).
+
+    A table of ``source`` goes to the served table ``table_map`` names (source name -> served
+    name), else to the one of the same identity (the Keras path of its embedding variable, which
+    ``graphopt rewrite`` and ``graphopt.keras.export_model`` record), else to the one of the same
+    name or alias. A dense variable is matched by name (``mlp_0/kernel`` in a SavedModel), else by
+    object path. Returns the delta's directory, or None when nothing changed."""
     import tensorflow as tf
 
     check_takes_deltas(version_dir)
     _check_since(since)
-    served = by_name(table_specs(version_dir))
+    served_specs = table_specs(version_dir)
+    served, served_ids = by_name(served_specs), by_identity(served_specs)
     sources = table_specs(source)
     if not sources:
         raise GraphoptError(
@@ -186,16 +222,13 @@ def delta_from_checkpoint(
     reader = tf.train.load_checkpoint(checkpoint_prefix(source))
     parts = []
     for spec in sources:
-        target = next((table_map[n] for n in spec.names if n in table_map), None) or next(
-            (n for n in spec.names if n in served), None
-        )
-        if target not in served:
+        goal = _served_table(spec, table_map, served, served_ids)
+        if goal is None:
             raise GraphoptError(
-                f"table {spec.name} of {source} is not a table of the served model {version_dir} "
-                f"(its tables: {', '.join(sorted(served)) or 'none'}); "
-                f"map it with --table {spec.name}=SERVED_NAME"
+                f"table {spec.name}{f' ({spec.identity})' if spec.identity else ''} of {source} is "
+                f"not a table of the served model {version_dir} (its tables: "
+                f"{', '.join(sorted(served)) or 'none'}); map it with --table {spec.name}=SERVED_NAME"
             )
-        goal = served[target]
         if goal.dim != spec.dim:
             raise GraphoptError(
                 f"table {spec.name} of {source} has dim {spec.dim}, served table {goal.name} "
@@ -210,7 +243,67 @@ def delta_from_checkpoint(
         parts.append(
             delta_format.TableDelta(goal.name, keys[changed], values[changed], versions[changed], removed)
         )
-    if not any(len(p.keys) or len(p.removed_keys) for p in parts):
+    targets = [p.name for p in parts]
+    if len(set(targets)) != len(targets):
+        raise GraphoptError(
+            f"two tables of {source} go to one served table ({', '.join(sorted(targets))}); "
+            "map each with --table SOURCE=SERVED"
+        )
+    dense = changed_dense(source, reader, version_dir)
+    if not dense and not any(len(p.keys) or len(p.removed_keys) for p in parts):
         return None
     up_to = max([since] + [int(p.versions.max()) for p in parts if len(p.versions)])
-    return delta_format.write_delta(version_dir, parts, since_step=since, up_to_step=up_to)
+    return delta_format.write_delta(version_dir, parts, since_step=since, up_to_step=up_to, dense=dense)
+
+
+def _served_table(spec: TableSpec, table_map, served, served_ids) -> TableSpec | None:
+    mapped = next((table_map[n] for n in spec.names if n in table_map), None)
+    if mapped is not None:
+        return served.get(mapped)
+    if spec.identity and spec.identity in served_ids:
+        return served_ids[spec.identity]
+    return next((served[n] for n in spec.names if n in served), None)
+
+
+def changed_dense(source, reader, version_dir) -> list[delta_format.DenseDelta]:
+    """The dense variables of the served version whose value in ``source`` (its checkpoint
+    ``reader``) differs, bit for bit, from what serving holds. A variable only one side has is
+    left out: training state (a layer's step counter) or a variable serving does not read."""
+    served = dense_specs(version_dir)
+    if not served:
+        return []
+    mine = dense_specs(source)
+    # By name; a checkpoint without a SavedModel names no variable: by checkpoint key then (in a
+    # SavedModel a key is a position, which another export of the model may give another variable).
+    named = os.path.isfile(os.path.join(str(source), "saved_model.pb"))
+    by_key = {} if named else {key: spec for spec in mine for key in spec.checkpoint_keys}
+    mine_by_name = {spec.name: spec for spec in mine}
+    current = served_dense(version_dir, served)
+    out = []
+    for goal in served:
+        spec = mine_by_name.get(goal.name) or next(
+            (by_key[k] for k in goal.checkpoint_keys if k in by_key), None
+        )
+        if spec is None:
+            continue
+        if (spec.dtype, spec.shape) != (goal.dtype, goal.shape):
+            raise GraphoptError(
+                f"dense variable {spec.name} of {source} is {spec.dtype} {list(spec.shape)}, the "
+                f"served {goal.name} is {goal.dtype} {list(goal.shape)}: SOURCE must be the model "
+                "the served version was made from, trained on"
+            )
+        value = reader.get_tensor(spec.checkpoint_keys[0])
+        if any(not _same(value, reader.get_tensor(k)) for k in spec.checkpoint_keys[1:]):
+            raise GraphoptError(
+                f"{source} saves dense variable {spec.name} under {len(spec.checkpoint_keys)} keys "
+                "with different values; save the model again"
+            )
+        if not _same(value, current[goal.name]):
+            out.append(delta_format.DenseDelta(goal.name, value))
+    return out
+
+
+def _same(a, b) -> bool:
+    """Bit for bit (a NaN equals itself, -0.0 is not 0.0)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
