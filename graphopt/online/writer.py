@@ -121,14 +121,22 @@ class DeltaWriter:
     """Writes deltas of training EmbeddingVariables beside the served version ``version_dir``.
 
     ``tables``: {served table name: EmbeddingVariable}, a list of EmbeddingVariables (named by
-    ``ev.name``) or a model whose variables include EmbeddingVariables (named by object path).
-    Each name must be a table of the served version (or an alias from its rewrite manifest), with
+    ``ev.name``) or a model whose variables include EmbeddingVariables (named by object path; a
+    Keras model's DynamicEmbedding tables also by identity, ``<layer path>/embeddings``). Each must
+    be a table of the served version (by name, alias from its rewrite manifest or identity), with
     the same dim. ``since``: the step the served version was trained to (rows whose last step is
     after it go into the first delta); None puts every row into the first delta.
+
+    ``dense``: the dense variables to carry, {served name: variable} or a model (its
+    floating-point variables, named by Keras path or ``tf.Variable`` name, ``mlp_0/kernel``);
+    those the served version has go into a delta whenever their value changed since serving's.
+    None (the default) carries none: the served model then computes the trained rows through its
+    own dense layers.
     """
 
-    def __init__(self, version_dir, tables, since: int | None = None):
+    def __init__(self, version_dir, tables, since: int | None = None, dense=None):
         self.version_dir = version_dir
+        identities = _table_identities(tables)
         self.tables = embedding_variables(tables)
         if not self.tables:
             raise GraphoptError(
@@ -137,10 +145,11 @@ class DeltaWriter:
             )
         check_takes_deltas(version_dir)
         _check_since(since)
-        served = by_name(table_specs(version_dir))
+        served_specs = table_specs(version_dir)
+        served, served_ids = by_name(served_specs), by_identity(served_specs)
         self.specs: dict[str, TableSpec] = {}
         for name, ev in self.tables.items():
-            spec = served.get(name)
+            spec = served.get(name) or served_ids.get(identities.get(id(ev), ""))
             if spec is None:
                 raise GraphoptError(
                     f"table {name!r} is not a table of the served model {version_dir}; its tables are "
@@ -151,6 +160,8 @@ class DeltaWriter:
             self.specs[name] = spec
         self.since = ALL_ROWS if since is None else int(since)
         self._served = {name: served_keys(version_dir, spec) for name, spec in self.specs.items()}
+        self.dense = _dense_variables(dense, version_dir)
+        self._dense_served = served_dense(version_dir, [spec for spec, _ in self.dense.values()])
         self.last_path: str | None = None
 
     def write(self, step: int | None = None) -> str | None:
@@ -169,12 +180,17 @@ class DeltaWriter:
             )
             present = np.unique(present)
             removed = np.setdiff1d(self._served[name], present, assume_unique=True)
-            parts.append(delta_format.TableDelta(name, keys, values, versions, removed))
+            parts.append(delta_format.TableDelta(self.specs[name].name, keys, values, versions, removed))
             served[name] = np.union1d(np.intersect1d(self._served[name], present, assume_unique=True), keys)
             if len(versions):
                 watermark = max(watermark, int(versions.max()))
         up_to = watermark if step is None else int(step)
-        if not any(len(p.keys) or len(p.removed_keys) for p in parts):
+        dense = []
+        for name, (_, variable) in self.dense.items():
+            value = variable.numpy()
+            if not _same(value, self._dense_served[name]):
+                dense.append(delta_format.DenseDelta(name, value))
+        if not dense and not any(len(p.keys) or len(p.removed_keys) for p in parts):
             self.since = up_to
             return None
         path = delta_format.write_delta(
@@ -182,9 +198,56 @@ class DeltaWriter:
             parts,
             since_step=None if self.since == ALL_ROWS else self.since,
             up_to_step=up_to,
+            dense=dense,
         )
+        self._dense_served.update((d.name, d.value) for d in dense)
         self._served, self.since, self.last_path = served, up_to, path
         return path
+
+
+def _table_identities(source) -> dict[int, str]:
+    """id(EmbeddingVariable) -> identity, for the DynamicEmbedding layers of a Keras model."""
+    layers = getattr(source, "layers", None)
+    if not isinstance(layers, list):
+        return {}
+    from graphopt.keras.export import _all_layers, table_identity
+    from graphopt.keras.layer import DynamicEmbedding
+
+    return {
+        id(layer.table): table_identity(layer)
+        for layer in _all_layers(source)
+        if isinstance(layer, DynamicEmbedding)
+    }
+
+
+def _dense_variables(source, version_dir) -> dict[str, tuple[DenseSpec, Any]]:
+    """served name -> (its spec, the training variable) for the served version's dense variables
+    that ``source`` (None, {name: variable} or a model) holds."""
+    if source is None:
+        return {}
+    import tensorflow as tf
+
+    if isinstance(source, dict):
+        found = dict(source)
+    else:
+        found = {}
+        for variable in getattr(source, "variables", None) or []:
+            name = getattr(variable, "path", None) or variable.name.split(":")[0]
+            found.setdefault(name, variable)
+    served = {spec.name: spec for spec in dense_specs(version_dir)}
+    out = {}
+    for name, variable in found.items():
+        spec = served.get(name)
+        if spec is None or not tf.as_dtype(variable.dtype).is_floating:
+            continue
+        shape, dtype = tuple(variable.shape), tf.as_dtype(variable.dtype).name
+        if (dtype, shape) != (spec.dtype, spec.shape):
+            raise GraphoptError(
+                f"dense variable {name} is {dtype} {list(shape)}, the served one is {spec.dtype} "
+                f"{list(spec.shape)}: train the model the served version was made from"
+            )
+        out[name] = (spec, variable)
+    return out
 
 
 def delta_from_checkpoint(

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from graphopt import ops
 from graphopt.errors import GraphoptError
-from graphopt.online import TableDelta, write_delta
+from graphopt.online import DeltaWriter, TableDelta, write_delta
 from graphopt.online.delta_format import MANIFEST, DenseDelta
 from graphopt.online.writer import delta_from_checkpoint
 from graphopt.serve.deltas import DeltaFeed
@@ -131,3 +131,24 @@ def test_a_delta_waits_for_the_requests_running_and_applies_whole(tmp_path):
         assert servable.deltas.applied == 0 and applier.is_alive()
     applier.join(timeout=10)
     assert servable.deltas.applied == 1
+
+
+def test_delta_writer_carries_the_dense_variables_it_is_given_when_they_change(tmp_path):
+    version = save(ScaledRows(), tmp_path / "m" / "1")
+    servable = serve(version)
+    model = ScaledRows()
+    writer = DeltaWriter(version, {"table": model.table}, since=0, dense=model)
+    assert sorted(writer.dense) == ["scale"]  # steps is an integer: training state, not served
+    assert writer.write() is None  # nothing changed yet
+    model.scale.assign([2.0, 2.0, 2.0, 2.0])
+    path = writer.write()  # a delta of the dense variable alone
+    assert [d["name"] for d in json.load(open(os.path.join(path, MANIFEST)))["dense"]] == ["scale"]
+    assert writer.write() is None  # sent once
+    model.table.lookup(tf.constant([2], tf.int64), insert_missing=True, step=1)
+    model.table.insert(tf.constant([2], tf.int64), tf.fill([1, DIM], -2.0))
+    model.scale.assign([1.0, 0.5, 0.25, 3.0])
+    writer.write()
+    assert servable.deltas.poll() == 2
+    np.testing.assert_array_equal(answer(servable), model.serve(tf.constant(IDS))["rows"].numpy())
+    with pytest.raises(GraphoptError, match=r"dense variable scale is float32 \[5\], the served one"):
+        DeltaWriter(version, {"table": model.table}, since=0, dense={"scale": tf.Variable(tf.zeros([5]))})
