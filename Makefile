@@ -43,10 +43,17 @@ demo: install
 	$(BIN)/graphopt rewrite $(DEMO_DIR)/keras/model.keras -o $(DEMO_DIR)/keras_ev/model.keras
 	$(BIN)/python -m graphopt.course.train $(DEMO_DIR)/keras_ev/model.keras --new-users \
 	  -o $(DEMO_DIR)/keras_ev/trained.keras --export-converted $(DEMO_DIR)/keras_ev/converted \
-	  --export $(DEMO_DIR)/serving/keras_trained/1
+	  --export $(DEMO_DIR)/serving/keras_trained/1 > $(DEMO_DIR)/keras_ev/train.log; \
+	  status=$$?; cat $(DEMO_DIR)/keras_ev/train.log; exit $$status
 	$(BIN)/graphopt validate $(DEMO_DIR)/keras $(DEMO_DIR)/keras_ev/converted --loader tf2
 	$(BIN)/graphopt serve $(DEMO_DIR)/serving/keras_trained --model-name embedding_mlp --rest-port 0 \
 	  --grpc-port 0 --once --request '$(DEMO_REQUEST)'
+	# Or ship the training to the version served from the original export as a delta (docs/online.md):
+	# the changed rows and dense variables, tables matched by identity; it then answers as above.
+	$(BIN)/graphopt delta $(DEMO_DIR)/serving/keras_trained/1 -o $(DEMO_DIR)/serving/keras/1 \
+	  --since $$(sed -n 's/.*--since //p' $(DEMO_DIR)/keras_ev/train.log)
+	$(BIN)/graphopt serve $(DEMO_DIR)/serving/keras --model-name embedding_mlp --rest-port 0 --grpc-port 0 \
+	  --once --request '$(DEMO_REQUEST)'
 
 # Lint: ruff (pycodestyle, pyflakes, bugbear, pyupgrade, import order), ruff's formatter, mypy.
 LINT_PATHS := graphopt tests bench setup.py

@@ -34,9 +34,11 @@ from graphopt.errors import ArgumentError
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the delta's manifest as JSON.")
 def delta(source, since, version_dir, tables, as_json):
-    """Write a delta of SOURCE's EmbeddingVariables (a training checkpoint or SavedModel) for a served
-    version: rows changed after --since, keys serving holds that SOURCE no longer has. `graphopt
-    serve` applies it live."""
+    """Write a delta of SOURCE (a training checkpoint or SavedModel) for a served version: rows
+    changed after --since, keys serving holds that SOURCE no longer has, and the served version's
+    dense variables whose value in SOURCE differs. Tables are matched by --table, else by identity
+    (recorded by graphopt rewrite and graphopt.keras exports), else by name. `graphopt serve`
+    applies it live, all at once."""
     from graphopt.online.delta_format import read_manifest
     from graphopt.online.writer import delta_from_checkpoint
 
@@ -66,3 +68,5 @@ def delta(source, since, version_dir, tables, as_json):
             f"  {table['name']}: {table['upserts']} rows upserted, {table['removals']} keys removed "
             f"(dim {table['dim']})"
         )
+    for dense in manifest.get("dense", []):
+        click.echo(f"  {dense['name']}: {dense['dtype']} {dense['shape']} set")

@@ -29,13 +29,14 @@ def continue_training(
 ):
     from graphopt.course.data import ID_FEATURES, generate_samples, read_samples
     from graphopt.course.models.features import dataset
-    from graphopt.keras import DynamicEmbedding, compressed_tables
+    from graphopt.keras import DynamicEmbedding
     from graphopt.keras.convert import load_keras_file
+    from graphopt.keras.export import export_model
 
     model = load_keras_file(model_path)
     tables = [layer for layer in model.layers if isinstance(layer, DynamicEmbedding)]
     if export_converted:
-        model.export(export_converted, format="tf_saved_model", verbose=False)
+        export_model(model, export_converted)
     samples = read_samples(data) if data else generate_samples(rows, seed=seed)
     if new_users and not data:
         samples.columns["userId"] = samples.columns["userId"] + ID_FEATURES["userId"]
@@ -45,8 +46,8 @@ def continue_training(
     since = max([int(layer.iterations.numpy()) for layer in tables] or [0])
     history = model.fit(dataset(samples, shuffle=True, seed=seed), epochs=1, verbose=0)
     model.save(out)
-    with compressed_tables(model, row_dtype):  # --export-row-dtype: compressed serving rows
-        model.export(export, format="tf_saved_model", verbose=False)
+    # --export-row-dtype: compressed serving rows; the tables file names the tables for deltas
+    export_model(model, export, row_dtype)
     loss = history.history["loss"][-1]
     print(f"trained 1 epoch on {len(samples)} new samples ({samples.source}): loss {loss:.4f}")
     for layer in tables:

@@ -159,6 +159,22 @@ def subtree(object_graph, root: int) -> list:
     return order
 
 
+def variable_names(saved_object_graph, ckpt_graph) -> dict[str, str]:
+    """{checkpoint key: the variable's own name} of every variable of a TF2 SavedModel: the name a
+    Keras export gives it (its path, ``mlp_0/kernel``), which stays the same across exports, where
+    the checkpoint key (``_all_variables/13/...``) is a position. The SavedObjectGraph and the
+    checkpoint's TrackableObjectGraph number the objects alike."""
+    names: dict[str, str] = {}
+    if ckpt_graph is None:
+        return names
+    for i, node in enumerate(saved_object_graph.nodes):
+        if node.WhichOneof("kind") != "variable" or not node.variable.name or i >= len(ckpt_graph.nodes):
+            continue
+        for attr in ckpt_graph.nodes[i].attributes:
+            names[attr.checkpoint_key] = node.variable.name
+    return names
+
+
 def objects_saved_under(ckpt_graph, checkpoint_key) -> set:
     """Ids of the checkpoint objects with an attribute saved under ``checkpoint_key``."""
     return {

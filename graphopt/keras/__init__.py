@@ -1,6 +1,14 @@
 """Keras 3 training of dynamic tables: the DynamicEmbedding layer and the Embedding converter."""
 
 from graphopt.keras.convert import ConversionReport, convert, convert_file
+from graphopt.keras.export import export_model
 from graphopt.keras.layer import DynamicEmbedding, compressed_tables
 
-__all__ = ["ConversionReport", "DynamicEmbedding", "compressed_tables", "convert", "convert_file"]
+__all__ = [
+    "ConversionReport",
+    "DynamicEmbedding",
+    "compressed_tables",
+    "convert",
+    "convert_file",
+    "export_model",
+]

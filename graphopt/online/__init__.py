@@ -1,13 +1,23 @@
-"""Online updates: deltas of EmbeddingVariables written while training, applied live by serving.
+"""Online updates: deltas of EmbeddingVariables (and dense variables) written while training,
+applied live by serving.
 
 ``DeltaWriter`` and ``DeltaCallback`` (Keras) write them; ``graphopt serve`` applies them; the
 format is ``graphopt.online.delta_format`` (docs/online.md).
 """
 
-from graphopt.online.delta_format import Delta, DeltaError, TableDelta, read_delta, write_delta
+from graphopt.online.delta_format import Delta, DeltaError, DenseDelta, TableDelta, read_delta, write_delta
 from graphopt.online.writer import DeltaWriter
 
-__all__ = ["Delta", "DeltaCallback", "DeltaError", "DeltaWriter", "TableDelta", "read_delta", "write_delta"]
+__all__ = [
+    "Delta",
+    "DeltaCallback",
+    "DeltaError",
+    "DeltaWriter",
+    "DenseDelta",
+    "TableDelta",
+    "read_delta",
+    "write_delta",
+]
 
 
 def __getattr__(name):

@@ -1,12 +1,14 @@
-"""The delta format: what changed in a model's EmbeddingVariables since the version it serves.
+"""The delta format: what changed in a model since the version it serves.
 
 A delta is a directory ``MODEL_BASE/<version>/deltas/<sequence>/`` holding one TF checkpoint bundle
 per table (``table-<i>.index`` / ``.data-00000-of-00001`` with tensors ``keys`` int64 [n],
-``values`` float32 [n, dim], ``versions`` int64 [n] and ``removed_keys`` int64 [m]) and
-``manifest.json``: format and its version, the version it applies to and that version's
-fingerprint, the sequence number, the steps it covers, each table's name, dim, dtypes and counts,
-and every file's size and CRC32C. It is written into a hidden stage beside it and renamed into
-place complete; docs/online.md documents it.
+``values`` float32 [n, dim], ``versions`` int64 [n] and ``removed_keys`` int64 [m]), one bundle
+``dense`` with the dense variables that changed, whole (tensor ``dense-<j>``; format version 2, only
+when there are some), and ``manifest.json``: format and its version, the version it applies to and
+that version's fingerprint, the sequence number, the steps it covers, each table's name, dim,
+dtypes and counts, each dense variable's name, dtype and shape, and every file's size and CRC32C.
+It is written into a hidden stage beside it and renamed into place complete; docs/online.md
+documents it.
 """
 
 import dataclasses
@@ -22,7 +24,10 @@ from graphopt.errors import GraphoptError
 from graphopt.output import staged_output
 
 FORMAT = "graphopt-delta"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: dense variables; a delta without them is written as version 1
+READABLE_VERSIONS = (1, 2)
+DENSE_BUNDLE = "dense"
+DENSE_DTYPES = ("float16", "bfloat16", "float32", "float64")
 MANIFEST = "manifest.json"
 DELTAS_DIR = "deltas"
 TENSORS = ("keys", "values", "versions", "removed_keys")
@@ -52,6 +57,15 @@ class TableDelta:
 
 
 @dataclasses.dataclass
+class DenseDelta:
+    """One dense variable's new value, whole: dense variables are small, and a delta must carry
+    them for the served model to compute what the trained one computes."""
+
+    name: str
+    value: np.ndarray  # read_delta gives a tf.Tensor of the variable's dtype
+
+
+@dataclasses.dataclass
 class Delta:
     """A delta read and checked: its manifest fields and each table's arrays."""
 
@@ -63,6 +77,7 @@ class Delta:
     up_to_step: int | None
     created: str
     tables: list[TableDelta]
+    dense: list[DenseDelta] = dataclasses.field(default_factory=list)
 
     @property
     def upserts(self) -> int:
@@ -138,8 +153,14 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def write_delta(version_dir, tables: list[TableDelta], since_step=None, up_to_step=None) -> str:
-    """Write ``tables`` as the next delta of ``version_dir``; returns its directory.
+def write_delta(
+    version_dir,
+    tables: list[TableDelta],
+    since_step=None,
+    up_to_step=None,
+    dense: list[DenseDelta] | tuple[DenseDelta, ...] = (),
+) -> str:
+    """Write ``tables`` and ``dense`` as the next delta of ``version_dir``; returns its directory.
 
     Files are written and synced in a hidden stage under version_dir/deltas and the stage is
     renamed to the next sequence number only when complete, so a reader never sees part of it.
@@ -151,6 +172,10 @@ def write_delta(version_dir, tables: list[TableDelta], since_step=None, up_to_st
     names = [t.name for t in tables]
     if len(set(names)) != len(names):
         raise DeltaError(f"a delta names each table once; got {names}")
+    dense_names = [d.name for d in dense]
+    if len(set(dense_names)) != len(dense_names):
+        raise DeltaError(f"a delta names each dense variable once; got {dense_names}")
+    dense_values = [_checked_dense(d) for d in dense]
     existing = sequences(version_dir)
     sequence = (existing[-1] if existing else 0) + 1
     out = os.path.join(deltas_dir(version_dir), str(sequence))
@@ -177,6 +202,23 @@ def write_delta(version_dir, tables: list[TableDelta], since_step=None, up_to_st
                     "removals": len(table.removed_keys),
                 }
             )
+        dense_entries = []
+        if dense:
+            tf.raw_ops.SaveV2(
+                prefix=os.path.join(stage, DENSE_BUNDLE),
+                tensor_names=[f"dense-{j}" for j in range(len(dense))],
+                shape_and_slices=[""] * len(dense),
+                tensors=[tf.constant(v) for v in dense_values],
+            )
+            dense_entries = [
+                {
+                    "name": d.name,
+                    "tensor": f"dense-{j}",
+                    "dtype": _dtype_name(v),
+                    "shape": list(v.shape),
+                }
+                for j, (d, v) in enumerate(zip(dense, dense_values, strict=True))
+            ]
         files = {}
         for name in sorted(os.listdir(stage)):
             path = os.path.join(stage, name)
@@ -185,7 +227,8 @@ def write_delta(version_dir, tables: list[TableDelta], since_step=None, up_to_st
             files[name] = {"bytes": os.path.getsize(path), "crc32c": file_crc32c(path)}
         manifest = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            # An older graphopt reading only tables refuses a delta carrying dense variables.
+            "format_version": FORMAT_VERSION if dense else 1,
             "sequence": sequence,
             "base_version": base_version,
             "model_fingerprint": fingerprint,
@@ -193,6 +236,7 @@ def write_delta(version_dir, tables: list[TableDelta], since_step=None, up_to_st
             "up_to_step": up_to_step,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
             "tables": entries,
+            **({"dense": dense_entries} if dense else {}),
             "files": files,
         }
         with open(os.path.join(stage, MANIFEST), "w") as f:
@@ -227,6 +271,22 @@ def _checked_arrays(table: TableDelta) -> dict[str, np.ndarray]:
     }
 
 
+def _dtype_name(value) -> str:
+    import tensorflow as tf
+
+    return tf.as_dtype(value.dtype).name
+
+
+def _checked_dense(dense: DenseDelta):
+    value = dense.value if hasattr(dense.value, "numpy") else np.asarray(dense.value)
+    if _dtype_name(value) not in DENSE_DTYPES:
+        raise DeltaError(
+            f"dense variable {dense.name}: dtype {_dtype_name(value)}, a delta carries "
+            f"floating-point variables ({', '.join(DENSE_DTYPES)})"
+        )
+    return value
+
+
 def read_manifest(path) -> dict:
     """The manifest of the delta at ``path``; DeltaIncomplete when it is not there yet."""
     manifest_path = os.path.join(path, MANIFEST)
@@ -244,22 +304,30 @@ def read_manifest(path) -> dict:
         ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DeltaError(f"delta {path}: {MANIFEST} is not a {FORMAT} manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise DeltaError(
             f"delta {path} has format version {manifest.get('format_version')!r}; this "
-            f"graphopt reads version {FORMAT_VERSION}: upgrade graphopt or write it again"
+            f"graphopt reads versions {', '.join(map(str, READABLE_VERSIONS))}: upgrade graphopt "
+            "or write it again"
         )
     return manifest
 
 
-def read_delta(path, base_version: int, fingerprint: str, table_dims: dict[str, int] | None = None) -> Delta:
+def read_delta(
+    path,
+    base_version: int,
+    fingerprint: str,
+    table_dims: dict[str, int] | None = None,
+    dense_specs: dict[str, tuple[str, tuple[int, ...]]] | None = None,
+) -> Delta:
     """Read the delta at ``path`` and check all of it before anything is applied.
 
     Refused (DeltaError, saying why): no manifest yet, another format, a sequence number that is
     not the directory's, another base version or model fingerprint, a missing, truncated or
     corrupted file (size or CRC32C), a table the model lacks (``table_dims``: name -> dim; None
     takes the manifest's tables and dims as they are), another dim, keys or values of the wrong
-    dtype or shape.
+    dtype or shape, a dense variable the model lacks or of another dtype or shape (``dense_specs``:
+    name -> (dtype name, shape); None takes the manifest's as they are).
     """
     import tensorflow as tf
 
@@ -299,6 +367,7 @@ def read_delta(path, base_version: int, fingerprint: str, table_dims: dict[str, 
         tables = []
         for entry in entries:
             tables.append(_read_table(tf, path, entry, files, table_dims))
+        dense = _read_dense(tf, path, list(manifest.get("dense", [])), files, dense_specs)
     except (KeyError, TypeError, ValueError) as exc:
         raise DeltaError(
             f"delta {path}: {MANIFEST} lacks or mangles a field ({exc!r}); write the delta again"
@@ -318,7 +387,54 @@ def read_delta(path, base_version: int, fingerprint: str, table_dims: dict[str, 
         manifest.get("up_to_step"),
         str(manifest.get("created", "")),
         tables,
+        dense,
     )
+
+
+def _read_dense(tf, path, entries, files, dense_specs) -> list[DenseDelta]:
+    if not entries:
+        return []
+    if f"{DENSE_BUNDLE}.index" not in files:
+        raise DeltaError(f"delta {path}: its dense variables' bundle is not among its checksummed files")
+    names = [e["name"] for e in entries]
+    if len(set(names)) != len(names):
+        raise DeltaError(f"delta {path} names a dense variable twice: {names}")
+    try:
+        reader = tf.train.load_checkpoint(os.path.join(path, DENSE_BUNDLE))
+        dtypes, shapes = reader.get_variable_to_dtype_map(), reader.get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError) as exc:
+        raise DeltaError(
+            f"delta {path}: bundle {DENSE_BUNDLE} cannot be read "
+            f"({str(exc).strip().splitlines()[0]}); write the delta again"
+        ) from None
+    for entry in entries:
+        name, tensor = entry["name"], entry["tensor"]
+        shape, dtype = tuple(int(d) for d in entry["shape"]), str(entry["dtype"])
+        if dense_specs is not None:
+            if name not in dense_specs:
+                raise DeltaError(
+                    f"delta {path} sets dense variable {name!r}, which the served model does not "
+                    "have: write deltas from the model trained on from this version's own model"
+                )
+            want_dtype, want_shape = dense_specs[name]
+            if (dtype, shape) != (want_dtype, tuple(want_shape)):
+                raise DeltaError(
+                    f"delta {path}: dense variable {name!r} is {dtype} {list(shape)}, the served "
+                    f"variable is {want_dtype} {list(want_shape)}"
+                )
+        if tensor not in dtypes or dtypes[tensor].name != dtype or tuple(shapes[tensor]) != shape:
+            raise DeltaError(
+                f"delta {path}: dense variable {name!r} is not the {dtype} {list(shape)} tensor "
+                f"{tensor} its manifest names; write the delta again"
+            )
+    # RestoreV2 runs without the GIL (see _read_table).
+    values = tf.raw_ops.RestoreV2(
+        prefix=os.path.join(path, DENSE_BUNDLE),
+        tensor_names=[e["tensor"] for e in entries],
+        shape_and_slices=[""] * len(entries),
+        dtypes=[tf.as_dtype(e["dtype"]) for e in entries],
+    )
+    return [DenseDelta(e["name"], v) for e, v in zip(entries, values, strict=True)]
 
 
 def _read_table(tf, path, entry, files, table_dims) -> TableDelta:

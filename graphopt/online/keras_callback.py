@@ -15,7 +15,9 @@ class DeltaCallback(keras.callbacks.Callback):
 
     ``tables``: as DeltaWriter's (a dict, a list of EmbeddingVariables, or a model); None takes
     the EmbeddingVariables of the model being trained. ``since``: the step the served version was
-    trained to (None: the first delta holds every row). Written paths collect in ``written``.
+    trained to (None: the first delta holds every row). ``dense``: as DeltaWriter's; True takes
+    the model being trained's (its kernels and biases, so serving computes what it computes).
+    Written paths collect in ``written``.
     """
 
     def __init__(
@@ -25,6 +27,7 @@ class DeltaCallback(keras.callbacks.Callback):
         every_steps: int | None = None,
         every_seconds: float | None = None,
         since: int | None = None,
+        dense=None,
     ):
         super().__init__()
         if every_steps is None and every_seconds is None:
@@ -32,7 +35,7 @@ class DeltaCallback(keras.callbacks.Callback):
         for label, value in (("every_steps", every_steps), ("every_seconds", every_seconds)):
             if value is not None and not value > 0:
                 raise GraphoptError(f"{label} must be greater than 0, got {value}")
-        self.version_dir, self.tables, self.since = version_dir, tables, since
+        self.version_dir, self.tables, self.since, self.dense = version_dir, tables, since, dense
         self.every_steps, self.every_seconds = every_steps, every_seconds
         self.writer: DeltaWriter | None = None
         self.written: list[str] = []
@@ -42,7 +45,8 @@ class DeltaCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.writer is None:
             tables = self.tables if self.tables is not None else self.model
-            self.writer = DeltaWriter(self.version_dir, tables, self.since)
+            dense = self.model if self.dense is True else self.dense
+            self.writer = DeltaWriter(self.version_dir, tables, self.since, dense)
         self._last = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):

@@ -269,7 +269,22 @@ def _rewritten_object_graph(spec, source, meta_graph, plan, scratch_dir, layers=
     return io.serialize(ckpt_graph), keras_metadata.layers_owning(meta_graph, table_ids)
 
 
+def _table_identities(source, meta_graph, tables) -> list[str]:
+    """Each table's stable identity (contract.TABLE_IDENTITY): the variable's own name in a TF2
+    SavedModel's object graph (a Keras export's ``movieId_embedding/embeddings``, which the export
+    of the model trained on from its .keras file names alike), else the variable's name."""
+    names = {}
+    if source.kind == "saved_model" and meta_graphs.has_object_graph(meta_graph):
+        names = object_graphs.variable_names(
+            object_graphs.saved_object_graph(meta_graph),
+            object_graphs.read_object_graph(source.checkpoint_prefix),
+        )
+    return [names.get(t.checkpoint_key or "", t.name) for t in tables]
+
+
 def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
+    # Before the object-graph rewrite below edits the meta graph in place.
+    identities = _table_identities(source, meta_graph, plan.tables)
     with staged_output(out, overwrite=True) as tmp:  # rewrite_model already refused an unwanted overwrite
         os.makedirs(tmp)
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -329,7 +344,10 @@ def _write(source, meta_graph, plan, out, report, progress, spec, verify=None):
             json.dump(
                 {
                     "source": os.path.abspath(source.path),
-                    "tables": [t.to_dict() for t in plan.tables],
+                    "tables": [
+                        {**t.to_dict(), contract.TABLE_IDENTITY: identity}
+                        for t, identity in zip(plan.tables, identities, strict=True)
+                    ],
                     "replaced": report.manifest,
                 },
                 f,

@@ -21,7 +21,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from graphopt import model_io
 from graphopt.errors import ModelError
 from graphopt.ev import contract
-from graphopt.serve.deltas import DeltaFeed, directory_state
+from graphopt.serve.deltas import ApplyGate, DeltaFeed, directory_state
 from graphopt.serve.errors import BadRequest, NotFound
 from graphopt.serve.model_config import VersionPolicy
 from graphopt.serve.signature import DEFAULT_SIGNATURE, PredictSignature
@@ -41,8 +41,10 @@ class ServableVersion:
     signature_defs: get_model_metadata_pb2.SignatureDefMap
     # the loaded object owns the variables the signature functions read
     loaded: object = field(repr=False)
-    # the deltas applied to its EmbeddingVariables (None until the repository attaches them)
+    # the deltas applied to its variables (None until the repository attaches them)
     deltas: object = field(default=None, repr=False)
+    # its signatures' calls and its deltas' applications pass through it (serve/deltas.py)
+    gate: ApplyGate = field(default_factory=ApplyGate, repr=False)
 
     def signature(self, name):
         """The signature called ``name``; BadRequest lists the real ones when it does not exist."""
@@ -89,9 +91,11 @@ def load_version(path, version):
     }
     if not signatures:
         raise ModelError(f"{path} has no serving signatures; export it with a serving_default signature")
+    gate = ApplyGate()
     for signature in signatures.values():
         _warm_up(signature)
-    return ServableVersion(version, path, signatures, read_signature_defs(path), loaded)
+        signature.gate = gate
+    return ServableVersion(version, path, signatures, read_signature_defs(path), loaded, gate=gate)
 
 
 def _warm_up(signature):
@@ -369,7 +373,7 @@ class ModelRepository:
             log.warning("version %d of %s failed to load: %s", version, self.name, message)
             return False
         # Deltas already on disk are applied before the version answers a request (restarts too).
-        servable.deltas = DeltaFeed(self.name, version, path, servable.loaded)
+        servable.deltas = DeltaFeed(self.name, version, path, servable.loaded, servable.gate)
         servable.deltas.poll()
         self._served = {**self._served, version: servable}  # one reference assignment
         self._set_status(version, State.AVAILABLE)

@@ -42,6 +42,9 @@ class PredictSignature:
     def __init__(self, name, function):
         self.name = name
         self._function = function
+        # The version's ApplyGate (serve/deltas.py), set by the repository: a call runs between
+        # two deltas, never while one is half applied.
+        self.gate = None
         _, kwargs = function.structured_input_signature
         self.inputs = dict(sorted(kwargs.items()))
         self.outputs = {
@@ -130,6 +133,12 @@ class PredictSignature:
     def call(self, arrays):
         """The function's outputs (tensors) for checked ``arrays``: one tensor per input, built once,
         and the flat call (a keyword call where the signature's structure has no flat form)."""
+        if self.gate is None:
+            return self._call(arrays)
+        with self.gate.request():
+            return self._call(arrays)
+
+    def _call(self, arrays):
         device = context.context().device_name
         if not self._flat:
             return self._function(**{key: ops.EagerTensor(a, device, None) for key, a in arrays.items()})

@@ -76,7 +76,7 @@ def _rewrite(path, **fields):
         (lambda p: os.remove(os.path.join(p, MANIFEST)), "incomplete"),
         (lambda p: open(os.path.join(p, MANIFEST), "w").write("{"), "not valid JSON"),
         (lambda p: _rewrite(p, format="other"), "not a graphopt-delta manifest"),
-        (lambda p: _rewrite(p, format_version=2), "format version 2"),
+        (lambda p: _rewrite(p, format_version=3), "format version 3"),
         (lambda p: _rewrite(p, sequence=2), "says it is delta 2"),
         (lambda p: _rewrite(p, base_version=4), "made for version 4"),
         (lambda p: _rewrite(p, model_fingerprint="sha256:x"), "another model"),

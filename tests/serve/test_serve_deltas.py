@@ -1,4 +1,4 @@
-"""graphopt serve applies deltas live: in order, each once, atomically per table, before AVAILABLE
+"""graphopt serve applies deltas live: in order, each once, each whole, before AVAILABLE
 on a (re)start; refuses bad ones with a log line and keeps serving the last good state."""
 
 import json
