@@ -19,7 +19,9 @@ LAYERS = [
     # each other); the op library and its Python API.
     {"output", "tabular", "checkpoint", "graph", "ops"},
     # A model read from disk (graph + checkpoint); what a model holds; what uses the ops.
-    {"model_io", "analysis", "keras", "online", "distribute"},
+    {"model_io", "analysis", "keras", "distribute"},
+    # Deltas: read from saved models (model_io) and from Keras models' tables (keras).
+    {"online"},
     # The three jobs side by side, and the course's demo code (its data, model builders, demo
     # training), which they do not need: validate reads the course's samples through a plug-in.
     # tf_keras (the tf_keras layer and its conversion) builds on keras/.

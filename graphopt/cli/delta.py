@@ -37,7 +37,7 @@ def delta(source, since, version_dir, tables, as_json):
     """Write a delta of SOURCE (a training checkpoint or SavedModel) for a served version: rows
     changed after --since, keys serving holds that SOURCE no longer has, and the served version's
     dense variables whose value in SOURCE differs. Tables are matched by --table, else by identity
-    (recorded by graphopt rewrite and graphopt.keras exports), else by name. `graphopt serve`
+    (recorded by graphopt rewrite and graphopt.online.export_model), else by name. `graphopt serve`
     applies it live, all at once."""
     from graphopt.online.delta_format import read_manifest
     from graphopt.online.writer import delta_from_checkpoint

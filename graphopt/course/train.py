@@ -31,7 +31,7 @@ def continue_training(
     from graphopt.course.models.features import dataset
     from graphopt.keras import DynamicEmbedding
     from graphopt.keras.convert import load_keras_file
-    from graphopt.keras.export import export_model
+    from graphopt.online import export_model
 
     model = load_keras_file(model_path)
     tables = [layer for layer in model.layers if isinstance(layer, DynamicEmbedding)]

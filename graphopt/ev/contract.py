@@ -246,10 +246,10 @@ def table_key_of(tensor: str) -> str | None:
 # --- The rewrite's output ----------------------------------------------------------------------
 # Written beside a rewritten model: its source, the converted tables and every replaced node.
 MANIFEST = "graphopt_manifest.json"
-# A table's stable identity, the same in a Keras export, its rewrite and a graphopt.keras export:
+# A table's stable identity, the same in a Keras export, its rewrite and a graphopt.online export:
 # the Keras path of the embedding variable (``movieId_embedding/embeddings``). The rewrite records
 # it per table in MANIFEST; deltas match a training model's tables to the served ones by it.
 TABLE_IDENTITY = "identity"
-# Beside a graphopt.keras export (graphopt.keras.export_model): {"tables": [{"checkpoint_key": K,
+# Beside a graphopt.online export (graphopt.online.export_model): {"tables": [{"checkpoint_key": K,
 # TABLE_IDENTITY: ...}]}, since a Keras export names its tables by position (``_misc_assets/3``).
 TABLES_FILE = "graphopt_tables.json"

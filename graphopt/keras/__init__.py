@@ -1,7 +1,6 @@
 """Keras 3 training of dynamic tables: the DynamicEmbedding layer and the Embedding converter."""
 
 from graphopt.keras.convert import ConversionReport, convert, convert_file
-from graphopt.keras.export import export_model
 from graphopt.keras.layer import DynamicEmbedding, compressed_tables
 
 __all__ = [
@@ -10,5 +9,4 @@ __all__ = [
     "compressed_tables",
     "convert",
     "convert_file",
-    "export_model",
 ]

@@ -1,11 +1,13 @@
 """Online updates: deltas of EmbeddingVariables (and dense variables) written while training,
 applied live by serving.
 
-``DeltaWriter`` and ``DeltaCallback`` (Keras) write them; ``graphopt serve`` applies them; the
+``export_model`` exports a Keras model with its tables named for deltas; ``DeltaWriter`` and
+``DeltaCallback`` (Keras) write them; ``graphopt serve`` applies them; the
 format is ``graphopt.online.delta_format`` (docs/online.md).
 """
 
 from graphopt.online.delta_format import Delta, DeltaError, DenseDelta, TableDelta, read_delta, write_delta
+from graphopt.online.export import export_model
 from graphopt.online.writer import DeltaWriter
 
 __all__ = [
@@ -15,6 +17,7 @@ __all__ = [
     "DeltaWriter",
     "DenseDelta",
     "TableDelta",
+    "export_model",
     "read_delta",
     "write_delta",
 ]

@@ -4,7 +4,7 @@ A table is named by its checkpoint key without the ``/.ATTRIBUTES/...`` tail: it
 from the model's root (``table``, ``_all_variables/2``) in a TF2 SavedModel or checkpoint, its op
 name in a TF1 one. A model written by ``graphopt rewrite`` also answers to the original variable's
 name (``graphopt_manifest.json``: ``embedding_1/embeddings_1``). Its identity (``identity`` in the
-rewrite's manifest, or in ``graphopt_tables.json`` beside a graphopt.keras export) is the Keras
+rewrite's manifest, or in ``graphopt_tables.json`` beside a graphopt.online export) is the Keras
 path of the embedding variable, ``movieId_embedding/embeddings``: the same in a Keras export, its
 rewrite and the export of the model trained on from its ``.keras`` file, where the object paths
 are positions that differ (``_all_variables/5``, ``_misc_assets/1``).
@@ -159,7 +159,7 @@ def variable_names(path) -> dict[str, str]:
 
 def _identities(path) -> dict[str, str]:
     """checkpoint key -> the table's identity, from the rewrite's manifest or the tables file a
-    graphopt.keras export writes."""
+    graphopt.online export writes."""
     found = {}
     for name in (contract.MANIFEST, contract.TABLES_FILE):
         try:

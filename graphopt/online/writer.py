@@ -210,12 +210,12 @@ def _table_identities(source) -> dict[int, str]:
     layers = getattr(source, "layers", None)
     if not isinstance(layers, list):
         return {}
-    from graphopt.keras.export import _all_layers, table_identity
+    from graphopt.keras.identity import all_layers, table_identity
     from graphopt.keras.layer import DynamicEmbedding
 
     return {
         id(layer.table): table_identity(layer)
-        for layer in _all_layers(source)
+        for layer in all_layers(source)
         if isinstance(layer, DynamicEmbedding)
     }
 
@@ -260,7 +260,7 @@ def delta_from_checkpoint(
 
     A table of ``source`` goes to the served table ``table_map`` names (source name -> served
     name), else to the one of the same identity (the Keras path of its embedding variable, which
-    ``graphopt rewrite`` and ``graphopt.keras.export_model`` record), else to the one of the same
+    ``graphopt rewrite`` and ``graphopt.online.export_model`` record), else to the one of the same
     name or alias. A dense variable is matched by name (``mlp_0/kernel`` in a SavedModel), else by
     object path. Returns the delta's directory, or None when nothing changed."""
     import tensorflow as tf

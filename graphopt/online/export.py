@@ -2,8 +2,8 @@
 
 ``model.export`` names each table by its position in the export (``_misc_assets/3``), a name no
 other export of the model shares. ``export_model`` exports the model as ``model.export`` does and
-writes ``graphopt_tables.json`` beside it: each table's checkpoint key and identity, the Keras path
-of the embedding variable (``movieId_embedding/embeddings``), which ``graphopt rewrite`` records
+writes ``graphopt_tables.json`` beside it: each table's checkpoint key and identity (the Keras path
+of the embedding variable, ``movieId_embedding/embeddings``), which ``graphopt rewrite`` records
 for the same table of the original Keras export. ``graphopt delta`` then matches the trained
 model's tables to the served rewrite's by identity, without ``--table``.
 """
@@ -12,12 +12,8 @@ import json
 import os
 
 from graphopt.ev import contract
-
-
-def table_identity(layer) -> str:
-    """The identity of a DynamicEmbedding layer's table: the path its Keras Embedding's weight had
-    (``<layer path>/embeddings``), the name a Keras export gives that variable."""
-    return f"{getattr(layer, 'path', None) or layer.name}/embeddings"
+from graphopt.online.tables import table_specs
+from graphopt.online.writer import embedding_variables
 
 
 def export_model(model, path, row_dtype="float32"):
@@ -26,9 +22,8 @@ def export_model(model, path, row_dtype="float32"):
     from keras.export import ExportArchive
     from keras.src.export.export_utils import get_input_signature
 
+    from graphopt.keras.identity import all_layers, table_identity
     from graphopt.keras.layer import DynamicEmbedding, compressed_tables
-    from graphopt.online.tables import table_specs
-    from graphopt.online.writer import embedding_variables
 
     with compressed_tables(model, row_dtype):
         # What model.export does (keras.src.export.saved_model.export_saved_model), keeping the
@@ -38,7 +33,7 @@ def export_model(model, path, row_dtype="float32"):
         archive.write_out(path, verbose=False)
         identity = {
             id(layer.table): table_identity(layer)
-            for layer in _all_layers(model)
+            for layer in all_layers(model)
             if isinstance(layer, DynamicEmbedding)
         }
         root = getattr(archive, "_tf_trackable", None)
@@ -53,14 +48,3 @@ def export_model(model, path, row_dtype="float32"):
         with open(os.path.join(path, contract.TABLES_FILE), "w") as f:
             json.dump({"tables": tables}, f, indent=1)
     return tables
-
-
-def _all_layers(model):
-    seen, stack = [], list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop()
-        if any(layer is s for s in seen):
-            continue
-        seen.append(layer)
-        stack.extend(getattr(layer, "layers", []) or [])
-    return seen
