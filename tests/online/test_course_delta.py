@@ -59,9 +59,8 @@ def test_delta_writer_during_fit_brings_the_served_version_to_the_trained_model(
     from graphopt.course.data import ID_FEATURES, generate_samples
     from graphopt.course.models.features import dataset
     from graphopt.keras import DynamicEmbedding
-    from graphopt.online import export_model
     from graphopt.keras.convert import load_keras_file
-    from graphopt.online import DeltaWriter
+    from graphopt.online import DeltaWriter, export_model
 
     model_dir, _ = course_models("keras")
     served_dir = str(tmp_path / "serving" / "1")
