@@ -84,3 +84,24 @@ def test_typed_value_lists_are_read_and_padded_as_tensorflow_does(model_store, t
         expected = tf.make_ndarray(proto)
         assert arrays[key].dtype == expected.dtype
         np.testing.assert_array_equal(arrays[key], expected)
+
+
+def test_the_signature_check_takes_any_batch_and_refuses_other_ranks_and_sizes(model_store, tmp_path):
+    from graphopt.serve.errors import BadRequest
+
+    base = make_base(model_store, tmp_path, {1: "rec-v1"})
+    rec = load_version(str(base / "1"), 1).signature(None)
+    for rows in (0, 1, 9):
+        rec.check(rec_inputs(rows))  # [?] and [?, 3]: any number of rows
+    refused = {
+        "a row of 4 where [?, 3] is expected": np.zeros((2, 4), np.float32),
+        "one rank too few": np.zeros(2, np.float32),
+        "one rank too many": np.zeros((2, 3, 1), np.float32),
+    }
+    for why, numeric in refused.items():
+        arrays = dict(rec_inputs(2), numeric=numeric)
+        with pytest.raises(BadRequest, match=r"input 'numeric' has shape .*expects \[\?, 3\]"):
+            rec.check(arrays)
+            pytest.fail(why)
+    with pytest.raises(BadRequest, match="has dtype DT_DOUBLE, the signature expects DT_FLOAT"):
+        rec.check(dict(rec_inputs(2), numeric=np.zeros((2, 3), np.float64)))
