@@ -21,6 +21,29 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+def _interrupt_inside_extension(exc: RuntimeError):
+    """The interrupt a RuntimeError stands for, or None.
+
+    When SIGINT or SIGTERM lands while a pybind11 extension (TensorFlow's file system calls) is
+    turning a C++ error into a Python one, the signal handler's exception replaces that error and
+    pybind11 reports the swap as ``RuntimeError: ... MISMATCH ... REPLACED BY KeyboardInterrupt``.
+    The user interrupted the run: it must end as an interrupt, not as a traceback.
+    """
+    message = str(exc)
+    if "error_already_set" not in message:
+        return None
+    if "REPLACED BY KeyboardInterrupt" in message:
+        return KeyboardInterrupt()
+    if f"REPLACED BY {Terminated.__name__}" in message:
+        return Terminated()
+    return None
+
+
+def _stopped_by_sigterm():
+    click.echo("graphopt: stopped by SIGTERM; no partial output is left behind", err=True)
+    sys.exit(128 + signal.SIGTERM)
+
+
 # `graphopt` alone shows the help (click signals it as a usage error): not an error to reword.
 _HELP_NOT_ERROR = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
@@ -70,8 +93,14 @@ class GraphoptGroup(click.Group):
             )
             sys.exit(2)
         except Terminated:
-            click.echo("graphopt: stopped by SIGTERM; no partial output is left behind", err=True)
-            sys.exit(128 + signal.SIGTERM)
+            _stopped_by_sigterm()
+        except RuntimeError as exc:
+            interrupt = _interrupt_inside_extension(exc)
+            if isinstance(interrupt, Terminated):
+                _stopped_by_sigterm()
+            if interrupt is None:
+                raise  # a bug to see in full
+            raise interrupt from None  # click ends a KeyboardInterrupt as SIGINT's "Aborted!", exit 1
         finally:
             if main_thread:
                 signal.signal(signal.SIGTERM, previous)
