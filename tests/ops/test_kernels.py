@@ -120,14 +120,49 @@ def test_remove_keeps_every_other_key_findable(lib):
     np.testing.assert_array_equal(ev.lookup(gone).numpy(), np.ones((len(gone), 4)))
 
 
+SLAB = 2 << 20  # chunk_arena.h: a large table's chunks share 2 MiB huge-page slabs
+
+
 def test_memory_report(lib):
+    n = 50_000  # 13 MB of rows: below the 16 MiB after which chunks come from slabs
     ev = EmbeddingVariable(64)
     empty_bytes, _ = (int(t) for t in ev.memory())
-    ev.insert(np.arange(100000), np.zeros((100000, 64), np.float32))
+    ev.insert(np.arange(n), np.zeros((n, 64), np.float32))
     used, capacity = (int(t) for t in ev.memory())
-    assert capacity >= 100000
-    per_key = (used - empty_bytes) / 100000
+    assert capacity >= n
+    per_key = (used - empty_bytes) / n
     assert 256 < per_key < 256 * 1.2, per_key
+
+
+def test_a_large_tables_rows_in_slabs_stay_exact_and_freed_chunks_are_reused(lib):
+    """200,000 x 64 float32 rows (54 MB with their side arrays) cross the 16 MiB after which
+    chunks are carved from slabs: rows stay exact through removal, reinsertion and a reimport
+    (which frees every chunk and allocates them again), and reimporting takes no new memory."""
+    n, dim = 200_000, 64
+    rng = np.random.default_rng(24)
+    keys = rng.permutation(np.arange(-n, n, dtype=np.int64))[:n]
+    rows = rng.standard_normal((n, dim)).astype(np.float32)
+    ev = EmbeddingVariable(dim, initializer="zeros")
+    empty_bytes = int(ev.memory()[0])
+    ev.insert(keys, rows)
+    np.testing.assert_array_equal(ev.lookup(keys).numpy(), rows)
+    used = int(ev.memory()[0])
+    # rows, side arrays and index as below the threshold, plus at most one partly used slab
+    assert 256 < (used - empty_bytes) / n < 256 * 1.2 + SLAB / n
+
+    ev.remove(keys[::2])
+    fresh = np.arange(n, n + n // 2, dtype=np.int64)
+    ev.insert(fresh, rows[::2])  # into the freed rows
+    np.testing.assert_array_equal(ev.lookup(keys[1::2]).numpy(), rows[1::2])
+    np.testing.assert_array_equal(ev.lookup(fresh).numpy(), rows[::2])
+
+    exported_keys, values, _, _ = ev.export()
+    for _ in range(2):
+        ev.import_(exported_keys, values)
+        np.testing.assert_array_equal(ev.lookup(exported_keys).numpy(), values.numpy())
+        reimported = int(ev.memory()[0])
+        assert reimported <= used + SLAB, (reimported, used)
+        used = reimported
 
 
 def test_shape_functions(lib):

@@ -89,6 +89,7 @@ EmbeddingTable::EmbeddingTable(int dim, std::vector<float> default_row, RowIniti
   chunk_values_bytes_ = (rows * row_bytes + 63) / 64 * 64;
   const size_t side = counts_ ? rows * (sizeof(int64_t) + sizeof(uint32_t)) : 0;
   chunk_bytes_ = (chunk_values_bytes_ + side + 63) / 64 * 64;
+  arena_ = std::make_unique<ChunkArena>(chunk_bytes_);
   for (int i = 0; i < kNumShards; ++i) {
     // max_rows split evenly, the remainder to the first shards: the shares sum to it.
     const int64_t share = options_.max_rows / kNumShards + (i < options_.max_rows % kNumShards);
@@ -111,7 +112,7 @@ std::string EmbeddingTable::DebugString() const {
 }
 
 void EmbeddingTable::FreeChunks(Shard* s) {
-  for (char* c : s->chunks) std::free(c);
+  for (char* c : s->chunks) arena_->Free(c);
   s->chunks.clear();
   s->chunks.shrink_to_fit();
 }
@@ -174,7 +175,7 @@ Status EmbeddingTable::AllocateRow(Shard* s, uint32_t* row) {
   }
   const uint32_t r = s->rows_used;
   if ((r >> chunk_shift_) == s->chunks.size()) {
-    char* memory = static_cast<char*>(std::aligned_alloc(64, chunk_bytes_));
+    char* memory = arena_->Allocate();
     if (memory == nullptr) {
       return errors::ResourceExhausted("out of memory growing an EmbeddingVariable");
     }
@@ -869,10 +870,9 @@ int64_t EmbeddingTable::Size() const {
 }
 
 int64_t EmbeddingTable::BytesUsed() const {
-  return sizeof(*this) + default_row_.size() * sizeof(float) +
-         SumOverShards([this](const Shard& s) -> int64_t {
+  return sizeof(*this) + default_row_.size() * sizeof(float) + arena_->Bytes() +
+         SumOverShards([](const Shard& s) -> int64_t {
            return static_cast<int64_t>(s.capacity) * sizeof(Slot) +
-                  static_cast<int64_t>(s.chunks.size()) * chunk_bytes_ +
                   static_cast<int64_t>(s.pending.bytes()) +
                   static_cast<int64_t>(s.filter.bytes()) +
                   static_cast<int64_t>(s.victims.capacity()) * sizeof(Shard::Victim) +

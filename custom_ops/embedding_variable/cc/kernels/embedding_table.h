@@ -7,7 +7,8 @@
 //    is an ordinary key and deletions use backward shifting, not tombstones;
 //  * rows in fixed-size chunks (a contiguous float slab per chunk plus side
 //    arrays of uint32 frequency and int64 last-step), so growing never copies
-//    rows and the slack is at most one chunk per shard.
+//    rows and the slack is at most one chunk per shard; a large table's chunks
+//    share 2 MiB huge-page slabs (chunk_arena.h).
 // At dim 64 that is ~12/load + 12 bytes of overhead per 256-byte row.
 //
 // A serving table may store compressed rows (TableOptions::row_type, row_codec.h):
@@ -43,6 +44,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "embedding_variable/cc/kernels/admission_filter.h"
+#include "embedding_variable/cc/kernels/chunk_arena.h"
 #include "embedding_variable/cc/kernels/counter_map.h"
 #include "embedding_variable/cc/kernels/key_hash.h"
 #include "embedding_variable/cc/kernels/row_codec.h"
@@ -386,6 +388,7 @@ class EmbeddingTable : public tensorflow::ResourceBase {
   uint32_t chunk_mask_;
   size_t chunk_bytes_;
   size_t chunk_values_bytes_;
+  std::unique_ptr<ChunkArena> arena_;  // every shard's chunks
   Shard shards_[kNumShards];
 };
 
