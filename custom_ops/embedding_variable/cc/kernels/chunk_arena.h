@@ -6,7 +6,7 @@
 // table of a few hundred MiB otherwise misses the TLB on nearly every row: with
 // 4 KiB pages the second-level TLB covers a few MiB, and the page walk is a
 // dependent memory access that prefetching the row cannot hide. Measured on
-// 1M x 64 (docs/benchmarks.md, issue 24): find 10-20% faster, no result changes.
+// 1M x 64 (docs/benchmarks.md, issue 24): fp32 find 4-13% faster, int8 2-9%, same results.
 //
 // A small table keeps individually allocated chunks: until the table holds
 // kSlabsAfterBytes, no slab is taken, so a table never holds more than one partly
